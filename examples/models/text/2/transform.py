@@ -1,0 +1,2 @@
+def transform(s: str) -> str:
+    return s[::-1]

@@ -1,0 +1,9 @@
+"""The Triton Inference Server rule set for tpbuild (import name `tpbuild_triton`, source in `rules/`).
+
+Registered through the `tpbuild.rules` entry-point group; it uses only `tpbuild.plugin`.
+"""
+
+from .model import TritonModel
+from .repository import ModelRepository
+
+RULES = [TritonModel, ModelRepository]

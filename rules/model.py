@@ -1,0 +1,136 @@
+"""`triton_model`: one Python-backend model directory.
+
+    <model_name>/config.pbtxt
+    <model_name>/<version>/model.py   (and every other file of the version directory)
+    <model_name>/<files...>
+
+An inline `config` is rendered from Triton's own ModelConfig schema, so a typo or a bad enum is
+caught here with its field path instead of at model load. An existing `config.pbtxt` is validated
+and then kept byte for byte: whatever the user put in it (auto-complete, decoupled policy, custom
+parameters) must reach the server unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Union
+
+from pydantic import field_validator
+
+from tpbuild.plugin import AnalysisContext, Attrs, Input, Label, Rule, SourceOrLabel, SourcePath, TargetInfo
+
+VERSION_RE = re.compile(r"^(0|[1-9][0-9]*)$")
+EXCLUDED = ("__pycache__", "*.pyc")
+
+
+class ModelAttrs(Attrs):
+    model_name: str | None = None
+    versions: Union[dict[str, str], tuple[str, ...]]
+    config: Union[dict, str, None] = None
+    files: tuple[SourceOrLabel, ...] = ()
+
+    @field_validator("versions")
+    @classmethod
+    def _versions(cls, v):
+        names = list(v) if isinstance(v, dict) else list(v)
+        if not names:
+            raise ValueError("declare at least one version, e.g. versions = [\"1\"]")
+        for name in names:
+            if not VERSION_RE.match(name):
+                raise ValueError(f"version {name!r} is not a version number: Triton serves only directories "
+                                 "named 0, 1, 2, ... (no leading zeros) and skips others silently")
+        return v
+
+
+class TritonModel(Rule):
+    name = "triton_model"
+    version = "1"
+    attrs = ModelAttrs
+
+    def analyze(self, ctx: AnalysisContext, attrs: ModelAttrs) -> TargetInfo:
+        from . import modelconfig  # protobuf is heavy: load it only when a model is analysed
+
+        model_name = attrs.model_name or ctx.label.name
+        cfg, verbatim = self._config(ctx, attrs, model_name)
+        model_file = modelconfig.default_model_filename(cfg)
+        config_art = ctx.write("TritonConfig", "config.pbtxt", verbatim or modelconfig.render(cfg))
+        entries: list[tuple[str, Input]] = [("config.pbtxt", config_art)]
+
+        versions = attrs.versions if isinstance(attrs.versions, dict) else {v: v for v in attrs.versions}
+        for version, rel in sorted(versions.items(), key=lambda kv: int(kv[0])):
+            src = self._source(ctx, ("versions", version) if isinstance(attrs.versions, dict) else ("versions",), rel)
+            if not src.is_dir:
+                raise ctx.error(("versions",), f"version {version}: {rel!r} is a file; name the directory holding "
+                                               f"{model_file}")
+            files = ctx.files_under(src, EXCLUDED)
+            if model_file not in files:
+                raise ctx.error(("versions",), f"version {version}: {src.rel}/{model_file} does not exist; "
+                                               f"add it (or set default_model_filename in config)")
+            for f in files:
+                entries.append((f"{version}/{f}", ctx.source(ctx.source_path(f"{src.rel}/{f}"))))
+
+        for item in attrs.files:
+            self._place_file(ctx, entries, item)
+
+        tree = ctx.tree("ModelDirectory", entries)
+        return TargetInfo(rule=self.name, output=tree,
+                          values={"model_name": model_name})
+
+    def _config(self, ctx: AnalysisContext, attrs: ModelAttrs, model_name: str):
+        from . import modelconfig
+
+        try:
+            if isinstance(attrs.config, str):
+                src = self._source(ctx, ("config",), attrs.config)
+                text = (ctx.root / src.path).read_bytes()
+                try:
+                    cfg = modelconfig.parse_text(text.decode("utf-8"), model_name)
+                except UnicodeDecodeError:
+                    raise ctx.error(("config",), f"{src.rel} is not UTF-8 text") from None
+                return cfg, text
+            return modelconfig.from_table(attrs.config or {}, model_name), None
+        except modelconfig.ConfigError as e:
+            where = ("config", *_keypath(e.field)) if isinstance(attrs.config, dict) else ("config",)
+            field = f"config.{e.field}" if e.field else "config"
+            raise ctx.error(where, f"{field}: {e.message}") from None
+
+    @staticmethod
+    def _source(ctx: AnalysisContext, where: tuple, rel: str) -> SourcePath:
+        try:
+            return ctx.source_path(rel)
+        except ValueError as e:
+            raise ctx.error(where, str(e)) from None
+
+    @staticmethod
+    def _place_file(ctx: AnalysisContext, entries: list[tuple[str, Input]], item) -> None:
+        """A label's output files land at the model root under their own names; a source file or
+        directory lands there under its base name."""
+        if isinstance(item, Label):
+            dep = ctx.dep(item)
+            if dep.output is None:
+                raise ctx.error(("files",), f"{item} has no output to place in the model directory")
+            entries.append(("", dep.output))
+            return
+        base = item.rel.rsplit("/", 1)[-1]
+        taken = {d.split("/")[0] for d, _ in entries}
+        if base in taken:
+            raise ctx.error(("files",), f"{base!r} is already in the model directory; rename the file")
+        if item.is_dir:
+            for f in ctx.files_under(item, EXCLUDED):
+                entries.append((f"{base}/{f}", ctx.source(ctx.source_path(f"{item.rel}/{f}"))))
+        else:
+            entries.append((base, ctx.source(item)))
+
+
+def _keypath(field: str) -> tuple:
+    """'input[0].data_type' -> ('input', 0, 'data_type'), the path tomlsource knows lines for."""
+    out: list = []
+    for part in field.split("."):
+        m = re.match(r"^([^\[]*)((?:\[\d+\])*)$", part)
+        if not m:
+            out.append(part)
+            continue
+        if m.group(1):
+            out.append(m.group(1))
+        out.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return tuple(out)

@@ -1,0 +1,90 @@
+"""Shared fixtures: real workspaces in temp dirs, driven through the real `tpbuild` CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "server: starts a real Triton server")
+    config.addinivalue_line("markers", "slow: takes minutes (real env or stub builds)")
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    report: dict | None
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def statuses(self, status: str | None = None) -> list[tuple[str, str]] | list[str]:
+        acts = self.report["actions"]
+        if status is None:
+            return [(a["target"], a["mnemonic"], a["status"]) for a in acts]
+        return [f"{a['target']}%{a['mnemonic']}" for a in acts if a["status"] == status]
+
+
+class Workspace:
+    def __init__(self, root: Path, cache: Path):
+        self.root = root
+        self.cache = cache
+        self.env = {**os.environ, "TPBUILD_CACHE_DIR": str(cache)}
+
+    def write(self, rel: str, text: str) -> Path:
+        p = self.root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text).lstrip("\n"))
+        return p
+
+    def run(self, *args: str, report: bool = True, check: bool | None = None, env: dict | None = None,
+            timeout: float = 600) -> Run:
+        rep = self.root.parent / f"report-{os.getpid()}-{len(args)}.json"
+        if rep.exists():
+            rep.unlink()
+        argv = [sys.executable, "-m", "tpbuild", "-C", str(self.root), *args]
+        if report and args and args[0] in ("build", "test"):
+            argv += ["--report", str(rep)]
+        p = subprocess.run(argv, capture_output=True, text=True, env={**self.env, **(env or {})}, timeout=timeout)
+        data = json.loads(rep.read_text()) if rep.exists() else None
+        r = Run(p.returncode, p.stdout, p.stderr, data)
+        assert "Traceback" not in r.output, r.output
+        if check is True:
+            assert p.returncode == 0, r.output
+        return r
+
+    def build(self, *patterns: str, **kw) -> Run:
+        return self.run("build", *(patterns or ("//...",)), **kw)
+
+    def out(self, rel: str) -> Path:
+        return self.root / "tpbuild-out" / rel
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "tpbuild.toml").write_text("")
+    return Workspace(root, tmp_path / "cache")
+
+
+@pytest.fixture
+def examples(tmp_path: Path) -> Workspace:
+    root = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("tpbuild-out", "__pycache__"))
+    return Workspace(root, tmp_path / "cache")

@@ -1,0 +1,381 @@
+"""The engine through the real CLI: incrementality, the cache, parallel builds, failures, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tpbuild import digest
+
+
+def two_step(ws):
+    ws.write("gen/BUILD.toml", """
+        [genrule.upper]
+        srcs = ["names.txt"]
+        outs = ["upper.txt"]
+        cmd = "tr a-z A-Z < $SRCS > $OUT"
+
+        [genrule.count]
+        srcs = [":upper"]
+        outs = ["count.txt"]
+        cmd = "wc -l < $SRCS/upper.txt > $OUT"
+
+        [genrule.other]
+        srcs = ["other.txt"]
+        outs = ["other.out"]
+        cmd = "cp $SRCS $OUT"
+    """)
+    ws.write("gen/names.txt", "cat\ndog\n")
+    ws.write("gen/other.txt", "x\n")
+
+
+def test_clean_then_noop_executes_nothing(ws):
+    two_step(ws)
+    first = ws.build(check=True)
+    assert len(first.statuses("executed")) == 3
+    assert ws.out("gen/upper/upper.txt").read_text() == "CAT\nDOG\n"
+    assert ws.out("gen/count/count.txt").read_text().strip() == "2"
+    again = ws.build(check=True)
+    assert again.statuses("executed") == []
+    assert len(again.statuses("cached")) == 3
+    assert all(t["status"] == "built" for t in again.report["targets"].values())
+    assert again.report["targets"]["//gen:upper"]["outputs"] == ["tpbuild-out/gen/upper"]
+
+
+def test_one_edit_reruns_only_dependents(ws):
+    two_step(ws)
+    ws.build(check=True)
+    ws.write("gen/names.txt", "cat\ndog\nemu\n")
+    r = ws.build(check=True)
+    assert sorted(r.statuses("executed")) == ["//gen:count%Genrule", "//gen:upper%Genrule"]
+    assert ws.out("gen/count/count.txt").read_text().strip() == "3"
+
+
+def test_early_cutoff_when_upstream_output_is_unchanged(ws):
+    two_step(ws)
+    ws.build(check=True)
+    ws.write("gen/names.txt", "CAT\nDOG\n")  # upper-cases to the same bytes
+    r = ws.build(check=True)
+    assert r.statuses("executed") == ["//gen:upper%Genrule"]
+
+
+def test_deleted_outputs_come_back_from_cache(ws):
+    two_step(ws)
+    ws.build(check=True)
+    subprocess.run(["rm", "-rf", str(ws.root / "tpbuild-out")], check=True)
+    r = ws.build(check=True)
+    assert r.statuses("executed") == []
+    assert ws.out("gen/upper/upper.txt").read_text() == "CAT\nDOG\n"
+
+
+def test_outputs_are_read_only_links_into_the_cache(ws):
+    two_step(ws)
+    ws.build(check=True)
+    st = ws.out("gen/upper/upper.txt").stat()
+    assert st.st_mode & 0o222 == 0
+
+
+def test_corrupted_blob_is_detected_and_rebuilt(ws):
+    two_step(ws)
+    ws.build(check=True)
+    out = ws.out("gen/upper/upper.txt")
+    blob = ws.cache / "cas" / digest.hex_part(digest.of_file(out))[:2] / digest.hex_part(digest.of_file(out))
+    assert blob.exists()
+    os.chmod(blob, 0o644)
+    blob.write_text("CORRUPT\n")  # through the hardlink, the output changes too
+    r = ws.build(check=True)
+    assert "//gen:upper%Genrule" in r.statuses("executed")
+    assert out.read_text() == "CAT\nDOG\n"
+    assert digest.of_file(out) == digest.of_file(blob) if blob.exists() else True
+
+
+def test_corrupted_blob_after_deleting_outputs(ws):
+    two_step(ws)
+    ws.build(check=True)
+    out = ws.out("gen/other/other.out")
+    hx = digest.hex_part(digest.of_file(out))
+    subprocess.run(["rm", "-rf", str(ws.root / "tpbuild-out")], check=True)
+    blob = ws.cache / "cas" / hx[:2] / hx
+    os.chmod(blob, 0o644)
+    with open(blob, "r+") as f:  # same size, different bytes
+        f.write("y")
+    r = ws.build(check=True)
+    assert r.statuses("executed") == ["//gen:other%Genrule"]
+    assert out.read_text() == "x\n"
+
+
+def test_concurrent_builds_share_one_cache(tmp_path):
+    from conftest import Workspace
+
+    cache = tmp_path / "cache"
+    spaces = []
+    for i in range(2):
+        root = tmp_path / f"ws{i}"
+        root.mkdir()
+        (root / "tpbuild.toml").write_text("")
+        w = Workspace(root, cache)
+        lines = []
+        for n in range(30):
+            lines.append(f'[genrule.g{n}]\nsrcs = ["in.txt"]\nouts = ["o{n}.txt"]\n'
+                         f'cmd = "sleep 0.0$((RANDOM % 5)); cat $SRCS > $OUT; echo {n} >> $OUT"\n')
+        w.write("p/BUILD.toml", "\n".join(lines))
+        w.write("p/in.txt", "shared\n")
+        spaces.append(w)
+    procs = [subprocess.Popen([sys.executable, "-m", "tpbuild", "-C", str(w.root), "build", "//...", "-j", "4"],
+                              env=w.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for w in spaces]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out
+    for w in spaces:
+        for n in range(30):
+            assert w.out(f"p/g{n}/o{n}.txt").read_text() == f"shared\n{n}\n"
+    # Every action-cache entry names blobs that exist and match their names.
+    for entry in (cache / "ac").rglob("*"):
+        if entry.is_file():
+            for path, kind, d, size in json.loads(entry.read_text())["entries"]:
+                hx = digest.hex_part(d)
+                blob = cache / "cas" / hx[:2] / (hx + (".x" if kind == "x" else ""))
+                assert digest.of_file(blob) == d
+    assert not any((cache / "tmp").iterdir())
+    # A third build in each workspace executes nothing.
+    for w in spaces:
+        assert w.build(check=True).statuses("executed") == []
+
+
+def test_two_builds_in_one_workspace_take_turns(ws):
+    ws.write("p/BUILD.toml", """
+        [genrule.slow]
+        outs = ["a.txt"]
+        cmd = "sleep 1; echo a > $OUT"
+    """)
+    procs = [subprocess.Popen([sys.executable, "-m", "tpbuild", "-C", str(ws.root), "build", "//..."],
+                              env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert ws.out("p/slow/a.txt").read_text() == "a\n"
+
+
+def test_input_edited_while_action_runs_is_not_cached(ws):
+    src = ws.write("p/in.txt", "before\n")
+    ws.write("p/BUILD.toml", f"""
+        [genrule.g]
+        srcs = ["in.txt"]
+        outs = ["o.txt"]
+        cmd = "cat $SRCS > $OUT; sleep 0.2; echo after > {src}"
+    """)
+    r = ws.build(check=True)
+    assert "input changed while" in r.output
+    assert ws.out("p/g/o.txt").read_text() == "before\n"
+    assert not any(p.is_file() for p in (ws.cache / "ac").rglob("*"))
+    # The next build sees the new content and runs again.
+    ws.write("p/BUILD.toml", """
+        [genrule.g]
+        srcs = ["in.txt"]
+        outs = ["o.txt"]
+        cmd = "cat $SRCS > $OUT"
+    """)
+    r = ws.build(check=True)
+    assert ws.out("p/g/o.txt").read_text() == "after\n"
+
+
+def test_same_size_edit_within_timestamp_granularity_is_seen(ws):
+    """The racy case: rewrite a file with the same size right after it was hashed."""
+    two_step(ws)
+    ws.build(check=True)
+    p = ws.root / "gen/names.txt"
+    st = p.stat()
+    p.write_text("cow\nant\n")  # same size
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
+    r = ws.build(check=True)
+    assert "//gen:upper%Genrule" in r.statuses("executed")
+    assert ws.out("gen/upper/upper.txt").read_text() == "COW\nANT\n"
+
+
+def test_failure_shows_target_command_and_output(ws):
+    ws.write("p/BUILD.toml", """
+        [genrule.bad]
+        outs = ["x"]
+        cmd = "echo something broke >&2; exit 3"
+
+        [genrule.after]
+        srcs = [":bad"]
+        outs = ["y"]
+        cmd = "touch $OUT"
+
+        [genrule.fine]
+        outs = ["z"]
+        cmd = "echo ok > $OUT"
+    """)
+    r = ws.build("//...", "-k", "-j", "1")
+    assert r.returncode == 1
+    assert "//p:bad" in r.stderr and "exited with code 3" in r.stderr
+    assert "something broke" in r.stderr and "echo something broke" in r.stderr
+    assert r.report["success"] is False
+    t = r.report["targets"]
+    assert (t["//p:bad"]["status"], t["//p:after"]["status"], t["//p:fine"]["status"]) == \
+        ("failed", "skipped", "built")
+
+
+def test_missing_declared_output_fails(ws):
+    ws.write("p/BUILD.toml", """
+        [genrule.g]
+        outs = ["a", "b"]
+        cmd = "touch out/a"
+    """)
+    r = ws.build()
+    assert r.returncode == 1
+    assert "did not create its declared output 'b'" in r.stderr
+
+
+def test_undeclared_files_are_not_kept(ws):
+    ws.write("p/BUILD.toml", """
+        [genrule.g]
+        outs = ["a"]
+        cmd = "touch out/a out/stray"
+    """)
+    ws.build(check=True)
+    assert sorted(p.name for p in ws.out("p/g").iterdir()) == ["a"]
+
+
+@pytest.mark.parametrize("manifest,line,needle", [
+    ('[nosuchrule.x]\nouts = ["a"]\n', 1, "unknown rule 'nosuchrule'"),
+    ('[genrule.x]\nouts = ["a"]\ncmd = "true"\ncolor = "red"\n', 4, "unknown attribute 'color'"),
+    ('[genrule.x]\nouts = "a"\ncmd = "true"\n', 2, "attribute 'outs'"),
+    ('[genrule.x]\nouts = ["a"]\ncmd = 3\n', 3, "attribute 'cmd'"),
+    ('[genrule.x]\nouts = ["a"]\n', 1, "missing required attribute 'cmd'"),
+    ('[genrule.x]\nouts = ["a"]\ncmd = "true"\n\n[genrule.x]\nouts = ["b"]\n', 5, "invalid TOML"),
+    ('[genrule.x]\nouts = ["a"]\ncmd = "true"\n\n[triton_model.x]\nversions = ["1"]\n', 5,
+     "duplicate target name 'x'"),
+    ('[genrule."bad name"]\nouts = ["a"]\ncmd = "true"\n', 1, "invalid target name"),
+    ('[genrule.x]\nsrcs = ["//other"]\nouts = ["a"]\ncmd = "true"\n', 2, "depends on //other:other"),
+    ('[genrule.x]\nsrcs = ["//p:"]\nouts = ["a"]\ncmd = "true"\n', 2, "invalid target name"),
+    ('[genrule.x]\nsrcs = ["p:x"]\nouts = ["a"]\ncmd = "true"\n', 2, "source 'p:x' not found"),
+    ('[genrule.x]\nsrcs = ["missing.txt"]\nouts = ["a"]\ncmd = "true"\n', 2, "source 'missing.txt' not found"),
+    ('[genrule.x]\nsrcs = ["../tpbuild.toml"]\nouts = ["a"]\ncmd = "true"\n', 2, "leaves the package"),
+    ('[genrule.x]\nsrcs = ["/etc/passwd"]\nouts = ["a"]\ncmd = "true"\n', 2, "relative to the package"),
+    ('[genrule.x]\nsrcs = ["link.txt"]\nouts = ["a"]\ncmd = "true"\n', 2, "symlink leading out"),
+    ('[genrule.x]\nouts = ["../a"]\ncmd = "true"\n', 2, "relative path inside"),
+    ('[genrule.x]\nouts = ["a"]\ncmd = "true\n', 3, "invalid TOML"),
+    ('genrule = 3\n', 1, "expected tables"),
+])
+def test_bad_manifest_exits_2_with_file_and_line(ws, manifest, line, needle):
+    (ws.root / "p").mkdir()
+    os.symlink("/etc/hostname", ws.root / "p" / "link.txt")
+    (ws.root / "p" / "BUILD.toml").write_text(manifest)
+    r = ws.build()
+    assert r.returncode == 2, r.output
+    assert f"p/BUILD.toml:{line}: " in r.stderr, r.stderr
+    assert needle in r.stderr, r.stderr
+    assert not (ws.root / "tpbuild-out" / "p").exists()
+
+
+def test_cycle_names_the_whole_cycle(ws):
+    ws.write("a/BUILD.toml", '[genrule.x]\nsrcs = ["//b:y"]\nouts = ["o"]\ncmd = "true"\n')
+    ws.write("b/BUILD.toml", '[genrule.y]\nsrcs = ["//a:x"]\nouts = ["o"]\ncmd = "true"\n')
+    r = ws.build()
+    assert r.returncode == 2
+    assert "//a:x -> //b:y -> //a:x" in r.stderr or "//b:y -> //a:x -> //b:y" in r.stderr
+
+
+def test_bad_workspace_config(ws):
+    ws.write("tpbuild.toml", '[cache]\nremote_uplod = false\n')
+    ws.write("p/BUILD.toml", '[genrule.x]\nouts = ["o"]\ncmd = "true"\n')
+    r = ws.build()
+    assert r.returncode == 2
+    assert "tpbuild.toml:2: unknown attribute 'remote_uplod'" in r.stderr
+
+
+def test_not_a_workspace(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", str(tmp_path), "build", "//..."],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "no tpbuild.toml" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["build", "foo"], "invalid pattern 'foo'"),
+    (["build", "//nope/..."], "matches no package"),
+    (["build", "//p:nope"], "no target //p:nope"),
+    (["build", "-j", "0", "//..."], "at least 1"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_command_line_exits_2(ws, args, needle):
+    ws.write("p/BUILD.toml", '[genrule.x]\nouts = ["o"]\ncmd = "true"\n')
+    r = ws.run(*args)
+    assert r.returncode == 2, r.output
+    assert needle in r.stderr
+
+
+def test_patterns_and_query(ws):
+    for pkg in ("a", "a/b", "c"):
+        ws.write(f"{pkg}/BUILD.toml", '[genrule.x]\nouts = ["o"]\ncmd = "true"\n\n'
+                                      '[genrule.y]\nouts = ["o"]\ncmd = "true"\n')
+    ws.write("skipme/BUILD.toml", '[genrule.x]\nouts = ["o"]\ncmd = "true"\n')
+    ws.write(".hidden/BUILD.toml", '[genrule.x]\nouts = ["o"]\ncmd = "true"\n')
+    ws.write("tpbuild.toml", '[workspace]\nignore = ["skipme"]\n')
+
+    def q(*pats):
+        return ws.run("query", *pats, check=True).stdout.split()
+
+    assert q("//...") == ["//a:x", "//a:y", "//a/b:x", "//a/b:y", "//c:x", "//c:y"]
+    assert q("//a/...") == ["//a:x", "//a:y", "//a/b:x", "//a/b:y"]
+    assert q("//a:all") == ["//a:x", "//a:y"]
+    assert q("//a/...", "-//a/b/...") == ["//a:x", "//a:y"]
+    assert q("//...", "-//a/...", "//a/b:x") == ["//a/b:x", "//c:x", "//c:y"]
+    assert q("//c:x") == ["//c:x"]
+    data = json.loads(ws.run("query", "//c:x", "--output", "json", check=True).stdout)
+    assert data == [{"label": "//c:x", "rule": "genrule", "deps": []}]
+
+
+def test_label_shorthand_and_graph(ws):
+    ws.write("lib/BUILD.toml", '[genrule.lib]\nouts = ["o"]\ncmd = "echo lib > $OUT"\n')
+    ws.write("app/BUILD.toml", '[genrule.app]\nsrcs = ["//lib", ":data"]\nouts = ["o"]\n'
+                               'cmd = "cat lib/lib/o app/data/o > $OUT"\n\n'
+                               '[genrule.data]\nouts = ["o"]\ncmd = "echo data > $OUT"\n')
+    ws.build("//app", check=True)
+    assert ws.out("app/app/o").read_text() == "lib\ndata\n"
+    dot = ws.run("graph", "//app:app", check=True).stdout
+    assert dot.startswith("digraph")
+    assert '"//app:app" -> "//lib:lib";' in dot and '"//app:app" -> "//app:data";' in dot
+
+
+def test_clean_and_clean_cache(ws):
+    two_step(ws)
+    ws.build(check=True)
+    ws.run("clean", check=True)
+    assert not ws.out("gen").exists()
+    assert ws.build(check=True).statuses("executed") == []
+    ws.run("clean", "--cache", check=True)
+    assert not ws.cache.exists()
+    assert len(ws.build(check=True).statuses("executed")) == 3
+
+
+def test_outputs_are_deterministic_across_workspaces(tmp_path):
+    from conftest import Workspace
+
+    trees = []
+    for i in range(2):
+        root = tmp_path / f"w{i}"
+        root.mkdir()
+        (root / "tpbuild.toml").write_text("")
+        w = Workspace(root, tmp_path / f"cache{i}")
+        two_step(w)
+        w.build(check=True)
+        trees.append({p.relative_to(root / "tpbuild-out").as_posix(): p.read_bytes()
+                      for p in (root / "tpbuild-out").rglob("*") if p.is_file() and ".tpbuild" not in p.parts})
+    assert trees[0] == trees[1] and trees[0]
+
+
+def test_plain_progress_lines_when_not_a_tty(ws):
+    two_step(ws)
+    r = ws.build(check=True)
+    assert "Genrule //gen:upper" in r.stderr
+    assert "Built 3/3 targets, 3 actions: 3 executed, 0 from cache" in r.stdout

@@ -1,0 +1,52 @@
+"""The action cache: action key -> the output tree the action produced.
+
+One small JSON file per key at `<cache>/ac/<aa>/<hex>`, written by temp file and rename. The body
+carries a format version; an entry of another version or that does not parse is a miss, so a format
+change needs no migration and a torn or corrupted entry can only cost a rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from . import digest
+from .action import Entry
+
+FORMAT = 1
+
+
+class ActionCache:
+    def __init__(self, root: Path):
+        self.root = root / "ac"
+        self.tmp = root / "tmp"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        hx = digest.hex_part(key)
+        return self.root / hx[:2] / hx
+
+    def get(self, key: str) -> tuple[Entry, ...] | None:
+        try:
+            data = json.loads(self.path(key).read_bytes())
+            if data.get("v") != FORMAT:
+                return None
+            return tuple(Entry.from_json(e) for e in data["entries"])
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None
+
+    def put(self, key: str, entries: tuple[Entry, ...]) -> None:
+        body = encode(entries)
+        dest = self.path(key)
+        dest.parent.mkdir(exist_ok=True)
+        tmp = self.tmp / f"ac.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
+        tmp.write_bytes(body)
+        os.replace(tmp, dest)
+
+
+def encode(entries: tuple[Entry, ...]) -> bytes:
+    return json.dumps({"v": FORMAT, "entries": [e.to_json() for e in entries]},
+                      separators=(",", ":")).encode()

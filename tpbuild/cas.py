@@ -1,0 +1,140 @@
+"""The local content-addressed blob store: `<cache>/cas/<aa>/<hex>[.x]`.
+
+Blobs are immutable and read-only; executables are stored apart (`.x`) because hardlinks share a
+mode. Every write goes to a temp file in the cache and is renamed into place, so a reader never sees
+half a blob and any number of builds can write at once (the same digest is the same bytes, so the
+last rename wins harmlessly). A blob is re-hashed before its first use in a build; one that no longer
+matches its name (a disk fault, an output edited in place through a hardlink) is deleted and
+reported as missing, and the action that made it runs again.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from . import digest
+
+_FICLONE = 0x40049409  # linux/fs.h: share extents (reflink) where the filesystem can
+
+
+class Cas:
+    def __init__(self, root: Path, statcache=None):
+        # Blobs are verified through the stat memo: an unchanged stat means unchanged content, and
+        # an in-place edit through a hardlinked output changes the stat, so it is re-hashed and caught.
+        self.statcache = statcache
+        self.root = root / "cas"
+        self.tmp = root / "tmp"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._verified: set[str] = set()
+        self._lock = threading.Lock()
+
+    def path(self, d: str, executable: bool = False) -> Path:
+        hx = digest.hex_part(d)
+        return self.root / hx[:2] / (hx + (".x" if executable else ""))
+
+    def temp_path(self, hint: str = "blob") -> Path:
+        return self.tmp / f"{hint}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
+
+    def _publish(self, tmp: Path, d: str, executable: bool) -> None:
+        os.chmod(tmp, 0o555 if executable else 0o444)
+        dest = self.path(d, executable)
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(tmp, dest)
+        with self._lock:
+            self._verified.add(str(dest))
+
+    def put_bytes(self, data: bytes, executable: bool = False) -> str:
+        d = digest.of_bytes(data)
+        if not self.path(d, executable).exists():
+            tmp = self.temp_path()
+            tmp.write_bytes(data)
+            self._publish(tmp, d, executable)
+        return d
+
+    def put_file(self, src: Path, *, executable: bool, move: bool, known: str | None = None) -> tuple[str, int]:
+        """Store a file; `move` takes it (scratch outputs), otherwise it is copied (sources, which the
+        user may edit later). `known` is a digest the caller already computed for `src`."""
+        if move:
+            d = known or digest.of_file(src)
+            size = src.stat().st_size
+            if self.path(d, executable).exists():
+                src.unlink()
+            else:
+                self._publish(src, d, executable)
+            return d, size
+        tmp = self.temp_path()
+        shutil.copyfile(src, tmp)
+        # Hash the copy, not the source: the source may change while we copy it.
+        d = digest.of_file(tmp)
+        size = tmp.stat().st_size
+        if self.path(d, executable).exists():
+            tmp.unlink()
+        else:
+            self._publish(tmp, d, executable)
+        return d, size
+
+    def verify(self, d: str, executable: bool = False) -> bool:
+        """True if the blob exists and its content matches its name (checked once per build)."""
+        p = self.path(d, executable)
+        key = str(p)
+        if key in self._verified:
+            return True
+        try:
+            got = self.statcache.digest(key)[0] if self.statcache is not None else digest.of_file(p)
+            ok = got == d
+        except FileNotFoundError:
+            return False
+        if not ok:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+            return False
+        with self._lock:
+            self._verified.add(key)
+        return True
+
+    def link(self, d: str, executable: bool, dest: Path) -> None:
+        """Make `dest` hold the blob: reflink, else hardlink, else copy (across filesystems)."""
+        src = self.path(d, executable)
+        try:
+            os.unlink(dest)
+        except FileNotFoundError:
+            pass
+        if _reflink(src, dest):
+            os.chmod(dest, 0o555 if executable else 0o444)
+            return
+        try:
+            os.link(src, dest)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+            shutil.copyfile(src, dest)
+            os.chmod(dest, 0o555 if executable else 0o444)
+
+
+_reflink_works: bool | None = None
+
+
+def _reflink(src: Path, dest: Path) -> bool:
+    global _reflink_works
+    if _reflink_works is False:
+        return False
+    try:
+        with open(src, "rb") as s, open(dest, "wb") as t:
+            fcntl.ioctl(t.fileno(), _FICLONE, s.fileno())
+        _reflink_works = True
+        return True
+    except OSError:
+        try:
+            os.unlink(dest)
+        except FileNotFoundError:
+            pass
+        _reflink_works = False
+        return False

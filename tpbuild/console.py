@@ -1,0 +1,66 @@
+"""What a person (or a CI log) sees while a build runs.
+
+A terminal gets one live status line that is rewritten in place; anything else gets plain,
+append-only lines, one per action that actually ran, so a CI log stays readable at a thousand targets.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+import time
+
+from .action import Action
+from .scheduler import Outcome
+
+
+class Console:
+    def __init__(self, total: int, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.total = total
+        self.done = 0
+        self.running: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._t0 = time.monotonic()
+
+    def started(self, a: Action) -> None:
+        with self._lock:
+            self.running[a.id] = time.monotonic()
+            if self.tty:
+                self._status(a.description)
+
+    def finished(self, o: Outcome) -> None:
+        with self._lock:
+            self.done += 1
+            self.running.pop(o.action.id, None)
+            if o.status == "executed" and not self.tty:
+                self._line(f"[{self.done}/{self.total}] {o.action.description} ({o.seconds:.2f}s)")
+            elif o.status == "failed":
+                self._line(f"FAILED {o.action.description}")
+            elif self.tty:
+                self._status(o.action.description)
+
+    def warn(self, msg: str) -> None:
+        with self._lock:
+            self._line(f"warning: {msg}")
+
+    def _status(self, what: str) -> None:
+        width = shutil.get_terminal_size((80, 20)).columns
+        elapsed = time.monotonic() - self._t0
+        extra = f" (+{len(self.running) - 1} more)" if len(self.running) > 1 else ""
+        text = f"[{self.done}/{self.total}] {elapsed:5.1f}s {what}{extra}"
+        self.stream.write("\r\x1b[K" + text[: width - 1])
+        self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()

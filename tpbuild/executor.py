@@ -1,0 +1,186 @@
+"""Runs one action whose inputs are resolved, and stores what it produced in the blob store.
+
+The executor knows actions and blobs, nothing of rules, keys or caching: the scheduler resolves
+inputs and decides whether to run at all. `write` and `tree` actions run in-process (no process per
+file: that is where a clean build of a thousand models spends its time in other tools); `run`
+actions get a fresh scratch directory holding exactly their declared inputs, and only their declared
+outputs are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .action import PYTHON, Action, Artifact, Entry, Source
+from .cas import Cas
+from .errors import BuildError
+
+# A `run` action writes its declared outputs below this directory of its scratch directory.
+OUT = "out"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An input with what the key needs (`digest`) and what execution needs (`entries` or `path`)."""
+
+    dest: str
+    input: Source | Artifact
+    digest: str
+    entries: tuple[Entry, ...] = ()  # artifact inputs: the file, or every file of the tree
+    full_path: str = ""              # source inputs: where to read it
+    executable: bool = False
+
+
+class Executor:
+    def __init__(self, root: Path, cas: Cas, logs_dir: Path):
+        self.root = root
+        self.cas = cas
+        self.logs_dir = logs_dir
+
+    def execute(self, action: Action, inputs: list[Resolved]) -> tuple[Entry, ...]:
+        if action.kind == "write":
+            return self._write(action)
+        if action.kind == "tree":
+            return self._tree(action, inputs)
+        return self._run(action, inputs)
+
+    def _write(self, action: Action) -> tuple[Entry, ...]:
+        exe = bool(action.spec.get("executable"))
+        d = self.cas.put_bytes(action.content, exe)
+        return (Entry(action.spec["out"], "x" if exe else "f", d, len(action.content)),)
+
+    def _tree(self, action: Action, inputs: list[Resolved]) -> tuple[Entry, ...]:
+        out: dict[str, Entry] = {}
+
+        def add(e: Entry) -> None:
+            prev = out.get(e.path)
+            if prev is not None and prev != e:
+                raise BuildError(f"{action.owner}: two inputs want the same output path {e.path!r}; "
+                                 "rename one of them")
+            out[e.path] = e
+
+        for r in inputs:
+            if isinstance(r.input, Source):
+                d, size = self.cas.put_file(Path(r.full_path), executable=r.executable, move=False)
+                add(Entry(r.dest, "x" if r.executable else "f", d, size))
+            elif r.input.path:
+                e = r.entries[0]
+                add(Entry(r.dest, e.kind, e.digest, e.size))
+            else:
+                for e in r.entries:
+                    add(Entry(f"{r.dest}/{e.path}" if r.dest else e.path, e.kind, e.digest, e.size))
+        return tuple(out[p] for p in sorted(out))
+
+    def log_path(self, action: Action) -> Path:
+        safe = action.id.lstrip("/").replace("/", "_").replace(":", "__").replace("%", ".")
+        return self.logs_dir / f"{safe}.log"
+
+    def _run(self, action: Action, inputs: list[Resolved]) -> tuple[Entry, ...]:
+        scratch = self.cas.temp_path("run")
+        try:
+            return self._run_in(action, inputs, scratch)
+        finally:
+            _rmtree(scratch)
+
+    def _run_in(self, action: Action, inputs: list[Resolved], scratch: Path) -> tuple[Entry, ...]:
+        (scratch / "tmp").mkdir(parents=True)
+        (scratch / OUT).mkdir()
+        for r in inputs:
+            if isinstance(r.input, Source):
+                dest = scratch / r.dest
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(r.full_path, dest)
+                if r.executable:
+                    os.chmod(dest, 0o755)
+            else:
+                for e in r.entries:
+                    rel = r.dest if r.input.path else (f"{r.dest}/{e.path}" if r.dest else e.path)
+                    dest = scratch / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    if e.kind == "l":
+                        os.symlink(e.digest, dest)
+                    else:
+                        self.cas.link(e.digest, e.kind == "x", dest)
+        spec = action.spec
+        argv = [_expand(a) for a in spec["argv"]]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", str(scratch)),
+            "LANG": "C.UTF-8",
+            "TMPDIR": str(scratch / "tmp"),
+            "SOURCE_DATE_EPOCH": "0",
+        }
+        env.update({k: _expand(v) for k, v in spec["env"].items()})
+        log = self.log_path(action)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as logf:
+            try:
+                proc = subprocess.run(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL,
+                                      stdout=logf, stderr=subprocess.STDOUT, timeout=spec.get("timeout"))
+                code = proc.returncode
+            except subprocess.TimeoutExpired:
+                code = None
+            except OSError as e:
+                raise BuildError(f"{action.owner}: {action.mnemonic} could not start {argv[0]!r}: {e.strerror}") from None
+        if code != 0:
+            what = "timed out" if code is None else f"exited with code {code}"
+            raise BuildError(
+                f"{action.owner}: {action.mnemonic} {what}",
+                detail=f"command: {' '.join(argv)}\nlog: {log}\n{_tail(log)}",
+            )
+        return self._collect(action, scratch, log)
+
+    def _collect(self, action: Action, scratch: Path, log: Path) -> tuple[Entry, ...]:
+        entries: list[Entry] = []
+        base = scratch / OUT
+        for out in action.spec["outs"]:
+            p = base / out
+            if not os.path.lexists(p):
+                raise BuildError(f"{action.owner}: {action.mnemonic} did not create its declared output {out!r}",
+                                 detail=f"log: {log}\n{_tail(log)}")
+            if p.is_dir() and not p.is_symlink():
+                for dirpath, dirnames, filenames in os.walk(p):
+                    dirnames.sort()
+                    for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                        f = Path(dirpath) / name
+                        entries.append(self._take(f, f.relative_to(base).as_posix()))
+            else:
+                entries.append(self._take(p, out))
+        entries.sort(key=lambda e: e.path)
+        return tuple(entries)
+
+    def _take(self, f: Path, rel: str) -> Entry:
+        if f.is_symlink():
+            target = os.readlink(f)
+            return Entry(rel, "l", target, 0)
+        exe = os.access(f, os.X_OK)
+        d, size = self.cas.put_file(f, executable=exe, move=True)
+        return Entry(rel, "x" if exe else "f", d, size)
+
+
+def _expand(s: str) -> str:
+    return s.replace(PYTHON, sys.executable)
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    try:
+        text = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+def _rmtree(p: Path) -> None:
+    def onerror(func, path, exc):
+        try:
+            os.chmod(os.path.dirname(path), 0o755)
+            os.chmod(path, 0o755)
+            func(path)
+        except OSError:
+            pass
+    shutil.rmtree(p, onerror=onerror)

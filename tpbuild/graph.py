@@ -1,0 +1,138 @@
+"""The target graph: which targets a set of patterns names, and what they depend on.
+
+Packages are loaded on demand (those the patterns cover, then those their dependencies live in), so a
+build of one model never parses the manifests of unrelated ones. Edges come from label-valued
+attributes; the graph knows nothing about what rules do with them. Cycles and dangling labels are
+reported with the whole cycle or the manifest line naming the missing target, before any work starts.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from . import manifest
+from .errors import UserError, at
+from .label import Label, Pattern
+from .workspace import Workspace
+
+
+class TargetGraph:
+    def __init__(self, ws: Workspace, rules: dict, make_context):
+        self.ws = ws
+        self.rules = rules
+        self._make_context = make_context
+        self.targets: dict[Label, manifest.Target] = {}
+        self._loaded: set[str] = set()
+        self._all_packages: list[str] | None = None
+        self.graph = nx.DiGraph()  # edge: target -> dependency
+        self.expanded: dict[Label, dict[Pattern, list[Label]]] = {}  # pattern attributes, resolved
+
+    @property
+    def all_packages(self) -> list[str]:
+        if self._all_packages is None:
+            self._all_packages = self.ws.packages()
+        return self._all_packages
+
+    def load_package(self, package: str) -> None:
+        if package in self._loaded:
+            return
+        self._loaded.add(package)
+        for t in manifest.load_package(self.ws.root, package, self.rules, self._make_context):
+            self.targets[t.label] = t
+
+    def match(self, p: Pattern) -> set[Label]:
+        """Load the packages a pattern covers and return the targets it names."""
+        if p.recursive:
+            pkgs = [k for k in self.all_packages if p.matches(Label(k, "_"))]
+            if not pkgs and not p.negative:
+                raise UserError(f"pattern {p} matches no package: no BUILD.toml at or below "
+                                f"{p.package or 'the workspace root'}")
+        else:
+            if p.package not in self.all_packages:
+                raise UserError(f"no package {p.package or '(root)'}: "
+                                f"{p.package + '/' if p.package else ''}BUILD.toml does not exist")
+            pkgs = [p.package]
+        for k in pkgs:
+            self.load_package(k)
+        matched = {lbl for lbl in self.targets if p.matches(lbl)}
+        if p.name is not None and not matched and not p.negative:
+            declared = sorted(l.name for l in self.targets if l.package == p.package)
+            raise UserError(f"no target {p}: {p.package or 'the root package'} declares "
+                            f"{', '.join(declared) or 'no targets'}")
+        return matched
+
+    def expand(self, patterns: list[Pattern]) -> list[Label]:
+        """Labels the patterns name: the union of the positive ones minus the negative ones."""
+        if not any(not p.negative for p in patterns):
+            raise UserError("no target pattern given: e.g. tpbuild build //...")
+        chosen: set[Label] = set()
+        for p in patterns:
+            if p.negative:
+                chosen -= self.match(p)
+            else:
+                chosen |= self.match(p)
+        return sorted(chosen)
+
+    def deps(self, t: manifest.Target) -> list[Label]:
+        """A target's dependencies: its labels, and what its pattern attributes match (never itself)."""
+        out: list[Label] = []
+        for ref in t.references():
+            if isinstance(ref, Pattern):
+                try:
+                    matched = sorted(self.match(ref) - {t.label})
+                except UserError as e:
+                    raise UserError(e.message, at(t.source.path, t.source.line_of(t.keypath))) from None
+                self.expanded.setdefault(t.label, {})[ref] = matched
+                out.extend(matched)
+            else:
+                out.append(ref)
+        return out
+
+    def close(self, roots: list[Label]) -> list[Label]:
+        """Add every dependency of `roots`, check it exists, reject cycles; return a dependency-first order."""
+        stack = list(roots)
+        seen = set(roots)
+        while stack:
+            lbl = stack.pop()
+            t = self.targets[lbl]
+            self.graph.add_node(lbl)
+            for dep in self.deps(t):
+                if dep not in self.targets:
+                    self._require(t, dep)
+                self.graph.add_edge(lbl, dep)
+                if dep not in seen:
+                    seen.add(dep)
+                    stack.append(dep)
+        sub = self.graph.subgraph(seen)
+        try:
+            cycle = nx.find_cycle(sub)
+        except nx.NetworkXNoCycle:
+            return list(reversed(list(nx.lexicographical_topological_sort(sub, key=str))))
+        path = [str(u) for u, _ in cycle] + [str(cycle[0][0])]
+        first = self.targets[cycle[0][0]]
+        raise UserError(f"dependency cycle: {' -> '.join(path)}; remove one of these dependencies",
+                        at(first.source.path, first.source.line_of(first.keypath)))
+
+    def _require(self, t: manifest.Target, dep: Label) -> None:
+        if dep.package in self.all_packages:
+            self.load_package(dep.package)
+        if dep not in self.targets:
+            line = t.source.line_of(t.keypath)
+            for name in type(t.attrs).model_fields:
+                found: list[Label] = []
+                manifest._collect_labels(getattr(t.attrs, name), found)
+                if dep in found:
+                    line = t.source.line_of((*t.keypath, name))
+                    break
+            where = "its package has no BUILD.toml" if dep.package not in self.all_packages else \
+                f"{dep.package or 'the root package'} declares no target {dep.name!r}"
+            raise UserError(f"{t.label} depends on {dep}, which does not exist: {where}", at(t.source.path, line))
+
+    def dependents_closure(self, labels: set[Label]) -> set[Label]:
+        """`labels` and every loaded target that depends on one of them, transitively."""
+        out = set(labels)
+        for lbl in labels:
+            if lbl in self.graph:
+                out |= nx.ancestors(self.graph, lbl)
+        return out
+

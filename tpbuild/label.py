@@ -1,0 +1,114 @@
+"""Labels (`//pkg/sub:name`) and command-line patterns (`//pkg/...`, `//pkg:all`, `-//pkg/...`).
+
+A label names one target. Packages are paths from the workspace root; the root package is "".
+Parsing is strict because a label that silently means something else is worse than an error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_PKG_PART_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class LabelSyntaxError(ValueError):
+    """A malformed label or pattern; callers attach the location."""
+
+
+@dataclass(frozen=True, order=True)
+class Label:
+    package: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"//{self.package}:{self.name}"
+
+    @property
+    def path(self) -> str:
+        """Where this target's outputs live below tpbuild-out/."""
+        return f"{self.package}/{self.name}" if self.package else self.name
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name) or name in (".", ".."):
+        raise LabelSyntaxError(
+            f"invalid target name {name!r}: use letters, digits, '_', '-' and '.'"
+        )
+    return name
+
+
+def check_package(package: str) -> str:
+    if package == "":
+        return package
+    for part in package.split("/"):
+        if not _PKG_PART_RE.match(part) or part in (".", ".."):
+            raise LabelSyntaxError(f"invalid package path {package!r}")
+    return package
+
+
+def parse_label(text: str, current_package: str | None = None) -> Label:
+    """Parse `//pkg:name`, `//pkg` (= `//pkg:<last part>`), or `:name` relative to `current_package`."""
+    if text.startswith(":"):
+        if current_package is None:
+            raise LabelSyntaxError(f"relative label {text!r} needs a package: write //pkg{text}")
+        return Label(current_package, check_name(text[1:]))
+    if not text.startswith("//"):
+        raise LabelSyntaxError(f"invalid label {text!r}: labels start with '//' (or ':' inside a BUILD.toml)")
+    body = text[2:]
+    if ":" in body:
+        package, _, name = body.partition(":")
+    else:
+        package = body
+        name = body.rsplit("/", 1)[-1]
+        if not name:
+            raise LabelSyntaxError(f"invalid label {text!r}: the root package needs an explicit name, //:name")
+    package = package.rstrip("/") if package != "" else package
+    return Label(check_package(package), check_name(name))
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One command-line pattern. `recursive` covers `pkg/...`; `all_in_package` covers `pkg:all`."""
+
+    package: str
+    name: str | None = None
+    recursive: bool = False
+    negative: bool = False
+
+    def matches(self, label: Label) -> bool:
+        if self.recursive:
+            return (
+                self.package == ""
+                or label.package == self.package
+                or label.package.startswith(self.package + "/")
+            )
+        if self.name is None:
+            return label.package == self.package
+        return label == Label(self.package, self.name)
+
+    def __str__(self) -> str:
+        sign = "-" if self.negative else ""
+        if self.recursive:
+            return f"{sign}//{self.package + '/' if self.package else ''}..."
+        if self.name is None:
+            return f"{sign}//{self.package}:all"
+        return f"{sign}{Label(self.package, self.name)}"
+
+
+def parse_pattern(text: str) -> Pattern:
+    negative = text.startswith("-")
+    body = text[1:] if negative else text
+    if not body.startswith("//"):
+        raise LabelSyntaxError(
+            f"invalid pattern {text!r}: use //pkg:name, //pkg:all, //pkg/... or -//pkg/..."
+        )
+    if body == "//..." or body.endswith("/..."):
+        package = body[2:-3].rstrip("/")
+        return Pattern(check_package(package), recursive=True, negative=negative)
+    if body.endswith(":all") or body.endswith(":*"):
+        package = body[2:].rpartition(":")[0]
+        return Pattern(check_package(package), negative=negative)
+    label = parse_label(body)
+    return Pattern(label.package, label.name, negative=negative)

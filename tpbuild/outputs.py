@@ -1,0 +1,128 @@
+"""The output tree `tpbuild-out/` and the workspace's memory of the last build.
+
+`BuildState` (`tpbuild-out/.tpbuild/state`; first line `tpbuild-state v1`, then a pickle) records,
+per action, the key and entries of its last result, and, per materialized output, its tree digest and
+the stat of every file placed. With it a no-op build reads no action cache entry and places no file.
+It is tied to one cache directory by that cache's id: pointing the workspace at another cache (or
+emptying it) starts from a clean memory.
+
+Outputs are hardlinks (or reflinks) of read-only blobs. A tree is assembled in a temporary directory
+and renamed into place, so an interrupted build leaves the old tree or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .action import Entry, tree_digest
+from .cas import Cas
+from .statcache import signature
+
+HEADER = b"tpbuild-state v1\n"
+
+
+@dataclass
+class BuildState:
+    path: Path
+    cache_id: str
+    actions: dict = field(default_factory=dict)  # action id -> (key, entries)
+    outputs: dict = field(default_factory=dict)  # output rel path -> (tree digest, ((path, sig), ...))
+
+    @classmethod
+    def load(cls, path: Path, cache_id: str) -> "BuildState":
+        try:
+            with open(path, "rb") as f:
+                if f.readline() == HEADER:
+                    data = pickle.load(f)
+                    if data.get("cache_id") == cache_id:
+                        return cls(path, cache_id, data["actions"], data["outputs"])
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError, AttributeError):
+            pass
+        return cls(path, cache_id)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".state.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(HEADER)
+            pickle.dump({"cache_id": self.cache_id, "actions": self.actions, "outputs": self.outputs}, f,
+                        protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, self.path)
+
+
+def cache_id(cache_root: Path) -> str:
+    """A random id made when a cache directory is first used; a new cache gets a new id."""
+    p = cache_root / "id"
+    try:
+        return p.read_text().strip()
+    except FileNotFoundError:
+        cache_root.mkdir(parents=True, exist_ok=True)
+        tmp = cache_root / f".id.{os.getpid()}"
+        tmp.write_text(os.urandom(16).hex())
+        try:
+            os.link(tmp, p)  # first writer wins; others read theirs
+        except FileExistsError:
+            pass
+        tmp.unlink()
+        return p.read_text().strip()
+
+
+def is_current(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...]) -> bool:
+    rec = state.outputs.get(rel)
+    if rec is None or rec[0] != tree_digest(entries):
+        return False
+    base = root / rel
+    try:
+        for path, sig in rec[1]:
+            if signature(os.lstat(base / path)) != sig:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> bool:
+    """Make `root/rel` hold exactly `entries`; False if it already did."""
+    if is_current(state, root, rel, entries):
+        return False
+    dest = root / rel
+    work = root / "tpbuild-out" / ".tpbuild" / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = work / f"new.{os.getpid()}.{os.urandom(4).hex()}"
+    tmp.mkdir()
+    sigs = []
+    for e in entries:
+        p = tmp / e.path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if e.kind == "l":
+            os.symlink(e.digest, p)
+        else:
+            cas.link(e.digest, e.kind == "x", p)
+        sigs.append((e.path, signature(os.lstat(p))))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(dest):
+        trash = work / f"old.{os.getpid()}.{os.urandom(4).hex()}"
+        os.rename(dest, trash)
+        os.rename(tmp, dest)
+        remove_tree(trash)
+    else:
+        os.rename(tmp, dest)
+    state.outputs[rel] = (tree_digest(entries), tuple(sigs))
+    return True
+
+
+def remove_tree(p: Path) -> None:
+    """rmtree that does not trip over the read-only files and directories outputs are made of."""
+    if p.is_symlink() or p.is_file():
+        p.unlink()
+        return
+
+    def onerror(func, path, _exc):
+        os.chmod(os.path.dirname(path), 0o755)
+        func(path)
+
+    shutil.rmtree(p, onerror=onerror)

@@ -1,0 +1,224 @@
+"""The one API rule sets import: `Rule`, attribute types, and the analysis context.
+
+A rule turns validated attributes into declared actions and a `TargetInfo` for the targets that depend
+on it. It never runs anything and never sees the cache or the scheduler. Rule sets register through
+the `tpbuild.rules` entry-point group (a list of `Rule` classes), so the engine's own `genrule` and the
+Triton rules plug in exactly as a third-party rule set would.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
+
+from .action import PYTHON, Action, Artifact, Input, Source
+from .errors import UserError, at
+from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
+
+__all__ = [
+    "PYTHON", "Action", "Artifact", "Attrs", "AnalysisContext", "Input", "Label", "LabelAttr", "LabelOrPattern",
+    "Pattern",
+    "Rule", "Source", "SourceAttr", "SourceOrLabel", "SourcePath", "TargetInfo", "UserError",
+]
+
+
+@dataclass(frozen=True)
+class SourcePath:
+    """A source file or directory named in a manifest: `rel` from its package, `path` from the root."""
+
+    rel: str
+    path: str
+    is_dir: bool
+
+
+def _ctx(info: ValidationInfo) -> "AnalysisContext":
+    return info.context["analysis"]
+
+
+def _to_label(value: Any, info: ValidationInfo) -> Label:
+    if isinstance(value, Label):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a label string such as '//pkg:name' or ':name'")
+    try:
+        return parse_label(value, _ctx(info).label.package)
+    except LabelSyntaxError as e:
+        raise ValueError(str(e)) from None
+
+
+def _to_source(value: Any, info: ValidationInfo) -> SourcePath:
+    if isinstance(value, SourcePath):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a path relative to the package")
+    return _ctx(info).source_path(value)
+
+
+def _to_source_or_label(value: Any, info: ValidationInfo) -> Union[Label, SourcePath]:
+    if isinstance(value, str) and (value.startswith("//") or value.startswith(":")):
+        return _to_label(value, info)
+    return _to_source(value, info)
+
+
+def _to_label_or_pattern(value: Any, info: ValidationInfo) -> Union[Label, Pattern]:
+    if isinstance(value, str) and value.startswith("//") and (value.endswith("...") or value.endswith(":all")):
+        try:
+            return parse_pattern(value)
+        except LabelSyntaxError as e:
+            raise ValueError(str(e)) from None
+    return _to_label(value, info)
+
+
+LabelAttr = Annotated[Label, BeforeValidator(_to_label)]
+# A label, or a pattern (`//models/...`, `//pkg:all`) that the graph expands; see AnalysisContext.expand.
+LabelOrPattern = Annotated[Union[Label, Pattern], BeforeValidator(_to_label_or_pattern)]
+SourceAttr = Annotated[SourcePath, BeforeValidator(_to_source)]
+SourceOrLabel = Annotated[Union[Label, SourcePath], BeforeValidator(_to_source_or_label)]
+
+
+class Attrs(BaseModel):
+    """Base of every rule's attribute model: unknown attributes are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What a target offers the targets that depend on it (buck2's providers, kept to one value).
+
+    `output` is the target's default output, materialized at `tpbuild-out/<package>/<name>`.
+    `values` carries rule-specific facts (a model's name, an env's Python) for dependents to read.
+    """
+
+    rule: str
+    output: Artifact | None
+    values: dict = field(default_factory=dict)
+
+
+class Rule:
+    name: ClassVar[str]
+    version: ClassVar[str]
+    attrs: ClassVar[type[Attrs]]
+
+    def analyze(self, ctx: "AnalysisContext", attrs: Any) -> TargetInfo:
+        raise NotImplementedError
+
+
+class AnalysisContext:
+    """Everything a rule may touch while declaring actions for one target."""
+
+    def __init__(self, *, root: Path, label: Label, rule: Rule, source, deps: dict[Label, TargetInfo],
+                 sections: dict, keypath: tuple):
+        self.root = root
+        self.label = label
+        self.rule = rule
+        self._source = source  # the manifest's TomlSource, for error lines
+        self._deps = deps
+        self._sections = sections
+        self._keypath = keypath  # where this target's table is in the manifest
+        self.actions: list[Action] = []
+        self.dirs_listed: list[str] = []  # directories whose listing shaped the actions
+        self.expanded: dict[Pattern, list[Label]] = {}  # filled by the graph
+
+    @property
+    def package(self) -> str:
+        return self.label.package
+
+    @property
+    def package_dir(self) -> Path:
+        return self.root / self.label.package
+
+    def section(self, name: str) -> dict:
+        """A rule-set table of tpbuild.toml such as `[triton]` (empty if absent)."""
+        return self._sections.get(name, {})
+
+    def error(self, attr_path: tuple, message: str) -> UserError:
+        return UserError(message, at(self._source.path, self._source.line_of((*self._keypath, *attr_path))))
+
+    def dep(self, label: Label) -> TargetInfo:
+        return self._deps[label]
+
+    def expand(self, pattern: Pattern) -> list[Label]:
+        """The targets a pattern attribute matched (never this target itself), sorted."""
+        return self.expanded[pattern]
+
+    # -- sources ----------------------------------------------------------------------------
+
+    def source_path(self, rel: str) -> SourcePath:
+        """Check that a package-relative path exists and stays inside the package."""
+        if not rel or os.path.isabs(rel) or rel.startswith("~"):
+            raise ValueError(f"{rel!r} must be a path relative to the package directory")
+        parts = Path(rel).parts
+        if ".." in parts:
+            raise ValueError(f"{rel!r} leaves the package: '..' is not allowed in source paths")
+        pkg_dir = self.package_dir
+        full = pkg_dir / rel
+        try:
+            real = full.resolve(strict=True)
+        except (FileNotFoundError, RuntimeError):
+            raise ValueError(f"source {rel!r} not found in {self.package or 'the root package'}: "
+                             "create it or fix the path") from None
+        if not real.is_relative_to(pkg_dir.resolve()):
+            raise ValueError(f"{rel!r} is a symlink leading out of the package: sources must live inside it")
+        norm = "/".join(parts)
+        return SourcePath(norm, f"{self.package}/{norm}" if self.package else norm, real.is_dir())
+
+    def files_under(self, src: SourcePath, exclude: tuple[str, ...] = ()) -> list[str]:
+        """Files below a source directory, relative to it, sorted; directories named in `exclude`
+        and files matching its globs are skipped. The listing is recorded: it is an input of analysis."""
+        import fnmatch
+
+        base = self.root / src.path
+        out: list[str] = []
+        pkg_real = self.package_dir.resolve()
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, base)
+            self.dirs_listed.append(os.path.join(src.path, rel_dir) if rel_dir != "." else src.path)
+            dirnames[:] = sorted(d for d in dirnames if not any(fnmatch.fnmatchcase(d, g) for g in exclude))
+            for name in filenames:
+                if any(fnmatch.fnmatchcase(name, g) for g in exclude):
+                    continue
+                full = Path(dirpath) / name
+                if not full.resolve().is_relative_to(pkg_real):
+                    raise ValueError(f"{full.relative_to(self.package_dir)} is a symlink leading out of the package")
+                rel = os.path.relpath(full, base)
+                out.append(rel.replace(os.sep, "/"))
+        out.sort()
+        return out
+
+    # -- declaring actions -----------------------------------------------------------------------
+
+    def _declare(self, mnemonic: str, kind: str, **kw) -> Artifact:
+        n = sum(1 for a in self.actions if a.mnemonic == mnemonic)
+        action_id = f"{self.label}%{mnemonic}" + (f"#{n}" if n else "")
+        self.actions.append(Action(id=action_id, owner=self.label, mnemonic=mnemonic, kind=kind,
+                                   rule=self.rule.name, rule_version=self.rule.version, **kw))
+        return Artifact(action_id)
+
+    def write(self, mnemonic: str, out: str, content: bytes, *, executable: bool = False) -> Artifact:
+        art = self._declare(mnemonic, "write", spec={"out": out, "executable": executable}, content=content,
+                            description=f"{mnemonic} {self.label}")
+        return Artifact(art.action, out)
+
+    def tree(self, mnemonic: str, entries: list[tuple[str, Input]]) -> Artifact:
+        """A directory made of (destination, input) pairs: a source file, an artifact file, or a whole
+        tree merged below the destination ("" for the root; several trees may merge there)."""
+        return self._declare(mnemonic, "tree", inputs=tuple(sorted(entries, key=lambda kv: kv[0])),
+                             description=f"{mnemonic} {self.label}")
+
+    def run(self, mnemonic: str, argv: list[str], *, inputs: dict[str, Input], outs: list[str],
+            env: dict[str, str] | None = None, tools: dict | None = None, timeout: float | None = None,
+            description: str = "", log_hint: str = "") -> Artifact:
+        """A command run in a scratch directory holding `inputs`; `outs` are collected from it."""
+        return self._declare(
+            mnemonic, "run", inputs=tuple(sorted(inputs.items(), key=lambda kv: kv[0])),
+            spec={"argv": list(argv), "env": dict(env or {}), "outs": sorted(outs), "timeout": timeout},
+            tools=dict(tools or {}), description=description or f"{mnemonic} {self.label}", log_hint=log_hint,
+        )
+
+    def source(self, src: SourcePath) -> Source:
+        return Source(src.path)

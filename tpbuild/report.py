@@ -1,0 +1,43 @@
+"""The JSON build report (`--report FILE`), written on success and on failure alike.
+
+Its shape is a contract with CI scripts, so it is built here in one place from the build's values:
+target status `built | failed | skipped`, action status `executed | cached | remote | failed | skipped`,
+paths relative to the workspace root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .build import BuildResult
+
+
+def to_json(result: BuildResult | None, error: str | None = None) -> dict:
+    if result is None:
+        return {"success": False, "error": error, "targets": {}, "actions": []}
+    actions = []
+    for label in result.analysis.order:
+        for a in result.analysis.actions_of(label):
+            o = result.outcomes[a.id]
+            item = {"target": str(label), "mnemonic": a.mnemonic, "key": o.key, "status": o.status,
+                    "seconds": round(o.seconds, 4)}
+            if o.error is not None and o.status == "failed":
+                item["error"] = o.error.render()
+            actions.append(item)
+    return {
+        "success": result.success if error is None else False,
+        **({"error": error} if error else {}),
+        "targets": {str(lbl): {"status": t.status, "outputs": t.outputs} for lbl, t in result.targets.items()},
+        "actions": actions,
+        "seconds": round(result.seconds, 3),
+        "warnings": result.warnings,
+    }
+
+
+def write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)

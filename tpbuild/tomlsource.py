@@ -1,0 +1,144 @@
+"""A parsed TOML file that remembers the line of every key.
+
+tomllib returns plain data with no positions, yet every error about a manifest must name the line to
+change. A small scanner walks the text alongside and records where each table header and key stands;
+nested values inside inline tables report the line of the key that holds them, which is where a user
+looks anyway.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+from .errors import UserError, at
+
+KeyPath = tuple  # of str (table keys) and int (index into an array of tables)
+
+_BARE_OR_QUOTED = r'(?:[A-Za-z0-9_\-]+|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
+_DOTTED = rf"{_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*"
+_KEY_RE = re.compile(rf"^\s*({_DOTTED})\s*=")
+_TABLE_RE = re.compile(rf"^\s*\[\s*({_DOTTED})\s*\]")
+_ARRAY_TABLE_RE = re.compile(rf"^\s*\[\[\s*({_DOTTED})\s*\]\]")
+_PART_RE = re.compile(_BARE_OR_QUOTED)
+_DECODE_POS_RE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def _split_dotted(text: str) -> tuple[str, ...]:
+    parts = []
+    for m in _PART_RE.finditer(text):
+        p = m.group(0)
+        parts.append(p[1:-1] if p[0] in "\"'" else p)
+    return tuple(parts)
+
+
+@dataclass
+class TomlSource:
+    path: str  # as shown to the user: relative to the workspace root
+    data: dict
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+
+    def line_of(self, keypath: KeyPath) -> int | None:
+        """The line of the deepest recorded prefix of `keypath`."""
+        for n in range(len(keypath), 0, -1):
+            line = self.lines.get(tuple(keypath[:n]))
+            if line is not None:
+                return line
+        return None
+
+    def error(self, keypath: KeyPath, message: str) -> UserError:
+        return UserError(message, at(self.path, self.line_of(keypath)))
+
+
+def load(file: Path, shown_as: str) -> TomlSource:
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError("not valid UTF-8: save the file as UTF-8", at(shown_as)) from None
+    except OSError as e:
+        raise UserError(f"cannot read: {e.strerror}", at(shown_as)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        m = _DECODE_POS_RE.search(msg)
+        line = int(m.group(1)) if m else None
+        msg = _DECODE_POS_RE.sub("", msg).strip()
+        raise UserError(f"invalid TOML: {msg}; fix the syntax", at(shown_as, line)) from None
+    return TomlSource(shown_as, data, _index_lines(text))
+
+
+def _index_lines(text: str) -> dict[KeyPath, int]:
+    lines: dict[KeyPath, int] = {}
+    table: tuple = ()
+    array_counts: dict[tuple, int] = {}
+    depth = 0  # open brackets/braces of a multi-line value
+    in_ml: str | None = None  # the delimiter of an open multi-line string
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if in_ml is None and depth == 0:
+            m = _ARRAY_TABLE_RE.match(raw)
+            if m:
+                base = _split_dotted(m.group(1))
+                idx = array_counts.get(base, 0)
+                array_counts[base] = idx + 1
+                table = (*base, idx)
+                lines.setdefault(base, lineno)
+                lines[table] = lineno
+                continue
+            m = _TABLE_RE.match(raw)
+            if m:
+                table = _split_dotted(m.group(1))
+                for n in range(1, len(table)):  # [a.b] also defines a, where a user would look for it
+                    lines.setdefault(table[:n], lineno)
+                lines[table] = lineno
+                continue
+            m = _KEY_RE.match(raw)
+            if m:
+                key = (*table, *_split_dotted(m.group(1)))
+                lines.setdefault(key, lineno)
+                rest = raw[m.end():]
+            else:
+                rest = raw
+        else:
+            rest = raw
+        depth, in_ml = _scan_value(rest, depth, in_ml)
+    return lines
+
+
+def _scan_value(s: str, depth: int, in_ml: str | None) -> tuple[int, str | None]:
+    """Track bracket depth and open multi-line strings across one line of a value."""
+    i, n = 0, len(s)
+    while i < n:
+        if in_ml:
+            end = s.find(in_ml, i)
+            if end < 0:
+                return depth, in_ml
+            i = end + 3
+            in_ml = None
+            continue
+        c = s[i]
+        if c == "#":
+            break
+        if s.startswith('"""', i) or s.startswith("'''", i):
+            in_ml = s[i:i + 3]
+            i += 3
+            continue
+        if c in "\"'":
+            j = i + 1
+            while j < n and s[j] != c:
+                j += 2 if (c == '"' and s[j] == "\\") else 1
+            i = j + 1
+            continue
+        if c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return depth, in_ml
