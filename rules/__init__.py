@@ -3,7 +3,8 @@
 Registered through the `tpbuild.rules` entry-point group; it uses only `tpbuild.plugin`.
 """
 
+from .env import PythonEnv
 from .model import TritonModel
 from .repository import ModelRepository
 
-RULES = [TritonModel, ModelRepository]
+RULES = [TritonModel, ModelRepository, PythonEnv]

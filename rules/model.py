@@ -19,6 +19,8 @@ from pydantic import field_validator
 
 from tpbuild.plugin import AnalysisContext, Attrs, Input, Label, Rule, SourceOrLabel, SourcePath, TargetInfo
 
+from . import settings
+
 VERSION_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 EXCLUDED = ("__pycache__", "*.pyc")
 
@@ -28,6 +30,7 @@ class ModelAttrs(Attrs):
     versions: Union[dict[str, str], tuple[str, ...]]
     config: Union[dict, str, None] = None
     files: tuple[SourceOrLabel, ...] = ()
+    env: SourceOrLabel | None = None
 
     @field_validator("versions")
     @classmethod
@@ -46,15 +49,28 @@ class TritonModel(Rule):
     name = "triton_model"
     version = "1"
     attrs = ModelAttrs
+    sections = (settings.SECTION,)
 
     def analyze(self, ctx: AnalysisContext, attrs: ModelAttrs) -> TargetInfo:
         from . import modelconfig  # protobuf is heavy: load it only when a model is analysed
 
+        triton = settings.settings(ctx)
         model_name = attrs.model_name or ctx.label.name
         cfg, verbatim = self._config(ctx, attrs, model_name)
         model_file = modelconfig.default_model_filename(cfg)
+        entries: list[tuple[str, Input]] = []
+        if attrs.env is not None:
+            env_file, env_python = self._place_env(ctx, entries, attrs.env)
+            before = modelconfig.render(cfg)
+            try:
+                modelconfig.set_execution_env(cfg, env_file)
+            except modelconfig.ConfigError as e:
+                raise ctx.error(("config",), f"config.{e.field}: {e.message}") from None
+            if modelconfig.render(cfg) != before:
+                verbatim = None  # tpbuild added the parameter: the config is rendered, not copied
+            self._check_python(ctx, triton, env_python)
         config_art = ctx.write("TritonConfig", "config.pbtxt", verbatim or modelconfig.render(cfg))
-        entries: list[tuple[str, Input]] = [("config.pbtxt", config_art)]
+        entries.insert(0, ("config.pbtxt", config_art))
 
         versions = attrs.versions if isinstance(attrs.versions, dict) else {v: v for v in attrs.versions}
         for version, rel in sorted(versions.items(), key=lambda kv: int(kv[0])):
@@ -100,6 +116,42 @@ class TritonModel(Rule):
             return ctx.source_path(rel)
         except ValueError as e:
             raise ctx.error(where, str(e)) from None
+
+    @staticmethod
+    def _place_env(ctx: AnalysisContext, entries: list[tuple[str, Input]], env) -> tuple[str, str | None]:
+        """Put the env at the model root; returns its file name and, when known, its Python."""
+        if isinstance(env, Label):
+            dep = ctx.dep(env)
+            if dep.rule != "python_env":
+                raise ctx.error(("env",), f"{env} is a {dep.rule}; env takes a python_env label or the path "
+                                          "of a prebuilt env tarball or directory")
+            name = dep.values["file_name"]
+            if dep.values["format"] == "dir":
+                entries.append(("", dep.output))
+            else:
+                entries.append((name, type(dep.output)(dep.output.action, name)))
+            return name, dep.values["python"]
+        base = env.rel.rsplit("/", 1)[-1]
+        if env.is_dir:
+            for f in ctx.files_under(env):
+                entries.append((f"{base}/{f}", ctx.source(ctx.source_path(f"{env.rel}/{f}"))))
+        elif base.endswith((".tar.gz", ".tgz", ".tar")):
+            entries.append((base, ctx.source(env)))
+        else:
+            raise ctx.error(("env",), f"{env.rel!r} is neither a directory nor a .tar.gz/.tar archive")
+        return base, None
+
+    @staticmethod
+    def _check_python(ctx: AnalysisContext, triton: "settings.TritonSettings", env_python: str | None) -> None:
+        """The seed's version rule: the stub embeds the server's Python unless the model ships its own."""
+        server_python = triton.server_python()
+        if env_python is None or server_python is None or env_python == server_python:
+            return
+        server = f"Triton {triton.version}" if triton.version else "the server"
+        raise ctx.error(("env",), f"the env uses Python {env_python} but {server} runs Python {server_python}, "
+                                  f"so its default stub cannot load it. Either build the env with python = "
+                                  f"\"{server_python}\", or give this model a stub: a python_stub target built for "
+                                  f"Python {env_python} (stub = \"//...\")")
 
     @staticmethod
     def _place_file(ctx: AnalysisContext, entries: list[tuple[str, Input]], item) -> None:

@@ -26,6 +26,9 @@ KEY_VERSION = 1
 # A placeholder in `run` argv/env for the interpreter running tpbuild: its path differs between
 # machines, so it must not enter keys verbatim (keys are shared through the remote cache).
 PYTHON = "{python}"
+# Likewise, in `run` argv: a file beside the action's own log for a tool's detailed log, which the
+# failure message names and which outlives the scratch directory.
+TOOL_LOG = "{tool_log}"
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,11 @@ class Analysis:
 
 def analyze(ws: Workspace, pattern_texts: list[str], rules: dict[str, Rule] | None = None) -> Analysis:
     rules = rules if rules is not None else load_rules()
+    claimed = {s for r in rules.values() for s in r.sections}
+    for name in ws.sections:
+        if name not in claimed:
+            raise ws.source.error((name,), f"unknown table [{name}]: tpbuild.toml takes [workspace], [cache]"
+                                           + "".join(f", [{s}]" for s in sorted(claimed)))
     patterns = []
     for text in pattern_texts:
         try:
@@ -62,7 +67,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], rules: dict[str, Rule] | No
 
     def make_context(label, rule, src, keypath):
         ctx = AnalysisContext(root=ws.root, label=label, rule=rule, source=src, deps=infos,
-                              sections=ws.sections, keypath=keypath)
+                              sections=ws.sections, keypath=keypath, workspace_source=ws.source)
         contexts[label] = ctx
         return ctx
 

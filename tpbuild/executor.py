@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .action import PYTHON, Action, Artifact, Entry, Source
+from .action import PYTHON, TOOL_LOG, Action, Artifact, Entry, Source
 from .cas import Cas
 from .errors import BuildError
 
@@ -107,7 +107,9 @@ class Executor:
                     else:
                         self.cas.link(e.digest, e.kind == "x", dest)
         spec = action.spec
-        argv = [_expand(a) for a in spec["argv"]]
+        log = self.log_path(action)
+        tool_log = log.with_suffix(".tool.log")
+        argv = [_expand(a).replace(TOOL_LOG, str(tool_log)) for a in spec["argv"]]
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", str(scratch)),
@@ -116,7 +118,6 @@ class Executor:
             "SOURCE_DATE_EPOCH": "0",
         }
         env.update({k: _expand(v) for k, v in spec["env"].items()})
-        log = self.log_path(action)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as logf:
             try:
@@ -131,7 +132,8 @@ class Executor:
             what = "timed out" if code is None else f"exited with code {code}"
             raise BuildError(
                 f"{action.owner}: {action.mnemonic} {what}",
-                detail=f"command: {' '.join(argv)}\nlog: {log}\n{_tail(log)}",
+                detail=f"command: {' '.join(argv)}\nlog: {log}\n"
+                       + (f"tool log: {tool_log}\n" if tool_log.exists() else "") + _tail(log),
             )
         return self._collect(action, scratch, log)
 

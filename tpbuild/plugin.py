@@ -15,12 +15,12 @@ from typing import Annotated, Any, ClassVar, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
-from .action import PYTHON, Action, Artifact, Input, Source
-from .errors import UserError, at
+from .action import PYTHON, TOOL_LOG, Action, Artifact, Input, Source
+from .errors import BuildError, UserError, at
 from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
 
 __all__ = [
-    "PYTHON", "Action", "Artifact", "Attrs", "AnalysisContext", "Input", "Label", "LabelAttr", "LabelOrPattern",
+    "PYTHON", "TOOL_LOG", "BuildError", "Action", "Artifact", "Attrs", "AnalysisContext", "Input", "Label", "LabelAttr", "LabelOrPattern",
     "Pattern",
     "Rule", "Source", "SourceAttr", "SourceOrLabel", "SourcePath", "TargetInfo", "UserError",
 ]
@@ -103,6 +103,9 @@ class Rule:
     name: ClassVar[str]
     version: ClassVar[str]
     attrs: ClassVar[type[Attrs]]
+    # tpbuild.toml tables this rule reads (`[triton]`); a table no installed rule claims is an error,
+    # so a misspelt `[tritn]` does not pass silently.
+    sections: ClassVar[tuple[str, ...]] = ()
 
     def analyze(self, ctx: "AnalysisContext", attrs: Any) -> TargetInfo:
         raise NotImplementedError
@@ -112,13 +115,14 @@ class AnalysisContext:
     """Everything a rule may touch while declaring actions for one target."""
 
     def __init__(self, *, root: Path, label: Label, rule: Rule, source, deps: dict[Label, TargetInfo],
-                 sections: dict, keypath: tuple):
+                 sections: dict, keypath: tuple, workspace_source=None):
         self.root = root
         self.label = label
         self.rule = rule
         self._source = source  # the manifest's TomlSource, for error lines
         self._deps = deps
         self._sections = sections
+        self._ws_source = workspace_source
         self._keypath = keypath  # where this target's table is in the manifest
         self.actions: list[Action] = []
         self.dirs_listed: list[str] = []  # directories whose listing shaped the actions
@@ -135,6 +139,10 @@ class AnalysisContext:
     def section(self, name: str) -> dict:
         """A rule-set table of tpbuild.toml such as `[triton]` (empty if absent)."""
         return self._sections.get(name, {})
+
+    def section_error(self, keypath: tuple, message: str) -> UserError:
+        """An error about a tpbuild.toml setting, at its line."""
+        return self._ws_source.error(keypath, message)
 
     def error(self, attr_path: tuple, message: str) -> UserError:
         return UserError(message, at(self._source.path, self._source.line_of((*self._keypath, *attr_path))))

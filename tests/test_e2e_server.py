@@ -1,0 +1,51 @@
+"""The examples, built by the real CLI, served by a real Triton server (the nvidia-pytriton wheel's r24.10
+server, CPU only, on loopback): every model READY and answering with the expected values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.server
+
+server = pytest.importorskip("tpbuild_triton.server")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from conftest import EXAMPLES, Workspace
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    root = tmp / "examples"
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("tpbuild-out", "__pycache__"))
+    ws = Workspace(root, tmp / "cache")
+    ws.build("//:repository", check=True)
+    with server.TritonServer(ws.out("repository"), log_path=tmp / "server.log") as srv:
+        ready = srv.wait_ready(["add_sub", "text_transform", "labeler"], timeout=120)
+        assert all(ready.values()), (ready, srv.log_text()[-4000:])
+        yield srv
+
+
+def test_add_sub(served):
+    a = np.array([[1, 2, 3, 4]], dtype=np.float32)
+    b = np.array([[10, 20, 30, 40]], dtype=np.float32)
+    out = served.infer("add_sub", {"INPUT0": a, "INPUT1": b})
+    np.testing.assert_allclose(out["OUTPUT0"], a + b)
+    np.testing.assert_allclose(out["OUTPUT1"], a - b)
+
+
+def test_bytes_model_two_versions(served):
+    text = np.array([b"hello", b"triton"], dtype=np.object_)
+    v1 = served.infer("text_transform", {"TEXT": text}, version="1")
+    v2 = served.infer("text_transform", {"TEXT": text}, version="2")
+    assert [t.decode() if isinstance(t, bytes) else t for t in v1["RESULT"]] == ["HELLO", "TRITON"]
+    assert [t.decode() if isinstance(t, bytes) else t for t in v2["RESULT"]] == ["olleh", "notirt"]
+
+
+def test_kept_config_and_genrule_file(served):
+    out = served.infer("labeler", {"INDEX": np.array([1], dtype=np.int32)})
+    label = out["LABEL"][0]
+    assert (label.decode() if isinstance(label, bytes) else label) == "CAT"
+    cfg = served.model_config("labeler")
+    assert cfg["name"] == "labeler" and cfg["backend"] == "python"
