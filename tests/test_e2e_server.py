@@ -22,7 +22,7 @@ def served(tmp_path_factory):
     ws = Workspace(root, tmp / "cache")
     ws.build("//:repository", check=True)
     with server.TritonServer(ws.out("repository"), log_path=tmp / "server.log") as srv:
-        ready = srv.wait_ready(["add_sub", "text_transform", "labeler"], timeout=120)
+        ready = srv.wait_ready(["add_sub", "text_transform", "labeler", "table"], timeout=180)
         assert all(ready.values()), (ready, srv.log_text()[-4000:])
         yield srv
 
@@ -49,3 +49,14 @@ def test_kept_config_and_genrule_file(served):
     assert (label.decode() if isinstance(label, bytes) else label) == "CAT"
     cfg = served.model_config("labeler")
     assert cfg["name"] == "labeler" and cfg["backend"] == "python"
+
+
+def test_env_package_the_server_python_lacks(served):
+    import importlib.util
+
+    assert importlib.util.find_spec("tabulate") is None  # only the model's env has it
+    out = served.infer("table", {"VALUES": np.array([1.5, 2.0], dtype=np.float32)})
+    text = out["TABLE"][0].decode()
+    assert "value" in text and "1.5" in text
+    cfg = served.model_config("table")
+    assert cfg["parameters"]["EXECUTION_ENV_PATH"]["string_value"] == "$$TRITON_MODEL_DIRECTORY/tabulate.tar.gz"

@@ -28,6 +28,7 @@ def test_examples_build_into_a_model_repository(examples):
     assert got == [
         "add_sub/1/model.py", "add_sub/config.pbtxt",
         "labeler/1/model.py", "labeler/config.pbtxt", "labeler/labels.txt",
+        "table/1/model.py", "table/config.pbtxt", "table/tabulate.tar.gz",
         "text_transform/1/model.py", "text_transform/1/transform.py",
         "text_transform/2/model.py", "text_transform/2/transform.py", "text_transform/config.pbtxt",
     ]
