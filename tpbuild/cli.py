@@ -129,7 +129,10 @@ def _build(ws, args, cache_dir: Path) -> int:
         if report_path:
             report.write(report_path, report.to_json(None, e.render()))
         raise
-    console = Console(len(a.actions))
+    from .executor import current_step
+
+    logs = ws.root / build.STATE_DIR / "logs"
+    console = Console(len(a.actions), step_of=lambda action: current_step(logs, action))
     hooks = Hooks(started=console.started, finished=console.finished, warn=console.warn)
     result = build.run(ws, a, build.Options(cache_dir=cache_dir, jobs=args.jobs, keep_going=args.keep_going),
                        hooks)

@@ -16,18 +16,32 @@ from .scheduler import Outcome
 
 
 class Console:
-    def __init__(self, total: int, stream=None):
+    def __init__(self, total: int, stream=None, step_of=None):
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.total = total
         self.done = 0
-        self.running: dict[str, float] = {}
+        self.running: dict[str, tuple[float, Action]] = {}
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
+        self._step_of = step_of  # callable(Action) -> the step a long action is at
+        self._stop = threading.Event()
+        if self.tty:
+            threading.Thread(target=self._tick, daemon=True).start()
+
+    def _tick(self) -> None:
+        """Long actions (an env build takes minutes) get their elapsed time and current step refreshed."""
+        while not self._stop.wait(0.5):
+            with self._lock:
+                if not self.running:
+                    continue
+                started, a = min(self.running.values(), key=lambda v: v[0])
+                step = self._step_of(a) if self._step_of else ""
+                self._status(f"{a.description} [{time.monotonic() - started:.0f}s{': ' + step if step else ''}]")
 
     def started(self, a: Action) -> None:
         with self._lock:
-            self.running[a.id] = time.monotonic()
+            self.running[a.id] = (time.monotonic(), a)
             if self.tty:
                 self._status(a.description)
 
@@ -61,6 +75,7 @@ class Console:
         self.stream.flush()
 
     def close(self) -> None:
+        self._stop.set()
         if self.tty:
             self.stream.write("\r\x1b[K")
             self.stream.flush()

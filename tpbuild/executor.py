@@ -77,8 +77,7 @@ class Executor:
         return tuple(out[p] for p in sorted(out))
 
     def log_path(self, action: Action) -> Path:
-        safe = action.id.lstrip("/").replace("/", "_").replace(":", "__").replace("%", ".")
-        return self.logs_dir / f"{safe}.log"
+        return log_path(self.logs_dir, action)
 
     def _run(self, action: Action, inputs: list[Resolved]) -> tuple[Entry, ...]:
         scratch = self.cas.temp_path("run")
@@ -163,6 +162,22 @@ class Executor:
         exe = os.access(f, os.X_OK)
         d, size = self.cas.put_file(f, executable=exe, move=True)
         return Entry(rel, "x" if exe else "f", d, size)
+
+
+def log_path(logs_dir: Path, action: Action) -> Path:
+    safe = action.id.lstrip("/").replace("/", "_").replace(":", "__").replace("%", ".")
+    return logs_dir / f"{safe}.log"
+
+
+def current_step(logs_dir: Path, action: Action) -> str:
+    """The last `== step` line a tool wrote to its log (the env builder does), for live progress."""
+    try:
+        with open(log_path(logs_dir, action).with_suffix(".tool.log"), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
+            lines = [l for l in f.read().decode(errors="replace").splitlines() if l.startswith("== ")]
+    except OSError:
+        return ""
+    return lines[-1][3:].split(": ", 1)[0] if lines else ""
 
 
 def _expand(s: str) -> str:
