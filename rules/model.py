@@ -13,16 +13,44 @@ parameters) must reach the server unchanged.
 from __future__ import annotations
 
 import re
-from typing import Union
+from importlib import resources
+from typing import Any, Union
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
-from tpbuild.plugin import AnalysisContext, Attrs, Input, Label, Rule, SourceOrLabel, SourcePath, TargetInfo
+from tpbuild.plugin import (
+    AnalysisContext, Attrs, Input, Label, Rule, SourceAttr, SourceOrLabel, SourcePath, TargetInfo,
+)
 
 from . import settings
 
 VERSION_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 EXCLUDED = ("__pycache__", "*.pyc")
+RUNTIME = "tpbuild_runtime"
+_IMPORTS_RUNTIME = re.compile(rb"^\s*(from|import)\s+tpbuild_runtime\b", re.M)
+
+
+class TestCase(Attrs):
+    """One `[[triton_model.<name>.test]]` table: tensors as nested lists (dtype from the config, shape
+    from the nesting, strings for BYTES), or an .npz holding `input.<NAME>` and `expected.<NAME>` arrays."""
+
+    name: str | None = None
+    inputs: dict[str, Any] = {}
+    expected: dict[str, Any] = {}
+    npz: SourceAttr | None = None
+    version: str | None = None
+    rtol: float = 1e-5
+    atol: float = 1e-6
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.npz is not None and (self.inputs or self.expected):
+            raise ValueError("give either npz or inputs/expected, not both")
+        if self.npz is None and not self.inputs:
+            raise ValueError("a test case needs inputs (and expected), or npz")
+        if self.version is not None and not VERSION_RE.match(self.version):
+            raise ValueError(f"version {self.version!r} is not a version number")
+        return self
 
 
 class ModelAttrs(Attrs):
@@ -31,6 +59,7 @@ class ModelAttrs(Attrs):
     config: Union[dict, str, None] = None
     files: tuple[SourceOrLabel, ...] = ()
     env: SourceOrLabel | None = None
+    test: tuple[TestCase, ...] = ()
 
     @field_validator("versions")
     @classmethod
@@ -82,15 +111,23 @@ class TritonModel(Rule):
             if model_file not in files:
                 raise ctx.error(("versions",), f"version {version}: {src.rel}/{model_file} does not exist; "
                                                f"add it (or set default_model_filename in config)")
+            imports_runtime = False
             for f in files:
                 entries.append((f"{version}/{f}", ctx.source(ctx.source_path(f"{src.rel}/{f}"))))
+                if f.endswith(".py") and _IMPORTS_RUNTIME.search((ctx.root / src.path / f).read_bytes()):
+                    imports_runtime = True
+            if imports_runtime and f"{RUNTIME}.py" not in files:
+                # The base class ships inside the model, so the server image needs nothing installed.
+                entries.append((f"{version}/{RUNTIME}.py", ctx.write("TritonRuntime", f"{RUNTIME}.py", _runtime())))
 
         for item in attrs.files:
             self._place_file(ctx, entries, item)
 
         tree = ctx.tree("ModelDirectory", entries)
         return TargetInfo(rule=self.name, output=tree,
-                          values={"model_name": model_name})
+                          values={"model_name": model_name, "tests": [
+                              {**c.model_dump(exclude={"npz"}), "npz": c.npz.path if c.npz else None,
+                               "name": c.name or f"case {i + 1}"} for i, c in enumerate(attrs.test)]})
 
     def _config(self, ctx: AnalysisContext, attrs: ModelAttrs, model_name: str):
         from . import modelconfig
@@ -186,3 +223,7 @@ def _keypath(field: str) -> tuple:
             out.append(m.group(1))
         out.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
     return tuple(out)
+
+
+def _runtime() -> bytes:
+    return resources.files(RUNTIME).joinpath("__init__.py").read_bytes()

@@ -30,10 +30,14 @@ _ENV_PREFIX = "$$TRITON_MODEL_DIRECTORY/"  # substituted by the backend only at 
 _PYTHON_FILE = re.compile(r"[^./]+\.py")  # the stub imports `<version>.<stem>`: a dot in the stem nests modules
 # What a scalar field takes, for messages: protobuf's own ("invalid literal for int()") are Python-speak.
 _SCALARS = {
-    FieldDescriptor.CPPTYPE_INT32: "an integer (int32)", FieldDescriptor.CPPTYPE_INT64: "an integer (int64)",
-    FieldDescriptor.CPPTYPE_UINT32: "an integer >= 0 (uint32)", FieldDescriptor.CPPTYPE_UINT64: "an integer >= 0 (uint64)",
-    FieldDescriptor.CPPTYPE_FLOAT: "a number", FieldDescriptor.CPPTYPE_DOUBLE: "a number",
-    FieldDescriptor.CPPTYPE_BOOL: "true or false", FieldDescriptor.CPPTYPE_STRING: "a string",
+    FieldDescriptor.CPPTYPE_INT32: "an integer (int32)",
+    FieldDescriptor.CPPTYPE_INT64: "an integer (int64)",
+    FieldDescriptor.CPPTYPE_UINT32: "an integer >= 0 (uint32)",
+    FieldDescriptor.CPPTYPE_UINT64: "an integer >= 0 (uint64)",
+    FieldDescriptor.CPPTYPE_FLOAT: "a number",
+    FieldDescriptor.CPPTYPE_DOUBLE: "a number",
+    FieldDescriptor.CPPTYPE_BOOL: "true or false",
+    FieldDescriptor.CPPTYPE_STRING: "a string",
 }
 
 
@@ -85,9 +89,9 @@ def validate(cfg: model_config_pb2.ModelConfig, model_name: str) -> None:
         raise ConfigError("platform", f"remove platform {cfg.platform!r}: Python models set backend \"python\" "
                                       "and no platform (the server does not catch a wrong one)")
     if cfg.backend != "python" and (cfg.backend or default_model_filename(cfg) != "model.py"):
-        # An empty backend is inferred as python by the server only from a file named model.py.
-        raise ConfigError("backend", f"backend is {cfg.backend!r}; triton_model builds Python-backend models: "
-                                     "set backend to \"python\"")
+        why = (f"backend is {cfg.backend!r}; triton_model builds Python-backend models" if cfg.backend else
+               "backend is not set, and the server infers it only from a file named model.py")
+        raise ConfigError("backend", f"{why}: set backend to \"python\"")
     if cfg.name and cfg.name != model_name:
         raise ConfigError("name", f"name {cfg.name!r} differs from the model name {model_name!r} and the server "
                                   "refuses that: remove name or make the two equal")
