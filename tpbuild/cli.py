@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see '{self.prog} --help')")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(commands: dict) -> argparse.ArgumentParser:
     # Accepted before and after the command; SUPPRESS keeps a subcommand from resetting a value given earlier.
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("-C", dest="directory", metavar="DIR", help="run as if started in DIR")
@@ -47,7 +47,30 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("clean", parents=[common], help="remove tpbuild-out (and with --cache, the cache)")
     c.add_argument("--cache", action="store_true", help="also empty the local cache")
+    for cmd in commands.values():
+        cmd.configure(sub.add_parser(cmd.name, parents=[common], help=cmd.help))
     return p
+
+
+BUILTIN = ("build", "query", "graph", "clean")
+
+
+def _commands(argv: list[str]) -> dict:
+    """Commands of rule sets (`tpbuild.commands` entry points), loaded only when one is asked for,
+    or for help, so the common commands do not pay for scanning installed packages."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first in BUILTIN:
+        return {}
+    import importlib.metadata
+
+    found = {}
+    for ep in importlib.metadata.entry_points(group="tpbuild.commands"):
+        try:
+            cls = ep.load()
+        except Exception as e:
+            raise UserError(f"command {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}") from None
+        found[cls.name] = cls()
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = _parser()
+    commands = _commands(argv)
+    parser = _parser(commands)
     args, extra = parser.parse_known_args(argv)
     # Subtractive patterns (-//pkg/...) look like options to argparse; they are patterns.
     stray = [a for a in extra if not a.startswith(("-//", "//"))]
@@ -88,6 +112,8 @@ def _main(argv: list[str]) -> int:
         return EXIT_OK
     if args.command == "build":
         return _build(ws, args, cache_dir)
+    if args.command in commands:
+        return commands[args.command].run(Session(ws, cache_dir), args)
     return _query(ws, args)
 
 
@@ -115,32 +141,46 @@ def _query(ws, args) -> int:
 
 
 def _build(ws, args, cache_dir: Path) -> int:
-    from . import build, report
-    from .analysis import analyze
-    from .console import Console
-    from .scheduler import Hooks
-
-    if args.jobs < 1:
-        raise UserError("-j/--jobs must be at least 1")
-    report_path = Path(args.report).resolve() if args.report else None
-    try:
-        a = analyze(ws, args.patterns)
-    except TpbuildError as e:
-        if report_path:
-            report.write(report_path, report.to_json(None, e.render()))
-        raise
-    from .executor import current_step
-
-    logs = ws.root / build.STATE_DIR / "logs"
-    console = Console(len(a.actions), step_of=lambda action: current_step(logs, action))
-    hooks = Hooks(started=console.started, finished=console.finished, warn=console.warn)
-    result = build.run(ws, a, build.Options(cache_dir=cache_dir, jobs=args.jobs, keep_going=args.keep_going),
-                       hooks)
-    console.close()
-    if report_path:
-        report.write(report_path, report.to_json(result))
-    _summary(result)
+    result = Session(ws, cache_dir).build(args.patterns, jobs=args.jobs, keep_going=args.keep_going,
+                                          report_path=args.report)
     return EXIT_OK if result.success else EXIT_BUILD
+
+
+class Session:
+    """What a command (built-in or a rule set's, such as `tpbuild test`) works with: the workspace and
+    a build that reports progress and a summary exactly as `tpbuild build` does."""
+
+    def __init__(self, ws, cache_dir: Path):
+        self.ws = ws
+        self.cache_dir = cache_dir
+
+    def build(self, patterns: list[str], *, jobs: int, keep_going: bool = False, report_path: str | None = None,
+              extra_report: dict | None = None):
+        from . import build, report
+        from .analysis import analyze
+        from .console import Console
+        from .executor import current_step
+        from .scheduler import Hooks
+
+        if jobs < 1:
+            raise UserError("-j/--jobs must be at least 1")
+        rpath = Path(report_path).resolve() if report_path else None
+        try:
+            a = analyze(self.ws, patterns)
+        except TpbuildError as e:
+            if rpath:
+                report.write(rpath, report.to_json(None, e.render()))
+            raise
+        logs = self.ws.root / build.STATE_DIR / "logs"
+        console = Console(len(a.actions), step_of=lambda action: current_step(logs, action))
+        hooks = Hooks(started=console.started, finished=console.finished, warn=console.warn)
+        result = build.run(self.ws, a, build.Options(cache_dir=self.cache_dir, jobs=jobs, keep_going=keep_going),
+                           hooks)
+        console.close()
+        if rpath:
+            report.write(rpath, report.to_json(result))
+        _summary(result)
+        return result
 
 
 def _summary(result) -> None:

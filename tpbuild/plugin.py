@@ -20,7 +20,7 @@ from .errors import BuildError, UserError, at
 from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
 
 __all__ = [
-    "PYTHON", "TOOL_LOG", "BuildError", "Action", "Artifact", "Attrs", "AnalysisContext", "Input", "Label", "LabelAttr", "LabelOrPattern",
+    "PYTHON", "TOOL_LOG", "BuildError", "Command", "Action", "Artifact", "Attrs", "AnalysisContext", "Input", "Label", "LabelAttr", "LabelOrPattern",
     "Pattern",
     "Rule", "Source", "SourceAttr", "SourceOrLabel", "SourcePath", "TargetInfo", "UserError",
 ]
@@ -108,6 +108,20 @@ class Rule:
     sections: ClassVar[tuple[str, ...]] = ()
 
     def analyze(self, ctx: "AnalysisContext", attrs: Any) -> TargetInfo:
+        raise NotImplementedError
+
+
+class Command:
+    """A subcommand a rule set adds to the CLI (`tpbuild test`), registered in the `tpbuild.commands`
+    entry-point group. `run` gets the CLI's Session (workspace, a reporting build) and returns the exit code."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+
+    def configure(self, parser) -> None:
+        raise NotImplementedError
+
+    def run(self, session, args) -> int:
         raise NotImplementedError
 
 
