@@ -379,3 +379,55 @@ def test_plain_progress_lines_when_not_a_tty(ws):
     r = ws.build(check=True)
     assert "Genrule //gen:upper" in r.stderr
     assert "Built 3/3 targets, 3 actions: 3 executed, 0 from cache" in r.stdout
+
+
+def _age(root, seconds=30):
+    """Make every file look old enough for the analysis cache to trust its stat (see RACY_WINDOW_NS)."""
+    t = time.time() - seconds
+    for p in [root, *root.rglob("*")]:
+        if "tpbuild-out" not in p.parts:
+            os.utime(p, (t, t), follow_symlinks=False)
+
+
+def test_analysis_cache_is_reused_and_invalidated(ws):
+    two_step(ws)
+    ws.write("lib/BUILD.toml", '[genrule.lib]\nouts = ["o"]\ncmd = "echo 1 > $OUT"\n')
+    _age(ws.root)
+    assert ws.build(check=True).report["analysis"] == {"targets": 4, "reanalysed": 4}
+    r = ws.build(check=True)
+    assert r.report["analysis"]["reanalysed"] == 0 and r.statuses("executed") == []
+    # An attribute edit re-analyses that package only, and rebuilds what it changed.
+    ws.write("lib/BUILD.toml", '[genrule.lib]\nouts = ["o"]\ncmd = "echo 2 > $OUT"\n')
+    r = ws.build(check=True)
+    assert r.report["analysis"]["reanalysed"] == 1
+    assert ws.out("lib/lib/o").read_text() == "2\n"
+    # A source file edit needs no re-analysis: its content enters keys at build time.
+    _age(ws.root)
+    ws.build(check=True)
+    ws.write("gen/names.txt", "zebra\n")
+    r = ws.build(check=True)
+    assert r.report["analysis"]["reanalysed"] == 0
+    assert ws.out("gen/upper/upper.txt").read_text() == "ZEBRA\n"
+    # A new package under a pattern is found; a deleted source is an error again, not a stale success.
+    ws.write("new/BUILD.toml", '[genrule.n]\nouts = ["o"]\ncmd = "echo n > $OUT"\n')
+    assert "//new:n" in ws.build(check=True).report["targets"]
+    _age(ws.root)
+    ws.build(check=True)
+    (ws.root / "gen/other.txt").unlink()
+    r = ws.build()
+    assert r.returncode == 2 and "gen/BUILD.toml:12: " in r.stderr and "other.txt" in r.stderr
+
+
+def test_dependents_are_reanalysed_when_a_dependency_changes(ws):
+    from conftest import EXAMPLES  # noqa: F401  (fixture module)
+
+    ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\n')
+    ws.write("m/1/model.py", "x = 1\n")
+    ws.write("BUILD.toml", '[model_repository.repo]\nmodels = ["//m:m"]\n')
+    _age(ws.root)
+    ws.build(check=True)
+    assert ws.build(check=True).report["analysis"]["reanalysed"] == 0
+    ws.write("m/BUILD.toml", '[triton_model.m]\nmodel_name = "renamed"\nversions = ["1"]\n')
+    r = ws.build(check=True)
+    assert r.report["analysis"]["reanalysed"] == 2  # the model and the repository naming it
+    assert ws.out("repo/renamed/config.pbtxt").exists() and not ws.out("repo/m").exists()

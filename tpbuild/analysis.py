@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 
 from .action import Action
 from .errors import BuildError, UserError
-from .graph import TargetGraph
+from . import digest
+from .analysiscache import AnalysisCache, TargetRecord, fingerprint, info_digest, sig
+from .graph import CachedTarget, TargetGraph
 from .label import Label, LabelSyntaxError, parse_pattern
 from .plugin import AnalysisContext, Rule, TargetInfo
-from .workspace import Workspace
+from .workspace import OUT_DIR, WORKSPACE_FILE, Workspace
 
 ENTRY_POINT_GROUP = "tpbuild.rules"
 
@@ -43,10 +45,11 @@ class Analysis:
     order: list[Label]  # dependency-first closure of `requested`
     infos: dict[Label, TargetInfo] = field(default_factory=dict)
     actions: dict[str, Action] = field(default_factory=dict)
-    contexts: dict[Label, AnalysisContext] = field(default_factory=dict)
+    target_actions: dict[Label, list[Action]] = field(default_factory=dict)
+    reanalysed: int = 0  # targets whose rule ran (the rest came from the analysis cache)
 
     def actions_of(self, label: Label) -> list[Action]:
-        return self.contexts[label].actions
+        return self.target_actions[label]
 
 
 def analyze(ws: Workspace, pattern_texts: list[str], rules: dict[str, Rule] | None = None) -> Analysis:
@@ -71,18 +74,61 @@ def analyze(ws: Workspace, pattern_texts: list[str], rules: dict[str, Rule] | No
         contexts[label] = ctx
         return ctx
 
-    graph = TargetGraph(ws, rules, make_context)
+    state_dir = ws.root / OUT_DIR / ".tpbuild"
+    cache = AnalysisCache(state_dir / "analysis",
+                          fingerprint(ws.root, rules, (ws.root / WORKSPACE_FILE).read_bytes()), ws.root)
+    graph = TargetGraph(ws, rules, make_context, cache)
     requested = graph.expand(patterns)
     order = graph.close(requested)
-    result = Analysis(graph, requested, order, infos, contexts=contexts)
+    result = Analysis(graph, requested, order, infos)
+    info_digests: dict[Label, str] = {}
+    fresh: dict[str, list[Label]] = {}  # package -> its targets analysed this time
     for label in order:
         target = graph.targets[label]
-        ctx = contexts[label]
-        ctx.expanded = graph.expanded.get(label, {})
-        try:
-            infos[label] = target.rule.analyze(ctx, target.attrs)
-        except ValueError as e:  # rules raise ValueError from shared attribute checks
-            raise ctx.error((), str(e)) from None
-        for a in ctx.actions:
+        deps_digest = digest.of_value([[str(d), info_digests[d]] for d in graph.edges[label]])
+        if isinstance(target, CachedTarget) and target.rec.deps_digest == deps_digest and not target.rec.volatile:
+            infos[label], info_digests[label] = target.rec.info, target.rec.info_digest
+            actions = target.rec.actions
+        else:
+            if isinstance(target, CachedTarget):
+                graph.parse_package(label.package)  # real targets for the whole package
+                target = graph.targets[label]
+            ctx = contexts[label]
+            ctx.expanded = graph.expanded.get(label, {})
+            try:
+                infos[label] = target.rule.analyze(ctx, target.attrs)
+            except ValueError as e:  # rules raise ValueError from shared attribute checks
+                raise ctx.error((), str(e)) from None
+            info_digests[label] = info_digest(infos[label])
+            actions = ctx.actions
+            target.deps_digest = deps_digest
+            fresh.setdefault(label.package, []).append(label)
+            result.reanalysed += 1
+        result.target_actions[label] = actions
+        for a in actions:
             result.actions[a.id] = a
+    _remember(cache, graph, fresh, contexts, infos, info_digests)
     return result
+
+
+def _remember(cache, graph, fresh, contexts, infos, info_digests) -> None:
+    """Record every package analysed this time whose targets were all analysed (so the record is whole)."""
+    by_package: dict[str, list] = {}
+    for t in graph.targets.values():
+        by_package.setdefault(t.label.package, []).append(t)
+    for package in fresh:
+        targets = by_package[package]
+        if any(getattr(t, "deps_digest", None) is None for t in targets):
+            continue  # some target of it was not part of this build: record it next time
+        observed = {}
+        records = []
+        for t in targets:
+            ctx = contexts[t.label]
+            observed[t.source.path] = sig(str(graph.ws.root / t.source.path))
+            observed.update(ctx.observed)
+            records.append(TargetRecord(
+                label=t.label, rule=t.rule.name, refs=t.references(), keypath=t.keypath, manifest=t.source.path,
+                deps_digest=t.deps_digest, actions=ctx.actions, info=infos[t.label],
+                info_digest=info_digests[t.label], volatile=ctx.volatile))
+        cache.put(package, observed, records)
+    cache.save()

@@ -101,11 +101,11 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         finally:
             for aid, o in sched.outcomes.items():
                 if o.status in ("executed", "cached", "remote") and not o.unstable:
-                    state.actions[aid] = (o.key, o.entries)
+                    state.remember(aid, o.key, o.entries)
             statcache.save()
             state.save()
         targets = _materialize(ws, analysis, outcomes, state, cas)
-        state.save()
+        state.save()  # a no-op build changes nothing and writes nothing
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings)
 
 

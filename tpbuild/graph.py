@@ -8,24 +8,57 @@ reported with the whole cycle or the manifest line naming the missing target, be
 
 from __future__ import annotations
 
-import networkx as nx
+import graphlib
+from functools import cached_property
 
-from . import manifest
+from . import manifest, tomlsource
+from .analysiscache import AnalysisCache, TargetRecord
 from .errors import UserError, at
 from .label import Label, Pattern
 from .workspace import Workspace
 
 
+class CachedTarget:
+    """A target known from the analysis cache: enough for the graph, without parsing its manifest."""
+
+    def __init__(self, rec: TargetRecord, rule, root):
+        self.rec = rec
+        self.label = rec.label
+        self.rule = rule
+        self.keypath = rec.keypath
+        self._root = root
+
+    def references(self) -> list:
+        return self.rec.refs
+
+    @cached_property
+    def source(self) -> tomlsource.TomlSource:  # only for error messages
+        return tomlsource.load(self._root / self.rec.manifest, self.rec.manifest)
+
+
 class TargetGraph:
-    def __init__(self, ws: Workspace, rules: dict, make_context):
+    """Edges live in plain dicts on the hot path; networkx gets the graph for cycles, queries and DOT."""
+
+    def __init__(self, ws: Workspace, rules: dict, make_context, cache: AnalysisCache | None = None):
         self.ws = ws
         self.rules = rules
         self._make_context = make_context
-        self.targets: dict[Label, manifest.Target] = {}
+        self.cache = cache
+        self.targets: dict[Label, manifest.Target | CachedTarget] = {}
         self._loaded: set[str] = set()
         self._all_packages: list[str] | None = None
-        self.graph = nx.DiGraph()  # edge: target -> dependency
+        self.edges: dict[Label, list[Label]] = {}  # target -> its dependencies, in attribute order
         self.expanded: dict[Label, dict[Pattern, list[Label]]] = {}  # pattern attributes, resolved
+
+    @cached_property
+    def graph(self):
+        import networkx as nx
+
+        g = nx.DiGraph()
+        for lbl, deps in self.edges.items():
+            g.add_node(lbl)
+            g.add_edges_from((lbl, d) for d in deps)
+        return g
 
     @property
     def all_packages(self) -> list[str]:
@@ -37,8 +70,19 @@ class TargetGraph:
         if package in self._loaded:
             return
         self._loaded.add(package)
-        for t in manifest.load_package(self.ws.root, package, self.rules, self._make_context):
+        rec = self.cache.valid(package) if self.cache is not None else None
+        if rec is not None and all(t.rule in self.rules for t in rec.targets):
+            for tr in rec.targets:
+                self.targets[tr.label] = CachedTarget(tr, self.rules[tr.rule], self.ws.root)
+            return
+        self.parse_package(package)
+
+    def parse_package(self, package: str) -> list[manifest.Target]:
+        """Parse and validate a manifest for real (also to re-analyse a package known from the cache)."""
+        targets = manifest.load_package(self.ws.root, package, self.rules, self._make_context)
+        for t in targets:
             self.targets[t.label] = t
+        return targets
 
     def match(self, p: Pattern) -> set[Label]:
         """Load the packages a pattern covers and return the targets it names."""
@@ -95,19 +139,21 @@ class TargetGraph:
         while stack:
             lbl = stack.pop()
             t = self.targets[lbl]
-            self.graph.add_node(lbl)
-            for dep in self.deps(t):
+            deps = self.edges[lbl] = self.deps(t)
+            for dep in deps:
                 if dep not in self.targets:
                     self._require(t, dep)
-                self.graph.add_edge(lbl, dep)
                 if dep not in seen:
                     seen.add(dep)
                     stack.append(dep)
-        sub = self.graph.subgraph(seen)
+        sorter = graphlib.TopologicalSorter({lbl: self.edges[lbl] for lbl in sorted(seen)})
         try:
-            cycle = nx.find_cycle(sub)
-        except nx.NetworkXNoCycle:
-            return list(reversed(list(nx.lexicographical_topological_sort(sub, key=str))))
+            return list(sorter.static_order())
+        except graphlib.CycleError:
+            pass
+        import networkx as nx
+
+        cycle = nx.find_cycle(self.graph.subgraph(seen))
         path = [str(u) for u, _ in cycle] + [str(cycle[0][0])]
         first = self.targets[cycle[0][0]]
         raise UserError(f"dependency cycle: {' -> '.join(path)}; remove one of these dependencies",
@@ -118,7 +164,7 @@ class TargetGraph:
             self.load_package(dep.package)
         if dep not in self.targets:
             line = t.source.line_of(t.keypath)
-            for name in type(t.attrs).model_fields:
+            for name in type(t.attrs).model_fields if isinstance(t, manifest.Target) else ():
                 found: list[Label] = []
                 manifest._collect_labels(getattr(t.attrs, name), found)
                 if dep in found:
@@ -130,6 +176,8 @@ class TargetGraph:
 
     def dependents_closure(self, labels: set[Label]) -> set[Label]:
         """`labels` and every loaded target that depends on one of them, transitively."""
+        import networkx as nx
+
         out = set(labels)
         for lbl in labels:
             if lbl in self.graph:

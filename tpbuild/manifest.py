@@ -25,6 +25,7 @@ class Target:
     attrs: BaseModel
     keypath: tuple
     source: tomlsource.TomlSource
+    deps_digest: str | None = None  # set once analysed in this build
 
     def references(self) -> list[Label | Pattern]:
         """Every label and pattern in the attributes, wherever nested: the graph needs no rule knowledge."""

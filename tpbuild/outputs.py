@@ -31,6 +31,13 @@ class BuildState:
     cache_id: str
     actions: dict = field(default_factory=dict)  # action id -> (key, entries)
     outputs: dict = field(default_factory=dict)  # output rel path -> (tree digest, ((path, sig), ...))
+    dirty: bool = False
+
+    def remember(self, action_id: str, key: str, entries) -> None:
+        hit = self.actions.get(action_id)
+        if hit is None or hit[0] != key:
+            self.actions[action_id] = (key, entries)
+            self.dirty = True
 
     @classmethod
     def load(cls, path: Path, cache_id: str) -> "BuildState":
@@ -45,6 +52,8 @@ class BuildState:
         return cls(path, cache_id)
 
     def save(self) -> None:
+        if not self.dirty:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".state.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
@@ -52,6 +61,7 @@ class BuildState:
             pickle.dump({"cache_id": self.cache_id, "actions": self.actions, "outputs": self.outputs}, f,
                         protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, self.path)
+        self.dirty = False
 
 
 def cache_id(cache_root: Path) -> str:
@@ -112,6 +122,7 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
     else:
         os.rename(tmp, dest)
     state.outputs[rel] = (tree_digest(entries), tuple(sigs))
+    state.dirty = True
     return True
 
 

@@ -139,7 +139,10 @@ class AnalysisContext:
         self._ws_source = workspace_source
         self._keypath = keypath  # where this target's table is in the manifest
         self.actions: list[Action] = []
-        self.dirs_listed: list[str] = []  # directories whose listing shaped the actions
+        # Everything analysis looked at (path from the root -> stat), so its result can be reused
+        # while none of it changes; see analysiscache.
+        self.observed: dict[str, tuple | None] = {}
+        self.volatile = False
         self.expanded: dict[Pattern, list[Label]] = {}  # filled by the graph
 
     @property
@@ -187,7 +190,28 @@ class AnalysisContext:
         if not real.is_relative_to(pkg_dir.resolve()):
             raise ValueError(f"{rel!r} is a symlink leading out of the package: sources must live inside it")
         norm = "/".join(parts)
-        return SourcePath(norm, f"{self.package}/{norm}" if self.package else norm, real.is_dir())
+        path = f"{self.package}/{norm}" if self.package else norm
+        self._observe(path, content=False)
+        return SourcePath(norm, path, real.is_dir())
+
+    def _observe(self, path: str, content: bool = True) -> None:
+        """`content=False`: only that the path exists as a file or directory matters to analysis (the
+        file's bytes enter action keys at build time), so editing it needs no re-analysis."""
+        from .analysiscache import kind, sig
+
+        full = os.path.join(self.root, path)
+        self.observed[path] = sig(full) if content else kind(full)
+
+    def read(self, src: SourcePath | str) -> bytes:
+        """Read a source while analysing (a config to validate, a module to scan); recorded as an input
+        of analysis, so the target is analysed again when the file changes."""
+        path = src.path if isinstance(src, SourcePath) else src
+        self._observe(path)
+        return (self.root / path).read_bytes()
+
+    def uncacheable(self) -> None:
+        """This target's analysis probes the machine (tool versions): redo it on every build."""
+        self.volatile = True
 
     def files_under(self, src: SourcePath, exclude: tuple[str, ...] = ()) -> list[str]:
         """Files below a source directory, relative to it, sorted; directories named in `exclude`
@@ -199,7 +223,7 @@ class AnalysisContext:
         pkg_real = self.package_dir.resolve()
         for dirpath, dirnames, filenames in os.walk(base):
             rel_dir = os.path.relpath(dirpath, base)
-            self.dirs_listed.append(os.path.join(src.path, rel_dir) if rel_dir != "." else src.path)
+            self._observe(os.path.join(src.path, rel_dir) if rel_dir != "." else src.path)
             dirnames[:] = sorted(d for d in dirnames if not any(fnmatch.fnmatchcase(d, g) for g in exclude))
             for name in filenames:
                 if any(fnmatch.fnmatchcase(name, g) for g in exclude):

@@ -31,6 +31,7 @@ def to_json(result: BuildResult | None, error: str | None = None) -> dict:
         **({"error": error} if error else {}),
         "targets": {str(lbl): {"status": t.status, "outputs": t.outputs} for lbl, t in result.targets.items()},
         "actions": actions,
+        "analysis": {"targets": len(result.analysis.order), "reanalysed": result.analysis.reanalysed},
         "seconds": round(result.seconds, 3),
         "warnings": result.warnings,
     }

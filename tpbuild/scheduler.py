@@ -90,26 +90,33 @@ class Scheduler:
                 ready.append(aid)
         running: dict[Future, str] = {}
         stop = False
+
+        def finished(aid: str) -> None:
+            nonlocal stop
+            if self.outcomes[aid].status == "failed":
+                self._skip_dependents(aid, dependents)
+                stop = stop or not self.keep_going
+                return
+            for d in dependents[aid]:
+                waiting[d] -= 1
+                if waiting[d] == 0 and self.outcomes[d].status != "failed":
+                    ready.append(d)
+
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="tpbuild") as pool:
             while ready or running:
+                # Cache hits are settled here: handing thousands of them to threads costs more than they do.
                 while ready and not stop and len(running) < self.jobs * 2:
                     aid = ready.popleft()
-                    running[pool.submit(self._do, aid)] = aid
+                    prepared = self._prepare(aid)
+                    if prepared is None:
+                        finished(aid)
+                    else:
+                        running[pool.submit(self._execute, aid, *prepared)] = aid
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    aid = running.pop(fut)
-                    out = self.outcomes[aid]
-                    if out.status == "failed":
-                        self._skip_dependents(aid, dependents)
-                        if not self.keep_going:
-                            stop = True
-                        continue
-                    for d in dependents[aid]:
-                        waiting[d] -= 1
-                        if waiting[d] == 0 and self.outcomes[d].status != "failed":
-                            ready.append(d)
+                    finished(running.pop(fut))
         return self.outcomes
 
     def _skip_dependents(self, aid: str, dependents: dict[str, list[str]]) -> None:
@@ -123,7 +130,9 @@ class Scheduler:
 
     # -- one action ------------------------------------------------------------------------------
 
-    def _do(self, aid: str) -> None:
+    def _prepare(self, aid: str):
+        """Resolve inputs, compute the key, look the result up. None when settled (a hit or a failure),
+        else what `_execute` needs."""
         a = self.actions[aid]
         out = self.outcomes[aid]
         t0 = time.monotonic()
@@ -138,23 +147,38 @@ class Scheduler:
                 out.status, out.entries = "remote", entries
                 self.ctx.ac.put(out.key, entries)
             else:
-                if self.ctx.hooks.started:
-                    self.ctx.hooks.started(a)
-                out.entries = self.ctx.executor.execute(a, inputs)
-                out.status = "executed"
-                if self._inputs_moved(inputs):
-                    out.unstable = True
-                    if self.ctx.hooks.warn:
-                        self.ctx.hooks.warn(f"{a.owner}: an input changed while {a.mnemonic} ran; "
-                                            "its result is used for this build only and not cached")
-                else:
-                    self.ctx.ac.put(out.key, out.entries)
-                    if self.ctx.remote is not None:
-                        self.ctx.remote.store(material, out.entries, self.ctx.cas)
+                return inputs, material, t0
         except TpbuildError as e:
             out.status, out.error = "failed", e
         except OSError as e:
             out.status, out.error = "failed", BuildError(f"{a.owner}: {a.mnemonic}: {e}")
+        self._done(out, t0)
+        return None
+
+    def _execute(self, aid: str, inputs: list[Resolved], material: bytes, t0: float) -> None:
+        a = self.actions[aid]
+        out = self.outcomes[aid]
+        try:
+            if self.ctx.hooks.started:
+                self.ctx.hooks.started(a)
+            out.entries = self.ctx.executor.execute(a, inputs)
+            out.status = "executed"
+            if self._inputs_moved(inputs):
+                out.unstable = True
+                if self.ctx.hooks.warn:
+                    self.ctx.hooks.warn(f"{a.owner}: an input changed while {a.mnemonic} ran; "
+                                        "its result is used for this build only and not cached")
+            else:
+                self.ctx.ac.put(out.key, out.entries)
+                if self.ctx.remote is not None:
+                    self.ctx.remote.store(material, out.entries, self.ctx.cas)
+        except TpbuildError as e:
+            out.status, out.error = "failed", e
+        except OSError as e:
+            out.status, out.error = "failed", BuildError(f"{a.owner}: {a.mnemonic}: {e}")
+        self._done(out, t0)
+
+    def _done(self, out: Outcome, t0: float) -> None:
         out.seconds = time.monotonic() - t0
         if self.ctx.hooks.finished:
             self.ctx.hooks.finished(out)

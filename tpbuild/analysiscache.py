@@ -1,0 +1,139 @@
+"""The persisted memo of analysis, per package, so a no-op build parses no manifest and runs no rule.
+
+Format: `tpbuild-out/.tpbuild/analysis`, first line `tpbuild-analysis v1`, then a pickle of
+{"fingerprint": str, "packages": {package: PackageRecord}}. Another header or fingerprint is a miss.
+
+A package's record holds what analysing it produced (each target's references, actions and
+`TargetInfo`) and the stat of everything analysis looked at: the manifest, each source it checked or
+read, each directory it listed. It is valid while all of those stats are unchanged. A target's record
+is reused only if its dependencies' infos are also unchanged (`deps_digest`), so a change upstream
+re-runs exactly the rules downstream of it. The fingerprint covers the engine's and the rule sets'
+code (by stat), tpbuild.toml and the key version: new rule code means fresh analysis.
+
+Stats, not contents, decide validity here, which is safe because analysis never puts a source's
+*content* into an action without the action hashing it again at build time; a rule that reads a file
+to decide its actions (a config.pbtxt) records that file, and a same-size rewrite within the racy
+window is caught by not trusting records younger than `RACY_WINDOW_NS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import digest
+from .action import KEY_VERSION
+from .statcache import RACY_WINDOW_NS
+
+HEADER = b"tpbuild-analysis v1\n"
+
+
+def sig(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
+
+
+def kind(path: str) -> tuple | None:
+    """Existence and type only, for paths whose content analysis does not look at."""
+    try:
+        return ("dir",) if os.path.isdir(path) else ("file",) if os.path.exists(path) else None
+    except OSError:
+        return None
+
+
+@dataclass
+class TargetRecord:
+    label: object
+    rule: str
+    refs: list
+    keypath: tuple
+    manifest: str  # workspace-relative path of its BUILD.toml
+    deps_digest: str
+    actions: list
+    info: object
+    info_digest: str
+    volatile: bool  # its rule probes the machine (tool versions): always re-analysed
+
+
+@dataclass
+class PackageRecord:
+    observed: dict  # workspace-relative path -> sig
+    targets: list = field(default_factory=list)
+
+
+def info_digest(info) -> str:
+    """Identity of what a target offers dependents; values may hold labels, compared by their text."""
+    out = info.output
+    body = [info.rule, [out.action, out.path] if out is not None else None, info.values]
+    return digest.of_bytes(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode())
+
+
+def fingerprint(root: Path, rules: dict, workspace_text: bytes) -> str:
+    """Code of the engine and of every rule set, by stat, plus tpbuild.toml and the key version."""
+    import sys
+
+    dirs = {Path(__file__).parent}
+    for r in rules.values():
+        mod = sys.modules.get(type(r).__module__)
+        if mod is not None and getattr(mod, "__file__", None):
+            dirs.add(Path(mod.__file__).parent)
+    stats = []
+    for d in sorted(dirs):
+        for f in sorted(d.glob("*.py")):
+            stats.append([str(f), sig(str(f))])
+    return digest.of_value([KEY_VERSION, stats, digest.of_bytes(workspace_text), str(root)])
+
+
+class AnalysisCache:
+    def __init__(self, path: Path, fp: str, root: Path):
+        self.path = path
+        self.fp = fp
+        self.root = root
+        self.packages: dict[str, PackageRecord] = {}
+        self.dirty = False
+        try:
+            with open(path, "rb") as f:
+                if f.readline() == HEADER:
+                    data = pickle.load(f)
+                    if data.get("fingerprint") == fp:
+                        self.packages = data["packages"]
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError, AttributeError, ImportError):
+            self.packages = {}
+
+    def valid(self, package: str) -> PackageRecord | None:
+        rec = self.packages.get(package)
+        if rec is None:
+            return None
+        root = str(self.root)
+        for p, s in rec.observed.items():
+            full = os.path.join(root, p)
+            if (kind(full) if s is not None and len(s) == 1 else sig(full)) != s:
+                del self.packages[package]
+                self.dirty = True
+                return None
+        return rec
+
+    def put(self, package: str, observed: dict, targets: list[TargetRecord]) -> None:
+        horizon = time.time_ns() - RACY_WINDOW_NS
+        if any(s is not None and len(s) > 1 and s[1] >= horizon for s in observed.values()):
+            self.packages.pop(package, None)  # too fresh to trust by stat: analyse again next time
+        else:
+            self.packages[package] = PackageRecord(observed, targets)
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".analysis.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(HEADER)
+            pickle.dump({"fingerprint": self.fp, "packages": self.packages}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, self.path)
