@@ -431,3 +431,20 @@ def test_dependents_are_reanalysed_when_a_dependency_changes(ws):
     r = ws.build(check=True)
     assert r.report["analysis"]["reanalysed"] == 2  # the model and the repository naming it
     assert ws.out("repo/renamed/config.pbtxt").exists() and not ws.out("repo/m").exists()
+
+
+def test_tree_outputs_update_in_place_and_drop_removed_files(ws):
+    ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\n')
+    ws.write("m/1/model.py", "x = 1\n")
+    ws.write("m/1/helper.py", "y = 1\n")
+    ws.write("m/1/sub/data.txt", "d\n")
+    ws.build(check=True)
+    kept = ws.out("m/m/config.pbtxt").stat().st_ino
+    ws.write("m/1/model.py", "x = 2\n")
+    (ws.root / "m/1/sub/data.txt").unlink()
+    (ws.root / "m/1/sub").rmdir()
+    ws.build(check=True)
+    got = sorted(p.relative_to(ws.out("m/m")).as_posix() for p in ws.out("m/m").rglob("*"))
+    assert got == ["1", "1/helper.py", "1/model.py", "config.pbtxt"]
+    assert ws.out("m/m/1/model.py").read_text() == "x = 2\n"
+    assert ws.out("m/m/config.pbtxt").stat().st_ino == kept  # untouched files are not re-placed

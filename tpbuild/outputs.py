@@ -1,6 +1,6 @@
 """The output tree `tpbuild-out/` and the workspace's memory of the last build.
 
-`BuildState` (`tpbuild-out/.tpbuild/state`; first line `tpbuild-state v1`, then a pickle) records,
+`BuildState` (`tpbuild-out/.tpbuild/state`; first line `tpbuild-state v2`, then a pickle) records,
 per action, the key and entries of its last result, and, per materialized output, its tree digest and
 the stat of every file placed. With it a no-op build reads no action cache entry and places no file.
 It is tied to one cache directory by that cache's id: pointing the workspace at another cache (or
@@ -22,7 +22,7 @@ from .action import Entry, tree_digest
 from .cas import Cas
 from .statcache import signature
 
-HEADER = b"tpbuild-state v1\n"
+HEADER = b"tpbuild-state v2\n"
 
 
 @dataclass
@@ -30,7 +30,7 @@ class BuildState:
     path: Path
     cache_id: str
     actions: dict = field(default_factory=dict)  # action id -> (key, entries)
-    outputs: dict = field(default_factory=dict)  # output rel path -> (tree digest, ((path, sig), ...))
+    outputs: dict = field(default_factory=dict)  # output rel path -> (tree digest, {path: (kind, digest, sig)})
     dirty: bool = False
 
     def remember(self, action_id: str, key: str, entries) -> None:
@@ -81,38 +81,85 @@ def cache_id(cache_root: Path) -> str:
         return p.read_text().strip()
 
 
-def is_current(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...]) -> bool:
-    rec = state.outputs.get(rel)
-    if rec is None or rec[0] != tree_digest(entries):
-        return False
+def _intact(root: Path, rel: str, rec) -> bool:
+    """Every file placed last time is still there, unmodified (same inode, size and mtime)."""
     base = root / rel
     try:
-        for path, sig in rec[1]:
-            if signature(os.lstat(base / path)) != sig:
-                return False
+        return all(signature(os.lstat(base / path)) == sig for path, (_kind, _d, sig) in rec[1].items())
     except OSError:
         return False
-    return True
 
 
 def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> bool:
-    """Make `root/rel` hold exactly `entries`; False if it already did."""
-    if is_current(state, root, rel, entries):
+    """Make `root/rel` hold exactly `entries`; False if it already did.
+
+    An intact tree is updated file by file, each file replaced by an atomic rename, so one edited
+    model in a repository of a thousand touches one file. Otherwise (first build, a tree damaged by
+    hand) the tree is assembled aside and renamed into place whole."""
+    digest = tree_digest(entries)
+    rec = state.outputs.get(rel)
+    intact = rec is not None and _intact(root, rel, rec)
+    if intact and rec[0] == digest:
         return False
+    placed = None
+    if intact:
+        try:
+            placed = _update(root / rel, rec[1], entries, cas)
+        except OSError:  # a file became a directory or the other way round: rebuild the tree whole
+            placed = None
+    if placed is None:
+        placed = _replace(root, rel, entries, cas)
+    state.outputs[rel] = (digest, placed)
+    state.dirty = True
+    return True
+
+
+def _place(p: Path, e: Entry, cas: Cas) -> tuple:
+    if e.kind == "l":
+        os.symlink(e.digest, p)
+    else:
+        cas.link(e.digest, e.kind == "x", p)
+    return (e.kind, e.digest, signature(os.lstat(p)))
+
+
+def _update(dest: Path, old: dict, entries: tuple[Entry, ...], cas: Cas) -> dict:
+    placed = {}
+    for e in entries:
+        prev = old.get(e.path)
+        if prev is not None and prev[:2] == (e.kind, e.digest):
+            placed[e.path] = prev
+            continue
+        p = dest / e.path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.isdir(p) and not os.path.islink(p):
+            remove_tree(p)
+        tmp = p.with_name(f".{p.name}.tpbuild-new")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        placed[e.path] = _place(tmp, e, cas)
+        os.replace(tmp, p)
+    for path in old.keys() - placed.keys():
+        p = dest / path
+        if os.path.lexists(p) and not (os.path.isdir(p) and not os.path.islink(p)):
+            os.unlink(p)
+        parent = p.parent
+        while parent != dest and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    return placed
+
+
+def _replace(root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> dict:
     dest = root / rel
     work = root / "tpbuild-out" / ".tpbuild" / "tmp"
     work.mkdir(parents=True, exist_ok=True)
     tmp = work / f"new.{os.getpid()}.{os.urandom(4).hex()}"
     tmp.mkdir()
-    sigs = []
+    placed = {}
     for e in entries:
         p = tmp / e.path
         p.parent.mkdir(parents=True, exist_ok=True)
-        if e.kind == "l":
-            os.symlink(e.digest, p)
-        else:
-            cas.link(e.digest, e.kind == "x", p)
-        sigs.append((e.path, signature(os.lstat(p))))
+        placed[e.path] = _place(p, e, cas)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if os.path.lexists(dest):
         trash = work / f"old.{os.getpid()}.{os.urandom(4).hex()}"
@@ -121,9 +168,7 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
         remove_tree(trash)
     else:
         os.rename(tmp, dest)
-    state.outputs[rel] = (tree_digest(entries), tuple(sigs))
-    state.dirty = True
-    return True
+    return placed
 
 
 def remove_tree(p: Path) -> None:
