@@ -51,6 +51,7 @@ class PythonEnv(Rule):
             loc = tuple(err["loc"])
             raise ctx.error(loc[:1], f"{'.'.join(map(str, loc)) or 'python_env'}: "
                                      f"{err['msg'].removeprefix('Value error, ')}") from None
+        ctx.uncacheable()  # the fingerprint probes installed tools, which can change under us
         tools = envbuild.tool_fingerprint(spec)  # a missing manager is exit 2, before anything runs
         file_name = f"{ctx.label.name}.tar.gz" if spec.format == "tar.gz" else ctx.label.name
         inputs["spec.json"] = ctx.write("EnvSpec", "spec.json", spec.model_dump_json().encode())

@@ -114,7 +114,7 @@ class TritonModel(Rule):
             imports_runtime = False
             for f in files:
                 entries.append((f"{version}/{f}", ctx.source(ctx.source_path(f"{src.rel}/{f}"))))
-                if f.endswith(".py") and _IMPORTS_RUNTIME.search((ctx.root / src.path / f).read_bytes()):
+                if f.endswith(".py") and _IMPORTS_RUNTIME.search(ctx.read(f"{src.path}/{f}")):
                     imports_runtime = True
             if imports_runtime and f"{RUNTIME}.py" not in files:
                 # The base class ships inside the model, so the server image needs nothing installed.
@@ -135,7 +135,7 @@ class TritonModel(Rule):
         try:
             if isinstance(attrs.config, str):
                 src = self._source(ctx, ("config",), attrs.config)
-                text = (ctx.root / src.path).read_bytes()
+                text = ctx.read(src)
                 try:
                     cfg = modelconfig.parse_text(text.decode("utf-8"), model_name)
                 except UnicodeDecodeError:
