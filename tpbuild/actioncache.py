@@ -24,6 +24,7 @@ class ActionCache:
         self.tmp = root / "tmp"
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._dirs: set[Path] = set()
 
     def path(self, key: str) -> Path:
         hx = digest.hex_part(key)
@@ -41,7 +42,9 @@ class ActionCache:
     def put(self, key: str, entries: tuple[Entry, ...]) -> None:
         body = encode(entries)
         dest = self.path(key)
-        dest.parent.mkdir(exist_ok=True)
+        if dest.parent not in self._dirs:
+            dest.parent.mkdir(exist_ok=True)
+            self._dirs.add(dest.parent)
         tmp = self.tmp / f"ac.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
         tmp.write_bytes(body)
         os.replace(tmp, dest)

@@ -33,6 +33,7 @@ class Cas:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._verified: set[str] = set()
         self._lock = threading.Lock()
+        self._dirs: set[Path] = set()  # shard directories known to exist: mkdir is slow on some filesystems
 
     def path(self, d: str, executable: bool = False) -> Path:
         hx = digest.hex_part(d)
@@ -44,7 +45,9 @@ class Cas:
     def _publish(self, tmp: Path, d: str, executable: bool) -> None:
         os.chmod(tmp, 0o555 if executable else 0o444)
         dest = self.path(d, executable)
-        dest.parent.mkdir(exist_ok=True)
+        if dest.parent not in self._dirs:
+            dest.parent.mkdir(exist_ok=True)
+            self._dirs.add(dest.parent)
         os.replace(tmp, dest)
         with self._lock:
             self._verified.add(str(dest))

@@ -130,7 +130,8 @@ def _update(dest: Path, old: dict, entries: tuple[Entry, ...], cas: Cas) -> dict
             placed[e.path] = prev
             continue
         p = dest / e.path
-        p.parent.mkdir(parents=True, exist_ok=True)
+        if not p.parent.is_dir():
+            p.parent.mkdir(parents=True, exist_ok=True)
         if os.path.isdir(p) and not os.path.islink(p):
             remove_tree(p)
         tmp = p.with_name(f".{p.name}.tpbuild-new")
@@ -152,15 +153,17 @@ def _update(dest: Path, old: dict, entries: tuple[Entry, ...], cas: Cas) -> dict
 def _replace(root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> dict:
     dest = root / rel
     work = root / "tpbuild-out" / ".tpbuild" / "tmp"
-    work.mkdir(parents=True, exist_ok=True)
+    if not work.is_dir():
+        work.mkdir(parents=True, exist_ok=True)
     tmp = work / f"new.{os.getpid()}.{os.urandom(4).hex()}"
     tmp.mkdir()
     placed = {}
+    for d in sorted({os.path.dirname(e.path) for e in entries} - {""}):
+        os.makedirs(tmp / d, exist_ok=True)
     for e in entries:
-        p = tmp / e.path
-        p.parent.mkdir(parents=True, exist_ok=True)
-        placed[e.path] = _place(p, e, cas)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+        placed[e.path] = _place(tmp / e.path, e, cas)
+    if not dest.parent.is_dir():  # mkdir of an existing directory is slow on some filesystems
+        dest.parent.mkdir(parents=True, exist_ok=True)
     if os.path.lexists(dest):
         trash = work / f"old.{os.getpid()}.{os.urandom(4).hex()}"
         os.rename(dest, trash)
