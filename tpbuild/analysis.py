@@ -8,6 +8,7 @@ topological scheduler needs.
 from __future__ import annotations
 
 import importlib.metadata
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from .action import Action
@@ -17,7 +18,7 @@ from .analysiscache import AnalysisCache, TargetRecord, fingerprint, info_digest
 from .graph import CachedTarget, TargetGraph
 from .label import Label, LabelSyntaxError, parse_pattern
 from .plugin import AnalysisContext, Rule, TargetInfo
-from .workspace import OUT_DIR, WORKSPACE_FILE, Workspace
+from .workspace import WORKSPACE_FILE, Workspace
 
 ENTRY_POINT_GROUP = "tpbuild.rules"
 
@@ -52,7 +53,8 @@ class Analysis:
         return self.target_actions[label]
 
 
-def analyze(ws: Workspace, pattern_texts: list[str], rules: dict[str, Rule] | None = None) -> Analysis:
+def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str, Rule] | None = None) -> Analysis:
+    """`memo` is the workspace's memo directory (workspace.memo_dir), where the analysis cache lives."""
     rules = rules if rules is not None else load_rules()
     claimed = {s for r in rules.values() for s in r.sections}
     for name in ws.sections:
@@ -74,8 +76,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], rules: dict[str, Rule] | No
         contexts[label] = ctx
         return ctx
 
-    state_dir = ws.root / OUT_DIR / ".tpbuild"
-    cache = AnalysisCache(state_dir / "analysis",
+    cache = AnalysisCache(memo / "analysis",
                           fingerprint(ws.root, rules, (ws.root / WORKSPACE_FILE).read_bytes()), ws.root)
     graph = TargetGraph(ws, rules, make_context, cache)
     requested = graph.expand(patterns)

@@ -24,7 +24,7 @@ from .executor import Executor
 from .label import Label
 from .scheduler import BuildContext, Hooks, Outcome, Scheduler
 from .statcache import StatCache
-from .workspace import OUT_DIR, Workspace
+from .workspace import OUT_DIR, Workspace, memo_dir
 
 STATE_DIR = f"{OUT_DIR}/.tpbuild"
 
@@ -86,7 +86,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
     _check_overlaps(analysis)
     with workspace_lock(ws, warn):
         state_dir = ws.root / STATE_DIR
-        statcache = StatCache(state_dir / "statcache")
+        statcache = StatCache(memo_dir(opts.cache_dir, ws.root) / "statcache")
         cas = Cas(opts.cache_dir, statcache)
         ac = ActionCache(opts.cache_dir)
         state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
@@ -142,18 +142,17 @@ def _check_overlaps(analysis: Analysis) -> None:
                             "rename one of the targets")
 
 
-def clean(ws: Workspace, cache_dir: Path | None) -> None:
+def clean(ws: Workspace, cache_dir: Path, wipe_cache: bool) -> None:
     with workspace_lock(ws, lambda _m: None):
         out = ws.root / OUT_DIR
         for child in out.iterdir() if out.exists() else ():
             if child.name != ".tpbuild":
                 outputs.remove_tree(child)
         state_dir = ws.root / STATE_DIR
-        for name in ("state", "statcache", "logs", "tmp"):
-            p = state_dir / name
+        for p in (state_dir / "state", state_dir / "logs", state_dir / "tmp", memo_dir(cache_dir, ws.root)):
             if os.path.lexists(p):
                 outputs.remove_tree(p)
-    if cache_dir is not None and cache_dir.exists():
+    if wipe_cache and cache_dir.exists():
         if not (cache_dir / "id").exists() and any(cache_dir.iterdir()):
             raise BuildError(f"{cache_dir} does not look like a tpbuild cache (no 'id' file); not deleting it")
         outputs.remove_tree(cache_dir)

@@ -113,20 +113,21 @@ def _main(argv: list[str]) -> int:
     if args.command == "clean":
         from .build import clean
 
-        clean(ws, cache_dir if args.cache else None)
+        clean(ws, cache_dir, args.cache)
         print(f"removed {ws.root / workspace.OUT_DIR}" + (f" and {cache_dir}" if args.cache else ""))
         return EXIT_OK
     if args.command == "build":
         return _build(ws, args, cache_dir)
     if args.command in commands:
         return commands[args.command].run(Session(ws, cache_dir), args)
-    return _query(ws, args)
+    return _query(ws, args, cache_dir)
 
 
-def _query(ws, args) -> int:
+def _query(ws, args, cache_dir: Path) -> int:
+    from . import workspace
     from .analysis import analyze
 
-    a = analyze(ws, args.patterns or ["//..."])
+    a = analyze(ws, args.patterns or ["//..."], workspace.memo_dir(cache_dir, ws.root))
     labels = a.order if getattr(args, "deps", False) or args.command == "graph" else a.requested
     if args.command == "graph":
         print("digraph tpbuild {")
@@ -167,12 +168,13 @@ class Session:
         from .console import Console
         from .executor import current_step
         from .scheduler import Hooks
+        from .workspace import memo_dir
 
         if jobs < 1:
             raise UserError("-j/--jobs must be at least 1")
         rpath = Path(report_path).resolve() if report_path else None
         try:
-            a = analyze(self.ws, patterns)
+            a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root))
         except TpbuildError as e:
             if rpath:
                 report.write(rpath, report.to_json(None, e.render()))

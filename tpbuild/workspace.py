@@ -130,3 +130,12 @@ def cache_dir(ws: Workspace, flag: str | None) -> Path:
         return (ws.root / Path(ws.cache.dir).expanduser()).resolve()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tpbuild"
+
+
+def memo_dir(cache_dir: Path, root: Path) -> Path:
+    """Where a workspace's stat memo and analysis memo live: in the cache, not in tpbuild-out, so that
+    deleting tpbuild-out (to restore outputs from the cache) does not also throw away what makes the
+    restore fast."""
+    import xxhash
+
+    return cache_dir / "workspaces" / xxhash.xxh3_64_hexdigest(str(root).encode())
