@@ -18,7 +18,8 @@ The steps, for both kinds of manager:
    would go stale the moment the archive fixes all mtimes (every import would recompile, and fail to
    cache where the env directory is read-only); shipping no pycs at all would make every model load
    compile numpy & co. Checked-hash pycs are valid wherever the sources are unchanged, and still
-   notice an edited source;
+   notice an edited source. marshal's reference flags, which depend on the compiling process, are
+   then made canonical (see `pyc`);
 4. `pack_exclude` removes entries, then the checks: `bin/activate` at the root, the env's Python is
    `python`, numpy imports (the backend needs it), and the path of the directory the builder runs
    in appears nowhere in the tree (it would break the env elsewhere and make two builds differ).
@@ -59,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from tpbuild.errors import BuildError, TpbuildError, UserError, at
 
-from . import archive
+from . import archive, pyc
 
 # Where conda-pack pretends the env lives. Triton unpacks envs to a random /tmp/python_env_* and never
 # runs conda-unpack, so no path is right; a fixed one keeps the build path out of the archive and the
@@ -709,6 +710,7 @@ def finish_tree(tree: Path, spec: EnvSpec, *, launcher_prefix: str, needles: lis
     """Steps 2-4 of the module docstring on a created (and for conda, packed) env."""
     make_reproducible(tree, launcher_prefix)
     _compile(tree, log, env)
+    log.note(f"canonicalized marshal references in {pyc.canonicalize_tree(tree, spec.python)} pycs")
     removed = archive.prune(tree, spec.pack_exclude)
     log.note(f"pack_exclude removed {len(removed)} entries")
     check_env(tree, spec.python, env, cwd=tree.parent)
