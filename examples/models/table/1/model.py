@@ -1,14 +1,9 @@
 import numpy as np
 import tabulate
-import triton_python_backend_utils as pb_utils
+from tpbuild_runtime import BaseTritonPythonModel
 
 
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            values = pb_utils.get_input_tensor_by_name(request, "VALUES").as_numpy()
-            text = tabulate.tabulate([[i, float(v)] for i, v in enumerate(values)], headers=["i", "value"])
-            out = np.array([text.encode()], dtype=np.object_)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("TABLE", out)]))
-        return responses
+class TritonPythonModel(BaseTritonPythonModel):
+    def infer(self, inputs):
+        rows = [[i, float(v)] for i, v in enumerate(inputs["VALUES"])]
+        return {"TABLE": np.array([tabulate.tabulate(rows, headers=["i", "value"])])}
