@@ -12,7 +12,7 @@ server = pytest.importorskip("tpbuild_triton.server")
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def built(tmp_path_factory):
     from conftest import EXAMPLES, Workspace
     import shutil
 
@@ -21,7 +21,12 @@ def served(tmp_path_factory):
     shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("tpbuild-out", "__pycache__"))
     ws = Workspace(root, tmp / "cache")
     ws.build("//:repository", check=True)
-    with server.TritonServer(ws.out("repository"), log_path=tmp / "server.log") as srv:
+    return ws
+
+
+@pytest.fixture(scope="module")
+def served(built):
+    with server.TritonServer(built.out("repository"), log_path=built.root.parent / "server.log") as srv:
         ready = srv.wait_ready(["add_sub", "text_transform", "labeler", "table"], timeout=180)
         assert all(ready.values()), (ready, srv.log_text()[-4000:])
         yield srv
@@ -60,3 +65,15 @@ def test_env_package_the_server_python_lacks(served):
     assert "value" in text and "1.5" in text
     cfg = served.model_config("table")
     assert cfg["parameters"]["EXECUTION_ENV_PATH"]["string_value"] == "$$TRITON_MODEL_DIRECTORY/tabulate.tar.gz"
+
+
+def test_tpbuild_test_passes_on_the_examples(built):
+    """What a newcomer runs after the quick start: every example model passes its declared cases (or
+    the smoke test) on a real server, and nothing is rebuilt."""
+    r = built.run("test", "//...")
+    assert r.returncode == 0, r.output
+    assert r.statuses("executed") == []
+    for case in ("//models/add_sub:add_sub sum and difference", "//models/text:text case 1",
+                 "//models/text:text case 2", "//models/labeler:labeler case 1", "//models/table:table smoke"):
+        assert f"PASS {case}" in r.stdout, r.stdout
+    assert "5 passed, 0 failed" in r.stdout
