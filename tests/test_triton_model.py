@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 ADD = """
@@ -26,12 +28,16 @@ def test_examples_build_into_a_model_repository(examples):
     repo = examples.out("repository")
     got = sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file())
     assert got == [
-        "add_sub/1/model.py", "add_sub/config.pbtxt",
+        "add_sub/1/model.py", "add_sub/1/tpbuild_runtime.py", "add_sub/config.pbtxt",
         "labeler/1/model.py", "labeler/config.pbtxt", "labeler/labels.txt",
-        "table/1/model.py", "table/config.pbtxt", "table/tabulate.tar.gz",
-        "text_transform/1/model.py", "text_transform/1/transform.py",
-        "text_transform/2/model.py", "text_transform/2/transform.py", "text_transform/config.pbtxt",
+        "table/1/model.py", "table/1/tpbuild_runtime.py", "table/config.pbtxt", "table/tabulate.tar.gz",
+        "text_transform/1/model.py", "text_transform/1/tpbuild_runtime.py", "text_transform/1/transform.py",
+        "text_transform/2/model.py", "text_transform/2/tpbuild_runtime.py", "text_transform/2/transform.py",
+        "text_transform/config.pbtxt",
     ]
+    # Models importing tpbuild_runtime get it next to model.py; the classic labeler does not.
+    assert (repo / "add_sub/1/tpbuild_runtime.py").read_bytes() == \
+        (Path(__file__).resolve().parent.parent / "runtime/tpbuild_runtime/__init__.py").read_bytes()
     cfg = (repo / "add_sub/config.pbtxt").read_text()
     assert 'name: "add_sub"' in cfg and 'backend: "python"' in cfg and "TYPE_FP32" in cfg
     assert 'name: "text_transform"' in (repo / "text_transform/config.pbtxt").read_text()
