@@ -6,5 +6,6 @@ Registered through the `tpbuild.rules` entry-point group; it uses only `tpbuild.
 from .env import PythonEnv
 from .model import TritonModel
 from .repository import ModelRepository
+from .stub import PythonStub
 
-RULES = [TritonModel, ModelRepository, PythonEnv]
+RULES = [TritonModel, ModelRepository, PythonEnv, PythonStub]

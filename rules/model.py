@@ -19,7 +19,8 @@ from typing import Any, Union
 from pydantic import field_validator, model_validator
 
 from tpbuild.plugin import (
-    AnalysisContext, Attrs, Input, Label, Rule, SourceAttr, SourceOrLabel, SourcePath, TargetInfo,
+    PYTHON, AnalysisContext, Artifact, Attrs, Input, Label, LabelAttr, Rule, SourceAttr, SourceOrLabel, SourcePath,
+    TargetInfo,
 )
 
 from . import settings
@@ -27,6 +28,7 @@ from . import settings
 VERSION_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 EXCLUDED = ("__pycache__", "*.pyc")
 RUNTIME = "tpbuild_runtime"
+STUB = "triton_python_backend_stub"  # at the model root, the server uses it instead of its default stub
 _IMPORTS_RUNTIME = re.compile(rb"^\s*(from|import)\s+tpbuild_runtime\b", re.M)
 
 
@@ -59,6 +61,7 @@ class ModelAttrs(Attrs):
     config: Union[dict, str, None] = None
     files: tuple[SourceOrLabel, ...] = ()
     env: SourceOrLabel | None = None
+    stub: LabelAttr | None = None
     test: tuple[TestCase, ...] = ()
 
     @field_validator("versions")
@@ -88,8 +91,10 @@ class TritonModel(Rule):
         cfg, verbatim = self._config(ctx, attrs, model_name)
         model_file = modelconfig.default_model_filename(cfg)
         entries: list[tuple[str, Input]] = []
+        stub_python = self._stub_python(ctx, attrs.stub)
+        env_file = env_check = None
         if attrs.env is not None:
-            env_file, env_python = self._place_env(ctx, entries, attrs.env)
+            env_file, env_python, env_check = self._place_env(ctx, entries, attrs.env)
             before = modelconfig.render(cfg)
             try:
                 modelconfig.set_execution_env(cfg, env_file)
@@ -97,7 +102,13 @@ class TritonModel(Rule):
                 raise ctx.error(("config",), f"config.{e.field}: {e.message}") from None
             if modelconfig.render(cfg) != before:
                 verbatim = None  # tpbuild added the parameter: the config is rendered, not copied
-            self._check_python(ctx, triton, env_python)
+            if stub_python is not None and env_python is not None and stub_python != env_python:
+                raise ctx.error(("stub",), f"{attrs.stub} is a stub for Python {stub_python}, but the env uses "
+                                           f"Python {env_python}: the stub must embed the env's Python; use a "
+                                           f"python_stub with python = \"{env_python}\"")
+            self._check_python(ctx, triton, env_python, stub_python)
+        if attrs.stub is not None:
+            entries.append((STUB, self._stub(ctx, attrs.stub, env_file, env_check)))
         config_art = ctx.write("TritonConfig", "config.pbtxt", verbatim or modelconfig.render(cfg))
         entries.insert(0, ("config.pbtxt", config_art))
 
@@ -155,8 +166,11 @@ class TritonModel(Rule):
             raise ctx.error(where, str(e)) from None
 
     @staticmethod
-    def _place_env(ctx: AnalysisContext, entries: list[tuple[str, Input]], env) -> tuple[str, str | None]:
-        """Put the env at the model root; returns its file name and, when known, its Python."""
+    def _place_env(ctx: AnalysisContext, entries: list[tuple[str, Input]], env
+                   ) -> tuple[str, str | None, tuple[str, Input] | None]:
+        """Put the env at the model root; returns its file name, its Python when known, and what a stub
+        check must see of it: a (destination, input) that places `env/<file name>` in the check's scratch
+        directory (or None: nothing to check)."""
         if isinstance(env, Label):
             dep = ctx.dep(env)
             if dep.rule != "python_env":
@@ -165,30 +179,60 @@ class TritonModel(Rule):
             name = dep.values["file_name"]
             if dep.values["format"] == "dir":
                 entries.append(("", dep.output))
-            else:
-                entries.append((name, type(dep.output)(dep.output.action, name)))
-            return name, dep.values["python"]
+                return name, dep.values["python"], ("env", dep.output)  # the tree holds <name>/...
+            art = Artifact(dep.output.action, name)
+            entries.append((name, art))
+            return name, dep.values["python"], (f"env/{name}", art)
         base = env.rel.rsplit("/", 1)[-1]
+        check = None
         if env.is_dir:
             for f in ctx.files_under(env):
-                entries.append((f"{base}/{f}", ctx.source(ctx.source_path(f"{env.rel}/{f}"))))
+                src = ctx.source(ctx.source_path(f"{env.rel}/{f}"))
+                entries.append((f"{base}/{f}", src))
+                if f == "lib/libstdc++.so.6":  # all a stub check reads of an env
+                    check = (f"env/{base}/{f}", src)
         elif base.endswith((".tar.gz", ".tgz", ".tar")):
             entries.append((base, ctx.source(env)))
+            check = (f"env/{base}", ctx.source(env))
         else:
             raise ctx.error(("env",), f"{env.rel!r} is neither a directory nor a .tar.gz/.tar archive")
-        return base, None
+        return base, None, check
 
     @staticmethod
-    def _check_python(ctx: AnalysisContext, triton: "settings.TritonSettings", env_python: str | None) -> None:
+    def _check_python(ctx: AnalysisContext, triton: "settings.TritonSettings", env_python: str | None,
+                      stub_python: str | None) -> None:
         """The seed's version rule: the stub embeds the server's Python unless the model ships its own."""
         server_python = triton.server_python()
-        if env_python is None or server_python is None or env_python == server_python:
+        if env_python is None or server_python is None or env_python in (server_python, stub_python):
             return
         server = f"Triton {triton.version}" if triton.version else "the server"
         raise ctx.error(("env",), f"the env uses Python {env_python} but {server} runs Python {server_python}, "
                                   f"so its default stub cannot load it. Either build the env with python = "
                                   f"\"{server_python}\", or give this model a stub: a python_stub target built for "
                                   f"Python {env_python} (stub = \"//...\")")
+
+    @staticmethod
+    def _stub_python(ctx: AnalysisContext, stub: Label | None) -> str | None:
+        if stub is None:
+            return None
+        dep = ctx.dep(stub)
+        if dep.rule != "python_stub":
+            raise ctx.error(("stub",), f"{stub} is a {dep.rule}; stub takes a python_stub label")
+        return dep.values["python"]
+
+    @staticmethod
+    def _stub(ctx: AnalysisContext, stub: Label, env_file: str | None, env_check: tuple[str, Input] | None) -> Input:
+        """The stub file for the model root: checked against the env's libstdc++ when the env has one
+        (see `stubcheck`), the python_stub's output as it is otherwise."""
+        built = Artifact(ctx.dep(stub).output.action, ctx.dep(stub).values["file_name"])
+        if env_check is None:
+            return built
+        dest, env_input = env_check
+        checked = ctx.run("StubCheck", [PYTHON, "-m", "tpbuild_triton.stubcheck", "--stub", f"stub/{STUB}",
+                                        "--env", f"env/{env_file}", "--out", f"out/{STUB}"],
+                          inputs={f"stub/{STUB}": built, dest: env_input}, outs=[STUB],
+                          description=f"StubCheck {ctx.label}")
+        return Artifact(checked.action, STUB)
 
     @staticmethod
     def _place_file(ctx: AnalysisContext, entries: list[tuple[str, Input]], item) -> None:
