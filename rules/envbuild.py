@@ -35,7 +35,6 @@ download cache stays the user's (a cache, not config: it changes speed, not resu
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import hashlib
@@ -58,9 +57,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from tpbuild.errors import BuildError, TpbuildError, UserError, at
+from tpbuild.errors import BuildError, UserError, at
 
-from . import archive, pyc
+from . import archive, pyc, worker
+from .settings import PythonVersion
 
 # Where conda-pack pretends the env lives. Triton unpacks envs to a random /tmp/python_env_* and never
 # runs conda-unpack, so no path is right; a fixed one keeps the build path out of the archive and the
@@ -71,7 +71,6 @@ CONDA_DEST_PREFIX = "/opt/tpbuild/env"
 # For wheels built from sdists during the install (1980-01-01: zip cannot store earlier dates).
 SOURCE_DATE_EPOCH = "315532800"
 
-_LOG_TAIL_LINES = 30
 
 
 class EnvSpec(BaseModel):
@@ -80,7 +79,7 @@ class EnvSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    python: str
+    python: PythonVersion
     manager: Literal["conda", "mamba", "micromamba", "venv"] = "conda"
     conda: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
@@ -90,13 +89,6 @@ class EnvSpec(BaseModel):
     interpreter: str | None = None
     pack_exclude: tuple[str, ...] = ()
     format: Literal["tar.gz", "dir"] = "tar.gz"
-
-    @field_validator("python")
-    @classmethod
-    def _python(cls, v: str) -> str:
-        if not re.fullmatch(r"3\.\d{1,2}", v):
-            raise ValueError(f"{v!r} is not a Python minor version: write it like \"3.10\"")
-        return v
 
     @field_validator("conda", "channels", "pip")
     @classmethod
@@ -161,59 +153,32 @@ class Interpreter:
     pip: str  # the pip its ensurepip installs into new venvs
 
 
-_PROBE = "import sys, ensurepip; print(sys.version.split()[0]); print(ensurepip.version())"
-
-
-def _which_all(name: str) -> list[str]:
-    """Every executable `name` on PATH, in order: the first may be a pyenv shim that refuses to run."""
-    found: list[str] = []
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        p = os.path.abspath(os.path.join(d or ".", name))
-        if p not in found and os.path.isfile(p) and os.access(p, os.X_OK):
-            found.append(p)
-    return found
+_PROBE = "import json, sys, ensurepip; print(json.dumps(dict(version=sys.version.split()[0], pip=ensurepip.version())))"
 
 
 def _probe(path: str) -> Interpreter | str:
     """The interpreter at `path`, or why it cannot make venvs."""
-    try:
-        r = subprocess.run([path, "-c", _PROBE], capture_output=True, text=True, timeout=60,
-                           env=_scrubbed_env(), stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"does not run ({e})"
-    if r.returncode != 0:
-        err = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        if "ensurepip" in r.stderr:
-            return "has no ensurepip module, so it cannot create venvs (Debian: apt-get install python3.X-venv)"
-        return f"does not run: {err}"
-    version, pip = r.stdout.split()
-    return Interpreter(path, version, pip)
+    probed = worker.probe(path, _PROBE)
+    if isinstance(probed, dict):
+        return Interpreter(path, **probed)
+    if "ensurepip" in probed:
+        return "has no ensurepip module, so it cannot create venvs (Debian: apt-get install python3.X-venv)"
+    return probed
 
 
 def find_interpreter(spec: EnvSpec) -> Interpreter:
     """The base interpreter of a venv: `interpreter` if given, else the first working `python3.X` on PATH."""
     wanted = spec.python
-    if spec.interpreter:
-        given = spec.interpreter
-        if os.sep in given:
-            if not os.path.isabs(given):
-                raise UserError(f"interpreter {given!r} must be an absolute path or a command name found on PATH")
-            candidates = [given] if os.path.isfile(given) else []
-        else:
-            candidates = _which_all(given)
-        if not candidates:
-            raise UserError(f"interpreter {given!r} not found: give the path of a Python {wanted} executable")
-    else:
-        candidates = _which_all(f"python{wanted}")
-        if not candidates:
-            raise UserError(f"python{wanted} is not on PATH, and manager = \"venv\" needs a Python {wanted} to "
-                            f"base the env on: install Python {wanted}, or set interpreter to the path of one")
+    candidates = worker.python_candidates(wanted, spec.interpreter, "")
+    if not candidates:
+        raise UserError(f"python{wanted} is not on PATH, and manager = \"venv\" needs a Python {wanted} to "
+                        f"base the env on: install Python {wanted}, or set interpreter to the path of one")
     problems = []
     for path in candidates:
         probed = _probe(path)
         if isinstance(probed, str):
             problems.append(f"{path} {probed}")
-        elif ".".join(probed.version.split(".")[:2]) != wanted:
+        elif worker.minor(probed.version) != wanted:
             problems.append(f"{path} is Python {probed.version}, not {wanted}")
         else:
             return probed
@@ -278,21 +243,11 @@ def tool_fingerprint(spec: EnvSpec) -> dict:
 
 # -- running tools --------------------------------------------------------------------------------
 
-# The active env of the caller: a tool would otherwise act on it or read its config.
-_DROPPED = {"VIRTUAL_ENV", "__PYVENV_LAUNCHER__", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_SHLVL",
-            "CONDA_PROMPT_MODIFIER", "HOME", "XDG_CONFIG_HOME"}
-
-
-def _scrubbed_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if k not in _DROPPED and not k.startswith("PIP_") and not k.startswith("PYTHON")}
-
-
 def _tool_env(home: Path) -> dict[str, str]:
     cache = os.environ.get("PIP_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pip")
     return {
-        **_scrubbed_env(),
+        **worker.scrubbed_env(),
         "HOME": str(home),
         "XDG_CONFIG_HOME": str(home / ".config"),
         "PYTHONNOUSERSITE": "1",
@@ -304,43 +259,10 @@ def _tool_env(home: Path) -> dict[str, str]:
     }
 
 
-class _Log:
-    """Every tool's output goes to one log file, streamed as it runs; failures name it."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path).resolve()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab", buffering=0)
-
-    def close(self) -> None:
-        self._file.close()
-
-    def note(self, text: str) -> None:
-        self._file.write(f"== {text}\n".encode())
-
-    def run(self, step: str, argv: list[str], *, env: dict[str, str], cwd: Path, check: bool = True) -> int:
-        self.note(f"{step}: {' '.join(argv)}")
-        try:
-            rc = subprocess.run(argv, stdout=self._file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=cwd).returncode
-        except OSError as e:
-            raise BuildError(f"{step} could not start {argv[0]}: {e}; log: {self.path}") from None
-        self.note(f"{step}: exit {rc}")
-        if check and rc != 0:
-            raise BuildError(f"{step} failed (exit {rc}); full log: {self.path}", detail=self.tail())
-        return rc
-
-    def tail(self) -> str:
-        with open(self.path, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - 64 * 1024))
-            lines = f.read().decode(errors="replace").splitlines()
-        return "\n".join(lines[-_LOG_TAIL_LINES:])
-
-
 # -- creating envs --------------------------------------------------------------------------------
 
 
-def _pip_install(spec: EnvSpec, python: Path, log: _Log, env: dict[str, str], workdir: Path) -> None:
+def _pip_install(spec: EnvSpec, python: Path, log: worker.StepLog, env: dict[str, str], workdir: Path) -> None:
     if not (spec.pip or spec.requirements):
         return
     argv = [str(python), "-m", "pip", "install", "--no-compile", "--progress-bar", "off"]
@@ -349,13 +271,13 @@ def _pip_install(spec: EnvSpec, python: Path, log: _Log, env: dict[str, str], wo
     log.run("pip install", argv + list(spec.pip), env=env, cwd=workdir)
 
 
-def _create_venv(spec: EnvSpec, interp: Interpreter, prefix: Path, log: _Log, env: dict[str, str],
+def _create_venv(spec: EnvSpec, interp: Interpreter, prefix: Path, log: worker.StepLog, env: dict[str, str],
                  workdir: Path) -> None:
     log.run("create venv", [interp.path, "-m", "venv", str(prefix)], env=env, cwd=workdir)
     _pip_install(spec, prefix / "bin" / "python", log, env, workdir)
 
 
-def _create_conda(spec: EnvSpec, tool: str, prefix: Path, log: _Log, env: dict[str, str], workdir: Path) -> None:
+def _create_conda(spec: EnvSpec, tool: str, prefix: Path, log: worker.StepLog, env: dict[str, str], workdir: Path) -> None:
     argv = [tool, "create", "-y", "-p", str(prefix)]
     if spec.manager != "micromamba":
         argv.append("--no-default-packages")  # `create_default_packages` of a condarc would sneak in
@@ -586,7 +508,7 @@ def _fix_records(tree: Path) -> None:
             _replace_file(record, b"".join(out))
 
 
-def _compile(tree: Path, log: _Log, env: dict[str, str]) -> None:
+def _compile(tree: Path, log: worker.StepLog, env: dict[str, str]) -> None:
     # Relative paths: the pycs' co_filename must not name the build directory. One process, sorted
     # order and a fixed hash seed (set and frozenset constants) make the bytes repeatable.
     # A file that does not compile (py2-only test data, templates) is skipped, as pip would.
@@ -606,7 +528,7 @@ def _last_line(text: str) -> str:
 def check_env(tree: Path, python: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
     """The env is what Triton needs, each failure with its own remedy."""
     if env is None:
-        env = {**_scrubbed_env(), "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {**worker.scrubbed_env(), "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     if not (tree / "bin" / "activate").is_file():
         raise BuildError("bin/activate is missing at the root of the env, and Triton needs it there: "
                          "check that pack_exclude does not remove it")
@@ -667,7 +589,7 @@ def build(spec: EnvSpec, out: Path, log_path: Path, workdir: Path) -> None:
         rel = getattr(spec, attr)
         if rel and not (workdir / rel).is_file():
             raise UserError(f"{attr} file {rel!r} is not in the build directory {workdir}")
-    log = _Log(log_path)
+    log = worker.StepLog(log_path)
     build_dir = Path(tempfile.mkdtemp(prefix="envbuild-", dir=workdir))
     try:
         log.note(f"tpbuild envbuild: {spec.model_dump_json()}")
@@ -705,7 +627,7 @@ def make_reproducible(tree: Path, launcher_prefix: str) -> None:
     _fix_records(tree)
 
 
-def finish_tree(tree: Path, spec: EnvSpec, *, launcher_prefix: str, needles: list[str], log: _Log,
+def finish_tree(tree: Path, spec: EnvSpec, *, launcher_prefix: str, needles: list[str], log: worker.StepLog,
                 env: dict[str, str]) -> None:
     """Steps 2-4 of the module docstring on a created (and for conda, packed) env."""
     make_reproducible(tree, launcher_prefix)
@@ -735,18 +657,8 @@ def emit(tree: Path, out: Path, fmt: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tpbuild_triton.envbuild",
-                                 description="Build a python_env target's environment.")
-    ap.add_argument("--spec", required=True, type=Path, help="the EnvSpec as JSON")
-    ap.add_argument("--out", required=True, type=Path, help="the tar.gz or directory to write")
-    ap.add_argument("--log", required=True, type=Path, help="where the tools' output goes")
-    args = ap.parse_args(argv)
-    try:
-        build(load_spec(args.spec), args.out, args.log, Path.cwd())
-    except TpbuildError as e:
-        print(e.render(), file=sys.stderr)
-        return e.exit_code
-    return 0
+    return worker.main(argv, prog="envbuild", description="Build a python_env target's environment.",
+                       out_help="the tar.gz or directory to write", load_spec=load_spec, build=build)
 
 
 if __name__ == "__main__":

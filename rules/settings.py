@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
 
 from tpbuild.plugin import AnalysisContext
 
 SECTION = "triton"
 
 
+def _python_version(v: str) -> str:
+    if not re.fullmatch(r"3\.\d{1,2}", v):
+        raise ValueError(f"{v!r} is not a Python minor version: write it like \"3.10\"")
+    return v
+
+
+# A Python minor version as the server, envs and stubs are matched by ("3.10").
+PythonVersion = Annotated[str, AfterValidator(_python_version)]
+
+
 class TritonSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     version: str | None = None
-    python: str | None = None
+    python: PythonVersion | None = None
     server: str | None = None
 
     @field_validator("version")
@@ -28,13 +40,6 @@ class TritonSettings(BaseModel):
     def _version(cls, v):
         if v is not None and not re.fullmatch(r"\d{2}\.\d{2}", v):
             raise ValueError(f"{v!r} is not a Triton release: write it like \"24.05\"")
-        return v
-
-    @field_validator("python")
-    @classmethod
-    def _python(cls, v):
-        if v is not None and not re.fullmatch(r"3\.\d{1,2}", v):
-            raise ValueError(f"{v!r} is not a Python minor version: write it like \"3.10\"")
         return v
 
     def server_python(self) -> str | None:

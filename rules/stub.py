@@ -19,12 +19,13 @@ from pydantic import field_validator, model_validator
 from tpbuild.plugin import PYTHON, TOOL_LOG, AnalysisContext, Attrs, Input, Rule, SourceAttr, TargetInfo, UserError
 
 from . import elf, settings, stubbuild
+from .settings import PythonVersion
 
 SOURCE_EXCLUDE = (".git", "__pycache__", "*.pyc")
 
 
 class StubAttrs(Attrs):
-    python: str
+    python: PythonVersion
     interpreter: str | None = None
     source: SourceAttr | None = None
     git: str | None = None
@@ -33,13 +34,6 @@ class StubAttrs(Attrs):
     branch: str | None = None
     gpu: bool = False
     cmake_args: tuple[str, ...] = ()
-
-    @field_validator("python")
-    @classmethod
-    def _python(cls, v: str) -> str:
-        if not re.fullmatch(r"3\.\d{1,2}", v):
-            raise ValueError(f"{v!r} is not a Python minor version: write it like \"3.10\"")
-        return v
 
     @field_validator("branch")
     @classmethod

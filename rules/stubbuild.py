@@ -16,7 +16,6 @@ versions enter the action key) and again here, where they must still hold.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -30,10 +29,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tpbuild.errors import BuildError, TpbuildError, UserError, at
+from tpbuild.errors import BuildError, UserError, at
 
-from . import elf
-from .envbuild import _Log, _scrubbed_env, _which_all
+from . import elf, worker
 
 STUB = "triton_python_backend_stub"
 TARGET = "triton-python-backend-stub"
@@ -83,38 +81,19 @@ _PROBE = ("import json, sys, sysconfig; v = sysconfig.get_config_var; print(json
           "shared=bool(v('Py_ENABLE_SHARED')), include=sysconfig.get_path('include') or '')))")
 
 
-def _probe_python(path: str) -> PythonInfo | str:
-    try:
-        r = subprocess.run([path, "-c", _PROBE], capture_output=True, text=True, timeout=60,
-                           env=_scrubbed_env(), stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"does not run ({e})"
-    if r.returncode != 0:
-        return f"does not run: {(r.stderr.strip().splitlines() or ['no output'])[-1]}"
-    return PythonInfo(path=path, **json.loads(r.stdout))
-
-
 def find_python(python: str, interpreter: str | None) -> PythonInfo:
     """The interpreter to build against: `interpreter`, else the first `python3.X` on PATH that can
     (shared libpython and headers): a static build (pyenv's default) would give a stub without libpython."""
-    if interpreter:
-        if os.sep in interpreter:
-            if not os.path.isabs(interpreter):
-                raise UserError(f"interpreter {interpreter!r} must be an absolute path or a command name on PATH")
-            candidates = [interpreter] if os.path.isfile(interpreter) else []
-        else:
-            candidates = _which_all(interpreter)
-        if not candidates:
-            raise UserError(f"interpreter {interpreter!r} not found: give the path of a Python {python} "
-                            f"(Debian: apt-get install python{python}-dev gives /usr/bin/python{python})")
-    else:
-        candidates = _which_all(f"python{python}")
+    candidates = worker.python_candidates(python, interpreter,
+                                          f"Debian: apt-get install python{python}-dev gives /usr/bin/python{python}")
     problems = []
     for path in candidates:
-        info = _probe_python(path)
-        if isinstance(info, str):
-            problems.append(f"{path} {info}")
-        elif ".".join(info.version.split(".")[:2]) != python:
+        probed = worker.probe(path, _PROBE)
+        if isinstance(probed, str):
+            problems.append(f"{path} {probed}")
+            continue
+        info = PythonInfo(path=path, **probed)
+        if worker.minor(info.version) != python:
             problems.append(f"{path} is Python {info.version}, not {python}")
         elif not info.shared:
             problems.append(f"{path} has no shared libpython{python}.so (a static build)")
@@ -230,12 +209,11 @@ def _cmake_args(spec: StubSpec, src: Path, build: Path, workdir: Path) -> list[s
     return args + [a if a.startswith("-") else f"-D{a}" for a in spec.cmake_args]
 
 
-def _run_step(log: _Log, step: str, argv: list[str], env: dict[str, str], cwd: Path, python: str) -> None:
+def _run_step(log: worker.StepLog, step: str, argv: list[str], env: dict[str, str], cwd: Path, python: str) -> None:
     if log.run(step, argv, env=env, cwd=cwd, check=False) == 0:
         return
     tail = log.tail()
-    with open(log.path, "rb") as f:
-        hint = _missing_dependency(f.read().decode(errors="replace"), python)
+    hint = _missing_dependency(log.text(), python)
     raise BuildError(f"{step} failed" + (f": {hint}" if hint else "") + f"; full log: {log.path}", detail=tail)
 
 
@@ -248,7 +226,7 @@ def _find_binary(build: Path) -> Path:
     return found[0]
 
 
-def _clone(spec: StubSpec, dest: Path, log: _Log, cwd: Path) -> None:
+def _clone(spec: StubSpec, dest: Path, log: worker.StepLog, cwd: Path) -> None:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
     git = _git()
     _run_step(log, "git clone", [git, "clone", "--quiet", "--no-checkout", spec.git, str(dest)], env, cwd, spec.python)
@@ -260,7 +238,7 @@ def build(spec: StubSpec, out: Path, log_path: Path, workdir: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(workdir).absolute()
     fingerprint = tool_fingerprint(spec)  # tools still there and the same kind as analysis saw
-    log = _Log(log_path)
+    log = worker.StepLog(log_path)
     try:
         log.note(f"tpbuild stubbuild: {spec.model_dump_json()}")
         log.note(f"tools: {json.dumps(fingerprint, sort_keys=True)}")
@@ -271,10 +249,10 @@ def build(spec: StubSpec, out: Path, log_path: Path, workdir: Path) -> None:
             if spec.kind == "git":
                 _clone(spec, src, log, workdir)
             if not (src / "CMakeLists.txt").is_file():
-                raise BuildError(f"the stub sources have no CMakeLists.txt at their root: point source (or git) "
+                raise BuildError("the stub sources have no CMakeLists.txt at their root: point source (or git) "
                                  "at a python_backend checkout")
             build_dir = workdir / "build"
-            env = {**_scrubbed_env(), "HOME": str(workdir / "tmp")}  # no user cmake package registry
+            env = {**worker.scrubbed_env(), "HOME": str(workdir / "tmp")}  # no user cmake package registry
             _run_step(log, "cmake configure", ["cmake", *_cmake_args(spec, src, build_dir, workdir)],
                       env, workdir, spec.python)
             jobs = str(len(os.sched_getaffinity(0)))
@@ -299,18 +277,8 @@ def load_spec(path: Path) -> StubSpec:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tpbuild_triton.stubbuild",
-                                 description="Build and check a python_stub target's stub.")
-    ap.add_argument("--spec", required=True, type=Path, help="the StubSpec as JSON")
-    ap.add_argument("--out", required=True, type=Path, help="where the checked stub goes")
-    ap.add_argument("--log", required=True, type=Path, help="where the tools' output goes")
-    args = ap.parse_args(argv)
-    try:
-        build(load_spec(args.spec), args.out, args.log, Path.cwd())
-    except TpbuildError as e:
-        print(e.render(), file=sys.stderr)
-        return e.exit_code
-    return 0
+    return worker.main(argv, prog="stubbuild", description="Build and check a python_stub target's stub.",
+                       out_help="where the checked stub goes", load_spec=load_spec, build=build)
 
 
 if __name__ == "__main__":
