@@ -174,6 +174,7 @@ def write_junit(path: Path, results: list[ModelResult]) -> None:
 class TestCommand(Command):
     name = "test"
     help = "build models and test them on a real Triton server"
+    builds = True
 
     def configure(self, parser) -> None:
         parser.add_argument("patterns", nargs="*", metavar="PATTERN")
@@ -187,10 +188,18 @@ class TestCommand(Command):
     def run(self, session, args) -> int:
         from .server import TritonServer, find_server
 
-        result = session.build(args.patterns, jobs=args.jobs, keep_going=args.keep_going, report_path=args.report)
+        result = session.build(args.patterns, jobs=args.jobs, keep_going=args.keep_going, report_path=args.report,
+                               changed_since=args.changed_since, summary_path=args.summary)
+        if result is None:  # nothing changed since --changed-since
+            return 0
         if not result.success:
             return 1
-        models = self._models(result)
+        # With --changed-since only the affected models are tested, not every member of a repository
+        # that includes one.
+        models = self._models(result, set(result.analysis.requested) if args.changed_since else None)
+        if not models and args.changed_since:
+            print(f"no model is affected since {args.changed_since}")
+            return 0
         if not models:
             raise UserError("no triton_model among these targets: name models or model repositories to test")
         explicit = args.tritonserver or session.ws.sections.get(settings.SECTION, {}).get("server")
@@ -208,17 +217,22 @@ class TestCommand(Command):
                                                     result.analysis.infos[label], args.load_timeout))
         if args.junit:
             write_junit(Path(args.junit).resolve(), results)
+        session.summarize_tests([(r.label, c.name, c.ok, c.message) for r in results for c in r.cases]
+                                + [(r.label, "load", False, "did not load") for r in results if not r.cases])
         return self._print(results)
 
     @staticmethod
-    def _models(result) -> dict[str, tuple]:
-        """model name -> (label, output dir) for the requested models and those of requested repositories."""
+    def _models(result, only: set | None = None) -> dict[str, tuple]:
+        """model name -> (label, output dir) for the requested models and those of requested repositories
+        (of those in `only`, when given)."""
         found: dict[str, tuple] = {}
         for label in result.analysis.requested:
             info = result.analysis.infos[label]
             members = [label] if info.rule == "triton_model" else \
                 list(info.values.get("models", {}).values()) if info.rule == "model_repository" else []
             for m in members:
+                if only is not None and m not in only:
+                    continue
                 minfo = result.analysis.infos[m]
                 found.setdefault(minfo.values["model_name"], (m, result.targets[m].outputs[0]))
         return dict(sorted(found.items()))

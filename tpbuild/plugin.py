@@ -117,6 +117,9 @@ class Command:
 
     name: ClassVar[str]
     help: ClassVar[str]
+    # A command that builds through `session.build` gets the CLI's `--changed-since` and `--summary`,
+    # to pass on as `changed_since=args.changed_since, summary_path=args.summary`.
+    builds: ClassVar[bool] = False
 
     def configure(self, parser) -> None:
         raise NotImplementedError
