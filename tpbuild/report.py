@@ -34,6 +34,7 @@ def to_json(result: BuildResult | None, error: str | None = None) -> dict:
         "analysis": {"targets": len(result.analysis.order), "reanalysed": result.analysis.reanalysed},
         "seconds": round(result.seconds, 3),
         "warnings": result.warnings,
+        **({"cache": result.cache} if result.cache else {}),
     }
 
 

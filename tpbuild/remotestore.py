@@ -1,0 +1,273 @@
+"""Where a remote cache keeps its bytes: one small interface and its three backends.
+
+A backend stores opaque objects under keys `ac/<sha256>` (action entries) and `cas/<sha256>` (blobs),
+the layout of Bazel's HTTP cache, and knows nothing of entries, digests or retries (the remote cache
+owns those). Bodies stream through in 1 MiB chunks, so a multi-GB output never sits in memory.
+
+- `file:///path`: a shared filesystem (NFS). Every object is written to a temp file beside the store
+  and renamed into place, so a reader sees a whole object or none, and many writers can race (the same
+  key is the same bytes, or for entries, an equally valid result).
+- `http://`, `https://`: GET/HEAD/PUT, as nginx with WebDAV PUT, bazel-remote or any server storing PUT
+  bodies serves it. Credentials come from the environment: `TPBUILD_REMOTE_CACHE_TOKEN` (a bearer
+  token) or `TPBUILD_REMOTE_CACHE_USER` / `TPBUILD_REMOTE_CACHE_PASSWORD` (basic auth); a `user:pass@`
+  in the URL (from the flag or `TPBUILD_REMOTE_CACHE`, never tpbuild.toml) works too.
+- `s3://bucket/prefix`: S3 and compatible stores through boto3 and its standard credential chain; the
+  endpoint from `TPBUILD_S3_ENDPOINT`, else boto3's own `AWS_ENDPOINT_URL`.
+
+Every failure is a `StoreError` whose text never holds credentials (`scrub`). boto3 and http.client are
+imported only when a store of their kind is opened: a build without a remote pays for neither.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import threading
+import urllib.parse
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+CHUNK = 1 << 20
+SCHEMES = ("file", "http", "https", "s3")
+
+
+class StoreError(Exception):
+    """A failed transfer. `transient` ones (network, timeouts, 5xx) are worth retrying."""
+
+    def __init__(self, message: str, transient: bool = True):
+        super().__init__(message)
+        self.transient = transient
+
+
+class Sink(Protocol):
+    def write(self, data: bytes) -> object: ...
+
+
+class Store(Protocol):
+    url: str  # scrubbed, for messages
+
+    def has(self, key: str) -> bool: ...
+
+    def get(self, key: str, sink: Sink) -> bool:
+        """Stream the object into `sink`; False if there is none."""
+
+    def put(self, key: str, body: BinaryIO, size: int) -> None: ...
+
+
+def scrub(url: str) -> str:
+    """The URL without user or password, as it may appear in logs and reports."""
+    p = urllib.parse.urlsplit(url)
+    if p.username is None and p.password is None:
+        return url
+    host = p.hostname or ""
+    netloc = f"{host}:{p.port}" if p.port else host
+    return urllib.parse.urlunsplit((p.scheme, netloc, p.path, p.query, p.fragment))
+
+
+def has_credentials(url: str) -> bool:
+    p = urllib.parse.urlsplit(url)
+    return p.username is not None or p.password is not None
+
+
+def check_url(url: str) -> str:
+    """'' if tpbuild can open `url`, else what is wrong with it."""
+    p = urllib.parse.urlsplit(url)
+    if p.scheme not in SCHEMES:
+        return (f"unsupported remote cache URL {scrub(url)!r}: use file:///path, http(s)://host/prefix "
+                "or s3://bucket/prefix")
+    if p.scheme == "file" and (p.netloc or not p.path.startswith("/")):
+        return f"remote cache URL {scrub(url)!r}: a file URL needs an absolute path, file:///path"
+    if p.scheme in ("http", "https", "s3") and not p.hostname:
+        return f"remote cache URL {scrub(url)!r} names no {'bucket' if p.scheme == 's3' else 'host'}"
+    return ""
+
+
+def open_store(url: str, timeout: float) -> Store:
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme == "file":
+        return FileStore(url)
+    if scheme == "s3":
+        return S3Store(url, timeout)
+    return HttpStore(url, timeout)
+
+
+def copy_stream(read, sink: Sink) -> None:
+    while chunk := read(CHUNK):
+        sink.write(chunk)
+
+
+class FileStore:
+    def __init__(self, url: str):
+        self.url = url
+        self.root = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+
+    def has(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def get(self, key: str, sink: Sink) -> bool:
+        try:
+            with open(self.root / key, "rb") as f:
+                copy_stream(f.read, sink)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise StoreError(f"{self.url}/{key}: {e.strerror}") from None
+
+    def put(self, key: str, body: BinaryIO, size: int) -> None:
+        dest = self.root / key
+        tmp = self.root / "tmp" / f"{dest.name}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                shutil.copyfileobj(body, f, CHUNK)
+            os.replace(tmp, dest)
+        except OSError as e:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise StoreError(f"{self.url}/{key}: {e.strerror}") from None
+
+
+class HttpStore:
+    def __init__(self, url: str, timeout: float):
+        import http.client
+
+        self._http = http.client
+        p = urllib.parse.urlsplit(url)
+        self.url = scrub(url)
+        self.timeout = timeout
+        self.https = p.scheme == "https"
+        self.host, self.port = p.hostname, p.port
+        self.prefix = p.path.rstrip("/")
+        self.headers = {"User-Agent": "tpbuild"}
+        token = os.environ.get("TPBUILD_REMOTE_CACHE_TOKEN")
+        user = p.username or os.environ.get("TPBUILD_REMOTE_CACHE_USER")
+        password = p.password or os.environ.get("TPBUILD_REMOTE_CACHE_PASSWORD", "")
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        elif user:
+            pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+            self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self._local = threading.local()  # one keep-alive connection per transfer thread
+
+    def _conn(self):
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            cls = self._http.HTTPSConnection if self.https else self._http.HTTPConnection
+            c = self._local.conn = cls(self.host, self.port, timeout=self.timeout)
+        return c
+
+    def _request(self, method: str, key: str, body=None, headers: dict | None = None):
+        """The response of one request, its status checked; a connection is dropped after any error
+        so that the next request starts clean."""
+        c = self._conn()
+        try:
+            c.request(method, f"{self.prefix}/{key}", body=body, headers={**self.headers, **(headers or {})})
+            r = c.getresponse()
+        except (OSError, self._http.HTTPException) as e:
+            c.close()
+            self._local.conn = None
+            raise StoreError(f"{method} {self.url}/{key}: {e or type(e).__name__}") from None
+        if r.status >= 300 and r.status != 404:
+            r.read()
+            raise StoreError(f"{method} {self.url}/{key}: HTTP {r.status} {r.reason}",
+                             transient=r.status >= 500 or r.status in (408, 429))
+        return r
+
+    def has(self, key: str) -> bool:
+        r = self._request("HEAD", key)
+        r.read()
+        return r.status != 404
+
+    def get(self, key: str, sink: Sink) -> bool:
+        r = self._request("GET", key)
+        if r.status == 404:
+            r.read()
+            return False
+        try:
+            copy_stream(r.read, sink)
+            if r.length:  # bytes the server announced but never sent: a truncated body
+                raise self._http.IncompleteRead(b"", r.length)
+        except (OSError, self._http.HTTPException) as e:
+            self._conn().close()
+            self._local.conn = None
+            raise StoreError(f"GET {self.url}/{key}: {e or type(e).__name__}") from None
+        return True
+
+    def put(self, key: str, body: BinaryIO, size: int) -> None:
+        r = self._request("PUT", key, body=body, headers={"Content-Length": str(size)})
+        r.read()
+        if r.status == 404:
+            raise StoreError(f"PUT {self.url}/{key}: HTTP 404 (does the server accept PUT?)", transient=False)
+
+
+class S3Store:
+    def __init__(self, url: str, timeout: float):
+        try:
+            import boto3
+            import boto3.exceptions
+            import botocore.config
+            import botocore.exceptions
+        except ImportError:
+            raise StoreError("s3:// remote caches need boto3: pip install 'tpbuild[remote]'",
+                             transient=False) from None
+        p = urllib.parse.urlsplit(url)
+        self.url = scrub(url)
+        self.bucket = p.hostname
+        self.prefix = p.path.strip("/")
+        self._errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+        self._client_error = botocore.exceptions.ClientError
+        self._upload_failed = boto3.exceptions.S3UploadFailedError
+        cfg = botocore.config.Config(connect_timeout=timeout, read_timeout=timeout,
+                                     retries={"max_attempts": 1}, max_pool_connections=16)
+        self.s3 = boto3.client("s3", endpoint_url=os.environ.get("TPBUILD_S3_ENDPOINT") or None, config=cfg)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, op: str, key: str, e: Exception) -> StoreError:
+        status = 0
+        if isinstance(e, self._client_error):
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return StoreError(f"{op} {self.url}/{key}: {e}", transient=status == 0 or status >= 500 or status == 429)
+
+    @staticmethod
+    def _missing(e: Exception) -> bool:
+        code = str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
+        return code in ("404", "NoSuchKey", "NotFound")
+
+    def has(self, key: str) -> bool:
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except self._errors as e:
+            if self._missing(e):
+                return False
+            raise self._fail("HEAD", key, e) from None
+
+    def get(self, key: str, sink: Sink) -> bool:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            copy_stream(body.read, sink)
+            return True
+        except self._errors as e:
+            if self._missing(e):
+                return False
+            raise self._fail("GET", key, e) from None
+        except OSError as e:
+            raise StoreError(f"GET {self.url}/{key}: {e}") from None
+
+    def put(self, key: str, body: BinaryIO, size: int) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        try:  # multipart above 64 MiB, so a GB tarball streams in bounded memory
+            self.s3.upload_fileobj(body, self.bucket, self._key(key),
+                                   Config=TransferConfig(multipart_threshold=64 << 20, use_threads=False))
+        except self._errors as e:
+            raise self._fail("PUT", key, e) from None
+        except self._upload_failed as e:  # the transfer manager wraps the client's error
+            raise StoreError(f"PUT {self.url}/{key}: {e}") from None
