@@ -27,25 +27,10 @@ from pathlib import Path
 
 from . import digest
 from .action import KEY_VERSION
+from .layout import kind, observe, sig  # noqa: F401 (kind, sig: also imported from here)
 from .statcache import RACY_WINDOW_NS
 
 HEADER = b"tpbuild-analysis v1\n"
-
-
-def sig(path: str) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
-
-
-def kind(path: str) -> tuple | None:
-    """Existence and type only, for paths whose content analysis does not look at."""
-    try:
-        return ("dir",) if os.path.isdir(path) else ("file",) if os.path.exists(path) else None
-    except OSError:
-        return None
 
 
 @dataclass
@@ -75,8 +60,8 @@ def info_digest(info) -> str:
     return digest.of_bytes(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode())
 
 
-def fingerprint(root: Path, rules: dict, workspace_text: bytes) -> str:
-    """Code of the engine and of every rule set, by stat, plus tpbuild.toml and the key version."""
+def code_dirs(rules: dict) -> list[Path]:
+    """The directories holding the engine's and every rule set's modules."""
     import sys
 
     dirs = {Path(__file__).parent}
@@ -84,8 +69,13 @@ def fingerprint(root: Path, rules: dict, workspace_text: bytes) -> str:
         mod = sys.modules.get(type(r).__module__)
         if mod is not None and getattr(mod, "__file__", None):
             dirs.add(Path(mod.__file__).parent)
+    return sorted(dirs)
+
+
+def fingerprint(root: Path, rules: dict, workspace_text: bytes) -> str:
+    """Code of the engine and of every rule set, by stat, plus tpbuild.toml and the key version."""
     stats = []
-    for d in sorted(dirs):
+    for d in code_dirs(rules):
         for f in sorted(d.glob("*.py")):
             stats.append([str(f), sig(str(f))])
     return digest.of_value([KEY_VERSION, stats, digest.of_bytes(workspace_text), str(root)])
@@ -114,7 +104,7 @@ class AnalysisCache:
         root = str(self.root)
         for p, s in rec.observed.items():
             full = os.path.join(root, p)
-            if (kind(full) if s is not None and len(s) == 1 else sig(full)) != s:
+            if observe(full, s) != s:
                 del self.packages[package]
                 self.dirty = True
                 return None

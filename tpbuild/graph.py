@@ -47,6 +47,7 @@ class TargetGraph:
         self.targets: dict[Label, manifest.Target | CachedTarget] = {}
         self._loaded: set[str] = set()
         self._all_packages: list[str] | None = None
+        self.walked: list[tuple[str, tuple]] = []  # directories package discovery looked into, with their sig
         self.edges: dict[Label, list[Label]] = {}  # target -> its dependencies, in attribute order
         self.expanded: dict[Label, dict[Pattern, list[Label]]] = {}  # pattern attributes, resolved
 
@@ -63,8 +64,12 @@ class TargetGraph:
     @property
     def all_packages(self) -> list[str]:
         if self._all_packages is None:
-            self._all_packages = self.ws.packages()
+            self._all_packages = self.ws.packages(self.walked)
         return self._all_packages
+
+    @property
+    def loaded_packages(self) -> set[str]:
+        return self._loaded
 
     def load_package(self, package: str) -> None:
         if package in self._loaded:

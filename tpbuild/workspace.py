@@ -17,11 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import tomlsource
 from .manifest import validation_error
-from .errors import UserError, at
-
-WORKSPACE_FILE = "tpbuild.toml"
-BUILD_FILE = "BUILD.toml"
-OUT_DIR = "tpbuild-out"
+from .layout import BUILD_FILE, OUT_DIR, WORKSPACE_FILE, find_root, sig  # noqa: F401 (re-exported)
 
 
 class WorkspaceSection(BaseModel):
@@ -50,12 +46,16 @@ class Workspace:
     def out_dir(self) -> Path:
         return self.root / OUT_DIR
 
-    def packages(self) -> list[str]:
-        """Package paths, sorted; scandir recursion because os.walk stats more than it needs."""
+    def packages(self, walked: list[tuple[str, tuple]] | None = None) -> list[str]:
+        """Package paths, sorted; scandir recursion because os.walk stats more than it needs. `walked`
+        collects each directory looked into with its `sig` from before the look: a package added
+        since shows as a change of one of their mtimes."""
         found: list[str] = []
         ignores = self.workspace.ignore
 
         def walk(dir_path: str, rel: str) -> None:
+            if walked is not None:
+                walked.append((rel, sig(dir_path)))
             try:
                 entries = list(os.scandir(dir_path))
             except OSError:
@@ -83,17 +83,6 @@ class Workspace:
 def _ignored(rel: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, p.rstrip("/") + "/*")
                for p in patterns)
-
-
-def find_root(start: Path) -> Path:
-    start = start.resolve()
-    for d in (start, *start.parents):
-        if (d / WORKSPACE_FILE).is_file():
-            return d
-    raise UserError(
-        f"no {WORKSPACE_FILE} in {start} or any parent directory: "
-        f"run tpbuild inside a workspace, pass -C DIR, or create {WORKSPACE_FILE} at the workspace root"
-    )
 
 
 def load(root: Path) -> Workspace:

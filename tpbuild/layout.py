@@ -1,0 +1,49 @@
+"""Where a workspace's files are, and how a file's state is told apart: kept free of the manifest and
+schema machinery (pydantic, the rule sets), so the no-op stamp (`noop.py`) can answer from these alone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UserError
+
+WORKSPACE_FILE = "tpbuild.toml"
+BUILD_FILE = "BUILD.toml"
+OUT_DIR = "tpbuild-out"
+STATE_DIR = f"{OUT_DIR}/.tpbuild"
+
+
+def find_root(start: Path) -> Path:
+    start = start.resolve()
+    for d in (start, *start.parents):
+        if (d / WORKSPACE_FILE).is_file():
+            return d
+    raise UserError(
+        f"no {WORKSPACE_FILE} in {start} or any parent directory: "
+        f"run tpbuild inside a workspace, pass -C DIR, or create {WORKSPACE_FILE} at the workspace root"
+    )
+
+
+def sig(path: str, follow: bool = True) -> tuple | None:
+    """What tells a file (or directory) apart from its earlier self without reading it: a rewrite moves
+    its mtime or size, a replacement its inode, a chmod its mode; adding or removing a directory
+    entry moves the directory's mtime."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
+
+
+def kind(path: str) -> tuple | None:
+    """Existence and type only, for paths whose content analysis does not look at."""
+    try:
+        return ("dir",) if os.path.isdir(path) else ("file",) if os.path.exists(path) else None
+    except OSError:
+        return None
+
+
+def observe(path: str, recorded: tuple | None) -> tuple | None:
+    """The path's state now, in the form `recorded` was taken in (a `kind` or a `sig`)."""
+    return kind(path) if recorded is not None and len(recorded) == 1 else sig(path)

@@ -1,0 +1,197 @@
+"""The no-op stamp: answer a build with nothing to do from stats alone, before loading any rule.
+
+A no-op build of 1,000 models spends most of its time importing the rule sets and their schema
+machinery and walking the action graph, only to conclude that every file is as it was. Like ninja,
+which answers a no-op from its log and the stat of every file, a successful build leaves here the
+stat of everything its result depends on; the next build with the same command line first compares
+them and, when every one is unchanged, prints the same summary without importing or analysing anything.
+
+What is recorded (each with `layout.sig`, or `layout.kind` for paths whose analysis checked existence
+only): tpbuild.toml; every directory package discovery looked into (a new BUILD.toml moves a
+directory's mtime); everything the analysis memo records per package (manifests, the files and
+directories rules looked at); every source an action reads; every cached blob the build's results
+name; every file placed in tpbuild-out (hardlinks of blobs, lstat); the engine's and rule sets'
+code and the interpreter's import path (a rule set installed or upgraded). The command line's
+patterns, the cache location settings and the interpreter are the stamp's key.
+
+A stamp is written only when it can be trusted to be complete and exact, else the file is removed:
+the build succeeded without warnings, without a remote cache and executing nothing (new blobs are
+too fresh to trust by stat; the next no-op leaves the stamp); every package came from (or went
+into) the analysis memo and no rule probes the machine (`volatile`); every source and blob has the
+stat its digest was taken at (the stat memo's own entry), so a file that changed during the build
+invalidates the stamp; and nothing recorded is younger than the racy window (a same-size rewrite
+within the timestamp granularity would keep its stat), so the build after an edit is not stamped
+and the next one is. Any difference makes the build take the ordinary path, which is always correct.
+
+Format: `tpbuild-out/.tpbuild/noop`, first line `tpbuild-noop v1`, then a pickle of {"key", "groups",
+"summary"}. Another header or key is a miss.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+from .layout import STATE_DIR, WORKSPACE_FILE, find_root, observe, sig
+
+HEADER = b"tpbuild-noop v1\n"
+RACY_WINDOW_NS = 2_000_000_000  # statcache.RACY_WINDOW_NS, not imported: that module loads threading
+# Options that do not change what a successful build produces; any other option set means no stamp.
+NEUTRAL_OPTIONS = {"command", "patterns", "jobs", "keep_going", "directory", "cache_dir"}
+ENV = ("TPBUILD_CACHE_DIR", "XDG_CACHE_HOME", "HOME")
+
+
+class Stamp:
+    """The stamp of one workspace for one command line."""
+
+    def __init__(self, root: Path, key: tuple, workspace_sig: tuple | None):
+        self.root = root
+        self.path = root / STATE_DIR / "noop"
+        self.key = key
+        self.workspace_sig = workspace_sig  # taken before tpbuild.toml is read
+
+    @classmethod
+    def open(cls, start: Path, args) -> "Stamp | None":
+        """None when this command line is never answered from a stamp."""
+        extra = {k: v for k, v in vars(args).items() if k not in NEUTRAL_OPTIONS}
+        if any(extra.values()) or args.jobs < 1 or "TPBUILD_REMOTE_CACHE" in os.environ:
+            return None
+        try:
+            root = find_root(start)
+        except UserError:  # the ordinary path reports it
+            return None
+        key = (tuple(args.patterns), getattr(args, "cache_dir", None), *(os.environ.get(k) for k in ENV),
+               sys.executable, sys.version)
+        return cls(root, key, sig(str(root / WORKSPACE_FILE)))
+
+    def replay(self) -> dict | None:
+        """The recorded summary if nothing it depends on changed, else None (and the stamp is gone)."""
+        try:
+            with open(self.path, "rb") as f:
+                if f.readline() != HEADER:
+                    return None
+                data = pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError):
+            return None
+        if data.get("key") != self.key or self.workspace_sig is None:
+            return None
+        try:
+            lock = open(self.root / STATE_DIR / "lock", "w")
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a build is running: the ordinary path waits for it and says so
+                return None
+            for base, follow, items in data["groups"]:
+                for rel, recorded in items:
+                    path = base + rel
+                    now = sig(path, follow) if follow is not None else observe(path, recorded)
+                    if now != recorded:
+                        return None
+            return data["summary"]
+        finally:
+            lock.close()
+
+    def forget(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def record(self, result, cache_dir: Path, memo: Path) -> None:
+        """Stamp a finished build, or leave no stamp if it cannot be trusted (see the module docstring)."""
+        self.forget()
+        horizon = time.time_ns() - RACY_WINDOW_NS
+        groups = self._groups(result, cache_dir, memo, horizon)
+        if groups is None:
+            return
+        for _base, follow, items in groups:
+            for _rel, s in items:
+                if s is not None and len(s) > 1 and s[1] >= horizon:
+                    return
+        requested = set(result.analysis.requested)
+        summary = {"targets": len(result.targets), "actions": len(result.outcomes),
+                   "shown": [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]}
+        tmp = self.path.with_name(f".noop.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(HEADER)
+            pickle.dump({"key": self.key, "groups": groups, "summary": summary}, f,
+                        protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, self.path)
+
+    def _groups(self, result, cache_dir: Path, memo: Path, horizon: int) -> list | None:
+        from .action import Source
+        from .analysiscache import code_dirs
+        from .cas import Cas
+        from .statcache import StatCache
+
+        a = result.analysis
+        if not result.success or result.warnings or "remote" in result.cache:
+            return None
+        if any(o.status == "executed" for o in result.outcomes.values()):
+            return None  # its blobs are new, too fresh to trust by stat: the next no-op leaves the stamp
+        cache = a.graph.cache
+        observed: dict = {}
+        for package in a.graph.loaded_packages:
+            rec = cache.packages.get(package) if cache is not None else None
+            if rec is None or any(t.volatile for t in rec.targets):
+                return None
+            observed.update(rec.observed)
+        root = f"{self.root}/"
+        ws = [(WORKSPACE_FILE, self.workspace_sig), *a.graph.walked]
+
+        def usable(s: tuple | None, used: tuple | None) -> bool:
+            """The stat the build used, and settled (the bulk is checked here, to give up early)."""
+            return s is not None and s[:3] == used and s[1] < horizon
+
+        statcache = StatCache(memo / "statcache")  # as build.run saved it: the stats the digests belong to
+        sources = {}
+        for act in a.actions.values():
+            for _dest, inp in act.inputs:
+                if isinstance(inp, Source) and inp.path not in sources:
+                    s = sig(root + inp.path)
+                    if not usable(s, statcache.peek(inp.path)):
+                        return None
+                    sources[inp.path] = s
+        cas = Cas(cache_dir)
+        blobs = {}
+        for o in result.outcomes.values():
+            for e in o.entries:
+                if e.kind != "l":
+                    p = str(cas.path(e.digest, e.kind == "x"))
+                    if p not in blobs:
+                        s = sig(p)
+                        if not usable(s, statcache.peek(p)):
+                            return None
+                        blobs[p] = s
+        placed = []
+        for rel in (p for t in result.targets.values() for p in t.outputs):
+            for path, (_kind, _digest, placed_sig) in result.placed[rel][1].items():
+                s = sig(f"{root}{rel}/{path}", follow=False)
+                if not usable(s, placed_sig):
+                    return None
+                placed.append((f"{rel}/{path}", s))
+        code = []
+        for d in code_dirs(a.graph.rules):
+            code.append((str(d), sig(str(d))))
+            code += [(str(f), sig(str(f))) for f in sorted(d.glob("*.py"))]
+        code += [(p, sig(p)) for p in sys.path if p and os.path.isdir(p)]
+        code.append((str(cache_dir / "id"), sig(str(cache_dir / "id"))))
+        # A manifest or model.py the analysis memo watches is mostly a directory walked or a source
+        # too, recorded alike: one stat of it is enough.
+        known = {rel.rstrip("/"): s for rel, s in (*ws, *sources.items())}
+        observed = {rel: s for rel, s in observed.items() if known.get(rel.rstrip("/"), ()) != s}
+        return [
+            (root, True, ws),
+            (root, None, list(observed.items())),
+            (root, True, list(sources.items())),
+            ("", True, list(blobs.items()) + code),
+            (root, False, placed),
+        ]
