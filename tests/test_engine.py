@@ -6,9 +6,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -419,8 +417,6 @@ def test_analysis_cache_is_reused_and_invalidated(ws):
 
 
 def test_dependents_are_reanalysed_when_a_dependency_changes(ws):
-    from conftest import EXAMPLES  # noqa: F401  (fixture module)
-
     ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\n')
     ws.write("m/1/model.py", "x = 1\n")
     ws.write("BUILD.toml", '[model_repository.repo]\nmodels = ["//m:m"]\n')

@@ -4,11 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-    "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+source tools/venv.sh test
 
 # Debian packages some tests drive for real. Installed only where missing (root, as on CI).
 need=()
@@ -16,6 +12,12 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v nginx >/dev/null || need+=(nginx-light)
+command -v git >/dev/null || need+=(git)  # tpbuild affected / --changed-since compare with git revisions
+# The python_stub tests: the real r24.10 stub's build dependencies, and Debian's Python 3.11 (a shared
+# libpython in the loader's default path, headers, venv) that stubs embed and envs are based on.
+for pkg in rapidjson-dev libarchive-dev libboost1.81-dev zlib1g-dev python3.11-dev python3.11-venv; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"

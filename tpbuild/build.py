@@ -24,9 +24,8 @@ from .executor import Executor
 from .label import Label
 from .scheduler import BuildContext, Hooks, Outcome, Scheduler
 from .statcache import StatCache
+from .layout import STATE_DIR
 from .workspace import OUT_DIR, Workspace, memo_dir
-
-STATE_DIR = f"{OUT_DIR}/.tpbuild"
 
 
 @dataclass
@@ -34,7 +33,8 @@ class Options:
     cache_dir: Path
     jobs: int = os.cpu_count() or 1
     keep_going: bool = False
-    remote: object = None
+    remote: object = None  # a remote.RemoteCache
+    max_size: int | None = None  # bytes; the local cache is trimmed to it after a build that added to it
 
 
 @dataclass
@@ -50,6 +50,8 @@ class BuildResult:
     targets: dict[Label, TargetResult]
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    cache: dict = field(default_factory=dict)  # "remote": its stats, "evicted": what eviction removed
+    placed: dict = field(default_factory=dict)  # BuildState.outputs: what tpbuild-out holds, file by file
 
     @property
     def success(self) -> bool:
@@ -83,6 +85,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
             user_warn(msg)
 
     hooks.warn = warn
+    if opts.remote is not None:
+        opts.remote.bind(warn)
     _check_overlaps(analysis)
     with workspace_lock(ws, warn):
         state_dir = ws.root / STATE_DIR
@@ -104,13 +108,26 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
                     state.remember(aid, o.key, o.entries)
             statcache.save()
             state.save()
-        targets = _materialize(ws, analysis, outcomes, state, cas)
+        targets = _materialize(ws, analysis, outcomes, state, cas, warn)
         state.save()  # a no-op build changes nothing and writes nothing
-    return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings)
+    cache: dict = {}
+    if opts.remote is not None:
+        cache["remote"] = opts.remote.stats()
+    if opts.max_size is not None and any(o.status in ("executed", "remote") for o in outcomes.values()):
+        cache["evicted"] = _evict(opts, outcomes)
+    return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs)
+
+
+def _evict(opts: Options, outcomes: dict[str, Outcome]) -> dict:
+    from . import eviction
+
+    keys = {o.key for o in outcomes.values() if o.key}
+    blobs = {(e.digest, e.kind == "x") for o in outcomes.values() for e in o.entries if e.kind != "l"}
+    return vars(eviction.evict(opts.cache_dir, opts.max_size, keys, blobs))
 
 
 def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome],
-                 state: outputs.BuildState, cas: Cas) -> dict[Label, TargetResult]:
+                 state: outputs.BuildState, cas: Cas, warn) -> dict[Label, TargetResult]:
     results: dict[Label, TargetResult] = {}
     for label in analysis.order:
         acts = analysis.actions_of(label)
@@ -128,7 +145,14 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
             if info.output.path:
                 entries = tuple(e for e in entries if e.path == info.output.path)
             rel = f"{OUT_DIR}/{label.path}"
-            outputs.materialize(state, ws.root, rel, entries, cas)
+            try:
+                outputs.materialize(state, ws.root, rel, entries, cas)
+            except OSError as e:
+                # A blob verified moments ago is gone: another build sharing the cache evicted it.
+                warn(f"{label}: could not place its output in {rel} ({e.strerror}: {e.filename}); a blob it "
+                     "names left the cache meanwhile (evicted by another build?): run the build again")
+                results[label] = TargetResult("failed")
+                continue
             res.outputs.append(rel)
         results[label] = res
     return results

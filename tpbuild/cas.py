@@ -15,6 +15,7 @@ import fcntl
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from . import digest
@@ -28,6 +29,7 @@ class Cas:
         # an in-place edit through a hardlinked output changes the stat, so it is re-hashed and caught.
         self.statcache = statcache
         self.root = root / "cas"
+        self._root_text = str(self.root)
         self.tmp = root / "tmp"
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -36,8 +38,12 @@ class Cas:
         self._dirs: set[Path] = set()  # shard directories known to exist: mkdir is slow on some filesystems
 
     def path(self, d: str, executable: bool = False) -> Path:
+        return Path(self._path_text(d, executable))
+
+    def _path_text(self, d: str, executable: bool) -> str:
+        # A plain string: a no-op build checks every blob it names, and pathlib costs 10x more per path.
         hx = digest.hex_part(d)
-        return self.root / hx[:2] / (hx + (".x" if executable else ""))
+        return f"{self._root_text}/{hx[:2]}/{hx}{'.x' if executable else ''}"
 
     def temp_path(self, hint: str = "blob") -> Path:
         return self.tmp / f"{hint}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
@@ -52,9 +58,21 @@ class Cas:
         with self._lock:
             self._verified.add(str(dest))
 
+    def _have(self, d: str, executable: bool) -> bool:
+        """Whether the blob is stored; if so its atime is set, which tells eviction it is in use again
+        (not its mtime: that is part of the stat signature of the blob and of its hardlinked outputs)."""
+        p = self._path_text(d, executable)
+        try:
+            os.utime(p, ns=(time.time_ns(), os.stat(p).st_mtime_ns))
+        except FileNotFoundError:
+            return False
+        except PermissionError:  # another user's blob in a shared cache: there, just not touched
+            pass
+        return True
+
     def put_bytes(self, data: bytes, executable: bool = False) -> str:
         d = digest.of_bytes(data)
-        if not self.path(d, executable).exists():
+        if not self._have(d, executable):
             tmp = self.temp_path()
             tmp.write_bytes(data)
             self._publish(tmp, d, executable)
@@ -66,7 +84,7 @@ class Cas:
         if move:
             d = known or digest.of_file(src)
             size = src.stat().st_size
-            if self.path(d, executable).exists():
+            if self._have(d, executable):
                 src.unlink()
             else:
                 self._publish(src, d, executable)
@@ -76,7 +94,7 @@ class Cas:
         # Hash the copy, not the source: the source may change while we copy it.
         d = digest.of_file(tmp)
         size = tmp.stat().st_size
-        if self.path(d, executable).exists():
+        if self._have(d, executable):
             tmp.unlink()
         else:
             self._publish(tmp, d, executable)
@@ -84,18 +102,17 @@ class Cas:
 
     def verify(self, d: str, executable: bool = False) -> bool:
         """True if the blob exists and its content matches its name (checked once per build)."""
-        p = self.path(d, executable)
-        key = str(p)
+        key = self._path_text(d, executable)
         if key in self._verified:
             return True
         try:
-            got = self.statcache.digest(key)[0] if self.statcache is not None else digest.of_file(p)
+            got = self.statcache.digest(key)[0] if self.statcache is not None else digest.of_file(key)
             ok = got == d
         except FileNotFoundError:
             return False
         if not ok:
             try:
-                p.unlink()
+                os.unlink(key)
             except FileNotFoundError:
                 pass
             return False

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import EXIT_BUILD, EXIT_OK, EXIT_USAGE, TpbuildError, UserError
+from .errors import EXIT_BUILD, EXIT_OK, TpbuildError, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,11 +36,17 @@ def _parser(commands: dict) -> argparse.ArgumentParser:
     b.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
     b.add_argument("-k", "--keep-going", action="store_true", help="build what does not depend on a failure")
     b.add_argument("--report", metavar="FILE", help="write a JSON report (also on failure)")
+    add_ci_options(b)
 
     q = sub.add_parser("query", parents=[common], help="list targets matching patterns")
     q.add_argument("patterns", nargs="*", metavar="PATTERN")
     q.add_argument("--output", choices=("label", "json"), default="label")
     q.add_argument("--deps", action="store_true", help="include dependencies")
+
+    af = sub.add_parser("affected", parents=[common], help="list the targets a change since a git revision affects")
+    af.add_argument("patterns", nargs="*", metavar="PATTERN")
+    af.add_argument("--since", metavar="REF", required=True, help="a git revision (branch, tag, commit)")
+    af.add_argument("--output", choices=("label", "json"), default="label")
 
     g = sub.add_parser("graph", parents=[common], help="print the target graph as Graphviz DOT")
     g.add_argument("patterns", nargs="*", metavar="PATTERN")
@@ -48,18 +54,43 @@ def _parser(commands: dict) -> argparse.ArgumentParser:
     c = sub.add_parser("clean", parents=[common], help="remove tpbuild-out (and with --cache, the cache)")
     c.add_argument("--cache", action="store_true", help="also empty the local cache")
     for cmd in commands.values():
-        cmd.configure(sub.add_parser(cmd.name, parents=[common], help=cmd.help))
+        cp = sub.add_parser(cmd.name, parents=[common], help=cmd.help)
+        cmd.configure(cp)
+        if cmd.builds:
+            add_ci_options(cp)
     return p
 
 
-BUILTIN = ("build", "query", "graph", "clean")
+def add_ci_options(parser) -> None:
+    """Options of every command that builds (`build`, and rule sets' such as `test`), for Session.build."""
+    parser.add_argument("--changed-since", metavar="REF",
+                        help="only the targets a change since git revision REF affects (and what includes them)")
+    parser.add_argument("--summary", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+    parser.add_argument("--remote-cache", metavar="URL", help="a shared cache: file:///path, http(s)://host/prefix, "
+                        "s3://bucket/prefix (default: $TPBUILD_REMOTE_CACHE, [cache] remote; '' for none)")
+    parser.add_argument("--no-remote-upload", action="store_true", help="read the remote cache, never write it")
+    parser.add_argument("--remote-required", action="store_true",
+                        help="fail the build when the remote cache fails, instead of warning")
+
+
+BUILTIN = ("build", "query", "graph", "clean", "affected")
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The first word that is not an option or the value of one (`-C DIR build` is a build)."""
+    args = iter(argv)
+    for a in args:
+        if a in ("-C", "--cache-dir"):
+            next(args, None)
+        elif not a.startswith("-"):
+            return a
+    return None
 
 
 def _commands(argv: list[str]) -> dict:
     """Commands of rule sets (`tpbuild.commands` entry points), loaded only when one is asked for,
     or for help, so the common commands do not pay for scanning installed packages."""
-    first = next((a for a in argv if not a.startswith("-")), None)
-    if first in BUILTIN:
+    if _command_word(argv) in BUILTIN:
         return {}
     import importlib.metadata
 
@@ -102,12 +133,25 @@ def _main(argv: list[str]) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.patterns = [*args.patterns, *extra]
-    from . import workspace
-
     directory = getattr(args, "directory", None)
     start = Path(directory) if directory else Path.cwd()
     if directory and not start.is_dir():
         raise UserError(f"-C {directory}: no such directory")
+    stamp = None
+    if args.command == "build":
+        import time
+
+        from .noop import Stamp
+
+        t0 = time.monotonic()
+        stamp = Stamp.open(start, args)
+        hit = stamp.replay() if stamp is not None else None
+        if hit is not None:  # nothing to do, known without loading a rule (noop.py)
+            _print_summary("Built", hit["targets"], hit["targets"], hit["actions"],
+                           ["0 executed", f"{hit['actions']} from cache"], time.monotonic() - t0, hit["shown"])
+            return EXIT_OK
+    from . import workspace
+
     ws = workspace.load(workspace.find_root(start))
     cache_dir = workspace.cache_dir(ws, getattr(args, "cache_dir", None))
     if args.command == "clean":
@@ -117,9 +161,11 @@ def _main(argv: list[str]) -> int:
         print(f"removed {ws.root / workspace.OUT_DIR}" + (f" and {cache_dir}" if args.cache else ""))
         return EXIT_OK
     if args.command == "build":
-        return _build(ws, args, cache_dir)
+        return _build(ws, args, cache_dir, stamp)
+    if args.command == "affected":
+        return _affected(ws, args, cache_dir)
     if args.command in commands:
-        return commands[args.command].run(Session(ws, cache_dir), args)
+        return commands[args.command].run(Session(ws, cache_dir, args), args)
     return _query(ws, args, cache_dir)
 
 
@@ -147,23 +193,48 @@ def _query(ws, args, cache_dir: Path) -> int:
     return EXIT_OK
 
 
-def _build(ws, args, cache_dir: Path) -> int:
-    result = Session(ws, cache_dir).build(args.patterns, jobs=args.jobs, keep_going=args.keep_going,
-                                          report_path=args.report)
-    return EXIT_OK if result.success else EXIT_BUILD
+def _affected(ws, args, cache_dir: Path) -> int:
+    from . import affected, workspace
+
+    d = affected.since(ws, args.since, workspace.memo_dir(cache_dir, ws.root),
+                       affected.parse_patterns(args.patterns or ["//..."]))
+    if args.output == "json":
+        print(json.dumps(d.to_json(), indent=2))
+        return EXIT_OK
+    for lbl in sorted(d.buildable()):
+        print(lbl)
+    for lbl in d.removed:
+        print(f"removed since {args.since}: {lbl}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _build(ws, args, cache_dir: Path, stamp) -> int:
+    if stamp is not None:
+        stamp.forget()  # out of date, or it would have answered
+    result = Session(ws, cache_dir, args).build(args.patterns, jobs=args.jobs, keep_going=args.keep_going,
+                                          report_path=args.report, changed_since=args.changed_since,
+                                          summary_path=args.summary)
+    if stamp is not None and result is not None:
+        from .workspace import memo_dir
+
+        stamp.record(result, cache_dir, memo_dir(cache_dir, ws.root))
+    return EXIT_OK if result is None or result.success else EXIT_BUILD
 
 
 class Session:
     """What a command (built-in or a rule set's, such as `tpbuild test`) works with: the workspace and
     a build that reports progress and a summary exactly as `tpbuild build` does."""
 
-    def __init__(self, ws, cache_dir: Path):
+    def __init__(self, ws, cache_dir: Path, flags=None):
         self.ws = ws
         self.cache_dir = cache_dir
+        self.flags = flags  # the parsed command line: the remote cache options of add_ci_options
+        self.summary_path: Path | None = None
 
     def build(self, patterns: list[str], *, jobs: int, keep_going: bool = False, report_path: str | None = None,
-              extra_report: dict | None = None):
-        from . import build, report
+              extra_report: dict | None = None, changed_since: str | None = None, summary_path: str | None = None):
+        """None when `changed_since` leaves nothing to build (a success: the line says so)."""
+        from . import build, report, summary
         from .analysis import analyze
         from .console import Console
         from .executor import current_step
@@ -173,6 +244,21 @@ class Session:
         if jobs < 1:
             raise UserError("-j/--jobs must be at least 1")
         rpath = Path(report_path).resolve() if report_path else None
+        self.summary_path = Path(summary_path).absolute() if summary_path else None  # /dev/stdout too
+        if self.summary_path:
+            summary.append(self.summary_path, "")  # an unwritable path is bad input, found before building
+        if changed_since is not None:
+            patterns = self.changed(patterns or ["//..."], changed_since)
+            if not patterns:
+                line = f"nothing is affected since {changed_since}"
+                print(line)
+                if rpath:
+                    report.write(rpath, {"success": True, "targets": {}, "actions": [], "seconds": 0,
+                                         "warnings": []})
+                if self.summary_path:
+                    summary.append(self.summary_path, f"### tpbuild: {line}\n\n")
+                return None
+        opts = self._options(jobs, keep_going)
         try:
             a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root))
         except TpbuildError as e:
@@ -182,13 +268,56 @@ class Session:
         logs = self.ws.root / build.STATE_DIR / "logs"
         console = Console(len(a.actions), step_of=lambda action: current_step(logs, action))
         hooks = Hooks(started=console.started, finished=console.finished, warn=console.warn)
-        result = build.run(self.ws, a, build.Options(cache_dir=self.cache_dir, jobs=jobs, keep_going=keep_going),
-                           hooks)
+        try:
+            result = build.run(self.ws, a, opts, hooks)
+        finally:
+            if opts.remote is not None:
+                opts.remote.close()
         console.close()
         if rpath:
             report.write(rpath, report.to_json(result))
+        if self.summary_path:
+            command = f"tpbuild {getattr(self.flags, 'command', 'build')}"
+            summary.append(self.summary_path, summary.build_markdown(
+                result, f"{command} --changed-since {changed_since}" if changed_since else command))
         _summary(result)
         return result
+
+    def _options(self, jobs: int, keep_going: bool):
+        """Build options; the remote cache and eviction modules are imported only when configured."""
+        from .build import Options
+
+        opts = Options(cache_dir=self.cache_dir, jobs=jobs, keep_going=keep_going)
+        flag = getattr(self.flags, "remote_cache", None)
+        required = getattr(self.flags, "remote_required", False)
+        if flag is not None or required or self.ws.cache.remote or "TPBUILD_REMOTE_CACHE" in os.environ:
+            from . import remote
+
+            s = remote.settings(self.ws, flag, getattr(self.flags, "no_remote_upload", False), required)
+            opts.remote = remote.open_remote(s, self.cache_dir) if s is not None else None
+        if self.ws.cache.max_size is not None:
+            from .eviction import max_size
+
+            opts.max_size = max_size(self.ws)
+        return opts
+
+    def changed(self, patterns: list[str], ref: str) -> list[str]:
+        """The targets `patterns` name or depend on that a change since `ref` affects, as labels."""
+        from . import affected
+        from .analysis import analyze
+        from .workspace import memo_dir
+
+        memo = memo_dir(self.cache_dir, self.ws.root)
+        wanted = set(analyze(self.ws, patterns, memo).order)
+        d = affected.since(self.ws, ref, memo, affected.parse_patterns(["//..."]))
+        return [str(l) for l in sorted(d.buildable() & wanted)]
+
+    def summarize_tests(self, rows: list[tuple[str, str, bool, str]]) -> None:
+        """Append test results (target, case, passed, message) to the --summary file, if one was given."""
+        from . import summary
+
+        if self.summary_path:
+            summary.append(self.summary_path, summary.tests_markdown(rows))
 
 
 def _summary(result) -> None:
@@ -202,16 +331,28 @@ def _summary(result) -> None:
     parts = [f"{counts.get('executed', 0)} executed", f"{counts.get('cached', 0)} from cache"]
     if counts.get("remote"):
         parts.append(f"{counts['remote']} from remote cache")
+    if "remote" in result.cache:
+        r = result.cache["remote"]
+        parts.append(f"{_mb(r['downloaded_bytes'])} downloaded, {_mb(r['uploaded_bytes'])} uploaded"
+                     + (" (remote cache switched off)" if r["disabled"] else ""))
     if counts.get("failed"):
         parts.append(f"{counts['failed']} failed")
     if counts.get("skipped"):
         parts.append(f"{counts['skipped']} skipped")
-    verb = "Built" if result.success else "FAILED:"
-    print(f"{verb} {ok}/{n_targets} targets, {len(result.outcomes)} actions: {', '.join(parts)} "
-          f"in {result.seconds:.2f}s")
     requested = set(result.analysis.requested)
     shown = [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]
+    _print_summary("Built" if result.success else "FAILED:", ok, n_targets, len(result.outcomes), parts,
+                   result.seconds, shown)
+
+
+def _print_summary(verb: str, ok: int, n_targets: int, n_actions: int, parts: list[str], seconds: float,
+                   shown: list[str]) -> None:
+    print(f"{verb} {ok}/{n_targets} targets, {n_actions} actions: {', '.join(parts)} in {seconds:.2f}s")
     for p in shown[:10]:
         print(f"  {p}")
     if len(shown) > 10:
         print(f"  ... and {len(shown) - 10} more")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n} B"

@@ -83,9 +83,9 @@ def cache_id(cache_root: Path) -> str:
 
 def _intact(root: Path, rel: str, rec) -> bool:
     """Every file placed last time is still there, unmodified (same inode, size and mtime)."""
-    base = root / rel
+    base = f"{root}/{rel}/"  # strings, not pathlib: a no-op build checks every placed file
     try:
-        return all(signature(os.lstat(base / path)) == sig for path, (_kind, _d, sig) in rec[1].items())
+        return all(signature(os.lstat(base + path)) == sig for path, (_kind, _d, sig) in rec[1].items())
     except OSError:
         return False
 
@@ -158,10 +158,14 @@ def _replace(root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> dict
     tmp = work / f"new.{os.getpid()}.{os.urandom(4).hex()}"
     tmp.mkdir()
     placed = {}
-    for d in sorted({os.path.dirname(e.path) for e in entries} - {""}):
-        os.makedirs(tmp / d, exist_ok=True)
-    for e in entries:
-        placed[e.path] = _place(tmp / e.path, e, cas)
+    try:
+        for d in sorted({os.path.dirname(e.path) for e in entries} - {""}):
+            os.makedirs(tmp / d, exist_ok=True)
+        for e in entries:
+            placed[e.path] = _place(tmp / e.path, e, cas)
+    except OSError:
+        remove_tree(tmp)  # the old tree stays as it was
+        raise
     if not dest.parent.is_dir():  # mkdir of an existing directory is slow on some filesystems
         dest.parent.mkdir(parents=True, exist_ok=True)
     if os.path.lexists(dest):

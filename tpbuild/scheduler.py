@@ -7,7 +7,7 @@ leaves downstream keys unchanged), and the result is looked up before anything r
 1. the workspace's last-build record (`BuildState`: action id -> key, entries), which saves reading
    the action cache on a no-op build;
 2. the local action cache;
-3. `remote` (an optional remote cache, same interface as the local lookups);
+3. `remote` (an optional remote cache, same interface as the local lookups), on a worker thread;
 and only on a miss is the action executed. Every blob a result names is verified before the result is
 trusted; a damaged one makes the lookup a miss and the action runs again.
 
@@ -110,6 +110,9 @@ class Scheduler:
                     prepared = self._prepare(aid)
                     if prepared is None:
                         finished(aid)
+                    elif self._inline(aid):
+                        self._execute(aid, *prepared)
+                        finished(aid)
                     else:
                         running[pool.submit(self._execute, aid, *prepared)] = aid
                 if not running:
@@ -118,6 +121,14 @@ class Scheduler:
                 for fut in done:
                     finished(running.pop(fut))
         return self.outcomes
+
+    def _inline(self, aid: str) -> bool:
+        """`write` and `tree` actions are a few syscalls driven by Python: run on this thread they cost
+        less than the hand-off to a worker, and a second thread would only contend for the GIL (a
+        clean build of 1,000 models took 15% more CPU time with -j 2 than with -j 1). Workers run the
+        `run` actions, which wait on a subprocess. A remote cache lookup waits on the network, so with
+        one configured every miss goes to a worker."""
+        return self.ctx.remote is None and self.actions[aid].kind in ("write", "tree")
 
     def _skip_dependents(self, aid: str, dependents: dict[str, list[str]]) -> None:
         stack = list(dependents[aid])
@@ -143,9 +154,6 @@ class Scheduler:
             entries = self._lookup(aid, out.key)
             if entries is not None:
                 out.status, out.entries = "cached", entries
-            elif self.ctx.remote is not None and (entries := self.ctx.remote.lookup(material, self.ctx.cas)) is not None:
-                out.status, out.entries = "remote", entries
-                self.ctx.ac.put(out.key, entries)
             else:
                 return inputs, material, t0
         except TpbuildError as e:
@@ -159,6 +167,12 @@ class Scheduler:
         a = self.actions[aid]
         out = self.outcomes[aid]
         try:
+            # Remote lookups run here, on a worker, not with the local hits: they wait on the network.
+            if self.ctx.remote is not None and (hit := self.ctx.remote.lookup(material, self.ctx.cas)) is not None:
+                out.status, out.entries = "remote", hit
+                self.ctx.ac.put(out.key, hit)
+                self._done(out, t0)
+                return
             if self.ctx.hooks.started:
                 self.ctx.hooks.started(a)
             out.entries = self.ctx.executor.execute(a, inputs)
