@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "python_backend_stand_in"
-VENDOR = Path("/work/shared/vendor")
+# The project's shared folder sits beside the checkout, on developer machines and in CI alike.
+VENDOR = Path(__file__).resolve().parent.parent.parent / "shared" / "vendor"
 SYS_PY = "/usr/bin/python3.11"  # Debian's: a shared libpython in the loader's default path (python3.11-dev)
 STUB = "triton_python_backend_stub"
 TOML = '[triton]\nversion = "24.10"\n'
