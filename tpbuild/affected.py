@@ -35,6 +35,7 @@ from .analysis import analyze
 from .analysiscache import info_digest
 from .errors import BuildError, TpbuildError, UserError, at
 from .label import Label, LabelSyntaxError, Pattern, parse_pattern
+from .statcache import StatCache
 from .workspace import WORKSPACE_FILE, Workspace, load
 
 
@@ -84,14 +85,16 @@ def snapshot(ws: Workspace, memo: Path) -> Snapshot:
     """Identities of every target of the workspace. Analysis only: nothing is executed."""
     a = analyze(ws, ["//..."], memo)
     salt = ws.cache.salt
+    # The build's stat memo: an unchanged source is not read again (it is not saved here: builds own it).
+    stats = StatCache(memo / "statcache")
     file_digests: dict[str, str] = {}
 
     def source_digest(path: str) -> str:
         if path not in file_digests:
-            full = ws.root / path
+            full = os.path.join(ws.root, path)
             try:
                 exe = bool(os.stat(full).st_mode & statmod.S_IXUSR)
-                file_digests[path] = f"{'x' if exe else 'f'}{digest.of_file(full)}"
+                file_digests[path] = f"{'x' if exe else 'f'}{stats.digest(path, full)[0]}"
             except OSError as e:
                 raise BuildError(f"cannot read source {path}: {e.strerror}") from None
         return file_digests[path]
