@@ -8,11 +8,9 @@ change needs no migration and a torn or corrupted entry can only cost a rebuild.
 from __future__ import annotations
 
 import json
-import os
-import threading
 from pathlib import Path
 
-from . import digest
+from . import atomic, digest
 from .action import Entry
 
 FORMAT = 1
@@ -45,9 +43,7 @@ class ActionCache:
         if dest.parent not in self._dirs:
             dest.parent.mkdir(exist_ok=True)
             self._dirs.add(dest.parent)
-        tmp = self.tmp / f"ac.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
-        tmp.write_bytes(body)
-        os.replace(tmp, dest)
+        atomic.write_bytes(dest, body, self.tmp, "ac")
 
 
 def encode(entries: tuple[Entry, ...]) -> bytes:

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import digest
+from . import atomic, digest
 
 _FICLONE = 0x40049409  # linux/fs.h: share extents (reflink) where the filesystem can
 
@@ -46,7 +46,7 @@ class Cas:
         return f"{self._root_text}/{hx[:2]}/{hx}{'.x' if executable else ''}"
 
     def temp_path(self, hint: str = "blob") -> Path:
-        return self.tmp / f"{hint}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
+        return atomic.temp_path(self.tmp, hint)
 
     def _publish(self, tmp: Path, d: str, executable: bool) -> None:
         os.chmod(tmp, 0o555 if executable else 0o444)

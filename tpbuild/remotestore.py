@@ -28,6 +28,8 @@ import urllib.parse
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from . import atomic
+
 CHUNK = 1 << 20
 SCHEMES = ("file", "http", "https", "s3")
 
@@ -117,7 +119,7 @@ class FileStore:
 
     def put(self, key: str, body: BinaryIO, size: int) -> None:
         dest = self.root / key
-        tmp = self.root / "tmp" / f"{dest.name}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
+        tmp = atomic.temp_path(self.root / "tmp", dest.name)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,9 @@ the SHA-256 hex; tiny files written by temp file and rename. Eviction removes bo
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 
-from . import digest
+from . import atomic, digest
 
 
 class ShaIndex:
@@ -40,9 +38,7 @@ class ShaIndex:
     def record(self, d: str, sha: str) -> None:
         for path, value in ((self._by_sha(sha), d), (self._by_xxh3(d), sha)):
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.tmp / f"sha.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
-            tmp.write_text(value)
-            os.replace(tmp, path)
+            atomic.write_bytes(path, value.encode(), self.tmp, "sha")
 
     def forget(self, d: str) -> None:
         """Drop the map of a blob that is leaving the cache."""
