@@ -39,7 +39,7 @@ from measure import BenchError, Command, Sample, median  # noqa: E402
 PEERS = ("make", "ninja", "doit")
 SCENARIOS = ("clean", "noop", "noop-ordinary", "edit", "restore")
 BIG_RESTORE_LIMIT_S = 0.1
-SETTLE_S = 2.1  # tpbuild's racy window (statcache.RACY_WINDOW_NS) and a margin
+SETTLE_S = 2.1  # tpbuild's racy window (layout.RACY_WINDOW_NS) and a margin
 
 
 @dataclass

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from .action import Action
 from .errors import BuildError, UserError
 from . import digest
-from .analysiscache import AnalysisCache, TargetRecord, fingerprint, info_digest, sig
+from .analysiscache import AnalysisCache, TargetRecord, fingerprint, info_digest
+from .layout import sig
 from .graph import CachedTarget, TargetGraph
 from .label import Label, LabelSyntaxError, parse_pattern
 from .plugin import AnalysisContext, Rule, TargetInfo

@@ -27,8 +27,7 @@ from pathlib import Path
 
 from . import digest
 from .action import KEY_VERSION
-from .layout import kind, observe, sig  # noqa: F401 (kind, sig: also imported from here)
-from .statcache import RACY_WINDOW_NS
+from .layout import RACY_WINDOW_NS, observe, sig
 
 HEADER = b"tpbuild-analysis v1\n"
 

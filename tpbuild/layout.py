@@ -12,6 +12,9 @@ WORKSPACE_FILE = "tpbuild.toml"
 BUILD_FILE = "BUILD.toml"
 OUT_DIR = "tpbuild-out"
 STATE_DIR = f"{OUT_DIR}/.tpbuild"
+# A file modified this recently may be rewritten again with the same size and mtime (the filesystem's
+# timestamp granularity): its stat does not yet vouch for its content. See statcache.
+RACY_WINDOW_NS = 2_000_000_000
 
 
 def find_root(start: Path) -> Path:

@@ -37,10 +37,9 @@ import time
 from pathlib import Path
 
 from .errors import UserError
-from .layout import STATE_DIR, WORKSPACE_FILE, find_root, observe, sig
+from .layout import RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig
 
 HEADER = b"tpbuild-noop v1\n"
-RACY_WINDOW_NS = 2_000_000_000  # statcache.RACY_WINDOW_NS, not imported: that module loads threading
 # Options that do not change what a successful build produces; any other option set means no stamp.
 NEUTRAL_OPTIONS = {"command", "patterns", "jobs", "keep_going", "directory", "cache_dir"}
 ENV = ("TPBUILD_CACHE_DIR", "XDG_CACHE_HOME", "HOME")

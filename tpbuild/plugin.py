@@ -200,7 +200,7 @@ class AnalysisContext:
     def _observe(self, path: str, content: bool = True) -> None:
         """`content=False`: only that the path exists as a file or directory matters to analysis (the
         file's bytes enter action keys at build time), so editing it needs no re-analysis."""
-        from .analysiscache import kind, sig
+        from .layout import kind, sig
 
         full = os.path.join(self.root, path)
         self.observed[path] = sig(full) if content else kind(full)

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from . import digest
+from .layout import RACY_WINDOW_NS
 
 HEADER = b"tpbuild-statcache v1\n"
-RACY_WINDOW_NS = 2_000_000_000
 
 Sig = tuple  # (size, mtime_ns, ino)
 
