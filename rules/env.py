@@ -59,6 +59,7 @@ class PythonEnv(Rule):
             "PythonEnv", [PYTHON, "-m", "tpbuild_triton.envbuild", "--spec", "spec.json",
                           "--out", f"out/{file_name}", "--log", TOOL_LOG],
             inputs=inputs, outs=[file_name], tools=tools,
+            code=["tpbuild_triton.envbuild"],  # the worker (and what it imports) enters the key
             description=f"PythonEnv {ctx.label} ({spec.manager}, python {spec.python})",
         )
         return TargetInfo(rule=self.name, output=art,

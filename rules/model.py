@@ -231,6 +231,7 @@ class TritonModel(Rule):
         checked = ctx.run("StubCheck", [PYTHON, "-m", "tpbuild_triton.stubcheck", "--stub", f"stub/{STUB}",
                                         "--env", f"env/{env_file}", "--out", f"out/{STUB}"],
                           inputs={f"stub/{STUB}": built, dest: env_input}, outs=[STUB],
+                          code=["tpbuild_triton.stubcheck"],
                           description=f"StubCheck {ctx.label}")
         return Artifact(checked.action, STUB)
 

@@ -103,6 +103,7 @@ class PythonStub(Rule):
             "PythonStub", [PYTHON, "-m", "tpbuild_triton.stubbuild", "--spec", "spec.json",
                            "--out", f"out/{stubbuild.STUB}", "--log", TOOL_LOG],
             inputs=inputs, outs=[stubbuild.STUB], tools=tools,
+            code=["tpbuild_triton.stubbuild"],  # the worker (and what it imports) enters the key
             # cmake would take CC/CXX from the caller's environment, which the action does not inherit.
             env={k: os.environ[k] for k in ("CC", "CXX") if os.environ.get(k)},
             description=f"PythonStub {ctx.label} ({fields['kind']}, python {attrs.python})",

@@ -8,6 +8,8 @@ change needs no migration and a torn or corrupted entry can only cost a rebuild.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import atomic, digest
@@ -36,6 +38,17 @@ class ActionCache:
             return tuple(Entry.from_json(e) for e in data["entries"])
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None
+
+    def scan(self) -> Iterator[tuple[Path, tuple[Entry, ...] | None]]:
+        """Every entry file with its entries, None for one that does not parse (damaged, or torn)."""
+        try:
+            shards = sorted(os.scandir(self.root), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        for shard in shards:
+            if shard.is_dir(follow_symlinks=False):
+                for e in sorted(os.scandir(shard.path), key=lambda e: e.name):
+                    yield Path(e.path), self.get(f"{digest.ALGO}:{e.name}")
 
     def put(self, key: str, entries: tuple[Entry, ...]) -> None:
         body = encode(entries)

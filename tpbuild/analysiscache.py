@@ -1,7 +1,8 @@
 """The persisted memo of analysis, per package, so a no-op build parses no manifest and runs no rule.
 
-Format: `tpbuild-out/.tpbuild/analysis`, first line `tpbuild-analysis v1`, then a pickle of
-{"fingerprint": str, "packages": {package: PackageRecord}}. Another header or fingerprint is a miss.
+Format: a memo (`memo.py`) of kind `analysis` in the workspace's memo directory: {"fingerprint": str,
+"packages": {package: PackageRecord}}, the records tagged and rebuilt only as the engine's own value
+types (`MEMO_TYPES`). Another version or fingerprint, or a value of any other type, is a miss.
 
 A package's record holds what analysing it produced (each target's references, actions and
 `TargetInfo`) and the stat of everything analysis looked at: the manifest, each source it checked or
@@ -20,16 +21,15 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import digest
+from . import digest, memo
 from .action import KEY_VERSION
 from .layout import RACY_WINDOW_NS, observe, sig
 
-HEADER = b"tpbuild-analysis v1\n"
+KIND, VERSION = "analysis", 2
 
 
 @dataclass
@@ -87,14 +87,10 @@ class AnalysisCache:
         self.root = root
         self.packages: dict[str, PackageRecord] = {}
         self.dirty = False
-        try:
-            with open(path, "rb") as f:
-                if f.readline() == HEADER:
-                    data = pickle.load(f)
-                    if data.get("fingerprint") == fp:
-                        self.packages = data["packages"]
-        except (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError, AttributeError, ImportError):
-            self.packages = {}
+        self.warnings: list[str] = []  # a save that failed, for the build to show
+        data = memo.load(path, KIND, VERSION, memo_types())
+        if isinstance(data, dict) and data.get("fingerprint") == fp and isinstance(data.get("packages"), dict):
+            self.packages = data["packages"]
 
     def valid(self, package: str) -> PackageRecord | None:
         rec = self.packages.get(package)
@@ -120,9 +116,23 @@ class AnalysisCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".analysis.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(HEADER)
-            pickle.dump({"fingerprint": self.fp, "packages": self.packages}, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, self.path)
+        types = memo_types()
+        try:
+            value = memo.encode({"fingerprint": self.fp, "packages": self.packages}, types)
+        except TypeError as e:  # a rule put a value of its own type into its info: analyse again next time
+            self.warnings.append(f"the analysis memo is not saved: {e}")
+            return
+        err = memo.save(self.path, KIND, VERSION, value, self.path.parent / "tmp", f"the analysis memo {self.path}")
+        if err is not None:
+            self.warnings.append(err)
+        else:
+            self.dirty = False
+
+
+def memo_types() -> tuple[type, ...]:
+    """The only types an analysis memo may hold (besides JSON values, tuples and bytes)."""
+    from .action import Action, Artifact, Source
+    from .label import Label, Pattern
+    from .plugin import TargetInfo
+
+    return (PackageRecord, TargetRecord, Action, Artifact, Source, Label, Pattern, TargetInfo)

@@ -1,20 +1,161 @@
 """Atomic publication in directories that many builds (threads and processes, on one machine or on a
-shared filesystem) write at once: write a temp file on the same filesystem, then rename it into place,
-so a reader sees the old file or the new one, never a part. The temp names are unique per process,
-thread and call, so writers never share one."""
+shared filesystem) write at once, and the temp space that makes it possible.
+
+A file is published by writing a temp file on the same filesystem and renaming it into place, so a
+reader sees the old file or the new one, never a part. Temp names are unique per process, thread
+and call, so writers never share one.
+
+Every temp name of a process lives in its own directory, `<tmp>/<pid>.<random>`, which the process
+holds an exclusive `flock` on for as long as it lives. A `kill -9` releases the lock (the kernel
+closes the descriptor), so `sweep` can tell the leftovers of a dead build from the work of a live
+one without trusting pids (reused, and meaningless across the machines sharing a cache): a
+directory whose lock it can take is dead and removed whole. A process removes its own at exit, and
+a failed write removes its temp file.
+
+`crash_point` is a test-only hook: with `TPBUILD_TEST_KILL_AT=<name>` in the environment, the process
+kills itself with SIGKILL when it reaches that publish step, so the crash tests can hit every step
+deterministically. It is read once at import and costs a comparison otherwise.
+"""
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import os
+import shutil
+import signal
 import threading
+import time
 from pathlib import Path
 
+_KILL_AT = os.environ.get("TPBUILD_TEST_KILL_AT")
+_NEW = ".new."  # a process directory being created: not yet locked, so not swept while young
+_YOUNG = 3600.0  # seconds: unlocked names of other forms (an older tpbuild's temps) are swept after this
+_lock = threading.Lock()
+_dirs: dict[str, tuple[Path, int]] = {}  # parent -> (this process's directory, its locked descriptor)
 
-def temp_path(tmp_dir: Path, hint: str) -> Path:
-    return tmp_dir / f"{hint}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
+
+def crash_point(name: str) -> None:
+    if _KILL_AT == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
-def write_bytes(dest: Path, data: bytes, tmp_dir: Path, hint: str) -> None:
-    tmp = temp_path(tmp_dir, hint)
-    tmp.write_bytes(data)
-    os.replace(tmp, dest)
+def process_dir(parent: Path) -> Path:
+    """This process's own temp directory below `parent`, made and locked on first use."""
+    key = str(parent)
+    hit = _dirs.get(key)
+    if hit is not None and hit[0].is_dir():  # gone when the directory it was in was deleted (clean)
+        return hit[0]
+    with _lock:
+        hit = _dirs.get(key)
+        if hit is not None and hit[0].is_dir():
+            return hit[0]
+        parent.mkdir(parents=True, exist_ok=True)
+        name = f"{os.getpid()}.{os.urandom(4).hex()}"
+        # Locked before it gets its real name, so a sweep never sees it unlocked.
+        new = parent / f"{_NEW}{name}"
+        new.mkdir()
+        fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        final = parent / name
+        os.rename(new, final)
+        if hit is not None:
+            os.close(hit[1])
+        _dirs[key] = (final, fd)
+        return final
+
+
+@atexit.register
+def _leave() -> None:
+    """An exiting process removes its own temp directories (a killed one leaves them to `sweep`)."""
+    for d, fd in list(_dirs.values()):
+        remove(d)
+        os.close(fd)
+    _dirs.clear()
+
+
+def temp_path(parent: Path, hint: str) -> Path:
+    """A fresh name in this process's temp directory below `parent` (usually `<cache>/tmp`)."""
+    return process_dir(parent) / f"{hint}.{threading.get_ident()}.{os.urandom(4).hex()}"
+
+
+def write_bytes(dest: Path, data: bytes, tmp_parent: Path, hint: str) -> None:
+    tmp = temp_path(tmp_parent, hint)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        crash_point(f"publish-{hint}")
+        os.replace(tmp, dest)
+    except BaseException:
+        unlink(tmp)
+        raise
+
+
+def unlink(p: Path | str) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+
+
+def sweep(parent: Path) -> int:
+    """Remove what dead processes left below `parent`; a live process's directory is locked and kept.
+    Returns how many entries went."""
+    try:
+        names = os.listdir(parent)
+    except FileNotFoundError:
+        return 0
+    gone = 0
+    mine = {p.name for p, _fd in _dirs.values()}
+    for name in names:
+        if name in mine:
+            continue
+        p = parent / name
+        if _dead(p, name):
+            remove(p)
+            gone += 1
+    return gone
+
+
+def _dead(p: Path, name: str) -> bool:
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except NotADirectoryError:
+        return _old(p)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its process is alive
+        if name.startswith(_NEW) or not name.split(".")[0].isdigit():
+            return _old(p)  # being created right now, or an older tpbuild's temp: only when old
+        return True
+    finally:
+        os.close(fd)
+
+
+def _old(p: Path) -> bool:
+    try:
+        return os.lstat(p).st_mtime < time.time() - _YOUNG
+    except FileNotFoundError:
+        return False
+
+
+def remove(p: Path) -> None:
+    """Remove a file or a whole tree, including the read-only files and directories outputs are made of."""
+    if p.is_symlink() or not p.is_dir():
+        unlink(p)
+        return
+
+    def onerror(func, path, _exc):
+        try:
+            os.chmod(os.path.dirname(path), 0o755)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o755)
+            func(path)
+        except FileNotFoundError:
+            pass
+
+    shutil.rmtree(p, onerror=onerror)

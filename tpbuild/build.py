@@ -4,6 +4,10 @@ This module wires the layers together for a command (the CLI's `build`, and late
 the per-workspace lock: two tpbuild processes in one workspace take turns, because they would write
 the same `tpbuild-out/` paths. Builds of different workspaces sharing one cache run concurrently; the
 cache itself is safe for that.
+
+A build starts by sweeping what dead builds left in the temp directories (`atomic.sweep`: only
+directories whose owner's lock is free, so a concurrent build's work is untouched). A state or memo
+that cannot be saved (a full disk) is a warning: the next build re-checks what it would have known.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import outputs
+from . import atomic, outputs
 from .actioncache import ActionCache
 from .analysis import Analysis
 from .cas import Cas
-from .errors import BuildError, UserError
+from .errors import UserError
 from .executor import Executor
 from .label import Label
 from .scheduler import BuildContext, Hooks, Outcome, Scheduler
@@ -35,6 +39,7 @@ class Options:
     keep_going: bool = False
     remote: object = None  # a remote.RemoteCache
     max_size: int | None = None  # bytes; the local cache is trimmed to it after a build that added to it
+    prune: bool = False  # the build covers every target (`//...`): remove outputs of targets that are gone
 
 
 @dataclass
@@ -88,9 +93,15 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
     if opts.remote is not None:
         opts.remote.bind(warn)
     _check_overlaps(analysis)
+    cache_memo = analysis.graph.cache
+    for w in getattr(cache_memo, "warnings", ()):
+        warn(w)
     with workspace_lock(ws, warn):
         state_dir = ws.root / STATE_DIR
-        statcache = StatCache(memo_dir(opts.cache_dir, ws.root) / "statcache")
+        memo = memo_dir(opts.cache_dir, ws.root)
+        for tmp in (opts.cache_dir / "tmp", memo / "tmp", state_dir / "tmp"):
+            atomic.sweep(tmp)
+        statcache = StatCache(memo / "statcache")
         cas = Cas(opts.cache_dir, statcache)
         ac = ActionCache(opts.cache_dir)
         state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
@@ -106,16 +117,38 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
             for aid, o in sched.outcomes.items():
                 if o.status in ("executed", "cached", "remote") and not o.unstable:
                     state.remember(aid, o.key, o.entries)
-            statcache.save()
-            state.save()
+            _report_quarantined(cas, state, warn)
+            _saved(statcache.save(), warn)
+            _saved(state.save(), warn)
+        if opts.prune:
+            live = {f"{OUT_DIR}/{lbl.path}" for lbl in analysis.order if analysis.infos[lbl].output is not None}
+            outputs.prune(state, ws.root, live)
+            for aid in state.actions.keys() - analysis.actions.keys():
+                del state.actions[aid]
+                state.dirty = True
         targets = _materialize(ws, analysis, outcomes, state, cas, warn)
-        state.save()  # a no-op build changes nothing and writes nothing
+        _saved(state.save(), warn)  # a no-op build changes nothing and writes nothing
     cache: dict = {}
     if opts.remote is not None:
         cache["remote"] = opts.remote.stats()
     if opts.max_size is not None and any(o.status in ("executed", "remote") for o in outcomes.values()):
         cache["evicted"] = _evict(opts, outcomes)
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs)
+
+
+def _saved(error: str | None, warn) -> None:
+    if error is not None:
+        warn(error)
+
+
+def _report_quarantined(cas: Cas, state: outputs.BuildState, warn) -> None:
+    """Name each damaged blob the build moved aside, with the outputs that were links of it."""
+    for d, where in cas.quarantined:
+        names = sorted(f"{rel}/{path}" for rel, rec in state.outputs.items()
+                       for path, (_kind, bd, _sig) in rec[1].items() if bd == d)
+        held = f" (placed as {', '.join(names[:3])}{' ...' if len(names) > 3 else ''})" if names else ""
+        warn(f"cache blob {d}{held} no longer matched its content (edited in place through a hardlinked "
+             f"output, or a disk fault); moved to {where} and rebuilt")
 
 
 def _evict(opts: Options, outcomes: dict[str, Outcome]) -> dict:
@@ -167,16 +200,52 @@ def _check_overlaps(analysis: Analysis) -> None:
 
 
 def clean(ws: Workspace, cache_dir: Path, wipe_cache: bool) -> None:
+    from .workspace import clean_cache
+
     with workspace_lock(ws, lambda _m: None):
         out = ws.root / OUT_DIR
         for child in out.iterdir() if out.exists() else ():
             if child.name != ".tpbuild":
-                outputs.remove_tree(child)
+                atomic.remove(child)
         state_dir = ws.root / STATE_DIR
-        for p in (state_dir / "state", state_dir / "logs", state_dir / "tmp", memo_dir(cache_dir, ws.root)):
+        for p in (state_dir / "state", state_dir / "noop", state_dir / "logs", state_dir / "tmp",
+                  memo_dir(cache_dir, ws.root)):
             if os.path.lexists(p):
-                outputs.remove_tree(p)
-    if wipe_cache and cache_dir.exists():
-        if not (cache_dir / "id").exists() and any(cache_dir.iterdir()):
-            raise BuildError(f"{cache_dir} does not look like a tpbuild cache (no 'id' file); not deleting it")
-        outputs.remove_tree(cache_dir)
+                atomic.remove(p)
+        if wipe_cache:
+            clean_cache(cache_dir)
+
+
+def verify_cache(cache_dir: Path, repair: bool) -> list[str]:
+    """Re-hash every blob and re-read every action cache entry; one line per problem found. With
+    `repair`, bad blobs are quarantined and damaged entries (unreadable, or naming a blob that is bad
+    or missing) removed, so the next build rebuilds what they held."""
+    from . import cas as casmod, digest
+
+    store = Cas(cache_dir)
+    problems = []
+    bad: set[tuple[str, bool]] = set()
+    for d, exe, path in casmod.scan(cache_dir):
+        try:
+            ok = digest.of_file(path) == d
+        except OSError as e:
+            ok, why = False, e.strerror
+        else:
+            why = "content does not match its name"
+        if not ok:
+            bad.add((d, exe))
+            where = store.quarantine(d, exe) if repair else None
+            problems.append(f"bad blob {path}: {why}" + (f"; moved to {where}" if where else ""))
+    for path, entries in ActionCache(cache_dir).scan():
+        if entries is None:
+            why = "does not parse"
+        else:
+            broken = [e.path for e in entries if e.kind != "l" and ((e.digest, e.kind == "x") in bad
+                      or not os.path.exists(store.path(e.digest, e.kind == "x")))]
+            if not broken:
+                continue
+            why = f"names a bad or missing blob for {', '.join(broken[:3])}"
+        if repair:
+            atomic.unlink(path)
+        problems.append(f"damaged action cache entry {path}: {why}" + ("; removed" if repair else ""))
+    return problems

@@ -3,9 +3,16 @@
 Blobs are immutable and read-only; executables are stored apart (`.x`) because hardlinks share a
 mode. Every write goes to a temp file in the cache and is renamed into place, so a reader never sees
 half a blob and any number of builds can write at once (the same digest is the same bytes, so the
-last rename wins harmlessly). A blob is re-hashed before its first use in a build; one that no longer
-matches its name (a disk fault, an output edited in place through a hardlink) is deleted and
-reported as missing, and the action that made it runs again.
+last rename wins harmlessly).
+
+Read-only modes do not stop root (CI containers) or a user who `chmod`s, so nothing an action can
+write shares an inode with a blob: a `run` action's inputs are copies or reflinks (`link(...,
+share=False)`), never hardlinks. Only outputs in tpbuild-out are hardlinks, for speed, and those are
+checked: a blob is re-hashed (through the stat memo, so only when its stat moved) before its first
+use in a build, whether to restore an output, feed an action or upload it. One that no longer
+matches its name (a disk fault, an output edited in place through its hardlink) is moved aside to
+`<cache>/quarantine/` (kept for inspection, not silently deleted), listed in `quarantined` for the
+build to warn about, and reported as missing, so the action that made it runs again.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import atomic, digest
@@ -31,8 +39,10 @@ class Cas:
         self.root = root / "cas"
         self._root_text = str(self.root)
         self.tmp = root / "tmp"
+        self.quarantine_dir = root / "quarantine"
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.quarantined: list[tuple[str, Path]] = []  # (digest, where the damaged blob went)
         self._verified: set[str] = set()
         self._lock = threading.Lock()
         self._dirs: set[Path] = set()  # shard directories known to exist: mkdir is slow on some filesystems
@@ -54,6 +64,7 @@ class Cas:
         if dest.parent not in self._dirs:
             dest.parent.mkdir(exist_ok=True)
             self._dirs.add(dest.parent)
+        atomic.crash_point("publish-blob")
         os.replace(tmp, dest)
         with self._lock:
             self._verified.add(str(dest))
@@ -74,8 +85,12 @@ class Cas:
         d = digest.of_bytes(data)
         if not self._have(d, executable):
             tmp = self.temp_path()
-            tmp.write_bytes(data)
-            self._publish(tmp, d, executable)
+            try:
+                tmp.write_bytes(data)
+                self._publish(tmp, d, executable)
+            except BaseException:
+                atomic.unlink(tmp)
+                raise
         return d
 
     def put_file(self, src: Path, *, executable: bool, move: bool, known: str | None = None) -> tuple[str, int]:
@@ -90,14 +105,18 @@ class Cas:
                 self._publish(src, d, executable)
             return d, size
         tmp = self.temp_path()
-        shutil.copyfile(src, tmp)
-        # Hash the copy, not the source: the source may change while we copy it.
-        d = digest.of_file(tmp)
-        size = tmp.stat().st_size
-        if self._have(d, executable):
-            tmp.unlink()
-        else:
-            self._publish(tmp, d, executable)
+        try:
+            shutil.copyfile(src, tmp)
+            # Hash the copy, not the source: the source may change while we copy it.
+            d = digest.of_file(tmp)
+            size = tmp.stat().st_size
+            if self._have(d, executable):
+                tmp.unlink()
+            else:
+                self._publish(tmp, d, executable)
+        except BaseException:
+            atomic.unlink(tmp)
+            raise
         return d, size
 
     def verify(self, d: str, executable: bool = False) -> bool:
@@ -111,23 +130,41 @@ class Cas:
         except FileNotFoundError:
             return False
         if not ok:
-            try:
-                os.unlink(key)
-            except FileNotFoundError:
-                pass
+            self.quarantine(d, executable)
             return False
         with self._lock:
             self._verified.add(key)
         return True
 
-    def link(self, d: str, executable: bool, dest: Path) -> None:
-        """Make `dest` hold the blob: reflink, else hardlink, else copy (across filesystems)."""
+    def quarantine(self, d: str, executable: bool = False) -> Path | None:
+        """Move a blob that does not match its name out of the store; where it went (None if it was
+        already gone: another build moved it first)."""
+        src = self._path_text(d, executable)
+        self.quarantine_dir.mkdir(exist_ok=True)
+        dest = self.quarantine_dir / f"{os.path.basename(src)}.{time.time_ns()}"
+        try:
+            os.rename(src, dest)
+        except FileNotFoundError:
+            return None
+        if self.statcache is not None:
+            self.statcache.forget(src)
+        with self._lock:
+            self.quarantined.append((d, dest))
+        return dest
+
+    def link(self, d: str, executable: bool, dest: Path, share: bool = True) -> None:
+        """Make `dest` hold the blob: reflink, else (with `share`) hardlink, else copy. A file that
+        something may write (a `run` action's input) must not `share` the blob's inode."""
         src = self.path(d, executable)
         try:
             os.unlink(dest)
         except FileNotFoundError:
             pass
         if _reflink(src, dest):
+            os.chmod(dest, 0o555 if executable else 0o444)
+            return
+        if not share:
+            shutil.copyfile(src, dest)
             os.chmod(dest, 0o555 if executable else 0o444)
             return
         try:
@@ -158,3 +195,18 @@ def _reflink(src: Path, dest: Path) -> bool:
             pass
         _reflink_works = False
         return False
+
+
+def scan(cache_root: Path) -> Iterator[tuple[str, bool, str]]:
+    """Every blob stored: (digest, executable, path)."""
+    root = cache_root / "cas"
+    try:
+        shards = sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        return
+    for shard in shards:
+        if not shard.is_dir(follow_symlinks=False):
+            continue
+        for e in sorted(os.scandir(shard.path), key=lambda e: e.name):
+            exe = e.name.endswith(".x")
+            yield f"{digest.ALGO}:{e.name.removesuffix('.x')}", exe, e.path

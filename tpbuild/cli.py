@@ -53,6 +53,12 @@ def _parser(commands: dict) -> argparse.ArgumentParser:
 
     c = sub.add_parser("clean", parents=[common], help="remove tpbuild-out (and with --cache, the cache)")
     c.add_argument("--cache", action="store_true", help="also empty the local cache")
+
+    ca = sub.add_parser("cache", parents=[common], help="inspect the local cache")
+    cache_sub = ca.add_subparsers(dest="cache_command", metavar="ACTION", parser_class=_Parser)
+    cache_sub.required = True
+    v = cache_sub.add_parser("verify", parents=[common], help="re-hash every blob and re-read every entry")
+    v.add_argument("--repair", action="store_true", help="quarantine bad blobs and remove damaged entries")
     for cmd in commands.values():
         cp = sub.add_parser(cmd.name, parents=[common], help=cmd.help)
         cmd.configure(cp)
@@ -73,7 +79,7 @@ def add_ci_options(parser) -> None:
                         help="fail the build when the remote cache fails, instead of warning")
 
 
-BUILTIN = ("build", "query", "graph", "clean", "affected")
+BUILTIN = ("build", "query", "graph", "clean", "affected", "cache")
 
 
 def _command_word(argv: list[str]) -> str | None:
@@ -158,8 +164,11 @@ def _main(argv: list[str]) -> int:
         from .build import clean
 
         clean(ws, cache_dir, args.cache)
-        print(f"removed {ws.root / workspace.OUT_DIR}" + (f" and {cache_dir}" if args.cache else ""))
+        print(f"removed {ws.root / workspace.OUT_DIR}" + (f" and what tpbuild put in {cache_dir}" if args.cache else ""))
         return EXIT_OK
+    workspace.claim_cache(cache_dir)
+    if args.command == "cache":
+        return _verify(cache_dir, args.repair)
     if args.command == "build":
         return _build(ws, args, cache_dir, stamp)
     if args.command == "affected":
@@ -167,6 +176,21 @@ def _main(argv: list[str]) -> int:
     if args.command in commands:
         return commands[args.command].run(Session(ws, cache_dir, args), args)
     return _query(ws, args, cache_dir)
+
+
+def _verify(cache_dir: Path, repair: bool) -> int:
+    """Exit 0 when the cache is sound (or was repaired), 1 when it holds damage left in place."""
+    from .build import verify_cache
+
+    problems = verify_cache(cache_dir, repair)
+    for line in problems:
+        print(line)
+    if not problems:
+        print(f"{cache_dir}: every blob matches its name and every entry reads")
+        return EXIT_OK
+    print(f"{len(problems)} problem(s)" + (", repaired" if repair else "; run 'tpbuild cache verify --repair' "
+                                           "to quarantine bad blobs and remove damaged entries"))
+    return EXIT_OK if repair else EXIT_BUILD
 
 
 def _query(ws, args, cache_dir: Path) -> int:
@@ -243,7 +267,7 @@ class Session:
 
         if jobs < 1:
             raise UserError("-j/--jobs must be at least 1")
-        rpath = Path(report_path).resolve() if report_path else None
+        rpath = _writable(Path(report_path).resolve(), "--report") if report_path else None
         self.summary_path = Path(summary_path).absolute() if summary_path else None  # /dev/stdout too
         if self.summary_path:
             summary.append(self.summary_path, "")  # an unwritable path is bad input, found before building
@@ -259,6 +283,7 @@ class Session:
                     summary.append(self.summary_path, f"### tpbuild: {line}\n\n")
                 return None
         opts = self._options(jobs, keep_going)
+        opts.prune = changed_since is None and set(patterns or ["//..."]) == {"//..."}
         try:
             a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root))
         except TpbuildError as e:
@@ -318,6 +343,24 @@ class Session:
 
         if self.summary_path:
             summary.append(self.summary_path, summary.tests_markdown(rows))
+
+
+def _writable(path: Path, flag: str) -> Path:
+    """An output file a flag names, checked before anything is built: its directory must exist (no
+    directories are made anywhere) and the file must be writable; exit 2 otherwise."""
+    if not path.parent.is_dir():
+        raise UserError(f"{flag} {path}: the directory {path.parent} does not exist")
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a directory; name a file")
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write it ({e.strerror})") from None
+    if not existed:
+        path.unlink()  # written at the end; an empty file meanwhile would look like a report
+    return path
 
 
 def _summary(result) -> None:

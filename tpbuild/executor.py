@@ -4,7 +4,10 @@ The executor knows actions and blobs, nothing of rules, keys or caching: the sch
 inputs and decides whether to run at all. `write` and `tree` actions run in-process (no process per
 file: that is where a clean build of a thousand models spends its time in other tools); `run`
 actions get a fresh scratch directory holding exactly their declared inputs, and only their declared
-outputs are kept.
+outputs are kept. Inputs are copies (or reflinks), never hardlinks of blobs: a command that writes
+to its input (as root, read-only modes do not stop it) must not write into the blob store. The
+environment is `action.RUN_ENV` and the caller's PATH, both in the key; a `{python}` command also
+gets this process's import path, so a worker module runs exactly the code its key hashed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .action import PYTHON, TOOL_LOG, Action, Artifact, Entry, Source
+from . import atomic
+from .action import PYTHON, RUN_ENV, SCRATCH, TOOL_LOG, USER_CACHE, Action, Artifact, Entry, Source, run_path
 from .cas import Cas
 from .errors import BuildError
 
@@ -84,10 +88,11 @@ class Executor:
         try:
             return self._run_in(action, inputs, scratch)
         finally:
-            _rmtree(scratch)
+            atomic.remove(scratch)
 
     def _run_in(self, action: Action, inputs: list[Resolved], scratch: Path) -> tuple[Entry, ...]:
         (scratch / "tmp").mkdir(parents=True)
+        (scratch / "home").mkdir()
         (scratch / OUT).mkdir()
         for r in inputs:
             if isinstance(r.input, Source):
@@ -104,18 +109,16 @@ class Executor:
                     if e.kind == "l":
                         os.symlink(e.digest, dest)
                     else:
-                        self.cas.link(e.digest, e.kind == "x", dest)
+                        self.cas.link(e.digest, e.kind == "x", dest, share=False)
         spec = action.spec
         log = self.log_path(action)
         tool_log = log.with_suffix(".tool.log")
         argv = [_expand(a).replace(TOOL_LOG, str(tool_log)) for a in spec["argv"]]
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", str(scratch)),
-            "LANG": "C.UTF-8",
-            "TMPDIR": str(scratch / "tmp"),
-            "SOURCE_DATE_EPOCH": "0",
-        }
+        user_cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        env = {k: v.replace(SCRATCH, str(scratch)).replace(USER_CACHE, user_cache) for k, v in RUN_ENV.items()}
+        env["PATH"] = run_path()
+        if spec["argv"][:1] == [PYTHON]:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env.update({k: _expand(v) for k, v in spec["env"].items()})
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as logf:
@@ -191,13 +194,3 @@ def _tail(log: Path, lines: int = 40) -> str:
         return ""
     return "\n".join(text[-lines:])
 
-
-def _rmtree(p: Path) -> None:
-    def onerror(func, path, exc):
-        try:
-            os.chmod(os.path.dirname(path), 0o755)
-            os.chmod(path, 0o755)
-            func(path)
-        except OSError:
-            pass
-    shutil.rmtree(p, onerror=onerror)

@@ -28,15 +28,20 @@ def find_root(start: Path) -> Path:
     )
 
 
-def sig(path: str, follow: bool = True) -> tuple | None:
+def stat_sig(st: os.stat_result) -> tuple:
     """What tells a file (or directory) apart from its earlier self without reading it: a rewrite moves
     its mtime or size, a replacement its inode, a chmod its mode; adding or removing a directory
-    entry moves the directory's mtime."""
+    entry moves the directory's mtime. The one signature every memo records and compares."""
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
+
+
+def sig(path: str, follow: bool = True) -> tuple | None:
+    """`stat_sig` of a path, None if it is not there."""
     try:
         st = os.stat(path) if follow else os.lstat(path)
     except OSError:
         return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
+    return stat_sig(st)
 
 
 def kind(path: str) -> tuple | None:

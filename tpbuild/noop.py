@@ -10,7 +10,7 @@ What is recorded (each with `layout.sig`, or `layout.kind` for paths whose analy
 only): tpbuild.toml; every directory package discovery looked into (a new BUILD.toml moves a
 directory's mtime); everything the analysis memo records per package (manifests, the files and
 directories rules looked at); every source an action reads; every cached blob the build's results
-name; every file placed in tpbuild-out (hardlinks of blobs, lstat); the engine's and rule sets'
+name; every file and directory placed in tpbuild-out (hardlinks of blobs, lstat); the engine's and rule sets'
 code and the interpreter's import path (a rule set installed or upgraded). The command line's
 patterns, the cache location settings and the interpreter are the stamp's key.
 
@@ -23,32 +23,32 @@ invalidates the stamp; and nothing recorded is younger than the racy window (a s
 within the timestamp granularity would keep its stat), so the build after an edit is not stamped
 and the next one is. Any difference makes the build take the ordinary path, which is always correct.
 
-Format: `tpbuild-out/.tpbuild/noop`, first line `tpbuild-noop v1`, then a pickle of {"key", "groups",
-"summary"}. Another header or key is a miss.
+Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "groups", "summary"}.
+Another version or key is a miss.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
 
+from . import memo as memofile
 from .errors import UserError
 from .layout import RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig
 
-HEADER = b"tpbuild-noop v1\n"
+KIND, VERSION = "noop", 2
 # Options that do not change what a successful build produces; any other option set means no stamp.
 NEUTRAL_OPTIONS = {"command", "patterns", "jobs", "keep_going", "directory", "cache_dir"}
-ENV = ("TPBUILD_CACHE_DIR", "XDG_CACHE_HOME", "HOME")
+ENV = ("TPBUILD_CACHE_DIR", "XDG_CACHE_HOME", "HOME", "PATH")  # PATH enters run actions' keys
 
 
 class Stamp:
     """The stamp of one workspace for one command line."""
 
-    def __init__(self, root: Path, key: tuple, workspace_sig: tuple | None):
+    def __init__(self, root: Path, key: list, workspace_sig: tuple | None):
         self.root = root
         self.path = root / STATE_DIR / "noop"
         self.key = key
@@ -64,20 +64,14 @@ class Stamp:
             root = find_root(start)
         except UserError:  # the ordinary path reports it
             return None
-        key = (tuple(args.patterns), getattr(args, "cache_dir", None), *(os.environ.get(k) for k in ENV),
-               sys.executable, sys.version)
+        key = [list(args.patterns), getattr(args, "cache_dir", None), *(os.environ.get(k) for k in ENV),
+               sys.executable, sys.version]
         return cls(root, key, sig(str(root / WORKSPACE_FILE)))
 
     def replay(self) -> dict | None:
         """The recorded summary if nothing it depends on changed, else None (and the stamp is gone)."""
-        try:
-            with open(self.path, "rb") as f:
-                if f.readline() != HEADER:
-                    return None
-                data = pickle.load(f)
-        except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, ImportError):
-            return None
-        if data.get("key") != self.key or self.workspace_sig is None:
+        data = memofile.load(self.path, KIND, VERSION)
+        if not isinstance(data, dict) or data.get("key") != self.key or self.workspace_sig is None:
             return None
         try:
             lock = open(self.root / STATE_DIR / "lock", "w")
@@ -91,10 +85,13 @@ class Stamp:
             for base, follow, items in data["groups"]:
                 for rel, recorded in items:
                     path = base + rel
+                    recorded = tuple(recorded) if recorded is not None else None
                     now = sig(path, follow) if follow is not None else observe(path, recorded)
                     if now != recorded:
                         return None
             return data["summary"]
+        except (KeyError, TypeError, ValueError):  # a damaged stamp: the ordinary path
+            return None
         finally:
             lock.close()
 
@@ -111,19 +108,19 @@ class Stamp:
         groups = self._groups(result, cache_dir, memo, horizon)
         if groups is None:
             return
-        for _base, follow, items in groups:
+        # The last group, the output directories, is exempt: they are tpbuild's own, fresh after any
+        # placement, and what could change them unseen (a build killed while placing) starts later
+        # than the timestamp granularity.
+        for _base, follow, items in groups[:-1]:
             for _rel, s in items:
                 if s is not None and len(s) > 1 and s[1] >= horizon:
                     return
         requested = set(result.analysis.requested)
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
                    "shown": [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]}
-        tmp = self.path.with_name(f".noop.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(HEADER)
-            pickle.dump({"key": self.key, "groups": groups, "summary": summary}, f,
-                        protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, self.path)
+        # Not saved (a full disk): no stamp, and the next build takes the ordinary path.
+        memofile.save(self.path, KIND, VERSION, {"key": self.key, "groups": groups, "summary": summary},
+                  self.path.parent / "tmp", "the no-op stamp")
 
     def _groups(self, result, cache_dir: Path, memo: Path, horizon: int) -> list | None:
         from .action import Source
@@ -148,7 +145,7 @@ class Stamp:
 
         def usable(s: tuple | None, used: tuple | None) -> bool:
             """The stat the build used, and settled (the bulk is checked here, to give up early)."""
-            return s is not None and s[:3] == used and s[1] < horizon
+            return s is not None and s == used and s[1] < horizon
 
         statcache = StatCache(memo / "statcache")  # as build.run saved it: the stats the digests belong to
         sources = {}
@@ -171,12 +168,20 @@ class Stamp:
                             return None
                         blobs[p] = s
         placed = []
+        placed_dirs = []
         for rel in (p for t in result.targets.values() for p in t.outputs):
             for path, (_kind, _digest, placed_sig) in result.placed[rel][1].items():
                 s = sig(f"{root}{rel}/{path}", follow=False)
                 if not usable(s, placed_sig):
                     return None
                 placed.append((f"{rel}/{path}", s))
+            # The directories too: a file added to an output (a killed build) moves its directory's mtime.
+            for path, placed_sig in result.placed[rel][2].items():
+                full = f"{rel}/{path}" if path else rel
+                s = sig(f"{root}{full}", follow=False)
+                if s != placed_sig:
+                    return None
+                placed_dirs.append((full, s))
         code = []
         for d in code_dirs(a.graph.rules):
             code.append((str(d), sig(str(d))))
@@ -193,4 +198,5 @@ class Stamp:
             (root, True, list(sources.items())),
             ("", True, list(blobs.items()) + code),
             (root, False, placed),
+            (root, False, placed_dirs),  # last: see record
         ]

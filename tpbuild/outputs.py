@@ -1,28 +1,40 @@
 """The output tree `tpbuild-out/` and the workspace's memory of the last build.
 
-`BuildState` (`tpbuild-out/.tpbuild/state`; first line `tpbuild-state v2`, then a pickle) records,
-per action, the key and entries of its last result, and, per materialized output, its tree digest and
-the stat of every file placed. With it a no-op build reads no action cache entry and places no file.
-It is tied to one cache directory by that cache's id: pointing the workspace at another cache (or
-emptying it) starts from a clean memory.
+`BuildState` (`tpbuild-out/.tpbuild/state`, a memo of kind `state`, see `memo.py`) records, per
+action, the key and entries of its last result, and, per materialized output, its tree digest, the
+stat of every file placed and the stat of every directory of the tree. With it a no-op build reads
+no action cache entry and places no file. It is tied to one cache directory by that cache's id:
+pointing the workspace at another cache (or emptying it) starts from a clean memory.
 
-Outputs are hardlinks (or reflinks) of read-only blobs. A tree is assembled in a temporary directory
-and renamed into place, so an interrupted build leaves the old tree or the new one, never a mix.
+Outputs are hardlinks (or reflinks) of read-only blobs, for speed; an output edited in place through
+its link changes its stat, so the tree is re-placed, and the blob's stat, so the blob store finds
+it damaged before anything uses it (see `cas`).
+
+Crash consistency, for a `kill -9` at any point:
+- a tree is intact only if every recorded file *and every directory* has its recorded stat: a file
+  added by a build that was killed before saving the state moves its directory's mtime, so the
+  tree is checked against what is there, not only against what was recorded;
+- no temp name is ever inside an output: a tree is assembled, and a single file prepared, in this
+  process's temp directory under `tpbuild-out/.tpbuild/tmp`, then renamed into place; a rename onto
+  a link of the same inode is a no-op in POSIX, which would leave the temp name behind, so it is
+  unlinked then;
+- what a killed build left in those temp directories is swept by the next build (`atomic.sweep`);
+- `prune` removes the outputs of targets that no longer exist, and only paths this state recorded
+  placing (ninja's `-t cleandead`).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import atomic, memo
 from .action import Entry, tree_digest
 from .cas import Cas
-from .statcache import signature
+from .layout import STATE_DIR, stat_sig
 
-HEADER = b"tpbuild-state v2\n"
+KIND, VERSION = "state", 3
 
 
 @dataclass
@@ -30,7 +42,8 @@ class BuildState:
     path: Path
     cache_id: str
     actions: dict = field(default_factory=dict)  # action id -> (key, entries)
-    outputs: dict = field(default_factory=dict)  # output rel path -> (tree digest, {path: (kind, digest, sig)})
+    # output rel path -> (tree digest, {path: (kind, digest, sig)}, {directory: sig})
+    outputs: dict = field(default_factory=dict)
     dirty: bool = False
 
     def remember(self, action_id: str, key: str, entries) -> None:
@@ -41,27 +54,32 @@ class BuildState:
 
     @classmethod
     def load(cls, path: Path, cache_id: str) -> "BuildState":
+        data = memo.load(path, KIND, VERSION)
         try:
-            with open(path, "rb") as f:
-                if f.readline() == HEADER:
-                    data = pickle.load(f)
-                    if data.get("cache_id") == cache_id:
-                        return cls(path, cache_id, data["actions"], data["outputs"])
-        except (OSError, EOFError, pickle.UnpicklingError, ValueError, KeyError, AttributeError):
-            pass
+            if isinstance(data, dict) and data.get("cache_id") == cache_id:
+                actions = {aid: (key, tuple(Entry.from_json(e) for e in entries))
+                           for aid, (key, entries) in data["actions"].items()}
+                placed = {rel: (d, {p: (k, bd, tuple(s)) for p, (k, bd, s) in files.items()},
+                                {p: tuple(s) for p, s in dirs.items()})
+                          for rel, (d, files, dirs) in data["outputs"].items()}
+                return cls(path, cache_id, actions, placed)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            pass  # damaged: start from a clean memory
         return cls(path, cache_id)
 
-    def save(self) -> None:
+    def save(self) -> str | None:
+        """None when saved (or unchanged), else a warning (see memo.save)."""
         if not self.dirty:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".state.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(HEADER)
-            pickle.dump({"cache_id": self.cache_id, "actions": self.actions, "outputs": self.outputs}, f,
-                        protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, self.path)
-        self.dirty = False
+            return None
+        value = {"cache_id": self.cache_id,
+                 "actions": {aid: [key, [e.to_json() for e in entries]] for aid, (key, entries) in self.actions.items()},
+                 "outputs": {rel: [d, {p: list(v) for p, v in files.items()}, dirs]
+                             for rel, (d, files, dirs) in self.outputs.items()}}
+        atomic.crash_point("save-state")
+        err = memo.save(self.path, KIND, VERSION, value, self.path.parent / "tmp", f"the build state {self.path}")
+        if err is None:
+            self.dirty = False
+        return err
 
 
 def cache_id(cache_root: Path) -> str:
@@ -71,7 +89,7 @@ def cache_id(cache_root: Path) -> str:
         return p.read_text().strip()
     except FileNotFoundError:
         cache_root.mkdir(parents=True, exist_ok=True)
-        tmp = cache_root / f".id.{os.getpid()}"
+        tmp = atomic.temp_path(cache_root / "tmp", "id")
         tmp.write_text(os.urandom(16).hex())
         try:
             os.link(tmp, p)  # first writer wins; others read theirs
@@ -82,10 +100,12 @@ def cache_id(cache_root: Path) -> str:
 
 
 def _intact(root: Path, rel: str, rec) -> bool:
-    """Every file placed last time is still there, unmodified (same inode, size and mtime)."""
+    """Every file placed last time is still there, unmodified (same inode, size, mtime and mode), and
+    no directory of the tree gained or lost an entry since (its own stat is unchanged)."""
     base = f"{root}/{rel}/"  # strings, not pathlib: a no-op build checks every placed file
     try:
-        return all(signature(os.lstat(base + path)) == sig for path, (_kind, _d, sig) in rec[1].items())
+        return (all(stat_sig(os.lstat(base + path)) == sig for path, (_kind, _d, sig) in rec[1].items())
+                and all(stat_sig(os.lstat(base + path)) == sig for path, sig in rec[2].items()))
     except OSError:
         return False
 
@@ -95,7 +115,7 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
 
     An intact tree is updated file by file, each file replaced by an atomic rename, so one edited
     model in a repository of a thousand touches one file. Otherwise (first build, a tree damaged by
-    hand) the tree is assembled aside and renamed into place whole."""
+    hand or by a killed build) the tree is assembled aside and renamed into place whole."""
     digest = tree_digest(entries)
     rec = state.outputs.get(rel)
     intact = rec is not None and _intact(root, rel, rec)
@@ -104,14 +124,30 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
     placed = None
     if intact:
         try:
-            placed = _update(root / rel, rec[1], entries, cas)
+            placed = _update(root, root / rel, rec[1], entries, cas)
         except OSError:  # a file became a directory or the other way round: rebuild the tree whole
             placed = None
     if placed is None:
         placed = _replace(root, rel, entries, cas)
-    state.outputs[rel] = (digest, placed)
+    state.outputs[rel] = (digest, placed, _dirs(root / rel, entries))
     state.dirty = True
     return True
+
+
+def _dirs(dest: Path, entries: tuple[Entry, ...]) -> dict:
+    """The stat of every directory of the tree, taken once it is complete."""
+    names = {""}
+    for e in entries:
+        d = os.path.dirname(e.path)
+        while d and d not in names:
+            names.add(d)
+            d = os.path.dirname(d)
+    base = f"{dest}/"
+    return {d: stat_sig(os.lstat(base + d)) for d in sorted(names)}
+
+
+def _work(root: Path) -> Path:
+    return root / STATE_DIR / "tmp"
 
 
 def _place(p: Path, e: Entry, cas: Cas) -> tuple:
@@ -119,10 +155,10 @@ def _place(p: Path, e: Entry, cas: Cas) -> tuple:
         os.symlink(e.digest, p)
     else:
         cas.link(e.digest, e.kind == "x", p)
-    return (e.kind, e.digest, signature(os.lstat(p)))
+    return (e.kind, e.digest, stat_sig(os.lstat(p)))
 
 
-def _update(dest: Path, old: dict, entries: tuple[Entry, ...], cas: Cas) -> dict:
+def _update(root: Path, dest: Path, old: dict, entries: tuple[Entry, ...], cas: Cas) -> dict:
     placed = {}
     for e in entries:
         prev = old.get(e.path)
@@ -133,12 +169,14 @@ def _update(dest: Path, old: dict, entries: tuple[Entry, ...], cas: Cas) -> dict
         if not p.parent.is_dir():
             p.parent.mkdir(parents=True, exist_ok=True)
         if os.path.isdir(p) and not os.path.islink(p):
-            remove_tree(p)
-        tmp = p.with_name(f".{p.name}.tpbuild-new")
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        placed[e.path] = _place(tmp, e, cas)
-        os.replace(tmp, p)
+            atomic.remove(p)
+        tmp = atomic.temp_path(_work(root), "file")
+        try:
+            placed[e.path] = _place(tmp, e, cas)
+            atomic.crash_point("update-file")
+            os.replace(tmp, p)
+        finally:
+            atomic.unlink(tmp)  # left behind when `p` already was a link of the same blob
     for path in old.keys() - placed.keys():
         p = dest / path
         if os.path.lexists(p) and not (os.path.isdir(p) and not os.path.islink(p)):
@@ -152,10 +190,7 @@ def _update(dest: Path, old: dict, entries: tuple[Entry, ...], cas: Cas) -> dict
 
 def _replace(root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> dict:
     dest = root / rel
-    work = root / "tpbuild-out" / ".tpbuild" / "tmp"
-    if not work.is_dir():
-        work.mkdir(parents=True, exist_ok=True)
-    tmp = work / f"new.{os.getpid()}.{os.urandom(4).hex()}"
+    tmp = atomic.temp_path(_work(root), "new")
     tmp.mkdir()
     placed = {}
     try:
@@ -164,28 +199,37 @@ def _replace(root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> dict
         for e in entries:
             placed[e.path] = _place(tmp / e.path, e, cas)
     except OSError:
-        remove_tree(tmp)  # the old tree stays as it was
+        atomic.remove(tmp)  # the old tree stays as it was
         raise
+    atomic.crash_point("replace-tree")
     if not dest.parent.is_dir():  # mkdir of an existing directory is slow on some filesystems
         dest.parent.mkdir(parents=True, exist_ok=True)
     if os.path.lexists(dest):
-        trash = work / f"old.{os.getpid()}.{os.urandom(4).hex()}"
+        trash = atomic.temp_path(_work(root), "old")
         os.rename(dest, trash)
+        atomic.crash_point("swap-tree")
         os.rename(tmp, dest)
-        remove_tree(trash)
+        atomic.remove(trash)
     else:
         os.rename(tmp, dest)
     return placed
 
 
-def remove_tree(p: Path) -> None:
-    """rmtree that does not trip over the read-only files and directories outputs are made of."""
-    if p.is_symlink() or p.is_file():
-        p.unlink()
-        return
+def prune(state: BuildState, root: Path, live: set[str]) -> list[str]:
+    """Remove the outputs this state recorded placing that are not in `live` (targets that no longer
+    exist), and the directories that leaves empty up to tpbuild-out; returns what went."""
+    gone = []
+    out = root / STATE_DIR.split("/")[0]
+    for rel in sorted(state.outputs.keys() - live):
+        p = root / rel
+        if os.path.lexists(p):
+            atomic.remove(p)
+        del state.outputs[rel]
+        state.dirty = True
+        gone.append(rel)
+        parent = p.parent
+        while parent != out and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    return gone
 
-    def onerror(func, path, _exc):
-        os.chmod(os.path.dirname(path), 0o755)
-        func(path)
-
-    shutil.rmtree(p, onerror=onerror)

@@ -261,12 +261,19 @@ class AnalysisContext:
 
     def run(self, mnemonic: str, argv: list[str], *, inputs: dict[str, Input], outs: list[str],
             env: dict[str, str] | None = None, tools: dict | None = None, timeout: float | None = None,
-            description: str = "", log_hint: str = "") -> Artifact:
-        """A command run in a scratch directory holding `inputs`; `outs` are collected from it."""
+            description: str = "", log_hint: str = "", code: list[str] | tuple[str, ...] = ()) -> Artifact:
+        """A command run in a scratch directory holding `inputs`; `outs` are collected from it.
+
+        `code` names the modules the command runs (`["tpbuild_triton.envbuild"]` for `{python} -m
+        tpbuild_triton.envbuild`): their source, and that of the modules of their package they
+        import, enters the key, so editing the worker rebuilds what it made (see tpbuild.code)."""
+        from .code import digest_of
+
         return self._declare(
             mnemonic, "run", inputs=tuple(sorted(inputs.items(), key=lambda kv: kv[0])),
             spec={"argv": list(argv), "env": dict(env or {}), "outs": sorted(outs), "timeout": timeout},
             tools=dict(tools or {}), description=description or f"{mnemonic} {self.label}", log_hint=log_hint,
+            code=digest_of(tuple(sorted(code))) if code else "",
         )
 
     def source(self, src: SourcePath) -> Source:

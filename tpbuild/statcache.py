@@ -1,7 +1,7 @@
-"""Persisted memo of file digests, keyed by (size, mtime_ns, inode), so unchanged files are never re-read.
+"""Persisted memo of file digests, keyed by the file's stat signature (`layout.stat_sig`), so
+unchanged files are never re-read.
 
-Format: the first line `tpbuild-statcache v1`, then a pickle of {path: (size, mtime_ns, ino, digest)}.
-An unknown header is a miss (start empty), never an error.
+Format: a memo (`memo.py`) of kind `statcache`: {path: [size, mtime_ns, ino, mode, digest]}.
 
 The racy case (git's "racy clean"): a file rewritten with the same size within the filesystem's
 timestamp granularity of our hashing keeps its stat. So an entry whose mtime is within
@@ -12,36 +12,31 @@ re-reads it. A file must sit unmodified for two seconds before its digest is tru
 from __future__ import annotations
 
 import os
-import pickle
 import threading
 import time
 from pathlib import Path
 
-from . import digest
-from .layout import RACY_WINDOW_NS
+from . import digest, memo
+from .layout import RACY_WINDOW_NS, stat_sig as signature  # noqa: F401 (the signature the memo keys by)
 
-HEADER = b"tpbuild-statcache v1\n"
+KIND, VERSION = "statcache", 2
 
-Sig = tuple  # (size, mtime_ns, ino)
-
-
-def signature(st: os.stat_result) -> Sig:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+Sig = tuple  # layout.stat_sig
 
 
 class StatCache:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tmp_parent: Path | None = None):
+        """`tmp_parent`: where saving makes its temp file (`<cache>/tmp`); the memo's own directory
+        by default."""
         self.path = path
-        self._entries: dict[str, tuple] = {}
+        self.tmp_parent = tmp_parent or path.parent / "tmp"
+        self._entries: dict[str, list] = {}
         self._racy: set[str] = set()
         self._dirty = False
         self._lock = threading.Lock()
-        try:
-            with open(path, "rb") as f:
-                if f.readline() == HEADER:
-                    self._entries = pickle.load(f)
-        except (OSError, EOFError, pickle.UnpicklingError, ValueError):
-            self._entries = {}
+        data = memo.load(path, KIND, VERSION)
+        if isinstance(data, dict):
+            self._entries = data
 
     def digest(self, path: str, full: str | None = None) -> tuple[str, Sig]:
         """Digest and stat signature of a file; `path` is the memo key, `full` where to read it."""
@@ -49,11 +44,11 @@ class StatCache:
         st = os.stat(full)
         sig = signature(st)
         hit = self._entries.get(path)
-        if hit is not None and hit[:3] == sig and path not in self._racy:
-            return hit[3], sig
+        if hit is not None and tuple(hit[:4]) == sig and path not in self._racy:
+            return hit[4], sig
         d = digest.of_file(full)
         with self._lock:
-            self._entries[path] = (*sig, d)
+            self._entries[path] = [*sig, d]
             self._dirty = True
             if st.st_mtime_ns >= time.time_ns() - RACY_WINDOW_NS:
                 self._racy.add(path)
@@ -64,16 +59,19 @@ class StatCache:
     def peek(self, path: str) -> Sig | None:
         """The signature recorded when `path` was last hashed."""
         hit = self._entries.get(path)
-        return hit[:3] if hit is not None else None
+        return tuple(hit[:4]) if hit is not None else None
 
-    def save(self) -> None:
+    def forget(self, path: str) -> None:
+        with self._lock:
+            if self._entries.pop(path, None) is not None:
+                self._dirty = True
+
+    def save(self) -> str | None:
+        """None when saved (or nothing to save), else a warning (see memo.save)."""
         if not self._dirty:
-            return
+            return None
         keep = {k: v for k, v in self._entries.items() if k not in self._racy}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(HEADER)
-            pickle.dump(keep, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, self.path)
-        self._dirty = False
+        err = memo.save(self.path, KIND, VERSION, keep, self.tmp_parent, f"the stat memo {self.path}")
+        if err is None:
+            self._dirty = False
+        return err

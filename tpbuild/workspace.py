@@ -9,6 +9,7 @@ ignorant of what rule sets configure.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import tomlsource
+from .errors import UserError, at
 from .manifest import validation_error
 from .layout import BUILD_FILE, OUT_DIR, WORKSPACE_FILE, find_root, sig  # noqa: F401 (re-exported)
 
@@ -109,16 +111,126 @@ def load(root: Path) -> Workspace:
     )
 
 
+# The cache directory is tpbuild's alone. tpbuild makes it (or adopts a missing or empty one) and
+# leaves MARKER in it; a non-empty directory without the marker is not a tpbuild cache, and tpbuild
+# neither writes into it nor deletes from it. `clean --cache` removes only the names below, and the
+# directory itself only if tpbuild made it.
+MARKER = ".tpbuild-cache"
+CACHE_NAMES = ("cas", "ac", "tmp", "workspaces", "sha256", "quarantine", "toolcache", "id", MARKER)
+
+
 def cache_dir(ws: Workspace, flag: str | None) -> Path:
+    """The local cache directory; exit 2 naming the setting if it is the workspace, holds it, or is $HOME."""
     if flag:
-        return Path(flag).expanduser().resolve()
-    env = os.environ.get("TPBUILD_CACHE_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    if ws.cache.dir:
-        return (ws.root / Path(ws.cache.dir).expanduser()).resolve()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tpbuild"
+        path, where = Path(flag).expanduser().resolve(), None
+        what = f"--cache-dir {flag}"
+    elif os.environ.get("TPBUILD_CACHE_DIR"):
+        env = os.environ["TPBUILD_CACHE_DIR"]
+        path, where, what = Path(env).expanduser().resolve(), None, f"TPBUILD_CACHE_DIR={env}"
+    elif ws.cache.dir:
+        path = (ws.root / Path(ws.cache.dir).expanduser()).resolve()
+        where = at(ws.source.path, ws.source.line_of(("cache", "dir")))
+        what = f"[cache] dir = {ws.cache.dir!r}"
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path, where, what = Path(base).resolve() / "tpbuild", None, "the default cache directory"
+    home = Path.home().resolve()
+    if path == ws.root or ws.root.is_relative_to(path):
+        raise UserError(f"{what}: the cache directory {path} is the workspace {ws.root} or holds it; "
+                        "tpbuild owns its cache directory, so pick a directory of its own, e.g. ~/.cache/tpbuild",
+                        where)
+    if path == home:
+        raise UserError(f"{what}: the cache directory {path} is your home directory; pick a directory of "
+                        "its own, e.g. ~/.cache/tpbuild", where)
+    return path
+
+
+def _marker(path: Path) -> dict | None:
+    try:
+        data = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("tpbuild_cache") == 1 else None
+
+
+def _foreign(path: Path) -> list[str]:
+    """What in `path` is not tpbuild's: anything but the names a cache holds (a cache made before the
+    marker existed holds only those) and a marker being written by a concurrent build."""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n not in CACHE_NAMES and not n.startswith(f"{MARKER}."))
+
+
+def claim_cache(path: Path) -> Path:
+    """Make sure `path` is a tpbuild cache: made here with the marker, or a missing or empty directory
+    adopted with it; exit 2 naming it when it holds anything else."""
+    if _marker(path) is not None:
+        return path
+    created = False
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+            created = True
+        except FileExistsError:
+            pass  # a concurrent build made it: adopt it below as they do
+        except OSError as e:
+            raise UserError(f"cannot create the cache directory {path}: {e.strerror}") from None
+    elif not path.is_dir():
+        raise UserError(f"the cache directory {path} is not a directory; point --cache-dir, TPBUILD_CACHE_DIR "
+                        "or [cache] dir elsewhere")
+    foreign = _foreign(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise UserError(f"{path} is not empty and is not a tpbuild cache (no {MARKER} in it; it holds {shown}): "
+                        "tpbuild uses only a directory of its own; point --cache-dir, TPBUILD_CACHE_DIR or "
+                        "[cache] dir at a new or empty directory")
+    tmp = path / f"{MARKER}.{os.getpid()}.{os.urandom(4).hex()}"
+    try:
+        tmp.write_text(json.dumps({"tpbuild_cache": 1, "created": created}) + "\n")
+        try:
+            os.link(tmp, path / MARKER)  # the first build to claim it decides; the others read theirs
+        except FileExistsError:
+            pass
+    except OSError as e:
+        raise UserError(f"cannot write to the cache directory {path}: {e.strerror}") from None
+    finally:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+    return path
+
+
+def clean_cache(path: Path) -> list[str]:
+    """Remove what tpbuild put in its cache directory, and the directory if tpbuild made it; returns
+    what went. Exit 2 (removing nothing) for a directory that is not a tpbuild cache."""
+    from .atomic import remove
+
+    if not path.exists():
+        return []
+    marker = _marker(path)
+    foreign = _foreign(path)
+    if marker is None and foreign:
+        raise UserError(f"{path} is not a tpbuild cache (no {MARKER} in it); not deleting anything in it")
+    gone = []
+    for name in CACHE_NAMES:
+        if name == MARKER:
+            continue
+        p = path / name
+        if os.path.lexists(p):
+            remove(p)
+            gone.append(str(p))
+    if marker is not None and marker.get("created") and not foreign:
+        remove(path / MARKER)
+        try:
+            path.rmdir()
+            gone.append(str(path))
+        except OSError:
+            pass  # something appeared in it meanwhile: keep it
+    return gone
 
 
 def memo_dir(cache_dir: Path, root: Path) -> Path:
