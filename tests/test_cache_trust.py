@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from conftest import Workspace
 
 
@@ -283,3 +284,40 @@ def test_an_unwritable_report_is_refused_before_building(ws, tmp_path):
     r = ws.run("build", "//...", "--report", str(tmp_path), report=False)
     assert r.returncode == 2 and "is a directory" in r.stderr and not ws.out("g").exists()
 
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root); "
+                    "test_a_state_that_cannot_be_saved_... injects the OSError instead")
+def test_a_full_disk_is_a_clear_message_and_the_next_build_recovers(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (a container without CAP_SYS_ADMIN)")
+    try:
+        root = disk / "ws"
+        root.mkdir()
+        (root / "tpbuild.toml").write_text("")
+        w = Workspace(root, tmp_path / "cache")  # the workspace (outputs, state) on the small disk
+        w.write("g/in.txt", "one\n")
+        w.write("g/BUILD.toml", '[genrule.g]\nsrcs = ["in.txt"]\nouts = ["o.txt"]\ncmd = "cat $SRCS $SRCS > $OUT"\n')
+        w.run("build", "//...", report=False, check=True)
+        w.write("g/in.txt", "two\n")
+        filler = disk / "filler"
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        r = w.run("build", "//...", report=False)
+        assert r.returncode == 1, r.output
+        assert "No space left on device" in r.stderr and "could not place its output" in r.stderr, r.output
+        assert "could not save the build state" in r.stderr, r.output
+        state_tmp = root / "tpbuild-out/.tpbuild/tmp"
+        assert [p for p in state_tmp.rglob("*") if not p.is_dir()] == []
+        filler.unlink()
+        r = w.run("build", "//...", report=False, check=True)
+        assert w.out("g/g/o.txt").read_text() == "two\ntwo\n"
+        assert [p for p in state_tmp.rglob("*")] == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -277,8 +277,7 @@ class Session:
                 line = f"nothing is affected since {changed_since}"
                 print(line)
                 if rpath:
-                    report.write(rpath, {"success": True, "targets": {}, "actions": [], "seconds": 0,
-                                         "warnings": []})
+                    _report(rpath, {"success": True, "targets": {}, "actions": [], "seconds": 0, "warnings": []})
                 if self.summary_path:
                     summary.append(self.summary_path, f"### tpbuild: {line}\n\n")
                 return None
@@ -288,7 +287,7 @@ class Session:
             a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root))
         except TpbuildError as e:
             if rpath:
-                report.write(rpath, report.to_json(None, e.render()))
+                _report(rpath, report.to_json(None, e.render()))
             raise
         logs = self.ws.root / build.STATE_DIR / "logs"
         console = Console(len(a.actions), step_of=lambda action: current_step(logs, action))
@@ -300,7 +299,7 @@ class Session:
                 opts.remote.close()
         console.close()
         if rpath:
-            report.write(rpath, report.to_json(result))
+            _report(rpath, report.to_json(result))
         if self.summary_path:
             command = f"tpbuild {getattr(self.flags, 'command', 'build')}"
             summary.append(self.summary_path, summary.build_markdown(
@@ -343,6 +342,16 @@ class Session:
 
         if self.summary_path:
             summary.append(self.summary_path, summary.tests_markdown(rows))
+
+
+def _report(path: Path, data: dict) -> None:
+    """Write the report; checked up front, so a failure now is the disk (full): said, not a traceback."""
+    from . import report
+
+    try:
+        report.write(path, data)
+    except OSError as e:
+        print(f"warning: could not write the report {path}: {e.strerror}", file=sys.stderr)
 
 
 def _writable(path: Path, flag: str) -> Path:
