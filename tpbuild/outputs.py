@@ -32,7 +32,7 @@ from pathlib import Path
 from . import atomic, memo
 from .action import Entry, tree_digest
 from .cas import Cas
-from .layout import STATE_DIR, stat_sig
+from .layout import OUT_DIR, STATE_DIR, stat_sig
 
 KIND, VERSION = "state", 3
 
@@ -181,11 +181,15 @@ def _update(root: Path, dest: Path, old: dict, entries: tuple[Entry, ...], cas: 
         p = dest / path
         if os.path.lexists(p) and not (os.path.isdir(p) and not os.path.islink(p)):
             os.unlink(p)
-        parent = p.parent
-        while parent != dest and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-            parent = parent.parent
+        _prune_empty(p.parent, dest)
     return placed
+
+
+def _prune_empty(d: Path, stop: Path) -> None:
+    """Remove `d` and its parents, up to `stop`, while they are empty."""
+    while d != stop and d.is_dir() and not any(d.iterdir()):
+        d.rmdir()
+        d = d.parent
 
 
 def _replace(root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> dict:
@@ -219,7 +223,6 @@ def prune(state: BuildState, root: Path, live: set[str]) -> list[str]:
     """Remove the outputs this state recorded placing that are not in `live` (targets that no longer
     exist), and the directories that leaves empty up to tpbuild-out; returns what went."""
     gone = []
-    out = root / STATE_DIR.split("/")[0]
     for rel in sorted(state.outputs.keys() - live):
         p = root / rel
         if os.path.lexists(p):
@@ -227,9 +230,6 @@ def prune(state: BuildState, root: Path, live: set[str]) -> list[str]:
         del state.outputs[rel]
         state.dirty = True
         gone.append(rel)
-        parent = p.parent
-        while parent != out and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-            parent = parent.parent
+        _prune_empty(p.parent, root / OUT_DIR)
     return gone
 
