@@ -116,7 +116,7 @@ def load(root: Path) -> Workspace:
 # neither writes into it nor deletes from it. `clean --cache` removes only the names below, and the
 # directory itself only if tpbuild made it.
 MARKER = ".tpbuild-cache"
-CACHE_NAMES = ("cas", "ac", "tmp", "workspaces", "sha256", "quarantine", "toolcache", "id", MARKER)
+CACHE_NAMES = ("cas", "ac", "tmp", "workspaces", "sha256", "quarantine", "id", MARKER)
 
 
 def cache_dir(ws: Workspace, flag: str | None) -> Path:
