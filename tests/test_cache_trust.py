@@ -141,9 +141,11 @@ def test_a_users_cache_directory_is_never_adopted_or_cleaned(ws, tmp_path):
     assert r.returncode == 2 and "is your home directory" in r.stderr
     r = ws.run("build", "//...", "--cache-dir", str(home), env=env)
     assert r.returncode == 2 and "is your home directory" in r.stderr
+    ws.run("build", "//...", check=True)  # with its own cache
     r = ws.run("clean", "--cache", "--cache-dir", str(home), env={"HOME": str(tmp_path)})
     assert r.returncode == 2 and f"{home} is not a tpbuild cache" in r.stderr
     assert _user_files(home) == before
+    assert ws.out("g/g/o").exists()  # refused before anything was removed
 
 
 def test_a_cache_directory_at_or_above_the_workspace_is_refused(ws):
@@ -321,3 +323,30 @@ def test_a_full_disk_is_a_clear_message_and_the_next_build_recovers(tmp_path):
         assert [p for p in state_tmp.rglob("*")] == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_concurrent_builds_in_one_workspace_and_in_clones_sharing_a_cache(tmp_path):
+    """Four builds at once in one workspace, and one in each of three clones sharing its cache: all
+    succeed, every output is right, no temp is left, and the shared cache verifies."""
+    cache = tmp_path / "cache"
+    clones = []
+    for i in range(4):
+        w = _workspace(tmp_path, f"clone{i}", cache)
+        w.write("p/in.txt", "shared\n")
+        w.write("p/BUILD.toml", "\n".join(
+            f'[genrule.g{n}]\nsrcs = ["in.txt"]\nouts = ["d/o{n}.txt"]\n'
+            f'cmd = "sleep 0.0$((RANDOM % 5)); mkdir -p out/d; cat $SRCS > out/d/o{n}.txt; echo {n} >> out/d/o{n}.txt"\n'
+            for n in range(12)))
+        clones.append(w)
+    runs = [clones[0]] * 4 + clones[1:]
+    procs = [subprocess.Popen([sys.executable, "-m", "tpbuild", "-C", str(w.root), "build", "//...", "-j", "3"],
+                              env=w.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for w in runs]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), outs
+    assert not any("Traceback" in o for o in outs)
+    for w in clones:
+        for n in range(12):
+            assert w.out(f"p/g{n}/d/o{n}.txt").read_text() == f"shared\n{n}\n"
+        assert [p for p in (w.root / "tpbuild-out/.tpbuild/tmp").rglob("*")] == []
+    assert list((cache / "tmp").iterdir()) == []
+    assert clones[0].run("cache", "verify").returncode == 0

@@ -200,16 +200,18 @@ def _check_overlaps(analysis: Analysis) -> None:
 
 
 def clean(ws: Workspace, cache_dir: Path, wipe_cache: bool) -> None:
-    from .workspace import clean_cache
+    from .workspace import clean_cache, is_cache, refuse_foreign
 
+    if wipe_cache:
+        refuse_foreign(cache_dir)  # before anything is removed: bad input destroys nothing
     with workspace_lock(ws, lambda _m: None):
         out = ws.root / OUT_DIR
         for child in out.iterdir() if out.exists() else ():
             if child.name != ".tpbuild":
                 atomic.remove(child)
         state_dir = ws.root / STATE_DIR
-        for p in (state_dir / "state", state_dir / "noop", state_dir / "logs", state_dir / "tmp",
-                  memo_dir(cache_dir, ws.root)):
+        memo = [memo_dir(cache_dir, ws.root)] if is_cache(cache_dir) else []  # never in a foreign directory
+        for p in (state_dir / "state", state_dir / "noop", state_dir / "logs", state_dir / "tmp", *memo):
             if os.path.lexists(p):
                 atomic.remove(p)
         if wipe_cache:

@@ -145,6 +145,11 @@ def cache_dir(ws: Workspace, flag: str | None) -> Path:
     return path
 
 
+def is_cache(path: Path) -> bool:
+    """Whether `path` carries tpbuild's marker (so tpbuild may delete what it keeps there)."""
+    return _marker(path) is not None
+
+
 def _marker(path: Path) -> dict | None:
     try:
         data = json.loads((path / MARKER).read_text())
@@ -204,17 +209,22 @@ def claim_cache(path: Path) -> Path:
     return path
 
 
+def refuse_foreign(path: Path) -> None:
+    """Exit 2 if `path` is a directory tpbuild may not clean: not marked, and holding what is not tpbuild's."""
+    if path.exists() and _marker(path) is None and _foreign(path):
+        raise UserError(f"{path} is not a tpbuild cache (no {MARKER} in it); not deleting anything in it")
+
+
 def clean_cache(path: Path) -> list[str]:
     """Remove what tpbuild put in its cache directory, and the directory if tpbuild made it; returns
     what went. Exit 2 (removing nothing) for a directory that is not a tpbuild cache."""
     from .atomic import remove
 
+    refuse_foreign(path)
     if not path.exists():
         return []
     marker = _marker(path)
     foreign = _foreign(path)
-    if marker is None and foreign:
-        raise UserError(f"{path} is not a tpbuild cache (no {MARKER} in it); not deleting anything in it")
     gone = []
     for name in CACHE_NAMES:
         if name == MARKER:
