@@ -33,6 +33,7 @@ STEPS = {  # publish step -> what makes the next build reach it (new classes, to
     "swap-tree": "damage",
     "save-state": "classes",
     "publish-state": "extra",
+    "placed": "extra",
 }
 
 
@@ -159,3 +160,19 @@ def test_kill_minus_9_anywhere_leaves_nothing_stale(tmp_path):
         p = subprocess.run(argv, env={**w.env, "TPBUILD_TEST_KILL_AT": step}, capture_output=True, text=True)
         assert p.returncode == -signal.SIGKILL, f"{step} was not reached: {p.stdout}{p.stderr}"
         check(state, f"kill at {step}")
+
+
+def test_a_file_placed_by_a_killed_build_goes_when_its_source_does(ws):
+    """Killed after placing a tree and before saving the state that records it: the recorded files
+    all verify, so only the directory's own stat can tell that the extra file is there."""
+    ws.write("m/1/model.py", "class TritonPythonModel:\n    pass\n")
+    ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\n')
+    ws.build(check=True)
+    ws.write("m/1/extra.py", "EXTRA = 1\n")
+    p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", str(ws.root), "build", "//..."],
+                       env={**ws.env, "TPBUILD_TEST_KILL_AT": "placed"}, capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stdout + p.stderr
+    assert ws.out("m/m/1/extra.py").exists()
+    (ws.root / "m/1/extra.py").unlink()
+    ws.build(check=True)
+    assert sorted(p.name for p in ws.out("m/m/1").iterdir()) == ["model.py"]

@@ -127,6 +127,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
                 del state.actions[aid]
                 state.dirty = True
         targets = _materialize(ws, analysis, outcomes, state, cas, warn)
+        atomic.crash_point("placed")
         _saved(state.save(), warn)  # a no-op build changes nothing and writes nothing
     cache: dict = {}
     if opts.remote is not None:
