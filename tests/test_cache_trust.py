@@ -30,7 +30,7 @@ def _labels_ws(w: Workspace, poison: bool) -> None:
             [genrule.poison]
             srcs = ["//labeler:labels"]
             outs = ["o.txt"]
-            cmd = "chmod u+w labeler/labels/labels.txt; echo POISON >> labeler/labels/labels.txt; cp labeler/labels/labels.txt $OUT"
+            cmd = "f=labeler/labels/labels.txt; chmod u+w $f; echo POISON >> $f; cp $f $OUT"
         """)
 
 
@@ -201,7 +201,8 @@ def test_memos_are_not_executable(ws, tmp_path):
     for p in memos:
         assert p.read_bytes().startswith(b"tpbuild-memo ")
         # The old header with a pickle, and the new header with one: both are just a miss.
-        p.write_bytes(b"tpbuild-statcache v1\n" + evil if p.name == "statcache" else p.read_bytes().split(b"\n")[0] + b"\n" + evil)
+        header = b"tpbuild-statcache v1" if p.name == "statcache" else p.read_bytes().split(b"\n")[0]
+        p.write_bytes(header + b"\n" + evil)
     r = ws.build(check=True)
     assert not marker.exists()
     assert r.statuses("executed") == [] and ws.out("g/g/o").read_text() == "x\n"
@@ -335,7 +336,7 @@ def test_concurrent_builds_in_one_workspace_and_in_clones_sharing_a_cache(tmp_pa
         w.write("p/in.txt", "shared\n")
         w.write("p/BUILD.toml", "\n".join(
             f'[genrule.g{n}]\nsrcs = ["in.txt"]\nouts = ["d/o{n}.txt"]\n'
-            f'cmd = "sleep 0.0$((RANDOM % 5)); mkdir -p out/d; cat $SRCS > out/d/o{n}.txt; echo {n} >> out/d/o{n}.txt"\n'
+            f'cmd = "sleep 0.0$((RANDOM % 5)); mkdir -p out/d; (cat $SRCS; echo {n}) > out/d/o{n}.txt"\n'
             for n in range(12)))
         clones.append(w)
     runs = [clones[0]] * 4 + clones[1:]
