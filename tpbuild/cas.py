@@ -125,21 +125,28 @@ class Cas:
         if key in self._verified:
             return True
         try:
+            ino = os.stat(key).st_ino
             got = self.statcache.digest(key)[0] if self.statcache is not None else digest.of_file(key)
             ok = got == d
         except FileNotFoundError:
             return False
         if not ok:
-            self.quarantine(d, executable)
+            self.quarantine(d, executable, ino)
             return False
         with self._lock:
             self._verified.add(key)
         return True
 
-    def quarantine(self, d: str, executable: bool = False) -> Path | None:
+    def quarantine(self, d: str, executable: bool = False, ino: int | None = None) -> Path | None:
         """Move a blob that does not match its name out of the store; where it went (None if it was
-        already gone: another build moved it first)."""
+        already gone: another build moved it first). `ino`: the inode found damaged, so a sound blob
+        another build stored meanwhile under the same name is left alone."""
         src = self._path_text(d, executable)
+        try:
+            if ino is not None and os.stat(src).st_ino != ino:
+                return None
+        except FileNotFoundError:
+            return None
         self.quarantine_dir.mkdir(exist_ok=True)
         dest = self.quarantine_dir / f"{os.path.basename(src)}.{time.time_ns()}"
         try:
