@@ -10,9 +10,10 @@ What is recorded (each with `layout.sig`, or `layout.kind` for paths whose analy
 only): tpbuild.toml; every directory package discovery looked into (a new BUILD.toml moves a
 directory's mtime); everything the analysis memo records per package (manifests, the files and
 directories rules looked at); every source an action reads; every cached blob the build's results
-name; every file and directory placed in tpbuild-out (hardlinks of blobs, lstat); the engine's and rule sets'
-code and the interpreter's import path (a rule set installed or upgraded). The command line's
-patterns, the cache location settings and the interpreter are the stamp's key.
+name; every file and directory placed in tpbuild-out (hardlinks of blobs, lstat); the engine's and
+rule sets' code and the interpreter's import path (a rule set installed or upgraded). The command line's
+patterns, the cache location settings, PATH (it enters run actions' keys) and the interpreter are the
+stamp's key.
 
 A stamp is written only when it can be trusted to be complete and exact, else the file is removed:
 the build succeeded without warnings, without a remote cache and executing nothing (new blobs are
