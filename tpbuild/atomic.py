@@ -56,7 +56,10 @@ def process_dir(parent: Path) -> Path:
         new = parent / f"{_NEW}{name}"
         new.mkdir()
         fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without locks (ENOLCK): sweeps fall back to the directory's age
+            pass
         final = parent / name
         os.rename(new, final)
         if hit is not None:
@@ -129,6 +132,8 @@ def _dead(p: Path, name: str) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False  # its process is alive
+        except OSError:  # no locks on this filesystem: only what is old enough is taken for dead
+            return _old(p)
         if name.startswith(_NEW) or not name.split(".")[0].isdigit():
             return _old(p)  # being created right now, or an older tpbuild's temp: only when old
         return True
