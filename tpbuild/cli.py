@@ -51,6 +51,13 @@ def _parser(commands: dict) -> argparse.ArgumentParser:
     g = sub.add_parser("graph", parents=[common], help="print the target graph as Graphviz DOT")
     g.add_argument("patterns", nargs="*", metavar="PATTERN")
 
+    w = sub.add_parser("worker", help="serve a REAPI cluster as a worker (a Remote Workers API bot)")
+    w.add_argument("--executor", required=True, metavar="URL", help="the scheduler: grpc://HOST:PORT or grpcs://")
+    w.add_argument("--instance-name", default="", metavar="NAME", help="the REAPI instance (default: '')")
+    w.add_argument("--property", action="append", metavar="K=V",
+                   help="a platform property this worker offers (repeatable), e.g. container-image=docker://...")
+    w.add_argument("--name", metavar="NAME", help="the worker's name in reports (default: HOST-PID)")
+
     c = sub.add_parser("clean", parents=[common], help="remove tpbuild-out (and with --cache, the cache)")
     c.add_argument("--cache", action="store_true", help="also empty the local cache")
     for cmd in commands.values():
@@ -73,7 +80,7 @@ def add_ci_options(parser) -> None:
                         help="fail the build when the remote cache fails, instead of warning")
 
 
-BUILTIN = ("build", "query", "graph", "clean", "affected")
+BUILTIN = ("build", "query", "graph", "clean", "affected", "worker")
 
 
 def _command_word(argv: list[str]) -> str | None:
@@ -150,6 +157,10 @@ def _main(argv: list[str]) -> int:
             _print_summary("Built", hit["targets"], hit["targets"], hit["actions"],
                            ["0 executed", f"{hit['actions']} from cache"], time.monotonic() - t0, hit["shown"])
             return EXIT_OK
+    if args.command == "worker":
+        from .reapi import worker
+
+        return worker.main(args)
     from . import workspace
 
     ws = workspace.load(workspace.find_root(start))

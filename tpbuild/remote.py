@@ -165,7 +165,7 @@ class RemoteCache:
                 wire.append([e.path, e.kind, e.digest, e.size])
                 continue
             exe = e.kind == "x"
-            sha = self._sha_of(e.digest, exe, cas)
+            sha = self.index.sha_of_blob(cas, e.digest, exe)
             if sha is None:
                 self._problem(f"local blob {e.digest} of {e.path} is damaged; not uploading this result")
                 return
@@ -259,18 +259,6 @@ class RemoteCache:
         with open(tmp, "wb") as f:  # truncated on every attempt
             sink = _Hashing(f)
             return self.backend.get(key, sink), sink
-
-    def _sha_of(self, d: str, exe: bool, cas) -> str | None:
-        """The blob's SHA-256, from the index or hashed now; None if the blob no longer matches its name."""
-        if not cas.verify(d, exe):
-            return None
-        sha = self.index.sha_of(d)
-        if sha is None:
-            got, sha = digest.of_file_both(cas.path(d, exe))
-            if got != d:
-                return None
-            self.index.record(d, sha)
-        return sha
 
     def _push(self, item: tuple[str, Path]) -> None:
         sha, path = item
