@@ -222,9 +222,9 @@ def _affected(ws, args, cache_dir: Path) -> int:
 def _build(ws, args, cache_dir: Path, stamp) -> int:
     if stamp is not None:
         stamp.forget()  # out of date, or it would have answered
-    result = Session(ws, cache_dir, args).build(args.patterns, jobs=args.jobs, keep_going=args.keep_going,
-                                          report_path=args.report, changed_since=args.changed_since,
-                                          summary_path=args.summary)
+    result = Session(ws, cache_dir, args).run_build(args.patterns, jobs=args.jobs, keep_going=args.keep_going,
+                                                    report_path=args.report, changed_since=args.changed_since,
+                                                    summary_path=args.summary)
     if stamp is not None and result is not None:
         from .workspace import memo_dir
 
@@ -234,7 +234,8 @@ def _build(ws, args, cache_dir: Path, stamp) -> int:
 
 class Session:
     """What a command (built-in or a rule set's, such as `tpbuild test`) works with: the workspace and
-    a build that reports progress and a summary exactly as `tpbuild build` does."""
+    a build that reports progress and a summary exactly as `tpbuild build` does. Rule sets see it as
+    `plugin.Session`; `run_build` is the engine's own, with the whole `BuildResult`."""
 
     def __init__(self, ws, cache_dir: Path, flags=None):
         self.ws = ws
@@ -242,8 +243,38 @@ class Session:
         self.flags = flags  # the parsed command line: the remote cache options of add_ci_options
         self.summary_path: Path | None = None
 
+    @property
+    def root(self) -> Path:
+        return self.ws.root
+
+    def section(self, name: str) -> dict:
+        return self.ws.sections.get(name, {})
+
+    def output(self, label) -> Path:
+        from .layout import OUT_DIR
+
+        return self.ws.root / OUT_DIR / label.path
+
+    def analyse(self, patterns: list[str]):
+        from .analysis import analyze
+        from .plugin import Analysed
+        from .workspace import memo_dir
+
+        a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root))
+        return Analysed(tuple(a.requested), a.infos)
+
     def build(self, patterns: list[str], *, jobs: int, keep_going: bool = False, report_path: str | None = None,
-              extra_report: dict | None = None, changed_since: str | None = None, summary_path: str | None = None):
+              changed_since: str | None = None, summary_path: str | None = None):
+        from .plugin import Built
+
+        result = self.run_build(patterns, jobs=jobs, keep_going=keep_going, report_path=report_path,
+                                changed_since=changed_since, summary_path=summary_path)
+        if result is None:
+            return None
+        return Built(tuple(result.analysis.requested), result.analysis.infos, result.success)
+
+    def run_build(self, patterns: list[str], *, jobs: int, keep_going: bool = False, report_path: str | None = None,
+                  changed_since: str | None = None, summary_path: str | None = None):
         """None when `changed_since` leaves nothing to build (a success: the line says so)."""
         from . import build, report, summary
         from .analysis import analyze
@@ -332,14 +363,20 @@ class Session:
 
 
 def _summary(result) -> None:
+    from .build import TargetStatus
+    from .runner import Where
+
     counts: dict[str, int] = {}
+    remote_runs = 0
     for o in result.outcomes.values():
-        counts[o.status] = counts.get(o.status, 0) + 1
+        counts[o.status.value] = counts.get(o.status.value, 0) + 1
+        remote_runs += o.executed_by is not None and o.executed_by.where is Where.REMOTE
     for o in result.errors():
         print(f"error: {o.error.render()}", file=sys.stderr)
     n_targets = len(result.targets)
-    ok = sum(1 for t in result.targets.values() if t.status == "built")
-    parts = [f"{counts.get('executed', 0)} executed", f"{counts.get('cached', 0)} from cache"]
+    ok = sum(1 for t in result.targets.values() if t.status is TargetStatus.BUILT)
+    parts = [f"{counts.get('executed', 0)} executed" + (f" ({remote_runs} remotely)" if remote_runs else ""),
+             f"{counts.get('cached', 0)} from cache"]
     if counts.get("remote"):
         parts.append(f"{counts['remote']} from remote cache")
     if "remote" in result.cache:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import digest
+from .action import blobs_of
 from .actioncache import ActionCache
 from .errors import UserError, at
 from .shaindex import ShaIndex
@@ -76,7 +77,7 @@ def evict(cache_dir: Path, limit: int, live_keys: set[str], live_blobs: set[tupl
     names: dict[str, list[tuple[str, bool]]] = {}
     refs: dict[tuple[str, bool], int] = {}
     for key in entries:
-        named = [(e.digest, e.kind == "x") for e in ac.get(key) or () if e.kind != "l"]
+        named = list(blobs_of(ac.get(key) or ()))
         names[key] = named
         for b in named:
             refs[b] = refs.get(b, 0) + 1

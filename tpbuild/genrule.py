@@ -14,9 +14,7 @@ import subprocess
 
 from pydantic import field_validator
 
-from .executor import OUT
-from .label import Label
-from .plugin import AnalysisContext, Attrs, Rule, SourceOrLabel, SourcePath, TargetInfo
+from .plugin import OUT, AnalysisContext, Attrs, Label, Rule, SourceOrLabel, SourcePath, TargetInfo
 
 
 class GenruleAttrs(Attrs):

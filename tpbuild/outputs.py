@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .action import Entry, tree_digest
+from .action import Entry, OutputEntry, Symlink, tree_digest
 from .cas import Cas
 from .statcache import signature
 
@@ -114,19 +114,19 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
     return True
 
 
-def _place(p: Path, e: Entry, cas: Cas) -> tuple:
-    if e.kind == "l":
-        os.symlink(e.digest, p)
+def _place(p: Path, e: OutputEntry, cas: Cas) -> tuple:
+    if isinstance(e, Symlink):
+        os.symlink(e.target, p)
     else:
-        cas.link(e.digest, e.kind == "x", p)
-    return (e.kind, e.digest, signature(os.lstat(p)))
+        cas.link(e.digest, e.executable, p)
+    return (*e.identity, signature(os.lstat(p)))
 
 
 def _update(dest: Path, old: dict, entries: tuple[Entry, ...], cas: Cas) -> dict:
     placed = {}
     for e in entries:
         prev = old.get(e.path)
-        if prev is not None and prev[:2] == (e.kind, e.digest):
+        if prev is not None and prev[:2] == e.identity:
             placed[e.path] = prev
             continue
         p = dest / e.path
