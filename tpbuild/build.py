@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from . import outputs
 from .action import blobs_of
@@ -38,10 +38,18 @@ class Options:
     jobs: int = os.cpu_count() or 1
     keep_going: bool = False
     remote: RemoteCacheClient | None = None  # a remote.RemoteCache, or a REAPI one
-    # Remote execution: given the runner that executes locally, the one that executes remotely
-    # (handing it what stays local, and what cannot go remote by its policy). See runner.stack.
-    remote_executor: Callable[[Runner], Runner] | None = None
+    # A REAPI service (tpbuild.reapi.service.Service): remote execution, or its ActionCache as a remote
+    # cache; its runner wraps local execution (handing it what stays local). See runner.stack.
+    remote_executor: RemoteExecutor | None = None
     max_size: int | None = None  # bytes; the local cache is trimmed to it after a build that added to it
+
+
+class RemoteExecutor(Protocol):
+    def wrap(self, inner: Runner, cas: Cas, cache_dir: Path, logs_dir: Path, warn: Callable[[str], None]) -> Runner: ...
+
+    def stats(self) -> dict: ...
+
+    def close(self) -> None: ...
 
 
 class TargetStatus(StrEnum):
@@ -107,8 +115,10 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         cas = Cas(opts.cache_dir, statcache)
         ac = ActionCache(opts.cache_dir)
         state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
-        runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
-                       remote_cache=opts.remote, remote_executor=opts.remote_executor)
+        logs = state_dir / "logs"
+        rex = opts.remote_executor
+        runner = stack(Executor(ws.root, cas, logs), ac=ac, cas=cas, last=state.actions, remote_cache=opts.remote,
+                       remote_executor=(lambda inner: rex.wrap(inner, cas, opts.cache_dir, logs, warn)) if rex else None)
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks)
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going)
         try:
@@ -122,8 +132,9 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         targets = _materialize(ws, analysis, outcomes, state, cas, warn)
         state.save()  # a no-op build changes nothing and writes nothing
     cache: dict = {}
-    if opts.remote is not None:
-        cache["remote"] = opts.remote.stats()
+    for r in (opts.remote, opts.remote_executor):
+        if r is not None:
+            cache["remote"] = r.stats()
     if opts.max_size is not None and any(o.status in (Status.EXECUTED, Status.REMOTE) for o in outcomes.values()):
         cache["evicted"] = _evict(opts, outcomes)
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs)

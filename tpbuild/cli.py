@@ -74,10 +74,16 @@ def add_ci_options(parser) -> None:
                         help="only the targets a change since git revision REF affects (and what includes them)")
     parser.add_argument("--summary", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
     parser.add_argument("--remote-cache", metavar="URL", help="a shared cache: file:///path, http(s)://host/prefix, "
-                        "s3://bucket/prefix (default: $TPBUILD_REMOTE_CACHE, [cache] remote; '' for none)")
+                        "s3://bucket/prefix, grpc(s)://host:port (a REAPI ActionCache and CAS) (default: $TPBUILD_REMOTE_CACHE, "
+                        "[cache] remote; '' for none)")
     parser.add_argument("--no-remote-upload", action="store_true", help="read the remote cache, never write it")
     parser.add_argument("--remote-required", action="store_true",
-                        help="fail the build when the remote cache fails, instead of warning")
+                        help="fail the build when the remote cache or executor fails, instead of warning")
+    parser.add_argument("--remote-executor", metavar="URL",
+                        help="run actions on a REAPI executor: grpc://HOST:PORT or grpcs://HOST:PORT (default: "
+                             "$TPBUILD_REMOTE_EXECUTOR, [remote] executor; '' for none)")
+    parser.add_argument("--remote-instance-name", metavar="NAME",
+                        help="the REAPI instance name (default: $TPBUILD_REMOTE_INSTANCE_NAME, [remote] instance_name, '')")
 
 
 BUILTIN = ("build", "query", "graph", "clean", "affected", "worker")
@@ -313,8 +319,9 @@ class Session:
         try:
             result = build.run(self.ws, a, opts, hooks)
         finally:
-            if opts.remote is not None:
-                opts.remote.close()
+            for r in (opts.remote, opts.remote_executor):
+                if r is not None:
+                    r.close()
         console.close()
         if rpath:
             report.write(rpath, report.to_json(result))
@@ -332,16 +339,36 @@ class Session:
         opts = Options(cache_dir=self.cache_dir, jobs=jobs, keep_going=keep_going)
         flag = getattr(self.flags, "remote_cache", None)
         required = getattr(self.flags, "remote_required", False)
-        if flag is not None or required or self.ws.cache.remote or "TPBUILD_REMOTE_CACHE" in os.environ:
+        no_upload = getattr(self.flags, "no_remote_upload", False)
+        s = None
+        if flag is not None or self.ws.cache.remote or "TPBUILD_REMOTE_CACHE" in os.environ or (
+                required and not self._executor_configured()):
             from . import remote
 
-            s = remote.settings(self.ws, flag, getattr(self.flags, "no_remote_upload", False), required)
-            opts.remote = remote.open_remote(s, self.cache_dir) if s is not None else None
+            s = remote.settings(self.ws, flag, no_upload, required)
+        grpc_cache = s is not None and s.url.startswith(("grpc://", "grpcs://"))
+        if s is not None and not grpc_cache:
+            from . import remote
+
+            opts.remote = remote.open_remote(s, self.cache_dir)
+        if self._executor_configured() or grpc_cache:
+            from .reapi import service
+
+            r = service.settings(self.ws, self.flags, s.url if grpc_cache else None,
+                                 s.upload if s is not None else not no_upload, required)
+            if r is not None:
+                opts.remote_executor = service.Service(r)
         if self.ws.cache.max_size is not None:
             from .eviction import max_size
 
             opts.max_size = max_size(self.ws)
         return opts
+
+    def _executor_configured(self) -> bool:
+        flag = getattr(self.flags, "remote_executor", None)
+        if flag is not None:
+            return bool(flag)
+        return bool(os.environ.get("TPBUILD_REMOTE_EXECUTOR", self.ws.remote.executor or ""))
 
     def changed(self, patterns: list[str], ref: str) -> list[str]:
         """The targets `patterns` name or depend on that a change since `ref` affects, as labels."""
@@ -382,7 +409,7 @@ def _summary(result) -> None:
     if "remote" in result.cache:
         r = result.cache["remote"]
         parts.append(f"{_mb(r['downloaded_bytes'])} downloaded, {_mb(r['uploaded_bytes'])} uploaded"
-                     + (" (remote cache switched off)" if r["disabled"] else ""))
+                     + (f" (remote {'executor' if r.get('executor') else 'cache'} switched off)" if r["disabled"] else ""))
     if counts.get("failed"):
         parts.append(f"{counts['failed']} failed")
     if counts.get("skipped"):

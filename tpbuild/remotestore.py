@@ -75,9 +75,17 @@ def has_credentials(url: str) -> bool:
 def check_url(url: str) -> str:
     """'' if tpbuild can open `url`, else what is wrong with it."""
     p = urllib.parse.urlsplit(url)
+    if p.scheme in ("grpc", "grpcs"):  # a REAPI endpoint (tpbuild/reapi), as a cache or an executor
+        try:
+            port = p.port
+        except ValueError:
+            port = None
+        if not p.hostname or port is None or p.path not in ("", "/"):
+            return f"REAPI URL {scrub(url)!r}: use grpc://HOST:PORT or grpcs://HOST:PORT (a host and a port, no path)"
+        return ""
     if p.scheme not in SCHEMES:
-        return (f"unsupported remote cache URL {scrub(url)!r}: use file:///path, http(s)://host/prefix "
-                "or s3://bucket/prefix")
+        return (f"unsupported remote cache URL {scrub(url)!r}: use file:///path, http(s)://host/prefix, "
+                "s3://bucket/prefix or grpc(s)://host:port (REAPI)")
     if p.scheme == "file" and (p.netloc or not p.path.startswith("/")):
         return f"remote cache URL {scrub(url)!r}: a file URL needs an absolute path, file:///path"
     if p.scheme in ("http", "https", "s3") and not p.hostname:

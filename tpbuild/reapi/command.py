@@ -18,11 +18,12 @@ that differs between the machines that ask.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from google.protobuf import duration_pb2
 
-from ..action import PYTHON, TOOL_LOG, Action, wire_key_of
+from ..action import PYTHON, TOOL_LOG, RunAction, wire_key_of
 from .wire import digest_of, re_pb2
 
 OUT_PREFIX = "out/"
@@ -47,16 +48,15 @@ def _expand(s: str) -> str:
     return s.replace(PYTHON, REMOTE_PYTHON).replace(TOOL_LOG, TOOL_LOG_FILE)
 
 
-def platform_of(action: Action, defaults: dict[str, str]) -> dict[str, str]:
-    return {**defaults, **dict(action.spec.get("exec_properties") or {})}
+def platform_of(action: RunAction, defaults: dict[str, str]) -> dict[str, str]:
+    return {**defaults, **dict(action.exec_properties)}
 
 
-def build(action: Action, root: re_pb2.Digest, material: bytes, platform: dict[str, str]) -> Wire:
-    spec = action.spec
-    argv = [_expand(a) for a in spec["argv"]]
-    uses_tool_log = any(TOOL_LOG in a for a in spec["argv"])
-    env = {**FIXED_ENV, **{k: _expand(v) for k, v in spec["env"].items()}}
-    outs = sorted(OUT_PREFIX + o for o in spec["outs"]) + ([TOOL_LOG_FILE] if uses_tool_log else [])
+def build(action: RunAction, root: re_pb2.Digest, material: bytes, platform: dict[str, str]) -> Wire:
+    argv = [_expand(a) for a in action.argv]
+    uses_tool_log = any(TOOL_LOG in a for a in action.argv)
+    env = {**FIXED_ENV, **{k: _expand(v) for k, v in action.env}}
+    outs = sorted(OUT_PREFIX + o for o in action.outs) + ([TOOL_LOG_FILE] if uses_tool_log else [])
     plat = re_pb2.Platform(properties=[re_pb2.Platform.Property(name=k, value=platform[k]) for k in sorted(platform)])
     command = re_pb2.Command(
         arguments=argv,
@@ -67,7 +67,7 @@ def build(action: Action, root: re_pb2.Digest, material: bytes, platform: dict[s
     command_bytes = command.SerializeToString(deterministic=True)
     msg = re_pb2.Action(command_digest=digest_of(command_bytes), input_root_digest=root, platform=plat,
                         salt=wire_key_of(material).encode())
-    if spec.get("timeout"):
-        msg.timeout.CopyFrom(duration_pb2.Duration(seconds=int(spec["timeout"]) + 1))
+    if action.timeout:
+        msg.timeout.CopyFrom(duration_pb2.Duration(seconds=math.ceil(action.timeout)))
     action_bytes = msg.SerializeToString(deterministic=True)
     return Wire(msg, digest_of(action_bytes), action_bytes, command, command_bytes, uses_tool_log)

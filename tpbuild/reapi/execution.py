@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..action import Action
+from ..action import RunAction
 from ..errors import BuildError
 from ..executor import Resolved, log_path
 from . import command, merkle
@@ -57,7 +57,7 @@ class Remote:
         self.execution = re_grpc.ExecutionStub(server.channel)
         self.operations = ops_grpc.OperationsStub(server.channel)
 
-    def wire(self, action: Action, inputs: list[Resolved], material: bytes) -> tuple[command.Wire, list[Upload]]:
+    def wire(self, action: RunAction, inputs: list[Resolved], material: bytes) -> tuple[command.Wire, list[Upload]]:
         root, uploads = merkle.input_root(inputs, self.local)
         w = command.build(action, root, material, command.platform_of(action, self.platform))
         uploads.append(Upload(w.action.command_digest, data=w.command_bytes))
@@ -66,7 +66,7 @@ class Remote:
 
     # -- the remote cache ------------------------------------------------------------------------
 
-    def lookup(self, action: Action, w: command.Wire) -> Executed | None:
+    def lookup(self, action: RunAction, w: command.Wire) -> Executed | None:
         """A successful result in the ActionCache whose outputs the CAS still holds, fetched; or None."""
         result = self.server.get_action_result(w.action_digest)
         if result is None or result.exit_code != 0:
@@ -76,15 +76,15 @@ class Remote:
         except MissingBlob:
             return None
 
-    def store(self, action: Action, w: command.Wire, uploads: list[Upload], entries: tuple, log: bytes) -> None:
+    def store(self, action: RunAction, w: command.Wire, uploads: list[Upload], entries: tuple, log: bytes) -> None:
         """A result executed here, as a remote executor would have reported it; blobs first, entry last."""
-        result, blobs = merkle.result_of(entries, list(action.spec["outs"]), self.local, command.OUT_PREFIX, log)
+        result, blobs = merkle.result_of(entries, list(action.outs), self.local, command.OUT_PREFIX, log)
         self.server.upload_missing(uploads + blobs)
         self.server.update_action_result(w.action_digest, result)
 
     # -- remote execution --------------------------------------------------------------------------
 
-    def execute(self, action: Action, inputs: list[Resolved], material: bytes) -> Executed:
+    def execute(self, action: RunAction, inputs: list[Resolved], material: bytes) -> Executed:
         w, uploads = self.wire(action, inputs, material)
         hit = self.lookup(action, w)
         if hit is not None:
@@ -120,7 +120,7 @@ class Remote:
         raise ReapiError(f"{action.owner}: {action.mnemonic} did not complete remotely after {ATTEMPTS} "
                          f"attempts; last: {last}")
 
-    def _run(self, action: Action, w: command.Wire, skip_cache: bool) -> re_pb2.ExecuteResponse:
+    def _run(self, action: RunAction, w: command.Wire, skip_cache: bool) -> re_pb2.ExecuteResponse:
         """Execute and follow the operation to its end; a queue that never moves ends in a BuildError."""
         req = re_pb2.ExecuteRequest(instance_name=self.server.instance, action_digest=w.action_digest,
                                     skip_cache_lookup=skip_cache)
@@ -194,18 +194,25 @@ class Remote:
 
     # -- results -----------------------------------------------------------------------------------
 
-    def _outputs(self, action: Action, result: re_pb2.ActionResult) -> tuple:
+    def _outputs(self, action: RunAction, result: re_pb2.ActionResult) -> tuple:
         entries = merkle.entries_of(result, self.local, command.OUT_PREFIX)
-        for out in action.spec["outs"]:
+        for out in action.outs:
             if not any(e.path == out or e.path.startswith(out + "/") for e in entries):
                 raise BuildError(f"{action.owner}: {action.mnemonic} did not create its declared output {out!r} "
                                  f"(remotely, on {result.execution_metadata.worker or 'an unnamed worker'})")
         return entries
 
-    def _tool_log(self, action: Action) -> Path:
+    def local_log(self, action: RunAction) -> bytes:
+        """The log of an action that ran here, to store as its result's stdout."""
+        try:
+            return log_path(self.logs_dir, action).read_bytes()
+        except OSError:
+            return b""
+
+    def _tool_log(self, action: RunAction) -> Path:
         return log_path(self.logs_dir, action).with_suffix(".tool.log")
 
-    def _write_log(self, action: Action, result: re_pb2.ActionResult) -> None:
+    def _write_log(self, action: RunAction, result: re_pb2.ActionResult) -> None:
         """stdout then stderr, where the local executor writes an action's log."""
         parts = []
         for raw, d in ((result.stdout_raw, result.stdout_digest), (result.stderr_raw, result.stderr_digest)):
@@ -223,7 +230,7 @@ class Remote:
                 except MissingBlob:
                     pass
 
-    def _failure(self, action: Action, w: command.Wire, what: str, worker: str) -> BuildError:
+    def _failure(self, action: RunAction, w: command.Wire, what: str, worker: str) -> BuildError:
         log = log_path(self.logs_dir, action)
         tool_log = self._tool_log(action)
         try:

@@ -16,7 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..action import Entry, Source
+from ..action import Entry, OutputEntry, Source, Symlink
 from ..executor import Resolved
 from .blobs import LocalBlobs, MissingBlob, Server, Upload
 from .wire import digest_of, re_pb2
@@ -54,6 +54,12 @@ def _place(root: _Dir, rel: str) -> tuple[_Dir, str]:
     return d, parts[-1]
 
 
+def _file_node(name: str, e: Entry, local: LocalBlobs, uploads: list[Upload]) -> re_pb2.FileNode:
+    dg = local.wire_digest(e.digest, e.executable, e.size)
+    uploads.append(Upload(dg, path=local.cas.path(e.digest, e.executable)))
+    return re_pb2.FileNode(name=name, digest=dg, is_executable=e.executable)
+
+
 def input_root(inputs: list[Resolved], local: LocalBlobs,
                extra_dirs: tuple[str, ...] = ()) -> tuple[re_pb2.Digest, list[Upload]]:
     """The input root of a run action (its inputs where the executor would place them, plus
@@ -71,13 +77,10 @@ def input_root(inputs: list[Resolved], local: LocalBlobs,
         for e in r.entries:
             rel = r.dest if r.input.path else (f"{r.dest}/{e.path}" if r.dest else e.path)
             d, name = _place(root, rel)
-            if e.kind == "l":
-                d.links[name] = e.digest
-                continue
-            exe = e.kind == "x"
-            dg = local.wire_digest(e.digest, exe, e.size)
-            d.files[name] = re_pb2.FileNode(name=name, digest=dg, is_executable=exe)
-            uploads.append(Upload(dg, path=local.cas.path(e.digest, exe)))
+            if isinstance(e, Symlink):
+                d.links[name] = e.target
+            else:
+                d.files[name] = _file_node(name, e, local, uploads)
     for rel in extra_dirs:
         d = root
         for p in rel.split("/"):
@@ -91,29 +94,21 @@ def input_root(inputs: list[Resolved], local: LocalBlobs,
 
 # -- results, client side --------------------------------------------------------------------------
 
-def _file_entry(path: str, local_digest: str, executable: bool, size: int) -> Entry:
-    return Entry(path, "x" if executable else "f", local_digest, size)
-
-
-def _link_entry(path: str, target: str) -> Entry:
-    return Entry(path, "l", target, 0)
-
-
-def entries_of(result: re_pb2.ActionResult, local: LocalBlobs, prefix: str) -> tuple[Entry, ...]:
+def entries_of(result: re_pb2.ActionResult, local: LocalBlobs, prefix: str) -> tuple[OutputEntry, ...]:
     """The outputs below `prefix` (`out/`) as local entries, every blob fetched and verified.
     MissingBlob when the server lacks one: the result cannot be used."""
     server = local.server
-    out: list[Entry] = []
+    out: list[OutputEntry] = []
 
     def rel(p: str) -> str | None:
         return p[len(prefix):] if p.startswith(prefix) else None
 
     for f in result.output_files:
         if (p := rel(f.path)) is not None:
-            out.append(_file_entry(p, local.fetch(f.digest, f.is_executable), f.is_executable, f.digest.size_bytes))
+            out.append(Entry.file(p, local.fetch(f.digest, f.is_executable), f.digest.size_bytes, f.is_executable))
     for s in list(result.output_symlinks) or [*result.output_file_symlinks, *result.output_directory_symlinks]:
         if (p := rel(s.path)) is not None:
-            out.append(_link_entry(p, s.target))
+            out.append(Symlink(p, s.target))
     for od in result.output_directories:
         if (p := rel(od.path)) is None:
             continue
@@ -124,12 +119,12 @@ def entries_of(result: re_pb2.ActionResult, local: LocalBlobs, prefix: str) -> t
     return tuple(out)
 
 
-def _walk(d: re_pb2.Directory, base: str, children: dict, local: LocalBlobs, out: list[Entry]) -> None:
+def _walk(d: re_pb2.Directory, base: str, children: dict, local: LocalBlobs, out: list[OutputEntry]) -> None:
     for f in d.files:
-        out.append(_file_entry(f"{base}/{f.name}", local.fetch(f.digest, f.is_executable), f.is_executable,
-                               f.digest.size_bytes))
+        out.append(Entry.file(f"{base}/{f.name}", local.fetch(f.digest, f.is_executable), f.digest.size_bytes,
+                              f.is_executable))
     for s in d.symlinks:
-        out.append(_link_entry(f"{base}/{s.name}", s.target))
+        out.append(Symlink(f"{base}/{s.name}", s.target))
     for sub in d.directories:
         child = children.get(sub.digest.hash)
         if child is None:
@@ -137,13 +132,13 @@ def _walk(d: re_pb2.Directory, base: str, children: dict, local: LocalBlobs, out
         _walk(child, f"{base}/{sub.name}", children, local, out)
 
 
-def result_of(entries: tuple[Entry, ...], outs: list[str], local: LocalBlobs, prefix: str,
+def result_of(entries: tuple[OutputEntry, ...], outs: list[str], local: LocalBlobs, prefix: str,
               log: bytes) -> tuple[re_pb2.ActionResult, list[Upload]]:
     """A local result as an ActionResult (for the remote cache): each declared output a file, symlink
     or directory (a Tree) as a remote executor would have reported it; the log as stdout."""
     uploads: list[Upload] = []
     result = re_pb2.ActionResult(exit_code=0)
-    by_out: dict[str, list[Entry]] = {o: [] for o in outs}
+    by_out: dict[str, list[OutputEntry]] = {o: [] for o in outs}
     for e in entries:
         top = next((o for o in outs if e.path == o or e.path.startswith(o + "/")), None)
         if top is None:
@@ -152,22 +147,19 @@ def result_of(entries: tuple[Entry, ...], outs: list[str], local: LocalBlobs, pr
     for o, es in sorted(by_out.items()):
         if len(es) == 1 and es[0].path == o:
             e = es[0]
-            if e.kind == "l":
-                result.output_symlinks.add(path=prefix + o, target=e.digest)
-                continue
-            dg = local.wire_digest(e.digest, e.kind == "x", e.size)
-            result.output_files.add(path=prefix + o, digest=dg, is_executable=e.kind == "x")
-            uploads.append(Upload(dg, path=local.cas.path(e.digest, e.kind == "x")))
+            if isinstance(e, Symlink):
+                result.output_symlinks.add(path=prefix + o, target=e.target)
+            else:
+                node = _file_node(o, e, local, uploads)
+                result.output_files.add(path=prefix + o, digest=node.digest, is_executable=node.is_executable)
             continue
         root = _Dir()
         for e in es:
             d, name = _place(root, e.path[len(o) + 1:])
-            if e.kind == "l":
-                d.links[name] = e.digest
+            if isinstance(e, Symlink):
+                d.links[name] = e.target
             else:
-                dg = local.wire_digest(e.digest, e.kind == "x", e.size)
-                d.files[name] = re_pb2.FileNode(name=name, digest=dg, is_executable=e.kind == "x")
-                uploads.append(Upload(dg, path=local.cas.path(e.digest, e.kind == "x")))
+                d.files[name] = _file_node(name, e, local, uploads)
         tree = tree_of(root)
         data = tree.SerializeToString(deterministic=True)
         td = digest_of(data)

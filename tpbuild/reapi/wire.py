@@ -24,8 +24,8 @@ except ImportError as e:  # pragma: no cover - depends on the install
     raise ImportError(f"REAPI support needs the 'reapi' extra (pip install 'tpbuild[reapi]'): {e}") from None
 
 from ..errors import UserError
+from ..remotestore import check_url
 
-SCHEMES = ("grpc", "grpcs")
 # The largest request body we send or ask for in one message; larger blobs go through ByteStream.
 # Servers advertise their own limit (CacheCapabilities.max_batch_total_size_bytes), commonly 4 MiB.
 MAX_BATCH = 3 << 20
@@ -57,24 +57,6 @@ def digest_of(data: bytes) -> re_pb2.Digest:
     return re_pb2.Digest(hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
 
 
-def key_of(d: re_pb2.Digest) -> tuple[str, int]:
-    return d.hash, d.size_bytes
-
-
-def check_url(url: str) -> str | None:
-    """What is wrong with a `grpc://HOST:PORT` / `grpcs://HOST:PORT` URL, or None."""
-    u = urllib.parse.urlsplit(url)
-    if u.scheme not in SCHEMES:
-        return f"{url!r}: use grpc://HOST:PORT or grpcs://HOST:PORT"
-    try:
-        port = u.port
-    except ValueError:
-        port = None
-    if not u.hostname or port is None or u.path not in ("", "/"):
-        return f"{url!r}: use grpc://HOST:PORT or grpcs://HOST:PORT (a host and a port, no path)"
-    return None
-
-
 def open_channel(url: str) -> grpc.Channel:
     """grpc:// is plaintext; grpcs:// is TLS with the system's roots (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH
     overrides them). A bearer token in TPBUILD_REAPI_TOKEN is sent with every call (BuildBuddy's API
@@ -102,5 +84,5 @@ def metadata_from_env(environ) -> tuple[tuple[str, str], ...]:
 
 __all__ = ["grpc", "re_pb2", "re_grpc", "bs_pb2", "bs_grpc", "ops_pb2", "ops_grpc", "code_pb2", "status_pb2",
            "bots_pb2", "bots_grpc", "worker_pb2",
-           "ReapiError", "rpc_error", "digest_of", "key_of", "check_url", "open_channel", "metadata_from_env",
+           "ReapiError", "rpc_error", "digest_of", "open_channel", "metadata_from_env",
            "MAX_BATCH", "CHUNK"]
