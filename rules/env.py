@@ -14,6 +14,8 @@ from pydantic import ValidationError
 
 from tpbuild.plugin import PYTHON, TOOL_LOG, AnalysisContext, Attrs, Rule, SourceAttr, TargetInfo
 
+from .settings import settings
+
 
 class EnvAttrs(Attrs):
     python: str
@@ -26,6 +28,7 @@ class EnvAttrs(Attrs):
     interpreter: str | None = None
     pack_exclude: tuple[str, ...] = ()
     format: Literal["tar.gz", "dir"] = "tar.gz"
+    exec_properties: dict[str, str] = {}  # REAPI platform for remote builds, over [triton]'s default
 
 
 class PythonEnv(Rule):
@@ -37,7 +40,7 @@ class PythonEnv(Rule):
         from . import envbuild
 
         inputs = {}
-        fields = attrs.model_dump(exclude={"requirements", "environment"})
+        fields = attrs.model_dump(exclude={"requirements", "environment", "exec_properties"})
         for attr in ("requirements", "environment"):
             src = getattr(attrs, attr)
             if src is not None:
@@ -59,6 +62,7 @@ class PythonEnv(Rule):
             "PythonEnv", [PYTHON, "-m", "tpbuild_triton.envbuild", "--spec", "spec.json",
                           "--out", f"out/{file_name}", "--log", TOOL_LOG],
             inputs=inputs, outs=[file_name], tools=tools,
+            exec_properties={**settings(ctx).exec_properties(), **attrs.exec_properties},
             description=f"PythonEnv {ctx.label} ({spec.manager}, python {spec.python})",
         )
         return TargetInfo(rule=self.name, output=art,

@@ -34,6 +34,7 @@ class StubAttrs(Attrs):
     branch: str | None = None
     gpu: bool = False
     cmake_args: tuple[str, ...] = ()
+    exec_properties: dict[str, str] = {}  # REAPI platform for remote builds, over [triton]'s default
 
     @field_validator("branch")
     @classmethod
@@ -105,6 +106,7 @@ class PythonStub(Rule):
             inputs=inputs, outs=[stubbuild.STUB], tools=tools,
             # cmake would take CC/CXX from the caller's environment, which the action does not inherit.
             env={k: os.environ[k] for k in ("CC", "CXX") if os.environ.get(k)},
+            exec_properties={**settings.settings(ctx).exec_properties(), **attrs.exec_properties},
             description=f"PythonStub {ctx.label} ({fields['kind']}, python {attrs.python})",
         )
         return TargetInfo(rule=self.name, output=art, values={"python": attrs.python, "file_name": stubbuild.STUB})

@@ -21,6 +21,8 @@ class GenruleAttrs(Attrs):
     srcs: tuple[SourceOrLabel, ...] = ()
     outs: tuple[str, ...]
     cmd: str
+    # REAPI platform properties (e.g. a pool, container-image) for remote execution; they enter the key.
+    exec_properties: dict[str, str] = {}
 
     @field_validator("outs")
     @classmethod
@@ -69,7 +71,7 @@ class Genrule(Rule):
         if len(outs) == 1:
             env["OUT"] = outs[0]
         art = ctx.run("Genrule", ["bash", "-e", "-o", "pipefail", "-c", attrs.cmd], inputs=inputs,
-                      outs=list(attrs.outs), env=env, tools=_bash_fingerprint(),
+                      outs=list(attrs.outs), env=env, tools=_bash_fingerprint(), exec_properties=attrs.exec_properties,
                       description=f"Genrule {ctx.label}")
         return TargetInfo(rule=self.name, output=art)
 

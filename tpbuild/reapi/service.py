@@ -55,7 +55,7 @@ def settings(ws, flags, cache_url: str | None, upload: bool, required: bool) -> 
         if not cache_url or not is_reapi_url(cache_url):
             return None
         url = cache_url
-    problem = check_url(url)
+    problem = check_url(url) if is_reapi_url(url) else f"{url!r}: use grpc://HOST:PORT or grpcs://HOST:PORT"
     if problem:
         if where is None and execute:
             raise UserError(f"[remote] executor: {problem}", at(ws.source.path, ws.source.line_of(("remote", "executor"))))
