@@ -6,6 +6,7 @@
 #                                                                 the endpoint (grpc://127.0.0.1:PORT) last
 #   tools/reapi-cluster.sh down                                   stop everything it started, delete its state
 #   tools/reapi-cluster.sh status                                 what runs, and the endpoint
+#   tools/reapi-cluster.sh install                                only install what is missing (tools/test.sh)
 #
 # Environment:
 #   TPBUILD_REAPI_STATE   state directory (default /tmp/tpbuild-reapi): the database cluster, config, logs,
@@ -276,5 +277,6 @@ case ${1:-} in
     up) shift; cmd_up "$@" ;;
     down) cmd_down ;;
     status) cmd_status ;;
-    *) die "usage: $0 up [--workers N] [--property K=V]... | down | status" ;;
+    install) install_pg; install_bgd ;;
+    *) die "usage: $0 up [--workers N] [--property K=V]... | down | status | install" ;;
 esac
