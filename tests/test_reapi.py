@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES, REPO, Workspace
+from test_remote_cache import tree
 
 SCRIPT = REPO / "tools" / "reapi-cluster.sh"
 IMAGE = "docker://nvcr.io/nvidia/tritonserver:24.10-py3"  # what the examples' envs default to ([triton] 24.10)
@@ -65,20 +66,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tree(root: Path) -> dict[str, bytes]:
-    """Every file and symlink of an output tree, by path (the engine's own state excluded)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if rel.startswith(".tpbuild"):
-            continue
-        if p.is_symlink():
-            out[rel] = b"-> " + os.readlink(p).encode()
-        elif p.is_file():
-            out[rel] = p.read_bytes()
-    return out
-
-
 def _run_actions(run) -> list[dict]:
     return [a for a in run.report["actions"] if a["mnemonic"] not in IN_PROCESS]
 
@@ -103,13 +90,13 @@ def test_examples_remote_equal_local_then_shared_and_incremental(cluster, tmp_pa
 
     local = _examples(tmp_path, "local")
     local.build(check=True)
-    assert _tree(remote.root / "tpbuild-out") == _tree(local.root / "tpbuild-out")
+    assert tree(remote.root / "tpbuild-out") == tree(local.root / "tpbuild-out")
 
     # Another machine: an empty local cache, the REAPI ActionCache as its remote cache only.
     other = _examples(tmp_path, "other")
     o = other.build("//...", "--remote-cache", cluster.endpoint, check=True)
     assert [a for a in _run_actions(o) if a["status"] != "remote"] == []
-    assert _tree(other.root / "tpbuild-out") == _tree(local.root / "tpbuild-out")
+    assert tree(other.root / "tpbuild-out") == tree(local.root / "tpbuild-out")
 
     # A model edit executes only that model's run action, remotely.
     (remote.root / "models/labeler/classes.txt").write_text("cat\ndog\nbird\n")
@@ -219,11 +206,9 @@ def test_bad_executor_url_is_usage_error(ws):
     assert "tpbuild.toml:2" in r.stderr and "grpc://HOST:PORT" in r.stderr
 
 
-def test_remote_result_with_missing_blobs_is_executed_again(cluster, tmp_path):
-    """Protocol-level: an ActionResult in the real ActionCache naming an output the CAS lacks."""
-    from tpbuild.action import RunAction
+def _client(cluster: Cluster, tmp_path: Path):
+    """The REAPI client on its own, for faults the CLI cannot provoke."""
     from tpbuild.cas import Cas
-    from tpbuild.label import Label
     from tpbuild.reapi import blobs, wire
     from tpbuild.reapi.execution import Remote
     from tpbuild.shaindex import ShaIndex
@@ -232,17 +217,58 @@ def test_remote_result_with_missing_blobs_is_executed_again(cluster, tmp_path):
     server = blobs.Server(wire.open_channel(cluster.endpoint), "")
     remote = Remote(server, blobs.LocalBlobs(server, cas, ShaIndex(tmp_path / "cache")), tmp_path / "logs",
                     platform={}, queue_timeout=60)
-    action = RunAction(id="//t:t%Genrule", owner=Label("t", "t"), mnemonic="Genrule", rule="genrule",
-                       rule_version="1", argv=("bash", "-c", f"echo {time.time_ns()} > out/o.txt"), outs=("o.txt",))
-    w, uploads = remote.wire(action, [], b"missing-blob-test")
-    server.upload_missing(uploads)
-    bogus = wire.re_pb2.ActionResult(exit_code=0)
-    bogus.output_files.add(path="out/o.txt", digest=wire.digest_of(b"never uploaded\n"))
-    server.update_action_result(w.action_digest, bogus)
-    assert server.get_action_result(w.action_digest) is not None  # the poisoned entry is there
+    return cas, server, remote
 
-    ex = remote.execute(action, [], b"missing-blob-test")
+
+def _action(argv: tuple[str, ...], **kw):
+    from tpbuild.action import RunAction
+    from tpbuild.label import Label
+
+    return RunAction(id="//t:t%Genrule", owner=Label("t", "t"), mnemonic="Genrule", rule="genrule",
+                     rule_version="1", argv=argv, outs=("o.txt",), **kw)
+
+
+def test_remote_result_with_missing_blobs_is_executed_again(cluster, tmp_path):
+    """An ActionResult in the real ActionCache whose output tree names a Directory the CAS lacks.
+    (BuildGrid itself drops results whose output *files* are gone; a tree's missing subdirectory,
+    like a blob evicted between the lookup and the download, only the client notices.)"""
+    from tpbuild.reapi import blobs, wire
+
+    cas, server, remote = _client(cluster, tmp_path)
+    action = _action(("bash", "-c", f"echo {time.time_ns()} > out/o.txt"))
+    material = f"missing-blob-{time.time_ns()}".encode()
+    w, uploads = remote.wire(action, [], material)
+    tree = wire.re_pb2.Tree(root=wire.re_pb2.Directory(directories=[
+        wire.re_pb2.DirectoryNode(name="sub", digest=wire.digest_of(b"a Directory never uploaded"))]))
+    data = tree.SerializeToString(deterministic=True)
+    server.upload_missing(uploads + [blobs.Upload(wire.digest_of(data), data=data)])
+    bogus = wire.re_pb2.ActionResult(exit_code=0)
+    bogus.output_directories.add(path="out/o.txt", tree_digest=wire.digest_of(data))
+    server.update_action_result(w.action_digest, bogus)
+    assert server.get_action_result(w.action_digest) == bogus  # the poisoned entry is served
+
+    ex = remote.execute(action, [], material)
     assert not ex.cached and ex.worker.startswith("worker-")
     [e] = ex.entries
-    assert cas.path(e.digest).read_text().strip().isdigit()
-    assert server.get_action_result(w.action_digest).output_files[0].digest != bogus.output_files[0].digest
+    assert e.path == "o.txt" and cas.path(e.digest).read_text().strip().isdigit()
+    fresh = server.get_action_result(w.action_digest)
+    assert not fresh.output_directories and fresh.output_files[0].path == "out/o.txt"
+
+
+def test_worker_timeout_kills_the_process_group(cluster, tmp_path):
+    from tpbuild.errors import BuildError
+
+    pid_file = tmp_path / "child.pid"
+    _, _, remote = _client(cluster, tmp_path)
+    action = _action(("bash", "-c", f"sleep 300 & echo $! > {pid_file}; wait"), timeout=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(BuildError, match="timed out"):
+        remote.execute(action, [], f"timeout-{time.time_ns()}".encode())
+    assert time.monotonic() - t0 < 60
+    child = int(pid_file.read_text())
+    time.sleep(0.5)
+    try:  # the command's own child died with the group (gone, or a zombie its new parent has not reaped)
+        state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    assert state in ("gone", "Z"), state

@@ -125,15 +125,17 @@ class Remote:
         req = re_pb2.ExecuteRequest(instance_name=self.server.instance, action_digest=w.action_digest,
                                     skip_cache_lookup=skip_cache)
         name = ""
-        queued_since = time.monotonic()
         starved = threading.Event()
-        state = {"waiting": True, "call": None}
+        # Since when the operation waits for a worker (None while one runs it): a job requeued after
+        # its worker died starts waiting anew.
+        state = {"waiting_since": time.monotonic(), "call": None}
         lock = threading.Lock()
 
         def watchdog() -> None:
             while not done.wait(0.2):
                 with lock:
-                    if state["waiting"] and time.monotonic() - queued_since > self.queue_timeout:
+                    since = state["waiting_since"]
+                    if since is not None and time.monotonic() - since > self.queue_timeout:
                         starved.set()
                         if state["call"] is not None:
                             state["call"].cancel()
@@ -143,6 +145,8 @@ class Remote:
         threading.Thread(target=watchdog, daemon=True, name="tpbuild-reapi-queue").start()
         try:
             for n in range(ATTEMPTS * 3):
+                if starved.is_set():
+                    break
                 call = (self.execution.Execute(req, metadata=self.server.metadata) if not name else
                         self.execution.WaitExecution(re_pb2.WaitExecutionRequest(name=name),
                                                      metadata=self.server.metadata))
@@ -154,7 +158,10 @@ class Remote:
                         meta = re_pb2.ExecuteOperationMetadata()
                         if op.metadata.Unpack(meta):
                             with lock:
-                                state["waiting"] = meta.stage in WAITING
+                                if meta.stage not in WAITING:
+                                    state["waiting_since"] = None
+                                elif state["waiting_since"] is None:
+                                    state["waiting_since"] = time.monotonic()
                         if op.done:
                             return self._response(op)
                     raise ReapiError("the operation stream ended before the operation did")
@@ -195,7 +202,7 @@ class Remote:
     # -- results -----------------------------------------------------------------------------------
 
     def _outputs(self, action: RunAction, result: re_pb2.ActionResult) -> tuple:
-        entries = merkle.entries_of(result, self.local, command.OUT_PREFIX)
+        entries = merkle.entries_of(result, self.local, command.OUT_PREFIX, action.outs)
         for out in action.outs:
             if not any(e.path == out or e.path.startswith(out + "/") for e in entries):
                 raise BuildError(f"{action.owner}: {action.mnemonic} did not create its declared output {out!r} "

@@ -94,14 +94,18 @@ def input_root(inputs: list[Resolved], local: LocalBlobs,
 
 # -- results, client side --------------------------------------------------------------------------
 
-def entries_of(result: re_pb2.ActionResult, local: LocalBlobs, prefix: str) -> tuple[OutputEntry, ...]:
-    """The outputs below `prefix` (`out/`) as local entries, every blob fetched and verified.
-    MissingBlob when the server lacks one: the result cannot be used."""
+def entries_of(result: re_pb2.ActionResult, local: LocalBlobs, prefix: str,
+               outs: tuple[str, ...]) -> tuple[OutputEntry, ...]:
+    """The declared outputs `outs` (below `prefix`, `out/`) as local entries, every blob fetched and
+    verified. A result is data from another machine: paths it names beyond the declared outputs are
+    ignored, and names inside output trees must be plain file names. MissingBlob when the server
+    lacks a blob: the result cannot be used."""
     server = local.server
     out: list[OutputEntry] = []
+    declared = {prefix + o: o for o in outs}
 
     def rel(p: str) -> str | None:
-        return p[len(prefix):] if p.startswith(prefix) else None
+        return declared.get(p)
 
     for f in result.output_files:
         if (p := rel(f.path)) is not None:
@@ -120,6 +124,8 @@ def entries_of(result: re_pb2.ActionResult, local: LocalBlobs, prefix: str) -> t
 
 
 def _walk(d: re_pb2.Directory, base: str, children: dict, local: LocalBlobs, out: list[OutputEntry]) -> None:
+    for node in (*d.files, *d.symlinks, *d.directories):
+        _check_name(node.name)
     for f in d.files:
         out.append(Entry.file(f"{base}/{f.name}", local.fetch(f.digest, f.is_executable), f.digest.size_bytes,
                               f.is_executable))
@@ -209,7 +215,7 @@ def fetch_root(server: Server, root: re_pb2.Digest, dest: Path) -> None:
 
 def _check_name(name: str) -> None:
     if not name or "/" in name or name in (".", ".."):
-        raise MissingBlob(f"an input root names {name!r}, which is not a file name")
+        raise MissingBlob(f"a directory tree names {name!r}, which is not a file name")
 
 
 def collect(base: Path, rel: str, result: re_pb2.ActionResult, uploads: list[Upload]) -> None:

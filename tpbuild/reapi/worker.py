@@ -68,6 +68,7 @@ class Bot:
         self._started: set[str] = set()  # lease ids ever started: a lease is run once, whatever the server resends
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a lease finished: report it now, not at the next heartbeat
 
     def _session(self) -> bots_pb2.BotSession:
         device = worker_pb2.Device(handle=self.name, properties=[
@@ -77,6 +78,7 @@ class Bot:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def serve(self) -> None:
         """Run until stopped; a lost server is waited for (its jobs are requeued when it forgets us)."""
@@ -120,8 +122,9 @@ class Bot:
             with self._lock:
                 for lid in sent:  # reported: the server has it now
                     self._running.pop(lid, None)
-            if busy:
-                self._stop.wait(HEARTBEAT)
+            if busy and not self._stop.is_set():
+                self._wake.wait(HEARTBEAT)
+                self._wake.clear()
 
 
 class _Run:
@@ -159,6 +162,7 @@ class _Run:
                          f"{'exit ' + str(self.result.exit_code) if self.result else 'status ' + str(self.status.code)}"
                          f" in {time.time() - t0:.2f}s")
             self.done.set()
+            self.bot._wake.set()
 
     def _execute(self, scratch: Path) -> None:
         server = self.bot.server
@@ -173,7 +177,8 @@ class _Run:
         root = scratch / "root"
         merkle.fetch_root(server, action.input_root_digest, root)
         workdir = root / command.working_directory if command.working_directory else root
-        outputs = list(command.output_paths) or [*command.output_files, *command.output_directories]
+        outputs = [o for o in (list(command.output_paths) or [*command.output_files, *command.output_directories])
+                   if o and not o.startswith("/") and ".." not in o.split("/")]  # inside the working directory
         for o in outputs:
             (workdir / o).parent.mkdir(parents=True, exist_ok=True)
         (scratch / "tmp").mkdir()
