@@ -27,7 +27,7 @@ from .wire import ReapiError
 FAILURES_TO_DISABLE = 3
 
 
-class _Guard:
+class Guard:
     """Counts service failures in a row; decides between a warning, switching off, and an error."""
 
     def __init__(self, what: str, url: str, required: bool, warn):
@@ -59,7 +59,7 @@ class _Guard:
 
 
 class RemoteExecution(Wrapper):
-    def __init__(self, inner: Runner, remote: Remote, guard: _Guard):
+    def __init__(self, inner: Runner, remote: Remote, guard: Guard):
         super().__init__(inner)
         self.remote = remote
         self.guard = guard
@@ -83,7 +83,7 @@ class RemoteExecution(Wrapper):
 
 
 class ReapiCache(Wrapper):
-    def __init__(self, inner: Runner, remote: Remote, guard: _Guard, upload: bool):
+    def __init__(self, inner: Runner, remote: Remote, guard: Guard, upload: bool):
         super().__init__(inner)
         self.remote = remote
         self.guard = guard

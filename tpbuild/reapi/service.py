@@ -93,15 +93,15 @@ class Service:
     def wrap(self, inner, cas, cache_dir: Path, logs_dir: Path, warn):
         from .blobs import LocalBlobs
         from .execution import Remote
-        from .runners import ReapiCache, RemoteExecution, _Guard
+        from .runners import ReapiCache, RemoteExecution, Guard
 
         s = self.settings
         remote = Remote(self.server, LocalBlobs(self.server, cas, ShaIndex(cache_dir)), logs_dir,
                         platform=s.exec_properties, queue_timeout=s.queue_timeout)
         if s.execute:
-            self._guard = _Guard("remote executor", s.url, s.required, warn)
+            self._guard = Guard("remote executor", s.url, s.required, warn)
             return RemoteExecution(inner, remote, self._guard)
-        self._guard = _Guard("remote cache", s.url, s.required, warn)
+        self._guard = Guard("remote cache", s.url, s.required, warn)
         return ReapiCache(inner, remote, self._guard, s.upload)
 
     def stats(self) -> dict:

@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import BuildError, UserError
+from ..errors import UserError
 from . import merkle
 from .blobs import MissingBlob, Server, Upload
 from .wire import (ReapiError, bots_grpc, bots_pb2, code_pb2, digest_of, grpc, metadata_from_env, open_channel,
@@ -154,7 +154,7 @@ class _Run:
             self.status = status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=f"missing input blob {e}")
         except ReapiError as e:
             self.status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(e))
-        except (BuildError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, the lease is completed, never left hanging
             self.status = status_pb2.Status(code=code_pb2.INTERNAL, message=f"{type(e).__name__}: {e}")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
