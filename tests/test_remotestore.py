@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 
 import pytest
 
-from test_remote_cache import Nginx, free_port, remote_warnings, wait_listening, workspace
+from test_remote_cache import Nginx, free_port, nginx_conf, remote_warnings, start_nginx, workspace
 
 FILES = {"g/BUILD.toml": '[genrule.g]\nouts = ["o.txt"]\ncmd = "echo proxied > $OUT"\n'}
 
@@ -21,30 +20,14 @@ class ForwardProxy:
         base.mkdir(parents=True)
         self.port = free_port()
         self.log = base / "access.log"
-        (base / "nginx.conf").write_text(f"""
-            worker_processes 1;
-            daemon off;
-            pid {base}/nginx.pid;
-            error_log {base}/error.log;
-            events {{ worker_connections 64; }}
-            http {{
-                access_log {self.log};
-                client_body_temp_path {base}/body;
-                proxy_temp_path {base}/proxy;
-                fastcgi_temp_path {base}/fastcgi;
-                uwsgi_temp_path {base}/uwsgi;
-                scgi_temp_path {base}/scgi;
-                server {{
-                    listen 127.0.0.1:{self.port};
-                    client_max_body_size 0;
-                    location / {{ proxy_pass http://127.0.0.1:{upstream_port}; }}
-                }}
+        (base / "nginx.conf").write_text(nginx_conf(base, f"""
+            server {{
+                listen 127.0.0.1:{self.port};
+                client_max_body_size 0;
+                location / {{ proxy_pass http://127.0.0.1:{upstream_port}; }}
             }}
-        """)
-        self.proc = subprocess.Popen(["nginx", "-p", str(base), "-e", str(base / "error.log"),
-                                      "-c", str(base / "nginx.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_listening(self.port, self.proc, "nginx proxy")
+        """))
+        self.proc = start_nginx(base, self.port, "nginx proxy")
 
     def requests(self) -> int:
         return len(self.log.read_text().splitlines()) if self.log.exists() else 0
