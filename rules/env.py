@@ -14,6 +14,8 @@ from pydantic import ValidationError
 
 from tpbuild.plugin import PYTHON, TOOL_LOG, AnalysisContext, Attrs, Rule, SourceAttr, TargetInfo
 
+from .providers import EnvProvider
+
 
 class EnvAttrs(Attrs):
     python: str
@@ -62,4 +64,4 @@ class PythonEnv(Rule):
             description=f"PythonEnv {ctx.label} ({spec.manager}, python {spec.python})",
         )
         return TargetInfo(rule=self.name, output=art,
-                          values={"python": spec.python, "file_name": file_name, "format": spec.format})
+                          values=EnvProvider(spec.python, file_name, spec.format).values())
