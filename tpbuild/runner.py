@@ -13,8 +13,10 @@ and the layers wrap each other (Pants' command runners, Bazel's spawn strategies
 - `LocalCache` answers from the workspace's last-build record and the local action cache, and records
   every result it did not answer itself.
 
-A cache hit is decided in one place, `verified`: a result is trusted only when every blob it names is
-in the local store and matches its name; otherwise the lookup is a miss and the action runs again.
+A local cache hit is decided in one place, `verified`: a result is trusted only when every blob it
+names is in the local store and matches its name; otherwise the lookup is a miss and the action runs
+again. A remote cache client returns entries only after verifying each blob it fetched by its digest
+(`remote.RemoteCache`), so a remote hit needs no second hashing here.
 
 `lookup` is the fast path, called on the scheduler's own thread: local only, no network, no process.
 `run` may wait (a subprocess, the network) and is called on a worker thread when `blocking` says so.
