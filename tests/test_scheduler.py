@@ -338,6 +338,27 @@ def test_remote_execution_is_reported_with_its_worker_and_local_only_stays_local
     assert out["//p:t%Small"].executed_by == LOCAL and local.ran == ["//p:t%Small"]
 
 
+def test_the_progress_lines_say_which_worker_ran_a_remote_action(tmp_path):
+    import io
+
+    from tpbuild.console import Console
+
+    w = World.new(tmp_path)
+    w.write("a.txt", "a")
+    small = RunAction(id="//p:t%Small", owner=OWNER, mnemonic="Small", rule="r", rule_version="1",
+                      inputs=(("a", Source("a.txt")),), argv=("true",), outs=("o",), local_only=True,
+                      description="Small //p:t")
+    big = RunAction(id="//p:t%Big", owner=OWNER, mnemonic="Big", rule="r", rule_version="1",
+                    inputs=(("a", Source("a.txt")),), argv=("true",), outs=("o",), description="Big //p:t")
+    stream = io.StringIO()
+    console = Console(2, stream=stream)
+    w.build(graph(big, small), FakeRemoteExecutor(FakeExecution(w.blobs)), jobs=1,
+            hooks=Hooks(started=console.started, finished=console.finished))
+    (big_line,) = [l for l in stream.getvalue().splitlines() if "Big //p:t" in l]
+    (small_line,) = [l for l in stream.getvalue().splitlines() if "Small //p:t" in l]
+    assert big_line.endswith("s, remote on worker-7)") and "remote" not in small_line
+
+
 # -- the action model -------------------------------------------------------------------------------------
 
 def test_exec_properties_enter_the_key_and_local_only_does_not():
