@@ -497,7 +497,8 @@ def test_the_real_stack_runs_all_three_variants_and_answers_a_rebuild_from_its_c
                     content=b"config\n")
     t = TreeAction(id="//p:t%T", owner=OWNER, mnemonic="T", rule="r", rule_version="1",
                    inputs=(("bin/run.sh", Source("p/run.sh")), ("cfg.txt", Artifact(w.id, "cfg.txt"))))
-    r = RunAction(id="//p:t%R", owner=OWNER, mnemonic="R", rule="r", rule_version="1", inputs=(("tree", Artifact(t.id)),),
+    r = RunAction(id="//p:t%R", owner=OWNER, mnemonic="R", rule="r", rule_version="1",
+                  inputs=(("tree", Artifact(t.id)),),
                   argv=("sh", "-c", "mkdir out/d && cat tree/cfg.txt > out/d/c && ln -s c out/d/link"), outs=("d",))
     acts = graph(w, t, r)
 

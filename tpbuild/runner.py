@@ -154,7 +154,7 @@ class LocalCache(Wrapper):
     """The last-build record (action id -> (key, entries), which spares reading the action cache on a
     no-op build) and the local action cache. Records every result it did not itself answer."""
 
-    def __init__(self, inner: Runner, ac: ActionCache, cas: Cas, last: dict):
+    def __init__(self, inner: Runner, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]]):
         super().__init__(inner)
         self.ac = ac
         self.cas = cas
@@ -194,7 +194,7 @@ class RemoteCache(Wrapper):
         return True  # a lookup waits on the network
 
 
-def stack(executor: Executor, *, ac: ActionCache, cas: Cas, last: dict,
+def stack(executor: Executor, *, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]],
           remote_cache: RemoteCacheClient | None = None,
           remote_executor: Callable[[Runner], Runner] | None = None) -> Runner:
     """The runner a build uses, from its options: `remote_executor` wraps local execution (it gets
