@@ -24,7 +24,7 @@ from .analysis import Analysis
 from .cas import Cas
 from .errors import BuildError, UserError
 from .executor import Executor
-from .runner import RemoteCacheClient, Runner, stack
+from .runner import LocalExecution, RemoteCacheClient, Runner, stack
 from .label import Label
 from .scheduler import BuildContext, Hooks, Outcome, Scheduler, Status
 from .statcache import StatCache
@@ -40,7 +40,7 @@ class Options:
     remote: RemoteCacheClient | None = None  # a remote.RemoteCache, or a REAPI one
     # Remote execution: given the runner that executes locally, the one that executes remotely
     # (handing it what stays local, and what cannot go remote by its policy). See runner.stack.
-    remote_executor: Callable[[Runner], Runner] | None = None
+    remote_executor: Callable[[LocalExecution], Runner] | None = None
     max_size: int | None = None  # bytes; the local cache is trimmed to it after a build that added to it
 
 

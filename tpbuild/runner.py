@@ -138,6 +138,11 @@ class LocalExecution:
     def __init__(self, executor: Executor):
         self.executor = executor
 
+    @property
+    def cas(self) -> Cas:
+        """The build's blob store: where a remote executor reads inputs from and puts outputs into."""
+        return self.executor.cas
+
     def lookup(self, req: Request) -> Result | None:
         return None
 
@@ -196,12 +201,12 @@ class RemoteCache(Wrapper):
 
 def stack(executor: Executor, *, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]],
           remote_cache: RemoteCacheClient | None = None,
-          remote_executor: Callable[[Runner], Runner] | None = None) -> Runner:
+          remote_executor: Callable[[LocalExecution], Runner] | None = None) -> Runner:
     """The runner a build uses, from its options: `remote_executor` wraps local execution (it gets
-    the runner to fall back to), the remote cache wraps that, the local cache wraps everything."""
-    runner: Runner = LocalExecution(executor)
-    if remote_executor is not None:
-        runner = remote_executor(runner)
+    the `LocalExecution` to fall back to, and through it the build's blob store and logs directory),
+    the remote cache wraps that, the local cache wraps everything."""
+    local = LocalExecution(executor)
+    runner: Runner = remote_executor(local) if remote_executor is not None else local
     if remote_cache is not None:
         runner = RemoteCache(runner, remote_cache, cas)
     return LocalCache(runner, ac, cas, last)
