@@ -14,7 +14,11 @@ from pydantic import ValidationError
 
 from tpbuild.plugin import PYTHON, TOOL_LOG, AnalysisContext, Attrs, Rule, SourceAttr, TargetInfo
 
+<<<<<<< HEAD
 from .settings import settings
+=======
+from .providers import EnvProvider
+>>>>>>> engine-shape
 
 
 class EnvAttrs(Attrs):
@@ -66,4 +70,4 @@ class PythonEnv(Rule):
             description=f"PythonEnv {ctx.label} ({spec.manager}, python {spec.python})",
         )
         return TargetInfo(rule=self.name, output=art,
-                          values={"python": spec.python, "file_name": file_name, "format": spec.format})
+                          values=EnvProvider(spec.python, file_name, spec.format).values())

@@ -19,6 +19,7 @@ from pydantic import field_validator, model_validator
 from tpbuild.plugin import PYTHON, TOOL_LOG, AnalysisContext, Attrs, Input, Rule, SourceAttr, TargetInfo, UserError
 
 from . import elf, settings, stubbuild
+from .providers import StubProvider
 from .settings import PythonVersion
 
 SOURCE_EXCLUDE = (".git", "__pycache__", "*.pyc")
@@ -109,7 +110,7 @@ class PythonStub(Rule):
             exec_properties={**settings.settings(ctx).exec_properties(), **attrs.exec_properties},
             description=f"PythonStub {ctx.label} ({fields['kind']}, python {attrs.python})",
         )
-        return TargetInfo(rule=self.name, output=art, values={"python": attrs.python, "file_name": stubbuild.STUB})
+        return TargetInfo(rule=self.name, output=art, values=StubProvider(attrs.python, stubbuild.STUB).values())
 
     @staticmethod
     def _default_branch(ctx: AnalysisContext) -> str:

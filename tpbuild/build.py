@@ -24,7 +24,7 @@ from .analysis import Analysis
 from .cas import Cas
 from .errors import BuildError, UserError
 from .executor import Executor
-from .runner import RemoteCacheClient, Runner, stack
+from .runner import LocalExecution, RemoteCacheClient, Runner, stack
 from .label import Label
 from .scheduler import BuildContext, Hooks, Outcome, Scheduler, Status
 from .statcache import StatCache
@@ -45,7 +45,7 @@ class Options:
 
 
 class RemoteExecutor(Protocol):
-    def wrap(self, inner: Runner, cas: Cas, cache_dir: Path, logs_dir: Path, warn: Callable[[str], None]) -> Runner: ...
+    def wrap(self, local: LocalExecution, cache_dir: Path, warn: Callable[[str], None]) -> Runner: ...
 
     def stats(self) -> dict: ...
 
@@ -115,10 +115,10 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         cas = Cas(opts.cache_dir, statcache)
         ac = ActionCache(opts.cache_dir)
         state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
-        logs = state_dir / "logs"
         rex = opts.remote_executor
-        runner = stack(Executor(ws.root, cas, logs), ac=ac, cas=cas, last=state.actions, remote_cache=opts.remote,
-                       remote_executor=(lambda inner: rex.wrap(inner, cas, opts.cache_dir, logs, warn)) if rex else None)
+        runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
+                       remote_cache=opts.remote,
+                       remote_executor=(lambda local: rex.wrap(local, opts.cache_dir, warn)) if rex else None)
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks)
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going)
         try:
@@ -132,9 +132,10 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         targets = _materialize(ws, analysis, outcomes, state, cas, warn)
         state.save()  # a no-op build changes nothing and writes nothing
     cache: dict = {}
-    for r in (opts.remote, opts.remote_executor):
-        if r is not None:
-            cache["remote"] = r.stats()
+    if opts.remote is not None:
+        cache["remote"] = opts.remote.stats()
+    if opts.remote_executor is not None:
+        cache["reapi"] = opts.remote_executor.stats()
     if opts.max_size is not None and any(o.status in (Status.EXECUTED, Status.REMOTE) for o in outcomes.values()):
         cache["evicted"] = _evict(opts, outcomes)
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs)

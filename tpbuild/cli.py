@@ -406,10 +406,12 @@ def _summary(result) -> None:
              f"{counts.get('cached', 0)} from cache"]
     if counts.get("remote"):
         parts.append(f"{counts['remote']} from remote cache")
-    if "remote" in result.cache:
-        r = result.cache["remote"]
-        parts.append(f"{_mb(r['downloaded_bytes'])} downloaded, {_mb(r['uploaded_bytes'])} uploaded"
-                     + (f" (remote {'executor' if r.get('executor') else 'cache'} switched off)" if r["disabled"] else ""))
+    for name in ("remote", "reapi"):
+        if name in result.cache:
+            r = result.cache[name]
+            what = "remote executor" if r.get("executor") else "remote cache"
+            parts.append(f"{_mb(r['downloaded_bytes'])} downloaded, {_mb(r['uploaded_bytes'])} uploaded"
+                         + (f" ({what} switched off)" if r["disabled"] else ""))
     if counts.get("failed"):
         parts.append(f"{counts['failed']} failed")
     if counts.get("skipped"):

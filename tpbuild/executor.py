@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .action import (OUT, PYTHON, TOOL_LOG, Action, Artifact, Entry, OutputEntry, RunAction, Source, Symlink, TreeAction,
-                     WriteAction)
+from .action import (OUT, PYTHON, TOOL_LOG, Action, Artifact, Entry, OutputEntry, RunAction, Source, Symlink,
+                     TreeAction, WriteAction)
 from .cas import Cas
 from .errors import BuildError
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Mapping, Protocol, Union
+from typing import Annotated, Any, ClassVar, Mapping, Protocol, Union, runtime_checkable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
@@ -129,6 +129,7 @@ class Built(Analysed):
     success: bool
 
 
+@runtime_checkable
 class Session(Protocol):
     """What a rule-set command works with (the CLI provides it): the workspace, and builds that
     report progress, a summary and `--report` exactly as `tpbuild build` does."""

@@ -13,8 +13,10 @@ and the layers wrap each other (Pants' command runners, Bazel's spawn strategies
 - `LocalCache` answers from the workspace's last-build record and the local action cache, and records
   every result it did not answer itself.
 
-A cache hit is decided in one place, `verified`: a result is trusted only when every blob it names is
-in the local store and matches its name; otherwise the lookup is a miss and the action runs again.
+A local cache hit is decided in one place, `verified`: a result is trusted only when every blob it
+names is in the local store and matches its name; otherwise the lookup is a miss and the action runs
+again. A remote cache client returns entries only after verifying each blob it fetched by its digest
+(`remote.RemoteCache`), so a remote hit needs no second hashing here.
 
 `lookup` is the fast path, called on the scheduler's own thread: local only, no network, no process.
 `run` may wait (a subprocess, the network) and is called on a worker thread when `blocking` says so.
@@ -136,6 +138,11 @@ class LocalExecution:
     def __init__(self, executor: Executor):
         self.executor = executor
 
+    @property
+    def cas(self) -> Cas:
+        """The build's blob store: where a remote executor reads inputs from and puts outputs into."""
+        return self.executor.cas
+
     def lookup(self, req: Request) -> Result | None:
         return None
 
@@ -152,7 +159,7 @@ class LocalCache(Wrapper):
     """The last-build record (action id -> (key, entries), which spares reading the action cache on a
     no-op build) and the local action cache. Records every result it did not itself answer."""
 
-    def __init__(self, inner: Runner, ac: ActionCache, cas: Cas, last: dict):
+    def __init__(self, inner: Runner, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]]):
         super().__init__(inner)
         self.ac = ac
         self.cas = cas
@@ -192,14 +199,14 @@ class RemoteCache(Wrapper):
         return True  # a lookup waits on the network
 
 
-def stack(executor: Executor, *, ac: ActionCache, cas: Cas, last: dict,
+def stack(executor: Executor, *, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]],
           remote_cache: RemoteCacheClient | None = None,
-          remote_executor: Callable[[Runner], Runner] | None = None) -> Runner:
+          remote_executor: Callable[[LocalExecution], Runner] | None = None) -> Runner:
     """The runner a build uses, from its options: `remote_executor` wraps local execution (it gets
-    the runner to fall back to), the remote cache wraps that, the local cache wraps everything."""
-    runner: Runner = LocalExecution(executor)
-    if remote_executor is not None:
-        runner = remote_executor(runner)
+    the `LocalExecution` to fall back to, and through it the build's blob store and logs directory),
+    the remote cache wraps that, the local cache wraps everything."""
+    local = LocalExecution(executor)
+    runner: Runner = remote_executor(local) if remote_executor is not None else local
     if remote_cache is not None:
         runner = RemoteCache(runner, remote_cache, cas)
     return LocalCache(runner, ac, cas, last)

@@ -53,10 +53,6 @@ class Workspace:
     sections: dict  # rule-set tables, by name
     source: tomlsource.TomlSource
 
-    @property
-    def out_dir(self) -> Path:
-        return self.root / OUT_DIR
-
     def packages(self, walked: list[tuple[str, tuple]] | None = None) -> list[str]:
         """Package paths, sorted; scandir recursion because os.walk stats more than it needs. `walked`
         collects each directory looked into with its `sig` from before the look: a package added
@@ -86,9 +82,6 @@ class Workspace:
         walk(str(self.root), "")
         found.sort()
         return found
-
-    def build_file(self, package: str) -> Path:
-        return self.root / package / BUILD_FILE
 
 
 def _ignored(rel: str, patterns: tuple[str, ...]) -> bool:

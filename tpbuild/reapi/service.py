@@ -90,19 +90,22 @@ class Service:
         self.server = Server(open_channel(s.url), s.instance, metadata_from_env(os.environ), timeout)
         self._guard = None
 
-    def wrap(self, inner, cas, cache_dir: Path, logs_dir: Path, warn):
+    def wrap(self, local, cache_dir: Path, warn):
+        """The runner around `local` (a runner.LocalExecution: what stays local runs there, and its
+        executor's blob store and logs directory are the ones results and logs go to)."""
         from .blobs import LocalBlobs
         from .execution import Remote
         from .runners import ReapiCache, RemoteExecution, Guard
 
         s = self.settings
-        remote = Remote(self.server, LocalBlobs(self.server, cas, ShaIndex(cache_dir)), logs_dir,
+        ex = local.executor
+        remote = Remote(self.server, LocalBlobs(self.server, ex.cas, ShaIndex(cache_dir)), ex.logs_dir,
                         platform=s.exec_properties, queue_timeout=s.queue_timeout)
         if s.execute:
             self._guard = Guard("remote executor", s.url, s.required, warn)
-            return RemoteExecution(inner, remote, self._guard)
+            return RemoteExecution(local, remote, self._guard)
         self._guard = Guard("remote cache", s.url, s.required, warn)
-        return ReapiCache(inner, remote, self._guard, s.upload)
+        return ReapiCache(local, remote, self._guard, s.upload)
 
     def stats(self) -> dict:
         return {"url": self.settings.url, "executor": self.settings.execute,
