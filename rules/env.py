@@ -14,11 +14,8 @@ from pydantic import ValidationError
 
 from tpbuild.plugin import PYTHON, TOOL_LOG, AnalysisContext, Attrs, Rule, SourceAttr, TargetInfo
 
-<<<<<<< HEAD
-from .settings import settings
-=======
 from .providers import EnvProvider
->>>>>>> engine-shape
+from .settings import settings
 
 
 class EnvAttrs(Attrs):
