@@ -178,6 +178,15 @@ def test_stopped_server_falls_back_or_fails_when_required(ws):
     [a] = r.report["actions"]
     assert (a["status"], a["executor"]) == ("executed", "local")
     assert ws.out("g/g/o.txt").read_text() == "local\n"
+    # The same for the REAPI ActionCache used as a remote cache only.
+    ws.write("g/BUILD.toml", """
+        [genrule.g]
+        outs = ["o.txt"]
+        cmd = "echo local again > $OUT"
+    """)
+    r = ws.build("//...", "--remote-cache", dead, check=True)
+    assert f"warning: remote cache {dead}" in r.stderr
+    assert ws.out("g/g/o.txt").read_text() == "local again\n"
 
 
 def test_platform_no_worker_offers_fails_after_a_bounded_wait(cluster, ws):
