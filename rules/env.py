@@ -14,6 +14,9 @@ from pydantic import ValidationError
 
 from tpbuild.plugin import PYTHON, TOOL_LOG, AnalysisContext, Attrs, Rule, SourceAttr, TargetInfo
 
+from .providers import EnvProvider
+from .settings import settings
+
 
 class EnvAttrs(Attrs):
     python: str
@@ -26,6 +29,7 @@ class EnvAttrs(Attrs):
     interpreter: str | None = None
     pack_exclude: tuple[str, ...] = ()
     format: Literal["tar.gz", "dir"] = "tar.gz"
+    exec_properties: dict[str, str] = {}  # REAPI platform for remote builds, over [triton]'s default
 
 
 class PythonEnv(Rule):
@@ -37,7 +41,7 @@ class PythonEnv(Rule):
         from . import envbuild
 
         inputs = {}
-        fields = attrs.model_dump(exclude={"requirements", "environment"})
+        fields = attrs.model_dump(exclude={"requirements", "environment", "exec_properties"})
         for attr in ("requirements", "environment"):
             src = getattr(attrs, attr)
             if src is not None:
@@ -60,7 +64,8 @@ class PythonEnv(Rule):
                           "--out", f"out/{file_name}", "--log", TOOL_LOG],
             inputs=inputs, outs=[file_name], tools=tools,
             code=["tpbuild_triton.envbuild"],  # the worker (and what it imports) enters the key
+            exec_properties={**settings(ctx).exec_properties(), **attrs.exec_properties},
             description=f"PythonEnv {ctx.label} ({spec.manager}, python {spec.python})",
         )
         return TargetInfo(rule=self.name, output=art,
-                          values={"python": spec.python, "file_name": file_name, "format": spec.format})
+                          values=EnvProvider(spec.python, file_name, spec.format).values())

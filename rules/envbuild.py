@@ -57,7 +57,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from tpbuild.errors import BuildError, UserError, at
+from tpbuild.plugin import BuildError, UserError, at
 
 from . import archive, pyc, worker
 from .settings import PythonVersion

@@ -24,6 +24,7 @@ from tpbuild.plugin import (
 )
 
 from . import settings
+from .providers import EnvProvider, StubProvider
 
 VERSION_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 EXCLUDED = ("__pycache__", "*.pyc")
@@ -176,13 +177,14 @@ class TritonModel(Rule):
             if dep.rule != "python_env":
                 raise ctx.error(("env",), f"{env} is a {dep.rule}; env takes a python_env label or the path "
                                           "of a prebuilt env tarball or directory")
-            name = dep.values["file_name"]
-            if dep.values["format"] == "dir":
+            provided = EnvProvider.of(dep)
+            name = provided.file_name
+            if provided.format == "dir":
                 entries.append(("", dep.output))
-                return name, dep.values["python"], ("env", dep.output)  # the tree holds <name>/...
+                return name, provided.python, ("env", dep.output)  # the tree holds <name>/...
             art = Artifact(dep.output.action, name)
             entries.append((name, art))
-            return name, dep.values["python"], (f"env/{name}", art)
+            return name, provided.python, (f"env/{name}", art)
         base = env.rel.rsplit("/", 1)[-1]
         check = None
         if env.is_dir:
@@ -218,13 +220,13 @@ class TritonModel(Rule):
         dep = ctx.dep(stub)
         if dep.rule != "python_stub":
             raise ctx.error(("stub",), f"{stub} is a {dep.rule}; stub takes a python_stub label")
-        return dep.values["python"]
+        return StubProvider.of(dep).python
 
     @staticmethod
     def _stub(ctx: AnalysisContext, stub: Label, env_file: str | None, env_check: tuple[str, Input] | None) -> Input:
         """The stub file for the model root: checked against the env's libstdc++ when the env has one
         (see `stubcheck`), the python_stub's output as it is otherwise."""
-        built = Artifact(ctx.dep(stub).output.action, ctx.dep(stub).values["file_name"])
+        built = Artifact(ctx.dep(stub).output.action, StubProvider.of(ctx.dep(stub)).file_name)
         if env_check is None:
             return built
         dest, env_input = env_check

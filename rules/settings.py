@@ -51,6 +51,15 @@ class TritonSettings(BaseModel):
         return default_python(self.version)
 
 
+    def exec_properties(self) -> dict[str, str]:
+        """The REAPI platform env and stub builds default to: the server's own image, so a cluster can
+        build them where they will run (same glibc, same Python). A target's `exec_properties` add to
+        it or override it (`container-image = ""` keeps the key with no image, for pools that ignore it)."""
+        if self.version is None:
+            return {}
+        return {"container-image": f"docker://nvcr.io/nvidia/tritonserver:{self.version}-py3"}
+
+
 def default_python(release: str) -> str:
     """Checked against the NGC images (see shared notes): 20.12-23.04 -> 3.8, 23.05-24.10 -> 3.10, later 3.12."""
     yy, mm = (int(x) for x in release.split("."))

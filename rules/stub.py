@@ -19,6 +19,7 @@ from pydantic import field_validator, model_validator
 from tpbuild.plugin import PYTHON, TOOL_LOG, AnalysisContext, Attrs, Input, Rule, SourceAttr, TargetInfo, UserError
 
 from . import elf, settings, stubbuild
+from .providers import StubProvider
 from .settings import PythonVersion
 
 SOURCE_EXCLUDE = (".git", "__pycache__", "*.pyc")
@@ -34,6 +35,7 @@ class StubAttrs(Attrs):
     branch: str | None = None
     gpu: bool = False
     cmake_args: tuple[str, ...] = ()
+    exec_properties: dict[str, str] = {}  # REAPI platform for remote builds, over [triton]'s default
 
     @field_validator("branch")
     @classmethod
@@ -106,9 +108,10 @@ class PythonStub(Rule):
             code=["tpbuild_triton.stubbuild"],  # the worker (and what it imports) enters the key
             # cmake would take CC/CXX from the caller's environment, which the action does not inherit.
             env={k: os.environ[k] for k in ("CC", "CXX") if os.environ.get(k)},
+            exec_properties={**settings.settings(ctx).exec_properties(), **attrs.exec_properties},
             description=f"PythonStub {ctx.label} ({fields['kind']}, python {attrs.python})",
         )
-        return TargetInfo(rule=self.name, output=art, values={"python": attrs.python, "file_name": stubbuild.STUB})
+        return TargetInfo(rule=self.name, output=art, values=StubProvider(attrs.python, stubbuild.STUB).values())
 
     @staticmethod
     def _default_branch(ctx: AnalysisContext) -> str:

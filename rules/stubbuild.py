@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tpbuild.errors import BuildError, UserError, at
+from tpbuild.plugin import BuildError, UserError, at
 
 from . import elf, worker
 

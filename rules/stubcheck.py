@@ -26,7 +26,7 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-from tpbuild.errors import BuildError, TpbuildError
+from tpbuild.plugin import BuildError, TpbuildError
 
 from . import elf
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tpbuild.plugin import BuildError, Command, UserError
+from tpbuild.plugin import BuildError, Built, Command, Session, UserError
 
 from . import settings
 
@@ -185,7 +185,7 @@ class TestCommand(Command):
         parser.add_argument("--tritonserver", metavar="PATH", help="a tritonserver binary or install directory")
         parser.add_argument("--load-timeout", type=float, default=180, help="seconds a model may take to load")
 
-    def run(self, session, args) -> int:
+    def run(self, session: Session, args) -> int:
         from .server import TritonServer, find_server
 
         result = session.build(args.patterns, jobs=args.jobs, keep_going=args.keep_going, report_path=args.report,
@@ -196,25 +196,25 @@ class TestCommand(Command):
             return 1
         # With --changed-since only the affected models are tested, not every member of a repository
         # that includes one.
-        models = self._models(result, set(result.analysis.requested) if args.changed_since else None)
+        models = self._models(session, result, set(result.requested) if args.changed_since else None)
         if not models and args.changed_since:
             print(f"no model is affected since {args.changed_since}")
             return 0
         if not models:
             raise UserError("no triton_model among these targets: name models or model repositories to test")
-        explicit = args.tritonserver or session.ws.sections.get(settings.SECTION, {}).get("server")
+        explicit = args.tritonserver or session.section(settings.SECTION).get("server")
         install = find_server(Path(explicit) if explicit else None)
         results: list[ModelResult] = []
         with tempfile.TemporaryDirectory(prefix="tpbuild-test-") as tmp:
             repo = Path(tmp) / "repository"
             repo.mkdir()
             for name, (label, out) in models.items():
-                (repo / name).symlink_to(session.ws.root / out)
+                (repo / name).symlink_to(out)
             print(f"testing {len(models)} model(s) on {install.binary}", file=sys.stderr)
             with TritonServer(repo, install=install, explicit_models=True, log_path=Path(tmp) / "server.log") as srv:
                 for name, (label, _out) in models.items():
-                    results.append(self._test_model(srv, session.ws.root, name, label,
-                                                    result.analysis.infos[label], args.load_timeout))
+                    results.append(self._test_model(srv, session.root, name, label, result.infos[label],
+                                                    args.load_timeout))
         if args.junit:
             write_junit(Path(args.junit).resolve(), results)
         session.summarize_tests([(r.label, c.name, c.ok, c.message) for r in results for c in r.cases]
@@ -222,19 +222,19 @@ class TestCommand(Command):
         return self._print(results)
 
     @staticmethod
-    def _models(result, only: set | None = None) -> dict[str, tuple]:
+    def _models(session: Session, result: Built, only: set | None = None) -> dict[str, tuple]:
         """model name -> (label, output dir) for the requested models and those of requested repositories
         (of those in `only`, when given)."""
         found: dict[str, tuple] = {}
-        for label in result.analysis.requested:
-            info = result.analysis.infos[label]
+        for label in result.requested:
+            info = result.infos[label]
             members = [label] if info.rule == "triton_model" else \
                 list(info.values.get("models", {}).values()) if info.rule == "model_repository" else []
             for m in members:
                 if only is not None and m not in only:
                     continue
-                minfo = result.analysis.infos[m]
-                found.setdefault(minfo.values["model_name"], (m, result.targets[m].outputs[0]))
+                minfo = result.infos[m]
+                found.setdefault(minfo.values["model_name"], (m, session.output(m)))
         return dict(sorted(found.items()))
 
     @staticmethod

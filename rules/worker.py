@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tpbuild.errors import BuildError, TpbuildError, UserError
+from tpbuild.plugin import BuildError, TpbuildError, UserError
 
 LOG_TAIL_LINES = 30
 

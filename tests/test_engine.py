@@ -444,3 +444,28 @@ def test_tree_outputs_update_in_place_and_drop_removed_files(ws):
     assert got == ["1", "1/helper.py", "1/model.py", "config.pbtxt"]
     assert ws.out("m/m/1/model.py").read_text() == "x = 2\n"
     assert ws.out("m/m/config.pbtxt").stat().st_ino == kept  # untouched files are not re-placed
+
+
+def test_genrule_timeout_and_exec_properties(ws):
+    ws.write("t/BUILD.toml", """
+        [genrule.slow]
+        outs = ["o"]
+        cmd = "sleep 30; echo late > $OUT"
+        timeout = 0.5
+
+        [genrule.plain]
+        outs = ["o"]
+        cmd = "echo hi > $OUT"
+    """)
+    r = ws.build("//t:slow", "--report", str(ws.root / "r.json"))
+    assert r.returncode == 1 and "Genrule timed out" in r.stderr
+    first = ws.build("//t:plain", check=True)
+    key = first.report["actions"][0]["key"]
+    assert first.report["actions"][0]["executor"] == "local"  # executed here, and the report says so
+    ws.write("t/BUILD.toml", (ws.root / "t/BUILD.toml").read_text().replace(
+        'cmd = "echo hi > $OUT"', 'cmd = "echo hi > $OUT"\nexec_properties = { OSFamily = "linux" }'))
+    second = ws.build("//t:plain", check=True)
+    assert second.report["actions"][0]["key"] != key and second.statuses("executed") == ["//t:plain%Genrule"]
+    ws.write("t/BUILD.toml", '[genrule.bad]\nouts = ["o"]\ncmd = "true"\ntimeout = -1\n')
+    r = ws.build("//t:bad")
+    assert r.returncode == 2 and "BUILD.toml:4" in r.stderr and "timeout" in r.stderr

@@ -99,6 +99,34 @@ def wait_listening(port: int, proc: subprocess.Popen, what: str) -> None:
     raise RuntimeError(f"{what} did not listen on {port}")
 
 
+def nginx_conf(base: Path, server: str, user: str = "") -> str:
+    """An nginx.conf running in the foreground with every path below `base`, around one `server` block."""
+    return f"""
+        {user}
+        worker_processes 1;
+        daemon off;
+        pid {base}/nginx.pid;
+        error_log {base}/error.log;
+        events {{ worker_connections 64; }}
+        http {{
+            access_log {base}/access.log;
+            client_body_temp_path {base}/body;
+            proxy_temp_path {base}/proxy;
+            fastcgi_temp_path {base}/fastcgi;
+            uwsgi_temp_path {base}/uwsgi;
+            scgi_temp_path {base}/scgi;
+            {server}
+        }}
+    """
+
+
+def start_nginx(base: Path, port: int, what: str = "nginx") -> subprocess.Popen:
+    proc = subprocess.Popen(["nginx", "-p", str(base), "-e", str(base / "error.log"), "-c", str(base / "nginx.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_listening(port, proc, what)
+    return proc
+
+
 class Nginx:
     """nginx serving `data/` with WebDAV PUT, the setup the README documents; a request without the
     basic-auth pair ci/s3cret or the bearer token `tok-123` is refused with a 401."""
@@ -113,41 +141,24 @@ class Nginx:
         self.url = f"http://127.0.0.1:{self.port}/cache"
         self.env = {"TPBUILD_REMOTE_CACHE": self.url, **self.env_basic}
         user = "user root root;" if os.geteuid() == 0 else ""  # else workers run as nobody
-        (base / "nginx.conf").write_text(f"""
-            {user}
-            worker_processes 1;
-            daemon off;
-            pid {base}/nginx.pid;
-            error_log {base}/error.log;
-            events {{ worker_connections 64; }}
-            http {{
-                access_log {base}/access.log;
-                client_body_temp_path {base}/body;
-                proxy_temp_path {base}/proxy;
-                fastcgi_temp_path {base}/fastcgi;
-                uwsgi_temp_path {base}/uwsgi;
-                scgi_temp_path {base}/scgi;
-                map $http_authorization $denied {{
-                    default 1;
-                    "Basic Y2k6czNjcmV0" 0;
-                    "Bearer tok-123" 0;
-                }}
-                server {{
-                    listen 127.0.0.1:{self.port};
-                    root {self.data};
-                    client_max_body_size 0;
-                    location /cache/ {{
-                        if ($denied) {{ return 401; }}
-                        dav_methods PUT;
-                        create_full_put_path on;
-                    }}
+        (base / "nginx.conf").write_text(nginx_conf(base, f"""
+            map $http_authorization $denied {{
+                default 1;
+                "Basic Y2k6czNjcmV0" 0;
+                "Bearer tok-123" 0;
+            }}
+            server {{
+                listen 127.0.0.1:{self.port};
+                root {self.data};
+                client_max_body_size 0;
+                location /cache/ {{
+                    if ($denied) {{ return 401; }}
+                    dav_methods PUT;
+                    create_full_put_path on;
                 }}
             }}
-        """)
-        self.proc = subprocess.Popen(["nginx", "-p", str(base), "-e", str(base / "error.log"),
-                                      "-c", str(base / "nginx.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_listening(self.port, self.proc, "nginx")
+        """, user))
+        self.proc = start_nginx(base, self.port)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

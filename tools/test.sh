@@ -26,4 +26,8 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
+# tests/test_reapi.py starts a BuildGrid cluster with tools/reapi-cluster.sh: PostgreSQL from Debian and
+# BuildGrid 0.9.1 in a venv on the machine's Python 3.13 (pyenv's), installed here once, outside the run.
+bash tools/reapi-cluster.sh install || echo "note: the REAPI cluster could not be installed; tests/test_reapi.py is skipped" >&2
+
 exec .venv/bin/python -m pytest -q "$@"

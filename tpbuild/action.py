@@ -1,18 +1,25 @@
 """Actions: the closed set of things a build does, and the key that names each one's result.
 
-Rules never run anything; they declare actions. There are three kinds, after buck2's small set:
-- `write`: a file whose content is known at analysis (a rendered config). Its content is its key.
-- `tree`: a directory assembled from files and other trees (a model directory, a model repository).
-  It copies nothing: its result is a list of (path, digest) entries pointing into the blob store.
-- `run`: a subprocess in a scratch directory, with declared inputs placed in it and declared outputs
-  collected from it (a genrule, an env build, a stub build).
+Rules never run anything; they declare actions. There are three variants, after buck2's small set,
+each a frozen value whose fields are exactly what it needs:
+- `WriteAction`: a file whose content is known at analysis (a rendered config). Its content is its key.
+- `TreeAction`: a directory assembled from files and other trees (a model directory, a model
+  repository). It copies nothing: its result is a list of entries pointing into the blob store.
+- `RunAction`: a subprocess in a scratch directory, with declared inputs placed in it and declared
+  outputs collected from it (a genrule, an env build, a stub build). Only these may run on another
+  machine, and only when the rule did not declare them too small to ship (`local_only`).
 
-An action's key hashes what can change its result: the kind and its spec, the rule and its version,
-the *content* digests of its inputs (so a rebuilt input that comes out byte-identical changes no key
-downstream: early cutoff), fingerprints of external tools, the code that shapes the result (the
-modules a `run` action runs, and the engine's own, see `code`), the environment a `run` action gets
-(`RUN_ENV` and `PATH`), the cache salt and `KEY_VERSION`, which retires every old entry when the
-meaning of a key changes.
+An action's key hashes what can change its result: the variant and its spec, the rule and its
+version, the *content* digests of its inputs (so a rebuilt input that comes out byte-identical
+changes no key downstream: early cutoff), fingerprints of external tools, the code that shapes the
+result (the modules a `run` action runs, and the engine's own, see `code`), the environment a `run`
+action gets (`RUN_ENV` and `PATH`), the platform it must run on (`exec_properties`), the cache salt
+and `KEY_VERSION`, which retires every old entry when the meaning of a key changes. Presentation
+(description, log hint) and scheduling hints (`local_only`) are not identity: they are excluded from
+equality and from the key.
+
+A result is a tuple of entries: `Entry` (a file in the blob store, plain or executable) or `Symlink`
+(a link and its target, which names no blob).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar, Iterable
 
 from . import code, digest
 from .label import Label
@@ -45,6 +54,8 @@ RUN_ENV = {"HOME": f"{SCRATCH}/home", "TMPDIR": f"{SCRATCH}/tmp", "LANG": "C.UTF
 
 def run_path() -> str:
     return os.environ.get("PATH", "/usr/bin:/bin")
+# A run action writes its declared outputs below this directory of its scratch directory.
+OUT = "out"
 
 
 @dataclass(frozen=True)
@@ -65,41 +76,117 @@ class Artifact:
 Input = Source | Artifact
 
 
+class EntryKind(StrEnum):
+    """What one path of an output tree is. The values are the on-disk and on-the-wire letters."""
+
+    FILE = "f"
+    EXECUTABLE = "x"
+    SYMLINK = "l"
+
+
 @dataclass(frozen=True)
 class Entry:
-    """One file of an output tree. `kind` is 'f' (file), 'x' (executable) or 'l' (symlink, `digest` is its target)."""
+    """A file of an output tree, held in the blob store under `digest`."""
 
     path: str
-    kind: str
+    kind: EntryKind
     digest: str
     size: int
 
-    def to_json(self) -> list:
-        return [self.path, self.kind, self.digest, self.size]
+    def __post_init__(self) -> None:
+        kind = EntryKind(self.kind)
+        if kind is EntryKind.SYMLINK:
+            raise ValueError(f"{self.path}: a symlink is a Symlink, not an Entry")
+        object.__setattr__(self, "kind", kind)
 
     @staticmethod
-    def from_json(v: list) -> "Entry":
-        return Entry(v[0], v[1], v[2], v[3])
+    def file(path: str, digest_: str, size: int, executable: bool) -> "Entry":
+        return Entry(path, EntryKind.EXECUTABLE if executable else EntryKind.FILE, digest_, size)
+
+    @property
+    def executable(self) -> bool:
+        return self.kind is EntryKind.EXECUTABLE
+
+    @property
+    def identity(self) -> tuple[EntryKind, str]:
+        """What the path holds, comparable across both forms (the materializer's change test)."""
+        return (self.kind, self.digest)
+
+    def moved(self, path: str) -> "Entry":
+        return Entry(path, self.kind, self.digest, self.size)
+
+    def to_json(self) -> list:
+        return [self.path, self.kind.value, self.digest, self.size]
+
+    @staticmethod
+    def from_json(v: list) -> "OutputEntry":
+        """An entry of either form, from the encoding `to_json` of both writes."""
+        if v[1] == EntryKind.SYMLINK:
+            return Symlink(v[0], v[2])
+        return Entry(v[0], EntryKind(v[1]), v[2], int(v[3]))
 
 
-def tree_digest(entries: tuple[Entry, ...]) -> str:
-    return digest.of_value([[e.path, e.kind, e.digest] for e in entries])
+@dataclass(frozen=True)
+class Symlink:
+    """A symbolic link of an output tree; its target is kept verbatim and names no blob."""
+
+    path: str
+    target: str
+    kind: ClassVar[EntryKind] = EntryKind.SYMLINK
+    size: ClassVar[int] = 0
+
+    @property
+    def identity(self) -> tuple[EntryKind, str]:
+        return (EntryKind.SYMLINK, self.target)
+
+    def moved(self, path: str) -> "Symlink":
+        return Symlink(path, self.target)
+
+    def to_json(self) -> list:
+        return [self.path, EntryKind.SYMLINK.value, self.target, 0]
+
+
+OutputEntry = Entry | Symlink
+
+
+def tree_digest(entries: Iterable[OutputEntry]) -> str:
+    return digest.of_value([[e.path, *e.identity] for e in entries])
+
+
+def blobs_of(entries: Iterable[OutputEntry]) -> Iterable[tuple[str, bool]]:
+    """(digest, executable) of every blob the entries name: what must be in the store for them to be used."""
+    return ((e.digest, e.executable) for e in entries if isinstance(e, Entry))
+
+
+def input_digest(entries: tuple[OutputEntry, ...], whole_tree: bool) -> str:
+    """How an input enters a key: a whole tree by its tree digest, one file (a source, or one path of
+    an upstream tree) by its kind and digest. The scheduler's keys and `affected`'s analysis-only
+    identities both name inputs through this one function."""
+    if whole_tree:
+        return tree_digest(entries)
+    kind, ref = entries[0].identity
+    return f"{kind.value}{ref}"
+
+
+class ActionKind(StrEnum):
+    WRITE = "write"
+    TREE = "tree"
+    RUN = "run"
 
 
 @dataclass(frozen=True)
 class Action:
+    """What every variant has. Never instantiated itself: see the three variants below."""
+
+    kind: ClassVar[ActionKind]
     id: str
     owner: Label
     mnemonic: str
-    kind: str  # write | tree | run
     rule: str
     rule_version: str
-    # (destination, input): for `tree`, where the input lands in the output; for `run`, where it is
+    # (destination, input): for a tree, where the input lands in the output; for a run, where it is
     # placed in the scratch directory before the command runs.
     inputs: tuple[tuple[str, Input], ...] = ()
-    # write: {"out", "executable"}; tree: {}; run: {"argv", "env", "outs", "timeout"}
-    spec: dict = field(default_factory=dict, hash=False, compare=False)
-    content: bytes = b""  # write actions only
     tools: dict = field(default_factory=dict, hash=False, compare=False)
     description: str = field(default="", hash=False, compare=False)  # presentation, not identity
     log_hint: str = field(default="", hash=False, compare=False)
@@ -108,13 +195,66 @@ class Action:
     def upstream(self) -> set[str]:
         return {i.action for _, i in self.inputs if isinstance(i, Artifact)}
 
+    @property
+    def remotable(self) -> bool:
+        """May a remote executor run it? In-process actions are a few syscalls: never worth shipping."""
+        return False
+
+    def spec(self) -> dict:
+        """The variant's own fields as they enter the key (the encoding is fixed: see key_material)."""
+        return {}
+
     def key_material(self, input_digests: list[tuple[str, str]], salt: str) -> bytes:
-        env = [RUN_ENV, run_path()] if self.kind == "run" else []
+        env = [RUN_ENV, run_path()] if self.kind is ActionKind.RUN else []
         return digest.canonical_json([
-            KEY_VERSION, salt, self.kind, self.rule, self.rule_version, self.mnemonic,
-            self.spec, digest.of_bytes(self.content) if self.kind == "write" else "",
-            self.tools, input_digests, code.engine(), self.code, env,
+            KEY_VERSION, salt, self.kind.value, self.rule, self.rule_version, self.mnemonic,
+            self.spec(), self._content_digest(), self.tools, input_digests, code.engine(), self.code, env,
         ])
+
+    def _content_digest(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteAction(Action):
+    kind: ClassVar[ActionKind] = ActionKind.WRITE
+    out: str
+    content: bytes
+    executable: bool = False
+
+    def spec(self) -> dict:
+        return {"out": self.out, "executable": self.executable}
+
+    def _content_digest(self) -> str:
+        return digest.of_bytes(self.content)
+
+
+@dataclass(frozen=True)
+class TreeAction(Action):
+    kind: ClassVar[ActionKind] = ActionKind.TREE
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunAction(Action):
+    kind: ClassVar[ActionKind] = ActionKind.RUN
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()   # sorted
+    outs: tuple[str, ...]                   # sorted, below the scratch directory's `out/`
+    timeout: float | None = None            # seconds; the process group is killed after it
+    # Platform properties (REAPI's, e.g. container-image, OSFamily, a pool), sorted: where it must run.
+    exec_properties: tuple[tuple[str, str], ...] = ()
+    # Declared by the rule: too small to be worth shipping to a remote executor.
+    local_only: bool = field(default=False, compare=False)
+
+    @property
+    def remotable(self) -> bool:
+        return not self.local_only
+
+    def spec(self) -> dict:
+        spec = {"argv": list(self.argv), "env": dict(self.env), "outs": list(self.outs), "timeout": self.timeout}
+        if self.exec_properties:  # absent when empty, so keys of actions that set none are unchanged
+            spec["exec_properties"] = dict(self.exec_properties)
+        return spec
 
 
 def key_of(material: bytes) -> str:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import digest
-from .action import Source
+from .action import Entry, Source, input_digest
 from .analysis import analyze
 from .analysiscache import info_digest
 from .errors import BuildError, TpbuildError, UserError, at
@@ -94,7 +94,8 @@ def snapshot(ws: Workspace, memo: Path) -> Snapshot:
             full = os.path.join(ws.root, path)
             try:
                 exe = bool(os.stat(full).st_mode & statmod.S_IXUSR)
-                file_digests[path] = f"{'x' if exe else 'f'}{stats.digest(path, full)[0]}"
+                d, sig = stats.digest(path, full)
+                file_digests[path] = input_digest((Entry.file(path, d, sig[0], exe),), whole_tree=False)
             except OSError as e:
                 raise BuildError(f"cannot read source {path}: {e.strerror}") from None
         return file_digests[path]

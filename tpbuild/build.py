@@ -17,16 +17,20 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from typing import Callable, Protocol
 
 from . import atomic, outputs
+from .action import blobs_of
 from .actioncache import ActionCache
 from .analysis import Analysis
 from .cas import Cas
 from .errors import UserError
 from .executor import Executor
+from .runner import LocalExecution, RemoteCacheClient, Runner, stack
 from .label import Label
-from .scheduler import BuildContext, Hooks, Outcome, Scheduler
+from .scheduler import BuildContext, Hooks, Outcome, Scheduler, Status
 from .statcache import StatCache
 from .layout import STATE_DIR
 from .workspace import OUT_DIR, Workspace, memo_dir
@@ -37,14 +41,31 @@ class Options:
     cache_dir: Path
     jobs: int = os.cpu_count() or 1
     keep_going: bool = False
-    remote: object = None  # a remote.RemoteCache
+    remote: RemoteCacheClient | None = None  # a remote.RemoteCache, or a REAPI one
+    # A REAPI service (tpbuild.reapi.service.Service): remote execution, or its ActionCache as a remote
+    # cache; its runner wraps local execution (handing it what stays local). See runner.stack.
+    remote_executor: RemoteExecutor | None = None
     max_size: int | None = None  # bytes; the local cache is trimmed to it after a build that added to it
     prune: bool = False  # the build covers every target (`//...`): remove outputs of targets that are gone
 
 
+class RemoteExecutor(Protocol):
+    def wrap(self, local: LocalExecution, cache_dir: Path, warn: Callable[[str], None]) -> Runner: ...
+
+    def stats(self) -> dict: ...
+
+    def close(self) -> None: ...
+
+
+class TargetStatus(StrEnum):
+    BUILT = "built"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
 @dataclass
 class TargetResult:
-    status: str  # built | failed | skipped
+    status: TargetStatus
     outputs: list[str] = field(default_factory=list)
 
 
@@ -60,10 +81,10 @@ class BuildResult:
 
     @property
     def success(self) -> bool:
-        return all(t.status == "built" for t in self.targets.values())
+        return all(t.status is TargetStatus.BUILT for t in self.targets.values())
 
     def errors(self) -> list:
-        return [o for o in self.outcomes.values() if o.status == "failed"]
+        return [o for o in self.outcomes.values() if o.status is Status.FAILED]
 
 
 @contextmanager
@@ -105,17 +126,17 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         cas = Cas(opts.cache_dir, statcache)
         ac = ActionCache(opts.cache_dir)
         state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
-        ctx = BuildContext(
-            root=ws.root, cas=cas, ac=ac, statcache=statcache,
-            executor=Executor(ws.root, cas, state_dir / "logs"), state=state.actions,
-            salt=ws.cache.salt, remote=opts.remote, hooks=hooks,
-        )
+        rex = opts.remote_executor
+        runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
+                       remote_cache=opts.remote,
+                       remote_executor=(lambda local: rex.wrap(local, opts.cache_dir, warn)) if rex else None)
+        ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks)
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going)
         try:
             outcomes = sched.run()
         finally:
             for aid, o in sched.outcomes.items():
-                if o.status in ("executed", "cached", "remote") and not o.unstable:
+                if o.status.succeeded and not o.unstable:
                     state.remember(aid, o.key, o.entries)
             _report_quarantined(cas, state, warn)
             _saved(statcache.save(), warn)
@@ -132,7 +153,9 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
     cache: dict = {}
     if opts.remote is not None:
         cache["remote"] = opts.remote.stats()
-    if opts.max_size is not None and any(o.status in ("executed", "remote") for o in outcomes.values()):
+    if opts.remote_executor is not None:
+        cache["reapi"] = opts.remote_executor.stats()
+    if opts.max_size is not None and any(o.status in (Status.EXECUTED, Status.REMOTE) for o in outcomes.values()):
         cache["evicted"] = _evict(opts, outcomes)
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs)
 
@@ -156,7 +179,7 @@ def _evict(opts: Options, outcomes: dict[str, Outcome]) -> dict:
     from . import eviction
 
     keys = {o.key for o in outcomes.values() if o.key}
-    blobs = {(e.digest, e.kind == "x") for o in outcomes.values() for e in o.entries if e.kind != "l"}
+    blobs = {b for o in outcomes.values() for b in blobs_of(o.entries)}
     return vars(eviction.evict(opts.cache_dir, opts.max_size, keys, blobs))
 
 
@@ -166,14 +189,14 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
     for label in analysis.order:
         acts = analysis.actions_of(label)
         statuses = {outcomes[a.id].status for a in acts}
-        if "failed" in statuses:
-            results[label] = TargetResult("failed")
+        if Status.FAILED in statuses:
+            results[label] = TargetResult(TargetStatus.FAILED)
             continue
-        if "skipped" in statuses:
-            results[label] = TargetResult("skipped")
+        if Status.SKIPPED in statuses:
+            results[label] = TargetResult(TargetStatus.SKIPPED)
             continue
         info = analysis.infos[label]
-        res = TargetResult("built")
+        res = TargetResult(TargetStatus.BUILT)
         if info.output is not None:
             entries = outcomes[info.output.action].entries
             if info.output.path:
@@ -185,7 +208,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
                 # A blob verified moments ago is gone: another build sharing the cache evicted it.
                 warn(f"{label}: could not place its output in {rel} ({e.strerror}: {e.filename}); a blob it "
                      "names left the cache meanwhile (evicted by another build?): run the build again")
-                results[label] = TargetResult("failed")
+                results[label] = TargetResult(TargetStatus.FAILED)
                 continue
             res.outputs.append(rel)
         results[label] = res

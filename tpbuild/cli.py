@@ -51,6 +51,13 @@ def _parser(commands: dict) -> argparse.ArgumentParser:
     g = sub.add_parser("graph", parents=[common], help="print the target graph as Graphviz DOT")
     g.add_argument("patterns", nargs="*", metavar="PATTERN")
 
+    w = sub.add_parser("worker", help="serve a REAPI cluster as a worker (a Remote Workers API bot)")
+    w.add_argument("--executor", required=True, metavar="URL", help="the scheduler: grpc://HOST:PORT or grpcs://")
+    w.add_argument("--instance-name", default="", metavar="NAME", help="the REAPI instance (default: '')")
+    w.add_argument("--property", action="append", metavar="K=V",
+                   help="a platform property this worker offers (repeatable), e.g. container-image=docker://...")
+    w.add_argument("--name", metavar="NAME", help="the worker's name in reports (default: HOST-PID)")
+
     c = sub.add_parser("clean", parents=[common], help="remove tpbuild-out (and with --cache, the cache)")
     c.add_argument("--cache", action="store_true", help="also empty the local cache")
 
@@ -73,13 +80,19 @@ def add_ci_options(parser) -> None:
                         help="only the targets a change since git revision REF affects (and what includes them)")
     parser.add_argument("--summary", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
     parser.add_argument("--remote-cache", metavar="URL", help="a shared cache: file:///path, http(s)://host/prefix, "
-                        "s3://bucket/prefix (default: $TPBUILD_REMOTE_CACHE, [cache] remote; '' for none)")
+                        "s3://bucket/prefix, grpc(s)://host:port (a REAPI ActionCache and CAS) (default: $TPBUILD_REMOTE_CACHE, "
+                        "[cache] remote; '' for none)")
     parser.add_argument("--no-remote-upload", action="store_true", help="read the remote cache, never write it")
     parser.add_argument("--remote-required", action="store_true",
-                        help="fail the build when the remote cache fails, instead of warning")
+                        help="fail the build when the remote cache or executor fails, instead of warning")
+    parser.add_argument("--remote-executor", metavar="URL",
+                        help="run actions on a REAPI executor: grpc://HOST:PORT or grpcs://HOST:PORT (default: "
+                             "$TPBUILD_REMOTE_EXECUTOR, [remote] executor; '' for none)")
+    parser.add_argument("--remote-instance-name", metavar="NAME",
+                        help="the REAPI instance name (default: $TPBUILD_REMOTE_INSTANCE_NAME, [remote] instance_name, '')")
 
 
-BUILTIN = ("build", "query", "graph", "clean", "affected", "cache")
+BUILTIN = ("build", "query", "graph", "clean", "affected", "cache", "worker")
 
 
 def _command_word(argv: list[str]) -> str | None:
@@ -156,6 +169,10 @@ def _main(argv: list[str]) -> int:
             _print_summary("Built", hit["targets"], hit["targets"], hit["actions"],
                            ["0 executed", f"{hit['actions']} from cache"], time.monotonic() - t0, hit["shown"])
             return EXIT_OK
+    if args.command == "worker":
+        from .reapi import worker
+
+        return worker.main(args)
     from . import workspace
 
     ws = workspace.load(workspace.find_root(start))
@@ -235,9 +252,9 @@ def _affected(ws, args, cache_dir: Path) -> int:
 def _build(ws, args, cache_dir: Path, stamp) -> int:
     if stamp is not None:
         stamp.forget()  # out of date, or it would have answered
-    result = Session(ws, cache_dir, args).build(args.patterns, jobs=args.jobs, keep_going=args.keep_going,
-                                          report_path=args.report, changed_since=args.changed_since,
-                                          summary_path=args.summary)
+    result = Session(ws, cache_dir, args).run_build(args.patterns, jobs=args.jobs, keep_going=args.keep_going,
+                                                    report_path=args.report, changed_since=args.changed_since,
+                                                    summary_path=args.summary)
     if stamp is not None and result is not None:
         from .workspace import memo_dir
 
@@ -247,7 +264,8 @@ def _build(ws, args, cache_dir: Path, stamp) -> int:
 
 class Session:
     """What a command (built-in or a rule set's, such as `tpbuild test`) works with: the workspace and
-    a build that reports progress and a summary exactly as `tpbuild build` does."""
+    a build that reports progress and a summary exactly as `tpbuild build` does. Rule sets see it as
+    `plugin.Session`; `run_build` is the engine's own, with the whole `BuildResult`."""
 
     def __init__(self, ws, cache_dir: Path, flags=None):
         self.ws = ws
@@ -255,8 +273,38 @@ class Session:
         self.flags = flags  # the parsed command line: the remote cache options of add_ci_options
         self.summary_path: Path | None = None
 
+    @property
+    def root(self) -> Path:
+        return self.ws.root
+
+    def section(self, name: str) -> dict:
+        return self.ws.sections.get(name, {})
+
+    def output(self, label) -> Path:
+        from .layout import OUT_DIR
+
+        return self.ws.root / OUT_DIR / label.path
+
+    def analyse(self, patterns: list[str]):
+        from .analysis import analyze
+        from .plugin import Analysed
+        from .workspace import memo_dir
+
+        a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root))
+        return Analysed(tuple(a.requested), a.infos)
+
     def build(self, patterns: list[str], *, jobs: int, keep_going: bool = False, report_path: str | None = None,
-              extra_report: dict | None = None, changed_since: str | None = None, summary_path: str | None = None):
+              changed_since: str | None = None, summary_path: str | None = None):
+        from .plugin import Built
+
+        result = self.run_build(patterns, jobs=jobs, keep_going=keep_going, report_path=report_path,
+                                changed_since=changed_since, summary_path=summary_path)
+        if result is None:
+            return None
+        return Built(tuple(result.analysis.requested), result.analysis.infos, result.success)
+
+    def run_build(self, patterns: list[str], *, jobs: int, keep_going: bool = False, report_path: str | None = None,
+                  changed_since: str | None = None, summary_path: str | None = None):
         """None when `changed_since` leaves nothing to build (a success: the line says so)."""
         from . import build, report, summary
         from .analysis import analyze
@@ -295,8 +343,9 @@ class Session:
         try:
             result = build.run(self.ws, a, opts, hooks)
         finally:
-            if opts.remote is not None:
-                opts.remote.close()
+            for r in (opts.remote, opts.remote_executor):
+                if r is not None:
+                    r.close()
         console.close()
         if rpath:
             _report(rpath, report.to_json(result))
@@ -314,16 +363,36 @@ class Session:
         opts = Options(cache_dir=self.cache_dir, jobs=jobs, keep_going=keep_going)
         flag = getattr(self.flags, "remote_cache", None)
         required = getattr(self.flags, "remote_required", False)
-        if flag is not None or required or self.ws.cache.remote or "TPBUILD_REMOTE_CACHE" in os.environ:
+        no_upload = getattr(self.flags, "no_remote_upload", False)
+        s = None
+        if flag is not None or self.ws.cache.remote or "TPBUILD_REMOTE_CACHE" in os.environ or (
+                required and not self._executor_configured()):
             from . import remote
 
-            s = remote.settings(self.ws, flag, getattr(self.flags, "no_remote_upload", False), required)
-            opts.remote = remote.open_remote(s, self.cache_dir) if s is not None else None
+            s = remote.settings(self.ws, flag, no_upload, required)
+        grpc_cache = s is not None and s.url.startswith(("grpc://", "grpcs://"))
+        if s is not None and not grpc_cache:
+            from . import remote
+
+            opts.remote = remote.open_remote(s, self.cache_dir)
+        if self._executor_configured() or grpc_cache:
+            from .reapi import service
+
+            r = service.settings(self.ws, self.flags, s.url if grpc_cache else None,
+                                 s.upload if s is not None else not no_upload, required)
+            if r is not None:
+                opts.remote_executor = service.Service(r)
         if self.ws.cache.max_size is not None:
             from .eviction import max_size
 
             opts.max_size = max_size(self.ws)
         return opts
+
+    def _executor_configured(self) -> bool:
+        flag = getattr(self.flags, "remote_executor", None)
+        if flag is not None:
+            return bool(flag)
+        return bool(os.environ.get("TPBUILD_REMOTE_EXECUTOR", self.ws.remote.executor or ""))
 
     def changed(self, patterns: list[str], ref: str) -> list[str]:
         """The targets `patterns` name or depend on that a change since `ref` affects, as labels."""
@@ -373,20 +442,28 @@ def _writable(path: Path, flag: str) -> Path:
 
 
 def _summary(result) -> None:
+    from .build import TargetStatus
+    from .runner import Where
+
     counts: dict[str, int] = {}
+    remote_runs = 0
     for o in result.outcomes.values():
-        counts[o.status] = counts.get(o.status, 0) + 1
+        counts[o.status.value] = counts.get(o.status.value, 0) + 1
+        remote_runs += o.executed_by is not None and o.executed_by.where is Where.REMOTE
     for o in result.errors():
         print(f"error: {o.error.render()}", file=sys.stderr)
     n_targets = len(result.targets)
-    ok = sum(1 for t in result.targets.values() if t.status == "built")
-    parts = [f"{counts.get('executed', 0)} executed", f"{counts.get('cached', 0)} from cache"]
+    ok = sum(1 for t in result.targets.values() if t.status is TargetStatus.BUILT)
+    parts = [f"{counts.get('executed', 0)} executed" + (f" ({remote_runs} remotely)" if remote_runs else ""),
+             f"{counts.get('cached', 0)} from cache"]
     if counts.get("remote"):
         parts.append(f"{counts['remote']} from remote cache")
-    if "remote" in result.cache:
-        r = result.cache["remote"]
-        parts.append(f"{_mb(r['downloaded_bytes'])} downloaded, {_mb(r['uploaded_bytes'])} uploaded"
-                     + (" (remote cache switched off)" if r["disabled"] else ""))
+    for name in ("remote", "reapi"):
+        if name in result.cache:
+            r = result.cache[name]
+            what = "remote executor" if r.get("executor") else "remote cache"
+            parts.append(f"{_mb(r['downloaded_bytes'])} downloaded, {_mb(r['uploaded_bytes'])} uploaded"
+                         + (f" ({what} switched off)" if r["disabled"] else ""))
     if counts.get("failed"):
         parts.append(f"{counts['failed']} failed")
     if counts.get("skipped"):

@@ -12,7 +12,8 @@ import threading
 import time
 
 from .action import Action
-from .scheduler import Outcome
+from .runner import Where
+from .scheduler import Outcome, Status
 
 
 class Console:
@@ -49,9 +50,9 @@ class Console:
         with self._lock:
             self.done += 1
             self.running.pop(o.action.id, None)
-            if o.status == "executed" and not self.tty:
-                self._line(f"[{self.done}/{self.total}] {o.action.description} ({o.seconds:.2f}s)")
-            elif o.status == "failed":
+            if o.status is Status.EXECUTED and not self.tty:
+                self._line(f"[{self.done}/{self.total}] {o.action.description} ({o.seconds:.2f}s{_where(o)})")
+            elif o.status is Status.FAILED:
                 self._line(f"FAILED {o.action.description}")
             elif self.tty:
                 self._status(o.action.description)
@@ -79,3 +80,10 @@ class Console:
         if self.tty:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+
+
+def _where(o: Outcome) -> str:
+    by = o.executed_by
+    if by is None or by.where is Where.LOCAL:
+        return ""
+    return f", remote{' on ' + by.worker if by.worker else ''}"

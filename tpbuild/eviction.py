@@ -17,21 +17,20 @@ older than that at the very moment it is evicted can fail to place an output; th
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
 from . import digest
+from .action import blobs_of
 from .actioncache import ActionCache
 from .errors import UserError, at
 from .shaindex import ShaIndex
 
 LOW_WATER = 0.9
 GRACE = 600.0
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
 
 
 def max_size(ws) -> int | None:
@@ -39,11 +38,14 @@ def max_size(ws) -> int | None:
     text = ws.cache.max_size
     if text is None:
         return None
-    m = _SIZE_RE.match(text)
-    if not m or float(m.group(1)) <= 0:
+    try:
+        size = int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        size = 0
+    if size <= 0:
         raise UserError(f"[cache] max_size = {text!r} is not a size: write e.g. \"20GB\", \"500MiB\"",
                         at(ws.source.path, ws.source.line_of(("cache", "max_size"))))
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    return size
 
 
 @dataclass
@@ -76,7 +78,7 @@ def evict(cache_dir: Path, limit: int, live_keys: set[str], live_blobs: set[tupl
     names: dict[str, list[tuple[str, bool]]] = {}
     refs: dict[tuple[str, bool], int] = {}
     for key in entries:
-        named = [(e.digest, e.kind == "x") for e in ac.get(key) or () if e.kind != "l"]
+        named = list(blobs_of(ac.get(key) or ()))
         names[key] = named
         for b in named:
             refs[b] = refs.get(b, 0) + 1

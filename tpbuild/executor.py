@@ -20,13 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic
-from .action import PYTHON, RUN_ENV, SCRATCH, TOOL_LOG, USER_CACHE, Action, Artifact, Entry, Source, run_path
+from .action import (OUT, PYTHON, RUN_ENV, SCRATCH, TOOL_LOG, USER_CACHE, Action, Artifact, Entry, OutputEntry,
+                     RunAction, Source, Symlink, TreeAction, WriteAction, run_path)
 from .cas import Cas
 from .errors import BuildError
-
-# A `run` action writes its declared outputs below this directory of its scratch directory.
-OUT = "out"
-
 
 @dataclass(frozen=True)
 class Resolved:
@@ -35,7 +32,7 @@ class Resolved:
     dest: str
     input: Source | Artifact
     digest: str
-    entries: tuple[Entry, ...] = ()  # artifact inputs: the file, or every file of the tree
+    entries: tuple[OutputEntry, ...] = ()  # artifact inputs: the file, or every file of the tree
     full_path: str = ""              # source inputs: where to read it
     executable: bool = False
 
@@ -46,22 +43,24 @@ class Executor:
         self.cas = cas
         self.logs_dir = logs_dir
 
-    def execute(self, action: Action, inputs: list[Resolved]) -> tuple[Entry, ...]:
-        if action.kind == "write":
-            return self._write(action)
-        if action.kind == "tree":
-            return self._tree(action, inputs)
-        return self._run(action, inputs)
+    def execute(self, action: Action, inputs: list[Resolved]) -> tuple[OutputEntry, ...]:
+        match action:
+            case WriteAction():
+                return self._write(action)
+            case TreeAction():
+                return self._tree(action, inputs)
+            case RunAction():
+                return self._run(action, inputs)
+        raise TypeError(f"not an action variant: {type(action).__name__}")
 
-    def _write(self, action: Action) -> tuple[Entry, ...]:
-        exe = bool(action.spec.get("executable"))
-        d = self.cas.put_bytes(action.content, exe)
-        return (Entry(action.spec["out"], "x" if exe else "f", d, len(action.content)),)
+    def _write(self, action: WriteAction) -> tuple[OutputEntry, ...]:
+        d = self.cas.put_bytes(action.content, action.executable)
+        return (Entry.file(action.out, d, len(action.content), action.executable),)
 
-    def _tree(self, action: Action, inputs: list[Resolved]) -> tuple[Entry, ...]:
-        out: dict[str, Entry] = {}
+    def _tree(self, action: TreeAction, inputs: list[Resolved]) -> tuple[OutputEntry, ...]:
+        out: dict[str, OutputEntry] = {}
 
-        def add(e: Entry) -> None:
+        def add(e: OutputEntry) -> None:
             prev = out.get(e.path)
             if prev is not None and prev != e:
                 raise BuildError(f"{action.owner}: two inputs want the same output path {e.path!r}; "
@@ -71,26 +70,25 @@ class Executor:
         for r in inputs:
             if isinstance(r.input, Source):
                 d, size = self.cas.put_file(Path(r.full_path), executable=r.executable, move=False)
-                add(Entry(r.dest, "x" if r.executable else "f", d, size))
+                add(Entry.file(r.dest, d, size, r.executable))
             elif r.input.path:
-                e = r.entries[0]
-                add(Entry(r.dest, e.kind, e.digest, e.size))
+                add(r.entries[0].moved(r.dest))
             else:
                 for e in r.entries:
-                    add(Entry(f"{r.dest}/{e.path}" if r.dest else e.path, e.kind, e.digest, e.size))
+                    add(e.moved(f"{r.dest}/{e.path}" if r.dest else e.path))
         return tuple(out[p] for p in sorted(out))
 
     def log_path(self, action: Action) -> Path:
         return log_path(self.logs_dir, action)
 
-    def _run(self, action: Action, inputs: list[Resolved]) -> tuple[Entry, ...]:
+    def _run(self, action: RunAction, inputs: list[Resolved]) -> tuple[OutputEntry, ...]:
         scratch = self.cas.temp_path("run")
         try:
             return self._run_in(action, inputs, scratch)
         finally:
             atomic.remove(scratch)
 
-    def _run_in(self, action: Action, inputs: list[Resolved], scratch: Path) -> tuple[Entry, ...]:
+    def _run_in(self, action: RunAction, inputs: list[Resolved], scratch: Path) -> tuple[OutputEntry, ...]:
         (scratch / "tmp").mkdir(parents=True)
         (scratch / "home").mkdir()
         (scratch / OUT).mkdir()
@@ -106,25 +104,24 @@ class Executor:
                     rel = r.dest if r.input.path else (f"{r.dest}/{e.path}" if r.dest else e.path)
                     dest = scratch / rel
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    if e.kind == "l":
-                        os.symlink(e.digest, dest)
+                    if isinstance(e, Symlink):
+                        os.symlink(e.target, dest)
                     else:
-                        self.cas.link(e.digest, e.kind == "x", dest, share=False)
-        spec = action.spec
+                        self.cas.link(e.digest, e.executable, dest, share=False)
         log = self.log_path(action)
         tool_log = log.with_suffix(".tool.log")
-        argv = [_expand(a).replace(TOOL_LOG, str(tool_log)) for a in spec["argv"]]
+        argv = [_expand(a).replace(TOOL_LOG, str(tool_log)) for a in action.argv]
         user_cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
         env = {k: v.replace(SCRATCH, str(scratch)).replace(USER_CACHE, user_cache) for k, v in RUN_ENV.items()}
         env["PATH"] = run_path()
-        if spec["argv"][:1] == [PYTHON]:
+        if action.argv[:1] == (PYTHON,):
             env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        env.update({k: _expand(v) for k, v in spec["env"].items()})
+        env.update({k: _expand(v) for k, v in action.env})
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as logf:
             try:
                 proc = subprocess.run(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL,
-                                      stdout=logf, stderr=subprocess.STDOUT, timeout=spec.get("timeout"))
+                                      stdout=logf, stderr=subprocess.STDOUT, timeout=action.timeout)
                 code = proc.returncode
             except subprocess.TimeoutExpired:
                 code = None
@@ -139,10 +136,10 @@ class Executor:
             )
         return self._collect(action, scratch, log)
 
-    def _collect(self, action: Action, scratch: Path, log: Path) -> tuple[Entry, ...]:
-        entries: list[Entry] = []
+    def _collect(self, action: RunAction, scratch: Path, log: Path) -> tuple[OutputEntry, ...]:
+        entries: list[OutputEntry] = []
         base = scratch / OUT
-        for out in action.spec["outs"]:
+        for out in action.outs:
             p = base / out
             if not os.path.lexists(p):
                 raise BuildError(f"{action.owner}: {action.mnemonic} did not create its declared output {out!r}",
@@ -158,13 +155,12 @@ class Executor:
         entries.sort(key=lambda e: e.path)
         return tuple(entries)
 
-    def _take(self, f: Path, rel: str) -> Entry:
+    def _take(self, f: Path, rel: str) -> OutputEntry:
         if f.is_symlink():
-            target = os.readlink(f)
-            return Entry(rel, "l", target, 0)
+            return Symlink(rel, os.readlink(f))
         exe = os.access(f, os.X_OK)
         d, size = self.cas.put_file(f, executable=exe, move=True)
-        return Entry(rel, "x" if exe else "f", d, size)
+        return Entry.file(rel, d, size, exe)
 
 
 def log_path(logs_dir: Path, action: Action) -> Path:

@@ -3,7 +3,8 @@
 It is the engine's one built-in rule and registers through the same entry-point group as any rule set.
 Sources are placed in the scratch directory at their paths from the workspace root, a dependency's
 output files below its label path (`models/x/x/...`); `$SRCS` lists them all, `$OUTS` the declared
-outputs (below `out/`), and `$OUT` the single output when there is exactly one.
+outputs (below `out/`), and `$OUT` the single output when there is exactly one. `timeout` bounds how
+long the command may run; `exec_properties` name the platform a remote executor must run it on.
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ import functools
 import platform
 import subprocess
 
-from pydantic import field_validator
+from pydantic import PositiveFloat, field_validator
 
-from .executor import OUT
-from .label import Label
-from .plugin import AnalysisContext, Attrs, Rule, SourceOrLabel, SourcePath, TargetInfo
+from .plugin import OUT, AnalysisContext, Attrs, Label, Rule, SourceOrLabel, SourcePath, TargetInfo
 
 
 class GenruleAttrs(Attrs):
     srcs: tuple[SourceOrLabel, ...] = ()
     outs: tuple[str, ...]
     cmd: str
+    timeout: PositiveFloat | None = None  # seconds
+    exec_properties: dict[str, str] = {}
 
     @field_validator("outs")
     @classmethod
@@ -71,8 +72,8 @@ class Genrule(Rule):
         if len(outs) == 1:
             env["OUT"] = outs[0]
         art = ctx.run("Genrule", ["bash", "-e", "-o", "pipefail", "-c", attrs.cmd], inputs=inputs,
-                      outs=list(attrs.outs), env=env, tools=_bash_fingerprint(),
-                      description=f"Genrule {ctx.label}")
+                      outs=list(attrs.outs), env=env, tools=_bash_fingerprint(), timeout=attrs.timeout,
+                      exec_properties=attrs.exec_properties, description=f"Genrule {ctx.label}")
         return TargetInfo(rule=self.name, output=art)
 
 

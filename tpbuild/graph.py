@@ -37,7 +37,7 @@ class CachedTarget:
 
 
 class TargetGraph:
-    """Edges live in plain dicts on the hot path; networkx gets the graph for cycles, queries and DOT."""
+    """Edges live in plain dicts on the hot path; networkx gets the graph for queries and DOT."""
 
     def __init__(self, ws: Workspace, rules: dict, make_context, cache: AnalysisCache | None = None):
         self.ws = ws
@@ -154,14 +154,11 @@ class TargetGraph:
         sorter = graphlib.TopologicalSorter({lbl: self.edges[lbl] for lbl in sorted(seen)})
         try:
             return list(sorter.static_order())
-        except graphlib.CycleError:
-            pass
-        import networkx as nx
-
-        cycle = nx.find_cycle(self.graph.subgraph(seen))
-        path = [str(u) for u, _ in cycle] + [str(cycle[0][0])]
-        first = self.targets[cycle[0][0]]
-        raise UserError(f"dependency cycle: {' -> '.join(path)}; remove one of these dependencies",
+        except graphlib.CycleError as e:
+            # graphlib lists each node before the one depending on it; read "depends on" the other way.
+            cycle = list(reversed(e.args[1]))
+        first = self.targets[cycle[0]]
+        raise UserError(f"dependency cycle: {' -> '.join(map(str, cycle))}; remove one of these dependencies",
                         at(first.source.path, first.source.line_of(first.keypath)))
 
     def _require(self, t: manifest.Target, dep: Label) -> None:
@@ -178,14 +175,3 @@ class TargetGraph:
             where = "its package has no BUILD.toml" if dep.package not in self.all_packages else \
                 f"{dep.package or 'the root package'} declares no target {dep.name!r}"
             raise UserError(f"{t.label} depends on {dep}, which does not exist: {where}", at(t.source.path, line))
-
-    def dependents_closure(self, labels: set[Label]) -> set[Label]:
-        """`labels` and every loaded target that depends on one of them, transitively."""
-        import networkx as nx
-
-        out = set(labels)
-        for lbl in labels:
-            if lbl in self.graph:
-                out |= nx.ancestors(self.graph, lbl)
-        return out
-

@@ -124,15 +124,16 @@ class Stamp:
                   self.path.parent / "tmp", "the no-op stamp")
 
     def _groups(self, result, cache_dir: Path, memo: Path, horizon: int) -> list | None:
-        from .action import Source
+        from .action import Source, blobs_of
         from .analysiscache import code_dirs
         from .cas import Cas
+        from .scheduler import Status
         from .statcache import StatCache
 
         a = result.analysis
         if not result.success or result.warnings or "remote" in result.cache:
             return None
-        if any(o.status == "executed" for o in result.outcomes.values()):
+        if any(o.status is Status.EXECUTED for o in result.outcomes.values()):
             return None  # its blobs are new, too fresh to trust by stat: the next no-op leaves the stamp
         cache = a.graph.cache
         observed: dict = {}
@@ -160,14 +161,13 @@ class Stamp:
         cas = Cas(cache_dir)
         blobs = {}
         for o in result.outcomes.values():
-            for e in o.entries:
-                if e.kind != "l":
-                    p = str(cas.path(e.digest, e.kind == "x"))
-                    if p not in blobs:
-                        s = sig(p)
-                        if not usable(s, statcache.peek(p)):
-                            return None
-                        blobs[p] = s
+            for d, exe in blobs_of(o.entries):
+                p = str(cas.path(d, exe))
+                if p not in blobs:
+                    s = sig(p)
+                    if not usable(s, statcache.peek(p)):
+                        return None
+                    blobs[p] = s
         placed = []
         placed_dirs = []
         for rel in (p for t in result.targets.values() for p in t.outputs):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import atomic, memo
-from .action import Entry, tree_digest
+from .action import Entry, OutputEntry, Symlink, tree_digest
 from .cas import Cas
 from .layout import OUT_DIR, STATE_DIR, stat_sig
 
@@ -134,7 +134,7 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
     return True
 
 
-def _dirs(dest: Path, entries: tuple[Entry, ...]) -> dict:
+def _dirs(dest: Path, entries: tuple[OutputEntry, ...]) -> dict:
     """The stat of every directory of the tree, taken once it is complete."""
     names = {""}
     for e in entries:
@@ -150,19 +150,19 @@ def _work(root: Path) -> Path:
     return root / STATE_DIR / "tmp"
 
 
-def _place(p: Path, e: Entry, cas: Cas) -> tuple:
-    if e.kind == "l":
-        os.symlink(e.digest, p)
+def _place(p: Path, e: OutputEntry, cas: Cas) -> tuple:
+    if isinstance(e, Symlink):
+        os.symlink(e.target, p)
     else:
-        cas.link(e.digest, e.kind == "x", p)
-    return (e.kind, e.digest, stat_sig(os.lstat(p)))
+        cas.link(e.digest, e.executable, p)
+    return (*e.identity, stat_sig(os.lstat(p)))
 
 
 def _update(root: Path, dest: Path, old: dict, entries: tuple[Entry, ...], cas: Cas) -> dict:
     placed = {}
     for e in entries:
         prev = old.get(e.path)
-        if prev is not None and prev[:2] == (e.kind, e.digest):
+        if prev is not None and prev[:2] == e.identity:
             placed[e.path] = prev
             continue
         p = dest / e.path

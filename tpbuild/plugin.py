@@ -1,9 +1,11 @@
-"""The one API rule sets import: `Rule`, attribute types, and the analysis context.
+"""The one API rule sets import: `Rule`, attribute types, the analysis context, and for rule-set
+commands the `Session` they get; with the errors and path conventions rules need, re-exported.
 
 A rule turns validated attributes into declared actions and a `TargetInfo` for the targets that depend
 on it. It never runs anything and never sees the cache or the scheduler. Rule sets register through
 the `tpbuild.rules` entry-point group (a list of `Rule` classes), so the engine's own `genrule` and the
-Triton rules plug in exactly as a third-party rule set would.
+Triton rules plug in exactly as a third-party rule set would. That rule sets import nothing else of
+the engine is checked (tests/test_imports.py), so anything they need must be offered here.
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Mapping, Protocol, Union, runtime_checkable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
-from .action import PYTHON, TOOL_LOG, Action, Artifact, Input, Source
-from .errors import BuildError, UserError, at
+from .action import OUT, PYTHON, TOOL_LOG, Action, Artifact, Input, RunAction, Source, TreeAction, WriteAction
+from .errors import BuildError, TpbuildError, UserError, at
 from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
 
 __all__ = [
-    "PYTHON", "TOOL_LOG", "BuildError", "Command", "Action", "Artifact", "Attrs", "AnalysisContext", "Input", "Label", "LabelAttr", "LabelOrPattern",
-    "Pattern",
-    "Rule", "Source", "SourceAttr", "SourceOrLabel", "SourcePath", "TargetInfo", "UserError",
+    "OUT", "PYTHON", "TOOL_LOG", "Action", "AnalysisContext", "Analysed", "Artifact", "Attrs", "BuildError", "Built",
+    "Command", "Input", "Label", "LabelAttr", "LabelOrPattern", "Pattern", "Rule", "Session", "Source", "SourceAttr",
+    "SourceOrLabel", "SourcePath", "TargetInfo", "TpbuildError", "UserError", "at",
 ]
 
 
@@ -111,9 +113,50 @@ class Rule:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class Analysed:
+    """Targets as analysis sees them: those the patterns named, and the infos of those and their
+    dependencies."""
+
+    requested: tuple[Label, ...]
+    infos: Mapping[Label, TargetInfo]
+
+
+@dataclass(frozen=True)
+class Built(Analysed):
+    """A finished build: `success` when every target built (the CLI has reported any failure)."""
+
+    success: bool
+
+
+@runtime_checkable
+class Session(Protocol):
+    """What a rule-set command works with (the CLI provides it): the workspace, and builds that
+    report progress, a summary and `--report` exactly as `tpbuild build` does."""
+
+    @property
+    def root(self) -> Path: ...
+
+    def section(self, name: str) -> dict:
+        """A rule-set table of tpbuild.toml such as `[triton]` (empty if absent)."""
+
+    def analyse(self, patterns: list[str]) -> Analysed:
+        """Analysis only: nothing is built."""
+
+    def build(self, patterns: list[str], *, jobs: int, keep_going: bool = False, report_path: str | None = None,
+              changed_since: str | None = None, summary_path: str | None = None) -> Built | None:
+        """None when `changed_since` leaves nothing to build (a success: the CLI said so)."""
+
+    def output(self, label: Label) -> Path:
+        """Where a target's default output is placed by a build (`tpbuild-out/<package>/<name>`)."""
+
+    def summarize_tests(self, rows: list[tuple[str, str, bool, str]]) -> None:
+        """Append test results (target, case, passed, message) to the --summary file, if one was given."""
+
+
 class Command:
     """A subcommand a rule set adds to the CLI (`tpbuild test`), registered in the `tpbuild.commands`
-    entry-point group. `run` gets the CLI's Session (workspace, a reporting build) and returns the exit code."""
+    entry-point group. `run` gets a `Session` and returns the exit code."""
 
     name: ClassVar[str]
     help: ClassVar[str]
@@ -124,7 +167,7 @@ class Command:
     def configure(self, parser) -> None:
         raise NotImplementedError
 
-    def run(self, session, args) -> int:
+    def run(self, session: Session, args) -> int:
         raise NotImplementedError
 
 
@@ -241,37 +284,42 @@ class AnalysisContext:
 
     # -- declaring actions -----------------------------------------------------------------------
 
-    def _declare(self, mnemonic: str, kind: str, **kw) -> Artifact:
+    def _declare(self, variant: type[Action], mnemonic: str, **kw) -> Artifact:
         n = sum(1 for a in self.actions if a.mnemonic == mnemonic)
         action_id = f"{self.label}%{mnemonic}" + (f"#{n}" if n else "")
-        self.actions.append(Action(id=action_id, owner=self.label, mnemonic=mnemonic, kind=kind,
-                                   rule=self.rule.name, rule_version=self.rule.version, **kw))
+        self.actions.append(variant(id=action_id, owner=self.label, mnemonic=mnemonic, rule=self.rule.name,
+                                    rule_version=self.rule.version, **kw))
         return Artifact(action_id)
 
     def write(self, mnemonic: str, out: str, content: bytes, *, executable: bool = False) -> Artifact:
-        art = self._declare(mnemonic, "write", spec={"out": out, "executable": executable}, content=content,
+        art = self._declare(WriteAction, mnemonic, out=out, content=content, executable=executable,
                             description=f"{mnemonic} {self.label}")
         return Artifact(art.action, out)
 
     def tree(self, mnemonic: str, entries: list[tuple[str, Input]]) -> Artifact:
         """A directory made of (destination, input) pairs: a source file, an artifact file, or a whole
         tree merged below the destination ("" for the root; several trees may merge there)."""
-        return self._declare(mnemonic, "tree", inputs=tuple(sorted(entries, key=lambda kv: kv[0])),
+        return self._declare(TreeAction, mnemonic, inputs=tuple(sorted(entries, key=lambda kv: kv[0])),
                              description=f"{mnemonic} {self.label}")
 
     def run(self, mnemonic: str, argv: list[str], *, inputs: dict[str, Input], outs: list[str],
             env: dict[str, str] | None = None, tools: dict | None = None, timeout: float | None = None,
+            exec_properties: dict[str, str] | None = None, local_only: bool = False,
             description: str = "", log_hint: str = "", code: list[str] | tuple[str, ...] = ()) -> Artifact:
         """A command run in a scratch directory holding `inputs`; `outs` are collected from it.
 
+        `timeout` (seconds) fails the action when it runs longer. `exec_properties` name the platform
+        it must run on (REAPI platform properties: `container-image`, `OSFamily`, a pool); they enter
+        its key. `local_only` declares it too small to be worth shipping to a remote executor.
         `code` names the modules the command runs (`["tpbuild_triton.envbuild"]` for `{python} -m
         tpbuild_triton.envbuild`): their source, and that of the modules of their package they
         import, enters the key, so editing the worker rebuilds what it made (see tpbuild.code)."""
         from .code import digest_of
 
         return self._declare(
-            mnemonic, "run", inputs=tuple(sorted(inputs.items(), key=lambda kv: kv[0])),
-            spec={"argv": list(argv), "env": dict(env or {}), "outs": sorted(outs), "timeout": timeout},
+            RunAction, mnemonic, inputs=tuple(sorted(inputs.items(), key=lambda kv: kv[0])),
+            argv=tuple(argv), env=tuple(sorted((env or {}).items())), outs=tuple(sorted(outs)), timeout=timeout,
+            exec_properties=tuple(sorted((exec_properties or {}).items())), local_only=local_only,
             tools=dict(tools or {}), description=description or f"{mnemonic} {self.label}", log_hint=log_hint,
             code=digest_of(tuple(sorted(code))) if code else "",
         )

@@ -34,7 +34,7 @@ from pathlib import Path
 import xxhash
 
 from . import digest
-from .action import Entry, wire_key_of
+from .action import Entry, EntryKind, OutputEntry, Symlink, wire_key_of
 from .errors import BuildError, UserError, at
 from .remotestore import Store, StoreError, check_url, has_credentials, open_store, scrub
 from .shaindex import ShaIndex
@@ -137,7 +137,7 @@ class RemoteCache:
 
     # -- the scheduler's seam ------------------------------------------------------------------
 
-    def lookup(self, material: bytes, cas) -> tuple[Entry, ...] | None:
+    def lookup(self, material: bytes, cas) -> tuple[OutputEntry, ...] | None:
         if self.disabled:
             return None
         wkey = wire_key_of(material)
@@ -155,22 +155,21 @@ class RemoteCache:
             self._problem(f"{e}; the action runs locally")
             return None
 
-    def store(self, material: bytes, entries: tuple[Entry, ...], cas) -> None:
+    def store(self, material: bytes, entries: tuple[OutputEntry, ...], cas) -> None:
         if not self.upload or self.disabled:
             return
         wkey = wire_key_of(material)
         wire, blobs = [], {}
         for e in entries:
-            if e.kind == "l":
-                wire.append([e.path, e.kind, e.digest, e.size])
+            if isinstance(e, Symlink):
+                wire.append(e.to_json())
                 continue
-            exe = e.kind == "x"
-            sha = self._sha_of(e.digest, exe, cas)
+            sha = self.index.sha_of_blob(cas, e.digest, e.executable)
             if sha is None:
                 self._problem(f"local blob {e.digest} of {e.path} is damaged; not uploading this result")
                 return
-            wire.append([e.path, e.kind, sha, e.size])
-            blobs[sha] = cas.path(e.digest, exe)
+            wire.append([e.path, e.kind.value, sha, e.size])
+            blobs[sha] = cas.path(e.digest, e.executable)
         try:
             self._parallel(self._push, blobs.items())
             body = self._encode(wkey, wire)
@@ -197,9 +196,8 @@ class RemoteCache:
             sig = data.pop(SIG, None)
             if data.get("v") != FORMAT:
                 raise ValueError
-            wire = [(str(p), str(k), str(d), int(n)) for p, k, d, n in data["entries"]]
-            if any(k not in ("f", "x", "l") or (k != "l" and len(d) != 64) or not _safe_path(p)
-                   for p, k, d, _ in wire):
+            wire = [(str(p), EntryKind(k), str(d), int(n)) for p, k, d, n in data["entries"]]
+            if any((k is not EntryKind.SYMLINK and len(d) != 64) or not _safe_path(p) for p, k, d, _ in wire):
                 raise ValueError
         except (ValueError, TypeError, KeyError, AttributeError):
             raise _Unusable(f"remote cache entry ac/{wkey} does not parse") from None
@@ -220,11 +218,11 @@ class RemoteCache:
         with self._lock:
             return self._blob_locks.setdefault(sha, threading.Lock())
 
-    def _fetch(self, w: tuple, cas) -> Entry:
+    def _fetch(self, w: tuple, cas) -> OutputEntry:
         path, kind, sha, size = w
-        if kind == "l":
-            return Entry(path, kind, sha, size)
-        exe = kind == "x"
+        if kind is EntryKind.SYMLINK:
+            return Symlink(path, sha)
+        exe = kind is EntryKind.EXECUTABLE
         with self._blob_lock(sha):  # two entries naming one blob download it once
             known = self.index.xxh3_of(sha)
             if known is not None and cas.verify(known, exe):
@@ -259,18 +257,6 @@ class RemoteCache:
         with open(tmp, "wb") as f:  # truncated on every attempt
             sink = _Hashing(f)
             return self.backend.get(key, sink), sink
-
-    def _sha_of(self, d: str, exe: bool, cas) -> str | None:
-        """The blob's SHA-256, from the index or hashed now; None if the blob no longer matches its name."""
-        if not cas.verify(d, exe):
-            return None
-        sha = self.index.sha_of(d)
-        if sha is None:
-            got, sha = digest.of_file_both(cas.path(d, exe))
-            if got != d:
-                return None
-            self.index.record(d, sha)
-        return sha
 
     def _push(self, item: tuple[str, Path]) -> None:
         sha, path = item

@@ -14,7 +14,7 @@ owns those). Bodies stream through in 1 MiB chunks, so a multi-GB output never s
 - `s3://bucket/prefix`: S3 and compatible stores through boto3 and its standard credential chain; the
   endpoint from `TPBUILD_S3_ENDPOINT`, else boto3's own `AWS_ENDPOINT_URL`.
 
-Every failure is a `StoreError` whose text never holds credentials (`scrub`). boto3 and http.client are
+Every failure is a `StoreError` whose text never holds credentials (`scrub`). boto3 and urllib3 are
 imported only when a store of their kind is opened: a build without a remote pays for neither.
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import threading
 import urllib.parse
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -75,9 +74,17 @@ def has_credentials(url: str) -> bool:
 def check_url(url: str) -> str:
     """'' if tpbuild can open `url`, else what is wrong with it."""
     p = urllib.parse.urlsplit(url)
+    if p.scheme in ("grpc", "grpcs"):  # a REAPI endpoint (tpbuild/reapi), as a cache or an executor
+        try:
+            port = p.port
+        except ValueError:
+            port = None
+        if not p.hostname or port is None or p.path not in ("", "/"):
+            return f"REAPI URL {scrub(url)!r}: use grpc://HOST:PORT or grpcs://HOST:PORT (a host and a port, no path)"
+        return ""
     if p.scheme not in SCHEMES:
-        return (f"unsupported remote cache URL {scrub(url)!r}: use file:///path, http(s)://host/prefix "
-                "or s3://bucket/prefix")
+        return (f"unsupported remote cache URL {scrub(url)!r}: use file:///path, http(s)://host/prefix, "
+                "s3://bucket/prefix or grpc(s)://host:port (REAPI)")
     if p.scheme == "file" and (p.netloc or not p.path.startswith("/")):
         return f"remote cache URL {scrub(url)!r}: a file URL needs an absolute path, file:///path"
     if p.scheme in ("http", "https", "s3") and not p.hostname:
@@ -135,16 +142,18 @@ class FileStore:
 
 
 class HttpStore:
-    def __init__(self, url: str, timeout: float):
-        import http.client
+    """GET/HEAD/PUT through urllib3, with keep-alive pools shared by the transfer threads. Proxies come
+    from the environment as every HTTP client reads them (`HTTPS_PROXY`/`HTTP_PROXY`, `NO_PROXY`)."""
 
-        self._http = http.client
+    def __init__(self, url: str, timeout: float):
+        import urllib.request
+
+        import urllib3
+
+        self._urllib3 = urllib3
         p = urllib.parse.urlsplit(url)
         self.url = scrub(url)
-        self.timeout = timeout
-        self.https = p.scheme == "https"
-        self.host, self.port = p.hostname, p.port
-        self.prefix = p.path.rstrip("/")
+        self.base = urllib.parse.urlunsplit((p.scheme, _host_port(p), p.path.rstrip("/"), "", ""))
         self.headers = {"User-Agent": "tpbuild"}
         token = os.environ.get("TPBUILD_REMOTE_CACHE_TOKEN")
         user = p.username or os.environ.get("TPBUILD_REMOTE_CACHE_USER")
@@ -154,57 +163,61 @@ class HttpStore:
         elif user:
             pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
             self.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-        self._local = threading.local()  # one keep-alive connection per transfer thread
-
-    def _conn(self):
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            cls = self._http.HTTPSConnection if self.https else self._http.HTTPConnection
-            c = self._local.conn = cls(self.host, self.port, timeout=self.timeout)
-        return c
+        kw = dict(timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False, maxsize=16, block=False)
+        proxy = urllib.request.getproxies().get(p.scheme)
+        if proxy and not urllib.request.proxy_bypass(p.hostname or ""):
+            self.pool = urllib3.ProxyManager(proxy, **kw)
+        else:
+            self.pool = urllib3.PoolManager(**kw)
 
     def _request(self, method: str, key: str, body=None, headers: dict | None = None):
-        """The response of one request, its status checked; a connection is dropped after any error
-        so that the next request starts clean."""
-        c = self._conn()
+        """The response of one request (its body not yet read), its status checked."""
         try:
-            c.request(method, f"{self.prefix}/{key}", body=body, headers={**self.headers, **(headers or {})})
-            r = c.getresponse()
-        except (OSError, self._http.HTTPException) as e:
-            c.close()
-            self._local.conn = None
-            raise StoreError(f"{method} {self.url}/{key}: {e or type(e).__name__}") from None
+            r = self.pool.request(method, f"{self.base}/{key}", body=body, headers={**self.headers, **(headers or {})},
+                                  preload_content=False, redirect=False)
+        except self._urllib3.exceptions.HTTPError as e:
+            raise StoreError(f"{method} {self.url}/{key}: {_reason(e)}") from None
         if r.status >= 300 and r.status != 404:
-            r.read()
+            r.drain_conn()
             raise StoreError(f"{method} {self.url}/{key}: HTTP {r.status} {r.reason}",
                              transient=r.status >= 500 or r.status in (408, 429))
         return r
 
     def has(self, key: str) -> bool:
         r = self._request("HEAD", key)
-        r.read()
+        r.drain_conn()
         return r.status != 404
 
     def get(self, key: str, sink: Sink) -> bool:
         r = self._request("GET", key)
         if r.status == 404:
-            r.read()
+            r.drain_conn()
             return False
         try:
-            copy_stream(r.read, sink)
-            if r.length:  # bytes the server announced but never sent: a truncated body
-                raise self._http.IncompleteRead(b"", r.length)
-        except (OSError, self._http.HTTPException) as e:
-            self._conn().close()
-            self._local.conn = None
-            raise StoreError(f"GET {self.url}/{key}: {e or type(e).__name__}") from None
+            copy_stream(lambda n: r.read(n), sink)  # a body shorter than its Content-Length raises
+        except (OSError, self._urllib3.exceptions.HTTPError) as e:
+            r.release_conn()
+            raise StoreError(f"GET {self.url}/{key}: {_reason(e)}") from None
+        r.release_conn()
         return True
 
     def put(self, key: str, body: BinaryIO, size: int) -> None:
         r = self._request("PUT", key, body=body, headers={"Content-Length": str(size)})
-        r.read()
+        r.drain_conn()
         if r.status == 404:
             raise StoreError(f"PUT {self.url}/{key}: HTTP 404 (does the server accept PUT?)", transient=False)
+
+
+def _host_port(p: urllib.parse.SplitResult) -> str:
+    """The URL's host and port without its credentials (they travel in a header)."""
+    host = f"[{p.hostname}]" if p.hostname and ":" in p.hostname else p.hostname or ""
+    return f"{host}:{p.port}" if p.port else host
+
+
+def _reason(e: Exception) -> str:
+    """urllib3 wraps the cause (refused, timed out, reset) in MaxRetryError/ProtocolError; say the cause."""
+    inner = getattr(e, "reason", None) or (e.args[1] if len(e.args) > 1 else None) or e
+    return str(inner) or type(inner).__name__
 
 
 class S3Store:

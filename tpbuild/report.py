@@ -2,7 +2,8 @@
 
 Its shape is a contract with CI scripts, so it is built here in one place from the build's values:
 target status `built | failed | skipped`, action status `executed | cached | remote | failed | skipped`,
-paths relative to the workspace root.
+paths relative to the workspace root. An executed action names where it ran: `"executor": "local"` or
+`"remote"`, and `"worker"` when the remote executor says which of its workers it was.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from pathlib import Path
 
 from .build import BuildResult
+from .scheduler import Status
 
 
 def to_json(result: BuildResult | None, error: str | None = None) -> dict:
@@ -21,15 +23,19 @@ def to_json(result: BuildResult | None, error: str | None = None) -> dict:
     for label in result.analysis.order:
         for a in result.analysis.actions_of(label):
             o = result.outcomes[a.id]
-            item = {"target": str(label), "mnemonic": a.mnemonic, "key": o.key, "status": o.status,
+            item = {"target": str(label), "mnemonic": a.mnemonic, "key": o.key, "status": o.status.value,
                     "seconds": round(o.seconds, 4)}
-            if o.error is not None and o.status == "failed":
+            if o.executed_by is not None:
+                item["executor"] = o.executed_by.where.value
+                if o.executed_by.worker:
+                    item["worker"] = o.executed_by.worker
+            if o.error is not None and o.status is Status.FAILED:
                 item["error"] = o.error.render()
             actions.append(item)
     return {
         "success": result.success if error is None else False,
         **({"error": error} if error else {}),
-        "targets": {str(lbl): {"status": t.status, "outputs": t.outputs} for lbl, t in result.targets.items()},
+        "targets": {str(lbl): {"status": t.status.value, "outputs": t.outputs} for lbl, t in result.targets.items()},
         "actions": actions,
         "analysis": {"targets": len(result.analysis.order), "reanalysed": result.analysis.reanalysed},
         "seconds": round(result.seconds, 3),

@@ -2,70 +2,85 @@
 
 An action becomes ready when every action it reads from has finished. Its key is then computed from
 the *content* digests of its inputs (early cutoff: an upstream result that comes out byte-identical
-leaves downstream keys unchanged), and the result is looked up before anything runs:
-
-1. the workspace's last-build record (`BuildState`: action id -> key, entries), which saves reading
-   the action cache on a no-op build;
-2. the local action cache;
-3. `remote` (an optional remote cache, same interface as the local lookups), on a worker thread;
-and only on a miss is the action executed. Every blob a result names is verified before the result is
-trusted; a damaged one makes the lookup a miss and the action runs again.
+leaves downstream keys unchanged), and the request goes to the build's `runner.Runner`, which decides
+how it is answered: from a cache, by executing it here, or elsewhere. The scheduler knows nothing of
+caches or executors; it asks the runner's fast `lookup` on its own thread and hands the rest to
+`run`, on a worker thread when the runner may block.
 
 An input whose stat moves while its action runs (a file saved mid-build) makes the result valid for
-this build only: it is neither recorded nor uploaded under a key computed from the older content.
+this build only (`Request.stable`): it is neither recorded nor uploaded under a key computed from the
+older content.
 """
 
 from __future__ import annotations
 
 import os
 import stat as statmod
-import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from typing import Callable
 
 from . import action as actionmod
-from .action import Action, Artifact, Entry, Source
-from .actioncache import ActionCache
-from .cas import Cas
+from .action import Action, Artifact, Entry, OutputEntry, Source, input_digest
 from .errors import BuildError, TpbuildError
-from .executor import Executor, Resolved
+from .executor import Resolved
+from .runner import ExecutedBy, Request, Result, Runner
 from .statcache import StatCache, signature
+
+
+class Status(StrEnum):
+    """An action's status in a build (and in the report): how its result came, or why there is none."""
+
+    EXECUTED = "executed"
+    CACHED = "cached"
+    REMOTE = "remote"   # from a remote cache
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def succeeded(self) -> bool:
+        return self in (Status.EXECUTED, Status.CACHED, Status.REMOTE)
 
 
 @dataclass
 class Outcome:
     action: Action
-    status: str = "skipped"  # executed | cached | remote | failed | skipped
+    status: Status = Status.SKIPPED
     key: str = ""
-    entries: tuple[Entry, ...] = ()
+    entries: tuple[OutputEntry, ...] = ()
     seconds: float = 0.0
     error: TpbuildError | None = None
     unstable: bool = False  # an input moved while it ran: not recorded
+    executed_by: ExecutedBy | None = None  # who ran it, when it was executed
+
+    def settle(self, result: Result) -> None:
+        self.status = Status(result.origin.value)
+        self.entries = result.entries
+        self.executed_by = result.executed_by
+        self.unstable = result.unstable
 
 
 @dataclass
 class Hooks:
     """Observers the CLI plugs in; the scheduler does not print."""
 
-    started: object = None   # callable(Action)
-    finished: object = None  # callable(Outcome)
-    warn: object = None      # callable(str)
+    started: Callable[[Action], None] | None = None
+    finished: Callable[[Outcome], None] | None = None
+    warn: Callable[[str], None] | None = None
 
 
 @dataclass
 class BuildContext:
     root: Path
-    cas: Cas
-    ac: ActionCache
     statcache: StatCache
-    executor: Executor
-    state: dict          # BuildState.actions: action id -> (key, entries)
+    runner: Runner
     salt: str = ""
-    remote: object = None  # an object with lookup(key_material, cas) and store(key_material, entries, cas)
     hooks: Hooks = field(default_factory=Hooks)
+    clock: Callable[[], float] = time.monotonic  # for the outcomes' seconds
 
 
 class Scheduler:
@@ -75,7 +90,6 @@ class Scheduler:
         self.jobs = max(1, jobs)
         self.keep_going = keep_going
         self.outcomes: dict[str, Outcome] = {a: Outcome(actions[a]) for a in actions}
-        self._lock = threading.Lock()
 
     def run(self) -> dict[str, Outcome]:
         waiting: dict[str, int] = {}
@@ -93,13 +107,13 @@ class Scheduler:
 
         def finished(aid: str) -> None:
             nonlocal stop
-            if self.outcomes[aid].status == "failed":
+            if self.outcomes[aid].status is Status.FAILED:
                 self._skip_dependents(aid, dependents)
                 stop = stop or not self.keep_going
                 return
             for d in dependents[aid]:
                 waiting[d] -= 1
-                if waiting[d] == 0 and self.outcomes[d].status != "failed":
+                if waiting[d] == 0 and self.outcomes[d].status is not Status.FAILED:
                     ready.append(d)
 
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="tpbuild") as pool:
@@ -110,7 +124,11 @@ class Scheduler:
                     prepared = self._prepare(aid)
                     if prepared is None:
                         finished(aid)
-                    elif self._inline(aid):
+                    elif not self.ctx.runner.blocking(self.actions[aid]):
+                        # In-process actions are a few syscalls driven by Python: run on this thread
+                        # they cost less than the hand-off to a worker, and a second thread would only
+                        # contend for the GIL (a clean build of 1,000 models took 15% more CPU time
+                        # with -j 2 than with -j 1). Workers take what waits on a process or the network.
                         self._execute(aid, *prepared)
                         finished(aid)
                     else:
@@ -122,78 +140,60 @@ class Scheduler:
                     finished(running.pop(fut))
         return self.outcomes
 
-    def _inline(self, aid: str) -> bool:
-        """`write` and `tree` actions are a few syscalls driven by Python: run on this thread they cost
-        less than the hand-off to a worker, and a second thread would only contend for the GIL (a
-        clean build of 1,000 models took 15% more CPU time with -j 2 than with -j 1). Workers run the
-        `run` actions, which wait on a subprocess. A remote cache lookup waits on the network, so with
-        one configured every miss goes to a worker."""
-        return self.ctx.remote is None and self.actions[aid].kind in ("write", "tree")
-
     def _skip_dependents(self, aid: str, dependents: dict[str, list[str]]) -> None:
         stack = list(dependents[aid])
         while stack:
             d = stack.pop()
             o = self.outcomes[d]
-            if o.status == "skipped" and o.error is None:
+            if o.status is Status.SKIPPED and o.error is None:
                 o.error = BuildError(f"not run: {aid} failed")
                 stack.extend(dependents[d])
 
     # -- one action ------------------------------------------------------------------------------
 
-    def _prepare(self, aid: str):
-        """Resolve inputs, compute the key, look the result up. None when settled (a hit or a failure),
-        else what `_execute` needs."""
+    def _prepare(self, aid: str) -> tuple[Request, float] | None:
+        """Resolve inputs, compute the key, ask the runner's fast lookup. None when settled (a hit or
+        a failure), else what `_execute` needs."""
         a = self.actions[aid]
         out = self.outcomes[aid]
-        t0 = time.monotonic()
+        t0 = self.ctx.clock()
         try:
-            inputs = [self._resolve(dest, inp) for dest, inp in a.inputs]
+            inputs = tuple(self._resolve(dest, inp) for dest, inp in a.inputs)
             material = a.key_material([(r.dest, r.digest) for r in inputs], self.ctx.salt)
             out.key = actionmod.key_of(material)
-            entries = self._lookup(aid, out.key)
-            if entries is not None:
-                out.status, out.entries = "cached", entries
-            else:
-                return inputs, material, t0
+            req = Request(a, inputs, out.key, material, started=lambda: self._started(a),
+                          stable=lambda: not self._inputs_moved(inputs))
+            hit = self.ctx.runner.lookup(req)
+            if hit is None:
+                return req, t0
+            out.settle(hit)
         except TpbuildError as e:
-            out.status, out.error = "failed", e
+            out.status, out.error = Status.FAILED, e
         except OSError as e:
-            out.status, out.error = "failed", BuildError(f"{a.owner}: {a.mnemonic}: {e}")
+            out.status, out.error = Status.FAILED, BuildError(f"{a.owner}: {a.mnemonic}: {e}")
         self._done(out, t0)
         return None
 
-    def _execute(self, aid: str, inputs: list[Resolved], material: bytes, t0: float) -> None:
+    def _execute(self, aid: str, req: Request, t0: float) -> None:
         a = self.actions[aid]
         out = self.outcomes[aid]
         try:
-            # Remote lookups run here, on a worker, not with the local hits: they wait on the network.
-            if self.ctx.remote is not None and (hit := self.ctx.remote.lookup(material, self.ctx.cas)) is not None:
-                out.status, out.entries = "remote", hit
-                self.ctx.ac.put(out.key, hit)
-                self._done(out, t0)
-                return
-            if self.ctx.hooks.started:
-                self.ctx.hooks.started(a)
-            out.entries = self.ctx.executor.execute(a, inputs)
-            out.status = "executed"
-            if self._inputs_moved(inputs):
-                out.unstable = True
-                if self.ctx.hooks.warn:
-                    self.ctx.hooks.warn(f"{a.owner}: an input changed while {a.mnemonic} ran; "
-                                        "its result is used for this build only and not cached")
-            else:
-                self.ctx.ac.put(out.key, out.entries)
-                if self.ctx.remote is not None:
-                    self.ctx.remote.store(material, out.entries, self.ctx.cas)
+            out.settle(self.ctx.runner.run(req))
+            if out.unstable and self.ctx.hooks.warn:
+                self.ctx.hooks.warn(f"{a.owner}: an input changed while {a.mnemonic} ran; "
+                                    "its result is used for this build only and not cached")
         except TpbuildError as e:
-            out.status, out.error = "failed", e
+            out.status, out.error = Status.FAILED, e
         except OSError as e:
-            out.status, out.error = "failed", BuildError(f"{a.owner}: {a.mnemonic}: {e}")
+            out.status, out.error = Status.FAILED, BuildError(f"{a.owner}: {a.mnemonic}: {e}")
         self._done(out, t0)
 
+    def _started(self, a: Action) -> None:
+        if self.ctx.hooks.started:
+            self.ctx.hooks.started(a)
+
     def _done(self, out: Outcome, t0: float) -> None:
-        out.seconds = time.monotonic() - t0
+        out.seconds = self.ctx.clock() - t0
         if self.ctx.hooks.finished:
             self.ctx.hooks.finished(out)
 
@@ -205,28 +205,18 @@ class Scheduler:
                 exe = bool(os.stat(full).st_mode & statmod.S_IXUSR)
             except FileNotFoundError:
                 raise BuildError(f"source {inp.path} disappeared during the build; run the build again") from None
-            return Resolved(dest, inp, f"{'x' if exe else 'f'}{d}", full_path=full, executable=exe,
-                            entries=(Entry(inp.path, "x" if exe else "f", d, sig[0]),))
+            entry = Entry.file(inp.path, d, sig[0], exe)
+            return Resolved(dest, inp, input_digest((entry,), whole_tree=False), full_path=full, executable=exe,
+                            entries=(entry,))
         up = self.outcomes[inp.action]
         if not inp.path:
-            return Resolved(dest, inp, actionmod.tree_digest(up.entries), entries=up.entries)
+            return Resolved(dest, inp, input_digest(up.entries, whole_tree=True), entries=up.entries)
         for e in up.entries:
             if e.path == inp.path:
-                return Resolved(dest, inp, f"{e.kind}{e.digest}", entries=(e,))
+                return Resolved(dest, inp, input_digest((e,), whole_tree=False), entries=(e,))
         raise BuildError(f"{inp.action} has no output {inp.path!r}")
 
-    def _lookup(self, aid: str, key: str) -> tuple[Entry, ...] | None:
-        hit = self.ctx.state.get(aid)
-        entries = hit[1] if hit is not None and hit[0] == key else self.ctx.ac.get(key)
-        if entries is None:
-            return None
-        cas = self.ctx.cas
-        for e in entries:
-            if e.kind != "l" and not cas.verify(e.digest, e.kind == "x"):
-                return None
-        return entries
-
-    def _inputs_moved(self, inputs: list[Resolved]) -> bool:
+    def _inputs_moved(self, inputs: tuple[Resolved, ...]) -> bool:
         for r in inputs:
             if isinstance(r.input, Source):
                 try:

@@ -35,6 +35,18 @@ class ShaIndex:
     def sha_of(self, d: str) -> str | None:
         return _read(self._by_xxh3(d))
 
+    def sha_of_blob(self, cas, d: str, executable: bool) -> str | None:
+        """A local blob's SHA-256, from the index or hashed now; None if the blob no longer matches its name."""
+        if not cas.verify(d, executable):
+            return None
+        sha = self.sha_of(d)
+        if sha is None:
+            got, sha = digest.of_file_both(cas.path(d, executable))
+            if got != d:
+                return None
+            self.record(d, sha)
+        return sha
+
     def record(self, d: str, sha: str) -> None:
         for path, value in ((self._by_sha(sha), d), (self._by_xxh3(d), sha)):
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,23 +10,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UserError
+from .scheduler import Status
 
 SLOWEST = 5
 
 
-def target_origin(statuses: set[str]) -> str:
-    if statuses & {"failed", "skipped"}:
+def target_origin(statuses: set[Status]) -> str:
+    if statuses & {Status.FAILED, Status.SKIPPED}:
         return "failed"
-    if "executed" in statuses:
+    if Status.EXECUTED in statuses:
         return "built"
-    return "remote cache" if "remote" in statuses else "local cache"
+    return "remote cache" if Status.REMOTE in statuses else "local cache"
 
 
 def build_markdown(result, title: str) -> str:
     counts = {"built": 0, "local cache": 0, "remote cache": 0, "failed": 0}
     for label in result.analysis.order:
         counts[target_origin({result.outcomes[a.id].status for a in result.analysis.actions_of(label)})] += 1
-    executed = sorted((o for o in result.outcomes.values() if o.status in ("executed", "failed")),
+    executed = sorted((o for o in result.outcomes.values() if o.status in (Status.EXECUTED, Status.FAILED)),
                       key=lambda o: -o.seconds)[:SLOWEST]
     lines = [f"### {title}: {'succeeded' if result.success else 'FAILED'}", "",
              "| targets | built | local cache | remote cache | failed | time |",
@@ -35,7 +36,7 @@ def build_markdown(result, title: str) -> str:
              f"{counts['remote cache']} | {counts['failed']} | {result.seconds:.1f} s |", ""]
     if executed:
         lines += ["| slowest actions | status | seconds |", "| --- | --- | ---: |"]
-        lines += [f"| `{o.action.owner}` {o.action.mnemonic} | {o.status} | {o.seconds:.2f} |" for o in executed]
+        lines += [f"| `{o.action.owner}` {o.action.mnemonic} | {o.status.value} | {o.seconds:.2f} |" for o in executed]
         lines.append("")
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 """The workspace: its root, its `tpbuild.toml`, and the packages below it.
 
 The root is the nearest ancestor holding `tpbuild.toml`. Every directory below it with a `BUILD.toml`
-is a package named by its path from the root. `[workspace]` and `[cache]` belong to the engine; every
+is a package named by its path from the root. `[workspace]`, `[cache]` and `[remote]` belong to the engine; every
 other table (`[triton]`, …) belongs to a rule set and is handed to it unread, so the engine stays
 ignorant of what rule sets configure.
 """
@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import tomlsource
 from .errors import UserError, at
@@ -36,17 +36,24 @@ class CacheSection(BaseModel):
     max_size: str | None = None
 
 
+class RemoteSection(BaseModel):
+    """Remote execution (REAPI); see tpbuild/reapi/service.py for where each value may also come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    executor: str | None = None
+    instance_name: str = ""
+    exec_properties: dict[str, str] = {}
+    queue_timeout: float = Field(600.0, gt=0)
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
     workspace: WorkspaceSection
     cache: CacheSection
+    remote: RemoteSection
     sections: dict  # rule-set tables, by name
     source: tomlsource.TomlSource
-
-    @property
-    def out_dir(self) -> Path:
-        return self.root / OUT_DIR
 
     def packages(self, walked: list[tuple[str, tuple]] | None = None) -> list[str]:
         """Package paths, sorted; scandir recursion because os.walk stats more than it needs. `walked`
@@ -78,13 +85,13 @@ class Workspace:
         found.sort()
         return found
 
-    def build_file(self, package: str) -> Path:
-        return self.root / package / BUILD_FILE
-
 
 def _ignored(rel: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, p.rstrip("/") + "/*")
                for p in patterns)
+
+
+ENGINE_SECTIONS = {"workspace": WorkspaceSection, "cache": CacheSection, "remote": RemoteSection}
 
 
 def load(root: Path) -> Workspace:
@@ -94,8 +101,8 @@ def load(root: Path) -> Workspace:
     for name, value in src.data.items():
         if not isinstance(value, dict):
             raise src.error((name,), f"unexpected top-level key {name!r}: put settings in a table such as [cache]")
-        if name in ("workspace", "cache"):
-            model = WorkspaceSection if name == "workspace" else CacheSection
+        if name in ENGINE_SECTIONS:
+            model = ENGINE_SECTIONS[name]
             try:
                 parsed[name] = model.model_validate(value)
             except ValidationError as e:
@@ -106,6 +113,7 @@ def load(root: Path) -> Workspace:
         root=root,
         workspace=parsed.get("workspace", WorkspaceSection()),
         cache=parsed.get("cache", CacheSection()),
+        remote=parsed.get("remote", RemoteSection()),
         sections=sections,
         source=src,
     )

@@ -1,0 +1,119 @@
+"""The import contract, checked: a boundary is kept only if something checks it.
+
+- `rules/` (the Triton rule set, `tpbuild_triton`) and `runtime/` import nothing of the engine but
+  `tpbuild.plugin`;
+- the engine never imports a rule set (nor the runtime);
+- the engine's modules sit in the layers below, each importing only from its own layer or lower ones
+  (README, "Architecture"). A new module must be placed in a layer here, or this test fails.
+
+Imports are read with `ast` from the source (also those inside functions), so nothing is executed, and
+the last test plants each kind of violation in a temporary copy to show the check can fail.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Lowest first. Each module may import from its own layer and the ones above it in this list.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("values", {"errors", "label", "digest", "atomic", "tomlsource", "layout", "memo", "code"}),
+    ("model", {"workspace", "manifest", "action", "plugin", "genrule"}),
+    ("analysis and stores", {"graph", "analysis", "analysiscache", "statcache", "cas", "actioncache", "outputs",
+                             "shaindex", "remotestore", "remote", "eviction"}),
+    ("execution", {"executor", "runner", "scheduler", "reapi"}),
+    ("commands", {"build", "noop", "affected", "summary", "console", "report", "cli", "__main__", "__init__"}),
+]
+RULE_SETS = ("tpbuild_triton", "rules", "tpbuild_runtime")
+PLUGIN_API = "tpbuild.plugin"
+BUILTIN_RULES = {"genrule"}  # the engine's own rule: held to the rule sets' contract
+
+
+def imports(path: Path, package: str) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in a file of `package`."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                if node.module:
+                    out.append((node.lineno, f"{base}.{node.module}"))
+                else:
+                    out += [(node.lineno, f"{base}.{a.name}") for a in node.names]
+            else:
+                out.append((node.lineno, node.module or ""))
+                # `from tpbuild import cli` names a module too
+                out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names if node.module == "tpbuild"]
+    return out
+
+
+def violations(repo: Path) -> list[str]:
+    layer_of = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}
+    found = []
+    for path in sorted((repo / "tpbuild").glob("*.py")):
+        mod = path.stem
+        where = f"tpbuild/{path.name}"
+        if mod not in layer_of:
+            found.append(f"{where}: not in any layer of tests/test_imports.py; place it there (and in README)")
+            continue
+        for line, name in imports(path, "tpbuild"):
+            top = name.split(".")[0]
+            if top in RULE_SETS:
+                found.append(f"{where}:{line}: the engine imports the rule set or runtime module {name}")
+            elif top == "tpbuild" and "." in name:
+                dep = name.split(".")[1]
+                if mod in BUILTIN_RULES and name != PLUGIN_API:
+                    found.append(f"{where}:{line}: the built-in rule imports {name}; rules import only {PLUGIN_API}")
+                elif dep in layer_of and layer_of[dep] > layer_of[mod]:
+                    found.append(f"{where}:{line}: {mod} ({LAYERS[layer_of[mod]][0]}) imports {dep} "
+                                 f"({LAYERS[layer_of[dep]][0]}), a higher layer")
+    for tree, package in (("rules", "tpbuild_triton"), ("runtime", "tpbuild_runtime")):
+        for path in sorted((repo / tree).rglob("*.py")):
+            for line, name in imports(path, package):
+                if (name == "tpbuild" or name.startswith("tpbuild.")) and name != PLUGIN_API:
+                    found.append(f"{path.relative_to(repo)}:{line}: imports {name}; rule sets and the runtime "
+                                 f"import only {PLUGIN_API} (re-export what they need there)")
+    return found
+
+
+def test_the_import_contract_holds():
+    assert violations(REPO) == []
+
+
+def test_every_layer_module_exists_or_is_announced():
+    """A layer lists only real modules (reapi is the remote-execution client, added on its branch)."""
+    present = {p.stem for p in (REPO / "tpbuild").glob("*.py")}
+    assert {m for _, mods in LAYERS for m in mods} - present <= {"reapi"}
+
+
+def test_a_planted_violation_of_each_kind_is_caught(tmp_path):
+    copy = tmp_path / "repo"
+    for d in ("tpbuild", "rules", "runtime"):
+        shutil.copytree(REPO / d, copy / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    assert violations(copy) == []
+
+    def plant(rel: str, line: str) -> None:
+        p = copy / rel
+        p.write_text(p.read_text() + f"\n\ndef _planted():\n    {line}\n")
+
+    plant("rules/model.py", "from tpbuild.executor import Executor")
+    plant("runtime/tpbuild_runtime/__init__.py", "import tpbuild.errors")
+    plant("tpbuild/scheduler.py", "import tpbuild_triton.model")
+    plant("tpbuild/action.py", "from .scheduler import Scheduler")
+    plant("tpbuild/digest.py", "from tpbuild import cli")
+    plant("tpbuild/genrule.py", "from .label import Label")
+    (copy / "tpbuild" / "newthing.py").write_text("")
+    found = violations(copy)
+    assert len(found) == 7, found
+    assert any("tpbuild/genrule.py" in f and "built-in rule imports tpbuild.label" in f for f in found)
+    assert any(f.startswith("rules/model.py:") and "tpbuild.executor" in f for f in found)
+    assert any(f.startswith("runtime/tpbuild_runtime/__init__.py:") and "tpbuild.errors" in f for f in found)
+    assert any("tpbuild/scheduler.py" in f and "rule set" in f for f in found)
+    assert any("tpbuild/action.py" in f and "a higher layer" in f for f in found)
+    assert any("tpbuild/digest.py" in f and "imports cli" in f for f in found)
+    assert any("tpbuild/newthing.py: not in any layer" in f for f in found)

@@ -1,0 +1,212 @@
+"""The execution seam: how one action, its inputs resolved and its key computed, gets a result.
+
+The scheduler decides *what* runs and in which order; everything about *how* sits behind `Runner`,
+and the layers wrap each other (Pants' command runners, Bazel's spawn strategies):
+
+    LocalCache( RemoteCache( [remote execution]( LocalExecution ) ) )
+
+- `LocalExecution` runs the action here (`executor.Executor`).
+- A remote executor (REAPI, see remote-execution) wraps `LocalExecution` and runs `action.remotable`
+  actions elsewhere, handing the rest (and, by its policy, failures) to it.
+- `RemoteCache` looks the key up in a shared cache before asking its inner runner, and uploads what
+  its inner runner executed.
+- `LocalCache` answers from the workspace's last-build record and the local action cache, and records
+  every result it did not answer itself.
+
+A local cache hit is decided in one place, `verified`: a result is trusted only when every blob it
+names is in the local store and matches its name; otherwise the lookup is a miss and the action runs
+again. A remote cache client returns entries only after verifying each blob it fetched by its digest
+(`remote.RemoteCache`), so a remote hit needs no second hashing here.
+
+`lookup` is the fast path, called on the scheduler's own thread: local only, no network, no process.
+`run` may wait (a subprocess, the network) and is called on a worker thread when `blocking` says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Callable, Protocol
+
+from .action import Action, OutputEntry, RunAction, blobs_of
+from .actioncache import ActionCache
+from .cas import Cas
+from .executor import Executor, Resolved
+
+
+class Origin(StrEnum):
+    """Where a result came from; the action statuses of the report are these plus failed/skipped."""
+
+    EXECUTED = "executed"
+    CACHED = "cached"    # the local action cache or the last-build record
+    REMOTE = "remote"    # a remote cache
+
+
+class Where(StrEnum):
+    LOCAL = "local"
+    REMOTE = "remote"
+
+
+@dataclass(frozen=True)
+class ExecutedBy:
+    """Who executed an action: this machine, or a remote executor and (when it says) its worker."""
+
+    where: Where
+    worker: str = ""
+
+
+LOCAL = ExecutedBy(Where.LOCAL)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One action ready to run: its inputs resolved, its key computed."""
+
+    action: Action
+    inputs: tuple[Resolved, ...]
+    key: str          # the local key (`action.key_of(material)`)
+    material: bytes   # what the key hashes; remote caches name it by its SHA-256 (`action.wire_key_of`)
+    # Called by whoever executes, just before the action starts (the console's progress line).
+    started: Callable[[], None] = field(default=lambda: None, compare=False)
+    # True while every source input still has the stat it was hashed with. An executed result
+    # whose sources moved meanwhile belongs to no key: it is used for this build, never stored.
+    stable: Callable[[], bool] = field(default=lambda: True, compare=False)
+
+
+@dataclass(frozen=True)
+class Result:
+    entries: tuple[OutputEntry, ...]
+    origin: Origin
+    executed_by: ExecutedBy | None = None  # set when origin is EXECUTED
+    unstable: bool = False                 # an input moved while it ran: not to be stored
+
+    @property
+    def storable(self) -> bool:
+        return not self.unstable
+
+
+class Runner(Protocol):
+    def lookup(self, req: Request) -> Result | None:
+        """A result known without waiting (no network, no process), or None."""
+
+    def run(self, req: Request) -> Result:
+        """The result, executing the action if needed; called once `lookup` has answered None.
+        Raises TpbuildError (or OSError) on failure."""
+
+    def blocking(self, action: Action) -> bool:
+        """Whether `run` may wait on a process or the network (then the scheduler calls it on a worker)."""
+
+
+class RemoteCacheClient(Protocol):
+    """A shared cache (`remote.RemoteCache`, a REAPI ActionCache+CAS): key material -> entries.
+    A lookup returns entries whose blobs are already in `cas`; failures are warnings inside it."""
+
+    def lookup(self, material: bytes, cas: Cas) -> tuple[OutputEntry, ...] | None: ...
+
+    def store(self, material: bytes, entries: tuple[OutputEntry, ...], cas: Cas) -> None: ...
+
+
+class Wrapper:
+    """A runner adding one concern around `inner`; what it does not override goes straight through."""
+
+    def __init__(self, inner: Runner):
+        self.inner = inner
+
+    def lookup(self, req: Request) -> Result | None:
+        return self.inner.lookup(req)
+
+    def run(self, req: Request) -> Result:
+        return self.inner.run(req)
+
+    def blocking(self, action: Action) -> bool:
+        return self.inner.blocking(action)
+
+
+def verified(entries: tuple[OutputEntry, ...] | None, cas: Cas) -> tuple[OutputEntry, ...] | None:
+    """`entries` if every blob they name is present and intact, else None: the one test of a cache hit."""
+    if entries is None:
+        return None
+    for d, exe in blobs_of(entries):
+        if not cas.verify(d, exe):
+            return None
+    return entries
+
+
+class LocalExecution:
+    """Runs the action on this machine. `write` and `tree` run in-process and never block."""
+
+    def __init__(self, executor: Executor):
+        self.executor = executor
+
+    @property
+    def cas(self) -> Cas:
+        """The build's blob store: where a remote executor reads inputs from and puts outputs into."""
+        return self.executor.cas
+
+    def lookup(self, req: Request) -> Result | None:
+        return None
+
+    def run(self, req: Request) -> Result:
+        req.started()
+        entries = self.executor.execute(req.action, list(req.inputs))
+        return Result(entries, Origin.EXECUTED, LOCAL, unstable=not req.stable())
+
+    def blocking(self, action: Action) -> bool:
+        return isinstance(action, RunAction)
+
+
+class LocalCache(Wrapper):
+    """The last-build record (action id -> (key, entries), which spares reading the action cache on a
+    no-op build) and the local action cache. Records every result it did not itself answer."""
+
+    def __init__(self, inner: Runner, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]]):
+        super().__init__(inner)
+        self.ac = ac
+        self.cas = cas
+        self.last = last
+
+    def lookup(self, req: Request) -> Result | None:
+        hit = self.last.get(req.action.id)
+        entries = hit[1] if hit is not None and hit[0] == req.key else self.ac.get(req.key)
+        entries = verified(entries, self.cas)
+        return Result(entries, Origin.CACHED) if entries is not None else self.inner.lookup(req)
+
+    def run(self, req: Request) -> Result:
+        result = self.inner.run(req)
+        if result.origin is not Origin.CACHED and result.storable:
+            self.ac.put(req.key, result.entries)
+        return result
+
+
+class RemoteCache(Wrapper):
+    """A shared cache between this machine and the runner below: looked up before it, fed after it."""
+
+    def __init__(self, inner: Runner, client: RemoteCacheClient, cas: Cas):
+        super().__init__(inner)
+        self.client = client
+        self.cas = cas
+
+    def run(self, req: Request) -> Result:
+        entries = self.client.lookup(req.material, self.cas)
+        if entries is not None:
+            return Result(entries, Origin.REMOTE)
+        result = self.inner.run(req)
+        if result.origin is Origin.EXECUTED and result.storable:
+            self.client.store(req.material, result.entries, self.cas)
+        return result
+
+    def blocking(self, action: Action) -> bool:
+        return True  # a lookup waits on the network
+
+
+def stack(executor: Executor, *, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]],
+          remote_cache: RemoteCacheClient | None = None,
+          remote_executor: Callable[[LocalExecution], Runner] | None = None) -> Runner:
+    """The runner a build uses, from its options: `remote_executor` wraps local execution (it gets
+    the `LocalExecution` to fall back to, and through it the build's blob store and logs directory),
+    the remote cache wraps that, the local cache wraps everything."""
+    local = LocalExecution(executor)
+    runner: Runner = remote_executor(local) if remote_executor is not None else local
+    if remote_cache is not None:
+        runner = RemoteCache(runner, remote_cache, cas)
+    return LocalCache(runner, ac, cas, last)
