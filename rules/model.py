@@ -20,10 +20,10 @@ from pydantic import field_validator, model_validator
 
 from tpbuild.plugin import (
     PYTHON, AnalysisContext, Artifact, Attrs, Input, Label, LabelAttr, Rule, SourceAttr, SourceOrLabel, SourcePath,
-    TargetInfo,
+    TargetInfo, TpbuildError, UserError, at, collected,
 )
 
-from . import settings
+from . import pycheck, settings, testcase
 
 VERSION_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 EXCLUDED = ("__pycache__", "*.pyc")
@@ -72,8 +72,10 @@ class ModelAttrs(Attrs):
             raise ValueError("declare at least one version, e.g. versions = [\"1\"]")
         for name in names:
             if not VERSION_RE.match(name):
+                hint = (f"; to serve directory {name!r} as version {int(name)}, write versions = "
+                        f"{{ {int(name)} = \"{name}\" }}" if name.isdecimal() else "")
                 raise ValueError(f"version {name!r} is not a version number: Triton serves only directories "
-                                 "named 0, 1, 2, ... (no leading zeros) and skips others silently")
+                                 f"named 0, 1, 2, ... (no leading zeros) and skips others silently{hint}")
         return v
 
 
@@ -88,13 +90,15 @@ class TritonModel(Rule):
 
         triton = settings.settings(ctx)
         model_name = attrs.model_name or ctx.label.name
-        cfg, verbatim = self._config(ctx, attrs, model_name)
+        versions = attrs.versions if isinstance(attrs.versions, dict) else {v: v for v in attrs.versions}
+        cfg, verbatim = self._config(ctx, attrs, model_name, triton, tuple(versions))
         model_file = modelconfig.default_model_filename(cfg)
         entries: list[tuple[str, Input]] = []
+        problems: list[TpbuildError] = []  # independent of each other: all reported together
         stub_python = self._stub_python(ctx, attrs.stub)
-        env_file = env_check = None
+        env_file = env_check = env_python = env_input = None
         if attrs.env is not None:
-            env_file, env_python, env_check = self._place_env(ctx, entries, attrs.env)
+            env_file, env_python, env_check, env_input = self._place_env(ctx, entries, attrs.env)
             before = modelconfig.render(cfg)
             try:
                 modelconfig.set_execution_env(cfg, env_file)
@@ -112,7 +116,8 @@ class TritonModel(Rule):
         config_art = ctx.write("TritonConfig", "config.pbtxt", verbatim or modelconfig.render(cfg))
         entries.insert(0, ("config.pbtxt", config_art))
 
-        versions = attrs.versions if isinstance(attrs.versions, dict) else {v: v for v in attrs.versions}
+        python = env_python or triton.server_python()
+        imports: list[dict] = []  # for the env check: each model file's module-level imports
         for version, rel in sorted(versions.items(), key=lambda kv: int(kv[0])):
             src = self._source(ctx, ("versions", version) if isinstance(attrs.versions, dict) else ("versions",), rel)
             if not src.is_dir:
@@ -123,16 +128,28 @@ class TritonModel(Rule):
                 raise ctx.error(("versions",), f"version {version}: {src.rel}/{model_file} does not exist; "
                                                f"add it (or set default_model_filename in config)")
             imports_runtime = False
+            code: dict[str, bytes] = {}
             for f in files:
                 entries.append((f"{version}/{f}", ctx.source(ctx.source_path(f"{src.rel}/{f}"))))
-                if f.endswith(".py") and _IMPORTS_RUNTIME.search(ctx.read(f"{src.path}/{f}")):
-                    imports_runtime = True
+                if f.endswith(".py"):
+                    code[f"{src.path}/{f}"] = ctx.read(f"{src.path}/{f}")
+                    imports_runtime = imports_runtime or bool(_IMPORTS_RUNTIME.search(code[f"{src.path}/{f}"]))
+            found, model_imports = pycheck.check_version(code, f"{src.path}/{model_file}", python)
+            problems.extend(UserError(p.message, at(p.file, p.line, p.col)) for p in found)
+            # Importable beside the model: its version directory's modules, and the model directory's.
+            beside = {f.split("/")[0].removesuffix(".py") for f in files} | {RUNTIME}
+            imports.append({"file": f"{src.path}/{model_file}", "imports": model_imports, "beside": sorted(beside)})
             if imports_runtime and f"{RUNTIME}.py" not in files:
                 # The base class ships inside the model, so the server image needs nothing installed.
                 entries.append((f"{version}/{RUNTIME}.py", ctx.write("TritonRuntime", f"{RUNTIME}.py", _runtime())))
 
         for item in attrs.files:
             self._place_file(ctx, entries, item)
+        problems.extend(testcase.check(attrs.test, modelconfig.to_dict(cfg), ctx.read, ctx.error))
+        if problems:
+            raise collected(problems)
+        if env_input is not None and any(i["imports"] for i in imports):
+            self._check_imports(ctx, attrs.env, env_file, env_input, imports, entries)
 
         tree = ctx.tree("ModelDirectory", entries)
         return TargetInfo(rule=self.name, output=tree,
@@ -140,23 +157,57 @@ class TritonModel(Rule):
                               {**c.model_dump(exclude={"npz"}), "npz": c.npz.path if c.npz else None,
                                "name": c.name or f"case {i + 1}"} for i, c in enumerate(attrs.test)]})
 
-    def _config(self, ctx: AnalysisContext, attrs: ModelAttrs, model_name: str):
+    def _config(self, ctx: AnalysisContext, attrs: ModelAttrs, model_name: str, triton, versions: tuple):
+        """The config, and its bytes when they ship verbatim. A refusal names the BUILD.toml line of
+        the field (an inline config) or the config.pbtxt line (a file)."""
         from . import modelconfig
 
+        rules = {"release": triton.version, "gpus": triton.gpus, "versions": versions}
+        src = text = None
         try:
             if isinstance(attrs.config, str):
                 src = self._source(ctx, ("config",), attrs.config)
                 text = ctx.read(src)
                 try:
-                    cfg = modelconfig.parse_text(text.decode("utf-8"), model_name)
+                    cfg = modelconfig.parse_text(text.decode("utf-8-sig"), model_name, **rules)
                 except UnicodeDecodeError:
                     raise ctx.error(("config",), f"{src.rel} is not UTF-8 text") from None
                 return cfg, text
-            return modelconfig.from_table(attrs.config or {}, model_name), None
+            return modelconfig.from_table(attrs.config or {}, model_name, **rules), None
+        except modelconfig.ConfigErrors as e:
+            raise collected([self._config_error(ctx, attrs, src, text, err) for err in e.errors]) from None
         except modelconfig.ConfigError as e:
-            where = ("config", *_keypath(e.field)) if isinstance(attrs.config, dict) else ("config",)
+            raise self._config_error(ctx, attrs, src, text, e) from None
+
+    @staticmethod
+    def _config_error(ctx: AnalysisContext, attrs: ModelAttrs, src, text, e) -> TpbuildError:
+        from . import modelconfig
+
+        if src is None:  # an inline table of BUILD.toml
             field = f"config.{e.field}" if e.field else "config"
-            raise ctx.error(where, f"{field}: {e.message}") from None
+            return ctx.error(("config", *_keypath(e.field)), f"{field}: {e.message}")
+        lines = modelconfig.pbtxt_lines(text.decode("utf-8-sig", "replace"))
+        path = modelconfig.pbtxt_keypath(_keypath(e.field)) if e.field else ()
+        line = e.line or next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), None)
+        return UserError(f"{e.field}: {e.message}" if e.field else e.message, at(src.path, line))
+
+    @staticmethod
+    def _check_imports(ctx: AnalysisContext, env, env_file: str, env_input: tuple[str, Input], imports: list[dict],
+                       entries: list[tuple[str, Input]]) -> None:
+        """The model files' imports resolved in the env, as an action (cached on the env's bytes and the
+        imports): its output, a copy of the config, replaces the config in the model directory, so the
+        directory cannot exist without the check having passed."""
+        import json
+
+        spec = {"env": str(env) if isinstance(env, Label) else env.path, "models": imports}
+        spec_art = ctx.write("ImportSpec", "imports.json", json.dumps(spec, sort_keys=True).encode())
+        config = entries[0][1]
+        checked = ctx.run("ImportCheck", [PYTHON, "-m", "tpbuild_triton.pycheck", "--spec", "imports.json",
+                                          "--env", f"env/{env_file}", "--config", "config.pbtxt",
+                                          "--out", "out/config.pbtxt"],
+                          inputs={"imports.json": spec_art, env_input[0]: env_input[1], "config.pbtxt": config},
+                          outs=["config.pbtxt"], description=f"ImportCheck {ctx.label} in {spec['env']}")
+        entries[0] = ("config.pbtxt", Artifact(checked.action, "config.pbtxt"))
 
     @staticmethod
     def _source(ctx: AnalysisContext, where: tuple, rel: str) -> SourcePath:
@@ -167,10 +218,11 @@ class TritonModel(Rule):
 
     @staticmethod
     def _place_env(ctx: AnalysisContext, entries: list[tuple[str, Input]], env
-                   ) -> tuple[str, str | None, tuple[str, Input] | None]:
-        """Put the env at the model root; returns its file name, its Python when known, and what a stub
+                   ) -> tuple[str, str | None, tuple[str, Input] | None, tuple[str, Input] | None]:
+        """Put the env at the model root; returns its file name, its Python when known, what a stub
         check must see of it: a (destination, input) that places `env/<file name>` in the check's scratch
-        directory (or None: nothing to check)."""
+        directory (or None: nothing to check), and the same for the whole env, for the import check
+        (None for a source directory, which is not one input)."""
         if isinstance(env, Label):
             dep = ctx.dep(env)
             if dep.rule != "python_env":
@@ -179,10 +231,10 @@ class TritonModel(Rule):
             name = dep.values["file_name"]
             if dep.values["format"] == "dir":
                 entries.append(("", dep.output))
-                return name, dep.values["python"], ("env", dep.output)  # the tree holds <name>/...
+                return name, dep.values["python"], ("env", dep.output), ("env", dep.output)  # the tree holds <name>/...
             art = Artifact(dep.output.action, name)
             entries.append((name, art))
-            return name, dep.values["python"], (f"env/{name}", art)
+            return name, dep.values["python"], (f"env/{name}", art), (f"env/{name}", art)
         base = env.rel.rsplit("/", 1)[-1]
         check = None
         if env.is_dir:
@@ -196,7 +248,7 @@ class TritonModel(Rule):
             check = (f"env/{base}", ctx.source(env))
         else:
             raise ctx.error(("env",), f"{env.rel!r} is neither a directory nor a .tar.gz/.tar archive")
-        return base, None, check
+        return base, None, check, (None if env.is_dir else check)
 
     @staticmethod
     def _check_python(ctx: AnalysisContext, triton: "settings.TritonSettings", env_python: str | None,

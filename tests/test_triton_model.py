@@ -157,11 +157,11 @@ def test_model_names_the_server_refuses(ws, name):
 def test_existing_config_that_disagrees_or_does_not_parse(ws):
     model(ws, manifest='[triton_model.m]\nversions = ["1"]\nconfig = "config.pbtxt"\n')
     ws.write("m/config.pbtxt", 'name: "other"\nbackend: "python"\n')
-    r = ws.build()
-    assert r.returncode == 2 and "m/BUILD.toml:3: " in r.stderr and "other" in r.stderr, r.stderr
+    r = ws.build()  # the refusal points into the file the user wrote
+    assert r.returncode == 2 and "m/config.pbtxt:1: " in r.stderr and "other" in r.stderr, r.stderr
     ws.write("m/config.pbtxt", 'backend: "python"\nmax_batch_size: [\n')
     r = ws.build()
-    assert r.returncode == 2 and "m/BUILD.toml:3: " in r.stderr, r.stderr
+    assert r.returncode == 2 and "m/config.pbtxt:2: " in r.stderr, r.stderr
 
 
 def test_repository_rejects_two_models_with_one_name(ws):
