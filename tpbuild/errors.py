@@ -84,9 +84,8 @@ class ErrorList(UserError):
     def render(self) -> str:
         shown = [e.render() for e in self.errors[:SHOWN_ERRORS]]
         more = len(self.errors) - len(shown)
-        if more:
-            shown.append(f"and {more} more error{'s' if more > 1 else ''}")
-        return "\nerror: ".join(shown)
+        # The CLI prefixes the first line with "error: "; each further error gets its own prefix.
+        return "\nerror: ".join(shown) + (f"\n... and {more} more error{'s' if more > 1 else ''}" if more else "")
 
 
 def flatten(errors) -> list[TpbuildError]:
