@@ -148,6 +148,10 @@ class TritonModel(Rule):
         problems.extend(testcase.check(attrs.test, modelconfig.to_dict(cfg), ctx.read, ctx.error))
         if problems:
             raise collected(problems)
+        # The model directory is on sys.path too: modules placed at its root by `files` are importable.
+        at_root = {d.split("/")[0].removesuffix(".py") for d, _ in entries if d and not VERSION_RE.match(d.split("/")[0])}
+        for item in imports:
+            item["beside"] = sorted({*item["beside"], *at_root})
         if env_input is not None and any(i["imports"] for i in imports):
             self._check_imports(ctx, attrs.env, env_file, env_input, imports, entries)
 

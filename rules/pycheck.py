@@ -8,8 +8,8 @@ are load failures otherwise, found only when the server starts the stub.
 The grammar check is exact when the target Python is the host's. For an older target it uses `ast`'s
 `feature_version`, which the docs call best effort: it refuses syntax newer than the target (`match`
 on 3.9, `except*` on 3.10, PEP 695 on 3.11) but not every newer library call or every grammar detail.
-For a newer target it runs that interpreter (`python3.X` on PATH, e.g. from pyenv) when there is one,
-and otherwise skips the grammar check rather than refuse code the host cannot parse.
+For a newer target it runs that interpreter (`python3.X` on PATH, or a pyenv install) when there is
+one, and otherwise skips the grammar check rather than refuse code the host cannot parse.
 
 As an action (`python -m tpbuild_triton.pycheck`): a model with an env has its module-level imports
 resolved against what the env ships (`lib/python3.X/site-packages`, the env's own standard library)
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
+import glob
 import json
 import os
 import shutil
@@ -82,9 +84,27 @@ def check_version(files: dict[str, bytes], model_file: str, python: str | None) 
     return problems, (_imports(tree) if tree is not None else {})
 
 
+@functools.lru_cache(maxsize=None)
+def find_interpreter(python: str) -> str | None:
+    """A working `python3.X`: on PATH, else a pyenv install (pyenv's shim on PATH runs only the
+    selected versions, so each candidate is tried)."""
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates = [shutil.which(f"python{python}"),
+                  *sorted(glob.glob(os.path.join(root, "versions", f"{python}.*", "bin", f"python{python}")), reverse=True)]
+    for exe in filter(None, candidates):
+        try:
+            r = subprocess.run([exe, "-I", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if r.returncode == 0 and r.stdout.strip() == python:
+            return exe
+    return None
+
+
 def _interpreter_errors(files: dict[str, bytes], target: tuple[int, int]) -> dict[str, Problem] | None:
     """Compile with the target's own interpreter, when installed; None when it is not."""
-    exe = shutil.which(f"python{target[0]}.{target[1]}")
+    exe = find_interpreter(f"{target[0]}.{target[1]}")
     if exe is None:
         return None
     script = ("import json,sys\nout={}\nfor p,src in json.load(sys.stdin).items():\n"

@@ -166,3 +166,31 @@ def test_config_pbtxt_refusals_point_into_the_file(ws, text, line):
     model(ws, "m", '[triton_model.m]\nversions = ["1"]\nconfig = "config.pbtxt"\n', extra={"config.pbtxt": text})
     r = ws.build()
     assert r.returncode == 2 and f"error: m/config.pbtxt:{line}: input[1].dims[0]: dimension 0" in r.stderr, r.stderr
+
+
+def test_newer_python_than_the_host_is_judged_by_its_own_interpreter(ws):
+    """24.11 runs Python 3.12: PEP 695 syntax the host (3.11) cannot parse is valid there. With a
+    python3.12 on PATH its own compiler judges the file; without one the grammar check is skipped,
+    never a false refusal."""
+    import sys
+
+    from tpbuild_triton.pycheck import find_interpreter
+
+    if sys.version_info >= (3, 12):
+        pytest.skip("the host is not older than 3.12")
+    (ws.root / "tpbuild.toml").write_text('[triton]\nversion = "24.11"\n')
+    model(ws, "ok", code=MODEL_PY + "type Vector = list[float]\n")
+    ws.build(check=True)
+    if find_interpreter("3.12") is None:
+        return
+    model(ws, "bad", code=MODEL_PY + "type Vector = list[float\n")
+    r = ws.build()
+    assert r.returncode == 2 and "bad/1/model.py:4" in r.stderr and "(Python 3.12)" in r.stderr, r.stderr
+
+
+def test_modules_at_the_model_root_are_known_to_the_import_check(ws):
+    (ws.root / "m").mkdir()
+    (ws.root / "m/env.tar.gz").write_bytes(_env_tarball("bin/activate", "lib/python3.11/site-packages/numpy/__init__.py"))
+    model(ws, "m", '[triton_model.m]\nversions = ["1"]\nenv = "env.tar.gz"\nfiles = ["shared.py"]\n',
+          "import shared\n" + MODEL_PY, {"shared.py": "X = 1\n"})
+    ws.build(check=True)
