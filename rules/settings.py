@@ -101,5 +101,5 @@ def settings(ctx: AnalysisContext) -> TritonSettings:
         if err["type"] == "extra_forbidden":
             msg = f"unknown setting {'.'.join(map(str, err['loc']))!r}: [triton] takes version, python, gpus, server"
         else:
-            msg = describe_validation_error(err)
+            msg = describe_validation_error(err, TritonSettings)
         raise ctx.section_error((SECTION, *err["loc"]), msg) from None

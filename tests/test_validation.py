@@ -194,3 +194,25 @@ def test_modules_at_the_model_root_are_known_to_the_import_check(ws):
     model(ws, "m", '[triton_model.m]\nversions = ["1"]\nenv = "env.tar.gz"\nfiles = ["shared.py"]\n',
           "import shared\n" + MODEL_PY, {"shared.py": "X = 1\n"})
     ws.build(check=True)
+
+
+@pytest.mark.parametrize("where, text, says", [
+    ("tpbuild.toml", '[cache]\nremote_upload = [true]\n', "tpbuild.toml:2: attribute 'remote_upload': expected true "
+                                                          "or false, got the array [true]"),
+    ("tpbuild.toml", '[triton]\nversion = 24.1\n', "tpbuild.toml:2: attribute 'version': expected a string, "
+                                                  "got the number 24.1"),
+    ("e/BUILD.toml", '[python_env.e]\npython = "3.11"\nmanager = "pipx"\n', "e/BUILD.toml:3: attribute 'manager': "
+                                                                          "expected 'conda', 'mamba', 'micromamba' or 'venv'"),
+    ("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\nfiles = "a.txt"\n', 'write files = ["a.txt"]'),
+    ("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\ntest = { inputs = { A = [1] } }\n',
+     "attribute 'test': expected an array of tables, got the table { inputs = { A = [1] } }"),
+    ("m/BUILD.toml", '[triton_model.m]\nversions = { 1 = 1 }\n', "attribute 'versions.1': expected a string, "
+                                                                "got the integer 1"),
+])
+def test_messages_name_toml_types(ws, where, text, says):
+    model(ws, "m")
+    ws.write(where, text)
+    r = ws.build()
+    assert r.returncode == 2 and says in r.stderr, r.stderr
+    for word in ("dict[", "tuple", "valid dictionary", "Input should be", "str]"):
+        assert word not in r.stderr, r.stderr

@@ -52,15 +52,11 @@ def _collect_labels(value: Any, out: list[Label]) -> None:
 def validation_error(src: tomlsource.TomlSource, base: tuple, e: ValidationError,
                      model: type | None = None) -> UserError:
     """Turn pydantic's complaint into `file:line: attribute: what to do`, in TOML's words."""
-    err = _first_error(e)
+    # A value that fits no branch of a union is reported once per branch; the first is enough, since
+    # `describe` names every branch from the annotation.
+    err = e.errors()[0]
     loc = _clean_loc(err["loc"])
     return UserError(describe(err, model), at(src.path, src.line_of((*base, *loc))))
-
-
-def _first_error(e: ValidationError) -> dict:
-    """pydantic reports a value that fits no branch of a union once per branch; the first one is
-    enough, since `describe` names every branch from the annotation."""
-    return e.errors()[0]
 
 
 def _clean_loc(loc) -> tuple:
@@ -144,6 +140,13 @@ def _expected(model: type, loc: tuple) -> str | None:
     ann: Any = model
     for part in loc:
         ann = _strip(ann)
+        if get_origin(ann) in (Union, types.UnionType):  # follow the branch the key or index belongs to
+            kinds = (tuple, list) if isinstance(part, int) else (dict,)
+            branch = [a for a in get_args(ann) if get_origin(_strip(a)) in kinds or
+                      (isinstance(part, str) and isinstance(_strip(a), type) and issubclass(_strip(a), BaseModel))]
+            if len(branch) != 1:
+                break
+            ann = _strip(branch[0])
         if isinstance(ann, type) and issubclass(ann, BaseModel) and isinstance(part, str):
             f = ann.model_fields.get(part)
             if f is None:
