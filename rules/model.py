@@ -23,7 +23,7 @@ from tpbuild.plugin import (
     TargetInfo, TpbuildError, UserError, at, collected,
 )
 
-from . import pycheck, settings, testcase
+from . import settings
 
 VERSION_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 EXCLUDED = ("__pycache__", "*.pyc")
@@ -81,12 +81,14 @@ class ModelAttrs(Attrs):
 
 class TritonModel(Rule):
     name = "triton_model"
-    version = "1"
+    version = "2"  # 2: with an env, config.pbtxt comes through the ImportCheck action
     attrs = ModelAttrs
     sections = (settings.SECTION,)
 
     def analyze(self, ctx: AnalysisContext, attrs: ModelAttrs) -> TargetInfo:
         from . import modelconfig  # protobuf is heavy: load it only when a model is analysed
+        # Also run as `python -m tpbuild_triton.pycheck`, which must find it not yet imported.
+        from . import pycheck, testcase
 
         triton = settings.settings(ctx)
         model_name = attrs.model_name or ctx.label.name
@@ -172,25 +174,28 @@ class TritonModel(Rule):
             if isinstance(attrs.config, str):
                 src = self._source(ctx, ("config",), attrs.config)
                 text = ctx.read(src)
+                if text.startswith(b"\xef\xbb\xbf"):
+                    raise UserError("the file starts with a UTF-8 byte order mark (BOM), which the server's "
+                                    "protobuf parser refuses: save it as UTF-8 without BOM", at(src.path, 1))
                 try:
-                    cfg = modelconfig.parse_text(text.decode("utf-8-sig"), model_name, **rules)
+                    cfg = modelconfig.parse_text(text.decode("utf-8"), model_name, **rules)
                 except UnicodeDecodeError:
                     raise ctx.error(("config",), f"{src.rel} is not UTF-8 text") from None
                 return cfg, text
             return modelconfig.from_table(attrs.config or {}, model_name, **rules), None
         except modelconfig.ConfigErrors as e:
-            raise collected([self._config_error(ctx, attrs, src, text, err) for err in e.errors]) from None
+            raise collected([self._config_error(ctx, src, text, err) for err in e.errors]) from None
         except modelconfig.ConfigError as e:
-            raise self._config_error(ctx, attrs, src, text, e) from None
+            raise self._config_error(ctx, src, text, e) from None
 
     @staticmethod
-    def _config_error(ctx: AnalysisContext, attrs: ModelAttrs, src, text, e) -> TpbuildError:
+    def _config_error(ctx: AnalysisContext, src, text, e) -> TpbuildError:
         from . import modelconfig
 
         if src is None:  # an inline table of BUILD.toml
             field = f"config.{e.field}" if e.field else "config"
             return ctx.error(("config", *_keypath(e.field)), f"{field}: {e.message}")
-        lines = modelconfig.pbtxt_lines(text.decode("utf-8-sig", "replace"))
+        lines = modelconfig.pbtxt_lines(text.decode("utf-8", "replace"))
         path = modelconfig.pbtxt_keypath(_keypath(e.field)) if e.field else ()
         line = e.line or next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), None)
         return UserError(f"{e.field}: {e.message}" if e.field else e.message, at(src.path, line))

@@ -204,6 +204,9 @@ CASES = {
                             files={"m/config.pbtxt": PBTXT_BAD}, says="m/config.pbtxt:7: input[0].dims[0]"),
     "pbtxt-ok": case(LOAD, manifest='[triton_model.m]\nmodel_name = "@MODEL@"\nversions = ["1"]\nconfig = "config.pbtxt"\n',
                      files={"m/config.pbtxt": PBTXT_BAD.replace("[ 0 ]", "[ 2 ]")}),
+    "pbtxt-bom": case(REFUSE, manifest='[triton_model.m]\nmodel_name = "@MODEL@"\nversions = ["1"]\n'
+                                       'config = "config.pbtxt"\n',
+                      files={"m/config.pbtxt": "\ufeff" + PBTXT_BAD.replace("[ 0 ]", "[ 2 ]")}, says="m/config.pbtxt:1"),
     "pbtxt-syntax": case(REFUSE, manifest='[triton_model.m]\nmodel_name = "@MODEL@"\nversions = ["1"]\n'
                                           'config = "config.pbtxt"\n',
                          files={"m/config.pbtxt": 'backend: "python"\nmax_batch_size: [\n'}, says="m/config.pbtxt:2"),
