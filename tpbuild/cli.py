@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
     except TpbuildError as e:
+        for w in e.warnings:
+            print(f"warning: {w}", file=sys.stderr)
         print(f"error: {e.render()}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt:
@@ -192,6 +194,8 @@ def _query(ws, args, cache_dir: Path) -> int:
     from .analysis import analyze
 
     a = analyze(ws, args.patterns or ["//..."], workspace.memo_dir(cache_dir, ws.root))
+    for w in a.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     labels = a.order if getattr(args, "deps", False) or args.command == "graph" else a.requested
     if args.command == "graph":
         print("digraph tpbuild {")
@@ -280,8 +284,6 @@ class Session:
         try:
             a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root), keep_going=keep_going)
         except TpbuildError as e:
-            for w in e.warnings:
-                print(f"warning: {w}", file=sys.stderr)
             if rpath:
                 report.write(rpath, report.to_json(None, e.render()))
             raise
