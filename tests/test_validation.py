@@ -216,3 +216,11 @@ def test_messages_name_toml_types(ws, where, text, says):
     assert r.returncode == 2 and says in r.stderr, r.stderr
     for word in ("dict[", "tuple", "valid dictionary", "Input should be", "str]"):
         assert word not in r.stderr, r.stderr
+
+
+def test_a_dependency_in_an_unreadable_manifest_is_reported_once(ws):
+    ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"\n')
+    ws.write("BUILD.toml", '[model_repository.repo]\nmodels = ["//m:m"]\n')
+    r = ws.build("//:repo")
+    assert r.returncode == 2 and error_lines(r) == [
+        "error: m/BUILD.toml:3: invalid TOML: Unclosed array (column 1); fix the syntax"], r.stderr

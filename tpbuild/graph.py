@@ -60,6 +60,7 @@ class TargetGraph:
         self.broken: set[Label] = set()  # declared, but their table is wrong (the error is in `errors`)
         self.blocked: set[Label] = set()  # depend on something broken or missing
         self.bad_packages: set[str] = set()  # packages with an error: never recorded in the analysis cache
+        self.unreadable: set[str] = set()  # packages whose manifest as a whole is wrong: no target is known
 
     @cached_property
     def graph(self):
@@ -102,6 +103,7 @@ class TargetGraph:
             targets = manifest.load_package(self.ws.root, package, self.rules, self._make_context, found)
         except TpbuildError as e:  # the manifest as a whole (TOML syntax, encoding)
             targets, found = [], [(None, e)]
+            self.unreadable.add(package)
         for label, e in found:
             self.errors.append(e)
             self.bad_packages.add(package)
@@ -218,7 +220,7 @@ class TargetGraph:
     def _require(self, t: manifest.Target, dep: Label) -> None:
         if dep.package in self.all_packages:
             self.load_package(dep.package)
-        if dep not in self.targets and dep not in self.broken:
+        if dep not in self.targets and dep not in self.broken and dep.package not in self.unreadable:
             line = t.source.line_of(t.keypath)
             for name in type(t.attrs).model_fields if isinstance(t, manifest.Target) else ():
                 found: list[Label] = []
