@@ -236,6 +236,11 @@ CASES = {
                         says="ragged"),
     "test-npz-dtype": case(REFUSE, after='[[triton_model.m.test]]\nnpz = "case.npz"\n', says="dtype",
                            files={"m/case.npz": _npz(**{"input.IN": np.array([["a", "b"]])})}),
+    "test-npz-unknown-array": case(REFUSE, after='[[triton_model.m.test]]\nnpz = "case.npz"\n', says="'input.NOPE'",
+                                   files={"m/case.npz": _npz(**{"input.NOPE": np.ones((1, 2), np.float32)})}),
+    "test-npz-ok": case(LOAD, after='[[triton_model.m.test]]\nnpz = "case.npz"\n',
+                        files={"m/case.npz": _npz(**{"input.IN": np.ones((1, 2), np.float32),
+                                                     "expected.OUT": np.ones((1, 2), np.float32)})}),
     "test-ok": case(LOAD, after='[[triton_model.m.test]]\ninputs = { IN = [[1.0, 2.0]] }\n'
                                 'expected = { OUT = [[1.0, 2.0]] }\n'),
     # -- manifests and settings, in the user's words -------------------------------------------------------------
