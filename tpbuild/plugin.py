@@ -16,12 +16,12 @@ from typing import Annotated, Any, ClassVar, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 from .action import PYTHON, TOOL_LOG, Action, Artifact, Input, Source
-from .errors import BuildError, ErrorList, TpbuildError, UserError, at, collected
+from .errors import BuildError, TpbuildError, UserError, at, collected
 from .manifest import describe as describe_validation_error
 from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
 
 __all__ = [
-    "ErrorList", "TpbuildError", "at", "collected", "describe_validation_error",
+    "TpbuildError", "at", "collected", "describe_validation_error",
     "PYTHON", "TOOL_LOG", "BuildError", "Command", "Action", "Artifact", "Attrs", "AnalysisContext", "Input", "Label", "LabelAttr", "LabelOrPattern",
     "Pattern",
     "Rule", "Source", "SourceAttr", "SourceOrLabel", "SourcePath", "TargetInfo", "UserError",
