@@ -101,6 +101,10 @@ class TritonModel(Rule):
         env_file = env_check = env_python = env_input = None
         if attrs.env is not None:
             env_file, env_python, env_check, env_input = self._place_env(ctx, entries, attrs.env)
+            is_dir = not env_file.endswith((".tar.gz", ".tgz", ".tar"))
+            if is_dir and triton.version and settings.release_number(triton.version) < settings.ENV_DIR_SINCE:
+                raise ctx.error(("env",), f"Triton {triton.version} takes EXECUTION_ENV_PATH only as a tarball (a "
+                                          "directory from 23.07): use format = \"tar.gz\" or a .tar.gz")
             before = modelconfig.render(cfg)
             try:
                 modelconfig.set_execution_env(cfg, env_file)

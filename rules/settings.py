@@ -25,6 +25,7 @@ SECTION = "triton"
 FIRST, LAST = (20, 12), (26, 6)
 # (first release, Python of the server image), newest last; checked against the NGC images (shared notes).
 _PYTHON_SINCE = ((2012, "3.8"), (2305, "3.10"), (2411, "3.12"))
+ENV_DIR_SINCE = 2307  # python_backend reads EXECUTION_ENV_PATH as a directory (not only a tarball) from r23.07
 
 
 def releases() -> list[str]:

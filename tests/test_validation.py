@@ -224,3 +224,15 @@ def test_a_dependency_in_an_unreadable_manifest_is_reported_once(ws):
     r = ws.build("//:repo")
     assert r.returncode == 2 and error_lines(r) == [
         "error: m/BUILD.toml:3: invalid TOML: Unclosed array (column 1); fix the syntax"], r.stderr
+
+
+def test_an_env_directory_needs_23_07(ws):
+    """Before r23.07 the Python backend only extracts a tarball; a directory env would fail at load."""
+    ws.write("m/env/bin/activate", "# activate\n")
+    model(ws, "m", '[triton_model.m]\nversions = ["1"]\nenv = "env"\n')
+    (ws.root / "tpbuild.toml").write_text('[triton]\nversion = "23.06"\npython = "3.11"\n')
+    r = ws.build()
+    assert r.returncode == 2 and "m/BUILD.toml:3: Triton 23.06 takes EXECUTION_ENV_PATH only as a tarball" in r.stderr, \
+        r.stderr
+    (ws.root / "tpbuild.toml").write_text('[triton]\nversion = "23.07"\npython = "3.11"\n')
+    ws.build(check=True)
