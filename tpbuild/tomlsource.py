@@ -68,9 +68,7 @@ def load(file: Path, shown_as: str) -> TomlSource:
     try:
         data = tomli.loads(text)
     except tomli.TOMLDecodeError as e:
-        where = f" (column {e.colno})" if getattr(e, "colno", None) else ""
-        raise UserError(f"invalid TOML: {e.msg}{where}; fix the syntax", at(shown_as, getattr(e, "lineno", None))) \
-            from None
+        raise UserError(f"invalid TOML: {e.msg} (column {e.colno}); fix the syntax", at(shown_as, e.lineno)) from None
     return TomlSource(shown_as, data, _index_lines(text))
 
 
