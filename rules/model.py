@@ -8,6 +8,11 @@ An inline `config` is rendered from Triton's own ModelConfig schema, so a typo o
 caught here with its field path instead of at model load. An existing `config.pbtxt` is validated
 and then kept byte for byte: whatever the user put in it (auto-complete, decoupled policy, custom
 parameters) must reach the server unchanged.
+
+What the server would refuse at load is refused here instead, all of it in one pass: the config
+against the server's own rules for the release (`modelconfig.validate`), each version's code against
+the grammar of the Python that will run it and the model class (`pycheck`), the declared test cases
+against the config (`testcase`), and, as an action, the model's imports against its env.
 """
 
 from __future__ import annotations

@@ -50,6 +50,8 @@ def test_examples_build_into_a_model_repository(examples):
     assert targets["//models/add_sub:add_sub"]["outputs"] == ["tpbuild-out/models/add_sub/add_sub"]
     mnemonics = {(a["target"], a["mnemonic"]) for a in r.report["actions"]}
     assert ("//models/add_sub:add_sub", "TritonConfig") in mnemonics
+    # The table model's imports (numpy, tabulate) were resolved in its real venv-pack'ed env.
+    assert ("//models/table:table", "ImportCheck") in mnemonics
 
 
 def test_editing_one_model_reruns_only_it_and_the_repository(examples):
