@@ -5,11 +5,12 @@ an unknown field, a misspelt enum or a wrong type fails here, with its field pat
 would only have failed at model load. protobuf's own ParseError names paths inconsistently (often not
 at all), so an inline table is first walked against the schema's descriptors to find the exact field;
 protobuf still judges every scalar. `validate` adds the rules the server enforces (or, for Python
-models, fails to enforce) that the schema cannot express, mirroring core's ValidateModelConfig and
-python_backend's name checks.
+models, fails to enforce) that the schema cannot express, mirroring core's ValidateModelConfig,
+ValidateModelIOConfig and ValidateInstanceGroup (src/model_config_utils.cc, as of the release in
+`[triton] version`) and python_backend's name checks; every broken rule is reported, not the first.
 
 Field paths are dotted with [i] for list items and .KEY for map entries ('parameters.FOO'), which is
-also the key path of the BUILD.toml table the user wrote.
+also the key path of the BUILD.toml table the user wrote; `pbtxt_lines` finds them in a config.pbtxt.
 """
 
 from __future__ import annotations
