@@ -118,58 +118,47 @@ def pbtxt_lines(text: str) -> dict[tuple, int]:
     points into the file the user wrote. A small scanner: it only needs where each field name stands
     and how deep it is; protobuf has judged the syntax already."""
     lines: dict[tuple, int] = {}
-    stack: list[tuple] = [()]  # key path of each open message
-    counts: list[dict[str, int]] = [{}]
+    # One frame per open message: its key path, occurrences of each field so far, and its open lists
+    # as [field occurrence, whether a message of that list was opened yet].
+    frames: list[dict] = [{"path": (), "counts": {}, "lists": []}]
+    field: tuple = ()  # the last field occurrence named
+    value = False  # after ':', the next scalar is a value, not a field name
     line = 1
-    field: tuple = ()  # the last field name seen, with its index
-    value = False  # after ':', the next token (or the bracketed list) is a value, not a field name
-    in_list = 0  # depth of a scalar list (`dims: [1, 2]`)
-    message_list: list[tuple] = []  # (field, opened) of `input [ {...}, {...} ]`: each message is an occurrence
     for m in _PBTXT_TOKEN.finditer(text):
         tok = m.group(0)
         start_line = line
         line += tok.count("\n")
-        if tok.isspace() or tok.startswith("#") or tok in (",", ";"):
+        if tok.isspace() or tok.startswith("#") or tok in (",", ";", ":"):
+            value = value or tok == ":"
             continue
-        if tok == ":":
-            value = True
-        elif tok == "[":
-            if value:
-                in_list += 1
-            else:
-                message_list.append((field, False))
+        frame = frames[-1]
+        if tok == "[":
+            frame["lists"].append([field, False])
+            value = False
         elif tok == "]":
-            if in_list:
-                in_list -= 1
-                value = in_list > 0
-            elif message_list:
-                message_list.pop()
+            if frame["lists"]:
+                frame["lists"].pop()
         elif tok in "{<":
-            if message_list and not value and stack[-1] == message_list[-1][0][:-2]:
-                first, opened = message_list[-1]
-                if opened:  # the next message of `name [ {...}, {...} ]` is the field's next occurrence
-                    name = first[-2]
-                    idx = counts[-1][name]
-                    counts[-1][name] = idx + 1
-                    field = (*first[:-1], idx)
+            if frame["lists"]:  # a message of `input [ {...}, {...} ]`: each is the field's next occurrence
+                entry = frame["lists"][-1]
+                if entry[1]:
+                    name = entry[0][-2]
+                    field = (*entry[0][:-1], frame["counts"][name])
+                    frame["counts"][name] += 1
                     lines[field] = start_line
                 else:
-                    field = first
-                    message_list[-1] = (first, True)
-            stack.append(field)
-            counts.append({})
+                    field, entry[1] = entry[0], True
+            frames.append({"path": field, "counts": {}, "lists": []})
             value = False
         elif tok in "}>":
-            if len(stack) > 1:
-                stack.pop()
-                counts.pop()
-            value = in_list > 0
-        elif value:
-            value = in_list > 0
+            if len(frames) > 1:
+                frames.pop()
+        elif value or frame["lists"]:
+            value = False  # a scalar value, or an item of a scalar list
         else:
-            idx = counts[-1].get(tok, 0)
-            counts[-1][tok] = idx + 1
-            field = (*stack[-1], tok, idx)
+            idx = frame["counts"].get(tok, 0)
+            frame["counts"][tok] = idx + 1
+            field = (*frame["path"], tok, idx)
             lines.setdefault(field[:-1], start_line)
             lines[field] = start_line
     return lines
