@@ -161,6 +161,8 @@ def test_imports_are_resolved_in_the_env_as_a_cached_action(ws):
 @pytest.mark.parametrize("text, line", [
     ('backend: "python"\ninput [\n  { name: "A" dims: [1] },\n  {\n    name: "B"\n    dims: [0]\n  }\n]\n', 6),
     ('backend: "python"\ninput { name: "A" dims: [1] }\ninput {\n  name: "B"\n  dims: [ 0 ]\n}\n', 5),
+    ('backend: "python"\ninput: [ { name: "A" data_type: TYPE_FP32 dims: [1] },\n  { name: "B"\n    data_type: TYPE_FP32\n'
+     '    dims: [0] } ]\n', 5),
 ])
 def test_config_pbtxt_refusals_point_into_the_file(ws, text, line):
     model(ws, "m", '[triton_model.m]\nversions = ["1"]\nconfig = "config.pbtxt"\n', extra={"config.pbtxt": text})
