@@ -566,14 +566,21 @@ def _check_value(value: Any, field, path: str) -> None:
     elif field.enum_type is not None:
         if not (isinstance(value, str) and value in field.enum_type.values_by_name):
             kind = field.enum_type.full_name.removeprefix("inference.")
-            raise ConfigError(path, f"{value!r} is not a {kind} value: "
-                                    f"{_suggest(str(value), field.enum_type.values_by_name)}")
+            alias = _DATA_TYPE_ALIASES.get(str(value).upper().removeprefix("TYPE_")) if kind == "DataType" else None
+            hint = f"did you mean {alias!r}?" if alias else _suggest(str(value), field.enum_type.values_by_name)
+            raise ConfigError(path, f"{value!r} is not a {kind} value: {hint}")
     else:
         try:
             probe = {field.name: [value] if field.is_repeated else value}
             json_format.ParseDict(probe, GetMessageClass(field.containing_type)())
         except json_format.ParseError:
             raise ConfigError(path, f"expects {_SCALARS[field.cpp_type]}, got {value!r}") from None
+
+
+# Names other frameworks use for Triton's data types, which spelling distance would not find.
+_DATA_TYPE_ALIASES = {"FLOAT": "TYPE_FP32", "FLOAT32": "TYPE_FP32", "DOUBLE": "TYPE_FP64", "FLOAT64": "TYPE_FP64",
+                      "HALF": "TYPE_FP16", "FLOAT16": "TYPE_FP16", "BFLOAT16": "TYPE_BF16", "INT": "TYPE_INT32",
+                      "LONG": "TYPE_INT64", "STR": "TYPE_STRING", "BYTES": "TYPE_STRING", "BOOLEAN": "TYPE_BOOL"}
 
 
 def _suggest(word: str, choices) -> str:

@@ -198,7 +198,7 @@ CASES = {
     "model-name-chars": case(REFUSE, manifest='[triton_model.m]\nmodel_name = "a(b)"\nversions = ["1"]\n',
                              workspace=WORKSPACE.replace("24.10", "25.08"), says="model name"),
     "unknown-field": case(REFUSE, "max_batch = 4", says="max_batch_size"),
-    "bad-enum": case(REFUSE, inputs='{ name = "IN", data_type = "TYPE_FLOAT", dims = [2] }', says="not a DataType value"),
+    "bad-enum": case(REFUSE, inputs='{ name = "IN", data_type = "TYPE_FLOAT", dims = [2] }', says="did you mean 'TYPE_FP32'"),
     "pbtxt-dims-zero": case(REFUSE, manifest='[triton_model.m]\nmodel_name = "@MODEL@"\nversions = ["1"]\n'
                                              'config = "config.pbtxt"\n',
                             files={"m/config.pbtxt": PBTXT_BAD}, says="m/config.pbtxt:7: input[0].dims[0]"),
