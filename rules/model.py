@@ -98,10 +98,14 @@ class TritonModel(Rule):
         triton = settings.settings(ctx)
         model_name = attrs.model_name or ctx.label.name
         versions = attrs.versions if isinstance(attrs.versions, dict) else {v: v for v in attrs.versions}
-        cfg, verbatim = self._config(ctx, attrs, model_name, triton, tuple(versions))
-        model_file = modelconfig.default_model_filename(cfg)
-        entries: list[tuple[str, Input]] = []
         problems: list[TpbuildError] = []  # independent of each other: all reported together
+        try:
+            cfg, verbatim = self._config(ctx, attrs, model_name, triton, tuple(versions))
+        except TpbuildError as e:  # the code is still checked; what needs the config is not
+            problems.append(e)
+            cfg = verbatim = None
+        model_file = modelconfig.default_model_filename(cfg) if cfg is not None else None
+        entries: list[tuple[str, Input]] = []
         stub_python = self._stub_python(ctx, attrs.stub)
         env_file = env_check = env_python = env_input = None
         if attrs.env is not None:
@@ -110,13 +114,14 @@ class TritonModel(Rule):
             if is_dir and triton.version and settings.release_number(triton.version) < settings.ENV_DIR_SINCE:
                 raise ctx.error(("env",), f"Triton {triton.version} takes EXECUTION_ENV_PATH only as a tarball (a "
                                           "directory from 23.07): use format = \"tar.gz\" or a .tar.gz")
-            before = modelconfig.render(cfg)
-            try:
-                modelconfig.set_execution_env(cfg, env_file)
-            except modelconfig.ConfigError as e:
-                raise ctx.error(("config",), f"config.{e.field}: {e.message}") from None
-            if modelconfig.render(cfg) != before:
-                verbatim = None  # tpbuild added the parameter: the config is rendered, not copied
+            if cfg is not None:
+                before = modelconfig.render(cfg)
+                try:
+                    modelconfig.set_execution_env(cfg, env_file)
+                except modelconfig.ConfigError as e:
+                    raise ctx.error(("config",), f"config.{e.field}: {e.message}") from None
+                if modelconfig.render(cfg) != before:
+                    verbatim = None  # tpbuild added the parameter: the config is rendered, not copied
             if stub_python is not None and env_python is not None and stub_python != env_python:
                 raise ctx.error(("stub",), f"{attrs.stub} is a stub for Python {stub_python}, but the env uses "
                                            f"Python {env_python}: the stub must embed the env's Python; use a "
@@ -124,20 +129,27 @@ class TritonModel(Rule):
             self._check_python(ctx, triton, env_python, stub_python)
         if attrs.stub is not None:
             entries.append((STUB, self._stub(ctx, attrs.stub, env_file, env_check)))
-        config_art = ctx.write("TritonConfig", "config.pbtxt", verbatim or modelconfig.render(cfg))
-        entries.insert(0, ("config.pbtxt", config_art))
+        if cfg is not None:
+            entries.insert(0, ("config.pbtxt", ctx.write("TritonConfig", "config.pbtxt",
+                                                         verbatim or modelconfig.render(cfg))))
 
         python = env_python or triton.server_python()
         imports: list[dict] = []  # for the env check: each model file's module-level imports
         for version, rel in sorted(versions.items(), key=lambda kv: int(kv[0])):
-            src = self._source(ctx, ("versions", version) if isinstance(attrs.versions, dict) else ("versions",), rel)
+            where = ("versions", version) if isinstance(attrs.versions, dict) else ("versions",)
+            try:
+                src = self._source(ctx, where, rel)
+            except TpbuildError as e:
+                problems.append(e)
+                continue
             if not src.is_dir:
-                raise ctx.error(("versions",), f"version {version}: {rel!r} is a file; name the directory holding "
-                                               f"{model_file}")
+                problems.append(ctx.error(where, f"version {version}: {rel!r} is a file; name the directory "
+                                                 f"holding {model_file or 'model.py'}"))
+                continue
             files = ctx.files_under(src, EXCLUDED)
-            if model_file not in files:
-                raise ctx.error(("versions",), f"version {version}: {src.rel}/{model_file} does not exist; "
-                                               f"add it (or set default_model_filename in config)")
+            if model_file is not None and model_file not in files:
+                problems.append(ctx.error(where, f"version {version}: {src.rel}/{model_file} does not exist; "
+                                                 f"add it (or set default_model_filename in config)"))
             imports_runtime = False
             code: dict[str, bytes] = {}
             for f in files:
@@ -145,18 +157,20 @@ class TritonModel(Rule):
                 if f.endswith(".py"):
                     code[f"{src.path}/{f}"] = ctx.read(f"{src.path}/{f}")
                     imports_runtime = imports_runtime or bool(_IMPORTS_RUNTIME.search(code[f"{src.path}/{f}"]))
-            found, model_imports = pycheck.check_version(code, f"{src.path}/{model_file}", python)
+            model_path = f"{src.path}/{model_file}" if model_file else None
+            found, model_imports = pycheck.check_version(code, model_path, python)
             problems.extend(UserError(p.message, at(p.file, p.line, p.col)) for p in found)
             # Importable beside the model: its version directory's modules, and the model directory's.
             beside = {f.split("/")[0].removesuffix(".py") for f in files} | {RUNTIME}
-            imports.append({"file": f"{src.path}/{model_file}", "imports": model_imports, "beside": sorted(beside)})
+            imports.append({"file": model_path, "imports": model_imports, "beside": sorted(beside)})
             if imports_runtime and f"{RUNTIME}.py" not in files:
                 # The base class ships inside the model, so the server image needs nothing installed.
                 entries.append((f"{version}/{RUNTIME}.py", ctx.write("TritonRuntime", f"{RUNTIME}.py", _runtime())))
 
         for item in attrs.files:
             self._place_file(ctx, entries, item)
-        problems.extend(testcase.check(attrs.test, modelconfig.to_dict(cfg), ctx.read, ctx.error))
+        if cfg is not None:
+            problems.extend(testcase.check(attrs.test, modelconfig.to_dict(cfg), ctx.read, ctx.error))
         if problems:
             raise collected(problems)
         # The model directory is on sys.path too: modules placed at its root by `files` are importable.

@@ -52,10 +52,10 @@ def _minor(python: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def check_version(files: dict[str, bytes], model_file: str, python: str | None) -> tuple[list[Problem], dict]:
+def check_version(files: dict[str, bytes], model_file: str | None, python: str | None) -> tuple[list[Problem], dict]:
     """`files`: path from the workspace root -> bytes, for the .py files of one version directory;
-    `model_file` is one of them. Returns the problems, and the model file's module-level imports
-    (module -> (line, col)) for the env check."""
+    `model_file` is one of them (None: not known, as when the config is broken). Returns the problems,
+    and the model file's module-level imports (module -> (line, col)) for the env check."""
     target = _minor(python) if python else _HOST
     problems: list[Problem] = []
     trees: dict[str, ast.Module] = {}

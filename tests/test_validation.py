@@ -238,3 +238,11 @@ def test_an_env_directory_needs_23_07(ws):
         r.stderr
     (ws.root / "tpbuild.toml").write_text('[triton]\nversion = "23.07"\npython = "3.11"\n')
     ws.build(check=True)
+
+
+def test_one_model_reports_its_config_code_and_version_errors_together(ws):
+    model(ws, "m", '[triton_model.m]\nversions = ["1", "2"]\nconfig = { max_batch_size = -1 }\n', code="def f(:\n")
+    r = ws.build()
+    assert r.returncode == 2 and [l.split(": ")[1] for l in error_lines(r)] == [
+        "m/1/model.py:1:7", "m/BUILD.toml:2", "m/BUILD.toml:3"], r.stderr
+    assert "source '2' not found" in r.stderr and "max_batch_size must be >= 0" in r.stderr
