@@ -1,22 +1,46 @@
 """The `[triton]` table of tpbuild.toml: which server release the models are built for.
 
     [triton]
-    version = "24.05"   # the server release (rYY.MM); decides its default Python and the stub branch
-    python = "3.11"     # optional: the Python of a custom server image
+    version = "24.05"   # the server release (rYY.MM); decides its default Python, config rules, stub branch
+    python = "3.11"     # optional: the Python of a custom server image (overrides the release's)
+    gpus = 0            # optional: how many GPUs the server has; 0 refuses KIND_GPU instance groups
     server = "..."      # optional: a tritonserver binary for `tpbuild test`
+
+A release must be one Triton shipped: a typo such as "24.99" would otherwise pick a default Python
+and a set of config rules for a server that does not exist.
 """
 
 from __future__ import annotations
 
 import re
-
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tpbuild.plugin import AnalysisContext
+from tpbuild.plugin import AnalysisContext, describe_validation_error
 
 SECTION = "triton"
+# Monthly NGC releases, 20.12 (the first with the Python backend's EXECUTION_ENV_PATH) through the newest
+# branch of triton-inference-server/core tpbuild's rules were checked against.
+FIRST, LAST = (20, 12), (26, 6)
+# (first release, Python of the server image), newest last; checked against the NGC images (shared notes).
+_PYTHON_SINCE = ((2012, "3.8"), (2305, "3.10"), (2411, "3.12"))
+ENV_DIR_SINCE = 2307  # python_backend reads EXECUTION_ENV_PATH as a directory (not only a tarball) from r23.07
+
+
+def releases() -> list[str]:
+    out = []
+    yy, mm = FIRST
+    while (yy, mm) <= LAST:
+        out.append(f"{yy:02d}.{mm:02d}")
+        yy, mm = (yy + 1, 1) if mm == 12 else (yy, mm + 1)
+    return out
+
+
+def release_number(release: str) -> int:
+    """"24.10" -> 2410, for comparing releases."""
+    yy, mm = release.split(".")
+    return int(yy) * 100 + int(mm)
 
 
 def _python_version(v: str) -> str:
@@ -34,12 +58,22 @@ class TritonSettings(BaseModel):
     version: str | None = None
     python: PythonVersion | None = None
     server: str | None = None
+    gpus: int | None = Field(default=None, ge=0)
 
     @field_validator("version")
     @classmethod
     def _version(cls, v):
-        if v is not None and not re.fullmatch(r"\d{2}\.\d{2}", v):
+        if v is None:
+            return v
+        if not re.fullmatch(r"\d{2}\.\d{2}", v):
             raise ValueError(f"{v!r} is not a Triton release: write it like \"24.05\"")
+        known = releases()
+        if v not in known:
+            months = lambda r: int(r[:2]) * 12 + min(int(r[3:]), 12)  # noqa: E731 - "24.99" is nearest 24.12
+            nearest = sorted(sorted(known, key=lambda r: abs(months(r) - months(v)))[:3])
+            raise ValueError(f"{v!r} is not a Triton release tpbuild knows ({known[0]} to {known[-1]}); "
+                             f"the nearest are {', '.join(nearest)}. For a custom server image, name the "
+                             "release it is built from and set python")
         return v
 
     def server_python(self) -> str | None:
@@ -61,14 +95,12 @@ class TritonSettings(BaseModel):
 
 
 def default_python(release: str) -> str:
-    """Checked against the NGC images (see shared notes): 20.12-23.04 -> 3.8, 23.05-24.10 -> 3.10, later 3.12."""
-    yy, mm = (int(x) for x in release.split("."))
-    n = yy * 100 + mm
-    if n <= 2304:
-        return "3.8"
-    if n <= 2410:
-        return "3.10"
-    return "3.12"
+    n = release_number(release)
+    python = _PYTHON_SINCE[0][1]
+    for since, py in _PYTHON_SINCE:
+        if n >= since:
+            python = py
+    return python
 
 
 def settings(ctx: AnalysisContext) -> TritonSettings:
@@ -76,7 +108,8 @@ def settings(ctx: AnalysisContext) -> TritonSettings:
         return TritonSettings.model_validate(ctx.section(SECTION))
     except ValidationError as e:
         err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        msg = (f"unknown setting {field!r}: [triton] takes version, python, server"
-               if err["type"] == "extra_forbidden" else f"{field}: {err['msg'].removeprefix('Value error, ')}")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown setting {'.'.join(map(str, err['loc']))!r}: [triton] takes version, python, gpus, server"
+        else:
+            msg = describe_validation_error(err, TritonSettings)
         raise ctx.section_error((SECTION, *err["loc"]), msg) from None

@@ -35,6 +35,9 @@ def commit(repo: Path, message: str, *paths: str) -> str:
     return git(repo, "rev-parse", "HEAD").strip()
 
 
+CLASS = "class TritonPythonModel:\n    pass\n"  # a model file without it is refused at analysis
+
+
 def model(name: str, mbs: int = 4, env: str = "") -> str:
     return (f'[triton_model.{name}]\nversions = ["1"]\n' + (f'env = "{env}"\n' if env else "") +
             f'[triton_model.{name}.config]\nmax_batch_size = {mbs}\n'
@@ -44,7 +47,7 @@ def model(name: str, mbs: int = 4, env: str = "") -> str:
 
 def add_model(ws, pkg: str, name: str, **kw) -> None:
     ws.write(f"{pkg}/BUILD.toml", model(name, **kw))
-    ws.write(f"{pkg}/1/model.py", f"# model {name}\n")
+    ws.write(f"{pkg}/1/model.py", f"# model {name}\n{CLASS}")
 
 
 @pytest.fixture
@@ -84,7 +87,7 @@ def assert_nothing_left(repo: Path, status_before: str) -> None:
 
 
 def test_model_py_edit_affects_that_model_and_the_repositories_holding_it(ws, repo):
-    (ws.root / "models/a/1/model.py").write_text("# model a, edited\n")
+    (ws.root / "models/a/1/model.py").write_text("# model a, edited\n" + CLASS)
     status = git(repo, "status", "--porcelain", "--untracked-files=all")
     data = affected(ws)
     assert data["since"] == git(repo, "rev-parse", "HEAD").strip()
@@ -119,7 +122,7 @@ def test_env_requirements_change_affects_every_model_using_it_and_nothing_else(w
 
 def test_changed_attribute_of_one_target_in_a_multi_target_manifest_affects_only_it(ws, repo):
     ws.write("models/multi/BUILD.toml", model("x") + "\n" + model("y"))
-    ws.write("models/multi/1/model.py", "# shared\n")
+    ws.write("models/multi/1/model.py", "# shared\n" + CLASS)
     commit(repo, "multi")
     text = (ws.root / "models/multi/BUILD.toml").read_text()
     head, sep, tail = text.partition("[triton_model.y]")
@@ -156,7 +159,7 @@ def test_added_removed_and_renamed_targets(ws, repo):
 
 
 def test_uncommitted_staged_and_untracked_changes_count(ws, repo):
-    (ws.root / "models/a/1/model.py").write_text("# staged\n")
+    (ws.root / "models/a/1/model.py").write_text("# staged\n" + CLASS)
     git(repo, "add", "ws/models/a/1/model.py")
     (ws.root / "models/b/1/helper.py").write_text("# untracked, shipped in the version directory\n")
     add_model(ws, "models/untracked", "u")
@@ -181,7 +184,7 @@ def test_comment_only_manifest_edit_affects_nothing(ws, repo):
 def test_build_changed_since_executes_only_the_affected_actions(ws, repo, tmp_path):
     full = ws.build(check=True)
     keys = {(a["target"], a["mnemonic"]): a["key"] for a in full.report["actions"]}
-    (ws.root / "models/a/1/model.py").write_text("# model a, edited\n")
+    (ws.root / "models/a/1/model.py").write_text("# model a, edited\n" + CLASS)
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n")
     r = ws.run("build", "--changed-since", "HEAD", "--summary", str(summary), check=True)

@@ -12,6 +12,8 @@ import pytest
 
 from tpbuild import digest
 
+MODEL_CLASS = "class TritonPythonModel:\n    pass\n"  # without it, a model file is refused at analysis
+
 
 def two_step(ws):
     ws.write("gen/BUILD.toml", """
@@ -418,7 +420,7 @@ def test_analysis_cache_is_reused_and_invalidated(ws):
 
 def test_dependents_are_reanalysed_when_a_dependency_changes(ws):
     ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\n')
-    ws.write("m/1/model.py", "x = 1\n")
+    ws.write("m/1/model.py", "x = 1\n" + MODEL_CLASS)
     ws.write("BUILD.toml", '[model_repository.repo]\nmodels = ["//m:m"]\n')
     _age(ws.root)
     ws.build(check=True)
@@ -431,18 +433,18 @@ def test_dependents_are_reanalysed_when_a_dependency_changes(ws):
 
 def test_tree_outputs_update_in_place_and_drop_removed_files(ws):
     ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\n')
-    ws.write("m/1/model.py", "x = 1\n")
+    ws.write("m/1/model.py", "x = 1\n" + MODEL_CLASS)
     ws.write("m/1/helper.py", "y = 1\n")
     ws.write("m/1/sub/data.txt", "d\n")
     ws.build(check=True)
     kept = ws.out("m/m/config.pbtxt").stat().st_ino
-    ws.write("m/1/model.py", "x = 2\n")
+    ws.write("m/1/model.py", "x = 2\n" + MODEL_CLASS)
     (ws.root / "m/1/sub/data.txt").unlink()
     (ws.root / "m/1/sub").rmdir()
     ws.build(check=True)
     got = sorted(p.relative_to(ws.out("m/m")).as_posix() for p in ws.out("m/m").rglob("*"))
     assert got == ["1", "1/helper.py", "1/model.py", "config.pbtxt"]
-    assert ws.out("m/m/1/model.py").read_text() == "x = 2\n"
+    assert ws.out("m/m/1/model.py").read_text() == "x = 2\n" + MODEL_CLASS
     assert ws.out("m/m/config.pbtxt").stat().st_ino == kept  # untouched files are not re-placed
 
 

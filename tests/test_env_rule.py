@@ -12,6 +12,8 @@ pytestmark = pytest.mark.slow
 
 TOML = '[triton]\nversion = "24.10"\npython = "3.11"\n'
 
+MODEL_CLASS = "class TritonPythonModel:\n    pass\n"  # without it, a model file is refused at analysis
+
 
 def env_ws(ws, pip_a='["numpy<2", "six==1.16.0"]'):
     ws.write("tpbuild.toml", TOML)
@@ -84,7 +86,7 @@ def test_dir_format_lands_as_a_directory(ws):
     ws.write("tpbuild.toml", TOML)
     ws.write("e/BUILD.toml", '[python_env.e]\npython = "3.11"\nmanager = "venv"\npip = ["numpy<2"]\nformat = "dir"\n')
     ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\nenv = "//e:e"\n')
-    ws.write("m/1/model.py", "x = 1\n")
+    ws.write("m/1/model.py", "x = 1\n" + MODEL_CLASS)
     ws.build(check=True)
     assert ws.out("m/m/e/bin/activate").is_file()
     assert '"$$TRITON_MODEL_DIRECTORY/e"' in ws.out("m/m/config.pbtxt").read_text()
@@ -93,7 +95,7 @@ def test_dir_format_lands_as_a_directory(ws):
 def test_prebuilt_tarball_path(ws):
     ws.write("tpbuild.toml", TOML)
     ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\nenv = "prebuilt.tar.gz"\n')
-    ws.write("m/1/model.py", "x = 1\n")
+    ws.write("m/1/model.py", "x = 1\n" + MODEL_CLASS)
     ws.write("m/prebuilt.tar.gz", "not really a tarball, placed as it is\n")
     ws.build(check=True)
     assert ws.out("m/m/prebuilt.tar.gz").exists()
@@ -106,7 +108,7 @@ def test_existing_config_gains_the_parameter_and_keeps_the_rest(ws):
     ws.write("m/config.pbtxt", 'backend: "python"\nmodel_transaction_policy { decoupled: true }\n'
                                'parameters { key: "FOO" value { string_value: "bar" } }\n')
     ws.write("m/e.tar.gz", "x")
-    ws.write("m/1/model.py", "x = 1\n")
+    ws.write("m/1/model.py", "x = 1\n" + MODEL_CLASS)
     ws.build(check=True)
     text = ws.out("m/m/config.pbtxt").read_text()
     assert "decoupled: true" in text and '"FOO"' in text and "EXECUTION_ENV_PATH" in text
@@ -117,7 +119,7 @@ def test_disagreeing_user_execution_env_path_exits_2(ws):
     ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\nenv = "e.tar.gz"\n\n[triton_model.m.config]\n'
                              'parameters = { EXECUTION_ENV_PATH = "$$TRITON_MODEL_DIRECTORY/other.tar.gz" }\n')
     ws.write("m/e.tar.gz", "x")
-    ws.write("m/1/model.py", "x = 1\n")
+    ws.write("m/1/model.py", "x = 1\n" + MODEL_CLASS)
     r = ws.build()
     assert r.returncode == 2 and "m/BUILD.toml:" in r.stderr and "EXECUTION_ENV_PATH" in r.stderr, r.stderr
 
@@ -131,7 +133,7 @@ def test_version_rule_refuses_an_env_for_another_python(ws, triton, needle):
     ws.write("tpbuild.toml", triton)
     ws.write("e/BUILD.toml", '[python_env.e]\npython = "3.11"\nmanager = "venv"\npip = ["numpy<2"]\n')
     ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\nenv = "//e:e"\n')
-    ws.write("m/1/model.py", "x = 1\n")
+    ws.write("m/1/model.py", "x = 1\n" + MODEL_CLASS)
     r = ws.build()
     assert r.returncode == 2, r.output
     assert "m/BUILD.toml:3: " in r.stderr and needle in r.stderr and "stub" in r.stderr
@@ -161,7 +163,7 @@ def test_bad_env_attributes_exit_2(ws, manifest, needle):
 
 def test_unknown_triton_setting_and_table(ws):
     ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\n')
-    ws.write("m/1/model.py", "x = 1\n")
+    ws.write("m/1/model.py", "x = 1\n" + MODEL_CLASS)
     ws.write("tpbuild.toml", '[triton]\nversion = "24.10"\npyhton = "3.11"\n')
     r = ws.build()
     assert r.returncode == 2 and "tpbuild.toml:3: unknown setting 'pyhton'" in r.stderr, r.stderr

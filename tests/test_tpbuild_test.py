@@ -55,7 +55,10 @@ expected = { Y = [[3.0]] }
 """)
     add_model(ws, "smoky")                       # no cases: a smoke test from the config
     add_model(ws, "badtype", dtype="np.int32")   # smoke test catches the dtype
-    add_model(ws, "broken", body="raise RuntimeError('cannot initialize this model')\n")
+    # Fails in initialize, which no build-time check can foresee (a model without TritonPythonModel
+    # or with a syntax error is refused by the build itself).
+    add_model(ws, "broken", body="class TritonPythonModel:\n    def initialize(self, args):\n"
+                                 "        raise RuntimeError('cannot initialize this model')\n")
     junit = tmp_path / "junit.xml"
     r = ws.run("test", "//models/...", "--junit", str(junit), timeout=600)
     assert r.returncode == 1, r.output

@@ -50,6 +50,8 @@ def test_examples_build_into_a_model_repository(examples):
     assert targets["//models/add_sub:add_sub"]["outputs"] == ["tpbuild-out/models/add_sub/add_sub"]
     mnemonics = {(a["target"], a["mnemonic"]) for a in r.report["actions"]}
     assert ("//models/add_sub:add_sub", "TritonConfig") in mnemonics
+    # The table model's imports (numpy, tabulate) were resolved in its real venv-pack'ed env.
+    assert ("//models/table:table", "ImportCheck") in mnemonics
 
 
 def test_editing_one_model_reruns_only_it_and_the_repository(examples):
@@ -157,11 +159,11 @@ def test_model_names_the_server_refuses(ws, name):
 def test_existing_config_that_disagrees_or_does_not_parse(ws):
     model(ws, manifest='[triton_model.m]\nversions = ["1"]\nconfig = "config.pbtxt"\n')
     ws.write("m/config.pbtxt", 'name: "other"\nbackend: "python"\n')
-    r = ws.build()
-    assert r.returncode == 2 and "m/BUILD.toml:3: " in r.stderr and "other" in r.stderr, r.stderr
+    r = ws.build()  # the refusal points into the file the user wrote
+    assert r.returncode == 2 and "m/config.pbtxt:1: " in r.stderr and "other" in r.stderr, r.stderr
     ws.write("m/config.pbtxt", 'backend: "python"\nmax_batch_size: [\n')
     r = ws.build()
-    assert r.returncode == 2 and "m/BUILD.toml:3: " in r.stderr, r.stderr
+    assert r.returncode == 2 and "m/config.pbtxt:2: " in r.stderr, r.stderr
 
 
 def test_repository_rejects_two_models_with_one_name(ws):

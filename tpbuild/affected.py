@@ -33,7 +33,7 @@ from . import digest
 from .action import Entry, Source, input_digest
 from .analysis import analyze
 from .analysiscache import info_digest
-from .errors import BuildError, TpbuildError, UserError, at
+from .errors import BuildError, ErrorList, TpbuildError, UserError, at
 from .label import Label, LabelSyntaxError, Pattern, parse_pattern
 from .statcache import StatCache
 from .workspace import WORKSPACE_FILE, Workspace, load
@@ -239,6 +239,8 @@ def since(ws: Workspace, ref: str, memo: Path, patterns: list[Pattern]) -> Diff:
 
 def _at_ref(e: TpbuildError, ref: str, ref_root: Path, rel: Path) -> TpbuildError:
     """The same error, naming files as `REF:path` (git's own notation) instead of the temporary worktree."""
+    if isinstance(e, ErrorList):
+        return ErrorList([_at_ref(x, ref, ref_root, rel) for x in e.errors])
     shown = f"{ref}:{rel.as_posix() + '/' if str(rel) != '.' else ''}"
     loc = at(f"{shown}{e.location.path}", e.location.line) if e.location else None
     message = e.message.replace(f"{ref_root}/", shown).replace(str(ref_root), shown)

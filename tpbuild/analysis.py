@@ -3,6 +3,11 @@
 Rules are analysed dependency-first, so a rule reads its dependencies' `TargetInfo` and refers to
 their artifacts. The result is the whole action graph before the first action runs, which is what a
 topological scheduler needs.
+
+Analysis goes on past an error: every target that does not depend on a failed one is still analysed,
+so one run reports all independent errors (sorted by file and line, see errors.ErrorList). Without
+`keep_going` they are raised together at the end; with it, the analysis returns what succeeded and
+carries the errors for the caller to report after building the rest.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 
 from .action import Action
-from .errors import BuildError, UserError
+from .errors import BuildError, TpbuildError, UserError, collected
 from . import digest
 from .analysiscache import AnalysisCache, TargetRecord, fingerprint, info_digest
 from .layout import sig
@@ -49,12 +54,15 @@ class Analysis:
     actions: dict[str, Action] = field(default_factory=dict)
     target_actions: dict[Label, list[Action]] = field(default_factory=dict)
     reanalysed: int = 0  # targets whose rule ran (the rest came from the analysis cache)
+    errors: list[TpbuildError] = field(default_factory=list)  # only with keep_going; else raised
+    warnings: list[str] = field(default_factory=list)
 
     def actions_of(self, label: Label) -> list[Action]:
         return self.target_actions[label]
 
 
-def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str, Rule] | None = None) -> Analysis:
+def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str, Rule] | None = None,
+            keep_going: bool = False) -> Analysis:
     """`memo` is the workspace's memo directory (workspace.memo_dir), where the analysis cache lives."""
     rules = rules if rules is not None else load_rules()
     claimed = {s for r in rules.values() for s in r.sections}
@@ -63,11 +71,14 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str
             raise ws.source.error((name,), f"unknown table [{name}]: tpbuild.toml takes [workspace], [cache]"
                                            + "".join(f", [{s}]" for s in sorted(claimed)))
     patterns = []
+    errors: list[TpbuildError] = []
     for text in pattern_texts:
         try:
             patterns.append(parse_pattern(text))
         except LabelSyntaxError as e:
-            raise UserError(str(e)) from None
+            errors.append(UserError(str(e)))
+    if errors:
+        raise collected(errors)
     infos: dict[Label, TargetInfo] = {}
     contexts: dict[Label, AnalysisContext] = {}
 
@@ -80,12 +91,18 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str
     cache = AnalysisCache(memo / "analysis",
                           fingerprint(ws.root, rules, (ws.root / WORKSPACE_FILE).read_bytes()), ws.root)
     graph = TargetGraph(ws, rules, make_context, cache)
+    graph.keep_going = keep_going
     requested = graph.expand(patterns)
     order = graph.close(requested)
     result = Analysis(graph, requested, order, infos)
+    errors = graph.errors
+    failed = set(graph.blocked)  # targets not analysed: broken themselves, or depending on what is
     info_digests: dict[Label, str] = {}
     fresh: dict[str, list[Label]] = {}  # package -> its targets analysed this time
     for label in order:
+        if label in failed or any(d in failed for d in graph.edges[label]):
+            failed.add(label)
+            continue
         target = graph.targets[label]
         deps_digest = digest.of_value([[str(d), info_digests[d]] for d in graph.edges[label]])
         if isinstance(target, CachedTarget) and target.rec.deps_digest == deps_digest and not target.rec.volatile:
@@ -99,8 +116,14 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str
             ctx.expanded = graph.expanded.get(label, {})
             try:
                 infos[label] = target.rule.analyze(ctx, target.attrs)
+            except TpbuildError as e:
+                errors.append(e)
+                failed.add(label)
+                continue
             except ValueError as e:  # rules raise ValueError from shared attribute checks
-                raise ctx.error((), str(e)) from None
+                errors.append(ctx.error((), str(e)))
+                failed.add(label)
+                continue
             info_digests[label] = info_digest(infos[label])
             actions = ctx.actions
             target.deps_digest = deps_digest
@@ -109,7 +132,20 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str
         result.target_actions[label] = actions
         for a in actions:
             result.actions[a.id] = a
+    # A package with an error is never recorded: its record would lack the broken targets, and the
+    # next build would take the package as whole and pass over them silently.
+    for package in graph.bad_packages | {lbl.package for lbl in failed}:
+        fresh.pop(package, None)
     _remember(cache, graph, fresh, contexts, infos, info_digests)
+    result.warnings = list(graph.warnings)
+    if errors:
+        result.errors = list(errors)
+        result.requested = [lbl for lbl in requested if lbl not in failed]
+        result.order = [lbl for lbl in order if lbl not in failed]
+        if not keep_going or not result.requested:
+            err = collected(errors)
+            err.warnings = tuple(graph.warnings)
+            raise err
     return result
 
 

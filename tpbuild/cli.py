@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import EXIT_BUILD, EXIT_OK, TpbuildError, UserError
+from . import __version__
+from .errors import EXIT_BUILD, EXIT_OK, TpbuildError, UserError, collected
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,6 +29,7 @@ def _parser(commands: dict) -> argparse.ArgumentParser:
                         "[cache] dir, ~/.cache/tpbuild)")
     p = _Parser(prog="tpbuild", description="Build Triton Python-backend model repositories.",
                 parents=[common])
+    p.add_argument("--version", action="version", version=f"tpbuild {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -66,6 +68,8 @@ def _parser(commands: dict) -> argparse.ArgumentParser:
     cache_sub.required = True
     v = cache_sub.add_parser("verify", parents=[common], help="re-hash every blob and re-read every entry")
     v.add_argument("--repair", action="store_true", help="quarantine bad blobs and remove damaged entries")
+    h = sub.add_parser("help", help="describe a command: tpbuild help COMMAND")
+    h.add_argument("topic", nargs="?", metavar="COMMAND")
     for cmd in commands.values():
         cp = sub.add_parser(cmd.name, parents=[common], help=cmd.help)
         cmd.configure(cp)
@@ -127,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
     except TpbuildError as e:
+        for w in e.warnings:
+            print(f"warning: {w}", file=sys.stderr)
         print(f"error: {e.render()}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt:
@@ -152,6 +158,8 @@ def _main(argv: list[str]) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.patterns = [*args.patterns, *extra]
+    if args.command == "help":
+        return _help(parser, args.topic)
     directory = getattr(args, "directory", None)
     start = Path(directory) if directory else Path.cwd()
     if directory and not start.is_dir():
@@ -210,11 +218,25 @@ def _verify(cache_dir: Path, repair: bool) -> int:
     return EXIT_OK if repair else EXIT_BUILD
 
 
+def _help(parser, topic: str | None) -> int:
+    """`tpbuild help [COMMAND]`: the same text as `tpbuild COMMAND --help`."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if topic is None:
+        parser.print_help()
+    elif topic in sub.choices:
+        sub.choices[topic].print_help()
+    else:
+        raise UserError(f"no command {topic!r}: the commands are {', '.join(sorted(sub.choices))}")
+    return EXIT_OK
+
+
 def _query(ws, args, cache_dir: Path) -> int:
     from . import workspace
     from .analysis import analyze
 
     a = analyze(ws, args.patterns or ["//..."], workspace.memo_dir(cache_dir, ws.root))
+    for w in a.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     labels = a.order if getattr(args, "deps", False) or args.command == "graph" else a.requested
     if args.command == "graph":
         print("digraph tpbuild {")
@@ -332,12 +354,14 @@ class Session:
         opts = self._options(jobs, keep_going)
         opts.prune = changed_since is None and set(patterns or ["//..."]) == {"//..."}
         try:
-            a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root))
+            a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root), keep_going=keep_going)
         except TpbuildError as e:
             if rpath:
                 _report(rpath, report.to_json(None, e.render()))
             raise
         logs = self.ws.root / build.STATE_DIR / "logs"
+        for w in a.warnings:
+            print(f"warning: {w}", file=sys.stderr)
         console = Console(len(a.actions), step_of=lambda action: current_step(logs, action))
         hooks = Hooks(started=console.started, finished=console.finished, warn=console.warn)
         try:
@@ -347,13 +371,16 @@ class Session:
                 if r is not None:
                     r.close()
         console.close()
+        result.warnings[:0] = a.warnings  # in the report, and a run with warnings is never a replayed no-op
         if rpath:
-            _report(rpath, report.to_json(result))
+            _report(rpath, report.to_json(result, collected(a.errors).render() if a.errors else None))
         if self.summary_path:
             command = f"tpbuild {getattr(self.flags, 'command', 'build')}"
             summary.append(self.summary_path, summary.build_markdown(
                 result, f"{command} --changed-since {changed_since}" if changed_since else command))
         _summary(result)
+        if a.errors:  # -k built what the errors left buildable; the run is still bad input
+            raise collected(a.errors)
         return result
 
     def _options(self, jobs: int, keep_going: bool):

@@ -23,15 +23,19 @@ class Location:
 
     path: str
     line: int | None = None
+    col: int | None = None  # 1-based, where a tool gives one (a Python syntax error)
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}" if self.line else self.path
+        if not self.line:
+            return self.path
+        return f"{self.path}:{self.line}:{self.col}" if self.col else f"{self.path}:{self.line}"
 
 
 class TpbuildError(Exception):
     """Base of all expected failures; `exit_code` is the tier."""
 
     exit_code = EXIT_BUILD
+    warnings: tuple[str, ...] = ()  # found on the way to this error, for the CLI to show with it
 
     def __init__(self, message: str, location: Location | None = None, *, detail: str = ""):
         super().__init__(message)
@@ -56,5 +60,47 @@ class BuildError(TpbuildError):
     exit_code = EXIT_BUILD
 
 
-def at(path: str | Path, line: int | None = None) -> Location:
-    return Location(str(path), line)
+def at(path: str | Path, line: int | None = None, col: int | None = None) -> Location:
+    return Location(str(path), line, col)
+
+
+# How many errors one run shows; the rest are counted, so a workspace with hundreds of broken
+# manifests still gives a readable answer that says how much is left.
+SHOWN_ERRORS = 50
+
+
+class ErrorList(UserError):
+    """Several independent errors found in one pass (analysis goes on past the first), shown sorted by
+    file and line, each once. The tier is the worst of theirs."""
+
+    def __init__(self, errors: list[TpbuildError]):
+        unique: dict[str, TpbuildError] = {}
+        for e in flatten(errors):
+            unique.setdefault(e.render(), e)
+        self.errors = sorted(unique.values(), key=_order)
+        super().__init__(f"{len(self.errors)} errors", None)
+        self.exit_code = max(e.exit_code for e in self.errors) if self.errors else EXIT_USAGE
+
+    def render(self) -> str:
+        shown = [e.render() for e in self.errors[:SHOWN_ERRORS]]
+        more = len(self.errors) - len(shown)
+        # The CLI prefixes the first line with "error: "; each further error gets its own prefix.
+        return "\nerror: ".join(shown) + (f"\n... and {more} more error{'s' if more > 1 else ''}" if more else "")
+
+
+def flatten(errors) -> list[TpbuildError]:
+    out: list[TpbuildError] = []
+    for e in errors:
+        out.extend(e.errors if isinstance(e, ErrorList) else [e])
+    return out
+
+
+def collected(errors: list[TpbuildError]) -> TpbuildError:
+    """One error as itself, several as an ErrorList."""
+    flat = flatten(errors)
+    return flat[0] if len(flat) == 1 else ErrorList(flat)
+
+
+def _order(e: TpbuildError) -> tuple:
+    loc = e.location
+    return (loc is None, loc.path if loc else "", (loc.line or 0) if loc else 0, (loc.col or 0) if loc else 0, e.message)

@@ -4,6 +4,10 @@ Packages are loaded on demand (those the patterns cover, then those their depend
 build of one model never parses the manifests of unrelated ones. Edges come from label-valued
 attributes; the graph knows nothing about what rules do with them. Cycles and dangling labels are
 reported with the whole cycle or the manifest line naming the missing target, before any work starts.
+
+Errors in manifests, patterns and dependencies are collected rather than raised (`errors`), so one run
+reports every independent one; a target that could not be read is `broken`, and a target that
+depends on a broken or missing one is `blocked` (its own error would only repeat the cause).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from functools import cached_property
 
 from . import manifest, tomlsource
 from .analysiscache import AnalysisCache, TargetRecord
-from .errors import UserError, at
+from .errors import TpbuildError, UserError, at
 from .label import Label, Pattern
 from .workspace import Workspace
 
@@ -50,6 +54,13 @@ class TargetGraph:
         self.walked: list[tuple[str, tuple]] = []  # directories package discovery looked into, with their sig
         self.edges: dict[Label, list[Label]] = {}  # target -> its dependencies, in attribute order
         self.expanded: dict[Label, dict[Pattern, list[Label]]] = {}  # pattern attributes, resolved
+        self.keep_going = False  # a command-line pattern matching nothing is then a warning, not an error
+        self.errors: list[TpbuildError] = []
+        self.warnings: list[str] = []
+        self.broken: set[Label] = set()  # declared, but their table is wrong (the error is in `errors`)
+        self.blocked: set[Label] = set()  # depend on something broken or missing
+        self.bad_packages: set[str] = set()  # packages with an error: never recorded in the analysis cache
+        self.unreadable: set[str] = set()  # packages whose manifest as a whole is wrong: no target is known
 
     @cached_property
     def graph(self):
@@ -64,7 +75,10 @@ class TargetGraph:
     @property
     def all_packages(self) -> list[str]:
         if self._all_packages is None:
-            self._all_packages = self.ws.packages(self.walked)
+            misnamed: list[str] = []
+            self._all_packages = self.ws.packages(self.walked, misnamed)
+            self.warnings.extend(f"{m} is not read: only files named exactly BUILD.toml declare targets; "
+                                 "rename it" for m in misnamed)
         return self._all_packages
 
     @property
@@ -84,7 +98,20 @@ class TargetGraph:
 
     def parse_package(self, package: str) -> list[manifest.Target]:
         """Parse and validate a manifest for real (also to re-analyse a package known from the cache)."""
-        targets = manifest.load_package(self.ws.root, package, self.rules, self._make_context)
+        found: list[tuple[Label | None, TpbuildError]] = []
+        try:
+            targets = manifest.load_package(self.ws.root, package, self.rules, self._make_context, found)
+        except TpbuildError as e:  # the manifest as a whole (TOML syntax, encoding)
+            targets, found = [], [(None, e)]
+            self.unreadable.add(package)
+        for label, e in found:
+            self.errors.append(e)
+            self.bad_packages.add(package)
+            if label is not None:
+                self.broken.add(label)
+        if not targets and not found:
+            rel = f"{package}/BUILD.toml" if package else "BUILD.toml"
+            self.warnings.append(f"{rel} declares no targets: add a [<rule>.<name>] table, or delete the file")
         for t in targets:
             self.targets[t.label] = t
         return targets
@@ -104,7 +131,7 @@ class TargetGraph:
         for k in pkgs:
             self.load_package(k)
         matched = {lbl for lbl in self.targets if p.matches(lbl)}
-        if p.name is not None and not matched and not p.negative:
+        if p.name is not None and not matched and not p.negative and Label(p.package, p.name) not in self.broken:
             declared = sorted(l.name for l in self.targets if l.package == p.package)
             raise UserError(f"no target {p}: {p.package or 'the root package'} declares "
                             f"{', '.join(declared) or 'no targets'}")
@@ -116,11 +143,25 @@ class TargetGraph:
             raise UserError("no target pattern given: e.g. tpbuild build //...")
         chosen: set[Label] = set()
         for p in patterns:
+            try:
+                matched = self.match(p)
+            except UserError as e:
+                self._pattern_problem(e.message)
+                continue
             if p.negative:
-                chosen -= self.match(p)
+                chosen -= matched
             else:
-                chosen |= self.match(p)
+                chosen |= matched
+                if not matched and not any(p.matches(b) for b in self.broken) and \
+                        not any(p.matches(Label(pkg, p.name or "_")) for pkg in self.bad_packages):
+                    self._pattern_problem(f"pattern {p} matches no target")  # as Bazel: nothing built is no success
         return sorted(chosen)
+
+    def _pattern_problem(self, message: str) -> None:
+        if self.keep_going:
+            self.warnings.append(message)
+        else:
+            self.errors.append(UserError(message))
 
     def deps(self, t: manifest.Target) -> list[Label]:
         """A target's dependencies: its labels, and what its pattern attributes match (never itself)."""
@@ -144,10 +185,22 @@ class TargetGraph:
         while stack:
             lbl = stack.pop()
             t = self.targets[lbl]
-            deps = self.edges[lbl] = self.deps(t)
-            for dep in deps:
+            try:
+                deps = self.edges[lbl] = self.deps(t)
+            except UserError as e:
+                self.errors.append(e)
+                self.blocked.add(lbl)
+                deps = self.edges[lbl] = []
+            for dep in list(deps):
                 if dep not in self.targets:
-                    self._require(t, dep)
+                    try:
+                        self._require(t, dep)
+                    except UserError as e:
+                        self.errors.append(e)
+                    if dep not in self.targets:  # missing or broken: analysed as nothing
+                        self.blocked.add(lbl)
+                        deps.remove(dep)
+                        continue
                 if dep not in seen:
                     seen.add(dep)
                     stack.append(dep)
@@ -164,7 +217,7 @@ class TargetGraph:
     def _require(self, t: manifest.Target, dep: Label) -> None:
         if dep.package in self.all_packages:
             self.load_package(dep.package)
-        if dep not in self.targets:
+        if dep not in self.targets and dep not in self.broken and dep.package not in self.unreadable:
             line = t.source.line_of(t.keypath)
             for name in type(t.attrs).model_fields if isinstance(t, manifest.Target) else ():
                 found: list[Label] = []

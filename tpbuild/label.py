@@ -55,7 +55,14 @@ def parse_label(text: str, current_package: str | None = None) -> Label:
             raise LabelSyntaxError(f"relative label {text!r} needs a package: write //pkg{text}")
         return Label(current_package, check_name(text[1:]))
     if not text.startswith("//"):
-        raise LabelSyntaxError(f"invalid label {text!r}: labels start with '//' (or ':' inside a BUILD.toml)")
+        hint = ""
+        if ":" in text and not text.startswith("/"):
+            try:
+                parse_label("//" + text)
+                hint = f": did you mean '//{text}'?"
+            except LabelSyntaxError:
+                pass
+        raise LabelSyntaxError(f"invalid label {text!r}: labels start with '//' (or ':' inside a BUILD.toml){hint}")
     body = text[2:]
     if ":" in body:
         package, _, name = body.partition(":")

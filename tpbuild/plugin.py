@@ -18,13 +18,15 @@ from typing import Annotated, Any, ClassVar, Mapping, Protocol, Union, runtime_c
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 from .action import OUT, PYTHON, TOOL_LOG, Action, Artifact, Input, RunAction, Source, TreeAction, WriteAction
-from .errors import BuildError, TpbuildError, UserError, at
+from .errors import BuildError, TpbuildError, UserError, at, collected
+from .manifest import describe as describe_validation_error
 from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
 
 __all__ = [
     "OUT", "PYTHON", "TOOL_LOG", "Action", "AnalysisContext", "Analysed", "Artifact", "Attrs", "BuildError", "Built",
     "Command", "Input", "Label", "LabelAttr", "LabelOrPattern", "Pattern", "Rule", "Session", "Source", "SourceAttr",
-    "SourceOrLabel", "SourcePath", "TargetInfo", "TpbuildError", "UserError", "at",
+    "SourceOrLabel", "SourcePath", "TargetInfo", "TpbuildError", "UserError", "at", "collected",
+    "describe_validation_error",
 ]
 
 
@@ -63,7 +65,17 @@ def _to_source(value: Any, info: ValidationInfo) -> SourcePath:
 def _to_source_or_label(value: Any, info: ValidationInfo) -> Union[Label, SourcePath]:
     if isinstance(value, str) and (value.startswith("//") or value.startswith(":")):
         return _to_label(value, info)
-    return _to_source(value, info)
+    try:
+        return _to_source(value, info)
+    except ValueError as e:
+        if isinstance(value, str) and ":" in value:  # 'envs:tabulate': a label without its '//'
+            try:
+                parse_label("//" + value)
+            except LabelSyntaxError:
+                raise e from None
+            raise ValueError(f"{e}; did you mean the label '//{value}'? Labels start with '//' "
+                             "(or ':' for a target of the same package)") from None
+        raise
 
 
 def _to_label_or_pattern(value: Any, info: ValidationInfo) -> Union[Label, Pattern]:

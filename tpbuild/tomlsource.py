@@ -9,14 +9,12 @@ looks anyway.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+# tomli rather than tomllib: its errors carry the line as a value (tomllib's only from Python 3.14),
+# so no message text is parsed for it.
+import tomli
 
 from .errors import UserError, at
 
@@ -28,7 +26,7 @@ _KEY_RE = re.compile(rf"^\s*({_DOTTED})\s*=")
 _TABLE_RE = re.compile(rf"^\s*\[\s*({_DOTTED})\s*\]")
 _ARRAY_TABLE_RE = re.compile(rf"^\s*\[\[\s*({_DOTTED})\s*\]\]")
 _PART_RE = re.compile(_BARE_OR_QUOTED)
-_DECODE_POS_RE = re.compile(r"\(at line (\d+), column \d+\)")
+_BOM = "\ufeff"
 
 
 def _split_dotted(text: str) -> tuple[str, ...]:
@@ -64,14 +62,13 @@ def load(file: Path, shown_as: str) -> TomlSource:
         raise UserError("not valid UTF-8: save the file as UTF-8", at(shown_as)) from None
     except OSError as e:
         raise UserError(f"cannot read: {e.strerror}", at(shown_as)) from None
+    if text.startswith(_BOM):
+        raise UserError("the file starts with a UTF-8 byte order mark (BOM), which TOML does not allow: "
+                        "save it as UTF-8 without BOM", at(shown_as, 1))
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        msg = str(e)
-        m = _DECODE_POS_RE.search(msg)
-        line = int(m.group(1)) if m else None
-        msg = _DECODE_POS_RE.sub("", msg).strip()
-        raise UserError(f"invalid TOML: {msg}; fix the syntax", at(shown_as, line)) from None
+        data = tomli.loads(text)
+    except tomli.TOMLDecodeError as e:
+        raise UserError(f"invalid TOML: {e.msg} (column {e.colno}); fix the syntax", at(shown_as, e.lineno)) from None
     return TomlSource(shown_as, data, _index_lines(text))
 
 

@@ -55,10 +55,11 @@ class Workspace:
     sections: dict  # rule-set tables, by name
     source: tomlsource.TomlSource
 
-    def packages(self, walked: list[tuple[str, tuple]] | None = None) -> list[str]:
+    def packages(self, walked: list[tuple[str, tuple]] | None = None, misnamed: list[str] | None = None) -> list[str]:
         """Package paths, sorted; scandir recursion because os.walk stats more than it needs. `walked`
         collects each directory looked into with its `sig` from before the look: a package added
-        since shows as a change of one of their mtimes."""
+        since shows as a change of one of their mtimes. `misnamed` collects files that look meant as
+        a manifest but are not read (`build.toml`), so they are reported instead of passed over."""
         found: list[str] = []
         ignores = self.workspace.ignore
 
@@ -73,6 +74,9 @@ class Workspace:
                 if e.name == BUILD_FILE and e.is_file():
                     found.append(rel)
                     break
+            if misnamed is not None:
+                misnamed.extend(f"{rel}/{e.name}" if rel else e.name for e in entries
+                                if e.name != BUILD_FILE and e.name.lower() == BUILD_FILE.lower())
             for e in entries:
                 if e.name.startswith(".") or not e.is_dir(follow_symlinks=False):
                     continue
