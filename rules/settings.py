@@ -4,6 +4,9 @@
     version = "24.05"   # the server release (rYY.MM); decides its default Python and the stub branch
     python = "3.11"     # optional: the Python of a custom server image
     server = "..."      # optional: a tritonserver binary for `tpbuild test`
+    platform = "x86_64" # the server's CPU: "x86_64" (default) or "aarch64"; `tpbuild lock` resolves for it
+    require_lock = false  # true: a python_env without a lock file is exit 2 (see `lock`)
+    index_url = "..."   # optional: the package index `tpbuild lock` resolves against (default PyPI)
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import re
 
 from typing import Annotated
+
+from typing import Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -34,6 +39,16 @@ class TritonSettings(BaseModel):
     version: str | None = None
     python: PythonVersion | None = None
     server: str | None = None
+    platform: Literal["x86_64", "aarch64"] = "x86_64"
+    require_lock: bool = False
+    index_url: str | None = None
+
+    @field_validator("index_url")
+    @classmethod
+    def _index_url(cls, v):
+        if v is not None and not re.fullmatch(r"(https?|file)://\S+", v):
+            raise ValueError(f"{v!r} is not an index URL: write it like \"https://pypi.example.com/simple\"")
+        return v
 
     @field_validator("version")
     @classmethod
@@ -49,6 +64,11 @@ class TritonSettings(BaseModel):
         if self.version is None:
             return None
         return default_python(self.version)
+
+    def wheel_platform(self) -> str:
+        """The platform locks resolve for: the server's CPU on a manylinux_2_28 glibc (Triton's images
+        are Ubuntu 22.04 and later, glibc 2.35+), which also installs on any build host from glibc 2.28."""
+        return f"{self.platform}-manylinux_2_28"
 
 
 def default_python(release: str) -> str:
@@ -68,6 +88,6 @@ def settings(ctx: AnalysisContext) -> TritonSettings:
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
-        msg = (f"unknown setting {field!r}: [triton] takes version, python, server"
+        msg = (f"unknown setting {field!r}: [triton] takes version, python, server, platform, require_lock, index_url"
                if err["type"] == "extra_forbidden" else f"{field}: {err['msg'].removeprefix('Value error, ')}")
         raise ctx.section_error((SECTION, *err["loc"]), msg) from None

@@ -49,6 +49,7 @@ class Analysis:
     actions: dict[str, Action] = field(default_factory=dict)
     target_actions: dict[Label, list[Action]] = field(default_factory=dict)
     reanalysed: int = 0  # targets whose rule ran (the rest came from the analysis cache)
+    warnings: list[str] = field(default_factory=list)  # what the rules that ran warned about
 
     def actions_of(self, label: Label) -> list[Action]:
         return self.target_actions[label]
@@ -103,6 +104,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str
                 raise ctx.error((), str(e)) from None
             info_digests[label] = info_digest(infos[label])
             actions = ctx.actions
+            result.warnings.extend(ctx.warnings)
             target.deps_digest = deps_digest
             fresh.setdefault(label.package, []).append(label)
             result.reanalysed += 1

@@ -283,6 +283,13 @@ class Session:
         _summary(result)
         return result
 
+    def analyze(self, patterns: list[str]):
+        """The analysis of `patterns` (targets, their infos and actions), building nothing."""
+        from .analysis import analyze
+        from .workspace import memo_dir
+
+        return analyze(self.ws, patterns or ["//..."], memo_dir(self.cache_dir, self.ws.root))
+
     def _options(self, jobs: int, keep_going: bool):
         """Build options; the remote cache and eviction modules are imported only when configured."""
         from .build import Options
