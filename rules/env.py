@@ -102,8 +102,10 @@ class PythonEnv(Rule):
         unlockable = spec.conda or spec.environment
         if not (ctx.root / lock_path).is_file():
             if not (spec.pip or spec.requirements):
-                if unlockable and required:
-                    raise ctx.error(("conda",), _CONDA_UNLOCKED)
+                if unlockable:
+                    if required:
+                        raise ctx.error(("conda",), _CONDA_UNLOCKED)
+                    ctx.warn(_CONDA_WARNING)
                 return spec
             if required:
                 raise ctx.error((), f"no lock file {lock_path}, and [triton] require_lock = true: run "
@@ -114,7 +116,7 @@ class PythonEnv(Rule):
         if unlockable:
             if required:
                 raise ctx.error(("conda",), _CONDA_UNLOCKED)
-            ctx.warn("its conda packages are not locked (only pip packages are): they are resolved whenever it is built")
+            ctx.warn(_CONDA_WARNING)
         data = ctx.read(lock_path)
         try:
             recorded, wheels = pylock.parse(data)
@@ -134,5 +136,7 @@ class PythonEnv(Rule):
         return spec.model_copy(update={"pip": (), "requirements": None, "locked": "locked.txt", "wheels": "wheels"})
 
 
+_CONDA_WARNING = ("its conda packages are not locked (`tpbuild lock` pins pip packages only): they are resolved "
+                  "anew whenever it is built")
 _CONDA_UNLOCKED = ("conda packages cannot be locked by tpbuild (`tpbuild lock` pins pip packages), and [triton] "
                    "require_lock = true: move the packages to pip with manager = \"venv\", or set require_lock = false")

@@ -88,7 +88,8 @@ class LockCommand(Command):
             if state == "up to date" and args.upgrade is None:
                 print(f"up to date: {label} ({want['file']})")
                 continue
-            text = _resolve(root, label, want, path if path.is_file() else None, index, args.upgrade)
+            # The pins of a usable lock are uv's preferences; one it could not read would only stop it.
+            text = _resolve(root, label, want, path if state in ("up to date", "stale") else None, index, args.upgrade)
             changed = not path.is_file() or path.read_text() != text
             if changed:
                 _write(path, text)

@@ -15,6 +15,7 @@ import http.server
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -233,6 +234,14 @@ def test_stale_missing_and_unusable_locks(tmp_path, index):
     assert r.returncode == 2 and r.stderr.startswith("error: envs/pylock.tiny.toml: packages[")
     assert "every wheel needs a url and a sha256 hash" in r.stderr
     assert "unusable: //envs:tiny" in w.run("lock", "--check").stdout
+    # One whose package has no wheel, only a source distribution, is refused the same way.
+    w.run("lock", check=True)
+    doc = lock.read_text()
+    sdist = 'sdist = { url = "http://127.0.0.1:9/tinypkg-1.0.tar.gz", hashes = { sha256 = "%s" } }' % ("0" * 64)
+    lock.write_text(re.sub(r"wheels = \[.*tinypkg-1\.0-py3-none-any\.whl.*\]", sdist, doc))
+    r = w.build("//envs:tiny")
+    assert r.returncode == 2 and "tinypkg 1.0 has no wheel for this Python and platform" in r.stderr
+    assert "pip wheel --no-deps tinypkg==1.0" in r.stderr
 
 
 def test_an_sdist_only_requirement_is_refused_at_lock(tmp_path, index):
