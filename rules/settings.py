@@ -12,50 +12,37 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated, Literal
 
-from typing import Annotated
-
-from typing import Literal
-
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from tpbuild.plugin import AnalysisContext
 
 SECTION = "triton"
 
 
-def _python_version(v: str) -> str:
-    if not re.fullmatch(r"3\.\d{1,2}", v):
-        raise ValueError(f"{v!r} is not a Python minor version: write it like \"3.10\"")
-    return v
+def _matching(regex: str, problem: str) -> AfterValidator:
+    """A string setting that must match `regex`; `problem` says what it is not and how to write it."""
+    def check(v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(regex, v):
+            raise ValueError(f"{v!r} {problem}")
+        return v
+    return AfterValidator(check)
 
 
 # A Python minor version as the server, envs and stubs are matched by ("3.10").
-PythonVersion = Annotated[str, AfterValidator(_python_version)]
+PythonVersion = Annotated[str, _matching(r"3\.\d{1,2}", 'is not a Python minor version: write it like "3.10"')]
 
 
 class TritonSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    version: str | None = None
+    version: Annotated[str | None, _matching(r"\d{2}\.\d{2}", 'is not a Triton release: write it like "24.05"')] = None
     python: PythonVersion | None = None
     server: str | None = None
     platform: Literal["x86_64", "aarch64"] = "x86_64"
     require_lock: bool = False
-    index_url: str | None = None
-
-    @field_validator("index_url")
-    @classmethod
-    def _index_url(cls, v):
-        if v is not None and not re.fullmatch(r"(https?|file)://\S+", v):
-            raise ValueError(f"{v!r} is not an index URL: write it like \"https://pypi.example.com/simple\"")
-        return v
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, v):
-        if v is not None and not re.fullmatch(r"\d{2}\.\d{2}", v):
-            raise ValueError(f"{v!r} is not a Triton release: write it like \"24.05\"")
-        return v
+    index_url: Annotated[str | None, _matching(r"(https?|file)://\S+", 'is not an index URL: write it like '
+                                               '"https://pypi.example.com/simple"')] = None
 
     def server_python(self) -> str | None:
         """The Python of the server image: `python` if set, else the release's default."""
