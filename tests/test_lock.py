@@ -317,3 +317,37 @@ def test_locked_env_builds_offline_from_shared_wheels_byte_identical_and_pinned(
     r = a.run("lock", "--upgrade", "tinypkg", check=True)
     assert "locked: //envs:tiny " in r.stdout
     assert versions(a.root / "envs/pylock.tiny.toml") == {"numpy": "1.0.0", "tinypkg": "1.1"}
+
+
+# -- the lock file format ---------------------------------------------------------------------------
+
+
+def test_lock_format_what_a_locked_install_can_use():
+    from tpbuild_triton import pylock
+
+    req = pylock.Request("3.11", "x86_64-manylinux_2_28", ("a>1",), None)
+    head = 'lock-version = "1.0"\ncreated-by = "uv"\n'
+    w1, w2 = "1" * 64, "2" * 64
+    body = (f'[[packages]]\nname = "b"\nversion = "2"\nwheels = [{{ url = "https://x/b-2-py3-none-any.whl", '
+            f'hashes = {{ sha256 = "{w2}" }} }}, {{ url = "https://x/b-2-cp311-cp311-manylinux_2_28_x86_64.whl", '
+            f'hashes = {{ sha256 = "{w1}" }} }}]\n'
+            '[[packages]]\nname = "a"\nversion = "1.5"\nwheels = [{ url = "https://x/a-1.5-py3-none-any.whl", '
+            f'hashes = {{ sha256 = "{w1}" }} }}]\n')
+    inputs, wheels = pylock.parse(pylock.with_our_table(head + body, "//e:x", req).encode())
+    assert inputs == req.inputs() != pylock.Request("3.10", req.platform, req.pip, None).inputs()
+    assert [w.file for w in wheels] == ["a-1.5-py3-none-any.whl", "b-2-cp311-cp311-manylinux_2_28_x86_64.whl",
+                                        "b-2-py3-none-any.whl"]
+    # Every wheel of a package is an accepted hash; pip picks the one for the platform.
+    assert pylock.hashed_requirements(wheels) == (f"a==1.5 --hash=sha256:{w1}\n"
+                                                  f"b==2 --hash=sha256:{w1} --hash=sha256:{w2}\n").encode()
+    for bad, needle in (
+        ('[[packages]]\nname = "c"\nversion = "1"\nvcs = { url = "https://g/c", commit-id = "ab" }\n', "comes from a vcs"),
+        ('[[packages]]\nname = "c"\nversion = "1"\ndirectory = { path = "c" }\n', "comes from a directory"),
+        ('[[packages]]\nname = "c"\n', "needs a name and a version"),
+        ('[[packages]]\nname = "c"\nversion = "1"\nwheels = [{ url = "https://x/c.tar.gz", '
+         f'hashes = {{ sha256 = "{w1}" }} }}]\n', "is not a wheel file name"),
+    ):
+        with pytest.raises(pylock.LockError, match=needle):
+            pylock.parse(pylock.with_our_table(head + bad, "//e:x", req).encode())
+    with pytest.raises(pylock.LockError, match="not written by this `tpbuild lock`"):
+        pylock.parse((head + body).encode())
