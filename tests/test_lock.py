@@ -244,6 +244,14 @@ def test_stale_missing_and_unusable_locks(tmp_path, index):
     assert "pip wheel --no-deps tinypkg==1.0" in r.stderr
 
 
+def test_require_lock_refuses_conda_packages_which_only_conda_could_lock(ws):
+    ws.write("tpbuild.toml", '[triton]\nversion = "24.10"\nrequire_lock = true\n')
+    ws.write("envs/BUILD.toml", '[python_env.c]\npython = "3.10"\nmanager = "conda"\nconda = ["numpy"]\n')
+    r = ws.build("//envs:c")
+    assert r.returncode == 2 and "envs/BUILD.toml:4: conda packages cannot be locked by tpbuild" in r.stderr
+    assert "set require_lock = false" in r.stderr
+
+
 def test_an_sdist_only_requirement_is_refused_at_lock(tmp_path, index):
     index.add("onlysdist-1.0.tar.gz", b"not built here")
     w = env_ws(tmp_path / "ws", tmp_path / "cache", index.url)
