@@ -113,7 +113,8 @@ class Rule:
 
 class Command:
     """A subcommand a rule set adds to the CLI (`tpbuild test`), registered in the `tpbuild.commands`
-    entry-point group. `run` gets the CLI's Session (workspace, a reporting build) and returns the exit code."""
+    entry-point group. `run` gets the CLI's Session (workspace, a reporting build, an analysis) and returns
+    the exit code."""
 
     name: ClassVar[str]
     help: ClassVar[str]
