@@ -143,8 +143,8 @@ def _resolve(root: Path, label, want: dict, previous: Path | None, index: str | 
         if r.returncode != 0:
             # uv's own explanation (which package, which version, why) is the useful part.
             raise UserError(f"{label}: its packages cannot be locked for Python {want['python']} on "
-                            f"{want['platform']} from wheels alone (a locked env installs no sdist); uv says:\n"
-                            + r.stderr.strip().replace(tmp + "/", ""))
+                            f"{want['platform']} from wheels alone (a locked env installs no sdist), or the index "
+                            "did not answer; uv says:\n" + r.stderr.strip().replace(tmp + "/", ""))
         text = pylock.with_our_table(
             "# Written by `tpbuild lock` (resolved by uv): the exact packages of this env. Do not edit;\n"
             "# commit it, and run `tpbuild lock` again after changing the env's pip or requirements.\n"
