@@ -244,6 +244,19 @@ def test_stale_missing_and_unusable_locks(tmp_path, index):
     assert "pip wheel --no-deps tinypkg==1.0" in r.stderr
 
 
+def test_a_requirements_file_is_locked_and_its_edits_make_the_lock_stale(tmp_path, index):
+    w = env_ws(tmp_path / "ws", tmp_path / "cache", index.url)
+    w.write("envs/BUILD.toml", '[python_env.tiny]\npython = "3.11"\nmanager = "venv"\nrequirements = "req.txt"\n')
+    w.write("envs/req.txt", "tinypkg==1.0\n")
+    w.run("lock", check=True)
+    assert versions(w.root / "envs/pylock.tiny.toml") == {"numpy": "1.0.0", "tinypkg": "1.0"}
+    w.write("envs/req.txt", "tinypkg==1.0  # pinned\n")
+    r = w.build("//envs:tiny")
+    assert r.returncode == 2 and "envs/pylock.tiny.toml no longer matches" in r.stderr
+    assert "locked: //envs:tiny " in w.run("lock", "//envs:tiny", check=True).stdout
+    assert w.run("lock", "--check", check=True).returncode == 0
+
+
 def test_require_lock_refuses_conda_packages_which_only_conda_could_lock(ws):
     ws.write("tpbuild.toml", '[triton]\nversion = "24.10"\nrequire_lock = true\n')
     ws.write("envs/BUILD.toml", '[python_env.c]\npython = "3.10"\nmanager = "conda"\nconda = ["numpy"]\n')
