@@ -89,6 +89,10 @@ class EnvSpec(BaseModel):
     interpreter: str | None = None
     pack_exclude: tuple[str, ...] = ()
     format: Literal["tar.gz", "dir"] = "tar.gz"
+    # A locked env: `locked` is a requirements file of `name==version --hash=...` lines and `wheels` the
+    # directory holding exactly those wheels; they replace `pip` and `requirements` (see `pylock`).
+    locked: str | None = None
+    wheels: str | None = None
 
     @field_validator("conda", "channels", "pip")
     @classmethod
@@ -101,7 +105,7 @@ class EnvSpec(BaseModel):
                                  "file (pip) or environment.yml (conda)")
         return v
 
-    @field_validator("requirements", "environment")
+    @field_validator("requirements", "environment", "locked", "wheels")
     @classmethod
     def _relative(cls, v: str | None) -> str | None:
         if v is not None and (os.path.isabs(v) or ".." in Path(v).parts):
@@ -118,6 +122,8 @@ class EnvSpec(BaseModel):
 
     @model_validator(mode="after")
     def _manager_attrs(self) -> "EnvSpec":
+        if (self.locked is None) != (self.wheels is None) or (self.locked and (self.pip or self.requirements)):
+            raise ValueError("a locked spec has locked and wheels, and neither pip nor requirements")
         if self.manager == "venv":
             conda_only = [n for n in ("conda", "channels", "environment") if getattr(self, n)]
             if conda_only:
@@ -263,12 +269,22 @@ def _tool_env(home: Path) -> dict[str, str]:
 
 
 def _pip_install(spec: EnvSpec, python: Path, log: worker.StepLog, env: dict[str, str], workdir: Path) -> None:
-    if not (spec.pip or spec.requirements):
+    if not _pip_wanted(spec):
         return
     argv = [str(python), "-m", "pip", "install", "--no-compile", "--progress-bar", "off"]
+    if spec.locked:
+        # Exactly the locked files: no index (no network), no resolver, no sdist builds, every hash checked.
+        log.run("pip install (locked)", argv + ["--no-index", "--find-links", spec.wheels, "--no-deps",
+                                                "--only-binary", ":all:", "--require-hashes", "-r", spec.locked],
+                env=env, cwd=workdir)
+        return
     if spec.requirements:
         argv += ["-r", spec.requirements]
     log.run("pip install", argv + list(spec.pip), env=env, cwd=workdir)
+
+
+def _pip_wanted(spec: EnvSpec) -> bool:
+    return bool(spec.pip or spec.requirements or spec.locked)
 
 
 def _create_venv(spec: EnvSpec, interp: Interpreter, prefix: Path, log: worker.StepLog, env: dict[str, str],
@@ -291,7 +307,7 @@ def _create_conda(spec: EnvSpec, tool: str, prefix: Path, log: worker.StepLog, e
             argv = [tool, "env", "update", "-p", str(prefix), "-f", spec.environment]
         log.run(f"{spec.manager} environment", argv, env=env, cwd=workdir)
     python = prefix / "bin" / "python"
-    if (spec.pip or spec.requirements) and not (prefix / "bin" / "pip").exists():
+    if _pip_wanted(spec) and not (prefix / "bin" / "pip").exists():
         raise BuildError(f"pip specs need pip in the env, but {spec.manager} did not install it: add \"pip\" to conda")
     _pip_install(spec, python, log, env, workdir)
 
@@ -585,7 +601,7 @@ def build(spec: EnvSpec, out: Path, log_path: Path, workdir: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(workdir).absolute()
     fingerprint = tool_fingerprint(spec)  # missing tools fail before anything is made
-    for attr in ("requirements", "environment"):
+    for attr in ("requirements", "environment", "locked"):
         rel = getattr(spec, attr)
         if rel and not (workdir / rel).is_file():
             raise UserError(f"{attr} file {rel!r} is not in the build directory {workdir}")

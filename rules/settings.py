@@ -5,6 +5,9 @@
     python = "3.11"     # optional: the Python of a custom server image (overrides the release's)
     gpus = 0            # optional: how many GPUs the server has; 0 refuses KIND_GPU instance groups
     server = "..."      # optional: a tritonserver binary for `tpbuild test`
+    platform = "x86_64" # the server's CPU: "x86_64" (default) or "aarch64"; `tpbuild lock` resolves for it
+    require_lock = false  # true: a python_env without a lock file is exit 2 (see `lock`)
+    index_url = "..."   # optional: the package index `tpbuild lock` resolves against (default PyPI)
 
 A release must be one Triton shipped: a typo such as "24.99" would otherwise pick a default Python
 and a set of config rules for a server that does not exist.
@@ -13,7 +16,7 @@ and a set of config rules for a server that does not exist.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -43,21 +46,28 @@ def release_number(release: str) -> int:
     return int(yy) * 100 + int(mm)
 
 
-def _python_version(v: str) -> str:
-    if not re.fullmatch(r"3\.\d{1,2}", v):
-        raise ValueError(f"{v!r} is not a Python minor version: write it like \"3.10\"")
-    return v
+def _matching(regex: str, problem: str) -> AfterValidator:
+    """A string setting that must match `regex`; `problem` says what it is not and how to write it."""
+    def check(v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(regex, v):
+            raise ValueError(f"{v!r} {problem}")
+        return v
+    return AfterValidator(check)
 
 
 # A Python minor version as the server, envs and stubs are matched by ("3.10").
-PythonVersion = Annotated[str, AfterValidator(_python_version)]
+PythonVersion = Annotated[str, _matching(r"3\.\d{1,2}", 'is not a Python minor version: write it like "3.10"')]
 
 
 class TritonSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    version: str | None = None
+    version: Annotated[str | None, _matching(r"\d{2}\.\d{2}", 'is not a Triton release: write it like "24.05"')] = None
     python: PythonVersion | None = None
     server: str | None = None
+    platform: Literal["x86_64", "aarch64"] = "x86_64"
+    require_lock: bool = False
+    index_url: Annotated[str | None, _matching(r"(https?|file)://\S+", 'is not an index URL: write it like '
+                                               '"https://pypi.example.com/simple"')] = None
     gpus: int | None = Field(default=None, ge=0)
 
     @field_validator("version")
@@ -84,6 +94,11 @@ class TritonSettings(BaseModel):
             return None
         return default_python(self.version)
 
+    def wheel_platform(self) -> str:
+        """The platform locks resolve for: the server's CPU on a manylinux_2_28 glibc (Triton's images
+        are Ubuntu 22.04 and later, glibc 2.35+), which also installs on any build host from glibc 2.28."""
+        return f"{self.platform}-manylinux_2_28"
+
 
     def exec_properties(self) -> dict[str, str]:
         """The REAPI platform env and stub builds default to: the server's own image, so a cluster can
@@ -109,7 +124,8 @@ def settings(ctx: AnalysisContext) -> TritonSettings:
     except ValidationError as e:
         err = e.errors()[0]
         if err["type"] == "extra_forbidden":
-            msg = f"unknown setting {'.'.join(map(str, err['loc']))!r}: [triton] takes version, python, gpus, server"
+            msg = (f"unknown setting {'.'.join(map(str, err['loc']))!r}: [triton] takes version, python, gpus, "
+                   "server, platform, require_lock, index_url")
         else:
             msg = describe_validation_error(err, TritonSettings)
         raise ctx.section_error((SECTION, *err["loc"]), msg) from None

@@ -39,6 +39,10 @@ def test_env_is_built_once_wired_and_rebuilt_only_when_its_spec_changes(ws):
     r = ws.build(check=True)
     envs = [a for a in r.report["actions"] if a["mnemonic"] == "PythonEnv"]
     assert sorted((a["target"], a["status"]) for a in envs) == [("//envs:a", "executed"), ("//envs:b", "executed")]
+    # Unlocked envs still build, each with one warning line naming the fix.
+    unlocked = [w for w in r.report["warnings"] if "not locked" in w]
+    assert [w.split(":", 2)[:2] for w in unlocked] == [["//envs", "a"], ["//envs", "b"]]
+    assert all("run `tpbuild lock //envs:" in w and w in r.stderr for w in unlocked)
     m1 = ws.out("models/m1/m1")
     cfg = (m1 / "config.pbtxt").read_text()
     assert 'key: "EXECUTION_ENV_PATH"' in cfg and 'string_value: "$$TRITON_MODEL_DIRECTORY/a.tar.gz"' in cfg

@@ -64,6 +64,9 @@ def run_builder(work: Path, spec: dict, out: str = "env.tar.gz", env: dict | Non
     ({"python": "3.10", "pack_exclude": ["/abs"]}, "patterns match paths inside the env"),
     ({"python": "3.10", "format": "zip"}, "format"),
     ({"python": "3.10", "packages": ["x"]}, "packages"),
+    ({"python": "3.10", "locked": "locked.txt"}, "a locked spec has locked and wheels"),
+    ({"python": "3.10", "locked": "l.txt", "wheels": "w", "pip": ["x"]}, "neither pip nor requirements"),
+    ({"python": "3.10", "locked": "../l.txt", "wheels": "w"}, "relative to the build directory"),
 ])
 def test_invalid_specs_are_user_errors(tmp_path, spec, message):
     (tmp_path / "spec.json").write_text(json.dumps(spec))

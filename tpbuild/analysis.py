@@ -55,7 +55,7 @@ class Analysis:
     target_actions: dict[Label, list[Action]] = field(default_factory=dict)
     reanalysed: int = 0  # targets whose rule ran (the rest came from the analysis cache)
     errors: list[TpbuildError] = field(default_factory=list)  # only with keep_going; else raised
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the rules that ran warned about
 
     def actions_of(self, label: Label) -> list[Action]:
         return self.target_actions[label]
@@ -126,6 +126,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str
                 continue
             info_digests[label] = info_digest(infos[label])
             actions = ctx.actions
+            result.warnings.extend(ctx.warnings)
             target.deps_digest = deps_digest
             fresh.setdefault(label.package, []).append(label)
             result.reanalysed += 1

@@ -111,6 +111,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
             user_warn(msg)
 
     hooks.warn = warn
+    for w in analysis.warnings:
+        warn(w)
     if opts.remote is not None:
         opts.remote.bind(warn)
     _check_overlaps(analysis)

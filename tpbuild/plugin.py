@@ -201,6 +201,7 @@ class AnalysisContext:
         # while none of it changes; see analysiscache.
         self.observed: dict[str, tuple | None] = {}
         self.volatile = False
+        self.warnings: list[str] = []
         self.expanded: dict[Pattern, list[Label]] = {}  # filled by the graph
 
     @property
@@ -266,6 +267,11 @@ class AnalysisContext:
         path = src.path if isinstance(src, SourcePath) else src
         self._observe(path)
         return (self.root / path).read_bytes()
+
+    def warn(self, message: str) -> None:
+        """One line shown with the build and kept in its report. Given again only when the target is
+        analysed again: a warning that must show on every build belongs to an `uncacheable` target."""
+        self.warnings.append(f"{self.label}: {message}")
 
     def uncacheable(self) -> None:
         """This target's analysis probes the machine (tool versions): redo it on every build."""
