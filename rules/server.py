@@ -87,10 +87,11 @@ def _free_port() -> int:
 
 
 class TritonServer:
-    def __init__(self, repository: Path, *, install: ServerInstall | None = None,
+    def __init__(self, repository: Path | str, *, install: ServerInstall | None = None,
                  default_stub_python: str | None = None, log_path: Path | None = None,
                  explicit_models: bool = False, startup_timeout: float = 120):
-        self.repository = Path(repository).resolve()
+        # A URL (`s3://http://host:port/bucket/prefix`) is the server's to resolve.
+        self.repository = repository if "://" in str(repository) else Path(repository).resolve()
         self.install = install or find_server()
         self.default_stub_python = default_stub_python or f"{sys.version_info[0]}.{sys.version_info[1]}"
         self.explicit_models = explicit_models

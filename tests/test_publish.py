@@ -1,0 +1,418 @@
+"""`tpbuild publish` through the real CLI, to an S3-compatible server on loopback (moto's server, whose
+request recorder counts the PUTs) and to a local directory: incremental uploads, --prune, a publish
+killed midway and re-run, tampering found by --verify and repaired, and real Triton servers reading the
+published repository (from S3 and from the directory) and reloading an edited model through --reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+boto3 = pytest.importorskip("boto3")
+moto_server = pytest.importorskip("moto.server")
+
+MANIFEST = ".tpbuild-publish.json"
+
+TOML = '[triton]\nversion = "24.10"\npython = "3.11"\n'
+
+MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from helper import FACTOR
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("Y", (x * FACTOR).astype(np.float32))]))
+        return out
+"""
+
+BUILD = """
+[triton_model.{name}]
+versions = ["1"]
+files = ["labels.txt"]
+
+[triton_model.{name}.config]
+max_batch_size = 4
+input = [{{ name = "X", data_type = "TYPE_FP32", dims = [1] }}]
+output = [{{ name = "Y", data_type = "TYPE_FP32", dims = [1] }}]
+"""
+
+
+def add_model(ws, name: str, factor: int = 2) -> None:
+    ws.write(f"models/{name}/BUILD.toml", BUILD.format(name=name))
+    ws.write(f"models/{name}/1/model.py", MODEL)
+    ws.write(f"models/{name}/1/helper.py", f"FACTOR = {factor}\n")
+    ws.write(f"models/{name}/labels.txt", f"labels of {name}\n")
+
+
+@pytest.fixture
+def small(ws):
+    """Two models of four files each (model.py, a helper, a root file, config.pbtxt) in one repository."""
+    ws.write("tpbuild.toml", TOML)
+    ws.write("BUILD.toml", '[model_repository.repository]\nmodels = ["//models/..."]\n')
+    add_model(ws, "a", 2)
+    add_model(ws, "b", 3)
+    return ws
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto():
+    """moto's S3 server on 127.0.0.1, with the AWS environment boto3 and Triton read."""
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    port = _free_port()
+    srv = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    srv.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class S3Dest:
+    """A fresh bucket on the moto server; DEST is s3://BUCKET/models/prod."""
+
+    kind = "s3"
+
+    def __init__(self, endpoint: str, name: str):
+        self.endpoint = endpoint
+        self.bucket = name
+        self.prefix = "models/prod"
+        self.url = f"s3://{self.bucket}/{self.prefix}"
+        self.args = ["--endpoint-url", endpoint]
+        self.s3 = boto3.client("s3", endpoint_url=endpoint)
+        self.s3.create_bucket(Bucket=self.bucket)
+
+    @property
+    def triton_repository(self) -> str:
+        return f"s3://{self.endpoint}/{self.bucket}/{self.prefix}"  # Triton's syntax for host and port
+
+    def objects(self) -> dict[str, dict]:
+        out = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + "/"):
+            for o in page.get("Contents", ()):
+                out[o["Key"][len(self.prefix) + 1:]] = o
+        return out
+
+    def files(self) -> dict[str, bytes]:
+        """Every object of the repository but the manifest, with its bytes."""
+        return {k: self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{k}")["Body"].read()
+                for k in self.objects() if k != MANIFEST}
+
+    def manifest(self) -> dict:
+        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{MANIFEST}")["Body"].read())
+
+    def tamper(self, path: str, data: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{path}", Body=data)
+
+    def put_foreign(self, path: str, data: bytes) -> None:
+        self.tamper(path, data)
+
+    def start_counting(self) -> None:
+        _moto_api(self.endpoint, "reset-recording")
+        _moto_api(self.endpoint, "start-recording")
+
+    def writes(self) -> list[str]:
+        """Paths of the repository that got a PUT since start_counting (moto's request recorder)."""
+        _moto_api(self.endpoint, "stop-recording")
+        rec = _moto_api(self.endpoint, "download-recording", method="GET").decode()
+        found = []
+        for line in filter(None, rec.splitlines()):
+            r = json.loads(line)
+            path = r.get("url", "").split("?", 1)[0]
+            marker = f"/{self.bucket}/{self.prefix}/"
+            if r.get("method") == "PUT" and marker in path:
+                found.append(path.split(marker, 1)[1])
+        return found
+
+
+def _moto_api(endpoint: str, what: str, method: str = "POST") -> bytes:
+    import urllib.request
+
+    req = urllib.request.Request(f"{endpoint}/moto-api/recorder/{what}", method=method,
+                                 data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read()
+
+
+class DirDest:
+    kind = "dir"
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.url = str(root)
+        self.args: list[str] = []
+        self._before: dict[str, tuple] = {}
+
+    @property
+    def triton_repository(self) -> Path:
+        return self.root
+
+    def _walk(self) -> dict[str, Path]:
+        return {str(p.relative_to(self.root)): p for p in sorted(self.root.rglob("*"))
+                if not p.is_dir() and not p.name.startswith(".tpbuild-")}
+
+    def files(self) -> dict[str, bytes]:
+        return {k: p.read_bytes() for k, p in self._walk().items()}
+
+    def manifest(self) -> dict:
+        return json.loads((self.root / MANIFEST).read_text())
+
+    def tamper(self, path: str, data: bytes) -> None:
+        (self.root / path).write_bytes(data)
+
+    def put_foreign(self, path: str, data: bytes) -> None:
+        (self.root / path).parent.mkdir(parents=True, exist_ok=True)
+        self.tamper(path, data)
+
+    def start_counting(self) -> None:
+        self._before = {k: (p.stat().st_ino, p.stat().st_mtime_ns) for k, p in self._walk().items()}
+
+    def writes(self) -> list[str]:
+        """Files written since start_counting: publish renames every file it writes into place, so a
+        written file has a new inode."""
+        return [k for k, p in self._walk().items() if self._before.get(k) != (p.stat().st_ino, p.stat().st_mtime_ns)]
+
+
+@pytest.fixture(params=["s3", "dir"])
+def dest(request, tmp_path):
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("moto")
+        return S3Dest(endpoint, f"tpbuild-{os.getpid()}-{time.monotonic_ns()}")
+    return DirDest(tmp_path / "published")
+
+
+def publish(ws, dest, *extra: str, check: bool = True, env: dict | None = None):
+    report = ws.root.parent / "publish-report.json"
+    if report.exists():
+        report.unlink()
+    r = ws.run("publish", "//:repository", dest.url, *dest.args, "--report", str(report), *extra, env=env)
+    if check:
+        assert r.returncode == 0, r.output
+    r.report = json.loads(report.read_text()) if report.exists() else None
+    return r
+
+
+def uploaded(r) -> list[str]:
+    return [f["path"] for f in r.report["files"]["uploaded"]]
+
+
+def _manifest_files(m: dict) -> dict:
+    return {p: {k: v for k, v in c.items() if k != "tag"} for p, c in m["files"].items()}
+
+
+def assert_manifest_true(dest) -> None:
+    """Every file the manifest claims is in DEST with the claimed SHA-256 and size."""
+    import hashlib
+
+    files = dest.files()
+    for path, claim in dest.manifest()["files"].items():
+        if claim.get("pending"):
+            continue
+        assert path in files, f"the manifest claims {path}, which DEST does not hold"
+        assert hashlib.sha256(files[path]).hexdigest() == claim["sha256"] and len(files[path]) == claim["size"], path
+
+
+# -- tests --------------------------------------------------------------------------------------------
+
+def test_first_publish_order_and_manifest(small, dest):
+    r = publish(small, dest)
+    names = uploaded(r)
+    # Model by model: the model file first in its version directory, then its helper, then the root
+    # file, config.pbtxt last.
+    assert names == ["a/1/model.py", "a/1/helper.py", "a/labels.txt", "a/config.pbtxt",
+                     "b/1/model.py", "b/1/helper.py", "b/labels.txt", "b/config.pbtxt"]
+    assert "8 uploaded" in r.stdout and "0 kept" in r.stdout and "0 deleted" in r.stdout
+    built = {p: (small.out("repository") / p).read_bytes() for p in names}
+    assert dest.files() == built
+    m = dest.manifest()
+    assert m["format"] == "tpbuild-publish v1" and m["label"] == "//:repository"
+    assert sorted(m["files"]) == sorted(names) and not any(c.get("pending") for c in m["files"].values())
+    assert_manifest_true(dest)
+    assert r.report["bytes"]["uploaded"] == sum(len(b) for b in built.values())
+
+    again = publish(small, dest)  # nothing changed: nothing written
+    assert uploaded(again) == [] and "8 kept" in again.stdout
+
+
+def test_one_model_edit_publishes_only_its_changed_files(small, dest):
+    publish(small, dest)
+    small.write("models/a/1/helper.py", "FACTOR = 5\n")
+    small.write("models/a/labels.txt", "new labels of a\n")
+    dest.start_counting()
+    r = publish(small, dest)
+    writes = dest.writes()
+    assert sorted(uploaded(r)) == ["a/1/helper.py", "a/labels.txt"], r.output
+    assert uploaded(r) == ["a/1/helper.py", "a/labels.txt"]  # the version directory's files first
+    # What the destination actually received (moto's request log / new inodes), the manifest aside.
+    assert sorted(w for w in writes if w != MANIFEST) == ["a/1/helper.py", "a/labels.txt"], writes
+    assert dest.files()["a/1/helper.py"] == b"FACTOR = 5\n"
+    assert "2 uploaded" in r.stdout and "6 kept" in r.stdout
+    assert_manifest_true(dest)
+
+
+def test_prune_removes_a_deleted_model_and_nothing_else(small, dest):
+    publish(small, dest)
+    dest.put_foreign("notes/readme.txt", b"not tpbuild's")
+    import shutil
+
+    shutil.rmtree(small.root / "models/b")
+    r = publish(small, dest)
+    assert "b/1/model.py" in dest.files(), "without --prune nothing is deleted"
+    assert "run with --prune" in r.stderr and "models: b" in r.stderr
+    r = publish(small, dest, "--prune")
+    # The model file is the last file deleted from its version directory; config.pbtxt last of all.
+    assert [f["path"] for f in r.report["files"]["deleted"]] == \
+        ["b/1/helper.py", "b/1/model.py", "b/labels.txt", "b/config.pbtxt"]
+    files = dest.files()
+    assert not any(p.startswith("b/") for p in files)
+    assert files["notes/readme.txt"] == b"not tpbuild's"  # not published by tpbuild: never deleted
+    if dest.kind == "dir":
+        assert not (dest.root / "b").exists()
+    assert sorted(dest.manifest()["files"]) == ["a/1/helper.py", "a/1/model.py", "a/config.pbtxt", "a/labels.txt"]
+    v = small.run("publish", "//:repository", dest.url, *dest.args, "--verify")
+    assert v.returncode == 1 and "notes/readme.txt: in DEST, not published by tpbuild" in v.stdout
+
+
+@pytest.mark.parametrize("kill_after", [1, 5])
+def test_killed_publish_reruns_to_a_clean_result(small, dest, tmp_path, kill_after, request):
+    publish(small, dest)
+    small.write("models/a/1/helper.py", "FACTOR = 7\n")
+    small.write("models/b/1/helper.py", "FACTOR = 8\n")
+    add_model(small, "c", 4)
+    # a: helper; b: helper; c: four new files. Killed after `kill_after` uploads.
+    r = publish(small, dest, check=False, env={"TPBUILD_PUBLISH_TEST_KILL_AFTER": str(kill_after)})
+    assert r.returncode == -9, r.output
+    assert_manifest_true(dest)
+    pending = sorted(p for p, c in dest.manifest()["files"].items() if c.get("pending"))
+    assert pending, "the files being replaced are not vouched for while the publish runs"
+    r = publish(small, dest)
+    assert "changed behind" not in r.stderr  # an interrupted publish is not tampering
+    # The same DEST as a clean publish of this build into an empty destination.
+    clean = S3Dest(dest.endpoint, dest.bucket + "-clean") if dest.kind == "s3" else DirDest(tmp_path / "clean")
+    publish(small, clean)
+    assert dest.files() == clean.files()
+    assert _manifest_files(dest.manifest()) == _manifest_files(clean.manifest())
+    if dest.kind == "dir":
+        assert sorted(p.name for p in dest.root.iterdir()) == sorted(p.name for p in clean.root.iterdir())
+
+
+def test_tampered_file_found_by_verify_and_repaired(small, dest):
+    publish(small, dest)
+    v = small.run("publish", "//:repository", dest.url, *dest.args, "--verify")
+    assert v.returncode == 0 and "matches //:repository: 8 files" in v.stdout, v.output
+    dest.tamper("a/1/helper.py", b"FACTOR = 666  # edited in production\n")
+    v = small.run("publish", "//:repository", dest.url, *dest.args, "--verify")
+    assert v.returncode == 1, v.output
+    assert "a/1/helper.py: changed in DEST" in v.stdout and "1 difference(s)" in v.stdout
+    r = publish(small, dest)
+    assert "a/1/helper.py in DEST was changed behind tpbuild's back" in r.stderr
+    assert uploaded(r) == ["a/1/helper.py"]
+    assert dest.files()["a/1/helper.py"] == b"FACTOR = 2\n"
+    v = small.run("publish", "//:repository", dest.url, *dest.args, "--verify")
+    assert v.returncode == 0, v.output
+    # A local build that moved on is a difference too.
+    small.write("models/b/labels.txt", "changed\n")
+    v = small.run("publish", "//:repository", dest.url, *dest.args, "--verify")
+    assert v.returncode == 1 and "b/labels.txt: published content differs from the build" in v.stdout
+
+
+def test_dry_run_writes_nothing(small, dest):
+    r = publish(small, dest, "--dry-run")
+    assert "would upload a/1/model.py" in r.stdout and "Dry run, would publish" in r.stdout
+    assert dest.files() == {}
+    if dest.kind == "dir":
+        assert not (dest.root / MANIFEST).exists()
+
+
+def test_bad_input_exits_2(small, tmp_path):
+    for args, needle in [
+        (["//models/a", str(tmp_path / "d")], "is a triton_model, not a model_repository"),
+        (["//models/...", str(tmp_path / "d")], "not a pattern"),
+        (["//:repository", "gs://bucket/x"], "s3://bucket/prefix or a directory"),
+        (["//:repository", "s3:///x"], "names no bucket"),
+        (["//:repository", str(tmp_path / "d"), "--verify", "--prune"], "cannot be combined"),
+    ]:
+        r = small.run("publish", *args)
+        assert r.returncode == 2 and needle in r.stderr, (args, r.output)
+    assert not (tmp_path / "d").exists()
+
+
+# -- with a real Triton server ------------------------------------------------------------------------
+
+server = pytest.importorskip("tpbuild_triton.server")
+
+
+def _infer(srv, model: str, x: float) -> float:
+    return float(srv.infer(model, {"X": np.array([[x]], dtype=np.float32)})["Y"][0][0])
+
+
+@pytest.fixture(scope="module")
+def examples_built(tmp_path_factory):
+    from conftest import EXAMPLES, Workspace
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("publish-examples")
+    root = tmp / "examples"
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("tpbuild-out", "__pycache__"))
+    ws = Workspace(root, tmp / "cache")
+    ws.build("//:repository", check=True)  # the env build (~30 s), once for both destinations
+    return ws
+
+
+@pytest.mark.server
+def test_examples_published_are_served_by_triton(examples_built, dest):
+    r = publish(examples_built, dest)
+    assert any(p.endswith("tabulate.tar.gz") for p in uploaded(r))
+    with server.TritonServer(dest.triton_repository, log_path=examples_built.root.parent / f"{dest.kind}.log") as srv:
+        ready = srv.wait_ready(["add_sub", "text_transform", "labeler", "table"], timeout=180)
+        assert all(ready.values()), (ready, srv.log_text()[-4000:])
+        out = srv.infer("add_sub", {"INPUT0": np.array([[1, 2, 3, 4]], dtype=np.float32),
+                                    "INPUT1": np.array([[10, 20, 30, 40]], dtype=np.float32)})
+        np.testing.assert_allclose(out["OUTPUT0"], [[11, 22, 33, 44]])
+        table = srv.infer("table", {"VALUES": np.array([1.5, 2.0], dtype=np.float32)})["TABLE"][0].decode()
+        assert "1.5" in table  # tabulate, from the env tarball the server got from DEST
+
+
+@pytest.mark.server
+def test_reload_on_a_server_in_explicit_mode(small, dest):
+    publish(small, dest)
+    with server.TritonServer(dest.triton_repository, explicit_models=True,
+                             log_path=small.root.parent / "server.log") as srv:
+        srv.load("a")
+        srv.load("b")
+        assert _infer(srv, "a", 1.5) == 3.0
+        small.write("models/a/1/helper.py", "FACTOR = 10\n")
+        r = publish(small, dest, "--reload", srv.http_url)
+        assert "loaded a on" in r.stdout and "READY" in r.stdout, r.output
+        assert [x["model"] for x in r.report["reload"]] == ["a"]  # b did not change
+        assert _infer(srv, "a", 1.5) == 15.0
+        assert _infer(srv, "b", 1.5) == 4.5
+        # A model that cannot load: exit 1, naming it and the server's message.
+        small.write("models/b/1/helper.py", "raise RuntimeError('helper is broken')\n")
+        r = publish(small, dest, "--reload", srv.http_url, check=False)
+        assert r.returncode == 1, r.output
+        assert "model 'b' failed to load" in r.stderr and "helper is broken" in r.stderr
+        assert r.report["reload"][0]["ok"] is False
