@@ -102,6 +102,7 @@ class S3Dest:
         self.prefix = "models/prod"
         self.url = f"s3://{self.bucket}/{self.prefix}"
         self.args = ["--endpoint-url", endpoint]
+        self.env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
         self.s3 = boto3.client("s3", endpoint_url=endpoint)
         self.s3.create_bucket(Bucket=self.bucket)
 
@@ -164,6 +165,7 @@ class DirDest:
         self.root = root
         self.url = str(root)
         self.args: list[str] = []
+        self.env: dict[str, str] = {}
         self._before: dict[str, tuple] = {}
 
     @property
@@ -208,11 +210,16 @@ def publish(ws, dest, *extra: str, check: bool = True, env: dict | None = None):
     report = ws.root.parent / "publish-report.json"
     if report.exists():
         report.unlink()
-    r = ws.run("publish", "//:repository", dest.url, *dest.args, "--report", str(report), *extra, env=env)
+    r = ws.run("publish", "//:repository", dest.url, *dest.args, "--report", str(report), *extra,
+               env={**dest.env, **(env or {})})
     if check:
         assert r.returncode == 0, r.output
     r.report = json.loads(report.read_text()) if report.exists() else None
     return r
+
+
+def verify(ws, dest):
+    return ws.run("publish", "//:repository", dest.url, *dest.args, "--verify", env=dest.env)
 
 
 def uploaded(r) -> list[str]:
@@ -292,7 +299,7 @@ def test_prune_removes_a_deleted_model_and_nothing_else(small, dest):
     if dest.kind == "dir":
         assert not (dest.root / "b").exists()
     assert sorted(dest.manifest()["files"]) == ["a/1/helper.py", "a/1/model.py", "a/config.pbtxt", "a/labels.txt"]
-    v = small.run("publish", "//:repository", dest.url, *dest.args, "--verify")
+    v = verify(small, dest)
     assert v.returncode == 1 and "notes/readme.txt: in DEST, not published by tpbuild" in v.stdout
 
 
@@ -321,21 +328,21 @@ def test_killed_publish_reruns_to_a_clean_result(small, dest, tmp_path, kill_aft
 
 def test_tampered_file_found_by_verify_and_repaired(small, dest):
     publish(small, dest)
-    v = small.run("publish", "//:repository", dest.url, *dest.args, "--verify")
+    v = verify(small, dest)
     assert v.returncode == 0 and "matches //:repository: 8 files" in v.stdout, v.output
     dest.tamper("a/1/helper.py", b"FACTOR = 666  # edited in production\n")
-    v = small.run("publish", "//:repository", dest.url, *dest.args, "--verify")
+    v = verify(small, dest)
     assert v.returncode == 1, v.output
     assert "a/1/helper.py: changed in DEST" in v.stdout and "1 difference(s)" in v.stdout
     r = publish(small, dest)
     assert "a/1/helper.py in DEST was changed behind tpbuild's back" in r.stderr
     assert uploaded(r) == ["a/1/helper.py"]
     assert dest.files()["a/1/helper.py"] == b"FACTOR = 2\n"
-    v = small.run("publish", "//:repository", dest.url, *dest.args, "--verify")
+    v = verify(small, dest)
     assert v.returncode == 0, v.output
     # A local build that moved on is a difference too.
     small.write("models/b/labels.txt", "changed\n")
-    v = small.run("publish", "//:repository", dest.url, *dest.args, "--verify")
+    v = verify(small, dest)
     assert v.returncode == 1 and "b/labels.txt: published content differs from the build" in v.stdout
 
 
