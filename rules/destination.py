@@ -72,6 +72,10 @@ class Destination(Protocol):
 
     def delete(self, path: str) -> None: ...
 
+    def delete_dir(self, path: str, files: list[str]) -> None:
+        """Remove directory `path`, which holds exactly `files` (in deleting order): at once, where the
+        backend can."""
+
 
 def open_destination(dest: str, endpoint_url: str | None) -> Destination:
     """`s3://bucket/prefix`, or a directory path (`file://` accepted); another scheme is bad input."""
@@ -201,6 +205,19 @@ class DirectoryDestination:
             parent = parent.parent
 
 
+    def delete_dir(self, path: str, files: list[str]) -> None:
+        # Renamed to a name Triton does not take for a version (not numeric) in one step, so the version
+        # disappears with its model file still in it; then removed at leisure.
+        d = self.root / path
+        gone = d.parent / f"{OWN_PREFIX}old-{d.name}.{os.urandom(6).hex()}"
+        os.rename(d, gone)
+        shutil.rmtree(gone)
+        parent = d.parent
+        while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+
+
 def _stat(path: str | Path) -> Stored:
     st = os.lstat(path)
     link = os.readlink(path) if os.path.islink(path) else None
@@ -300,3 +317,7 @@ class S3Destination:
             self.s3.delete_object(Bucket=self.bucket, Key=self._key(path))
         except self._errors as e:
             raise self._fail("DELETE", path, e) from None
+
+    def delete_dir(self, path: str, files: list[str]) -> None:
+        for f in files:  # the model file last: a prefix is never a version without it
+            self.delete(f)

@@ -16,11 +16,20 @@ A killed publish therefore leaves a manifest that is true, and running it again 
 uploads, so a rerun does not redo hours of work.
 
 **Order, for a server polling DEST** (triton-facts.md, "Model repositories on S3, and poll mode"):
-model by model; inside each version directory the model file first (a version directory seen without
-it hangs the server), then the other files of that version; then the model's other files (env
-tarball, stub); `config.pbtxt` last, so a changed config never describes files that are not there yet
-and the server's reload sees the finished model. Deletions (`--prune` only) come after every upload,
-in the same order except that the model file is the last file deleted from its version directory.
+model by model, and in each version directory the model file first: a version directory seen without
+it hangs the server. A model DEST already holds gets its version directories, then its other files
+(env tarball, stub), then `config.pbtxt` last, so a changed config never describes files that are not
+there yet, and a half-published change fails to load (the old version keeps serving) until it is whole.
+A model new to DEST is the other way round: `config.pbtxt` first, then the other files, then the
+version directories. Triton 2.51 in poll mode (checked here) *loads* a model directory that has a
+version with its model file but no config.pbtxt, READY with an auto-completed empty config (no inputs,
+max_batch_size 0), running the model's `initialize`; with only its config it refuses it ("at least one
+version must be available") and retries at each poll, as it retries a model file whose helper module
+is not there yet. So a new model is never loaded with a wrong config: it fails to load (and is retried)
+until its model file and the modules it imports are there.
+Deletions (`--prune` only) come after every upload, in the existing-model order except that the model
+file is the last file deleted from its version directory (and config.pbtxt, last of all, keeps a half-
+deleted model from being auto-completed).
 
 SHA-256 is needed on the wire while the build knows files by XXH3: each distinct file is hashed once
 (both digests in one read, the XXH3 checked against the build's), and the SHA-256 remembered by XXH3
@@ -218,17 +227,25 @@ class Plan:
     stale: list[str] = field(default_factory=list)  # tpbuild's files no longer in the build, left (no --prune)
     drop: list[str] = field(default_factory=list)  # claims of files that are gone from DEST and the build
     demote: list[str] = field(default_factory=list)  # stale files changed behind tpbuild's back: now pending
+    # Version directories --prune removes whole: dir -> every file in it (tpbuild's, and the __pycache__
+    # Python wrote beside them), in deleting order.
+    retire: dict[str, list[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
-def order_key(path: str, model_files: dict[str, str], model_file_first: bool = True) -> tuple:
+def order_key(path: str, model_files: dict[str, str], new_models: frozenset = frozenset(),
+              deleting: bool = False) -> tuple:
+    """Where `path` goes in a publish (or, `deleting`, a prune): model by model; in a version directory
+    the model file first (last when deleting); config.pbtxt after the version directories and the other
+    files, except in a model new to DEST, where it goes first (see the module docstring)."""
     parts = path.split("/")
     model = parts[0]
+    new = model in new_models
     if len(parts) >= 3 and VERSION_DIR.match(parts[1]):
         is_model_file = len(parts) == 3 and parts[2] == model_files.get(model, "model.py")
-        return (model, 0, int(parts[1]), 0 if is_model_file == model_file_first else 1, path)
+        return (model, 2 if new else 0, int(parts[1]), 1 if is_model_file == deleting else 0, path)
     if len(parts) == 2 and parts[1] == "config.pbtxt":
-        return (model, 2, 0, 0, path)
+        return (model, 0 if new else 2, 0, 0, path)
     return (model, 1, 0, 0, path)
 
 
@@ -268,11 +285,50 @@ def make_plan(repo: Repository, manifest: Manifest, listing: dict, prune: bool) 
             if not claim.pending and not _verified(claim, listing[path]):
                 plan.demote.append(path)
     models = {**manifest.models, **repo.model_files}
-    plan.upload.sort(key=lambda p: order_key(p, models))
-    plan.delete.sort(key=lambda p: order_key(p, models, model_file_first=False))
+    new_models = frozenset(repo.model_files) - {p.split("/", 1)[0] for p in listing}
+    plan.upload.sort(key=lambda p: order_key(p, models, new_models))
+    plan.delete.sort(key=lambda p: order_key(p, models, deleting=True))
+    _retire_version_dirs(plan, repo, listing, models)
     plan.keep.sort()
     plan.stale.sort()
     return plan
+
+
+def byproduct(path: str) -> bool:
+    """Python's bytecode cache, which a server reading a directory DEST in place writes beside the modules."""
+    return "__pycache__" in path.split("/")
+
+
+def _retire_version_dirs(plan: Plan, repo: Repository, listing: dict, models: dict[str, str]) -> None:
+    """A version directory must never exist without its model file, nor a model file without its config
+    (the server would auto-complete one). A version directory --prune empties goes whole, with the
+    __pycache__ a server wrote into it. One that also holds files tpbuild did not publish keeps every
+    file tpbuild put there, and if its model leaves the build, the whole model stays: a warning says
+    which, to remove by hand."""
+    by_dir: dict[str, list[str]] = {}
+    for p in plan.delete:
+        parts = p.split("/")
+        if len(parts) >= 3 and VERSION_DIR.match(parts[1]):
+            by_dir.setdefault(f"{parts[0]}/{parts[1]}", []).append(p)
+    keep: set[str] = set()
+    for vdir, paths in sorted(by_dir.items()):
+        model = vdir.split("/")[0]
+        if f"{vdir}/{models.get(model, 'model.py')}" not in paths or any(q.startswith(vdir + "/") for q in repo.files):
+            continue  # the directory stays, with its (new) model file
+        others = [q for q in listing if q.startswith(vdir + "/") and q not in paths]
+        foreign = sorted(q for q in others if not byproduct(q))
+        if not foreign:
+            plan.retire[vdir] = sorted(others) + paths
+            continue
+        held = paths if model in repo.model_files else [p for p in plan.delete if p.split("/", 1)[0] == model]
+        keep.update(held)
+        plan.warnings.append(f"{vdir} holds files tpbuild did not publish ({', '.join(foreign[:3])}): --prune "
+                             f"leaves {vdir if model in repo.model_files else 'model ' + model} in place, so "
+                             "that no version is left without its model file; remove it by hand")
+    if keep:
+        plan.delete = [p for p in plan.delete if p not in keep]
+        plan.stale = sorted(set(plan.stale) | keep)
+        plan.retire = {d: fs for d, fs in plan.retire.items() if not keep.intersection(fs)}
 
 
 def _distrust(path: str, claim: Claim, stored) -> str:
@@ -351,8 +407,15 @@ def execute(dest: Destination, repo: Repository, manifest: Manifest, plan: Plan)
         files[p] = Claim(files[p].sha256, files[p].size, files[p].mode, pending=True)
     dest.write_manifest(state.to_bytes())
     if plan.delete:
+        retired: set[str] = set()
         for p in plan.delete:
-            dest.delete(p)
+            vdir = "/".join(p.split("/")[:2])
+            if vdir in plan.retire:
+                if vdir not in retired:
+                    dest.delete_dir(vdir, plan.retire[vdir])
+                    retired.add(vdir)
+            else:
+                dest.delete(p)
             del files[p]
             print(f"deleted {p}")
         dest.write_manifest(state.to_bytes())
@@ -380,7 +443,7 @@ def verify(repo: Repository, manifest: Manifest, listing: dict, has_manifest: bo
             out.append((path, f"changed in DEST (size {stored.size}, manifest {claim.size}; or its ETag/mtime)"))
         if path not in repo.files and stored is not None:
             out.append((path, "not in the build (publish --prune deletes it)"))
-    for path in sorted(listing.keys() - manifest.files.keys() - repo.files.keys()):
+    for path in sorted(p for p in listing.keys() - manifest.files.keys() - repo.files.keys() if not byproduct(p)):
         out.append((path, "in DEST, not published by tpbuild"))
     return out
 

@@ -131,6 +131,9 @@ class S3Dest:
     def put_foreign(self, path: str, data: bytes) -> None:
         self.tamper(path, data)
 
+    def remove_foreign(self, path: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=f"{self.prefix}/{path}")
+
     def start_counting(self) -> None:
         _moto_api(self.endpoint, "reset-recording")
         _moto_api(self.endpoint, "start-recording")
@@ -188,6 +191,9 @@ class DirDest:
     def put_foreign(self, path: str, data: bytes) -> None:
         (self.root / path).parent.mkdir(parents=True, exist_ok=True)
         self.tamper(path, data)
+
+    def remove_foreign(self, path: str) -> None:
+        (self.root / path).unlink()
 
     def start_counting(self) -> None:
         self._before = {k: (p.stat().st_ino, p.stat().st_mtime_ns) for k, p in self._walk().items()}
@@ -247,10 +253,11 @@ def assert_manifest_true(dest) -> None:
 def test_first_publish_order_and_manifest(small, dest):
     r = publish(small, dest)
     names = uploaded(r)
-    # Model by model: the model file first in its version directory, then its helper, then the root
-    # file, config.pbtxt last.
-    assert names == ["a/1/model.py", "a/1/helper.py", "a/labels.txt", "a/config.pbtxt",
-                     "b/1/model.py", "b/1/helper.py", "b/labels.txt", "b/config.pbtxt"]
+    # Model by model. New models: config.pbtxt first (Triton auto-completes a model directory without
+    # one and loads it with an empty config), then the root file, then the version directory with the
+    # model file first (a version directory without it hangs a polling server).
+    assert names == ["a/config.pbtxt", "a/labels.txt", "a/1/model.py", "a/1/helper.py",
+                     "b/config.pbtxt", "b/labels.txt", "b/1/model.py", "b/1/helper.py"]
     assert "8 uploaded" in r.stdout and "0 kept" in r.stdout and "0 deleted" in r.stdout
     built = {p: (small.out("repository") / p).read_bytes() for p in names}
     assert dest.files() == built
@@ -268,21 +275,23 @@ def test_one_model_edit_publishes_only_its_changed_files(small, dest):
     publish(small, dest)
     small.write("models/a/1/helper.py", "FACTOR = 5\n")
     small.write("models/a/labels.txt", "new labels of a\n")
+    small.write("models/a/BUILD.toml", BUILD.format(name="a").replace("max_batch_size = 4", "max_batch_size = 8"))
     dest.start_counting()
     r = publish(small, dest)
     writes = dest.writes()
-    assert sorted(uploaded(r)) == ["a/1/helper.py", "a/labels.txt"], r.output
-    assert uploaded(r) == ["a/1/helper.py", "a/labels.txt"]  # the version directory's files first
+    # A model DEST holds: its version directory first, then the root file, config.pbtxt last.
+    assert uploaded(r) == ["a/1/helper.py", "a/labels.txt", "a/config.pbtxt"], r.output
     # What the destination actually received (moto's request log / new inodes), the manifest aside.
-    assert sorted(w for w in writes if w != MANIFEST) == ["a/1/helper.py", "a/labels.txt"], writes
+    assert sorted(w for w in writes if w != MANIFEST) == ["a/1/helper.py", "a/config.pbtxt", "a/labels.txt"], writes
     assert dest.files()["a/1/helper.py"] == b"FACTOR = 5\n"
-    assert "2 uploaded" in r.stdout and "6 kept" in r.stdout
+    assert "3 uploaded" in r.stdout and "5 kept" in r.stdout
     assert_manifest_true(dest)
 
 
 def test_prune_removes_a_deleted_model_and_nothing_else(small, dest):
     publish(small, dest)
     dest.put_foreign("notes/readme.txt", b"not tpbuild's")
+    dest.put_foreign("b/1/__pycache__/helper.cpython-311.pyc", b"what a server importing in place writes")
     import shutil
 
     shutil.rmtree(small.root / "models/b")
@@ -294,7 +303,7 @@ def test_prune_removes_a_deleted_model_and_nothing_else(small, dest):
     assert [f["path"] for f in r.report["files"]["deleted"]] == \
         ["b/1/helper.py", "b/1/model.py", "b/labels.txt", "b/config.pbtxt"]
     files = dest.files()
-    assert not any(p.startswith("b/") for p in files)
+    assert not any(p.startswith("b/") for p in files), files.keys()  # __pycache__ went with its directory
     assert files["notes/readme.txt"] == b"not tpbuild's"  # not published by tpbuild: never deleted
     if dest.kind == "dir":
         assert not (dest.root / "b").exists()
@@ -303,15 +312,33 @@ def test_prune_removes_a_deleted_model_and_nothing_else(small, dest):
     assert v.returncode == 1 and "notes/readme.txt: in DEST, not published by tpbuild" in v.stdout
 
 
-@pytest.mark.parametrize("kill_after", [1, 5])
-def test_killed_publish_reruns_to_a_clean_result(small, dest, tmp_path, kill_after, request):
+def test_prune_never_leaves_a_version_without_its_model_file(small, dest):
+    """A version directory that holds a file tpbuild did not publish cannot go whole: the model stays."""
+    publish(small, dest)
+    dest.put_foreign("b/1/NOTES.txt", b"someone's notes")
+    import shutil
+
+    shutil.rmtree(small.root / "models/b")
+    r = publish(small, dest, "--prune")
+    assert "b/1 holds files tpbuild did not publish (b/1/NOTES.txt)" in r.stderr and "model b in place" in r.stderr
+    assert r.report["files"]["deleted"] == []
+    assert {"b/1/model.py", "b/1/helper.py", "b/config.pbtxt", "b/1/NOTES.txt"} <= set(dest.files())
+    dest.remove_foreign("b/1/NOTES.txt")
+    r = publish(small, dest, "--prune")
+    assert not any(p.startswith("b/") for p in dest.files())
+
+
+def test_killed_publish_reruns_to_a_clean_result(small, dest, tmp_path):
     publish(small, dest)
     small.write("models/a/1/helper.py", "FACTOR = 7\n")
     small.write("models/b/1/helper.py", "FACTOR = 8\n")
     add_model(small, "c", 4)
-    # a: helper; b: helper; c: four new files. Killed after `kill_after` uploads.
-    r = publish(small, dest, check=False, env={"TPBUILD_PUBLISH_TEST_KILL_AFTER": str(kill_after)})
+    # Uploads: a/1/helper.py, b/1/helper.py, c/config.pbtxt, c/labels.txt, c/1/model.py, c/1/helper.py;
+    # killed after the fourth, with the new model half there.
+    r = publish(small, dest, check=False, env={"TPBUILD_PUBLISH_TEST_KILL_AFTER": "4"})
     assert r.returncode == -9, r.output
+    half = dest.files()
+    assert "c/labels.txt" in half and "c/1/model.py" not in half and half["a/1/helper.py"] == b"FACTOR = 7\n"
     assert_manifest_true(dest)
     pending = sorted(p for p, c in dest.manifest()["files"].items() if c.get("pending"))
     assert pending, "the files being replaced are not vouched for while the publish runs"
@@ -423,3 +450,32 @@ def test_reload_on_a_server_in_explicit_mode(small, dest):
         assert r.returncode == 1, r.output
         assert "model 'b' failed to load" in r.stderr and "helper is broken" in r.stderr
         assert r.report["reload"][0]["ok"] is False
+
+
+@pytest.mark.server
+def test_live_server_in_poll_mode_follows_a_publish(small, dest):
+    """A server polling DEST picks up an edit, a new model and a pruned one; the new model is never
+    loaded before it is whole (once, with its config), and nothing is left LOADING."""
+    import shutil
+
+    publish(small, dest)
+    with server.TritonServer(dest.triton_repository, poll_seconds=1,
+                             log_path=small.root.parent / "poll.log") as srv:
+        assert all(srv.wait_ready(["a", "b"], timeout=120).values()), srv.log_text()[-3000:]
+        small.write("models/a/1/helper.py", "FACTOR = 10\n")
+        add_model(small, "c", 4)
+        shutil.rmtree(small.root / "models/b")
+        publish(small, dest, "--prune")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            states = srv.model_states()
+            done = (states.get("c", ("",))[0] == "READY" and states.get("b", ("",))[0] != "READY"
+                    and _infer(srv, "a", 1.5) == 15.0)
+            if done:
+                break
+            time.sleep(0.5)
+        assert done, (srv.model_states(), srv.log_text()[-4000:])
+        assert _infer(srv, "c", 1.5) == 6.0
+        assert [i["name"] for i in srv.model_config("c")["input"]] == ["X"]
+        assert srv.log_text().count("successfully loaded 'c'") == 1, srv.log_text()[-4000:]
+        assert not any(state == "LOADING" for state, _ in srv.model_states().values())
