@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 MANIFEST = ".tpbuild-publish.json"
 
@@ -73,17 +73,35 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def moto():
-    """moto's S3 server on 127.0.0.1, with the AWS environment boto3 and Triton read."""
+def moto(tmp_path_factory):
+    """moto's S3 server (its own process) on 127.0.0.1, with the AWS environment boto3 and Triton read."""
+    import subprocess
+    import sys
+    import urllib.request
+
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    tmp = tmp_path_factory.mktemp("moto")
     port = _free_port()
-    srv = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    srv.start()
+    log = open(tmp / "moto.log", "wb")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
+                            "MOTO_RECORDER_FILEPATH": str(tmp / "recording")})
+    endpoint = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp / "moto.log").read_text()
+                time.sleep(0.2)
+        yield endpoint
     finally:
-        srv.stop()
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -452,6 +470,20 @@ def test_reload_on_a_server_in_explicit_mode(small, dest):
         assert r.report["reload"][0]["ok"] is False
 
 
+def _wait_idle(srv, timeout: float = 60) -> None:
+    """Until no load is in flight for a few polls. Loading a model from a directory writes __pycache__
+    into its version directory, which the next poll sees as a change and reloads once; removing a model
+    while the server loads it leaves it LOADING (see README, Deploying), so the publish waits for that."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while time.monotonic() < deadline and quiet < 3:
+        log = srv.log_text()
+        busy = log.count('"loading: ') > log.count("successfully loaded") + log.count("failed to load")
+        quiet = 0 if busy else quiet + 1
+        time.sleep(1)
+    assert quiet >= 3, srv.log_text()[-3000:]
+
+
 @pytest.mark.server
 def test_live_server_in_poll_mode_follows_a_publish(small, dest):
     """A server polling DEST picks up an edit, a new model and a pruned one; the new model is never
@@ -462,6 +494,7 @@ def test_live_server_in_poll_mode_follows_a_publish(small, dest):
     with server.TritonServer(dest.triton_repository, poll_seconds=1,
                              log_path=small.root.parent / "poll.log") as srv:
         assert all(srv.wait_ready(["a", "b"], timeout=120).values()), srv.log_text()[-3000:]
+        _wait_idle(srv)
         small.write("models/a/1/helper.py", "FACTOR = 10\n")
         add_model(small, "c", 4)
         shutil.rmtree(small.root / "models/b")
