@@ -512,3 +512,22 @@ def test_live_server_in_poll_mode_follows_a_publish(small, dest):
         assert [i["name"] for i in srv.model_config("c")["input"]] == ["X"]
         assert srv.log_text().count("successfully loaded 'c'") == 1, srv.log_text()[-4000:]
         assert not any(state == "LOADING" for state, _ in srv.model_states().values())
+
+
+def test_large_file_goes_up_multipart_and_stays(small, request, tmp_path):
+    """A file above the 64 MiB threshold goes up in parts through boto3's transfer manager (its ETag
+    says how many) and is kept by the next publish like any other."""
+    dest = S3Dest(request.getfixturevalue("moto"), f"tpbuild-big-{os.getpid()}-{time.monotonic_ns()}")
+    big = small.root / "models/a/weights.bin"
+    with open(big, "wb") as f:
+        for i in range(65):
+            f.write(bytes([i]) * (1 << 20))
+    small.write("models/a/BUILD.toml", BUILD.format(name="a").replace('files = ["labels.txt"]',
+                                                                      'files = ["labels.txt", "weights.bin"]'))
+    r = publish(small, dest)
+    assert "a/weights.bin" in uploaded(r)
+    etag = dest.objects()["a/weights.bin"]["ETag"].strip('"')
+    assert etag.endswith("-2"), etag
+    assert dest.manifest()["files"]["a/weights.bin"]["size"] == 65 << 20
+    again = publish(small, dest)
+    assert uploaded(again) == [] and verify(small, dest).returncode == 0
