@@ -22,19 +22,13 @@ MANIFEST = ".tpbuild-publish.json"
 TOML = '[triton]\nversion = "24.10"\npython = "3.11"\n'
 
 MODEL = """
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
 from helper import FACTOR
+from tpbuild_runtime import BaseTritonPythonModel
 
 
-class TritonPythonModel:
-    def execute(self, requests):
-        out = []
-        for r in requests:
-            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
-            out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("Y", (x * FACTOR).astype(np.float32))]))
-        return out
+class TritonPythonModel(BaseTritonPythonModel):
+    def infer(self, inputs):
+        return {"Y": inputs["X"] * FACTOR}
 """
 
 BUILD = """
@@ -58,7 +52,7 @@ def add_model(ws, name: str, factor: int = 2) -> None:
 
 @pytest.fixture
 def small(ws):
-    """Two models of four files each (model.py, a helper, a root file, config.pbtxt) in one repository."""
+    """Two models of five files each (model.py, a helper, tpbuild_runtime.py, a root file, config.pbtxt)."""
     ws.write("tpbuild.toml", TOML)
     ws.write("BUILD.toml", '[model_repository.repository]\nmodels = ["//models/..."]\n')
     add_model(ws, "a", 2)
@@ -274,9 +268,9 @@ def test_first_publish_order_and_manifest(small, dest):
     # Model by model. New models: config.pbtxt first (Triton auto-completes a model directory without
     # one and loads it with an empty config), then the root file, then the version directory with the
     # model file first (a version directory without it hangs a polling server).
-    assert names == ["a/config.pbtxt", "a/labels.txt", "a/1/model.py", "a/1/helper.py",
-                     "b/config.pbtxt", "b/labels.txt", "b/1/model.py", "b/1/helper.py"]
-    assert "8 uploaded" in r.stdout and "0 kept" in r.stdout and "0 deleted" in r.stdout
+    assert names == ["a/config.pbtxt", "a/labels.txt", "a/1/model.py", "a/1/helper.py", "a/1/tpbuild_runtime.py",
+                     "b/config.pbtxt", "b/labels.txt", "b/1/model.py", "b/1/helper.py", "b/1/tpbuild_runtime.py"]
+    assert "10 uploaded" in r.stdout and "0 kept" in r.stdout and "0 deleted" in r.stdout
     built = {p: (small.out("repository") / p).read_bytes() for p in names}
     assert dest.files() == built
     m = dest.manifest()
@@ -286,7 +280,7 @@ def test_first_publish_order_and_manifest(small, dest):
     assert r.report["bytes"]["uploaded"] == sum(len(b) for b in built.values())
 
     again = publish(small, dest)  # nothing changed: nothing written
-    assert uploaded(again) == [] and "8 kept" in again.stdout
+    assert uploaded(again) == [] and "10 kept" in again.stdout
 
 
 def test_one_model_edit_publishes_only_its_changed_files(small, dest):
@@ -302,7 +296,7 @@ def test_one_model_edit_publishes_only_its_changed_files(small, dest):
     # What the destination actually received (moto's request log / new inodes), the manifest aside.
     assert sorted(w for w in writes if w != MANIFEST) == ["a/1/helper.py", "a/config.pbtxt", "a/labels.txt"], writes
     assert dest.files()["a/1/helper.py"] == b"FACTOR = 5\n"
-    assert "3 uploaded" in r.stdout and "5 kept" in r.stdout
+    assert "3 uploaded" in r.stdout and "7 kept" in r.stdout
     assert_manifest_true(dest)
 
 
@@ -319,13 +313,14 @@ def test_prune_removes_a_deleted_model_and_nothing_else(small, dest):
     r = publish(small, dest, "--prune")
     # The model file is the last file deleted from its version directory; config.pbtxt last of all.
     assert [f["path"] for f in r.report["files"]["deleted"]] == \
-        ["b/1/helper.py", "b/1/model.py", "b/labels.txt", "b/config.pbtxt"]
+        ["b/1/helper.py", "b/1/tpbuild_runtime.py", "b/1/model.py", "b/labels.txt", "b/config.pbtxt"]
     files = dest.files()
     assert not any(p.startswith("b/") for p in files), files.keys()  # __pycache__ went with its directory
     assert files["notes/readme.txt"] == b"not tpbuild's"  # not published by tpbuild: never deleted
     if dest.kind == "dir":
         assert not (dest.root / "b").exists()
-    assert sorted(dest.manifest()["files"]) == ["a/1/helper.py", "a/1/model.py", "a/config.pbtxt", "a/labels.txt"]
+    assert sorted(dest.manifest()["files"]) == ["a/1/helper.py", "a/1/model.py", "a/1/tpbuild_runtime.py",
+                                                "a/config.pbtxt", "a/labels.txt"]
     v = verify(small, dest)
     assert v.returncode == 1 and "notes/readme.txt: in DEST, not published by tpbuild" in v.stdout
 
@@ -351,7 +346,7 @@ def test_killed_publish_reruns_to_a_clean_result(small, dest, tmp_path):
     small.write("models/a/1/helper.py", "FACTOR = 7\n")
     small.write("models/b/1/helper.py", "FACTOR = 8\n")
     add_model(small, "c", 4)
-    # Uploads: a/1/helper.py, b/1/helper.py, c/config.pbtxt, c/labels.txt, c/1/model.py, c/1/helper.py;
+    # Uploads: a/1/helper.py, b/1/helper.py, c/config.pbtxt, c/labels.txt, c/1/model.py, c/1/helper.py, ...;
     # killed after the fourth, with the new model half there.
     r = publish(small, dest, check=False, env={"TPBUILD_PUBLISH_TEST_KILL_AFTER": "4"})
     assert r.returncode == -9, r.output
@@ -374,7 +369,7 @@ def test_killed_publish_reruns_to_a_clean_result(small, dest, tmp_path):
 def test_tampered_file_found_by_verify_and_repaired(small, dest):
     publish(small, dest)
     v = verify(small, dest)
-    assert v.returncode == 0 and "matches //:repository: 8 files" in v.stdout, v.output
+    assert v.returncode == 0 and "matches //:repository: 10 files" in v.stdout, v.output
     dest.tamper("a/1/helper.py", b"FACTOR = 666  # edited in production\n")
     v = verify(small, dest)
     assert v.returncode == 1, v.output
@@ -421,31 +416,21 @@ def _infer(srv, model: str, x: float) -> float:
     return float(srv.infer(model, {"X": np.array([[x]], dtype=np.float32)})["Y"][0][0])
 
 
-@pytest.fixture(scope="module")
-def examples_built(tmp_path_factory):
-    from conftest import EXAMPLES, Workspace
-    import shutil
-
-    tmp = tmp_path_factory.mktemp("publish-examples")
-    root = tmp / "examples"
-    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("tpbuild-out", "__pycache__"))
-    ws = Workspace(root, tmp / "cache")
-    ws.build("//:repository", check=True)  # the env build (~30 s), once for both destinations
-    return ws
-
-
 @pytest.mark.server
-def test_examples_published_are_served_by_triton(examples_built, dest):
-    r = publish(examples_built, dest)
-    assert any(p.endswith("tabulate.tar.gz") for p in uploaded(r))
-    with server.TritonServer(dest.triton_repository, log_path=examples_built.root.parent / f"{dest.kind}.log") as srv:
-        ready = srv.wait_ready(["add_sub", "text_transform", "labeler", "table"], timeout=180)
-        assert all(ready.values()), (ready, srv.log_text()[-4000:])
-        out = srv.infer("add_sub", {"INPUT0": np.array([[1, 2, 3, 4]], dtype=np.float32),
-                                    "INPUT1": np.array([[10, 20, 30, 40]], dtype=np.float32)})
-        np.testing.assert_allclose(out["OUTPUT0"], [[11, 22, 33, 44]])
-        table = srv.infer("table", {"VALUES": np.array([1.5, 2.0], dtype=np.float32)})["TABLE"][0].decode()
-        assert "1.5" in table  # tabulate, from the env tarball the server got from DEST
+def test_examples_published_are_served_by_triton(examples, moto, tmp_path):
+    """The examples (env tarball included), built once, published to S3 and to a directory, each served."""
+    examples.build("//:repository", check=True)
+    for dest in (S3Dest(moto, f"tpbuild-examples-{os.getpid()}"), DirDest(tmp_path / "published")):
+        r = publish(examples, dest)
+        assert any(p.endswith("tabulate.tar.gz") for p in uploaded(r))
+        with server.TritonServer(dest.triton_repository, log_path=tmp_path / f"{dest.kind}.log") as srv:
+            ready = srv.wait_ready(["add_sub", "text_transform", "labeler", "table"], timeout=180)
+            assert all(ready.values()), (dest.kind, ready, srv.log_text()[-4000:])
+            out = srv.infer("add_sub", {"INPUT0": np.array([[1, 2, 3, 4]], dtype=np.float32),
+                                        "INPUT1": np.array([[10, 20, 30, 40]], dtype=np.float32)})
+            np.testing.assert_allclose(out["OUTPUT0"], [[11, 22, 33, 44]])
+            table = srv.infer("table", {"VALUES": np.array([1.5, 2.0], dtype=np.float32)})["TABLE"][0].decode()
+            assert "1.5" in table  # tabulate, from the env tarball the server got from DEST
 
 
 @pytest.mark.server
