@@ -56,6 +56,9 @@ class Destination(Protocol):
     url: str
     symlinks: bool  # can it hold symlinks?
 
+    def inside(self, directory: Path) -> bool:
+        """Is DEST within `directory` (a local path)?"""
+
     def lock(self, write: bool) -> contextlib.AbstractContextManager:
         """Held for a whole publish (`write`) or --verify/--dry-run, which create nothing."""
 
@@ -102,6 +105,9 @@ class DirectoryDestination:
         self.url = str(self.root)
         if self.root.exists() and not self.root.is_dir():
             raise UserError(f"DEST {self.root} exists and is not a directory")
+
+    def inside(self, directory: Path) -> bool:
+        return self.root.resolve().is_relative_to(directory.resolve())
 
     @contextlib.contextmanager
     def lock(self, write: bool) -> Iterator[None]:
@@ -261,6 +267,9 @@ class S3Destination:
             return BuildError(f"{self.url}: no AWS credentials found: set AWS_ACCESS_KEY_ID and "
                               "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where an instance role applies")
         return BuildError(f"{op} {self.url}/{path}: {e}")
+
+    def inside(self, directory: Path) -> bool:
+        return False
 
     @contextlib.contextmanager
     def lock(self, write: bool) -> Iterator[None]:

@@ -80,6 +80,7 @@ class LocalFile:
 @dataclass(frozen=True)
 class Repository:
     label: str
+    out_dir: Path  # the workspace's tpbuild-out
     files: dict[str, LocalFile]
     model_files: dict[str, str]  # model name -> its model file (model.py or default_model_filename)
 
@@ -172,7 +173,7 @@ def build_repository(session, label: str, jobs: int) -> Repository | None:
                                       "755" if e.kind == "x" else "644")
     shas.save()
     models = sorted({p.split("/", 1)[0] for p in files})
-    return Repository(str(target), files, {m: _model_file(files.get(f"{m}/config.pbtxt"), m) for m in models})
+    return Repository(str(target), root / "tpbuild-out", files, {m: _model_file(files.get(f"{m}/config.pbtxt"), m) for m in models})
 
 
 def _model_file(config: LocalFile | None, model: str) -> str:
@@ -384,7 +385,8 @@ def execute(dest: Destination, repo: Repository, manifest: Manifest, plan: Plan)
     for p in plan.upload:
         files[p] = _claim_of(repo.files[p], pending=True)
     dest.write_manifest(state.to_bytes())
-    kill_after = int(os.environ.get("TPBUILD_PUBLISH_TEST_KILL_AFTER", "0") or 0)
+    kill_after = os.environ.get("TPBUILD_PUBLISH_TEST_KILL_AFTER", "")
+    kill_after = int(kill_after) if kill_after.isdigit() else 0
     progress = _Progress(sum(repo.files[p].size for p in plan.upload), len(plan.upload))
     checkpoint = time.monotonic()
     try:
@@ -519,6 +521,9 @@ class PublishCommand(Command):
         repo = build_repository(session, args.label, args.jobs)
         if repo is None:
             return 1
+        if dest.inside(repo.out_dir):
+            raise UserError(f"DEST {dest.url} is inside {repo.out_dir}, which tpbuild rewrites on every build: "
+                            "publish somewhere else")
         links = sorted(p for p, f in repo.files.items() if f.mode == "link")
         if links and not dest.symlinks:
             raise UserError(f"{repo.label} holds symlinks, which {dest.url} cannot store: {', '.join(links[:5])} "
@@ -530,22 +535,28 @@ class PublishCommand(Command):
             print(f"warning: {msg}", file=sys.stderr)
 
         report: dict = {"label": repo.label, "destination": dest.url}
-        with dest.lock(write=not (args.verify or args.dry_run)):
-            raw = dest.read_manifest()
-            manifest = Manifest.parse(raw, dest.url, warn)
-            listing = dest.list()
-            if args.verify:
-                return self._verify(repo, manifest, listing, raw is not None, dest.url, report, report_path)
-            plan = make_plan(repo, manifest, listing, args.prune)
-            for w in plan.warnings:
-                warn(w)
-            if args.dry_run:
-                for p in plan.upload:
-                    print(f"would upload {p} ({_size(repo.files[p].size)})")
-                for p in plan.delete:
-                    print(f"would delete {p}")
-            else:
-                execute(dest, repo, manifest, plan)
+        try:
+            with dest.lock(write=not (args.verify or args.dry_run)):
+                raw = dest.read_manifest()
+                manifest = Manifest.parse(raw, dest.url, warn)
+                if manifest.label and manifest.label != repo.label:
+                    warn(f"{dest.url} was published from {manifest.label}; its files that {repo.label} does not "
+                         "have count as no longer in the build")
+                listing = dest.list()
+                if args.verify:
+                    return self._verify(repo, manifest, listing, raw is not None, dest.url, report, report_path)
+                plan = make_plan(repo, manifest, listing, args.prune)
+                for w in plan.warnings:
+                    warn(w)
+                if args.dry_run:
+                    for p in plan.upload:
+                        print(f"would upload {p} ({_size(repo.files[p].size)})")
+                    for p in plan.delete:
+                        print(f"would delete {p}")
+                else:
+                    execute(dest, repo, manifest, plan)
+        except OSError as e:  # a directory DEST: permissions, a full disk
+            raise BuildError(f"{dest.url}: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")) from None
         if plan.stale:
             stale_models = sorted({p.split("/", 1)[0] for p in plan.stale} - set(repo.model_files))
             warn(f"{len(plan.stale)} file(s) published earlier are no longer in the build and stay in DEST"

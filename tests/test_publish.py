@@ -401,10 +401,16 @@ def test_bad_input_exits_2(small, tmp_path):
         (["//:repository", "gs://bucket/x"], "s3://bucket/prefix or a directory"),
         (["//:repository", "s3:///x"], "names no bucket"),
         (["//:repository", str(tmp_path / "d"), "--verify", "--prune"], "cannot be combined"),
+        (["//:repository", str(small.root / "tpbuild-out/deploy")], "inside"),
     ]:
         r = small.run("publish", *args)
         assert r.returncode == 2 and needle in r.stderr, (args, r.output)
-    assert not (tmp_path / "d").exists()
+    assert not (tmp_path / "d").exists() and not (small.root / "tpbuild-out/deploy").exists()
+    # An unwritable directory: exit 1 naming it, no traceback.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = small.run("publish", "//:repository", str(blocker / "sub"))
+    assert r.returncode == 1 and str(blocker) in r.stderr, r.output
 
 
 # -- with a real Triton server ------------------------------------------------------------------------
