@@ -522,3 +522,28 @@ def test_large_file_goes_up_multipart_and_stays(small, request, tmp_path):
     assert dest.manifest()["files"]["a/weights.bin"]["size"] == 65 << 20
     again = publish(small, dest)
     assert uploaded(again) == [] and verify(small, dest).returncode == 0
+
+
+def test_terminal_gets_a_progress_line_instead_of_file_lines(small, tmp_path):
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", str(small.root), "publish", "//:repository",
+                        str(tmp_path / "d")], stdout=subprocess.PIPE, stderr=slave, env=small.env, timeout=300)
+    os.close(slave)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(master)
+    out = p.stdout.decode()
+    assert p.returncode == 0, out + err.decode()
+    assert "[1/10]" in err.decode() and "a/config.pbtxt" in err.decode()
+    assert "uploaded a/" not in out and "10 uploaded" in out
