@@ -173,7 +173,8 @@ def build_repository(session, label: str, jobs: int) -> Repository | None:
                                       "755" if e.kind == "x" else "644")
     shas.save()
     models = sorted({p.split("/", 1)[0] for p in files})
-    return Repository(str(target), root / "tpbuild-out", files, {m: _model_file(files.get(f"{m}/config.pbtxt"), m) for m in models})
+    model_files = {m: _model_file(files.get(f"{m}/config.pbtxt"), m) for m in models}
+    return Repository(str(target), root / "tpbuild-out", files, model_files)
 
 
 def _model_file(config: LocalFile | None, model: str) -> str:
@@ -461,8 +462,8 @@ def reload_models(url: str, load: list[str], unload: list[str]) -> list[dict]:
             _, index = _post(url, "/v2/repository/index", timeout=30)
             states = {m.get("name"): m.get("state", "") for m in index} if isinstance(index, list) else {}
             state = states.get(name, "UNAVAILABLE" if action == "unload" else "")
-        results.append({"model": name, "action": action, "ok": ok, "state": state,
-                        "message": "" if ok else (body.get("error") if isinstance(body, dict) else "") or f"HTTP {code}"})
+        message = "" if ok else (body.get("error") if isinstance(body, dict) else "") or f"HTTP {code}"
+        results.append({"model": name, "action": action, "ok": ok, "state": state, "message": message})
     return results
 
 
@@ -560,7 +561,8 @@ class PublishCommand(Command):
         if plan.stale:
             stale_models = sorted({p.split("/", 1)[0] for p in plan.stale} - set(repo.model_files))
             warn(f"{len(plan.stale)} file(s) published earlier are no longer in the build and stay in DEST"
-                 + (f" (models: {', '.join(stale_models)})" if stale_models else "") + ": run with --prune to delete them")
+                 + (f" (models: {', '.join(stale_models)})" if stale_models else "")
+                 + ": run with --prune to delete them")
         up, kept, gone = (_bytes(repo, manifest, plan.upload), _bytes(repo, manifest, plan.keep),
                           _bytes(repo, manifest, plan.delete))
         verb = "Dry run, would publish" if args.dry_run else "Published"

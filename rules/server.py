@@ -87,15 +87,16 @@ def _free_port() -> int:
 
 
 class TritonServer:
-    def __init__(self, repository: Path | str, *, install: ServerInstall | None = None,
+    def __init__(self, repository: Path | str, *, poll_seconds: int | None = None, install: ServerInstall | None = None,
                  default_stub_python: str | None = None, log_path: Path | None = None,
-                 explicit_models: bool = False, poll_seconds: int | None = None, startup_timeout: float = 120):
-        # A URL (`s3://http://host:port/bucket/prefix`) is the server's to resolve.
-        self.repository = repository if "://" in str(repository) else Path(repository).resolve()
+                 explicit_models: bool = False, startup_timeout: float = 120):
+        self.repository = Path(repository).resolve()
         self.install = install or find_server()
         self.default_stub_python = default_stub_python or f"{sys.version_info[0]}.{sys.version_info[1]}"
-        self.explicit_models = explicit_models
+        if "://" in str(repository):  # a URL (`s3://http://host:port/bucket/prefix`) is the server's to read
+            self.repository = repository
         self.poll_seconds = poll_seconds  # poll mode: the server rescans the repository this often
+        self.explicit_models = explicit_models
         self.startup_timeout = startup_timeout
         self._tmp = Path(tempfile.mkdtemp(prefix="tpbuild-triton-"))
         self.log_path = Path(log_path) if log_path else self._tmp / "server.log"
@@ -138,10 +139,10 @@ class TritonServer:
             "--grpc-address=127.0.0.1", f"--grpc-port={_free_port()}",
             "--allow-metrics=false", "--exit-on-error=false", "--log-verbose=0",
         ]
+        if self.poll_seconds:
+            argv += ["--model-control-mode=poll", f"--repository-poll-secs={self.poll_seconds}"]
         if self.explicit_models:
             argv.append("--model-control-mode=explicit")
-        elif self.poll_seconds:
-            argv += ["--model-control-mode=poll", f"--repository-poll-secs={self.poll_seconds}"]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env,
