@@ -31,9 +31,9 @@ Deletions (`--prune` only) come after every upload, in the existing-model order 
 file is the last file deleted from its version directory (and config.pbtxt, last of all, keeps a half-
 deleted model from being auto-completed).
 
-SHA-256 is needed on the wire while the build knows files by XXH3: each distinct file is hashed once
-(both digests in one read, the XXH3 checked against the build's), and the SHA-256 remembered by XXH3
-in `tpbuild-out/.tpbuild/publish-sha256.json`, so an unchanged GB env tarball is not read again.
+The files are read from the repository the build placed in tpbuild-out. Each distinct file is hashed
+once: its SHA-256 is remembered by (inode, size, mtime) in `tpbuild-out/.tpbuild/publish-sha256.json`
+(outputs are hardlinks of immutable cache blobs), so an unchanged GB env tarball is not read again.
 
 Test-only: `TPBUILD_PUBLISH_TEST_KILL_AFTER=N` makes the process SIGKILL itself after its N-th upload,
 so the tests can interrupt a publish at an exact point. Nothing else reads it.
@@ -52,8 +52,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import xxhash
 
 from tpbuild.plugin import BuildError, Command, UserError
 
@@ -144,37 +142,47 @@ class Manifest:
 # -- the build ----------------------------------------------------------------------------------------
 
 def build_repository(session, label: str, jobs: int) -> Repository | None:
-    """Build LABEL as `tpbuild build` would and describe its files; None if the build failed.
-
-    The one place publish touches the CLI session and the engine's BuildResult."""
+    """Build LABEL as `tpbuild build` would and describe the repository it placed; None if the build failed."""
     if label.endswith("...") or label.endswith(":all") or label.startswith("-"):
         raise UserError(f"LABEL {label!r} must name one model_repository target, not a pattern")
+    built = _build(session, label, jobs)
+    if built is None:
+        return None
+    target, rule, root, out = built
+    if rule != "model_repository":
+        raise UserError(f"{target} is a {rule}, not a model_repository: publish the repository that holds the models")
+    shas = _ShaMemo(root / SHA_MEMO)
+    files: dict[str, LocalFile] = {}
+    for dirpath, dirnames, filenames in os.walk(out):
+        dirnames.sort()
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            full = Path(dirpath, name)
+            rel = full.relative_to(out).as_posix()
+            st = full.lstat()
+            if full.is_symlink():
+                files[rel] = LocalFile(rel, full, "", st.st_size, "link", os.readlink(full))
+            else:
+                files[rel] = LocalFile(rel, full, shas.sha256(full, st), st.st_size,
+                                       "755" if st.st_mode & 0o100 else "644")
+    shas.save()
+    models = sorted({p.split("/", 1)[0] for p in files})
+    model_files = {m: _model_file(files.get(f"{m}/config.pbtxt"), m) for m in models}
+    return Repository(target, root / "tpbuild-out", files, model_files)
+
+
+def _build(session, label: str, jobs: int) -> tuple[str, str, Path, Path] | None:
+    """(target, its rule, workspace root, its output directory), or None if the build failed.
+
+    The one place publish touches the CLI session and the engine's build result."""
     result = session.build([label], jobs=jobs)
     if result is None or not result.success:
         return None
     if len(result.analysis.requested) != 1:
         raise UserError(f"LABEL {label!r} must name one model_repository target")
     target = result.analysis.requested[0]
-    info = result.analysis.infos[target]
-    if info.rule != "model_repository":
-        raise UserError(f"{target} is a {info.rule}, not a model_repository: publish the repository "
-                        "that holds the models")
+    outputs = result.targets[target].outputs
     root = session.ws.root
-    out = root / result.targets[target].outputs[0]
-    entries = [e for e in result.outcomes[info.output.action].entries
-               if not info.output.path or e.path == info.output.path]
-    shas = _ShaMemo(root / SHA_MEMO)
-    files: dict[str, LocalFile] = {}
-    for e in entries:
-        if e.kind == "l":
-            files[e.path] = LocalFile(e.path, out / e.path, "", e.size, "link", e.digest)
-        else:
-            files[e.path] = LocalFile(e.path, out / e.path, shas.sha256(out / e.path, e.digest), e.size,
-                                      "755" if e.kind == "x" else "644")
-    shas.save()
-    models = sorted({p.split("/", 1)[0] for p in files})
-    model_files = {m: _model_file(files.get(f"{m}/config.pbtxt"), m) for m in models}
-    return Repository(str(target), root / "tpbuild-out", files, model_files)
+    return str(target), result.analysis.infos[target].rule, root, root / outputs[0] if outputs else root
 
 
 def _model_file(config: LocalFile | None, model: str) -> str:
@@ -186,7 +194,9 @@ def _model_file(config: LocalFile | None, model: str) -> str:
 
 
 class _ShaMemo:
-    """XXH3 -> SHA-256 of files this workspace published, kept to those of the last publish."""
+    """SHA-256 of the files of the last publish from this workspace, by (inode, size, mtime). The
+    files of tpbuild-out are read-only hardlinks of immutable cache blobs, so that identity names their
+    content, and an env tarball linked into forty models is one inode, hashed once."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -196,18 +206,16 @@ class _ShaMemo:
             self.old = {}
         self.new: dict[str, str] = {}
 
-    def sha256(self, path: Path, xxh3: str) -> str:
-        sha = self.new.get(xxh3) or self.old.get(xxh3)
+    def sha256(self, path: Path, st: os.stat_result) -> str:
+        key = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        sha = self.new.get(key) or self.old.get(key)
         if sha is None:
-            h, s = xxhash.xxh3_128(), hashlib.sha256()
+            h = hashlib.sha256()
             with open(path, "rb") as f:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
-                    s.update(chunk)
-            if f"xxh3_128:{h.hexdigest()}" != xxh3:
-                raise BuildError(f"{path} changed after the build placed it; run the publish again")
-            sha = s.hexdigest()
-        self.new[xxh3] = sha
+            sha = h.hexdigest()
+        self.new[key] = sha
         return sha
 
     def save(self) -> None:
