@@ -547,3 +547,17 @@ def test_terminal_gets_a_progress_line_instead_of_file_lines(small, tmp_path):
     assert p.returncode == 0, out + err.decode()
     assert "[1/10]" in err.decode() and "a/config.pbtxt" in err.decode()
     assert "uploaded a/" not in out and "10 uploaded" in out
+
+
+def test_unreadable_manifest_trusts_nothing_and_deletes_nothing(small, tmp_path):
+    dest = DirDest(tmp_path / "d")
+    publish(small, dest)
+    (dest.root / MANIFEST).write_text("{not json")
+    import shutil
+
+    shutil.rmtree(small.root / "models/b")
+    r = publish(small, dest, "--prune")
+    assert "the manifest does not parse" in r.stderr
+    assert len(uploaded(r)) == 5 and r.report["files"]["deleted"] == []  # a's files again; b's not known
+    assert "b/1/model.py" in dest.files()
+    assert_manifest_true(dest)
