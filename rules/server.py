@@ -87,12 +87,15 @@ def _free_port() -> int:
 
 
 class TritonServer:
-    def __init__(self, repository: Path, *, install: ServerInstall | None = None,
+    def __init__(self, repository: Path | str, *, poll_seconds: int | None = None, install: ServerInstall | None = None,
                  default_stub_python: str | None = None, log_path: Path | None = None,
                  explicit_models: bool = False, startup_timeout: float = 120):
         self.repository = Path(repository).resolve()
         self.install = install or find_server()
         self.default_stub_python = default_stub_python or f"{sys.version_info[0]}.{sys.version_info[1]}"
+        if "://" in str(repository):  # a URL (`s3://http://host:port/bucket/prefix`) is the server's to read
+            self.repository = repository
+        self.poll_seconds = poll_seconds  # poll mode: the server rescans the repository this often
         self.explicit_models = explicit_models
         self.startup_timeout = startup_timeout
         self._tmp = Path(tempfile.mkdtemp(prefix="tpbuild-triton-"))
@@ -136,6 +139,8 @@ class TritonServer:
             "--grpc-address=127.0.0.1", f"--grpc-port={_free_port()}",
             "--allow-metrics=false", "--exit-on-error=false", "--log-verbose=0",
         ]
+        if self.poll_seconds:
+            argv += ["--model-control-mode=poll", f"--repository-poll-secs={self.poll_seconds}"]
         if self.explicit_models:
             argv.append("--model-control-mode=explicit")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
