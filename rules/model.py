@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from pydantic import field_validator, model_validator
 
@@ -58,7 +58,7 @@ class TestCase(Attrs):
 class ModelAttrs(Attrs):
     model_name: str | None = None
     versions: Union[dict[str, str], tuple[str, ...]]
-    config: Union[dict, str, None] = None
+    config: Union[dict, str, Literal[False], None] = None  # false: no config.pbtxt, the server auto-completes
     files: tuple[SourceOrLabel, ...] = ()
     env: SourceOrLabel | None = None
     stub: LabelAttr | None = None
@@ -109,8 +109,11 @@ class TritonModel(Rule):
             self._check_python(ctx, triton, env_python, stub_python)
         if attrs.stub is not None:
             entries.append((STUB, self._stub(ctx, attrs.stub, env_file, env_check)))
-        config_art = ctx.write("TritonConfig", "config.pbtxt", verbatim or modelconfig.render(cfg))
-        entries.insert(0, ("config.pbtxt", config_art))
+        if attrs.config is not False:
+            entries.insert(0, ("config.pbtxt", ctx.write("TritonConfig", "config.pbtxt",
+                                                         verbatim or modelconfig.render(cfg))))
+        elif attrs.env is not None:
+            raise ctx.error(("config",), "an env needs a config.pbtxt to name it in: remove config = false")
 
         versions = attrs.versions if isinstance(attrs.versions, dict) else {v: v for v in attrs.versions}
         for version, rel in sorted(versions.items(), key=lambda kv: int(kv[0])):

@@ -150,6 +150,8 @@ def _main(argv: list[str]) -> int:
             _print_summary("Built", hit["targets"], hit["targets"], hit["actions"],
                            ["0 executed", f"{hit['actions']} from cache"], time.monotonic() - t0, hit["shown"])
             return EXIT_OK
+    if args.command in commands and not commands[args.command].needs_workspace:
+        return commands[args.command].run(None, args)
     from . import workspace
 
     ws = workspace.load(workspace.find_root(start))

@@ -18,9 +18,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 from .action import PYTHON, TOOL_LOG, Action, Artifact, Input, Source
 from .errors import BuildError, UserError, at
 from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
+from .layout import BUILD_FILE, OUT_DIR, WORKSPACE_FILE, find_root
 
 __all__ = [
-    "PYTHON", "TOOL_LOG", "BuildError", "Command", "Action", "Artifact", "Attrs", "AnalysisContext", "Input", "Label", "LabelAttr", "LabelOrPattern",
+    "BUILD_FILE", "OUT_DIR", "PYTHON", "TOOL_LOG", "WORKSPACE_FILE", "BuildError", "find_root", "Command", "Action", "Artifact", "Attrs", "AnalysisContext", "Input", "Label", "LabelAttr", "LabelOrPattern",
     "Pattern",
     "Rule", "Source", "SourceAttr", "SourceOrLabel", "SourcePath", "TargetInfo", "UserError",
 ]
@@ -120,6 +121,8 @@ class Command:
     # A command that builds through `session.build` gets the CLI's `--changed-since` and `--summary`,
     # to pass on as `changed_since=args.changed_since, summary_path=args.summary`.
     builds: ClassVar[bool] = False
+    # False: the command runs without a workspace (`tpbuild import` may create one) and gets session None.
+    needs_workspace: ClassVar[bool] = True
 
     def configure(self, parser) -> None:
         raise NotImplementedError
