@@ -501,6 +501,14 @@ def test_env_paths_are_normalised_where_needed_and_a_python_env_is_suggested(tmp
         "shared2/1/model.py": "x = 1\n",
         "absolute/config.pbtxt": env_config("/opt/envs/x.tar.gz"),
         "absolute/1/model.py": "x = 1\n",
+        # An unpacked env directory (r23.07+): kept whole, its bytecode too; the version's is left out.
+        "direnv/config.pbtxt": env_config("$$TRITON_MODEL_DIRECTORY/env"),
+        "direnv/1/model.py": "x = 1\n",
+        "direnv/1/__pycache__/model.cpython-311.pyc": "stale",
+        "direnv/env/pyvenv.cfg": "home = /usr/local/bin\nversion_info = 3.12.1.final.0\n",
+        "direnv/env/lib/python3.12/site-packages/six-1.16.0.dist-info/METADATA": metadata("six", "1.16.0"),
+        "direnv/env/lib/python3.12/site-packages/six-1.16.0.dist-info/REQUESTED": "",
+        "direnv/env/lib/python3.12/site-packages/__pycache__/six.cpython-312.pyc": "kept",
     })
     ws = new_workspace(tmp_path)
     r = ws.run("import", str(src), check=True)
@@ -520,6 +528,11 @@ def test_env_paths_are_normalised_where_needed_and_a_python_env_is_suggested(tmp
     assert ('# [python_env.shared1_env]\n# python = "3.10"\n# manager = "conda"\n# conda = ["numpy==1.26.4"]\n'
             '# channels = ["conda-forge"]\n# pip = ["tabulate==0.9.0"]\n') in shared
     assert "env =" not in (ws.root / "models/absolute/BUILD.toml").read_text()
+    direnv = (ws.root / "models/direnv/BUILD.toml").read_text()
+    assert 'env = "env"\n' in direnv and "files" not in direnv
+    assert ('# python = "3.12"\n# manager = "venv"\n# interpreter = "/usr/local/bin/python3.12"\n'
+            '# pip = ["six==1.16.0"]\n') in direnv
+    assert "direnv/: 1 bytecode file(s) (__pycache__, *.pyc) left out" in notes
 
     ws.build(check=True)
     repo = ws.out("repository")
@@ -531,6 +544,14 @@ def test_env_paths_are_normalised_where_needed_and_a_python_env_is_suggested(tmp
     for m in ("shared1", "shared2"):
         assert (repo / m / "conda.tar.gz").read_bytes() == (src / "envs/conda.tar.gz").read_bytes()
     assert (repo / "absolute/config.pbtxt").read_bytes() == (src / "absolute/config.pbtxt").read_bytes()
+    assert tree(repo / "direnv") == tree(src / "direnv", skip=("1/__pycache__",))
+
+    # config = false (what an auto-completed model becomes) cannot take an env: it has no config to name it in.
+    manifest = ws.root / "models/absolute/BUILD.toml"
+    manifest.write_text(manifest.read_text().replace('config = "config.pbtxt"', 'config = false\nenv = "x.tar.gz"'))
+    (manifest.parent / "x.tar.gz").write_bytes(b"")
+    r = ws.build()
+    assert r.returncode == 2 and "an env needs a config.pbtxt to name it in: remove config = false" in r.stderr
 
 
 # -- options ------------------------------------------------------------------------------------------
