@@ -165,6 +165,11 @@ def write(plan, into: Path, writes: dict[Path, str], *, move: bool) -> None:
                 if f.content is not None:
                     dest.write_bytes(f.content)
                     shutil.copymode(f.src, dest)
+                    if move and f.movable:  # the original goes too, kept aside until the import is complete
+                        aside = staging / ".replaced" / str(len(moved))
+                        aside.parent.mkdir(exist_ok=True)
+                        shutil.move(f.src, aside)
+                        moved.append((f.src, aside))
                 elif move and f.movable:
                     shutil.move(f.src, dest)
                     moved.append((f.src, dest))
@@ -192,7 +197,7 @@ def write(plan, into: Path, writes: dict[Path, str], *, move: bool) -> None:
         for d in reversed(created):
             shutil.rmtree(d, ignore_errors=True)
         raise
-    os.rmdir(staging)
+    shutil.rmtree(staging)  # empty but for originals a rewritten file replaced
     if move:
         _prune(plan.src, {src for src, _ in moved})
 

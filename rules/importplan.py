@@ -265,7 +265,7 @@ class _Model:
         if env_attr is not None and self._config_text != text:
             cfg = modelconfig.parse_text(self._config_text.decode("utf-8"), self.name)
             self.files = [f for f in self.files if f.dest != CONFIG] + \
-                [FileCopy(CONFIG, self._file(CONFIG).src, False, self._config_text)]
+                [FileCopy(CONFIG, self._file(CONFIG).src, self._file(CONFIG).movable, self._config_text)]
         self._drop_bytecode(env_attr)
         stub = self._stub()
         root_items = sorted({f.dest.split("/")[0] for f in self.files} - {CONFIG, *versions}

@@ -348,6 +348,7 @@ def test_models_the_build_would_refuse_are_listed_and_the_rest_imported(tmp_path
     src = tmp_path / "src"
     write(src, {
         "good/1/model.py": AUTO_PY,
+        "good/triton_python_backend_stub": "#!/bin/sh\nexec real_stub \"$@\"\n",  # a wrapper, not an ELF stub
         "noversion/config.pbtxt": 'backend: "python"\n',
         "noversion/1/model.py": AUTO_PY,
         "noversion/2/weights.bin": "not a model file",
@@ -366,7 +367,11 @@ def test_models_the_build_would_refuse_are_listed_and_the_rest_imported(tmp_path
     assert "garbage: config.pbtxt does not parse as Triton's ModelConfig" in r.stdout
     assert "tf: backend 'tensorflow'" in r.stdout
     assert sorted(p.name for p in (ws.root / "models").iterdir()) == ["good"]
+    assert "good/triton_python_backend_stub: " in r.stdout and "is not an ELF binary" in r.stdout
+    assert "kept as a plain file, not a python_stub" in r.stdout
+    assert 'files = ["triton_python_backend_stub"]' in (ws.root / "models/good/BUILD.toml").read_text()
     ws.build(check=True)
+    assert ws.out("repository/good/triton_python_backend_stub").read_text().startswith("#!/bin/sh")
 
     shutil.rmtree(src / "good")
     r = new_workspace(tmp_path, "again").run("import", str(src))
@@ -581,13 +586,17 @@ def test_inline_config_renders_the_same_config(tmp_path):
 def test_move_empties_src_and_builds_the_same_repository(tmp_path):
     src = tmp_path / "src"
     python_repository(src)
-    write(src, {"common/x.txt": "shared\n"})
+    write(src, {"common/x.txt": "shared\n", "subenv/1/model.py": "x = 1\n",
+                "subenv/config.pbtxt": env_config("$$TRITON_MODEL_DIRECTORY/envs/env.tar.gz")})
+    fake_env(src / "subenv/envs/env.tar.gz", {})
     os.symlink("../../common/x.txt", src / "helper/1/linked.txt")
-    expected = tree(src, skip=("onnx/", "common/"))
+    expected = tree(src, skip=("onnx/", "common/", "subenv/envs/"))
+    expected["subenv/env.tar.gz"] = (src / "subenv/envs/env.tar.gz").read_bytes(), False
+    expected["subenv/config.pbtxt"] = env_config("$$TRITON_MODEL_DIRECTORY/env.tar.gz").encode(), False
     ws = new_workspace(tmp_path)
     ws.run("import", str(src), "--move", check=True)
-    # Moved: the models' plain files, and the directories that emptied. Left: what was not imported, the
-    # symlink (its target was copied), and the file it leads to.
+    # Moved: the models' plain files (a rewritten config too), and the directories that emptied. Left: what
+    # was not imported, the symlink (its target was copied), and the file it leads to.
     left = sorted(p.relative_to(src).as_posix() for p in src.rglob("*"))
     assert left == ["common", "common/x.txt", "helper", "helper/1", "helper/1/linked.txt",
                     "onnx", "onnx/1", "onnx/1/model.onnx", "onnx/config.pbtxt"]
