@@ -229,6 +229,8 @@ class _Model:
         from . import modelconfig
 
         has_config = self._has(CONFIG)
+        if not has_config and os.path.lexists(self.path / CONFIG):  # without it, the model would change meaning
+            return self._refuse(f"its {CONFIG} cannot be imported (see files not imported)")
         text = self._file(CONFIG).src.read_bytes() if has_config else None
         versions = sorted({d for d in self.dirs if "/" not in d and VERSION_RE.match(d)}, key=int)
         cfg = modelconfig.model_config_pb2.ModelConfig()
@@ -267,6 +269,7 @@ class _Model:
             self.files = [f for f in self.files if f.dest != CONFIG] + \
                 [FileCopy(CONFIG, self._file(CONFIG).src, self._file(CONFIG).movable, self._config_text)]
         self._drop_bytecode(env_attr)
+        self._note_empty_dirs()
         stub = self._stub()
         root_items = sorted({f.dest.split("/")[0] for f in self.files} - {CONFIG, *versions}
                             - ({env_attr} if env_attr else set()) - ({STUB} if stub else set()))
@@ -348,6 +351,13 @@ class _Model:
             self.files = [f for f in self.files if not bytecode(f.dest)]
             self.notes.append(f"{self.name}/: {len(dropped)} bytecode file(s) (__pycache__, *.pyc) left out: "
                               "the server recompiles them")
+
+    def _note_empty_dirs(self) -> None:
+        holding = {"/".join(f.dest.split("/")[:i]) for f in self.files for i in range(1, f.dest.count("/") + 1)}
+        empty = [d for d in self.dirs if d not in holding and d.rsplit("/", 1)[-1] != "__pycache__"]
+        if empty:
+            self.notes.append(f"{self.name}/: empty directories are not kept (a build places files): "
+                              f"{', '.join(d + '/' for d in empty)}")
 
     def _stub(self) -> tuple[str, str] | None:
         """(Python, libpython) of a custom stub at the model root, read from its ELF; None (the file stays

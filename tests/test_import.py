@@ -5,14 +5,14 @@ the real Triton server; and everything that must be reported, refused or left al
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
 import tarfile
-import io
-import json
 from pathlib import Path
 
 import pytest
@@ -181,12 +181,13 @@ def python_repository(src: Path, env_tarball: Path | None = None, stub: Path | N
         "onnx/1/model.onnx": b"\x08\x07 not really onnx",
     })
     if env_tarball is not None:
+        body = "import tabulate\n    return tabulate.__version__"
         write(src, {"withenv/config.pbtxt": STRING_OUT_CONFIG + ENV_PARAMETER,
-                    "withenv/1/model.py": TEXT_PY.replace("{body}", "import tabulate\n    return tabulate.__version__")})
+                    "withenv/1/model.py": TEXT_PY.replace("{body}", body)})
         shutil.copyfile(env_tarball, src / "withenv" / "env.tar.gz")
     if stub is not None:
-        write(src, {"stubbed/config.pbtxt": STRING_OUT_CONFIG,
-                    "stubbed/1/model.py": TEXT_PY.replace("{body}", "import sys\n    return '%d.%d' % sys.version_info[:2]")})
+        body = "import sys\n    return '%d.%d' % sys.version_info[:2]"
+        write(src, {"stubbed/config.pbtxt": STRING_OUT_CONFIG, "stubbed/1/model.py": TEXT_PY.replace("{body}", body)})
         shutil.copyfile(stub, src / "stubbed" / STUB)
         os.chmod(src / "stubbed" / STUB, 0o755)
 
@@ -388,7 +389,9 @@ def test_symlinks_special_files_and_name_clashes_are_reported_never_followed(tmp
     secret.write_text("outside SRC\n")
     write(tmp_path / "elsewhere", {"config.pbtxt": 'backend: "python"\n', "1/model.py": AUTO_PY})
     write(src, {"common/shared.py": "SHARED = 1\n", "add_sub/1/BUILD.toml": "[x]\n",
-                "a b/1/model.py": AUTO_PY, "a_b/1/model.py": AUTO_PY})
+                "a b/1/model.py": AUTO_PY, "a_b/1/model.py": AUTO_PY, "linked/1/model.py": AUTO_PY})
+    (src / "add_sub/1/empty/deeper").mkdir(parents=True)
+    os.symlink(secret, src / "linked/config.pbtxt")  # the model would mean something else without it
     os.symlink(secret, src / "add_sub/1/outside.txt")
     os.symlink("../../common/shared.py", src / "add_sub/1/shared.py")  # inside SRC: its content is imported
     os.symlink("..", src / "add_sub/1/loop")
@@ -408,6 +411,8 @@ def test_symlinks_special_files_and_name_clashes_are_reported_never_followed(tmp
                  "a_b/: its package name 'a_b' is taken by a b/"):
         assert line in problems, out
     assert "common/: no config.pbtxt and no version directory: not a model, not imported" in out
+    assert "linked: its config.pbtxt cannot be imported (see files not imported)" in out
+    assert "add_sub/: empty directories are not kept (a build places files): 1/empty/, 1/empty/deeper/" in out
     assert 'model_name = "a b"' in (ws.root / "models/a_b/BUILD.toml").read_text()
     assert not (ws.root / "models/escape").exists()
 
@@ -521,7 +526,8 @@ def test_env_paths_are_normalised_where_needed_and_a_python_env_is_suggested(tmp
     assert ("subenv/config.pbtxt: EXECUTION_ENV_PATH '$$TRITON_MODEL_DIRECTORY/envs/env.tar.gz' normalised to "
             "'$$TRITON_MODEL_DIRECTORY/env.tar.gz': the env lands at the model root (moved from envs/env.tar.gz); "
             "this config is no longer byte-identical to SRC") in notes
-    assert "shared1/config.pbtxt: EXECUTION_ENV_PATH '$$TRITON_MODEL_DIRECTORY/../envs/conda.tar.gz' normalised" in notes
+    assert ("shared1/config.pbtxt: EXECUTION_ENV_PATH '$$TRITON_MODEL_DIRECTORY/../envs/conda.tar.gz' "
+            "normalised") in notes
     assert ("absolute/config.pbtxt: EXECUTION_ENV_PATH '/opt/envs/x.tar.gz': not inside the model directory; kept "
             "as written") in notes
 
