@@ -116,6 +116,7 @@ def _tar_members(path: Path):
 
 
 def _dir_members(path: Path):
+    inside = path.resolve()
     try:
         for rel in ("pyvenv.cfg",):
             if (path / rel).is_file():
@@ -126,7 +127,7 @@ def _dir_members(path: Path):
             yield f"lib/{lib.name}/", b""
             for d in sorted(lib.glob("site-packages/*.dist-info")):
                 for leaf in ("METADATA", "REQUESTED"):
-                    if (d / leaf).is_file():
+                    if (d / leaf).is_file() and (d / leaf).resolve().is_relative_to(inside):  # never follow out
                         yield f"lib/{lib.name}/site-packages/{d.name}/{leaf}", (d / leaf).read_bytes()
     except OSError as e:
         raise EnvReadError(f"unreadable ({e.strerror}: {e.filename})") from None

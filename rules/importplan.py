@@ -171,6 +171,7 @@ class _Model:
         self.problems: list[str] = []  # the plan's only if the model is imported or refused, not skipped
         self._config_text: bytes | None = None
         self.refused = False
+        self.dropped_links: list[str] = []  # symlinks not followed, by their path in the model
         self._walk(path, "", (path,), movable=not via_link)
 
     # -- scanning --------------------------------------------------------------------------------
@@ -192,6 +193,7 @@ class _Model:
             if e.is_symlink():
                 target = _follow(target, self.root, where, self.problems)
                 if target is None:
+                    self.dropped_links.append(r)
                     continue
                 file_movable = False
             try:
@@ -264,6 +266,8 @@ class _Model:
             return self._refuse("no version directory (1/, 2/, ...): the server has nothing to load")
 
         env_attr, suggestion = self._env(cfg, text)
+        if self.refused:
+            return None
         if env_attr is not None and self._config_text != text:
             cfg = modelconfig.parse_text(self._config_text.decode("utf-8"), self.name)
             self.files = [f for f in self.files if f.dest != CONFIG] + \
@@ -407,6 +411,12 @@ class _Model:
             source = self._file(rel)
         elif rel in self.dirs:
             source = None  # an unpacked env directory (r23.07+)
+            links = [r for r in self.dropped_links if r.startswith(rel + "/")]
+            if links:
+                self._refuse(f"its env directory {rel}/ holds symlinks that cannot be imported ({', '.join(links)}; "
+                             "a venv's python links to its base interpreter), and the env would not work without "
+                             "them: pack it into a tarball (venv-pack, conda-pack) and import again")
+                return None, ""
         else:
             self.notes.append(f"{where}: no such file in the model directory; kept as written, not managed as an env")
             return None, ""
@@ -428,9 +438,8 @@ class _Model:
                 return None, ""
             self.files = [f for f in self.files if f.dest != rel] + [FileCopy(base, source.src, source.movable)]
             self._config_text = new
-            self.notes.append(f"{where} normalised to {canonical!r}: the env lands at the model root "
-                              f"({'copied from ' + rel if rel.startswith('../') else 'moved from ' + rel}); "
-                              f"this config is no longer byte-identical to SRC")
+            self.notes.append(f"{where} normalised to {canonical!r}: the env is placed at the model root "
+                              f"(it was at {rel}); this config is no longer byte-identical to SRC")
         else:
             self._config_text = text
         return base, self._suggest(base, env_path)

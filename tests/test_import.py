@@ -519,17 +519,25 @@ def test_env_paths_are_normalised_where_needed_and_a_python_env_is_suggested(tmp
         "direnv/env/lib/python3.12/site-packages/six-1.16.0.dist-info/METADATA": metadata("six", "1.16.0"),
         "direnv/env/lib/python3.12/site-packages/six-1.16.0.dist-info/REQUESTED": "",
         "direnv/env/lib/python3.12/site-packages/__pycache__/six.cpython-312.pyc": "kept",
+        "venvdir/config.pbtxt": env_config("$$TRITON_MODEL_DIRECTORY/venv"),
+        "venvdir/1/model.py": "x = 1\n",
+        "venvdir/venv/pyvenv.cfg": "home = /usr/bin\n",
     })
+    (src / "venvdir/venv/bin").mkdir()
+    os.symlink(sys.executable, src / "venvdir/venv/bin/python3")  # as `python -m venv` makes it
     ws = new_workspace(tmp_path)
     r = ws.run("import", str(src), check=True)
     notes = r.stdout.split("notes (where the built repository differs from SRC, and why):\n", 1)[1]
     assert ("subenv/config.pbtxt: EXECUTION_ENV_PATH '$$TRITON_MODEL_DIRECTORY/envs/env.tar.gz' normalised to "
-            "'$$TRITON_MODEL_DIRECTORY/env.tar.gz': the env lands at the model root (moved from envs/env.tar.gz); "
+            "'$$TRITON_MODEL_DIRECTORY/env.tar.gz': the env is placed at the model root (it was at envs/env.tar.gz); "
             "this config is no longer byte-identical to SRC") in notes
     assert ("shared1/config.pbtxt: EXECUTION_ENV_PATH '$$TRITON_MODEL_DIRECTORY/../envs/conda.tar.gz' "
             "normalised") in notes
     assert ("absolute/config.pbtxt: EXECUTION_ENV_PATH '/opt/envs/x.tar.gz': not inside the model directory; kept "
             "as written") in notes
+    assert ("venvdir: its env directory venv/ holds symlinks that cannot be imported (venv/bin/python3; a venv's "
+            "python links to its base interpreter)") in r.stdout
+    assert not (ws.root / "models/venvdir").exists()
 
     subenv = (ws.root / "models/subenv/BUILD.toml").read_text()
     assert 'files = ["envs"]\nenv = "env.tar.gz"\n' in subenv
