@@ -492,6 +492,10 @@ class _Model:
         from . import modelconfig
 
         table = config_table(cfg)
+        if table.get("name") == self.name:
+            del table["name"]  # the rule fills in both
+        if table.get("backend") == "python":
+            del table["backend"]
         body = tomlwrite.table(("triton_model", "m", "config"), table)
         try:
             back = modelconfig.from_table(tomllib.loads(body)["triton_model"]["m"]["config"], self.name)
