@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tpbuild.plugin import BUILD_FILE, OUT_DIR, WORKSPACE_FILE, Command, UserError, find_root
+from tpbuild.plugin import BUILD_FILE, OUT_DIR, WORKSPACE_FILE, BuildError, Command, UserError, find_root
 
 from . import importplan, settings, tomlwrite
 
@@ -80,7 +80,11 @@ class ImportCommand(Command):
         if args.dry_run:
             print("dry run: nothing written")
             return 0
-        write(plan, into, writes, move=args.move)
+        try:
+            write(plan, into, writes, move=args.move)
+        except OSError as e:  # SRC changed under the import, or the disk is full
+            raise BuildError(f"the import failed ({e.strerror}: {e.filename}) and was undone: nothing was written"
+                             + (", every moved file is back in SRC" if args.move else "")) from None
         print(f"imported {len(plan.models)} model(s) into {rel or '.'}/ of the workspace {root}")
         if (root / BUILD_FILE) in writes:
             print(f"build the repository: tpbuild -C {root} build //:{REPOSITORY}")

@@ -300,7 +300,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     src = tmp_path / "src"
     python_repository(src)
     ws = new_workspace(tmp_path)
-    r = ws.run("import", str(src), "--dry-run", check=True)
+    r = ws.run("import", "../src", "--dry-run", check=True)  # relative to -C, as if started there
     assert r.stdout.splitlines()[0] == f"plan: {src} -> models"
     assert "  models/add_sub    <- add_sub/  (config.pbtxt kept; version 1)" in r.stdout
     assert "  models/auto       <- auto/  (no config (auto-complete); version 1)" in r.stdout
@@ -635,3 +635,24 @@ def test_existing_workspace_keeps_its_files_and_gets_a_hint(ws, tmp_path):
                           (["--triton-version", "24.1"], "--triton-version: '24.1' is not a Triton release")):
         r = ws.run("import", str(src), *args)
         assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_a_failure_while_writing_undoes_everything_moves_included(tmp_path):
+    """SRC changing under the import (a file gone between planning and copying) cannot be timed through the
+    CLI, so the writer runs in-process here, on a real plan of a real SRC."""
+    from tpbuild_triton import importer, importplan
+
+    src = tmp_path / "src"
+    python_repository(src)
+    before = tree(src)
+    plan = importplan.plan(src, "src")
+    into = tmp_path / "ws/models"
+    (tmp_path / "ws").mkdir()
+    gone = next(f.src for m in plan.models if m.name == "helper" for f in m.files if f.dest == "labels.txt")
+    data = gone.read_bytes()
+    gone.unlink()  # after add_sub, auto and decoupled were moved
+    with pytest.raises(FileNotFoundError):
+        importer.write(plan, into, {tmp_path / "ws/BUILD.toml": "x"}, move=True)
+    gone.write_bytes(data)
+    assert tree(src) == before
+    assert list((tmp_path / "ws").iterdir()) == []  # models/ was made by the import: removed with the rest
