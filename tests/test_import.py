@@ -177,6 +177,10 @@ def python_repository(src: Path, env_tarball: Path | None = None, stub: Path | N
         "helper/1/labels.py": "def load(path):\n    with open(path) as f:\n        return f.read().split()\n",
         "helper/1/data/suffix.txt": "!\n",
         "helper/labels.txt": "BIRD\nCAT\nDOG\n",
+        "custom/config.pbtxt": STRING_OUT_CONFIG + 'default_model_filename: "my_model.py"\n'
+                               "version_policy: { all { } }\n",
+        "custom/1/my_model.py": TEXT_PY.replace("{body}", "return 'one'"),
+        "custom/2/my_model.py": TEXT_PY.replace("{body}", "return 'two'"),
         "onnx/config.pbtxt": 'name: "onnx"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 0\n',
         "onnx/1/model.onnx": b"\x08\x07 not really onnx",
     })
@@ -247,7 +251,7 @@ def test_imported_repository_builds_back_to_src_and_the_real_server_loads_it(tmp
     ws = new_workspace(tmp_path)
     r = ws.run("import", str(src), "--triton-version", "24.10", check=True)
     out = r.stdout
-    for model in ("add_sub", "auto", "decoupled", "helper", "stubbed", "withenv"):
+    for model in ("add_sub", "auto", "custom", "decoupled", "helper", "stubbed", "withenv"):
         assert f"models/{model}" in out, out
     assert "skipped, not Python-backend models" in out and "onnx: platform 'onnxruntime_onnx'" in out
     assert not (ws.root / "models/onnx").exists()
@@ -276,7 +280,7 @@ def test_imported_repository_builds_back_to_src_and_the_real_server_loads_it(tmp
     assert tree(built) == expected  # file for file, byte for byte, the stub still executable
 
     with server.TritonServer(built, log_path=tmp_path / "server.log") as srv:
-        names = ["add_sub", "auto", "decoupled", "helper", "stubbed", "withenv"]
+        names = ["add_sub", "auto", "custom", "decoupled", "helper", "stubbed", "withenv"]
         ready = srv.wait_ready(names, timeout=240)
         assert all(ready.values()), (ready, srv.log_text()[-4000:])
         a = np.array([[1, 2, 3, 4]], dtype=np.float32)
@@ -290,6 +294,8 @@ def test_imported_repository_builds_back_to_src_and_the_real_server_loads_it(tmp
         one = np.array([1], dtype=np.int32)
         assert srv.infer("withenv", {"X": one})["TEXT"][0] in (b"0.9.0", "0.9.0")  # only the env has tabulate
         assert srv.infer("stubbed", {"X": one})["TEXT"][0] in (b"3.11", "3.11")
+        for version, text in (("1", "one"), ("2", "two")):  # default_model_filename, both versions served
+            assert srv.infer("custom", {"X": one}, version=version)["TEXT"][0] in (text, text.encode())
 
 
 
@@ -303,6 +309,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     r = ws.run("import", "../src", "--dry-run", check=True)  # relative to -C, as if started there
     assert r.stdout.splitlines()[0] == f"plan: {src} -> models"
     assert "  models/add_sub    <- add_sub/  (config.pbtxt kept; version 1)" in r.stdout
+    assert "  models/custom     <- custom/  (config.pbtxt kept; versions 1, 2)" in r.stdout
     assert "  models/auto       <- auto/  (no config (auto-complete); version 1)" in r.stdout
     assert "  models/helper     <- helper/  (config.pbtxt kept; version 1; files labels.txt)" in r.stdout
     assert "onnx: platform 'onnxruntime_onnx'" in r.stdout
@@ -320,8 +327,8 @@ def test_second_import_into_the_same_directory_refuses_and_changes_nothing(tmp_p
     (src / "add_sub/1/model.py").write_text("# changed since the first import\n")
     r = ws.run("import", str(src))
     assert r.returncode == 2
-    assert ("error: models/add_sub/, models/auto/, models/decoupled/, models/helper/ already exist: tpbuild import "
-            "never overwrites") in r.stderr
+    assert ("error: models/add_sub/, models/auto/, models/custom/, models/decoupled/, models/helper/ already exist: "
+            "tpbuild import never overwrites") in r.stderr
     assert tree(ws.root) == before
     assert not [p for p in (ws.root / "models").iterdir() if p.name.startswith(".")]  # no staging left behind
 
@@ -422,7 +429,7 @@ def test_symlinks_special_files_and_name_clashes_are_reported_never_followed(tmp
     assert not [k for k in built if k.startswith("add_sub/") and k.split("/")[-1] in
                 ("outside.txt", "dangling", "fifo", "BUILD.toml")]
     assert not [v for v in built.values() if v[0] == b"outside SRC\n"]
-    assert sorted({k.split("/")[0] for k in built}) == ["a b", "add_sub", "auto", "decoupled", "helper"]
+    assert sorted({k.split("/")[0] for k in built}) == ["a b", "add_sub", "auto", "custom", "decoupled", "helper"]
 
 
 def _no_dac_override():
@@ -590,7 +597,7 @@ def test_inline_config_renders_the_same_config(tmp_path):
     assert not (ws.root / "models/add_sub/config.pbtxt").exists()
     assert "config = false" in (ws.root / "models/auto/BUILD.toml").read_text()
     ws.build(check=True)
-    for m in ("add_sub", "decoupled", "helper"):
+    for m in ("add_sub", "custom", "decoupled", "helper"):
         built = modelconfig.parse_text(ws.out(f"repository/{m}/config.pbtxt").read_text(), m)
         original = modelconfig.parse_text((src / m / "config.pbtxt").read_text(), m)
         original.name = m
@@ -627,7 +634,7 @@ def test_existing_workspace_keeps_its_files_and_gets_a_hint(ws, tmp_path):
     assert 'models = ["//legacy/models/..."]' in r.stdout
     assert 'tpbuild.toml exists and is left as it is: set [triton] version = "24.10"' in r.stdout
     assert (ws.root / "legacy/models/add_sub/BUILD.toml").is_file()
-    assert "Built 4/4 targets" in ws.build("//legacy/...", check=True).stdout
+    assert "Built 5/5 targets" in ws.build("//legacy/...", check=True).stdout
 
     for args, message in ((["--into", str(tmp_path)], "outside the workspace"),
                           (["--into", "tpbuild-out/x"], "inside tpbuild-out/"),
