@@ -256,7 +256,7 @@ class _Model:
         try:
             modelconfig.validate(cfg, self.name)
         except modelconfig.ConfigError as e:
-            return self._refuse(f"{CONFIG}: {e}")
+            return self._refuse(f"{CONFIG}: {e}" if has_config else e.message)
         missing = [v for v in versions if not self._has(f"{v}/{model_file}")]
         if missing:
             return self._refuse(f"version director{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)} "

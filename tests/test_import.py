@@ -365,6 +365,7 @@ def test_models_the_build_would_refuse_are_listed_and_the_rest_imported(tmp_path
         "garbage/config.pbtxt": "this is { not pbtxt",
         "garbage/1/model.py": AUTO_PY,
         "tf/config.pbtxt": 'backend: "tensorflow"\n',
+        "bad$name/1/model.py": AUTO_PY,
         "tf/1/model.savedmodel/saved_model.pb": "x",
     })
     ws = new_workspace(tmp_path)
@@ -374,6 +375,7 @@ def test_models_the_build_would_refuse_are_listed_and_the_rest_imported(tmp_path
     assert "badname: config.pbtxt: name: name 'other' differs from the model name 'badname'" in r.stdout
     assert "garbage: config.pbtxt does not parse as Triton's ModelConfig" in r.stdout
     assert "tf: backend 'tensorflow'" in r.stdout
+    assert "bad$name: model name 'bad$name': Triton refuses the characters '$'" in r.stdout
     assert sorted(p.name for p in (ws.root / "models").iterdir()) == ["good"]
     assert "good/triton_python_backend_stub: " in r.stdout and "is not an ELF binary" in r.stdout
     assert "kept as a plain file, not a python_stub" in r.stdout
