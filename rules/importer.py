@@ -161,25 +161,24 @@ def write(plan, into: Path, writes: dict[Path, str], *, move: bool) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".tpbuild-import-", dir=into))
     try:
         for m in plan.models:
-            pkg = staging / m.package
-            pkg.mkdir()
+            (staging / m.package).mkdir()
+            (staging / m.package / BUILD_FILE).write_text(m.build_toml)
+        # Copies before moves: a symlink elsewhere in SRC may lead to a file that a move takes away.
+        for m in plan.models:
             for f in m.files:
-                dest = pkg / f.dest
+                dest = staging / m.package / f.dest
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if f.content is not None:
                     dest.write_bytes(f.content)
                     shutil.copymode(f.src, dest)
-                    if move and f.movable:  # the original goes too, kept aside until the import is complete
-                        aside = staging / ".replaced" / str(len(moved))
-                        aside.parent.mkdir(exist_ok=True)
-                        shutil.move(f.src, aside)
-                        moved.append((f.src, aside))
-                elif move and f.movable:
-                    shutil.move(f.src, dest)
-                    moved.append((f.src, dest))
-                else:
+                elif not (move and f.movable):
                     shutil.copy2(f.src, dest)
-            (pkg / BUILD_FILE).write_text(m.build_toml)
+        for m, f in [(m, f) for m in plan.models for f in m.files if move and f.movable]:
+            # A rewritten file's original is kept aside until the import is complete.
+            dest = staging / m.package / f.dest if f.content is None else staging / ".replaced" / str(len(moved))
+            dest.parent.mkdir(exist_ok=True)
+            shutil.move(f.src, dest)
+            moved.append((f.src, dest))
         for m in plan.models:
             final = into / m.package
             if os.path.lexists(final):

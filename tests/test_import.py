@@ -613,6 +613,7 @@ def test_move_empties_src_and_builds_the_same_repository(tmp_path):
                 "subenv/config.pbtxt": env_config("$$TRITON_MODEL_DIRECTORY/envs/env.tar.gz")})
     fake_env(src / "subenv/envs/env.tar.gz", {})
     os.symlink("../../common/x.txt", src / "helper/1/linked.txt")
+    os.symlink("../../add_sub/1/model.py", src / "auto/1/same.py")  # to a file that is moved
     expected = tree(src, skip=("onnx/", "common/", "subenv/envs/"))
     expected["subenv/env.tar.gz"] = (src / "subenv/envs/env.tar.gz").read_bytes(), False
     expected["subenv/config.pbtxt"] = env_config("$$TRITON_MODEL_DIRECTORY/env.tar.gz").encode(), False
@@ -621,7 +622,8 @@ def test_move_empties_src_and_builds_the_same_repository(tmp_path):
     # Moved: the models' plain files (a rewritten config too), and the directories that emptied. Left: what
     # was not imported, the symlink (its target was copied), and the file it leads to.
     left = sorted(p.relative_to(src).as_posix() for p in src.rglob("*"))
-    assert left == ["common", "common/x.txt", "helper", "helper/1", "helper/1/linked.txt",
+    assert left == ["auto", "auto/1", "auto/1/same.py", "common", "common/x.txt", "helper", "helper/1",
+                    "helper/1/linked.txt",
                     "onnx", "onnx/1", "onnx/1/model.onnx", "onnx/config.pbtxt"]
     ws.build(check=True)
     assert tree(ws.out("repository")) == expected
