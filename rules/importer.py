@@ -128,7 +128,7 @@ class ImportCommand(Command):
 
 
 def render(plan, rel: str, root: Path, writes: dict[Path, str], dry_run: bool) -> str:
-    lines = [f"{'plan' if dry_run else 'import'}: {plan.src} -> {_pkg(rel, '')}"]
+    lines = [f"{'plan' if dry_run else 'import'}: {plan.src} -> {_pkg(rel, '')}/ of the workspace {root}"]
     width = max((len(_pkg(rel, m.package)) for m in plan.models), default=0)
     for m in plan.models:
         lines.append(f"  {_pkg(rel, m.package):<{width}}  <- {m.name}/  ({m.summary})")

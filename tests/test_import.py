@@ -307,7 +307,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     python_repository(src)
     ws = new_workspace(tmp_path)
     r = ws.run("import", "../src", "--dry-run", check=True)  # relative to -C, as if started there
-    assert r.stdout.splitlines()[0] == f"plan: {src} -> models"
+    assert r.stdout.splitlines()[0] == f"plan: {src} -> models/ of the workspace {ws.root}"
     assert "  models/add_sub    <- add_sub/  (config.pbtxt kept; version 1)" in r.stdout
     assert "  models/custom     <- custom/  (config.pbtxt kept; versions 1, 2)" in r.stdout
     assert "  models/auto       <- auto/  (no config (auto-complete); version 1)" in r.stdout
