@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from pydantic import field_validator, model_validator
 
@@ -64,7 +64,7 @@ class TestCase(Attrs):
 class ModelAttrs(Attrs):
     model_name: str | None = None
     versions: Union[dict[str, str], tuple[str, ...]]
-    config: Union[dict, str, None] = None
+    config: Union[dict, str, Literal[False], None] = None  # false: no config.pbtxt, the server auto-completes
     files: tuple[SourceOrLabel, ...] = ()
     env: SourceOrLabel | None = None
     stub: LabelAttr | None = None
@@ -130,7 +130,11 @@ class TritonModel(Rule):
             self._check_python(ctx, triton, env_python, stub_python)
         if attrs.stub is not None:
             entries.append((STUB, self._stub(ctx, attrs.stub, env_file, env_check)))
-        if cfg is not None:
+        if attrs.config is False:
+            if attrs.env is not None:
+                problems.append(ctx.error(("config",), "an env needs a config.pbtxt to name it in: "
+                                                       "remove config = false"))
+        elif cfg is not None:
             entries.insert(0, ("config.pbtxt", ctx.write("TritonConfig", "config.pbtxt",
                                                          verbatim or modelconfig.render(cfg))))
 

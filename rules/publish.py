@@ -177,13 +177,10 @@ def _build(session, label: str, jobs: int) -> tuple[str, str, Path, Path] | None
     result = session.build([label], jobs=jobs)
     if result is None or not result.success:
         return None
-    if len(result.analysis.requested) != 1:
+    if len(result.requested) != 1:
         raise UserError(f"LABEL {label!r} must name one model_repository target")
-    target = result.analysis.requested[0]
-    outputs = result.targets[target].outputs
-    root = session.ws.root
-    return str(target), result.analysis.infos[target].rule, root, root / outputs[0] if outputs else root
-
+    target = result.requested[0]
+    return str(target), result.infos[target].rule, session.root, session.output(target)
 
 def _model_file(config: LocalFile | None, model: str) -> str:
     from . import modelconfig

@@ -181,6 +181,8 @@ def _main(argv: list[str]) -> int:
         from .reapi import worker
 
         return worker.main(args)
+    if args.command in commands and not commands[args.command].needs_workspace:
+        return commands[args.command].run(None, args)
     from . import workspace
 
     ws = workspace.load(workspace.find_root(start))

@@ -21,12 +21,13 @@ from .action import OUT, PYTHON, TOOL_LOG, Action, Artifact, Input, RunAction, S
 from .errors import BuildError, TpbuildError, UserError, at, collected
 from .manifest import describe as describe_validation_error
 from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
+from .layout import BUILD_FILE, OUT_DIR, WORKSPACE_FILE, find_root
 
 __all__ = [
-    "OUT", "PYTHON", "TOOL_LOG", "Action", "AnalysisContext", "Analysed", "Artifact", "Attrs", "BuildError", "Built",
-    "Command", "Input", "Label", "LabelAttr", "LabelOrPattern", "Pattern", "Rule", "Session", "Source", "SourceAttr",
-    "SourceOrLabel", "SourcePath", "TargetInfo", "TpbuildError", "UserError", "at", "collected",
-    "describe_validation_error",
+    "BUILD_FILE", "OUT", "OUT_DIR", "PYTHON", "TOOL_LOG", "WORKSPACE_FILE", "Action", "AnalysisContext", "Analysed",
+    "Artifact", "Attrs", "BuildError", "Built", "Command", "Input", "Label", "LabelAttr", "LabelOrPattern", "Pattern",
+    "Rule", "Session", "Source", "SourceAttr", "SourceOrLabel", "SourcePath", "TargetInfo", "TpbuildError",
+    "UserError", "at", "collected", "describe_validation_error", "find_root",
 ]
 
 
@@ -175,6 +176,8 @@ class Command:
     # A command that builds through `session.build` gets the CLI's `--changed-since` and `--summary`,
     # to pass on as `changed_since=args.changed_since, summary_path=args.summary`.
     builds: ClassVar[bool] = False
+    # False: the command runs without a workspace (`tpbuild import` may create one) and gets session None.
+    needs_workspace: ClassVar[bool] = True
 
     def configure(self, parser) -> None:
         raise NotImplementedError
