@@ -89,15 +89,20 @@ def _free_port() -> int:
 class TritonServer:
     def __init__(self, repository: Path, *, install: ServerInstall | None = None,
                  default_stub_python: str | None = None, log_path: Path | None = None,
-                 explicit_models: bool = False, startup_timeout: float = 120):
+                 explicit_models: bool = False, startup_timeout: float = 120, http_port: int | None = None,
+                 exit_timeout: int = 30):
         self.repository = Path(repository).resolve()
         self.install = install or find_server()
         self.default_stub_python = default_stub_python or f"{sys.version_info[0]}.{sys.version_info[1]}"
         self.explicit_models = explicit_models
         self.startup_timeout = startup_timeout
+        # Seconds the server waits for models to unload when stopped (Triton's default: 30). r24.10 never
+        # finishes unloading a model whose reload failed, so a short wait makes stopping prompt.
+        self.exit_timeout = exit_timeout
         self._tmp = Path(tempfile.mkdtemp(prefix="tpbuild-triton-"))
         self.log_path = Path(log_path) if log_path else self._tmp / "server.log"
-        self.http_port = _free_port()
+        self.http_port = http_port or _free_port()
+        self.grpc_port = _free_port()
         self.http_url = f"http://127.0.0.1:{self.http_port}"
         self._proc: subprocess.Popen | None = None
 
@@ -133,8 +138,9 @@ class TritonServer:
             str(self.install.binary), f"--model-repository={self.repository}",
             f"--backend-directory={self._backend_dir()}",
             "--http-address=127.0.0.1", f"--http-port={self.http_port}",
-            "--grpc-address=127.0.0.1", f"--grpc-port={_free_port()}",
+            "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
             "--allow-metrics=false", "--exit-on-error=false", "--log-verbose=0",
+            f"--exit-timeout-secs={self.exit_timeout}",
         ]
         if self.explicit_models:
             argv.append("--model-control-mode=explicit")
@@ -153,6 +159,11 @@ class TritonServer:
             time.sleep(0.2)
         self.stop()
         raise BuildError(f"tritonserver did not come up within {self.startup_timeout:.0f}s", detail=self._tail())
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid, which is also its process group (its stubs are in it)."""
+        return self._proc.pid if self._proc is not None else None
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

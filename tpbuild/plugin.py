@@ -18,11 +18,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 from .action import PYTHON, TOOL_LOG, Action, Artifact, Input, Source
 from .errors import BuildError, UserError, at
 from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
+from .layout import STATE_DIR  # tpbuild-out/.tpbuild: where rule-set commands keep their logs (`tpbuild dev`)
 
 __all__ = [
     "PYTHON", "TOOL_LOG", "BuildError", "Command", "Action", "Artifact", "Attrs", "AnalysisContext", "Input", "Label", "LabelAttr", "LabelOrPattern",
     "Pattern",
-    "Rule", "Source", "SourceAttr", "SourceOrLabel", "SourcePath", "TargetInfo", "UserError",
+    "Rule", "STATE_DIR", "Source", "SourceAttr", "SourceOrLabel", "SourcePath", "TargetInfo", "UserError",
 ]
 
 

@@ -1,0 +1,239 @@
+"""`tpbuild dev`: the model author's loop. Build, serve from a running Triton, and on every saved edit
+rebuild in the same process, reload only the models whose output changed, and re-test them.
+
+The server (explicit model control) reads a repository of symlinks, one per model, each to that
+model's output in tpbuild-out. The path stays valid across rebuilds: tpbuild updates an output by
+renaming files into it, or renames a whole new tree into place, so the path always names the old
+tree or the new one, never a half-written one. The server reads a model directory only when asked
+to load it, and this process asks only after a build has finished, so a load never races a build.
+A model that is not reloaded keeps serving what its stub already imported. Pointing the server at a
+built `model_repository` instead would tie what is served to one repository target; patterns here
+may name single models.
+
+Which models to reload: the tree digest of each model's output, as the build recorded it, against
+the one last loaded. An explicit-mode load always restarts the model's stub (seconds for a Python
+model), so a model whose output is byte-identical is never reloaded. A model that fails to load is
+tried again only after its output changes again; Triton keeps the last good version serving.
+
+The watcher is `watchfiles` (inotify through Rust's notify, no polling): it groups a burst of events
+until none has arrived for `STEP_MS`, which is the debounce. Everything under the workspace is
+watched except tpbuild-out, the cache and the usual editor/VCS litter; an event that changes no
+action key costs a no-op build.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tpbuild.plugin import STATE_DIR, BuildError, Command, UserError
+
+from . import settings
+from .testing import check_model, models_of
+
+STEP_MS = 50  # quiet time that ends a burst of file events
+DEBOUNCE_MS = 1600  # a burst that never goes quiet is still answered after this long
+LOG_LINES = 30  # server log lines shown for a model that failed to load
+EXIT_TIMEOUT = 3  # seconds the server may take to unload models when stopped (see TritonServer)
+
+
+def _watchfiles():
+    try:
+        import watchfiles
+    except ImportError:
+        raise UserError("tpbuild dev watches files with the watchfiles package: "
+                        "install it with `pip install 'tpbuild[dev]'`") from None
+    return watchfiles
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+class _Signals:
+    """SIGTERM ends the loop as Ctrl-C does, through the `finally` that stops the server; while it
+    stops, further signals are ignored so a second Ctrl-C cannot leave the server half stopped."""
+
+    def __enter__(self) -> "_Signals":
+        self._old = {s: signal.signal(s, self._raise) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    @staticmethod
+    def _raise(_signum, _frame):
+        raise KeyboardInterrupt
+
+    def shield(self) -> None:
+        for s in self._old:
+            signal.signal(s, signal.SIG_IGN)
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+class DevLoop:
+    """One session of `tpbuild dev`: the server, and what it serves (model name -> tree digest)."""
+
+    def __init__(self, session, args, repo: Path):
+        self.session = session
+        self.args = args
+        self.repo = repo
+        self.root = session.ws.root
+        self.srv = None
+        self.served: dict[str, str] = {}  # model name -> output digest last loaded (or tried)
+        self.cycles = 0
+
+    # -- one build and what follows it ------------------------------------------------------------
+
+    def cycle(self) -> None:
+        first = self.cycles == 0
+        self.cycles += 1
+        t0 = time.monotonic()
+        try:
+            result = self.session.build(self.args.patterns, jobs=self.args.jobs, keep_going=True)
+        except (UserError, BuildError) as e:  # a bad manifest: nothing was built
+            _say(f"error: {e.render()}")
+            _say(f"-- build FAILED in {time.monotonic() - t0:.2f}s; "
+                 + ("waiting for a fix" if self.srv is None else "the last good models keep serving"))
+            return
+        models = models_of(result)
+        broken = sorted((result.analysis.infos[label].values["model_name"], label)
+                        for label, t in result.targets.items()
+                        if t.status != "built" and result.analysis.infos[label].rule == "triton_model")
+        if not models and not broken:
+            if first:
+                raise UserError("no triton_model among these targets: name models or model repositories to serve")
+            _say("-- no model among these targets any more")
+        for name, label in broken:
+            _say(f"FAIL {label} ({name}): build failed; "
+                 + ("the last good build keeps serving" if name in self.served else "not served"))
+        for name in sorted(self.served.keys() - models.keys() - {n for n, _ in broken}):
+            self._drop(name)
+        changed = {n: v for n, v in models.items() if self.served.get(n) != result.placed[v[1]][0]}
+        if changed and self.srv is None:
+            self._start_server()
+        loaded = sum(self._reload(name, label, out, result, first) for name, (label, out) in changed.items())
+        _say(f"-- build {'OK' if result.success else 'FAILED'} in {time.monotonic() - t0:.2f}s: "
+             f"{loaded} model(s) {'loaded' if first else 'reloaded'}"
+             + (f", {len(changed) - loaded} failed to load" if loaded < len(changed) else "")
+             + f", {len(models) - len(changed)} unchanged")
+
+    def _reload(self, name: str, label, out: str, result, first: bool) -> bool:
+        """Load the model's new output and test it; False if the server could not load it."""
+        link = self.repo / name
+        target = self.root / out
+        if os.path.islink(link) and os.readlink(link) != str(target):
+            link.unlink()  # the model moved to another package
+        if not os.path.islink(link):
+            link.symlink_to(target)
+        self.served[name] = result.placed[out][0]
+        t0 = time.monotonic()
+        res = check_model(self.srv, self.root, name, label, result.analysis.infos[label], self.args.load_timeout,
+                          run_tests=not self.args.no_test)
+        took = (("loaded" if first else "rebuilt, reloaded") + ("" if self.args.no_test else " and tested")
+                + f" in {time.monotonic() - t0:.2f}s")
+        head = f"{label} ({name}): {took}"
+        if not res.loaded:
+            keeps = "the last good version keeps serving" if self.srv.is_model_ready(name) else "not served"
+            _say(f"FAIL {label} ({name}): did not load; {keeps}")
+            for line in _log_lines(res.log)[-LOG_LINES:]:
+                _say(f"    {line}")
+            return False
+        if self.args.no_test:
+            _say(f"READY {head}")
+        elif res.ok:
+            _say(f"PASS {head}; {len(res.cases)} case(s) passed")
+        else:
+            failing = next(c for c in res.cases if not c.ok)
+            _say(f"FAIL {head}; case {failing.name!r}: {failing.message}")
+        return True
+
+    def _drop(self, name: str) -> None:
+        """A model the patterns no longer build (removed or renamed): stop serving it."""
+        self.srv.unload(name)
+        (self.repo / name).unlink(missing_ok=True)
+        del self.served[name]
+        _say(f"UNLOADED {name}: no longer among the targets")
+
+    # -- server -----------------------------------------------------------------------------------
+
+    def _start_server(self) -> None:
+        from .server import TritonServer, find_server
+
+        explicit = self.args.tritonserver or self.session.ws.sections.get(settings.SECTION, {}).get("server")
+        log = self.root / STATE_DIR / "logs" / "tritonserver-dev.log"
+        self.srv = TritonServer(self.repo, install=find_server(Path(explicit) if explicit else None),
+                                explicit_models=True, log_path=log, http_port=self.args.port,
+                                exit_timeout=EXIT_TIMEOUT)
+        self.srv.start()
+        _say(f"serving on HTTP {self.srv.http_url}  gRPC 127.0.0.1:{self.srv.grpc_port}")
+        _say(f"  tritonserver pid {self.srv.pid}, repository {self.repo}, log {log}")
+
+    def close(self) -> None:
+        if self.srv is not None:
+            self.srv.stop()
+
+    # -- watching ---------------------------------------------------------------------------------
+
+    def watch(self, watchfiles) -> None:
+        ignore = [self.session.ws.out_dir, self.session.cache_dir]
+        flt = watchfiles.DefaultFilter(ignore_paths=[str(p) for p in ignore])
+        _say(f"watching {self.root} (Ctrl-C to stop)")
+        for changes in watchfiles.watch(self.root, watch_filter=flt, step=STEP_MS, debounce=DEBOUNCE_MS):
+            paths = sorted({os.path.relpath(p, self.root) for _kind, p in changes})
+            _say(f"-- changed: {', '.join(paths[:5])}" + (f" and {len(paths) - 5} more" if len(paths) > 5 else ""))
+            self.cycle()
+
+
+def _log_lines(text: str) -> list[str]:
+    """Triton writes a Python traceback into one log line with escaped newlines; show it as lines."""
+    return [line for line in text.replace("\\n", "\n").splitlines() if line.strip()]
+
+
+def _check_port(port: int) -> None:
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port}: a port is a number from 1 to 65535")
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise UserError(f"--port {port}: {e.strerror}; pick another port or leave --port out for a free one") \
+                from None
+
+
+class DevCommand(Command):
+    name = "dev"
+    help = "serve models from a Triton server; on every edit rebuild, reload what changed, and re-test"
+
+    def configure(self, parser) -> None:
+        parser.add_argument("patterns", nargs="+", metavar="PATTERN")
+        parser.add_argument("--port", type=int, metavar="HTTP", help="the server's HTTP port (default: a free one)")
+        parser.add_argument("--no-test", action="store_true", help="reload only; do not run the models' test cases")
+        parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+        parser.add_argument("--tritonserver", metavar="PATH", help="a tritonserver binary or install directory")
+        parser.add_argument("--load-timeout", type=float, default=180, help="seconds a model may take to load")
+
+    def run(self, session, args) -> int:
+        watchfiles = _watchfiles()
+        if args.port is not None:
+            _check_port(args.port)
+        sys.stdout.reconfigure(line_buffering=True)  # the build's own lines interleave with ours
+        with tempfile.TemporaryDirectory(prefix="tpbuild-dev-") as tmp, _Signals() as signals:
+            repo = Path(tmp) / "repository"
+            repo.mkdir()
+            loop = DevLoop(session, args, repo)
+            try:
+                loop.cycle()
+                loop.watch(watchfiles)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                signals.shield()
+                loop.close()
+        _say("stopped: the server and the watcher are shut down")
+        return 0
