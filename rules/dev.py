@@ -24,10 +24,12 @@ action key costs a no-op build.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +40,7 @@ from .testing import check_model, models_of
 
 STEP_MS = 50  # quiet time that ends a burst of file events
 DEBOUNCE_MS = 1600  # a burst that never goes quiet is still answered after this long
+READY_MS = 200  # how often the watcher thread looks up when nothing changes (and checks for stop)
 LOG_LINES = 30  # server log lines shown for a model that failed to load
 EXIT_TIMEOUT = 3  # seconds the server may take to unload models when stopped (see TritonServer)
 
@@ -132,12 +135,14 @@ class DevLoop:
         if not os.path.islink(link):
             link.symlink_to(target)
         self.served[name] = result.placed[out][0]
+        if self.args.no_auto_complete and _completes_config(target):
+            _say(f"note: {label} defines auto_complete_config, which --no-auto-complete skips: "
+                 "its config is served as written")
         t0 = time.monotonic()
         res = check_model(self.srv, self.root, name, label, result.analysis.infos[label], self.args.load_timeout,
                           run_tests=not self.args.no_test)
-        took = (("loaded" if first else "rebuilt, reloaded") + ("" if self.args.no_test else " and tested")
-                + f" in {time.monotonic() - t0:.2f}s")
-        head = f"{label} ({name}): {took}"
+        tested = sum(c.seconds for c in res.cases)
+        head = f"{label} ({name}): {'loaded' if first else 'rebuilt, reloaded'} in {time.monotonic() - t0 - tested:.2f}s"
         if not res.loaded:
             keeps = "the last good version keeps serving" if self.srv.is_model_ready(name) else "not served"
             _say(f"FAIL {label} ({name}): did not load; {keeps}")
@@ -147,7 +152,7 @@ class DevLoop:
         if self.args.no_test:
             _say(f"READY {head}")
         elif res.ok:
-            _say(f"PASS {head}; {len(res.cases)} case(s) passed")
+            _say(f"PASS {head}; {len(res.cases)} case(s) passed in {tested:.2f}s")
         else:
             failing = next(c for c in res.cases if not c.ok)
             _say(f"FAIL {head}; case {failing.name!r}: {failing.message}")
@@ -169,7 +174,7 @@ class DevLoop:
         log = self.root / STATE_DIR / "logs" / "tritonserver-dev.log"
         self.srv = TritonServer(self.repo, install=find_server(Path(explicit) if explicit else None),
                                 explicit_models=True, log_path=log, http_port=self.args.port,
-                                exit_timeout=EXIT_TIMEOUT)
+                                exit_timeout=EXIT_TIMEOUT, auto_complete=not self.args.no_auto_complete)
         self.srv.start()
         _say(f"serving on HTTP {self.srv.http_url}  gRPC 127.0.0.1:{self.srv.grpc_port}")
         _say(f"  tritonserver pid {self.srv.pid}, repository {self.repo}, log {log}")
@@ -180,14 +185,84 @@ class DevLoop:
 
     # -- watching ---------------------------------------------------------------------------------
 
-    def watch(self, watchfiles) -> None:
-        ignore = [self.session.ws.out_dir, self.session.cache_dir]
-        flt = watchfiles.DefaultFilter(ignore_paths=[str(p) for p in ignore])
-        _say(f"watching {self.root} (Ctrl-C to stop)")
-        for changes in watchfiles.watch(self.root, watch_filter=flt, step=STEP_MS, debounce=DEBOUNCE_MS):
-            paths = sorted({os.path.relpath(p, self.root) for _kind, p in changes})
-            _say(f"-- changed: {', '.join(paths[:5])}" + (f" and {len(paths) - 5} more" if len(paths) > 5 else ""))
+    def run(self, watchfiles) -> None:
+        """Watch first, then build: an edit saved while the first build or the loads run is not lost."""
+        with _Watcher(watchfiles, self.root, [self.session.ws.out_dir, self.session.cache_dir]) as watcher:
             self.cycle()
+            _say(f"watching {self.root} (Ctrl-C to stop)")
+            while True:
+                paths = watcher.next_changes()
+                _say(f"-- changed: {', '.join(paths[:5])}" + (f" and {len(paths) - 5} more" if len(paths) > 5 else ""))
+                self.cycle()
+
+
+class _Watcher:
+    """watchfiles on a thread, so the watches exist before the first build and the main thread stays
+    free for signals; changes that arrive while a build runs are merged into one next cycle."""
+
+    def __init__(self, watchfiles, root: Path, ignore: list[Path]):
+        self._watchfiles = watchfiles
+        self._root = root
+        self._filter = watchfiles.DefaultFilter(ignore_paths=[str(p) for p in ignore])
+        self._queue: queue.Queue = queue.Queue()  # sets of changed paths; None: the watcher ended
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._failure: Exception | None = None
+        self._thread = threading.Thread(target=self._watch, name="tpbuild-dev-watch", daemon=True)
+
+    def _watch(self) -> None:
+        try:
+            # A timeout yields an empty batch: the first one says the watches are in place.
+            for batch in self._watchfiles.watch(self._root, watch_filter=self._filter, step=STEP_MS,
+                                                debounce=DEBOUNCE_MS, rust_timeout=READY_MS, yield_on_timeout=True,
+                                                stop_event=self._stop, raise_interrupt=False):
+                self._ready.set()
+                if batch:
+                    self._queue.put({p for _kind, p in batch})
+        except Exception as e:  # e.g. the inotify watch limit: the main thread reports it
+            self._failure = e
+        finally:
+            self._ready.set()
+            self._queue.put(None)
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            e = self._failure
+            raise BuildError(f"cannot watch {self._root}: {type(e).__name__}: {e}")
+
+    def __enter__(self) -> "_Watcher":
+        self._thread.start()
+        self._ready.wait()
+        self._check()
+        return self
+
+    def next_changes(self) -> list[str]:
+        """Block until files change; the changed paths (all that queued up), relative to the root."""
+        changed: set[str] = set()
+        while not changed:
+            try:
+                batch = self._queue.get(timeout=0.5)  # a timeout, so Ctrl-C is seen promptly
+            except queue.Empty:
+                continue
+            while True:
+                if batch is None:
+                    self._check()
+                    raise BuildError(f"the file watcher on {self._root} stopped")
+                changed |= batch
+                try:
+                    batch = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+        return sorted(os.path.relpath(p, self._root) for p in changed)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _completes_config(model_dir: Path) -> bool:
+    """Whether a model's Python mentions `auto_complete_config` (a cheap, conservative look)."""
+    return any(b"auto_complete_config" in p.read_bytes() for p in model_dir.rglob("*.py"))
 
 
 def _log_lines(text: str) -> list[str]:
@@ -214,6 +289,9 @@ class DevCommand(Command):
         parser.add_argument("patterns", nargs="+", metavar="PATTERN")
         parser.add_argument("--port", type=int, metavar="HTTP", help="the server's HTTP port (default: a free one)")
         parser.add_argument("--no-test", action="store_true", help="reload only; do not run the models' test cases")
+        parser.add_argument("--no-auto-complete", action="store_true",
+                            help="start the server with --disable-auto-complete-config: loads about twice as fast, "
+                                 "for models with complete configs and no auto_complete_config")
         parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
         parser.add_argument("--tritonserver", metavar="PATH", help="a tritonserver binary or install directory")
         parser.add_argument("--load-timeout", type=float, default=180, help="seconds a model may take to load")
@@ -228,8 +306,7 @@ class DevCommand(Command):
             repo.mkdir()
             loop = DevLoop(session, args, repo)
             try:
-                loop.cycle()
-                loop.watch(watchfiles)
+                loop.run(watchfiles)
             except KeyboardInterrupt:
                 pass
             finally:

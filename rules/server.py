@@ -90,7 +90,7 @@ class TritonServer:
     def __init__(self, repository: Path, *, install: ServerInstall | None = None,
                  default_stub_python: str | None = None, log_path: Path | None = None,
                  explicit_models: bool = False, startup_timeout: float = 120, http_port: int | None = None,
-                 exit_timeout: int = 30):
+                 exit_timeout: int = 30, auto_complete: bool = True):
         self.repository = Path(repository).resolve()
         self.install = install or find_server()
         self.default_stub_python = default_stub_python or f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -99,6 +99,9 @@ class TritonServer:
         # Seconds the server waits for models to unload when stopped (Triton's default: 30). r24.10 never
         # finishes unloading a model whose reload failed, so a short wait makes stopping prompt.
         self.exit_timeout = exit_timeout
+        # Off: no model load starts a stub just to auto-complete its config (about half of a Python
+        # model's load time); only for complete configs and models without `auto_complete_config`.
+        self.auto_complete = auto_complete
         self._tmp = Path(tempfile.mkdtemp(prefix="tpbuild-triton-"))
         self.log_path = Path(log_path) if log_path else self._tmp / "server.log"
         self.http_port = http_port or _free_port()
@@ -144,6 +147,8 @@ class TritonServer:
         ]
         if self.explicit_models:
             argv.append("--model-control-mode=explicit")
+        if not self.auto_complete:
+            argv.append("--disable-auto-complete-config")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env,
