@@ -149,6 +149,11 @@ class TritonServer:
             argv.append("--model-control-mode=explicit")
         if not self.auto_complete:
             argv.append("--disable-auto-complete-config")
+        # If this process dies without stopping the server (SIGKILL), the kernel sends the server SIGTERM
+        # (util-linux's setpriv sets the parent-death signal, then execs it: the pid stays the server's).
+        # The parent is the thread that starts it, so start it from one that lives as long as it should.
+        if shutil.which("setpriv"):
+            argv = ["setpriv", "--pdeathsig", "TERM", *argv]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env,
