@@ -188,6 +188,19 @@ def test_edit_reload_errors_and_ctrl_c(examples):
         dev.wait_for(r"^-- build OK .*: 0 model\(s\) reloaded, 3 unchanged", at)  # same output: no reload
         assert text(client) == "HELLO"
 
+        # A model whose build fails (its genrule) is reported; its last good build keeps serving.
+        labels = examples.root / "models/labeler/BUILD.toml"
+        good_labels = labels.read_text()
+        at = dev.mark()
+        labels.write_text(good_labels.replace('cmd = "sort -u', 'cmd = "exit 3; sort -u'))
+        dev.wait_for(r"^FAIL //models/labeler:labeler \(labeler\): build failed; the last good build keeps serving",
+                     at)
+        dev.wait_for(r"^-- build FAILED .*: 0 model\(s\) reloaded, 2 unchanged", at)
+        assert label(client) == "DOG"
+        at = dev.mark()
+        labels.write_text(good_labels)
+        dev.wait_for(r"^-- build OK .*: 0 model\(s\) reloaded, 3 unchanged", at)
+
         # A model.py that raises in initialize is reported with the server's log; the others answer.
         labeler = examples.root / "models/labeler/1/model.py"
         ok_labeler = labeler.read_text()
