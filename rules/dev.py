@@ -100,6 +100,8 @@ class DevLoop:
         try:
             result = self.session.build(self.args.patterns, jobs=self.args.jobs, keep_going=True)
         except (UserError, BuildError) as e:  # a bad manifest: nothing was built
+            if first and isinstance(e, UserError) and e.location is None:
+                raise  # a bad pattern or option, not an edit to wait for a fix of
             _say(f"error: {e.render()}")
             _say(f"-- build FAILED in {time.monotonic() - t0:.2f}s; "
                  + ("waiting for a fix" if self.srv is None else "the last good models keep serving"))

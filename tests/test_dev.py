@@ -258,6 +258,8 @@ def test_bad_usage_exits_2_before_serving(examples, ws):
         busy.listen()
         r = examples.run("dev", "//models/add_sub", "--port", str(busy.getsockname()[1]), timeout=120)
     assert r.returncode == 2 and "--port" in r.stderr and "in use" in r.stderr, r.output
+    r = examples.run("dev", "//models/nope", timeout=120)  # a pattern, not an edit to wait for
+    assert r.returncode == 2 and "no package models/nope" in r.stderr, r.output
     ws.write("BUILD.toml", '[genrule.g]\nouts = ["g.txt"]\ncmd = "echo hi > $OUT"\n')
     r = ws.run("dev", "//:g", timeout=120)
     assert r.returncode == 2 and "no triton_model among these targets" in r.stderr, r.output
