@@ -9,6 +9,7 @@ generously for a loaded machine; nothing is timed.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -264,3 +265,16 @@ def test_bad_usage_exits_2_before_serving(examples, ws):
     r = ws.run("dev", "//:g", timeout=120)
     assert r.returncode == 2 and "no triton_model among these targets" in r.stderr, r.output
     assert "serving on" not in r.stdout
+
+
+def test_bench_dev_loop_runs(tmp_path):
+    """bench/dev_loop.py end to end at one edit per loop, so the harness keeps working; no time asserted."""
+    from conftest import REPO
+
+    out = tmp_path / "dev_loop.json"
+    p = subprocess.run([sys.executable, str(REPO / "bench/dev_loop.py"), "--reps", "1", "--no-peer", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    doc = json.loads(out.read_text())
+    for name in ("tpbuild dev", "tpbuild dev --no-auto-complete"):
+        assert len(doc[name]["samples_s"]) == 1 and doc[name]["reload_median_s"] > 0, doc
