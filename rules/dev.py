@@ -1,14 +1,17 @@
 """`tpbuild dev`: the model author's loop. Build, serve from a running Triton, and on every saved edit
 rebuild in the same process, reload only the models whose output changed, and re-test them.
 
-The server (explicit model control) reads a repository of symlinks, one per model, each to that
-model's output in tpbuild-out. The path stays valid across rebuilds: tpbuild updates an output by
-renaming files into it, or renames a whole new tree into place, so the path always names the old
-tree or the new one, never a half-written one. The server reads a model directory only when asked
-to load it, and this process asks only after a build has finished, so a load never races a build.
-A model that is not reloaded keeps serving what its stub already imported. Pointing the server at a
-built `model_repository` instead would tie what is served to one repository target; patterns here
-may name single models.
+The server (explicit model control) reads a repository of its own, `tpbuild-out/.tpbuild/tmp/dev.<pid>/`,
+with one directory per model: a hardlinked copy of the model's output, made afresh before each load
+and renamed into place, so its path stays put (Triton re-extracts an env tarball when its path or
+mtime changes, and hardlinks keep both). Not the output itself: the Python stubs write `__pycache__`
+into the directory they serve from, and a pyc is trusted while its source's size and mtime second
+match; a rebuilt model.py is a cache blob whose mtime is when the blob was stored, so a same-size edit
+stored within the same second as the last would be served from the old bytecode (seen here). A fresh
+copy has no bytecode, and tpbuild-out stays as built. The server reads a model directory only when
+asked to load it, and this process asks only after the build has finished and the copy is in place.
+Pointing the server at a built `model_repository` instead would tie what is served to one repository
+target; patterns here may name single models.
 
 Which models to reload: the tree digest of each model's output, as the build recorded it, against
 the one last loaded. An explicit-mode load always restarts the model's stub (seconds for a Python
@@ -25,10 +28,10 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -82,10 +85,11 @@ class _Signals:
 class DevLoop:
     """One session of `tpbuild dev`: the server, and what it serves (model name -> tree digest)."""
 
-    def __init__(self, session, args, repo: Path):
+    def __init__(self, session, args, work: Path):
         self.session = session
         self.args = args
-        self.repo = repo
+        self.work = work
+        self.repo = work / "repository"
         self.root = session.ws.root
         self.srv = None
         self.served: dict[str, str] = {}  # model name -> output digest last loaded (or tried)
@@ -130,12 +134,8 @@ class DevLoop:
 
     def _reload(self, name: str, label, out: str, result, first: bool) -> bool:
         """Load the model's new output and test it; False if the server could not load it."""
-        link = self.repo / name
         target = self.root / out
-        if os.path.islink(link) and os.readlink(link) != str(target):
-            link.unlink()  # the model moved to another package
-        if not os.path.islink(link):
-            link.symlink_to(target)
+        self._stage(name, target)
         self.served[name] = result.placed[out][0]
         if self.args.no_auto_complete and _completes_config(target):
             _say(f"note: {label} defines auto_complete_config, which --no-auto-complete skips: "
@@ -163,9 +163,33 @@ class DevLoop:
     def _drop(self, name: str) -> None:
         """A model the patterns no longer build (removed or renamed): stop serving it."""
         self.srv.unload(name)
-        (self.repo / name).unlink(missing_ok=True)
+        shutil.rmtree(self.repo / name, ignore_errors=True)
         del self.served[name]
         _say(f"UNLOADED {name}: no longer among the targets")
+
+    def _stage(self, name: str, output: Path) -> None:
+        """Put a fresh hardlinked copy of a model's output at `repository/<name>` (see the module doc)."""
+        new, old = self.work / f"new.{name}", self.work / f"old.{name}"
+        for leftover in (new, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for dirpath, dirnames, filenames in os.walk(output):
+            here = new / os.path.relpath(dirpath, output)
+            here.mkdir(parents=True, exist_ok=True)
+            for d in [d for d in dirnames if d == "__pycache__" or os.path.islink(os.path.join(dirpath, d))]:
+                dirnames.remove(d)
+                if d != "__pycache__":
+                    filenames.append(d)  # a symlink to a directory is copied as the link
+            for f in filenames:
+                src = os.path.join(dirpath, f)
+                if os.path.islink(src):
+                    os.symlink(os.readlink(src), here / f)
+                else:
+                    os.link(src, here / f)
+        dest = self.repo / name
+        if dest.exists():
+            os.rename(dest, old)
+        os.rename(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
 
     # -- server -----------------------------------------------------------------------------------
 
@@ -303,10 +327,12 @@ class DevCommand(Command):
         if args.port is not None:
             _check_port(args.port)
         sys.stdout.reconfigure(line_buffering=True)  # the build's own lines interleave with ours
-        with tempfile.TemporaryDirectory(prefix="tpbuild-dev-") as tmp, _Signals() as signals:
-            repo = Path(tmp) / "repository"
-            repo.mkdir()
-            loop = DevLoop(session, args, repo)
+        # Beside tpbuild-out's files, so the copies are hardlinks; `tpbuild clean` removes a leftover.
+        work = session.ws.root / STATE_DIR / "tmp" / f"dev.{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)  # a dead session's, whose pid this one has now
+        (work / "repository").mkdir(parents=True)
+        with _Signals() as signals:
+            loop = DevLoop(session, args, work)
             try:
                 loop.run(watchfiles)
             except KeyboardInterrupt:
@@ -314,5 +340,6 @@ class DevCommand(Command):
             finally:
                 signals.shield()
                 loop.close()
+                shutil.rmtree(work, ignore_errors=True)
         _say("stopped: the server and the watcher are shut down")
         return 0

@@ -220,11 +220,16 @@ def test_edit_reload_errors_and_ctrl_c(examples):
         counts = loads(srv["log"])
         assert counts["add_sub"] == 2 and counts["text_transform"] == 1, counts
 
+        # The stubs wrote no bytecode into tpbuild-out (they serve from copies), where a stale pyc could
+        # outlive a same-size edit.
+        assert not list((examples.root / "tpbuild-out/models").rglob("__pycache__"))
+
         # Ctrl-C stops the server and its stubs.
         assert leftovers(srv["pid"], srv["repository"]), "the check below would see the server's processes"
         assert dev.stop(signal.SIGINT) == 0
         assert "stopped: the server and the watcher are shut down" in dev.output
         assert leftovers(srv["pid"], srv["repository"]) == []
+        assert not Path(srv["repository"]).parent.exists()  # the served copies are gone too
     finally:
         dev.kill()
 
