@@ -124,18 +124,20 @@ class DevLoop:
         for name in sorted(self.served.keys() - models.keys() - {n for n, _ in broken}):
             self._drop(name)
         changed = {n: v for n, v in models.items() if self.served.get(n) != result.placed[v[1]][0]}
-        if changed and self.srv is None:
+        starting = changed and self.srv is None
+        if starting:
             self._start_server()
-        loaded = sum(self._reload(name, label, out, result, first) for name, (label, out) in changed.items())
+        loaded = sum(self._reload(name, label, out, result) for name, (label, out) in changed.items())
         _say(f"-- build {'OK' if result.success else 'FAILED'} in {time.monotonic() - t0:.2f}s: "
-             f"{loaded} model(s) {'loaded' if first else 'reloaded'}"
+             f"{loaded} model(s) {'loaded' if starting else 'reloaded'}"
              + (f", {len(changed) - loaded} failed to load" if loaded < len(changed) else "")
              + f", {len(models) - len(changed)} unchanged")
 
-    def _reload(self, name: str, label, out: str, result, first: bool) -> bool:
+    def _reload(self, name: str, label, out: str, result) -> bool:
         """Load the model's new output and test it; False if the server could not load it."""
         target = self.root / out
         self._stage(name, target)
+        verb = "rebuilt, reloaded" if name in self.served else "loaded"
         self.served[name] = result.placed[out][0]
         if self.args.no_auto_complete and _completes_config(target):
             _say(f"note: {label} defines auto_complete_config, which --no-auto-complete skips: "
@@ -144,7 +146,7 @@ class DevLoop:
         res = check_model(self.srv, self.root, name, label, result.analysis.infos[label], self.args.load_timeout,
                           run_tests=not self.args.no_test)
         tested = sum(c.seconds for c in res.cases)
-        head = f"{label} ({name}): {'loaded' if first else 'rebuilt, reloaded'} in {time.monotonic() - t0 - tested:.2f}s"
+        head = f"{label} ({name}): {verb} in {time.monotonic() - t0 - tested:.2f}s"
         if not res.loaded:
             keeps = "the last good version keeps serving" if self.srv.is_model_ready(name) else "not served"
             _say(f"FAIL {label} ({name}): did not load; {keeps}")

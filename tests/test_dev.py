@@ -258,6 +258,24 @@ def test_port_no_test_and_stopping(examples, sig):
         dev.kill()
 
 
+def test_a_broken_manifest_at_start_up_waits_for_the_fix(examples):
+    manifest = examples.root / "models/add_sub/BUILD.toml"
+    good = manifest.read_text()
+    manifest.write_text(good.replace('versions = ["1"]', 'versions = ["01"]'))
+    dev = Dev(examples, "//models/add_sub", "--no-test")
+    try:
+        dev.wait_for(r"^error: models/add_sub/BUILD\.toml:\d+: ")
+        dev.wait_for(r"^-- build FAILED .*waiting for a fix")
+        assert "serving on" not in dev.output
+        manifest.write_text(good)
+        srv = started(dev)
+        dev.wait_for(r"^READY //models/add_sub:add_sub \(add_sub\): loaded in ")
+        assert add_sub(httpclient.InferenceServerClient(srv["url"])) == [2, 4, 6, 8]
+        assert dev.stop() == 0
+    finally:
+        dev.kill()
+
+
 def test_bad_usage_exits_2_before_serving(examples, ws):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
