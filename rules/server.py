@@ -89,7 +89,8 @@ def _free_port() -> int:
 class TritonServer:
     def __init__(self, repository: Path | str, *, poll_seconds: int | None = None, install: ServerInstall | None = None,
                  default_stub_python: str | None = None, log_path: Path | None = None,
-                 explicit_models: bool = False, startup_timeout: float = 120):
+                 explicit_models: bool = False, startup_timeout: float = 120, http_port: int | None = None,
+                 exit_timeout: int = 30, auto_complete: bool = True):
         self.repository = Path(repository).resolve()
         self.install = install or find_server()
         self.default_stub_python = default_stub_python or f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -98,9 +99,16 @@ class TritonServer:
         self.poll_seconds = poll_seconds  # poll mode: the server rescans the repository this often
         self.explicit_models = explicit_models
         self.startup_timeout = startup_timeout
+        # Seconds the server waits for models to unload when stopped (Triton's default: 30). r24.10 never
+        # finishes unloading a model whose reload failed, so a short wait makes stopping prompt.
+        self.exit_timeout = exit_timeout
+        # Off: no model load starts a stub just to auto-complete its config (about half of a Python
+        # model's load time); only for complete configs and models without `auto_complete_config`.
+        self.auto_complete = auto_complete
         self._tmp = Path(tempfile.mkdtemp(prefix="tpbuild-triton-"))
         self.log_path = Path(log_path) if log_path else self._tmp / "server.log"
-        self.http_port = _free_port()
+        self.http_port = http_port or _free_port()
+        self.grpc_port = _free_port()
         self.http_url = f"http://127.0.0.1:{self.http_port}"
         self._proc: subprocess.Popen | None = None
 
@@ -136,13 +144,21 @@ class TritonServer:
             str(self.install.binary), f"--model-repository={self.repository}",
             f"--backend-directory={self._backend_dir()}",
             "--http-address=127.0.0.1", f"--http-port={self.http_port}",
-            "--grpc-address=127.0.0.1", f"--grpc-port={_free_port()}",
+            "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
             "--allow-metrics=false", "--exit-on-error=false", "--log-verbose=0",
+            f"--exit-timeout-secs={self.exit_timeout}",
         ]
         if self.poll_seconds:
             argv += ["--model-control-mode=poll", f"--repository-poll-secs={self.poll_seconds}"]
         if self.explicit_models:
             argv.append("--model-control-mode=explicit")
+        if not self.auto_complete:
+            argv.append("--disable-auto-complete-config")
+        # If this process dies without stopping the server (SIGKILL), the kernel sends the server SIGTERM
+        # (util-linux's setpriv sets the parent-death signal, then execs it: the pid stays the server's).
+        # The parent is the thread that starts it, so start it from one that lives as long as it should.
+        if shutil.which("setpriv"):
+            argv = ["setpriv", "--pdeathsig", "TERM", *argv]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env,
@@ -158,6 +174,11 @@ class TritonServer:
             time.sleep(0.2)
         self.stop()
         raise BuildError(f"tritonserver did not come up within {self.startup_timeout:.0f}s", detail=self._tail())
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid, which is also its process group (its stubs are in it)."""
+        return self._proc.pid if self._proc is not None else None
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

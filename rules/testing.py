@@ -44,6 +44,7 @@ class ModelResult:
     model: str
     cases: list[CaseResult] = field(default_factory=list)
     log: str = ""
+    loaded: bool = False
 
     @property
     def ok(self) -> bool:
@@ -171,6 +172,41 @@ def write_junit(path: Path, results: list[ModelResult]) -> None:
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
+def models_of(session: Session, result: Built, only: set | None = None) -> dict[str, tuple]:
+    """model name -> (label, output dir) for the requested models and those of requested repositories
+    (of those in `only`, when given) that built."""
+    found: dict[str, tuple] = {}
+    for label in result.requested:
+        info = result.infos[label]
+        members = [label] if info.rule == "triton_model" else \
+            list(info.values.get("models", {}).values()) if info.rule == "model_repository" else []
+        for m in members:
+            if (only is not None and m not in only) or m not in result.outputs:
+                continue
+            found.setdefault(result.infos[m].values["model_name"], (m, session.output(m)))
+    return dict(sorted(found.items()))
+
+def check_model(srv, root: Path, name: str, label, info, load_timeout: float, run_tests: bool = True) -> ModelResult:
+    """(Re)load a model in an explicit-mode server and run its cases (or the smoke test) unless
+    `run_tests` is false. A load failure comes back with the server's log lines since the request."""
+    res = ModelResult(str(label), name)
+    mark = len(srv.log_text())
+    try:
+        srv.load(name, timeout=load_timeout)
+    except BuildError as e:
+        res.log = (e.message + "\n" + srv.log_text()[mark:]).strip()
+        return res
+    res.loaded = True
+    if not run_tests:
+        return res
+    cfg = srv.model_config(name)
+    cases = info.values.get("tests", ())
+    res.cases = [run_case(srv, name, cfg, c, root) for c in cases] if cases else [run_smoke(srv, name, cfg)]
+    if not res.ok:
+        res.log = srv.log_text()[mark:].strip()
+    return res
+
+
 class TestCommand(Command):
     name = "test"
     help = "build models and test them on a real Triton server"
@@ -196,7 +232,7 @@ class TestCommand(Command):
             return 1
         # With --changed-since only the affected models are tested, not every member of a repository
         # that includes one.
-        models = self._models(session, result, set(result.requested) if args.changed_since else None)
+        models = models_of(session, result, set(result.requested) if args.changed_since else None)
         if not models and args.changed_since:
             print(f"no model is affected since {args.changed_since}")
             return 0
@@ -222,36 +258,10 @@ class TestCommand(Command):
         return self._print(results)
 
     @staticmethod
-    def _models(session: Session, result: Built, only: set | None = None) -> dict[str, tuple]:
-        """model name -> (label, output dir) for the requested models and those of requested repositories
-        (of those in `only`, when given)."""
-        found: dict[str, tuple] = {}
-        for label in result.requested:
-            info = result.infos[label]
-            members = [label] if info.rule == "triton_model" else \
-                list(info.values.get("models", {}).values()) if info.rule == "model_repository" else []
-            for m in members:
-                if only is not None and m not in only:
-                    continue
-                minfo = result.infos[m]
-                found.setdefault(minfo.values["model_name"], (m, session.output(m)))
-        return dict(sorted(found.items()))
-
-    @staticmethod
     def _test_model(srv, root: Path, name: str, label, info, load_timeout: float) -> ModelResult:
-        res = ModelResult(str(label), name)
-        mark = len(srv.log_text())
-        try:
-            srv.load(name, timeout=load_timeout)
-        except BuildError as e:
-            res.log = (e.message + "\n" + srv.log_text()[mark:]).strip()
-            return res
-        cfg = srv.model_config(name)
-        cases = info.values.get("tests", ())
-        res.cases = [run_case(srv, name, cfg, c, root) for c in cases] if cases else [run_smoke(srv, name, cfg)]
-        if not res.ok:
-            res.log = srv.log_text()[mark:].strip()
-        srv.unload(name)
+        res = check_model(srv, root, name, label, info, load_timeout)
+        if res.loaded:
+            srv.unload(name)
         return res
 
     @staticmethod

@@ -325,7 +325,11 @@ class Session:
                                 changed_since=changed_since, summary_path=summary_path)
         if result is None:
             return None
-        return Built(tuple(result.analysis.requested), result.analysis.infos, result.success)
+        placed = {}
+        for label, t in result.targets.items():
+            if t.status == "built" and t.outputs:
+                placed[label] = result.placed[t.outputs[0]][0]
+        return Built(tuple(result.analysis.requested), result.analysis.infos, result.success, placed)
 
     def run_build(self, patterns: list[str], *, jobs: int, keep_going: bool = False, report_path: str | None = None,
                   changed_since: str | None = None, summary_path: str | None = None):

@@ -21,13 +21,14 @@ from .action import OUT, PYTHON, TOOL_LOG, Action, Artifact, Input, RunAction, S
 from .errors import BuildError, TpbuildError, UserError, at, collected
 from .manifest import describe as describe_validation_error
 from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
-from .layout import BUILD_FILE, OUT_DIR, WORKSPACE_FILE, find_root
+from .atomic import process_dir
+from .layout import BUILD_FILE, OUT_DIR, STATE_DIR, WORKSPACE_FILE, find_root
 
 __all__ = [
-    "BUILD_FILE", "OUT", "OUT_DIR", "PYTHON", "TOOL_LOG", "WORKSPACE_FILE", "Action", "AnalysisContext", "Analysed",
-    "Artifact", "Attrs", "BuildError", "Built", "Command", "Input", "Label", "LabelAttr", "LabelOrPattern", "Pattern",
-    "Rule", "Session", "Source", "SourceAttr", "SourceOrLabel", "SourcePath", "TargetInfo", "TpbuildError",
-    "UserError", "at", "collected", "describe_validation_error", "find_root",
+    "BUILD_FILE", "OUT", "OUT_DIR", "PYTHON", "STATE_DIR", "TOOL_LOG", "WORKSPACE_FILE", "Action", "AnalysisContext",
+    "Analysed", "Artifact", "Attrs", "BuildError", "Built", "Command", "Input", "Label", "LabelAttr",
+    "LabelOrPattern", "Pattern", "Rule", "Session", "Source", "SourceAttr", "SourceOrLabel", "SourcePath",
+    "TargetInfo", "TpbuildError", "UserError", "at", "collected", "describe_validation_error", "find_root", "process_dir",
 ]
 
 
@@ -140,6 +141,9 @@ class Built(Analysed):
     """A finished build: `success` when every target built (the CLI has reported any failure)."""
 
     success: bool
+    # Every target that built and has an output -> the digest of the tree placed for it: what changed
+    # between two builds, for commands that act on changed outputs (`tpbuild dev` reloads those).
+    outputs: Mapping[Label, str] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -149,6 +153,10 @@ class Session(Protocol):
 
     @property
     def root(self) -> Path: ...
+
+    @property
+    def cache_dir(self) -> Path:
+        """The local cache directory (a watcher leaves it alone, as it does tpbuild-out)."""
 
     def section(self, name: str) -> dict:
         """A rule-set table of tpbuild.toml such as `[triton]` (empty if absent)."""
