@@ -131,8 +131,9 @@ class AnalysisCache:
 
 def memo_types() -> tuple[type, ...]:
     """The only types an analysis memo may hold (besides JSON values, tuples and bytes)."""
-    from .action import Action, Artifact, Source
+    from .action import Artifact, RunAction, Source, TreeAction, WriteAction
     from .label import Label, Pattern
     from .plugin import TargetInfo
 
-    return (PackageRecord, TargetRecord, Action, Artifact, Source, Label, Pattern, TargetInfo)
+    return (PackageRecord, TargetRecord, WriteAction, TreeAction, RunAction, Artifact, Source, Label, Pattern,
+            TargetInfo)

@@ -103,7 +103,8 @@ class _Decoder:
             if tag == "$b":
                 return base64.b64decode(v)
             if tag == "$o":
-                return self.types[v[0]](*v[1])  # a name not given is a KeyError: a miss
+                t = self.types[v[0]]  # a name not given is a KeyError: a miss
+                return t(**dict(zip(_init_fields(t), v[1])))  # by name: the action variants' fields are keyword-only
         return obj
 
 
