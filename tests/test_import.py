@@ -138,6 +138,9 @@ parameters: {
 }
 """
 
+# The least a model file must hold for the build to accept it (a TritonPythonModel class at module level).
+MINIMAL_PY = "class TritonPythonModel:\n    pass\n"
+
 TEXT_PY = """\
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -513,23 +516,23 @@ def test_env_paths_are_normalised_where_needed_and_a_python_env_is_suggested(tmp
     write(src, {
         "subenv/config.pbtxt": "# keep me\n" + env_config("$$TRITON_MODEL_DIRECTORY/envs/env.tar.gz"),
         "subenv/envs/README": "the env lives here\n",
-        "subenv/1/model.py": "x = 1\n",
+        "subenv/1/model.py": MINIMAL_PY,
         "shared1/config.pbtxt": env_config("$$TRITON_MODEL_DIRECTORY/../envs/conda.tar.gz"),
-        "shared1/1/model.py": "x = 1\n",
+        "shared1/1/model.py": MINIMAL_PY,
         "shared2/config.pbtxt": env_config("$$TRITON_MODEL_DIRECTORY/../envs/conda.tar.gz"),
-        "shared2/1/model.py": "x = 1\n",
+        "shared2/1/model.py": MINIMAL_PY,
         "absolute/config.pbtxt": env_config("/opt/envs/x.tar.gz"),
-        "absolute/1/model.py": "x = 1\n",
+        "absolute/1/model.py": MINIMAL_PY,
         # An unpacked env directory (r23.07+): kept whole, its bytecode too; the version's is left out.
         "direnv/config.pbtxt": env_config("$$TRITON_MODEL_DIRECTORY/env"),
-        "direnv/1/model.py": "x = 1\n",
+        "direnv/1/model.py": MINIMAL_PY,
         "direnv/1/__pycache__/model.cpython-311.pyc": "stale",
         "direnv/env/pyvenv.cfg": "home = /usr/local/bin\nversion_info = 3.12.1.final.0\n",
         "direnv/env/lib/python3.12/site-packages/six-1.16.0.dist-info/METADATA": metadata("six", "1.16.0"),
         "direnv/env/lib/python3.12/site-packages/six-1.16.0.dist-info/REQUESTED": "",
         "direnv/env/lib/python3.12/site-packages/__pycache__/six.cpython-312.pyc": "kept",
         "venvdir/config.pbtxt": env_config("$$TRITON_MODEL_DIRECTORY/venv"),
-        "venvdir/1/model.py": "x = 1\n",
+        "venvdir/1/model.py": MINIMAL_PY,
         "venvdir/venv/pyvenv.cfg": "home = /usr/bin\n",
     })
     (src / "venvdir/venv/bin").mkdir()
@@ -609,7 +612,7 @@ def test_inline_config_renders_the_same_config(tmp_path):
 def test_move_empties_src_and_builds_the_same_repository(tmp_path):
     src = tmp_path / "src"
     python_repository(src)
-    write(src, {"common/x.txt": "shared\n", "subenv/1/model.py": "x = 1\n",
+    write(src, {"common/x.txt": "shared\n", "subenv/1/model.py": MINIMAL_PY,
                 "subenv/config.pbtxt": env_config("$$TRITON_MODEL_DIRECTORY/envs/env.tar.gz")})
     fake_env(src / "subenv/envs/env.tar.gz", {})
     os.symlink("../../common/x.txt", src / "helper/1/linked.txt")
