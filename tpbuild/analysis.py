@@ -138,7 +138,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str
     for package in graph.bad_packages | {lbl.package for lbl in failed}:
         fresh.pop(package, None)
     _remember(cache, graph, fresh, contexts, infos, info_digests)
-    result.warnings = list(graph.warnings)
+    result.warnings[:0] = graph.warnings  # the workspace's (misnamed manifests) before the rules'
     if errors:
         result.errors = list(errors)
         result.requested = [lbl for lbl in requested if lbl not in failed]

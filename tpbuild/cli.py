@@ -366,8 +366,6 @@ class Session:
                 _report(rpath, report.to_json(None, e.render()))
             raise
         logs = self.ws.root / build.STATE_DIR / "logs"
-        for w in a.warnings:
-            print(f"warning: {w}", file=sys.stderr)
         console = Console(len(a.actions), step_of=lambda action: current_step(logs, action))
         hooks = Hooks(started=console.started, finished=console.finished, warn=console.warn)
         try:
@@ -377,7 +375,6 @@ class Session:
                 if r is not None:
                     r.close()
         console.close()
-        result.warnings[:0] = a.warnings  # in the report, and a run with warnings is never a replayed no-op
         if rpath:
             _report(rpath, report.to_json(result, collected(a.errors).render() if a.errors else None))
         if self.summary_path:
