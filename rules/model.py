@@ -243,7 +243,8 @@ class TritonModel(Rule):
                                           "--env", f"env/{env_file}", "--config", "config.pbtxt",
                                           "--out", "out/config.pbtxt"],
                           inputs={"imports.json": spec_art, env_input[0]: env_input[1], "config.pbtxt": config},
-                          outs=["config.pbtxt"], description=f"ImportCheck {ctx.label} in {spec['env']}")
+                          outs=["config.pbtxt"], code=["tpbuild_triton.pycheck"],
+                          description=f"ImportCheck {ctx.label} in {spec['env']}")
         entries[0] = ("config.pbtxt", Artifact(checked.action, "config.pbtxt"))
 
     @staticmethod
