@@ -34,7 +34,7 @@ from test_remote_cache import tree
 
 SCRIPT = REPO / "tools" / "reapi-cluster.sh"
 IMAGE = "docker://nvcr.io/nvidia/tritonserver:24.10-py3"  # what the examples' envs default to ([triton] 24.10)
-IN_PROCESS = {"TritonConfig", "TritonRuntime", "ModelDirectory", "ModelRepository", "EnvSpec"}
+IN_PROCESS = {"TritonConfig", "TritonRuntime", "ModelDirectory", "ModelRepository", "EnvSpec", "ImportSpec"}
 
 
 @dataclass
