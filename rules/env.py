@@ -136,7 +136,10 @@ class PythonEnv(Rule):
         for w in wheels:
             fetched = ctx.run("FetchWheel", [PYTHON, "-m", "tpbuild_triton.fetch", "--url", w.url,
                                              "--sha256", w.sha256, "--out", f"out/{w.file}"],
-                              inputs={}, outs=[w.file], description=f"FetchWheel {w.file}")
+                              inputs={}, outs=[w.file], description=f"FetchWheel {w.file}",
+                              # Downloaded where the build runs, so remote workers need no index or network:
+                              # the wheel reaches them as an input blob of the env action.
+                              local_only=True)
             inputs[f"wheels/{w.file}"] = Artifact(fetched.action, w.file)
         inputs["locked.txt"] = ctx.write("LockedRequirements", "locked.txt", pylock.hashed_requirements(wheels))
         return spec.model_copy(update={"pip": (), "requirements": None, "locked": "locked.txt", "wheels": "wheels"})
