@@ -38,7 +38,6 @@ from pathlib import Path
 
 from tpbuild.plugin import OUT_DIR, STATE_DIR, BuildError, Command, UserError, process_dir
 
-from . import settings
 from .testing import check_model, models_of
 
 STEP_MS = 50  # quiet time that ends a burst of file events
@@ -195,11 +194,10 @@ class DevLoop:
     # -- server -----------------------------------------------------------------------------------
 
     def _start_server(self) -> None:
-        from .server import TritonServer, find_server
+        from .server import TritonServer, chosen_server
 
-        explicit = self.args.tritonserver or self.session.section(settings.SECTION).get("server")
         log = self.root / STATE_DIR / "logs" / "tritonserver-dev.log"
-        self.srv = TritonServer(self.repo, install=find_server(Path(explicit) if explicit else None),
+        self.srv = TritonServer(self.repo, install=chosen_server(self.args.tritonserver, self.session),
                                 explicit_models=True, log_path=log, http_port=self.args.port,
                                 exit_timeout=EXIT_TIMEOUT, auto_complete=not self.args.no_auto_complete)
         self.srv.start()

@@ -58,6 +58,14 @@ class ServerInstall:
         return stub
 
 
+def chosen_server(flag: str | None, session) -> ServerInstall:
+    """The server a command serves with: `--tritonserver`, else `[triton] server`, else the wheel's."""
+    from .settings import SECTION
+
+    explicit = flag or session.section(SECTION).get("server")
+    return find_server(Path(explicit) if explicit else None)
+
+
 def find_server(explicit: Path | None = None) -> ServerInstall:
     if explicit is not None:
         binary = Path(explicit)

@@ -20,7 +20,6 @@ import numpy as np
 
 from tpbuild.plugin import BuildError, Built, Command, Session, UserError
 
-from . import settings
 
 NP_OF = {
     "TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8, "TYPE_UINT16": np.uint16, "TYPE_UINT32": np.uint32,
@@ -222,7 +221,7 @@ class TestCommand(Command):
         parser.add_argument("--load-timeout", type=float, default=180, help="seconds a model may take to load")
 
     def run(self, session: Session, args) -> int:
-        from .server import TritonServer, find_server
+        from .server import TritonServer, chosen_server
 
         result = session.build(args.patterns, jobs=args.jobs, keep_going=args.keep_going, report_path=args.report,
                                changed_since=args.changed_since, summary_path=args.summary)
@@ -238,8 +237,7 @@ class TestCommand(Command):
             return 0
         if not models:
             raise UserError("no triton_model among these targets: name models or model repositories to test")
-        explicit = args.tritonserver or session.section(settings.SECTION).get("server")
-        install = find_server(Path(explicit) if explicit else None)
+        install = chosen_server(args.tritonserver, session)
         results: list[ModelResult] = []
         with tempfile.TemporaryDirectory(prefix="tpbuild-test-") as tmp:
             repo = Path(tmp) / "repository"
