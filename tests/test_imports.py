@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("model", {"workspace", "manifest", "action", "plugin", "genrule"}),
     ("analysis and stores", {"graph", "analysis", "analysiscache", "statcache", "cas", "actioncache", "outputs",
                              "shaindex", "remotestore", "remote", "eviction"}),
-    ("execution", {"executor", "runner", "scheduler", "reapi"}),
+    ("execution", {"executor", "runner", "scheduler", "explain", "reapi"}),
     ("commands", {"build", "noop", "affected", "summary", "console", "report", "cli", "__main__", "__init__"}),
 ]
 RULE_SETS = ("tpbuild_triton", "rules", "tpbuild_runtime")

@@ -191,6 +191,8 @@ class Action:
     description: str = field(default="", hash=False, compare=False)  # presentation, not identity
     log_hint: str = field(default="", hash=False, compare=False)
     code: str = ""  # run actions: digest of the modules the command runs (code.digest_of)
+    # Those modules by name: not identity (`code` is), kept so an explanation can name the one edited.
+    code_modules: tuple[str, ...] = field(default=(), hash=False, compare=False)
 
     def upstream(self) -> set[str]:
         return {i.action for _, i in self.inputs if isinstance(i, Artifact)}
@@ -205,11 +207,17 @@ class Action:
         return {}
 
     def key_material(self, input_digests: list[tuple[str, str]], salt: str) -> bytes:
+        return digest.canonical_json([value for _name, value in self.material_parts(input_digests, salt)])
+
+    def material_parts(self, input_digests: list[tuple[str, str]], salt: str) -> list[tuple[str, object]]:
+        """The key material, part by part in its fixed order, each named: the key hashes the values,
+        `explain` compares them part by part to say why a key moved. One list for both, so an
+        explanation covers exactly what the key does."""
         env = [RUN_ENV, run_path()] if self.kind is ActionKind.RUN else []
-        return digest.canonical_json([
-            KEY_VERSION, salt, self.kind.value, self.rule, self.rule_version, self.mnemonic,
-            self.spec(), self._content_digest(), self.tools, input_digests, code.engine(), self.code, env,
-        ])
+        return [("version", KEY_VERSION), ("salt", salt), ("kind", self.kind.value), ("rule", self.rule),
+                ("rule_version", self.rule_version), ("mnemonic", self.mnemonic), ("spec", self.spec()),
+                ("content", self._content_digest()), ("tools", self.tools), ("inputs", input_digests),
+                ("engine", code.engine()), ("code", self.code), ("env", env)]
 
     def _content_digest(self) -> str:
         return ""

@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Callable, Protocol
 
-from . import atomic, outputs
+from . import atomic, explain, outputs
 from .action import blobs_of
 from .actioncache import ActionCache
 from .analysis import Analysis
@@ -134,13 +134,19 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
                        remote_executor=(lambda local: rex.wrap(local, opts.cache_dir, warn)) if rex else None)
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks)
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going)
+        records = explain.Records(state_dir / "why", state_dir / "tmp")
         try:
             outcomes = sched.run()
+            # Before the state remembers this build: the causes are found against the last one.
+            explain.annotate(outcomes, state.actions, records, explain.Recorder(ctx.salt),
+                             quarantined=(d for d, _ in cas.quarantined),
+                             remote=opts.remote is not None or rex is not None)
         finally:
             for aid, o in sched.outcomes.items():
                 if o.status.succeeded and not o.unstable:
                     state.remember(aid, o.key, o.entries)
             _report_quarantined(cas, state, warn)
+            _saved(records.save(set(analysis.actions) if opts.prune else None), warn)
             _saved(statcache.save(), warn)
             _saved(state.save(), warn)
         if opts.prune:
@@ -237,7 +243,8 @@ def clean(ws: Workspace, cache_dir: Path, wipe_cache: bool) -> None:
                 atomic.remove(child)
         state_dir = ws.root / STATE_DIR
         memo = [memo_dir(cache_dir, ws.root)] if is_cache(cache_dir) else []  # never in a foreign directory
-        for p in (state_dir / "state", state_dir / "noop", state_dir / "logs", state_dir / "tmp", *memo):
+        for p in (state_dir / "state", state_dir / "why", state_dir / "noop", state_dir / "logs", state_dir / "tmp",
+                  *memo):
             if os.path.lexists(p):
                 atomic.remove(p)
         if wipe_cache:

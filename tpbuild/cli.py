@@ -83,6 +83,8 @@ def add_ci_options(parser) -> None:
     parser.add_argument("--changed-since", metavar="REF",
                         help="only the targets a change since git revision REF affects (and what includes them)")
     parser.add_argument("--summary", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
+    parser.add_argument("--explain", action="store_true",
+                        help="print why each executed action ran (the input, attribute or code that moved its key)")
     parser.add_argument("--remote-cache", metavar="URL", help="a shared cache: file:///path, http(s)://host/prefix, "
                         "s3://bucket/prefix, grpc(s)://host:port (a REAPI ActionCache and CAS) (default: $TPBUILD_REMOTE_CACHE, "
                         "[cache] remote; '' for none)")
@@ -381,6 +383,8 @@ class Session:
             command = f"tpbuild {getattr(self.flags, 'command', 'build')}"
             summary.append(self.summary_path, summary.build_markdown(
                 result, f"{command} --changed-since {changed_since}" if changed_since else command))
+        if getattr(self.flags, "explain", False):
+            _explain(result)
         _summary(result)
         if a.errors:  # -k built what the errors left buildable; the run is still bad input
             raise collected(a.errors)
@@ -469,6 +473,17 @@ def _writable(path: Path, flag: str) -> Path:
     if not existed:
         path.unlink()  # written at the end; an empty file meanwhile would look like a report
     return path
+
+
+def _explain(result) -> None:
+    """One line per action that ran, in build order, saying why (`explain`)."""
+    from .scheduler import Status
+
+    for label in result.analysis.order:
+        for a in result.analysis.actions_of(label):
+            o = result.outcomes[a.id]
+            if o.why and o.status in (Status.EXECUTED, Status.FAILED):
+                print(f"explain: {label} {a.mnemonic}: {o.why}")
 
 
 def _summary(result) -> None:

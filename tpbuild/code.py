@@ -33,6 +33,12 @@ ENGINE = ("tpbuild.action", "tpbuild.cas", "tpbuild.digest", "tpbuild.executor",
 def digest_of(modules: tuple[str, ...], follow: bool = True) -> str:
     """Digest of the source of `modules` and (`follow`) of the modules of their own packages they
     import, transitively."""
+    return digest.of_value(sorted(module_digests(modules, follow).items()))
+
+
+@functools.lru_cache(maxsize=None)
+def module_digests(modules: tuple[str, ...], follow: bool = True) -> dict[str, str]:
+    """What `digest_of` hashes: each module's name and source digest (for `explain` to name the edited one)."""
     seen: dict[str, str] = {}
     todo = list(modules)
     while todo:
@@ -49,7 +55,7 @@ def digest_of(modules: tuple[str, ...], follow: bool = True) -> str:
         top = name.split(".")[0]
         if follow:
             todo += [m for m in _imports(source, package) if m.split(".")[0] == top and _exists(m)]
-    return digest.of_value(sorted(seen.items()))
+    return seen
 
 
 def engine() -> str:

@@ -42,7 +42,7 @@ from .layout import RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observ
 
 KIND, VERSION = "noop", 2
 # Options that do not change what a successful build produces; any other option set means no stamp.
-NEUTRAL_OPTIONS = {"command", "patterns", "jobs", "keep_going", "directory", "cache_dir"}
+NEUTRAL_OPTIONS = {"command", "patterns", "jobs", "keep_going", "directory", "cache_dir", "explain"}
 ENV = ("TPBUILD_CACHE_DIR", "XDG_CACHE_HOME", "HOME", "PATH")  # PATH enters run actions' keys
 
 

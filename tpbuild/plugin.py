@@ -350,7 +350,7 @@ class AnalysisContext:
             argv=tuple(argv), env=tuple(sorted((env or {}).items())), outs=tuple(sorted(outs)), timeout=timeout,
             exec_properties=tuple(sorted((exec_properties or {}).items())), local_only=local_only,
             tools=dict(tools or {}), description=description or f"{mnemonic} {self.label}", log_hint=log_hint,
-            code=digest_of(tuple(sorted(code))) if code else "",
+            code=digest_of(tuple(sorted(code))) if code else "", code_modules=tuple(sorted(code)),
         )
 
     def source(self, src: SourcePath) -> Source:

@@ -3,7 +3,9 @@
 Its shape is a contract with CI scripts, so it is built here in one place from the build's values:
 target status `built | failed | skipped`, action status `executed | cached | remote | failed | skipped`,
 paths relative to the workspace root. An executed action names where it ran: `"executor": "local"` or
-`"remote"`, and `"worker"` when the remote executor says which of its workers it was.
+`"remote"`, and `"worker"` when the remote executor says which of its workers it was. An action that
+ran, came from the remote cache, or was found under a key that moved since the last build says why
+(`"why"`, see `explain`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def to_json(result: BuildResult | None, error: str | None = None) -> dict:
                 item["executor"] = o.executed_by.where.value
                 if o.executed_by.worker:
                     item["worker"] = o.executed_by.worker
+            if o.why:
+                item["why"] = o.why
             if o.error is not None and o.status is Status.FAILED:
                 item["error"] = o.error.render()
             actions.append(item)

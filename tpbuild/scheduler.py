@@ -56,6 +56,8 @@ class Outcome:
     error: TpbuildError | None = None
     unstable: bool = False  # an input moved while it ran: not recorded
     executed_by: ExecutedBy | None = None  # who ran it, when it was executed
+    input_digests: list[tuple[str, str]] | tuple = ()  # (dest, digest) of each input, as its key has them
+    why: str = ""  # why it ran (or its key moved), set after the build by `explain`
 
     def settle(self, result: Result) -> None:
         self.status = Status(result.origin.value)
@@ -159,7 +161,8 @@ class Scheduler:
         t0 = self.ctx.clock()
         try:
             inputs = tuple(self._resolve(dest, inp) for dest, inp in a.inputs)
-            material = a.key_material([(r.dest, r.digest) for r in inputs], self.ctx.salt)
+            out.input_digests = [(r.dest, r.digest) for r in inputs]
+            material = a.key_material(out.input_digests, self.ctx.salt)
             out.key = actionmod.key_of(material)
             req = Request(a, inputs, out.key, material, started=lambda: self._started(a),
                           stable=lambda: not self._inputs_moved(inputs))
