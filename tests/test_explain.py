@@ -54,7 +54,8 @@ def test_each_kind_of_change_names_its_cause(ws, tmp_path):
     ws.write("gen/names.txt", NAMES.decode())
     # A model importing a module from its env: its ImportCheck runs the rule set's pycheck.
     (ws.root / "m").mkdir()
-    (ws.root / "m/env.tar.gz").write_bytes(_env_tarball("bin/activate", "lib/python3.11/site-packages/numpy/__init__.py"))
+    tarball = _env_tarball("bin/activate", "lib/python3.11/site-packages/numpy/__init__.py")
+    (ws.root / "m/env.tar.gz").write_bytes(tarball)
     ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\nenv = "env.tar.gz"\n')
     ws.write("m/1/model.py", "import numpy\n" + MODEL_PY)
 
@@ -90,7 +91,7 @@ def test_each_kind_of_change_names_its_cause(ws, tmp_path):
     assert whys(r)["//gen:count%Genrule"] == "attribute argv (the command) changed (and 1 more change)"
 
     # Written content (the rendered config), and that output reaching the import check.
-    ws.write("m/BUILD.toml", '[triton_model.m]\nversions = ["1"]\nenv = "env.tar.gz"\nconfig = { max_batch_size = 8 }\n')
+    ws.write("m/BUILD.toml", (ws.root / "m/BUILD.toml").read_text() + "config = { max_batch_size = 8 }\n")
     r = build()
     assert whys(r)["//m:m%TritonConfig"].startswith("written content changed (")
     assert whys(r)["//m:m%ImportCheck"].startswith("upstream output //m:m%TritonConfig config.pbtxt changed (")
@@ -109,8 +110,8 @@ def test_each_kind_of_change_names_its_cause(ws, tmp_path):
     r = build()
     assert whys(r) == {"//gen:upper%Genrule": f"key unchanged; its cached output was damaged and quarantined "
                                               f"(blob {d8(CAT.upper())})"}
-    blob = ws.cache / "cas" / digest.hex_part(digest.of_bytes(CAT.upper()))[:2] / digest.hex_part(digest.of_bytes(CAT.upper()))
-    blob.unlink()
+    blob = digest.hex_part(digest.of_bytes(CAT.upper()))
+    (ws.cache / "cas" / blob[:2] / blob).unlink()
     r = build()
     assert whys(r) == {"//gen:upper%Genrule": "key unchanged; its cached result was gone from the local cache "
                                               "(evicted or removed)"}
@@ -137,6 +138,10 @@ def run_action(**kw) -> RunAction:
     return RunAction(**{**spec, **kw})
 
 
+def no_upstream(_aid: str):
+    return None, ()
+
+
 INPUTS = [("a.txt", "f" + digest.of_bytes(b"a")), ("up", digest.of_bytes(b"tree"))]
 
 
@@ -157,7 +162,7 @@ def test_parts_no_workspace_edit_reaches_are_named(change, kw, cause):
     inputs, salt = kw.get("inputs", INPUTS), kw.get("salt", "s1")
     old = explain.Recorder("s1").record(before, action.key_of(before.key_material(INPUTS, "s1")), INPUTS)
     new = explain.Recorder(salt).record(after, action.key_of(after.key_material(inputs, salt)), inputs)
-    assert explain.cause(after, old, new, known=True, upstream={}) == cause
+    assert explain.cause(after, old, new, known=True, upstream=no_upstream) == cause
 
 
 def test_a_key_version_and_an_engine_edit_come_before_everything_else(monkeypatch):
@@ -167,8 +172,8 @@ def test_a_key_version_and_an_engine_edit_come_before_everything_else(monkeypatc
     monkeypatch.setattr(code, "module_digests", lambda modules, follow=True: edited)
     monkeypatch.setattr(code, "engine", lambda: digest.of_value(sorted(edited.items())))
     new = explain.Recorder("s").record(a, action.key_of(a.key_material(INPUTS, "s")), INPUTS)
-    assert explain.cause(a, old, new, known=True, upstream={}) == "engine code changed: tpbuild.executor"
+    assert explain.cause(a, old, new, known=True, upstream=no_upstream) == "engine code changed: tpbuild.executor"
     monkeypatch.setattr(action, "KEY_VERSION", action.KEY_VERSION + 1)
     newer = explain.Recorder("s").record(a, action.key_of(a.key_material(INPUTS, "s")), INPUTS)
-    assert explain.cause(a, old, newer, known=True, upstream={}) == (
+    assert explain.cause(a, old, newer, known=True, upstream=no_upstream) == (
         f"key version changed ({action.KEY_VERSION - 1} -> {action.KEY_VERSION}) (and 1 more change)")

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from . import code, digest, memo
 from .action import Action, Artifact, Entry, OutputEntry, Source, blobs_of, tree_digest
@@ -164,11 +164,14 @@ def _input_names(dests: Iterable[str]) -> list[str]:
 
 # -- the cause ------------------------------------------------------------------------------------
 
-def cause(action: Action, old: Record | None, new: Record, *, known: bool,
-          upstream: dict[str, tuple[tuple[OutputEntry, ...] | None, tuple[OutputEntry, ...]]]) -> str | None:
+Upstream = Callable[[str], tuple[tuple[OutputEntry, ...] | None, tuple[OutputEntry, ...]]]
+
+
+def cause(action: Action, old: Record | None, new: Record, *, known: bool, upstream: Upstream) -> str | None:
     """The first reason the key moved and the count of the others; None when it did not move.
     `known`: the build state has a last result of the action (so a missing record is not a first
-    build). `upstream`: per upstream action, its entries at its last build (None if unknown) and now."""
+    build). `upstream(action id)`: that upstream action's entries at its last build (None if
+    unknown) and now."""
     if old is None:
         return ("no record of what went into its last key (lost, or kept by an older tpbuild)" if known
                 else "no record (first build of this action)")
@@ -195,7 +198,7 @@ def _shown(short: str | None) -> str:
     return f"{kind}{sep}{hexd[:SHOWN]}"
 
 
-def _describe(name: str, old: str | None, new: str | None, inputs: dict, upstream: dict) -> str:
+def _describe(name: str, old: str | None, new: str | None, inputs: dict, upstream: Upstream) -> str:
     group, _, rest = name.partition(":")
     if group == "in":
         return _describe_input(name, rest, old, new, inputs, upstream)
@@ -221,7 +224,8 @@ def _describe(name: str, old: str | None, new: str | None, inputs: dict, upstrea
     return f"key material changed: {name} {how}"
 
 
-def _describe_input(name: str, dest: str, old: str | None, new: str | None, inputs: dict, upstream: dict) -> str:
+def _describe_input(name: str, dest: str, old: str | None, new: str | None, inputs: dict,
+                    upstream: Upstream) -> str:
     inp = inputs.get(name)
     if inp is None:
         return f"input {dest.rpartition('#')[0] if '#' in dest else dest or '(root)'} removed"
@@ -232,7 +236,7 @@ def _describe_input(name: str, dest: str, old: str | None, new: str | None, inpu
     if old is None:
         return f"{what} added"
     if isinstance(inp, Artifact) and not inp.path:
-        detail = _tree_change(old, *upstream.get(inp.action, (None, ())))
+        detail = _tree_change(old, *upstream(inp.action))
         if detail:
             return f"{what} changed: {detail}"
     return f"{what} changed ({_shown(old)} -> {_shown(new)})"
@@ -282,7 +286,11 @@ def annotate(outcomes: dict[str, Outcome], last: dict[str, tuple], records: "Rec
     """Set `why` on every outcome that needs one (see the module docstring) and record the new
     parts of each recordable one. `last` is the build state's record before this build: action id
     -> (key, entries)."""
-    gone = {d for d in quarantined}
+    gone = set(quarantined)
+
+    def upstream(aid: str):
+        return (last[aid][1] if aid in last else None), outcomes[aid].entries
+
     for aid, o in outcomes.items():
         if not o.key or o.status is Status.SKIPPED:
             continue
@@ -292,8 +300,7 @@ def annotate(outcomes: dict[str, Outcome], last: dict[str, tuple], records: "Rec
             continue
         new = recorder.record(o.action, o.key, list(o.input_digests))
         old = records.get(aid)
-        ups = {u: (last[u][1] if u in last else None, outcomes[u].entries) for u in o.action.upstream()}
-        why = cause(o.action, old, new, known=prev is not None, upstream=ups)
+        why = cause(o.action, old, new, known=prev is not None, upstream=upstream)
         if why is None and ran:
             why = _cache_cause(o, gone, remote)
         o.why = why or ""
