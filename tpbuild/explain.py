@@ -228,7 +228,7 @@ def _describe_input(name: str, dest: str, old: str | None, new: str | None, inpu
                     upstream: Upstream) -> str:
     inp = inputs.get(name)
     if inp is None:
-        return f"input {dest.rpartition('#')[0] if '#' in dest else dest or '(root)'} removed"
+        return f"input {(dest.rpartition('#')[0] if '#' in dest else dest) or '(root)'} removed"
     if isinstance(inp, Source):
         what = f"input {inp.path}"
     else:
@@ -272,11 +272,8 @@ def _cache_cause(o: Outcome, quarantined: set[str], remote: bool) -> str:
     if damaged:
         return (f"key unchanged; its cached output was damaged and quarantined "
                 f"(blob {digest.hex_part(damaged[0])[:SHOWN]})")
-    where = "the local cache (evicted or removed)"
-    if o.status is Status.REMOTE:
-        return f"key unchanged; its cached result was gone from {where}"
-    return f"key unchanged; its cached result was gone from {where}" + (
-        " and the remote cache had none" if remote else "")
+    why = "key unchanged; its cached result was gone from the local cache (evicted or removed)"
+    return why + (" and the remote cache had none" if remote and o.status is not Status.REMOTE else "")
 
 
 # -- one build ------------------------------------------------------------------------------------
