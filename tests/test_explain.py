@@ -15,6 +15,7 @@ from tpbuild.action import Artifact, RunAction, Source
 from tpbuild.label import parse_label
 
 from conftest import REPO
+from test_engine import two_step
 from test_validation import MODEL_PY, _env_tarball
 
 FIRST = "no record (first build of this action)"
@@ -40,17 +41,7 @@ def test_each_kind_of_change_names_its_cause(ws, tmp_path):
     rules = tmp_path / "ruleset" / "tpbuild_triton"
     shutil.copytree(REPO / "rules", rules, ignore=shutil.ignore_patterns("__pycache__"))
     env = {"PYTHONPATH": str(rules.parent)}
-    ws.write("gen/BUILD.toml", """
-        [genrule.upper]
-        srcs = ["names.txt"]
-        outs = ["upper.txt"]
-        cmd = "tr a-z A-Z < $SRCS > $OUT"
-
-        [genrule.count]
-        srcs = [":upper"]
-        outs = ["count.txt"]
-        cmd = "wc -l < $SRCS/upper.txt > $OUT"
-    """)
+    two_step(ws)  # gen: upper (names.txt) -> count; other
     ws.write("gen/names.txt", NAMES.decode())
     # A model importing a module from its env: its ImportCheck runs the rule set's pycheck.
     (ws.root / "m").mkdir()
