@@ -14,7 +14,8 @@ input that happens to differ too), followed by the count of the others.
 What gets a `why` (and a new record): every action that executed (or failed running), or whose
 result came from the remote cache, and every action whose key differs from the last build's (a
 cache hit under a new key: a reverted edit, another branch). An action answered under its last key
-needs none, so a build that moves no key reads no record at all. When the key did not move but the
+needs none, so a build that moves no key reads no record at all; nor does a hit with no record to
+compare with (after `tpbuild clean`), though it is recorded. When the key did not move but the
 action ran anyway, the cause is the cache: its result was evicted or removed, or found damaged and
 quarantined. Failed and unstable results are explained but not recorded, as the build state does
 not remember them either.
@@ -297,10 +298,9 @@ def annotate(outcomes: dict[str, Outcome], last: dict[str, tuple], records: "Rec
             continue
         new = recorder.record(o.action, o.key, list(o.input_digests))
         old = records.get(aid)
-        why = cause(o.action, old, new, known=prev is not None, upstream=upstream)
-        if why is None and ran:
-            why = _cache_cause(o, gone, remote)
-        o.why = why or ""
+        if ran or old is not None:  # a hit with nothing to compare with (a cleaned workspace) is no news
+            why = cause(o.action, old, new, known=prev is not None, upstream=upstream)
+            o.why = why if why is not None else _cache_cause(o, gone, remote) if ran else ""
         if o.status.succeeded and not o.unstable and (old is None or old != new):
             records.put(aid, new)
 
