@@ -186,8 +186,7 @@ def cause(action: Action, old: Record | None, new: Record, *, known: bool, upstr
     if not changed:
         return "key material changed (no recorded part differs)"
     changed.sort(key=lambda n: _RANK.get(n.split(":")[0], _ATTRIBUTES))
-    inputs = dict(zip(_input_names(d for d, _ in action.inputs), (i for _, i in action.inputs)))
-    first = _describe(changed[0], was.get(changed[0]), now.get(changed[0]), inputs, upstream)
+    first = _describe(changed[0], was.get(changed[0]), now.get(changed[0]), action, upstream)
     more = len(changed) - 1
     return first + (f" (and {more} more change{'s' if more > 1 else ''})" if more else "")
 
@@ -199,9 +198,10 @@ def _shown(short: str | None) -> str:
     return f"{kind}{sep}{hexd[:SHOWN]}"
 
 
-def _describe(name: str, old: str | None, new: str | None, inputs: dict, upstream: Upstream) -> str:
+def _describe(name: str, old: str | None, new: str | None, action: Action, upstream: Upstream) -> str:
     group, _, rest = name.partition(":")
     if group == "in":
+        inputs = dict(zip(_input_names(d for d, _ in action.inputs), (i for _, i in action.inputs)))
         return _describe_input(name, rest, old, new, inputs, upstream)
     how = "added" if old is None else "removed" if new is None else "changed"
     if name in VERBATIM:
