@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -471,3 +472,24 @@ def test_genrule_timeout_and_exec_properties(ws):
     ws.write("t/BUILD.toml", '[genrule.bad]\nouts = ["o"]\ncmd = "true"\ntimeout = -1\n')
     r = ws.build("//t:bad")
     assert r.returncode == 2 and "BUILD.toml:4" in r.stderr and "timeout" in r.stderr
+
+
+def test_ctrl_c_reaches_a_running_command_and_its_children(ws, tmp_path):
+    """Commands run in process groups of their own (so a timeout kills their children too), out of the
+    terminal's reach: tpbuild passes the Ctrl-C on, and what the command started dies with it."""
+    from test_executor import state
+
+    pid_file = tmp_path / "child.pid"
+    ws.write("p/BUILD.toml", f'[genrule.g]\nouts = ["o"]\ncmd = "sleep 300 & echo $! > {pid_file}; wait"\n')
+    p = subprocess.Popen([sys.executable, "-m", "tpbuild", "-C", str(ws.root), "build", "//..."], env=ws.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGINT)  # what the terminal does: the foreground group, tpbuild's
+    out = p.communicate(timeout=60)[0]
+    assert p.returncode == 130 and "interrupted" in out, out
+    child = int(pid_file.read_text())
+    while state(child) not in ("gone", "Z") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert state(child) in ("gone", "Z")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -127,7 +129,18 @@ def _commands(argv: list[str]) -> dict:
     return found
 
 
+def _interrupt(signum, frame):
+    """Ctrl-C: the commands running in their own process groups (executor.run_in_group) get it too."""
+    from .executor import forward_signal
+
+    forward_signal(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
     except TpbuildError as e:
