@@ -27,7 +27,9 @@ def pytest_collection_modifyitems(config, items):
     by one, except those using a module- or session-scoped fixture of ours (a REAPI cluster, a moto
     server, a stub build): they go to one worker together, in one `xdist_group` per fixture module, so
     what the fixture starts or builds is made once, not once per worker. xdist starts the largest
-    groups first. Nothing needs marking by hand: a new shared fixture groups its users by itself."""
+    groups first. Nothing needs marking by hand: a new shared fixture groups its users by itself, if
+    they name it as a parameter (one asked for with `request.getfixturevalue` is not seen: such tests
+    still pass, each worker making the fixture for itself)."""
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         if info is None:
