@@ -130,10 +130,11 @@ def _commands(argv: list[str]) -> dict:
 
 
 def _interrupt(signum, frame):
-    """Ctrl-C: the commands running in their own process groups (executor.run_in_group) get it too."""
-    from .executor import forward_signal
-
-    forward_signal(signum)
+    """Ctrl-C: the commands running in their own process groups (executor.run_in_group) get it too.
+    No import here: without the executor loaded, no command runs."""
+    executor = sys.modules.get(f"{__package__}.executor")
+    if executor is not None:
+        executor.forward_signal(signum)
     raise KeyboardInterrupt
 
 
@@ -141,6 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread() and \
             signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupt)
+        try:
+            return _guarded(argv)
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    return _guarded(argv)
+
+
+def _guarded(argv: list[str] | None) -> int:
+    """Runs a command; every error it raises becomes a message and an exit code here, once."""
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
     except TpbuildError as e:
