@@ -22,6 +22,25 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes minutes (real env or stub builds)")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, the default in pyproject.toml) tests go to workers one
+    by one, except those using a module- or session-scoped fixture of ours (a REAPI cluster, a moto
+    server, a stub build): they go to one worker together, in one `xdist_group` per fixture module, so
+    what the fixture starts or builds is made once, not once per worker. xdist starts the largest
+    groups first. Nothing needs marking by hand: a new shared fixture groups its users by itself, if
+    they name it as a parameter (one asked for with `request.getfixturevalue` is not seen: such tests
+    still pass, each worker making the fixture for itself)."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        homes = sorted({d.func.__module__ for name in info.names_closure for d in info.name2fixturedefs.get(name, ())
+                        if d.scope in ("module", "session") and d.func.__module__.split(".")[-1].startswith(
+                            ("test_", "conftest"))})
+        if homes:
+            item.add_marker(pytest.mark.xdist_group("+".join(homes)))
+
+
 @dataclass
 class Run:
     returncode: int

@@ -30,4 +30,6 @@ fi
 # BuildGrid 0.9.1 in a venv on the machine's Python 3.13 (pyenv's), installed here once, outside the run.
 bash tools/reapi-cluster.sh install || echo "note: the REAPI cluster could not be installed; tests/test_reapi.py is skipped" >&2
 
-exec .venv/bin/python -m pytest -q "$@"
+# On every core (pytest-xdist); tests sharing a module- or session-scoped fixture (a server, a cluster, a
+# build) stay on one worker together (tests/conftest.py groups them). `-n 0` runs in this process.
+exec .venv/bin/python -m pytest -q -n auto --dist loadgroup "$@"

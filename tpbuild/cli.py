@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -129,7 +131,28 @@ def _commands(argv: list[str]) -> dict:
     return found
 
 
+def _interrupt(signum, frame):
+    """Ctrl-C: the commands running in their own process groups (executor.run_in_group) get it too.
+    No import here: without the executor loaded, no command runs."""
+    executor = sys.modules.get(f"{__package__}.executor")
+    if executor is not None:
+        executor.forward_signal(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
+        try:
+            return _guarded(argv)
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    return _guarded(argv)
+
+
+def _guarded(argv: list[str] | None) -> int:
+    """Runs a command; every error it raises becomes a message and an exit code here, once."""
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
     except TpbuildError as e:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,11 +122,7 @@ class Executor:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as logf:
             try:
-                proc = subprocess.run(argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL,
-                                      stdout=logf, stderr=subprocess.STDOUT, timeout=action.timeout)
-                code = proc.returncode
-            except subprocess.TimeoutExpired:
-                code = None
+                code = run_in_group(argv, cwd=scratch, env=env, stdout=logf, timeout=action.timeout)
             except OSError as e:
                 raise BuildError(f"{action.owner}: {action.mnemonic} could not start {argv[0]!r}: {e.strerror}") from None
         if code != 0:
@@ -161,6 +159,51 @@ class Executor:
         exe = os.access(f, os.X_OK)
         d, size = self.cas.put_file(f, executable=exe, move=True)
         return Entry.file(rel, d, size, exe)
+
+
+_running: set[int] = set()  # the process groups of the commands running now
+_running_lock = threading.Lock()
+
+
+def run_in_group(argv: list[str], *, cwd: Path, env: dict, stdout, timeout: float | None) -> int | None:
+    """Runs a command in a process group of its own and returns its exit code, or None after `timeout`
+    seconds. The group is what dies then: a command's children (a shell's `sleep &`, a compiler's
+    jobs) would otherwise outlive it and keep writing into a scratch directory that is being removed.
+    Whatever the command leaves running when it exits dies with it too. A group of its own is out of
+    the terminal's reach, so `forward_signal` passes the user's Ctrl-C on to it."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    with _running_lock:
+        _running.add(proc.pid)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        with _running_lock:
+            _running.discard(proc.pid)
+        kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILLs the process group `proc` leads (started with start_new_session) and reaps `proc`."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def forward_signal(signum: int) -> None:
+    """Sends `signum` to every running command's group, as the terminal would have if they were in its
+    foreground group (the CLI's SIGINT handler calls this)."""
+    with _running_lock:
+        groups = list(_running)
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def log_path(logs_dir: Path, action: Action) -> Path:

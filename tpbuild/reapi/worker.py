@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
+from ..executor import kill_group
 from . import merkle
 from .blobs import MissingBlob, Server, Upload
 from .wire import (ReapiError, bots_grpc, bots_pb2, code_pb2, digest_of, grpc, metadata_from_env, open_channel,
@@ -143,7 +144,7 @@ class _Run:
     def cancel(self) -> None:
         self._cancelled = True
         if self._proc is not None:
-            _kill_group(self._proc)
+            kill_group(self._proc)
 
     def go(self) -> None:
         scratch = Path(tempfile.mkdtemp(prefix="tpbuild-worker-"))
@@ -203,10 +204,10 @@ class _Run:
                     result.exit_code = self._proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     timed_out = True
-                    _kill_group(self._proc)
+                    kill_group(self._proc)
                     result.exit_code = -signal.SIGKILL
                 finally:
-                    _kill_group(self._proc)  # what the command left running dies with it
+                    kill_group(self._proc)  # what the command left running dies with it
         result.execution_metadata.execution_completed_timestamp.GetCurrentTime()
         uploads = []
         for o in outputs:
@@ -222,14 +223,6 @@ class _Run:
                                             message=f"the command ran longer than its timeout of {timeout:g}s")
         elif self._cancelled:
             self.status = status_pb2.Status(code=code_pb2.CANCELLED, message="cancelled by the scheduler")
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
 
 
 def main(args) -> int:

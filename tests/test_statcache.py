@@ -1,0 +1,60 @@
+"""The stat memo (tpbuild/statcache.py) in-process, on real files in a temp dir: when a file's digest
+comes from its stat alone and when the file is read again. The builds that rely on it are covered
+through the CLI (tests/test_engine.py); the racy case is decided here, where a clock-free check is exact."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from tpbuild import digest, statcache
+from tpbuild.statcache import StatCache
+
+
+def reads(monkeypatch) -> list[str]:
+    """The files the memo hashes from now on (those it does not answer from the stat)."""
+    seen: list[str] = []
+    real = digest.of_file
+
+    def counting(path, *a, **kw):
+        seen.append(str(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(statcache.digest, "of_file", counting)
+    return seen
+
+
+def test_a_same_size_rewrite_within_the_racy_window_is_read_again(tmp_path, monkeypatch):
+    """git's racy clean: hashed in the same timestamp tick as written, rewritten with the same size and
+    mtime: the stat cannot tell, so such an entry is not persisted and the next run reads the file."""
+    f = tmp_path / "names.txt"
+    f.write_text("cat\ndog\n")
+    memo = tmp_path / "memo"
+    first = StatCache(memo)
+    before, _ = first.digest(str(f))
+    assert first.save() is None
+    st = f.stat()
+    f.write_text("cow\nant\n")  # same size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
+    seen = reads(monkeypatch)
+    after, _ = StatCache(memo).digest(str(f))
+    assert seen == [str(f)] and after == digest.of_bytes(b"cow\nant\n") != before
+
+
+def test_a_settled_file_is_answered_from_its_stat_and_a_changed_one_is_read(tmp_path, monkeypatch):
+    settled, edited = tmp_path / "settled.txt", tmp_path / "edited.txt"
+    old = time.time() - 60  # older than the racy window: the stat is trusted
+    for f in (settled, edited):
+        f.write_text("x\n")
+        os.utime(f, (old, old))
+    memo = tmp_path / "memo"
+    first = StatCache(memo)
+    for f in (settled, edited):
+        first.digest(str(f))
+    assert first.save() is None
+    edited.write_text("xy\n")
+    seen = reads(monkeypatch)
+    again = StatCache(memo)
+    assert again.digest(str(settled))[0] == digest.of_bytes(b"x\n")
+    assert again.digest(str(edited))[0] == digest.of_bytes(b"xy\n")
+    assert seen == [str(edited)]
