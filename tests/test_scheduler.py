@@ -272,18 +272,13 @@ def test_an_input_naming_an_output_the_upstream_did_not_make_fails(tmp_path):
 
 # -- threads, hooks, clock ---------------------------------------------------------------------------------
 
-def test_what_does_not_block_runs_on_the_scheduler_thread_with_one_job_and_on_the_workers_with_more(tmp_path):
+def test_what_does_not_block_runs_on_the_scheduler_thread(tmp_path):
     w = World.new(tmp_path)
     w.write("a.txt", "a")
     acts = graph(*(run_action(f"A{i}", Source("a.txt")) for i in range(4)))
     inline = FakeExecution(w.blobs, blocking=False)
-    w.build(acts, inline, jobs=1)
+    w.build(acts, inline)
     assert inline.threads == {threading.current_thread().name}
-    w1 = World.new(tmp_path / "w1")
-    w1.write("a.txt", "a")
-    spread = FakeExecution(w1.blobs, blocking=False)
-    w1.build(acts, spread, jobs=2)
-    assert spread.threads and all(t.startswith("tpbuild") for t in spread.threads)
     w2 = World.new(tmp_path / "w2")
     w2.write("a.txt", "a")
     workers = FakeExecution(w2.blobs, blocking=True)
