@@ -208,7 +208,8 @@ def bench_size(n: int, args, peers: dict[str, list[str]], results: list[dict], c
         # Last: the rounds' rotation then runs it right before tpbuild -j N in every round after the
         # first (the warm-up), so the two meet the same disk state (the peers' thousands of fresh
         # files still being written back). Placed second, -j N ran last, after every peer, in the
-        # one measured round of --quick, and looked up to 1.8x slower than -j 1 for that alone.
+        # one measured round of --quick and looked up to 1.8x slower than -j 1, where runs side by
+        # side found them equal.
         clean_tools.append(tpbuild_tool(ws, cache, 1, "tpbuild -j1"))
     record(results, n, "clean", measure(clean_tools, Tool.remove_all, slow), clean_tools)
     if peer_tools:
