@@ -468,9 +468,8 @@ def _profile(recorder, result, path: Path) -> None:
 
     chain, total = critical.path(result.analysis.actions, {a: o.seconds for a, o in result.outcomes.items()})
     on_path = set(chain)
-    lane = recorder.lane("critical path")
-    for e in [e for e in recorder.events if e["cat"] == "action" and e["args"]["id"] in on_path]:
-        recorder.events.append({**e, "cat": "critical_path", "tid": lane})
+    recorder.again([e for e in recorder.events if e["cat"] == "action" and e["args"]["id"] in on_path],
+                   recorder.lane("critical path"), "critical_path")
     outcomes = [result.outcomes[a] for a in chain]
     try:
         recorder.write(path, {"critical_path": [{"id": o.action.id, "mnemonic": o.action.mnemonic,

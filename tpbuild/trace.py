@@ -90,6 +90,11 @@ class Recorder(Trace):
     def span(self, name: str, cat: str, **args):
         return self._span(name, cat, args)
 
+    def again(self, events: list[dict], lane: int, cat: str) -> None:
+        """Draw recorded spans a second time on `lane` under `cat` (the critical path, on its own lane)."""
+        with self._lock:
+            self.events.extend({**e, "cat": cat, "tid": lane} for e in events)
+
     def _us(self, t: float) -> float:
         return round((t - self.origin) * 1e6, 1)
 
