@@ -39,6 +39,7 @@ from measure import BenchError, Command, Sample, median  # noqa: E402
 PEERS = ("make", "ninja", "doit")
 SCENARIOS = ("clean", "noop", "noop-ordinary", "edit", "restore")
 BIG_RESTORE_LIMIT_S = 0.1
+SLEEP_S = 0.1  # each genrule of the run-action scenario
 SETTLE_S = 2.1  # tpbuild's racy window (layout.RACY_WINDOW_NS) and a margin
 
 
@@ -204,7 +205,12 @@ def bench_size(n: int, args, peers: dict[str, list[str]], results: list[dict], c
 
     clean_tools = list(tools)
     if args.jobs != 1:
-        clean_tools.insert(1, tpbuild_tool(ws, cache, 1, "tpbuild -j1"))
+        # Last: the rounds' rotation then runs it right before tpbuild -j N in every round after the
+        # first (the warm-up), so the two meet the same disk state (the peers' thousands of fresh
+        # files still being written back). Placed second, -j N ran last, after every peer, in the
+        # one measured round of --quick and looked up to 1.8x slower than -j 1, where runs side by
+        # side found them equal.
+        clean_tools.append(tpbuild_tool(ws, cache, 1, "tpbuild -j1"))
     record(results, n, "clean", measure(clean_tools, Tool.remove_all, slow), clean_tools)
     if peer_tools:
         checks.append(f"N={n} clean: {compare_outputs(tp, peer_tools)}")
@@ -277,6 +283,26 @@ def bench_big(args, results: list[dict], checks: list[str]) -> dict:
     out["restore_minus_noop_s"] = round(out["restore_median_s"] - out["noop_median_s"], 4)
     print(f"[big] no-op {out['noop_median_s']:.3f}s  restore {out['restore_median_s']:.3f}s  "
           f"(restore - no-op {out['restore_minus_noop_s']:.3f}s, by {how})", flush=True)
+    if not args.keep:
+        _rm([root])
+    return out
+
+
+def bench_sleeps(args, checks: list[str]) -> dict:
+    """`--sleeps` genrules of `sleep 0.1`, no shared inputs, built clean at -j 1 and at -j N in the same
+    rounds: the run actions' own parallelism, with nothing in-process to speak of."""
+    root = args.workdir / "sleeps"
+    ws, cache = root / "ws", root / "cache"
+    synth.generate_sleeps(ws, args.sleeps, SLEEP_S)
+    tools = [tpbuild_tool(ws, cache, args.jobs), tpbuild_tool(ws, cache, 1, "tpbuild -j1")]
+    samples = measure(tools, Tool.remove_all, Plan(1, args.slow_reps))
+    j1, jn = (median([s.wall_s for s in samples[t.name]]) for t in (tools[1], tools[0]))
+    out = {"genrules": args.sleeps, "sleep_s": SLEEP_S, "jobs": args.jobs, "j1_median_s": round(j1, 4),
+           "jn_median_s": round(jn, 4), "speedup": round(j1 / jn, 3),
+           "samples": {name: [s.to_json() for s in ss] for name, ss in samples.items()}}
+    checks.append(f"sleeps: {args.sleeps} genrules of sleep {SLEEP_S}, each build from nothing (cache deleted)")
+    print(f"[sleeps] {args.sleeps} x sleep {SLEEP_S}: -j 1 {j1:.2f}s  -j {args.jobs} {jn:.2f}s  "
+          f"({j1 / jn:.2f}x)", flush=True)
     if not args.keep:
         _rm([root])
     return out
@@ -356,6 +382,33 @@ def targets(results: list[dict], rat: list[dict], big: dict | None, jobs: int) -
     return out
 
 
+def issue16_targets(results: list[dict], rat: list[dict], sleeps: dict | None, jobs: int) -> list[dict]:
+    """Issue 16 ("Scale"): -j N never slower than -j 1, ahead of the peers, run actions overlapping."""
+    out: list[dict] = []
+
+    def add(name: str, value, limit: str, ok: bool | None) -> None:
+        out.append({"target": name, "measured": value, "limit": limit,
+                    "verdict": "not measured" if ok is None else ("pass" if ok else "FAIL")})
+
+    j1, jn = _row(results, 1000, "clean", "tpbuild -j1"), _row(results, 1000, "clean", "tpbuild")
+    add(f"clean build of 1,000 models: -j {jobs} no slower than -j 1",
+        f"-j {jobs} {jn['median_s']:.3f} s, -j 1 {j1['median_s']:.3f} s ({j1['median_s'] / jn['median_s']:.2f}x)"
+        if j1 and jn else None, "-j N <= -j 1", jn["median_s"] <= j1["median_s"] if j1 and jn else None)
+    rs = [x for x in rat if x["size"] == 1000 and x["scenario"] == "clean"]
+    add(f"clean build of 1,000 models with -j {jobs} ahead of make, ninja and doit",
+        ", ".join(f"{x['peer']}: {x['ratio']}x" for x in rs) or None, "ratio > 1 for each of the three",
+        all(x["ratio"] > 1 for x in rs) and {x["peer"] for x in rs} == set(PEERS) if rs else None)
+    add(f"{sleeps['genrules'] if sleeps else 200} genrules of sleep {SLEEP_S}: -j {jobs} against -j 1",
+        f"-j 1 {sleeps['j1_median_s']:.2f} s, -j {jobs} {sleeps['jn_median_s']:.2f} s ({sleeps['speedup']:.2f}x)"
+        if sleeps else None, ">= 1.8x", sleeps["speedup"] >= 1.8 if sleeps else None)
+    return out
+
+
+def target_table(title: str, rows: list[dict]) -> list[str]:
+    return ["", f"## {title}", "", "| target | measured | limit | verdict |", "|---|---|---|---|",
+            *(f"| {t['target']} | {t['measured'] or '-'} | {t['limit']} | {t['verdict']} |" for t in rows)]
+
+
 def markdown(doc: dict) -> str:
     meta, results, peers = doc["meta"], doc["results"], doc["meta"]["peers"]
     lines = [
@@ -394,11 +447,16 @@ def markdown(doc: dict) -> str:
                   "|---|---|---|---|---|",
                   f"| {b['first_build_s']:.2f} s | {b['noop_median_s']:.3f} s | {b['restore_median_s']:.3f} s | "
                   f"{b['restore_minus_noop_s']:.3f} s | {b['restored_by']} |"]
-    lines += ["", "## Targets", "", "| target | measured | limit | verdict |", "|---|---|---|---|"]
-    lines += [f"| {t['target']} | {t['measured'] or '-'} | {t['limit']} | {t['verdict']} |" for t in doc["targets"]]
+    if doc.get("sleeps"):
+        sl = doc["sleeps"]
+        lines += ["", f"## Run actions: {sl['genrules']} genrules of sleep {sl['sleep_s']}, clean", "",
+                  f"| -j 1 | -j {sl['jobs']} | speed-up |", "|---|---|---|",
+                  f"| {sl['j1_median_s']:.3f} s | {sl['jn_median_s']:.3f} s | {sl['speedup']:.2f}x |"]
+    lines += target_table("Targets", doc["targets"])
     lines += ["", "## Checks and notes", ""]
     lines += [f"- {c}" for c in doc["checks"]]
     lines += [f"- skipped {p}: {why}" for p, why in meta["skipped"].items()]
+    lines += target_table("issue-16 targets", doc["issue16"])
     return "\n".join(lines) + "\n"
 
 
@@ -466,6 +524,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers, '' for none")
     p.add_argument("--big-size", type=_bytes, default=2**30, help="size of the large artifact (default 1G)")
     p.add_argument("--no-big", action="store_true", help="skip the large-artifact scenario")
+    p.add_argument("--sleeps", type=int, default=200,
+                   help=f"genrules of sleep {SLEEP_S} in the run-action scenario (default 200; 0 skips it)")
     p.add_argument("--workdir", type=Path, default=BENCH / "out" / "work")
     p.add_argument("--out", type=Path, default=BENCH / "out")
     p.add_argument("--keep", action="store_true", help="keep the generated workspaces")
@@ -498,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.sizes:
             bench_size(n, args, peers, results, checks)
         big = None if args.no_big else bench_big(args, results, checks)
+        sleeps = bench_sleeps(args, checks) if args.sleeps else None
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -510,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
                  "reps": args.reps, "slow_reps": args.slow_reps, "large": args.large,
                  "peers": list(peers), "versions": versions, "skipped": skipped,
                  "seconds": round(time.perf_counter() - t0, 1)},
-        "results": results, "ratios": rat, "big": big, "targets": targets(results, rat, big, args.jobs),
+        "results": results, "ratios": rat, "big": big, "sleeps": sleeps,
+        "targets": targets(results, rat, big, args.jobs), "issue16": issue16_targets(results, rat, sleeps, args.jobs),
         "checks": checks,
     }
     args.out.mkdir(parents=True, exist_ok=True)

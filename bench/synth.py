@@ -235,3 +235,14 @@ def generate_big(ws: Path, size: int) -> None:
     (ws / "tpbuild.toml").write_text("")
     (ws / "BUILD.toml").write_text(
         f'[genrule.blob]\nouts = ["blob.bin"]\ncmd = "head -c {size} /dev/zero > $OUT"\n')
+
+
+def generate_sleeps(ws: Path, n: int, seconds: float) -> None:
+    """A workspace of `n` independent genrules that each sleep `seconds`: all wait, none computes,
+    so -j N can only gain by overlapping processes (the run-action scenario)."""
+    if ws.exists():
+        shutil.rmtree(ws)
+    ws.mkdir(parents=True)
+    (ws / "tpbuild.toml").write_text("")
+    (ws / "BUILD.toml").write_text("".join(
+        f'[genrule.s{i:03d}]\nouts = ["s{i:03d}.txt"]\ncmd = "sleep {seconds}; echo {i} > $OUT"\n\n' for i in range(n)))

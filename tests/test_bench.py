@@ -21,7 +21,7 @@ from measure import BenchError  # noqa: E402
 def test_harness_runs_every_scenario_with_the_peers_and_checks_their_trees(tmp_path: Path):
     out = tmp_path / "out"
     p = subprocess.run([sys.executable, str(REPO / "bench/run.py"), "--sizes", "5", "--reps", "1", "--slow-reps", "1",
-                        "--big-size", "1M", "--workdir", str(tmp_path / "work"), "--out", str(out)],
+                        "--big-size", "1M", "--sleeps", "4", "--workdir", str(tmp_path / "work"), "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     doc = json.loads((out / "results.json").read_text())
@@ -38,6 +38,10 @@ def test_harness_runs_every_scenario_with_the_peers_and_checks_their_trees(tmp_p
     assert "N=5 restore: 31 files identical in tpbuild, make, ninja, doit" in doc["checks"]
     assert doc["big"]["bytes"] == 2**20 and doc["big"]["restored_by"] in ("hardlink", "reflink or copy")
     assert {t["target"] for t in doc["targets"]} >= {"no-op faster than make at every N", "peak RSS at 10,000 models"}
+    assert doc["sleeps"]["genrules"] == 4 and doc["sleeps"]["speedup"] > 0
+    assert [t["target"] for t in doc["issue16"]][0] == "clean build of 1,000 models: -j 2 no slower than -j 1"
+    rows = [f"| {t['target']} | {t['measured'] or '-'} | {t['limit']} | {t['verdict']} |" for t in doc["issue16"]]
+    assert (out / "results.md").read_text().rstrip().splitlines()[-len(rows):] == rows  # the issue's table ends it
     assert (out / "results.md").read_text() in p.stdout
 
 

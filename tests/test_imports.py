@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Lowest first. Each module may import from its own layer and the ones above it in this list.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("values", {"errors", "label", "digest", "atomic", "tomlsource", "layout", "memo", "code"}),
+    ("values", {"errors", "label", "digest", "atomic", "tomlsource", "layout", "memo", "code", "trace"}),
     ("model", {"workspace", "manifest", "action", "plugin", "genrule"}),
     ("analysis and stores", {"graph", "analysis", "analysiscache", "statcache", "cas", "actioncache", "outputs",
-                             "shaindex", "remotestore", "remote", "eviction"}),
+                             "shaindex", "remotestore", "remote", "eviction", "critical"}),
     ("execution", {"executor", "runner", "scheduler", "explain", "reapi"}),
     ("commands", {"build", "noop", "affected", "summary", "console", "report", "cli", "__main__", "__init__"}),
 ]

@@ -11,14 +11,14 @@ try hundreds of random graphs. The CLI's behaviour stays covered by the subproce
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tpbuild import digest
+from tpbuild import critical, digest
 from tpbuild.action import (Action, Artifact, Entry, EntryKind, RunAction, Source, Symlink, TreeAction, WriteAction,
                             blobs_of, key_of, tree_digest)
 from tpbuild.errors import BuildError
@@ -517,3 +517,73 @@ def test_the_real_stack_runs_all_three_variants_and_answers_a_rebuild_from_its_c
     again = build({})  # a new workspace record: the action cache answers, and nothing runs
     assert {o.status for o in again.values()} == {Status.CACHED}
     assert {a: o.entries for a, o in again.items()} == {a: o.entries for a, o in first.items()}
+
+
+# -- the ready queue: critical path by past durations (critical.py) ----------------------------------------
+
+def long_chain_and_short_work() -> dict[str, Action]:
+    """Four short independent actions declared before a chain of three long ones."""
+    return graph(*(run_action(f"S{i}", Source("a.txt")) for i in range(4)),
+                 run_action("L1", Source("a.txt")), run_action("L2", art("L1")), run_action("L3", art("L2")))
+
+
+def test_the_long_chain_starts_first_by_the_last_build_s_durations(tmp_path):
+    w = World.new(tmp_path)
+    w.write("a.txt", "a")
+    acts = long_chain_and_short_work()
+    first = FakeExecution(w.blobs)
+    w.build(acts, first, jobs=1)
+    assert first.ran[0] == "//p:t%S0"  # nothing known: declaration order
+    memo = tmp_path / "memo" / "durations"
+    past = {**{f"//p:t%S{i}": 0.1 for i in range(4)}, "//p:t%L1": 1.0, "//p:t%L2": 1.0, "//p:t%L3": 1.0}
+    assert critical.save(memo, {}, past.items(), tmp_path / "tmp") is None
+    prio = critical.priorities(acts, critical.load(memo))
+    assert prio["//p:t%L1"] == pytest.approx(3.0) and prio["//p:t%S0"] == pytest.approx(0.1)
+    w2 = World.new(tmp_path / "w2")
+    w2.write("a.txt", "a")
+    again = FakeExecution(w2.blobs)
+    runner = LocalCache(again, w2.ac, w2.blobs, w2.last)
+    ctx = BuildContext(root=w2.root, statcache=StatCache(w2.root / ".statcache"), runner=runner)
+    Scheduler(ctx, acts, jobs=1, keep_going=False, priority=prio).run()
+    assert again.ran[0] == "//p:t%L1"
+    assert again.ran.index("//p:t%L2") < again.ran.index("//p:t%S1")  # the chain goes on while it is longest
+
+
+def test_an_action_never_timed_is_estimated_by_its_mnemonic_and_the_path_of_a_build_is_its_longest_chain():
+    acts = graph(*(replace(run_action(f"G{i}", Source("a.txt")), mnemonic="Gen") for i in range(3)),
+                 run_action("X", art("G0")))
+    prio = critical.priorities(acts, {"//p:t%G0": 0.5, "//p:t%G1": 1.5})
+    assert prio["//p:t%G2"] == pytest.approx(1.0)  # never timed: the average of its mnemonic's
+    assert prio["//p:t%X"] == 0.0  # nothing known of its mnemonic
+    assert prio["//p:t%G0"] == pytest.approx(0.5)
+    acts = long_chain_and_short_work()
+    chain, total = critical.path(acts, {"//p:t%L1": 1.0, "//p:t%L2": 0.5, "//p:t%L3": 0.25, "//p:t%S0": 1.5})
+    assert chain == ["//p:t%L1", "//p:t%L2", "//p:t%L3"] and total == pytest.approx(1.75)
+
+
+def test_a_damaged_durations_memo_orders_nothing(tmp_path):
+    memo = tmp_path / "durations"
+    memo.write_text("tpbuild-memo durations v1\n{not json")
+    assert critical.load(memo) == {}
+
+
+def test_run_actions_start_whenever_a_worker_is_free_while_in_process_work_runs_here(tmp_path):
+    """With -j 2 both workers are busy at once, even with in-process work ready on this thread."""
+    w = World.new(tmp_path)
+    w.write("a.txt", "a")
+    both = threading.Barrier(2, timeout=10)
+
+    class Mixed(FakeExecution):
+        def run(self, req):
+            if self.blocking(req.action):
+                both.wait()  # fails (BrokenBarrierError) unless the two run actions overlap
+            return super().run(req)
+
+        def blocking(self, action):
+            return action.mnemonic.startswith("R")
+
+    acts = graph(*(run_action(f"W{i}", Source("a.txt")) for i in range(3)),
+                 run_action("R1", Source("a.txt")), run_action("R2", Source("a.txt")))
+    ex = Mixed(w.blobs)
+    out = w.build(acts, ex, jobs=2)
+    assert {o.status for o in out.values()} == {Status.EXECUTED}

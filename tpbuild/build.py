@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Callable, Protocol
 
-from . import atomic, explain, outputs
+from . import atomic, critical, explain, outputs
 from .action import blobs_of
 from .actioncache import ActionCache
 from .analysis import Analysis
@@ -33,6 +33,7 @@ from .label import Label
 from .scheduler import BuildContext, Hooks, Outcome, Scheduler, Status
 from .statcache import StatCache
 from .layout import STATE_DIR
+from .trace import NULL, Trace
 from .workspace import OUT_DIR, Workspace, memo_dir
 
 
@@ -47,6 +48,7 @@ class Options:
     remote_executor: RemoteExecutor | None = None
     max_size: int | None = None  # bytes; the local cache is trimmed to it after a build that added to it
     prune: bool = False  # the build covers every target (`//...`): remove outputs of targets that are gone
+    trace: Trace = NULL  # --profile: the phases, every action and the caches' work, as trace spans
 
 
 class RemoteExecutor(Protocol):
@@ -119,43 +121,55 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
     cache_memo = analysis.graph.cache
     for w in getattr(cache_memo, "warnings", ()):
         warn(w)
+    trace = opts.trace
     with workspace_lock(ws, warn):
         state_dir = ws.root / STATE_DIR
         memo = memo_dir(opts.cache_dir, ws.root)
-        for tmp in (opts.cache_dir / "tmp", memo / "tmp", state_dir / "tmp"):
-            atomic.sweep(tmp)
-        statcache = StatCache(memo / "statcache")
-        cas = Cas(opts.cache_dir, statcache)
-        ac = ActionCache(opts.cache_dir)
-        state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
+        with trace.span("load state", "phase"):
+            for tmp in (opts.cache_dir / "tmp", memo / "tmp", state_dir / "tmp"):
+                atomic.sweep(tmp)
+            statcache = StatCache(memo / "statcache")
+            cas = Cas(opts.cache_dir, statcache)
+            ac = ActionCache(opts.cache_dir)
+            state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
+            durations = critical.load(memo / "durations")
+            priority = critical.priorities(analysis.actions, durations)
         rex = opts.remote_executor
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,
-                       remote_executor=(lambda local: rex.wrap(local, opts.cache_dir, warn)) if rex else None)
-        ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks)
-        sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going)
+                       remote_executor=(lambda local: rex.wrap(local, opts.cache_dir, warn)) if rex else None,
+                       trace=trace)
+        ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks,
+                           trace=trace)
+        sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority)
         records = explain.Records(state_dir / "why", state_dir / "tmp")
         try:
-            outcomes = sched.run()
+            with trace.span("actions", "phase"):
+                outcomes = sched.run()
             # Before the state remembers this build: the causes are found against the last one.
             explain.annotate(outcomes, state.actions, records, explain.Recorder(ctx.salt),
                              quarantined=(d for d, _ in cas.quarantined),
                              remote=opts.remote is not None or rex is not None)
         finally:
-            for aid, o in sched.outcomes.items():
-                if o.status.succeeded and not o.unstable:
-                    state.remember(aid, o.key, o.entries)
-            _report_quarantined(cas, state, warn)
-            _saved(records.save(set(analysis.actions) if opts.prune else None), warn)
-            _saved(statcache.save(), warn)
-            _saved(state.save(), warn)
+            with trace.span("save state", "phase"):
+                for aid, o in sched.outcomes.items():
+                    if o.status.succeeded and not o.unstable:
+                        state.remember(aid, o.key, o.entries)
+                _report_quarantined(cas, state, warn)
+                _saved(records.save(set(analysis.actions) if opts.prune else None), warn)
+                _saved(statcache.save(), warn)
+                _saved(state.save(), warn)
+                _saved(critical.save(memo / "durations", durations,
+                                     ((a, o.seconds) for a, o in sched.outcomes.items() if o.status is Status.EXECUTED),
+                                     memo / "tmp", set(analysis.actions) if opts.prune else None), warn)
         if opts.prune:
             live = {f"{OUT_DIR}/{lbl.path}" for lbl in analysis.order if analysis.infos[lbl].output is not None}
             outputs.prune(state, ws.root, live)
             for aid in state.actions.keys() - analysis.actions.keys():
                 del state.actions[aid]
                 state.dirty = True
-        targets = _materialize(ws, analysis, outcomes, state, cas, warn)
+        with trace.span("place outputs", "phase"):
+            targets = _materialize(ws, analysis, outcomes, state, cas, warn)
         atomic.crash_point("placed")
         _saved(state.save(), warn)  # a no-op build changes nothing and writes nothing
     cache: dict = {}

@@ -87,6 +87,8 @@ def add_ci_options(parser) -> None:
     parser.add_argument("--summary", metavar="FILE", help="append a Markdown summary (e.g. $GITHUB_STEP_SUMMARY)")
     parser.add_argument("--explain", action="store_true",
                         help="print why each executed action ran (the input, attribute or code that moved its key)")
+    parser.add_argument("--profile", metavar="FILE", help="write the build's timeline as Chrome trace-event JSON "
+                        "(Perfetto, chrome://tracing) and print its critical path")
     parser.add_argument("--remote-cache", metavar="URL", help="a shared cache: file:///path, http(s)://host/prefix, "
                         "s3://bucket/prefix, grpc(s)://host:port (a REAPI ActionCache and CAS) (default: $TPBUILD_REMOTE_CACHE, "
                         "[cache] remote; '' for none)")
@@ -359,7 +361,7 @@ class Session:
     def run_build(self, patterns: list[str], *, jobs: int, keep_going: bool = False, report_path: str | None = None,
                   changed_since: str | None = None, summary_path: str | None = None):
         """None when `changed_since` leaves nothing to build (a success: the line says so)."""
-        from . import build, report, summary
+        from . import build, report, summary, trace
         from .analysis import analyze
         from .console import Console
         from .executor import current_step
@@ -369,6 +371,9 @@ class Session:
         if jobs < 1:
             raise UserError("-j/--jobs must be at least 1")
         rpath = _writable(Path(report_path).resolve(), "--report") if report_path else None
+        profile = getattr(self.flags, "profile", None)
+        ppath = _writable(Path(profile).resolve(), "--profile") if profile else None
+        recorder = trace.Recorder() if ppath else trace.NULL
         self.summary_path = Path(summary_path).absolute() if summary_path else None  # /dev/stdout too
         if self.summary_path:
             summary.append(self.summary_path, "")  # an unwritable path is bad input, found before building
@@ -384,8 +389,10 @@ class Session:
                 return None
         opts = self._options(jobs, keep_going)
         opts.prune = changed_since is None and set(patterns or ["//..."]) == {"//..."}
+        opts.trace = recorder
         try:
-            a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root), keep_going=keep_going)
+            with recorder.span("analysis", "phase"):
+                a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root), keep_going=keep_going)
         except TpbuildError as e:
             if rpath:
                 _report(rpath, report.to_json(None, e.render()))
@@ -409,6 +416,8 @@ class Session:
         if getattr(self.flags, "explain", False):
             _explain(result)
         _summary(result)
+        if ppath:
+            _profile(recorder, result, ppath)
         if a.errors:  # -k built what the errors left buildable; the run is still bad input
             raise collected(a.errors)
         return result
@@ -478,6 +487,27 @@ def _report(path: Path, data: dict) -> None:
         report.write(path, data)
     except OSError as e:
         print(f"warning: could not write the report {path}: {e.strerror}", file=sys.stderr)
+
+
+def _profile(recorder, result, path: Path) -> None:
+    """Write the trace, its critical path on a lane of its own, and print that path with its total."""
+    from . import critical
+
+    chain, total = critical.path(result.analysis.actions, {a: o.seconds for a, o in result.outcomes.items()})
+    on_path = set(chain)
+    recorder.again([e for e in recorder.events if e["cat"] == "action" and e["args"]["id"] in on_path],
+                   recorder.lane("critical path"), "critical_path")
+    outcomes = [result.outcomes[a] for a in chain]
+    try:
+        recorder.write(path, {"critical_path": [{"id": o.action.id, "mnemonic": o.action.mnemonic,
+                                                 "target": str(o.action.owner), "seconds": round(o.seconds, 4)}
+                                                for o in outcomes],
+                              "critical_path_seconds": round(total, 4)})
+    except OSError as e:
+        print(f"warning: could not write the profile {path}: {e.strerror}", file=sys.stderr)
+    print(f"Critical path: {total:.2f}s over {len(chain)} action{'s' * (len(chain) != 1)} (profile: {path})")
+    for o in outcomes:
+        print(f"  {o.seconds:7.3f}s  {o.action.mnemonic} {o.action.owner} ({o.status.value})")
 
 
 def _writable(path: Path, flag: str) -> Path:

@@ -32,6 +32,7 @@ from .action import Action, OutputEntry, RunAction, blobs_of
 from .actioncache import ActionCache
 from .cas import Cas
 from .executor import Executor, Resolved
+from .trace import NULL, Trace
 
 
 class Origin(StrEnum):
@@ -159,40 +160,47 @@ class LocalCache(Wrapper):
     """The last-build record (action id -> (key, entries), which spares reading the action cache on a
     no-op build) and the local action cache. Records every result it did not itself answer."""
 
-    def __init__(self, inner: Runner, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]]):
+    def __init__(self, inner: Runner, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]],
+                 trace: Trace = NULL):
         super().__init__(inner)
         self.ac = ac
         self.cas = cas
         self.last = last
+        self.trace = trace
 
     def lookup(self, req: Request) -> Result | None:
-        hit = self.last.get(req.action.id)
-        entries = hit[1] if hit is not None and hit[0] == req.key else self.ac.get(req.key)
-        entries = verified(entries, self.cas)
+        with self.trace.span("cache lookup", "cache"):
+            hit = self.last.get(req.action.id)
+            entries = hit[1] if hit is not None and hit[0] == req.key else self.ac.get(req.key)
+            entries = verified(entries, self.cas)
         return Result(entries, Origin.CACHED) if entries is not None else self.inner.lookup(req)
 
     def run(self, req: Request) -> Result:
         result = self.inner.run(req)
         if result.origin is not Origin.CACHED and result.storable:
-            self.ac.put(req.key, result.entries)
+            with self.trace.span("cache store", "cache"):
+                self.ac.put(req.key, result.entries)
         return result
 
 
 class RemoteCache(Wrapper):
     """A shared cache between this machine and the runner below: looked up before it, fed after it."""
 
-    def __init__(self, inner: Runner, client: RemoteCacheClient, cas: Cas):
+    def __init__(self, inner: Runner, client: RemoteCacheClient, cas: Cas, trace: Trace = NULL):
         super().__init__(inner)
         self.client = client
         self.cas = cas
+        self.trace = trace
 
     def run(self, req: Request) -> Result:
-        entries = self.client.lookup(req.material, self.cas)
+        with self.trace.span("remote cache lookup", "remote"):
+            entries = self.client.lookup(req.material, self.cas)
         if entries is not None:
             return Result(entries, Origin.REMOTE)
         result = self.inner.run(req)
         if result.origin is Origin.EXECUTED and result.storable:
-            self.client.store(req.material, result.entries, self.cas)
+            with self.trace.span("remote cache upload", "remote"):
+                self.client.store(req.material, result.entries, self.cas)
         return result
 
     def blocking(self, action: Action) -> bool:
@@ -201,12 +209,12 @@ class RemoteCache(Wrapper):
 
 def stack(executor: Executor, *, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]],
           remote_cache: RemoteCacheClient | None = None,
-          remote_executor: Callable[[LocalExecution], Runner] | None = None) -> Runner:
+          remote_executor: Callable[[LocalExecution], Runner] | None = None, trace: Trace = NULL) -> Runner:
     """The runner a build uses, from its options: `remote_executor` wraps local execution (it gets
     the `LocalExecution` to fall back to, and through it the build's blob store and logs directory),
-    the remote cache wraps that, the local cache wraps everything."""
+    the remote cache wraps that, the local cache wraps everything. `trace` gets the caches' spans."""
     local = LocalExecution(executor)
     runner: Runner = remote_executor(local) if remote_executor is not None else local
     if remote_cache is not None:
-        runner = RemoteCache(runner, remote_cache, cas)
-    return LocalCache(runner, ac, cas, last)
+        runner = RemoteCache(runner, remote_cache, cas, trace)
+    return LocalCache(runner, ac, cas, last, trace)

@@ -7,6 +7,10 @@ how it is answered: from a cache, by executing it here, or elsewhere. The schedu
 caches or executors; it asks the runner's fast `lookup` on its own thread and hands the rest to
 `run`, on a worker thread when the runner may block.
 
+Ready actions start in the order of their critical path (the longest chain of past durations from
+them to the end of the graph, `critical.py`), as ninja's ready queue does: what waits on a process
+goes to a free worker first, and in-process actions run on the scheduler's thread in the meantime.
+
 An input whose stat moves while its action runs (a file saved mid-build) makes the result valid for
 this build only (`Request.stable`): it is neither recorded nor uploaded under a key computed from the
 older content.
@@ -14,15 +18,16 @@ older content.
 
 from __future__ import annotations
 
+import heapq
 import os
 import stat as statmod
 import time
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Callable
+from queue import SimpleQueue
+from typing import Callable, Mapping
 
 from . import action as actionmod
 from .action import Action, Artifact, Entry, OutputEntry, Source, input_digest
@@ -30,6 +35,7 @@ from .errors import BuildError, TpbuildError
 from .executor import Resolved
 from .runner import ExecutedBy, Request, Result, Runner
 from .statcache import StatCache, signature
+from .trace import NULL, Trace
 
 
 class Status(StrEnum):
@@ -83,28 +89,43 @@ class BuildContext:
     salt: str = ""
     hooks: Hooks = field(default_factory=Hooks)
     clock: Callable[[], float] = time.monotonic  # for the outcomes' seconds
+    trace: Trace = NULL  # every action's span, on the lane of the thread that settled it
 
 
 class Scheduler:
-    def __init__(self, ctx: BuildContext, actions: dict[str, Action], *, jobs: int, keep_going: bool):
+    def __init__(self, ctx: BuildContext, actions: dict[str, Action], *, jobs: int, keep_going: bool,
+                 priority: Mapping[str, float] | None = None):
         self.ctx = ctx
         self.actions = actions
         self.jobs = max(1, jobs)
         self.keep_going = keep_going
+        self.priority = priority or {}  # action id -> its critical path by past durations (critical.py)
         self.outcomes: dict[str, Outcome] = {a: Outcome(actions[a]) for a in actions}
 
     def run(self) -> dict[str, Outcome]:
         waiting: dict[str, int] = {}
         dependents: dict[str, list[str]] = {a: [] for a in self.actions}
-        ready: deque[str] = deque()
+        # Two ready queues, each a heap by critical path (`critical.priorities`), then by the order
+        # actions were declared: what waits on a process or the network (`blocking`) goes to a worker
+        # as soon as one is free, so processes overlap fully; the rest runs on this thread meanwhile.
+        ready: dict[bool, list[tuple[float, int, str]]] = {True: [], False: []}
+        seq = {aid: i for i, aid in enumerate(self.actions)}
+
+        def push(aid: str) -> None:
+            heapq.heappush(ready[self.ctx.runner.blocking(self.actions[aid])],
+                           (-self.priority.get(aid, 0.0), seq[aid], aid))
+
         for aid, a in self.actions.items():
             ups = a.upstream()
             waiting[aid] = len(ups)
             for u in ups:
                 dependents[u].append(aid)
             if not ups:
-                ready.append(aid)
-        running: dict[Future, str] = {}
+                push(aid)
+        # Workers report here; a worker is handed an action only when it is free (never a backlog),
+        # so the highest priority decides at the last moment and an action's span is its own.
+        reported: SimpleQueue[str] = SimpleQueue()
+        running = 0
         stop = False
 
         def finished(aid: str) -> None:
@@ -116,30 +137,42 @@ class Scheduler:
             for d in dependents[aid]:
                 waiting[d] -= 1
                 if waiting[d] == 0 and self.outcomes[d].status is not Status.FAILED:
-                    ready.append(d)
+                    push(d)
+
+        def work(aid: str, req: Request, t0: float) -> None:
+            try:
+                self._execute(aid, req, t0)
+            finally:
+                reported.put(aid)
 
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="tpbuild") as pool:
-            while ready or running:
-                # Cache hits are settled here: handing thousands of them to threads costs more than they do.
-                while ready and not stop and len(running) < self.jobs * 2:
-                    aid = ready.popleft()
-                    prepared = self._prepare(aid)
+            while True:
+                while not reported.empty():
+                    running -= 1
+                    finished(reported.get())
+                if not stop and ready[True] and running < self.jobs:
+                    aid = heapq.heappop(ready[True])[2]
+                    prepared = self._prepare(aid)  # cache hits are settled here, never handed to a thread
                     if prepared is None:
                         finished(aid)
-                    elif not self.ctx.runner.blocking(self.actions[aid]):
-                        # In-process actions are a few syscalls driven by Python: run on this thread
-                        # they cost less than the hand-off to a worker, and a second thread would only
-                        # contend for the GIL (a clean build of 1,000 models took 15% more CPU time
-                        # with -j 2 than with -j 1). Workers take what waits on a process or the network.
-                        self._execute(aid, *prepared)
-                        finished(aid)
                     else:
-                        running[pool.submit(self._execute, aid, *prepared)] = aid
-                if not running:
+                        running += 1
+                        pool.submit(work, aid, *prepared)
+                elif not stop and ready[False]:
+                    # In-process actions are a few syscalls driven by Python: run on this thread
+                    # they cost less than the hand-off to a worker, and a second thread would only
+                    # contend for the GIL (a clean build of 1,000 models took 15% more CPU time
+                    # with -j 2 than with -j 1).
+                    aid = heapq.heappop(ready[False])[2]
+                    prepared = self._prepare(aid)
+                    if prepared is not None:
+                        self._execute(aid, *prepared)
+                    finished(aid)
+                elif running:
+                    running -= 1
+                    finished(reported.get())
+                else:
                     break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    finished(running.pop(fut))
         return self.outcomes
 
     def _skip_dependents(self, aid: str, dependents: dict[str, list[str]]) -> None:
@@ -196,7 +229,13 @@ class Scheduler:
             self.ctx.hooks.started(a)
 
     def _done(self, out: Outcome, t0: float) -> None:
-        out.seconds = self.ctx.clock() - t0
+        end = self.ctx.clock()
+        out.seconds = end - t0
+        if self.ctx.trace.enabled:
+            a = out.action
+            self.ctx.trace.complete(f"{a.mnemonic} {a.owner}", "action", t0, end,
+                                    {"id": a.id, "target": str(a.owner), "mnemonic": a.mnemonic,
+                                     "status": out.status.value, "seconds": round(out.seconds, 4), "key": out.key})
         if self.ctx.hooks.finished:
             self.ctx.hooks.finished(out)
 

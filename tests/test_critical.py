@@ -1,0 +1,34 @@
+"""The ready queue by critical path, through the real CLI: the last build's durations decide the order."""
+
+from __future__ import annotations
+
+import re
+
+
+def test_the_action_that_took_longest_last_time_starts_first(ws):
+    ws.write("g/BUILD.toml", """
+        [genrule.a_short]
+        srcs = ["src.txt"]
+        outs = ["a.txt"]
+        cmd = "cp $SRCS $OUT"
+
+        [genrule.b_short]
+        srcs = ["src.txt"]
+        outs = ["b.txt"]
+        cmd = "cp $SRCS $OUT"
+
+        [genrule.z_long]
+        srcs = ["src.txt"]
+        outs = ["z.txt"]
+        cmd = "sleep 0.5; cp $SRCS $OUT"
+    """)
+    ws.write("g/src.txt", "1\n")
+
+    def order(r) -> list[str]:
+        return re.findall(r"^\[\d+/3\] Genrule //g:(\w+)", r.output, re.M)
+
+    first = ws.build("//...", "-j", "1", check=True)
+    assert order(first) == ["a_short", "b_short", "z_long"]  # nothing known yet: as declared
+    ws.write("g/src.txt", "2\n")  # every action runs again
+    again = ws.build("//...", "-j", "1", check=True)
+    assert order(again) == ["z_long", "a_short", "b_short"]
