@@ -393,13 +393,13 @@ def test_analysis_cache_is_reused_and_invalidated(ws):
     two_step(ws)
     ws.write("lib/BUILD.toml", '[genrule.lib]\nouts = ["o"]\ncmd = "echo 1 > $OUT"\n')
     _age(ws.root)
-    assert ws.build(check=True).report["analysis"] == {"targets": 4, "reanalysed": 4}
+    assert ws.build(check=True).report["analysis"] == {"targets": 4, "reanalysed": 4, "reanalysed_packages": 2}
     r = ws.build(check=True)
     assert r.report["analysis"]["reanalysed"] == 0 and r.statuses("executed") == []
     # An attribute edit re-analyses that package only, and rebuilds what it changed.
     ws.write("lib/BUILD.toml", '[genrule.lib]\nouts = ["o"]\ncmd = "echo 2 > $OUT"\n')
     r = ws.build(check=True)
-    assert r.report["analysis"]["reanalysed"] == 1
+    assert r.report["analysis"]["reanalysed"] == 1 and r.report["analysis"]["reanalysed_packages"] == 1
     assert ws.out("lib/lib/o").read_text() == "2\n"
     # A source file edit needs no re-analysis: its content enters keys at build time.
     _age(ws.root)

@@ -7,8 +7,12 @@ whoever can write a pickle there runs code in every build that loads it. A JSON 
 make a build redo work. A memo of another kind or version, or one that does not parse, is a miss
 (the build starts from nothing for that memo), never an error.
 
-Saving goes through `atomic.write_bytes` (temp file in the process's own temp directory, rename). A
-save that fails (a full disk, a read-only or foreign directory) leaves no temp file and returns a
+A memo of many independent records that each build changes a few of (the stat memo, the analysis
+memo, the build state) is a `Journal`: saving appends the changed records, so a build writes in
+proportion to what it changed; see the class. Other memos (the no-op stamp) are one document.
+
+Saving a whole memo goes through `atomic.write_bytes` (temp file in the process's own temp directory,
+rename). A save that fails (a full disk, a read-only or foreign directory) leaves no temp file and returns a
 warning for the build to show: losing a memo only costs the next build some re-checking.
 
 Values that are not plain JSON (tuples, bytes, the engine's frozen dataclasses) are written tagged
@@ -64,6 +68,21 @@ def save(path: Path, kind: str, version: int, value, tmp_parent: Path, what: str
     return None
 
 
+def dumps(value, types: tuple[type, ...]) -> str:
+    """One record of a memo as JSON text, so a memo of many records re-encodes only those that changed
+    (the analysis memo keeps each package's record as text until it is needed). Raises TypeError for
+    a value that cannot be memoized."""
+    return json.dumps(encode(value, types), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def loads(text: str, types: tuple[type, ...]):
+    """A record written by `dumps`, or None when it does not decode (a miss, as for a whole memo)."""
+    try:
+        return json.loads(text, object_hook=_Decoder(types))
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
+        return None
+
+
 def encode(value, types: tuple[type, ...]):
     """`value` as plain JSON data, tagging tuples, bytes and instances of `types` (see the docstring)."""
     names = {t: t.__name__ for t in types}
@@ -115,3 +134,115 @@ def _init_fields(t: type) -> tuple[str, ...]:
 
 def _hashable(k):
     return tuple(_hashable(x) for x in k) if isinstance(k, list) else k
+
+
+class Journal:
+    """A memo of many independent records (key -> plain JSON value) of which a build changes a few:
+    saving appends the changed records to the file, as ninja appends to its log, so what a build
+    writes is what it changed, not the whole memo. The file is rewritten whole (compacted) when it
+    holds more than twice its live records, or when its tail is torn.
+
+    Format: the header line, then `meta` (a JSON value the whole memo belongs to, such as a fingerprint
+    or a cache id: another one is a miss), then one JSON line per record, `[key, value]`, or `[key]`
+    for a record removed; a later line wins. A killed append leaves at worst a torn last line: it is
+    skipped, and the next save rewrites the file. Records must not depend on each other, because a
+    killed append may keep some of a build's records and not others: each memo checks its records
+    against the files (stats, keys) before trusting them, so an older record costs only re-checking.
+    """
+
+    def __init__(self, path: Path, kind: str, version: int, meta, tmp_parent: Path, what: str):
+        self.path = path
+        self.kind = kind
+        self.version = version
+        self.meta = meta
+        self.tmp_parent = tmp_parent
+        self.what = what
+        self.records: dict[str, object] = {}
+        self._changed: set[str] = set()
+        self._lines = 0  # record lines in the file, live or not
+        self._appendable = False  # the file holds this memo and ends with a whole line
+        try:
+            with open(path, "rb") as f:
+                if f.readline() != _header(kind, version):
+                    return
+                body = f.read()
+        except OSError:
+            return
+        lines = body.split(b"\n")
+        try:
+            if json.loads(lines[0]) != meta:
+                return
+        except ValueError:
+            return
+        whole, tail = lines[1:-1], lines[-1]
+        try:
+            items = json.loads(b"[" + b",".join(whole) + b"]")
+        except ValueError:  # a damaged line: keep the others
+            items = []
+            for line in whole:
+                try:
+                    items.append(json.loads(line))
+                except ValueError:
+                    tail = b"damaged"
+        for item in items:
+            if not isinstance(item, list) or not item or not isinstance(item[0], str) or len(item) > 2:
+                self.records.clear()  # not a journal this code wrote: a miss
+                return
+            if len(item) == 2:
+                self.records[item[0]] = item[1]
+            else:
+                self.records.pop(item[0], None)
+        self._lines = len(items)
+        self._appendable = tail == b""
+
+    @property
+    def changed(self) -> bool:
+        """Whether `save` has anything to write."""
+        return bool(self._changed) or not self._appendable
+
+    def put(self, key: str, value) -> None:
+        self.records[key] = value
+        self._changed.add(key)
+
+    def remove(self, key: str) -> None:
+        if self.records.pop(key, None) is not None:
+            self._changed.add(key)
+
+    def save(self) -> str | None:
+        """None when saved (or nothing changed), else a warning naming what was not saved and why. A
+        file that does not hold this memo (missing, another version or meta, a torn tail) is rewritten."""
+        if not self._changed and self._appendable:
+            return None
+        try:
+            changed = [self._line(k) for k in sorted(self._changed)]
+            if not self._appendable or self._lines + len(changed) > 2 * len(self.records) + 100:
+                body = [_header(self.kind, self.version), self._dump(self.meta) + b"\n"]
+                body += [self._line(k) for k in self.records]
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                atomic.write_bytes(self.path, b"".join(body), self.tmp_parent, self.kind)
+                self._lines = len(self.records)
+                self._appendable = True
+            else:
+                data = b"".join(changed)
+                with open(self.path, "ab") as f:
+                    half = len(data) // 2
+                    f.write(data[:half])
+                    f.flush()
+                    atomic.crash_point(f"publish-{self.kind}")  # a killed append: a torn last line
+                    f.write(data[half:])
+                self._lines += len(changed)
+        except (TypeError, ValueError, RecursionError) as e:
+            return f"could not save {self.what} ({e}); the next build re-checks what it would have remembered"
+        except OSError as e:
+            self._appendable = False
+            return (f"could not save {self.what} ({e.strerror or e}: {e.filename or self.path}); "
+                    "the next build re-checks what it would have remembered")
+        self._changed.clear()
+        return None
+
+    def _line(self, key: str) -> bytes:
+        return self._dump([key, self.records[key]] if key in self.records else [key]) + b"\n"
+
+    @staticmethod
+    def _dump(value) -> bytes:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

@@ -1,7 +1,8 @@
 """Persisted memo of file digests, keyed by the file's stat signature (`layout.stat_sig`), so
 unchanged files are never re-read.
 
-Format: a memo (`memo.py`) of kind `statcache`: {path: [size, mtime_ns, ino, mode, digest]}.
+Format: a journal (`memo.Journal`, appended to by each build with what it hashed) of kind
+`statcache`: path -> [size, mtime_ns, ino, mode, digest].
 
 The racy case (git's "racy clean"): a file rewritten with the same size within the filesystem's
 timestamp granularity of our hashing keeps its stat. So an entry whose mtime is within
@@ -19,7 +20,7 @@ from pathlib import Path
 from . import digest, memo
 from .layout import RACY_WINDOW_NS, stat_sig as signature  # noqa: F401 (the signature the memo keys by)
 
-KIND, VERSION = "statcache", 2
+KIND, VERSION = "statcache", 3
 
 Sig = tuple  # layout.stat_sig
 
@@ -29,14 +30,12 @@ class StatCache:
         """`tmp_parent`: where saving makes its temp file (`<cache>/tmp`); the memo's own directory
         by default."""
         self.path = path
-        self.tmp_parent = tmp_parent or path.parent / "tmp"
-        self._entries: dict[str, list] = {}
+        self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent or path.parent / "tmp",
+                                     f"the stat memo {path}")
+        self._entries: dict[str, list] = self._journal.records
+        self._new: set[str] = set()  # hashed by this build: saved unless racy
         self._racy: set[str] = set()
-        self._dirty = False
         self._lock = threading.Lock()
-        data = memo.load(path, KIND, VERSION)
-        if isinstance(data, dict):
-            self._entries = data
 
     def digest(self, path: str, full: str | None = None) -> tuple[str, Sig]:
         """Digest and stat signature of a file; `path` is the memo key, `full` where to read it."""
@@ -49,7 +48,7 @@ class StatCache:
         d = digest.of_file(full)
         with self._lock:
             self._entries[path] = [*sig, d]
-            self._dirty = True
+            self._new.add(path)
             if st.st_mtime_ns >= time.time_ns() - RACY_WINDOW_NS:
                 self._racy.add(path)
             else:
@@ -63,15 +62,16 @@ class StatCache:
 
     def forget(self, path: str) -> None:
         with self._lock:
-            if self._entries.pop(path, None) is not None:
-                self._dirty = True
+            self._journal.remove(path)
+            self._new.discard(path)
 
     def save(self) -> str | None:
-        """None when saved (or nothing to save), else a warning (see memo.save)."""
-        if not self._dirty:
-            return None
-        keep = {k: v for k, v in self._entries.items() if k not in self._racy}
-        err = memo.save(self.path, KIND, VERSION, keep, self.tmp_parent, f"the stat memo {self.path}")
-        if err is None:
-            self._dirty = False
-        return err
+        """None when saved (or nothing to save), else a warning (see memo.Journal.save)."""
+        with self._lock:
+            for path in self._new:
+                if path in self._racy:
+                    self._journal.remove(path)  # hashed too soon after its last change: not trusted later
+                else:
+                    self._journal.put(path, self._entries[path])
+            self._new.clear()
+        return self._journal.save()

@@ -1,0 +1,62 @@
+"""memo.Journal: records appended per save, read back as the last value of each key; a torn tail,
+another version or another meta is never a wrong answer."""
+
+from __future__ import annotations
+
+from tpbuild import memo
+
+
+def _journal(path, meta="m"):
+    return memo.Journal(path, "test", 1, meta, path.parent / "tmp", "the test memo")
+
+
+def test_saves_append_what_changed_and_a_later_record_wins(tmp_path):
+    path = tmp_path / "j"
+    j = _journal(path)
+    j.put("a", [1])
+    j.put("b", {"x": "y"})
+    assert j.save() is None
+    size = path.stat().st_size
+    j = _journal(path)
+    assert j.records == {"a": [1], "b": {"x": "y"}}
+    assert j.save() is None and path.stat().st_size == size  # nothing changed: nothing written
+    j.put("a", [2])
+    j.remove("b")
+    assert j.save() is None
+    assert path.stat().st_size > size  # appended, not rewritten
+    assert path.read_bytes().count(b"\n") == 6  # header, meta, a, b, then a again and b removed
+    assert _journal(path).records == {"a": [2]}
+
+
+def test_a_torn_tail_is_skipped_and_the_next_save_rewrites_the_file(tmp_path):
+    path = tmp_path / "j"
+    j = _journal(path)
+    j.put("a", 1)
+    j.save()
+    j.put("b", 2)
+    j.save()
+    path.write_bytes(path.read_bytes()[:-3])  # a killed append
+    j = _journal(path)
+    assert j.records == {"a": 1}
+    j.save()  # nothing changed, but the file is repaired
+    assert path.read_bytes().endswith(b"\n") and _journal(path).records == {"a": 1}
+
+
+def test_another_meta_or_version_or_a_foreign_file_is_a_miss(tmp_path):
+    path = tmp_path / "j"
+    j = _journal(path)
+    j.put("a", 1)
+    j.save()
+    assert _journal(path, meta="other").records == {}
+    assert memo.Journal(path, "test", 2, "m", tmp_path / "tmp", "x").records == {}
+    path.write_bytes(b"tpbuild-memo test v1\n\"m\"\n{\"not\": \"a record\"}\n")
+    assert _journal(path).records == {}
+
+
+def test_a_journal_that_outgrew_its_records_is_compacted(tmp_path):
+    path = tmp_path / "j"
+    j = _journal(path)
+    for n in range(300):
+        j.put("a", n)
+        j.save()
+    assert path.read_bytes().count(b"\n") < 150 and _journal(path).records == {"a": 299}
