@@ -39,6 +39,8 @@ from measure import BenchError, Command, Sample, median  # noqa: E402
 PEERS = ("make", "ninja", "doit")
 SCENARIOS = ("clean", "noop", "noop-ordinary", "edit", "restore")
 BIG_RESTORE_LIMIT_S = 0.1
+EDIT_1K_S, EDIT_VS_MAKE, NOOP_VS_NINJA = 0.15, 1.5, 3.0  # issue 16: an edit costs what it changes
+BIG_N_LIMIT_S, RSS_10K_MB = 1.0, 300  # at 10,000 models: edit and unstamped no-op; peak memory
 SETTLE_S = 2.1  # tpbuild's racy window (layout.RACY_WINDOW_NS) and a margin
 
 
@@ -341,9 +343,23 @@ def targets(results: list[dict], rat: list[dict], big: dict | None, jobs: int) -
             exp = math.log(t2 / t1) / math.log(n2 / n1)
             add(f"linear growth ({scenario}, N={n1:,} -> {n2:,})", f"time x{t2 / t1:.2f} for N x{n2 / n1:g} "
                 f"(exponent {exp:.2f})", "exponent <= 1.1", exp <= 1.1)
+    # Issue 16 ("Scale"): an edit costs what it changes.
+    e, mk = t(1000, "edit"), t(1000, "edit", "make")
+    add("one model.py edited at 1,000 models, absolute and against make",
+        None if e is None else f"{e:.3f} s" + (f" (make {mk:.3f} s)" if mk else ""),
+        f"<= {EDIT_1K_S} s and <= make's x {EDIT_VS_MAKE}",
+        None if e is None else e <= EDIT_1K_S and (mk is None or e <= mk * EDIT_VS_MAKE))
+    nop, nj = t(1000, "noop"), t(1000, "noop", "ninja")
+    add("stamped no-op at 1,000 models against ninja", None if nop is None or nj is None else
+        f"{nop:.3f} s (ninja {nj:.3f} s)", f"<= ninja's x {NOOP_VS_NINJA}",
+        None if nop is None or nj is None else nop <= nj * NOOP_VS_NINJA)
+    for scenario in ("edit", "noop-ordinary"):
+        v = t(10000, scenario)
+        add(f"{scenario} at 10,000 models", None if v is None else f"{v:.3f} s", f"<= {BIG_N_LIMIT_S} s",
+            None if v is None else v <= BIG_N_LIMIT_S)
     rss = [r["peak_rss_mb"] for r in results if r["size"] == 10000 and r["tool"].startswith("tpbuild")]
-    add("peak RSS at 10,000 models", f"{max(rss):.0f} MB" if rss else None, "<= 500 MB",
-        max(rss) <= 500 if rss else None)
+    add("peak RSS at 10,000 models", f"{max(rss):.0f} MB" if rss else None, f"<= {RSS_10K_MB} MB",
+        max(rss) <= RSS_10K_MB if rss else None)
     if big:
         add(f"restore a {big['bytes'] / 2**30:.2f} GiB cached artifact",
             f"{big['restore_minus_noop_s']:.3f} s beyond a no-op (wall {big['restore_median_s']:.3f} s)",
