@@ -1,11 +1,11 @@
 """The persisted memo of analysis, per package, so a no-op build parses no manifest and runs no rule.
 
 Format: a journal (`memo.Journal`) of kind `analysis` in the workspace's memo directory, whose meta
-is the fingerprint below and whose records are package -> text, one PackageRecord written by
-`memo.dumps`, tagged and rebuilt only as the engine's own value types (`memo_types`). A record is
-decoded only when a build loads its package, and a save appends only the records that build made or
-dropped, so what an edit costs here is the packages it touches. Another version or fingerprint is a
-miss; so is a record that does not decode (for its package alone).
+is the fingerprint below and whose records are package -> PackageRecord, tagged and rebuilt only as
+the engine's own value types (`memo_types`). A record is decoded only when a build loads its
+package, and a save appends only the records that build made or dropped, so what an edit costs here
+is the packages it touches. Another version or fingerprint is a miss; so is a record that does not
+decode (for its package alone).
 
 A package's record holds what analysing it produced (each target's references, actions and
 `TargetInfo`) and the stat of everything analysis looked at: the manifest, each source it checked or
@@ -84,26 +84,22 @@ def fingerprint(root: Path, rules: dict, workspace_text: bytes) -> str:
 
 
 class AnalysisCache:
-    """The memo of one workspace. Records stay JSON text until a build asks for their package, and a
-    save appends only the records this build made or dropped (`memo.Journal`): an edit of one package
+    """The memo of one workspace (`memo.Journal`): a record is decoded only when a build loads its
+    package, and a save appends only the records this build made or dropped, so an edit of one package
     out of 10,000 encodes and writes one record, not the whole memo."""
 
     def __init__(self, path: Path, fp: str, root: Path):
         self.root = root
-        self._journal = memo.Journal(path, KIND, VERSION, fp, path.parent / "tmp", f"the analysis memo {path}")
-        self._records: dict[str, PackageRecord] = {}  # decoded, or made by this build
+        self._journal = memo.Journal(path, KIND, VERSION, fp, path.parent / "tmp", f"the analysis memo {path}",
+                                     memo_types())
         self.warnings: list[str] = []  # a save that failed, for the build to show
 
     def record(self, package: str) -> PackageRecord | None:
         """The package's record as it stands (not checked against the files: see `valid`)."""
-        rec = self._records.get(package)
-        text = self._journal.records.get(package) if rec is None else None
-        if isinstance(text, str):
-            rec = memo.loads(text, memo_types())
-            if not isinstance(rec, PackageRecord):
-                self._journal.remove(package)
-                return None
-            self._records[package] = rec
+        rec = self._journal.get(package)
+        if rec is not None and not isinstance(rec, PackageRecord):
+            self._journal.remove(package)
+            return None
         return rec
 
     def valid(self, package: str) -> PackageRecord | None:
@@ -114,24 +110,19 @@ class AnalysisCache:
         for p, s in rec.observed.items():
             full = os.path.join(root, p)
             if observe(full, s) != s:
-                self._records.pop(package, None)
                 self._journal.remove(package)
                 return None
         return rec
 
     def put(self, package: str, observed: dict, targets: list[TargetRecord]) -> None:
         horizon = time.time_ns() - RACY_WINDOW_NS
-        self._records.pop(package, None)
         self._journal.remove(package)
         if any(s is not None and len(s) > 1 and s[1] >= horizon for s in observed.values()):
             return  # too fresh to trust by stat: analyse again next time
-        rec = PackageRecord(observed, targets)
         try:
-            self._journal.put(package, memo.dumps(rec, memo_types()))
+            self._journal.put(package, PackageRecord(observed, targets))
         except TypeError as e:  # a rule put a value of its own type into its info: analyse it again next time
             self.warnings.append(f"the analysis memo does not keep {package or 'the root package'}: {e}")
-            return
-        self._records[package] = rec
 
     def save(self) -> None:
         err = self._journal.save()

@@ -68,21 +68,6 @@ def save(path: Path, kind: str, version: int, value, tmp_parent: Path, what: str
     return None
 
 
-def dumps(value, types: tuple[type, ...]) -> str:
-    """One record of a memo as JSON text, so a memo of many records re-encodes only those that changed
-    (the analysis memo keeps each package's record as text until it is needed). Raises TypeError for
-    a value that cannot be memoized."""
-    return json.dumps(encode(value, types), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def loads(text: str, types: tuple[type, ...]):
-    """A record written by `dumps`, or None when it does not decode (a miss, as for a whole memo)."""
-    try:
-        return json.loads(text, object_hook=_Decoder(types))
-    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
-        return None
-
-
 def encode(value, types: tuple[type, ...]):
     """`value` as plain JSON data, tagging tuples, bytes and instances of `types` (see the docstring)."""
     names = {t: t.__name__ for t in types}
@@ -137,27 +122,33 @@ def _hashable(k):
 
 
 class Journal:
-    """A memo of many independent records (key -> plain JSON value) of which a build changes a few:
-    saving appends the changed records to the file, as ninja appends to its log, so what a build
-    writes is what it changed, not the whole memo. The file is rewritten whole (compacted) when it
-    holds more than twice its live records, or when its tail is torn.
+    """A memo of many independent records (key -> value) of which a build changes a few: saving
+    appends the changed records to the file, as ninja appends to its log, so what a build writes is
+    what it changed, not the whole memo; and a record is decoded only when it is read, so what a build
+    decodes is what it looks at. The file is rewritten whole (compacted, copying the records' bytes)
+    when it holds more than twice its live records, or when its tail is torn.
 
     Format: the header line, then `meta` (a JSON value the whole memo belongs to, such as a fingerprint
-    or a cache id: another one is a miss), then one JSON line per record, `[key, value]`, or `[key]`
-    for a record removed; a later line wins. A killed append leaves at worst a torn last line: it is
-    skipped, and the next save rewrites the file. Records must not depend on each other, because a
-    killed append may keep some of a build's records and not others: each memo checks its records
-    against the files (stats, keys) before trusting them, so an older record costs only re-checking.
+    or a cache id: another one is a miss), then one line per record, the key as a JSON string, a tab,
+    and the value as JSON (tagged as `encode` does, rebuilt only as `types`), or nothing for a record
+    removed; a later line wins. A killed append leaves at worst a torn last line: it is skipped, and
+    the next save rewrites the file. A record that does not decode is absent. Records must not depend
+    on each other, because a killed append may keep some of a build's records and not others: each
+    memo checks its records against the files (stats, keys) before trusting them, so an older record
+    costs only re-checking.
     """
 
-    def __init__(self, path: Path, kind: str, version: int, meta, tmp_parent: Path, what: str):
+    def __init__(self, path: Path, kind: str, version: int, meta, tmp_parent: Path, what: str,
+                 types: tuple[type, ...] = ()):
         self.path = path
         self.kind = kind
         self.version = version
         self.meta = meta
         self.tmp_parent = tmp_parent
         self.what = what
-        self.records: dict[str, object] = {}
+        self.types = types
+        self._raw: dict[str, bytes] = {}  # key -> its value's JSON, as in the file
+        self._values: dict[str, object] = {}  # decoded, or put by this build
         self._changed: set[str] = set()
         self._lines = 0  # record lines in the file, live or not
         self._appendable = False  # the file holds this memo and ends with a whole line
@@ -175,25 +166,43 @@ class Journal:
         except ValueError:
             return
         whole, tail = lines[1:-1], lines[-1]
+        parts = [line.partition(b"\t") for line in whole]
         try:
-            items = json.loads(b"[" + b",".join(whole) + b"]")
-        except ValueError:  # a damaged line: keep the others
-            items = []
-            for line in whole:
-                try:
-                    items.append(json.loads(line))
-                except ValueError:
-                    tail = b"damaged"
-        for item in items:
-            if not isinstance(item, list) or not item or not isinstance(item[0], str) or len(item) > 2:
-                self.records.clear()  # not a journal this code wrote: a miss
-                return
-            if len(item) == 2:
-                self.records[item[0]] = item[1]
+            keys = json.loads(b"[" + b",".join(k for k, _tab, _v in parts) + b"]")
+        except ValueError:
+            keys = None
+        if keys is None or not all(isinstance(k, str) for k in keys) or any(not tab for _k, tab, _v in parts):
+            return  # not a journal this code wrote (or damaged beyond a torn tail): a miss
+        raw = self._raw
+        for key, (_k, _tab, value) in zip(keys, parts):
+            if value:
+                raw[key] = value
             else:
-                self.records.pop(item[0], None)
-        self._lines = len(items)
+                raw.pop(key, None)
+        self._lines = len(parts)
         self._appendable = tail == b""
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._raw
+
+    def keys(self):
+        return self._raw.keys()
+
+    def get(self, key: str, default=None):
+        """The record's value, decoded on first read; `default` when absent or not decodable."""
+        hit = self._values.get(key, _ABSENT)
+        if hit is not _ABSENT:
+            return hit
+        raw = self._raw.get(key)
+        if raw is None:
+            return default
+        try:
+            value = json.loads(raw, object_hook=_Decoder(self.types)) if self.types else json.loads(raw)
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError):
+            self.remove(key)
+            return default
+        self._values[key] = value
+        return value
 
     @property
     def changed(self) -> bool:
@@ -201,11 +210,15 @@ class Journal:
         return bool(self._changed) or not self._appendable
 
     def put(self, key: str, value) -> None:
-        self.records[key] = value
+        """Raises TypeError for a value that cannot be memoized (nothing is recorded then)."""
+        raw = self._dump(encode(value, self.types) if self.types else value)
+        self._raw[key] = raw
+        self._values[key] = value
         self._changed.add(key)
 
     def remove(self, key: str) -> None:
-        if self.records.pop(key, None) is not None:
+        self._values.pop(key, None)
+        if self._raw.pop(key, None) is not None:
             self._changed.add(key)
 
     def save(self) -> str | None:
@@ -214,25 +227,26 @@ class Journal:
         if not self._changed and self._appendable:
             return None
         try:
-            changed = [self._line(k) for k in sorted(self._changed)]
-            if not self._appendable or self._lines + len(changed) > 2 * len(self.records) + 100:
-                body = [_header(self.kind, self.version), self._dump(self.meta) + b"\n"]
-                body += [self._line(k) for k in self.records]
+            if not self._appendable or self._lines + len(self._changed) > 2 * len(self._raw) + 100:
+                body = [_header(self.kind, self.version), self._dump(self.meta), b"\n"]
+                for key, raw in self._raw.items():
+                    body += [self._dump(key), b"\t", raw, b"\n"]
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 atomic.write_bytes(self.path, b"".join(body), self.tmp_parent, self.kind)
-                self._lines = len(self.records)
+                self._lines = len(self._raw)
                 self._appendable = True
             else:
-                data = b"".join(changed)
+                body = []
+                for key in sorted(self._changed):
+                    body += [self._dump(key), b"\t", self._raw.get(key, b""), b"\n"]
+                data = b"".join(body)
                 with open(self.path, "ab") as f:
                     half = len(data) // 2
                     f.write(data[:half])
                     f.flush()
                     atomic.crash_point(f"publish-{self.kind}")  # a killed append: a torn last line
                     f.write(data[half:])
-                self._lines += len(changed)
-        except (TypeError, ValueError, RecursionError) as e:
-            return f"could not save {self.what} ({e}); the next build re-checks what it would have remembered"
+                self._lines += len(self._changed)
         except OSError as e:
             self._appendable = False
             return (f"could not save {self.what} ({e.strerror or e}: {e.filename or self.path}); "
@@ -240,9 +254,9 @@ class Journal:
         self._changed.clear()
         return None
 
-    def _line(self, key: str) -> bytes:
-        return self._dump([key, self.records[key]] if key in self.records else [key]) + b"\n"
-
     @staticmethod
     def _dump(value) -> bytes:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+_ABSENT = object()

@@ -74,34 +74,36 @@ class _Records(MutableMapping):
         self._decode = decode
         self._encode = encode
         n = len(prefix)
-        self._raw = {k[n:]: v for k, v in journal.records.items() if k.startswith(prefix)}
+        self._keys = {k[n:] for k in journal.keys() if k.startswith(prefix)}
         self._decoded: dict = {}
 
     def __getitem__(self, key: str):
         hit = self._decoded.get(key)
         if hit is None:
+            if key not in self._keys:
+                raise KeyError(key)
             try:
-                hit = self._decoded[key] = self._decode(self._raw[key])
+                hit = self._decoded[key] = self._decode(self._journal.get(self._prefix + key))
             except (TypeError, ValueError, IndexError, AttributeError):
                 del self[key]
                 raise KeyError(key) from None
         return hit
 
     def __setitem__(self, key: str, value) -> None:
-        self._decoded[key] = value
-        self._raw[key] = None
         self._journal.put(self._prefix + key, self._encode(value))
+        self._decoded[key] = value
+        self._keys.add(key)
 
     def __delitem__(self, key: str) -> None:
-        del self._raw[key]
+        self._keys.remove(key)
         self._decoded.pop(key, None)
         self._journal.remove(self._prefix + key)
 
     def __iter__(self):
-        return iter(self._raw)
+        return iter(list(self._keys))
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return len(self._keys)
 
 
 def _action_of(v) -> tuple:

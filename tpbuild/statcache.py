@@ -32,8 +32,7 @@ class StatCache:
         self.path = path
         self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent or path.parent / "tmp",
                                      f"the stat memo {path}")
-        self._entries: dict[str, list] = self._journal.records
-        self._new: set[str] = set()  # hashed by this build: saved unless racy
+        self._new: dict[str, list] = {}  # hashed by this build: saved unless racy
         self._racy: set[str] = set()
         self._lock = threading.Lock()
 
@@ -42,13 +41,12 @@ class StatCache:
         full = full or path
         st = os.stat(full)
         sig = signature(st)
-        hit = self._entries.get(path)
+        hit = self._entry(path)
         if hit is not None and tuple(hit[:4]) == sig and path not in self._racy:
             return hit[4], sig
         d = digest.of_file(full)
         with self._lock:
-            self._entries[path] = [*sig, d]
-            self._new.add(path)
+            self._new[path] = [*sig, d]
             if st.st_mtime_ns >= time.time_ns() - RACY_WINDOW_NS:
                 self._racy.add(path)
             else:
@@ -57,21 +55,27 @@ class StatCache:
 
     def peek(self, path: str) -> Sig | None:
         """The signature recorded when `path` was last hashed."""
-        hit = self._entries.get(path)
+        hit = self._entry(path)
         return tuple(hit[:4]) if hit is not None else None
+
+    def _entry(self, path: str) -> list | None:
+        hit = self._new.get(path)
+        if hit is None:
+            hit = self._journal.get(path)
+        return hit if isinstance(hit, list) and len(hit) == 5 else None
 
     def forget(self, path: str) -> None:
         with self._lock:
             self._journal.remove(path)
-            self._new.discard(path)
+            self._new.pop(path, None)
 
     def save(self) -> str | None:
         """None when saved (or nothing to save), else a warning (see memo.Journal.save)."""
         with self._lock:
-            for path in self._new:
+            for path, entry in self._new.items():
                 if path in self._racy:
                     self._journal.remove(path)  # hashed too soon after its last change: not trusted later
                 else:
-                    self._journal.put(path, self._entries[path])
+                    self._journal.put(path, entry)
             self._new.clear()
         return self._journal.save()
