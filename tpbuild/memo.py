@@ -126,7 +126,8 @@ class Journal:
     appends the changed records to the file, as ninja appends to its log, so what a build writes is
     what it changed, not the whole memo; and a record is decoded only when it is read, so what a build
     decodes is what it looks at. The file is rewritten whole (compacted, copying the records' bytes)
-    when it holds more than twice its live records, or when its tail is torn.
+    when it holds more than twice the bytes of its live records (and a megabyte), or when its tail is
+    torn.
 
     Format: the header line, then `meta` (a JSON value the whole memo belongs to, such as a fingerprint
     or a cache id: another one is a miss), then one line per record, the key as a JSON string, a tab,
@@ -150,7 +151,7 @@ class Journal:
         self._raw: dict[str, bytes] = {}  # key -> its value's JSON, as in the file
         self._values: dict[str, object] = {}  # decoded, or put by this build
         self._changed: set[str] = set()
-        self._lines = 0  # record lines in the file, live or not
+        self._size = 0  # bytes of records in the file, live or not
         self._appendable = False  # the file holds this memo and ends with a whole line
         try:
             with open(path, "rb") as f:
@@ -179,7 +180,7 @@ class Journal:
                 raw[key] = value
             else:
                 raw.pop(key, None)
-        self._lines = len(parts)
+        self._size = len(body) - len(lines[0]) - len(tail)
         self._appendable = tail == b""
 
     def __contains__(self, key: str) -> bool:
@@ -227,26 +228,28 @@ class Journal:
         if not self._changed and self._appendable:
             return None
         try:
-            if not self._appendable or self._lines + len(self._changed) > 2 * len(self._raw) + 100:
+            body = []
+            for key in sorted(self._changed):
+                body += [self._dump(key), b"\t", self._raw.get(key, b""), b"\n"]
+            data = b"".join(body)
+            live = sum(map(len, self._raw.values()))
+            if not self._appendable or self._size + len(data) > 2 * live + (1 << 20):
                 body = [_header(self.kind, self.version), self._dump(self.meta), b"\n"]
                 for key, raw in self._raw.items():
                     body += [self._dump(key), b"\t", raw, b"\n"]
+                data = b"".join(body[3:])
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 atomic.write_bytes(self.path, b"".join(body), self.tmp_parent, self.kind)
-                self._lines = len(self._raw)
+                self._size = len(data)
                 self._appendable = True
             else:
-                body = []
-                for key in sorted(self._changed):
-                    body += [self._dump(key), b"\t", self._raw.get(key, b""), b"\n"]
-                data = b"".join(body)
                 with open(self.path, "ab") as f:
                     half = len(data) // 2
                     f.write(data[:half])
                     f.flush()
                     atomic.crash_point(f"publish-{self.kind}")  # a killed append: a torn last line
                     f.write(data[half:])
-                self._lines += len(self._changed)
+                self._size += len(data)
         except OSError as e:
             self._appendable = False
             return (f"could not save {self.what} ({e.strerror or e}: {e.filename or self.path}); "
