@@ -148,7 +148,9 @@ class Journal:
         self.tmp_parent = tmp_parent
         self.what = what
         self.types = types
-        self._raw: dict[str, bytes] = {}  # key -> its value's JSON, as in the file
+        # key -> its value's JSON as in the file, or once decoded (the value is then in `_values`) the
+        # JSON's length: a build that reads every record does not also hold every record's text
+        self._raw: dict[str, str | int] = {}
         self._values: dict[str, object] = {}  # decoded, or put by this build
         self._changed: set[str] = set()
         self._size = 0  # bytes of records in the file, live or not
@@ -160,28 +162,37 @@ class Journal:
                 body = f.read()
         except OSError:
             return
-        lines = body.split(b"\n")
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            return
+        size = len(body)
+        del body  # a 10,000-model state is tens of megabytes: hold one copy at a time
+        lines = text.split("\n")
+        del text
         try:
             if json.loads(lines[0]) != meta:
                 return
         except ValueError:
             return
-        whole, tail = lines[1:-1], lines[-1]
-        parts = [line.partition(b"\t") for line in whole]
+        tail = lines.pop()
+        self._size = size - len(lines[0]) - len(tail)
+        lines[0] = ""  # the meta line, not a record
+        parts = [line.partition("\t") for line in lines]
+        del lines
         try:
-            keys = json.loads(b"[" + b",".join(k for k, _tab, _v in parts) + b"]")
+            keys = json.loads("[" + ",".join(k for k, _tab, _v in parts[1:]) + "]")
         except ValueError:
             keys = None
-        if keys is None or not all(isinstance(k, str) for k in keys) or any(not tab for _k, tab, _v in parts):
+        if keys is None or not all(isinstance(k, str) for k in keys) or any(not tab for _k, tab, _v in parts[1:]):
             return  # not a journal this code wrote (or damaged beyond a torn tail): a miss
         raw = self._raw
-        for key, (_k, _tab, value) in zip(keys, parts):
+        for key, (_k, _tab, value) in zip(keys, parts[1:]):
             if value:
                 raw[key] = value
             else:
                 raw.pop(key, None)
-        self._size = len(body) - len(lines[0]) - len(tail)
-        self._appendable = tail == b""
+        self._appendable = tail == ""
 
     def __contains__(self, key: str) -> bool:
         return key in self._raw
@@ -195,14 +206,15 @@ class Journal:
         if hit is not _ABSENT:
             return hit
         raw = self._raw.get(key)
-        if raw is None:
-            return default
+        if not isinstance(raw, str):  # absent, or decoded meanwhile (by another thread)
+            return self._values.get(key, default)
         try:
             value = json.loads(raw, object_hook=_Decoder(self.types)) if self.types else json.loads(raw)
         except (ValueError, TypeError, KeyError, IndexError, RecursionError):
             self.remove(key)
             return default
         self._values[key] = value
+        self._raw[key] = len(raw)
         return value
 
     @property
@@ -212,14 +224,14 @@ class Journal:
 
     def put(self, key: str, value) -> None:
         """Raises TypeError for a value that cannot be memoized (nothing is recorded then)."""
-        raw = self._dump(encode(value, self.types) if self.types else value)
-        self._raw[key] = raw
+        self._raw[key] = self._text(value)
         self._values[key] = value
         self._changed.add(key)
 
     def remove(self, key: str) -> None:
         self._values.pop(key, None)
-        if self._raw.pop(key, None) is not None:
+        if key in self._raw:
+            del self._raw[key]
             self._changed.add(key)
 
     def save(self) -> str | None:
@@ -228,18 +240,13 @@ class Journal:
         if not self._changed and self._appendable:
             return None
         try:
-            body = []
-            for key in sorted(self._changed):
-                body += [self._dump(key), b"\t", self._raw.get(key, b""), b"\n"]
-            data = b"".join(body)
-            live = sum(map(len, self._raw.values()))
+            data = "".join(self._line(key) for key in sorted(self._changed)).encode()
+            live = sum(r if isinstance(r, int) else len(r) for r in self._raw.values())
             if not self._appendable or self._size + len(data) > 2 * live + (1 << 20):
-                body = [_header(self.kind, self.version), self._dump(self.meta), b"\n"]
-                for key, raw in self._raw.items():
-                    body += [self._dump(key), b"\t", raw, b"\n"]
-                data = b"".join(body[3:])
+                data = "".join(self._line(key) for key in self._raw).encode()
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                atomic.write_bytes(self.path, b"".join(body), self.tmp_parent, self.kind)
+                atomic.write_bytes(self.path, _header(self.kind, self.version) + json.dumps(self.meta).encode()
+                                   + b"\n" + data, self.tmp_parent, self.kind)
                 self._size = len(data)
                 self._appendable = True
             else:
@@ -257,9 +264,16 @@ class Journal:
         self._changed.clear()
         return None
 
-    @staticmethod
-    def _dump(value) -> bytes:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    def _line(self, key: str) -> str:
+        """The record's line: its text as read, or (decoded since) written again from its value."""
+        raw = self._raw.get(key, "")
+        if isinstance(raw, int):
+            raw = self._text(self._values[key])
+        return f"{json.dumps(key, ensure_ascii=False)}\t{raw}\n"
+
+    def _text(self, value) -> str:
+        return json.dumps(encode(value, self.types) if self.types else value, separators=(",", ":"),
+                          ensure_ascii=False, allow_nan=False)
 
 
 _ABSENT = object()
