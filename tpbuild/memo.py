@@ -140,7 +140,10 @@ class Journal:
     """
 
     def __init__(self, path: Path, kind: str, version: int, meta, tmp_parent: Path, what: str,
-                 types: tuple[type, ...] = ()):
+                 types: tuple[type, ...] = (), convert=None):
+        """`types`: the dataclasses records may hold (see `encode`). `convert`: a pair of functions
+        (key, JSON value) -> value and (key, value) -> JSON value, for records held in another form
+        than JSON's (tuples, the engine's value types); only the converted value is kept."""
         self.path = path
         self.kind = kind
         self.version = version
@@ -148,6 +151,7 @@ class Journal:
         self.tmp_parent = tmp_parent
         self.what = what
         self.types = types
+        self._from_json, self._to_json = convert or (None, None)
         # key -> its value's JSON as in the file, or once decoded (the value is then in `_values`) the
         # JSON's length: a build that reads every record does not also hold every record's text
         self._raw: dict[str, str | int] = {}
@@ -210,7 +214,9 @@ class Journal:
             return self._values.get(key, default)
         try:
             value = json.loads(raw, object_hook=_Decoder(self.types)) if self.types else json.loads(raw)
-        except (ValueError, TypeError, KeyError, IndexError, RecursionError):
+            if self._from_json is not None:
+                value = self._from_json(key, value)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
             self.remove(key)
             return default
         self._values[key] = value
@@ -224,7 +230,7 @@ class Journal:
 
     def put(self, key: str, value) -> None:
         """Raises TypeError for a value that cannot be memoized (nothing is recorded then)."""
-        self._raw[key] = self._text(value)
+        self._raw[key] = self._text(key, value)
         self._values[key] = value
         self._changed.add(key)
 
@@ -268,10 +274,12 @@ class Journal:
         """The record's line: its text as read, or (decoded since) written again from its value."""
         raw = self._raw.get(key, "")
         if isinstance(raw, int):
-            raw = self._text(self._values[key])
+            raw = self._text(key, self._values[key])
         return f"{json.dumps(key, ensure_ascii=False)}\t{raw}\n"
 
-    def _text(self, value) -> str:
+    def _text(self, key: str, value) -> str:
+        if self._to_json is not None:
+            value = self._to_json(key, value)
         return json.dumps(encode(value, self.types) if self.types else value, separators=(",", ":"),
                           ensure_ascii=False, allow_nan=False)
 

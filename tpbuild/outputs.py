@@ -41,10 +41,11 @@ KIND, VERSION = "state", 4
 class BuildState:
     def __init__(self, path: Path, cache_id: str):
         self.path = path
-        self._journal = memo.Journal(path, KIND, VERSION, cache_id, path.parent / "tmp", f"the build state {path}")
-        self.actions: MutableMapping[str, tuple] = _Records(self._journal, "a:", _action_of, _action_json)
+        self._journal = memo.Journal(path, KIND, VERSION, cache_id, path.parent / "tmp", f"the build state {path}",
+                                     convert=(_from_json, _to_json))
+        self.actions: MutableMapping[str, tuple] = _Records(self._journal, "a:")  # action id -> (key, entries)
         # output rel path -> (tree digest, {path: (kind, digest, sig)}, {directory: sig})
-        self.outputs: MutableMapping[str, tuple] = _Records(self._journal, "o:", _output_of, _output_json)
+        self.outputs: MutableMapping[str, tuple] = _Records(self._journal, "o:")
 
     def remember(self, action_id: str, key: str, entries) -> None:
         hit = self.actions.get(action_id)
@@ -64,39 +65,29 @@ class BuildState:
 
 
 class _Records(MutableMapping):
-    """One kind of record of the state's journal, decoded when first read (a build that changes one
+    """One kind of record of the state's journal (decoded when first read: a build that changes one
     model reads the records of what it touches, not all of them). A record that does not decode is
     absent: the build re-checks what it would have said."""
 
-    def __init__(self, journal: memo.Journal, prefix: str, decode, encode):
+    def __init__(self, journal: memo.Journal, prefix: str):
         self._journal = journal
         self._prefix = prefix
-        self._decode = decode
-        self._encode = encode
         n = len(prefix)
         self._keys = {k[n:] for k in journal.keys() if k.startswith(prefix)}
-        self._decoded: dict = {}
 
     def __getitem__(self, key: str):
-        hit = self._decoded.get(key)
+        hit = self._journal.get(self._prefix + key) if key in self._keys else None
         if hit is None:
-            if key not in self._keys:
-                raise KeyError(key)
-            try:
-                hit = self._decoded[key] = self._decode(self._journal.get(self._prefix + key))
-            except (TypeError, ValueError, IndexError, AttributeError):
-                del self[key]
-                raise KeyError(key) from None
+            self._keys.discard(key)
+            raise KeyError(key)
         return hit
 
     def __setitem__(self, key: str, value) -> None:
-        self._journal.put(self._prefix + key, self._encode(value))
-        self._decoded[key] = value
+        self._journal.put(self._prefix + key, value)
         self._keys.add(key)
 
     def __delitem__(self, key: str) -> None:
         self._keys.remove(key)
-        self._decoded.pop(key, None)
         self._journal.remove(self._prefix + key)
 
     def __iter__(self):
@@ -106,22 +97,18 @@ class _Records(MutableMapping):
         return len(self._keys)
 
 
-def _action_of(v) -> tuple:
-    key, entries = v
-    return key, tuple(Entry.from_json(e) for e in entries)
-
-
-def _action_json(v: tuple) -> list:
-    key, entries = v
-    return [key, [e.to_json() for e in entries]]
-
-
-def _output_of(v) -> tuple:
+def _from_json(key: str, v) -> tuple:
+    if key.startswith("a:"):
+        k, entries = v
+        return k, tuple(Entry.from_json(e) for e in entries)
     d, files, dirs = v
     return (d, {p: (k, bd, tuple(s)) for p, (k, bd, s) in files.items()}, {p: tuple(s) for p, s in dirs.items()})
 
 
-def _output_json(v: tuple) -> list:
+def _to_json(key: str, v: tuple) -> list:
+    if key.startswith("a:"):
+        k, entries = v
+        return [k, [e.to_json() for e in entries]]
     d, files, dirs = v
     return [d, {p: list(x) for p, x in files.items()}, dirs]
 
