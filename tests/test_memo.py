@@ -71,3 +71,18 @@ def test_a_record_that_does_not_decode_is_absent_and_the_others_stand(tmp_path):
     assert j.get("b") is None and "b" not in j and j.get("a") == [1]
     j.save()
     assert list(_journal(path).keys()) == ["a"]
+
+
+def test_a_file_rewritten_for_another_meta_meanwhile_is_not_appended_to(tmp_path):
+    """Two processes, one with the old fingerprint: its records never join the other's."""
+    path = tmp_path / "j"
+    old = _journal(path, meta="old")
+    old.put("a", 1)
+    old.save()
+    new = _journal(path, meta="new")
+    new.put("x", 1)
+    new.save()
+    old.put("b", 2)
+    old.save()
+    assert list(_journal(path, meta="new").keys()) == []
+    assert sorted(_journal(path, meta="old").keys()) == ["a", "b"]

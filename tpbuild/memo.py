@@ -125,9 +125,9 @@ class Journal:
     """A memo of many independent records (key -> value) of which a build changes a few: saving
     appends the changed records to the file, as ninja appends to its log, so what a build writes is
     what it changed, not the whole memo; and a record is decoded only when it is read, so what a build
-    decodes is what it looks at. The file is rewritten whole (compacted, copying the records' bytes)
-    when it holds more than twice the bytes of its live records (and a megabyte), or when its tail is
-    torn.
+    decodes is what it looks at. The file is rewritten whole (compacted: the records not read are
+    copied as they were) when it holds more than twice the bytes of its live records (and a megabyte),
+    when its tail is torn, or when another process rewrote it for another meta meanwhile.
 
     Format: the header line, then `meta` (a JSON value the whole memo belongs to, such as a fingerprint
     or a cache id: another one is a miss), then one line per record, the key as a JSON string, a tab,
@@ -248,27 +248,34 @@ class Journal:
         try:
             data = "".join(self._line(key) for key in sorted(self._changed)).encode()
             live = sum(r if isinstance(r, int) else len(r) for r in self._raw.values())
-            if not self._appendable or self._size + len(data) > 2 * live + (1 << 20):
+            if not self._appendable or self._size + len(data) > 2 * live + (1 << 20) or not self._append(data):
                 data = "".join(self._line(key) for key in self._raw).encode()
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 atomic.write_bytes(self.path, _header(self.kind, self.version) + json.dumps(self.meta).encode()
                                    + b"\n" + data, self.tmp_parent, self.kind)
                 self._size = len(data)
                 self._appendable = True
-            else:
-                with open(self.path, "ab") as f:
-                    half = len(data) // 2
-                    f.write(data[:half])
-                    f.flush()
-                    atomic.crash_point(f"publish-{self.kind}")  # a killed append: a torn last line
-                    f.write(data[half:])
-                self._size += len(data)
         except OSError as e:
             self._appendable = False
             return (f"could not save {self.what} ({e.strerror or e}: {e.filename or self.path}); "
                     "the next build re-checks what it would have remembered")
         self._changed.clear()
         return None
+
+    def _append(self, data: bytes) -> bool:
+        """Append to the file if it still holds this memo (another process may have rewritten it, for
+        another meta, since it was read); False when it does not."""
+        with open(self.path, "a+b") as f:
+            f.seek(0)
+            if f.readline() != _header(self.kind, self.version) or f.readline() != json.dumps(self.meta).encode() + b"\n":
+                return False
+            half = len(data) // 2
+            f.write(data[:half])  # appended: the file is open in append mode
+            f.flush()
+            atomic.crash_point(f"publish-{self.kind}")  # a killed append: a torn last line
+            f.write(data[half:])
+        self._size += len(data)
+        return True
 
     def _line(self, key: str) -> str:
         """The record's line: its text as read, or (decoded since) written again from its value."""
