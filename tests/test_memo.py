@@ -86,3 +86,19 @@ def test_a_file_rewritten_for_another_meta_meanwhile_is_not_appended_to(tmp_path
     old.save()
     assert list(_journal(path, meta="new").keys()) == []
     assert sorted(_journal(path, meta="old").keys()) == ["a", "b"]
+
+
+def test_an_eager_journal_reads_the_same_records(tmp_path):
+    path = tmp_path / "j"
+    j = _journal(path)
+    j.put("a", [1, "x"])
+    j.put("b", 2)
+    j.remove("b")
+    j.save()
+    e = memo.Journal(path, "test", 1, "m", tmp_path / "tmp", "x", eager=True)
+    assert list(e.keys()) == ["a"] and e.get("a") == [1, "x"]
+    e.put("c", 3)
+    e.save()  # an eagerly read record is written again from its value when the file is rewritten
+    path.write_bytes(path.read_bytes() + b'"d"\t{bad\n')
+    e = memo.Journal(path, "test", 1, "m", tmp_path / "tmp", "x", eager=True)
+    assert (e.get("a"), e.get("c"), e.get("d")) == ([1, "x"], 3, None)

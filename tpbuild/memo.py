@@ -140,10 +140,12 @@ class Journal:
     """
 
     def __init__(self, path: Path, kind: str, version: int, meta, tmp_parent: Path, what: str,
-                 types: tuple[type, ...] = (), convert=None):
+                 types: tuple[type, ...] = (), convert=None, eager: bool = False):
         """`types`: the dataclasses records may hold (see `encode`). `convert`: a pair of functions
         (key, JSON value) -> value and (key, value) -> JSON value, for records held in another form
-        than JSON's (tuples, the engine's value types); only the converted value is kept."""
+        than JSON's (tuples, the engine's value types); only the converted value is kept. `eager`:
+        decode every record at once (for small plain records that a build mostly reads, such as the
+        stat memo's, one parse of them all costs less than one per record)."""
         self.path = path
         self.kind = kind
         self.version = version
@@ -197,6 +199,13 @@ class Journal:
             else:
                 raw.pop(key, None)
         self._appendable = tail == ""
+        if eager and not types and convert is None:
+            try:
+                values = json.loads("[" + ",".join(raw.values()) + "]")
+            except ValueError:
+                return  # a damaged record: each is decoded on its own when read
+            self._values = dict(zip(raw, values))
+            self._raw = {k: len(v) for k, v in raw.items()}
 
     def __contains__(self, key: str) -> bool:
         return key in self._raw

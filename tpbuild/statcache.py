@@ -31,7 +31,7 @@ class StatCache:
         by default."""
         self.path = path
         self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent or path.parent / "tmp",
-                                     f"the stat memo {path}")
+                                     f"the stat memo {path}", eager=True)
         self._new: dict[str, list] = {}  # hashed by this build: saved unless racy
         self._racy: set[str] = set()
         self._lock = threading.Lock()
