@@ -315,7 +315,8 @@ def test_a_full_disk_is_a_clear_message_and_the_next_build_recovers(tmp_path):
         r = w.run("build", "//...", report=False)
         assert r.returncode == 1, r.output
         assert "No space left on device" in r.stderr and "could not place its output" in r.stderr, r.output
-        assert "could not save the build state" in r.stderr, r.output
+        # The state's few changed records are appended (memo.Journal), which may still fit in the
+        # file's last page; test_a_state_that_cannot_be_saved_... covers the warning when it does not.
         state_tmp = root / "tpbuild-out/.tpbuild/tmp"
         assert [p for p in state_tmp.rglob("*") if not p.is_dir()] == []
         filler.unlink()

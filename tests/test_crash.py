@@ -23,12 +23,14 @@ from conftest import Workspace
 
 SEED = 12
 RANDOM_KILLS = 30
-STEPS = {  # publish step -> what makes the next build reach it (new classes, toggled files, a damaged tree)
+# publish step -> what makes the next build reach it (new classes, toggled files, a damaged tree; "aged":
+# every source dated past the racy window, so the memos record them and append to their journals)
+STEPS = {
     "publish-blob": "classes",
     "publish-ac": "classes",
     "update-file": "classes",
-    "publish-statcache": "classes",
-    "publish-analysis": "extra",
+    "publish-statcache": "classes aged",
+    "publish-analysis": "extra aged",
     "replace-tree": "damage",
     "swap-tree": "damage",
     "save-state": "classes",
@@ -155,11 +157,16 @@ def test_kill_minus_9_anywhere_leaves_nothing_stale(tmp_path):
         check(state, f"random kill {attempts} after {delay:.2f}s")
 
     for step, prep in STEPS.items():
-        if prep == "classes":  # content never built before, so the actions run
+        if prep.startswith("classes"):  # content never built before, so the actions run
             state = (state[0], 10 + list(STEPS).index(step))
-        elif prep == "extra":
+        elif prep.startswith("extra"):
             state = (not state[0], state[1])
         _sources(w, *state)
+        if prep.endswith("aged"):
+            old = time.time() - 10
+            for path in [root, *root.rglob("*")]:
+                if "tpbuild-out" not in path.parts:
+                    os.utime(path, (old, old), follow_symlinks=False)
         if prep == "damage":  # not intact: the tree is re-assembled aside and swapped in
             (root / "tpbuild-out/models/m2/m2/config.pbtxt").unlink()
         p = subprocess.run(argv, env={**w.env, "TPBUILD_TEST_KILL_AT": step}, capture_output=True, text=True)

@@ -369,13 +369,13 @@ def test_analysis_cache_is_reused_and_invalidated(ws):
     two_step(ws)
     ws.write("lib/BUILD.toml", '[genrule.lib]\nouts = ["o"]\ncmd = "echo 1 > $OUT"\n')
     _age(ws.root)
-    assert ws.build(check=True).report["analysis"] == {"targets": 4, "reanalysed": 4}
+    assert ws.build(check=True).report["analysis"] == {"targets": 4, "reanalysed": 4, "reanalysed_packages": 2}
     r = ws.build(check=True)
     assert r.report["analysis"]["reanalysed"] == 0 and r.statuses("executed") == []
     # An attribute edit re-analyses that package only, and rebuilds what it changed.
     ws.write("lib/BUILD.toml", '[genrule.lib]\nouts = ["o"]\ncmd = "echo 2 > $OUT"\n')
     r = ws.build(check=True)
-    assert r.report["analysis"]["reanalysed"] == 1
+    assert r.report["analysis"]["reanalysed"] == 1 and r.report["analysis"]["reanalysed_packages"] == 1
     assert ws.out("lib/lib/o").read_text() == "2\n"
     # A source file edit needs no re-analysis: its content enters keys at build time.
     _age(ws.root)
@@ -405,6 +405,28 @@ def test_dependents_are_reanalysed_when_a_dependency_changes(ws):
     r = ws.build(check=True)
     assert r.report["analysis"]["reanalysed"] == 2  # the model and the repository naming it
     assert ws.out("repo/renamed/config.pbtxt").exists() and not ws.out("repo/m").exists()
+
+
+def test_an_edit_reanalyses_only_the_packages_it_touches(ws):
+    """Counted through the report: a model.py edit re-analyses its package alone (the model reads it;
+    what it offers the repository is unchanged), a BUILD.toml edit its package and its dependents."""
+    for m in ("a", "b", "c"):
+        ws.write(f"models/{m}/BUILD.toml", f'[triton_model.{m}]\nversions = ["1"]\n')
+        ws.write(f"models/{m}/1/model.py", MODEL_CLASS)
+    ws.write("BUILD.toml", '[model_repository.repo]\nmodels = ["//models/..."]\n')
+    _age(ws.root)
+    ws.build(check=True)
+    assert ws.build(check=True).report["analysis"] == {"targets": 4, "reanalysed": 0, "reanalysed_packages": 0}
+    ws.write("models/b/1/model.py", "x = 2\n" + MODEL_CLASS)
+    r = ws.build(check=True)
+    assert r.report["analysis"] == {"targets": 4, "reanalysed": 1, "reanalysed_packages": 1}
+    assert r.statuses("executed") == ["//models/b:b%ModelDirectory", "//:repo%ModelRepository"]
+    _age(ws.root)  # every stat moves: analysed again once, and recorded
+    ws.build(check=True)
+    ws.write("models/c/BUILD.toml", '[triton_model.c]\nmodel_name = "sea"\nversions = ["1"]\n')
+    r = ws.build(check=True)
+    assert r.report["analysis"] == {"targets": 4, "reanalysed": 2, "reanalysed_packages": 2}
+    assert ws.out("repo/sea/1/model.py").exists() and not ws.out("repo/c").exists()
 
 
 def test_tree_outputs_update_in_place_and_drop_removed_files(ws):

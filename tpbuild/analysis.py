@@ -54,6 +54,7 @@ class Analysis:
     actions: dict[str, Action] = field(default_factory=dict)
     target_actions: dict[Label, list[Action]] = field(default_factory=dict)
     reanalysed: int = 0  # targets whose rule ran (the rest came from the analysis cache)
+    reanalysed_packages: set[str] = field(default_factory=set)  # the packages those targets are in
     errors: list[TpbuildError] = field(default_factory=list)  # only with keep_going; else raised
     warnings: list[str] = field(default_factory=list)  # what the rules that ran warned about
 
@@ -130,6 +131,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str
             target.deps_digest = deps_digest
             fresh.setdefault(label.package, []).append(label)
             result.reanalysed += 1
+            result.reanalysed_packages.add(label.package)
         result.target_actions[label] = actions
         for a in actions:
             result.actions[a.id] = a

@@ -1,8 +1,11 @@
 """The persisted memo of analysis, per package, so a no-op build parses no manifest and runs no rule.
 
-Format: a memo (`memo.py`) of kind `analysis` in the workspace's memo directory: {"fingerprint": str,
-"packages": {package: PackageRecord}}, the records tagged and rebuilt only as the engine's own value
-types (`MEMO_TYPES`). Another version or fingerprint, or a value of any other type, is a miss.
+Format: a journal (`memo.Journal`) of kind `analysis` in the workspace's memo directory, whose meta
+is the fingerprint below and whose records are package -> PackageRecord, tagged and rebuilt only as
+the engine's own value types (`memo_types`). A record is decoded only when a build loads its
+package, and a save appends only the records that build made or dropped, so what an edit costs here
+is the packages it touches. Another version or fingerprint is a miss; so is a record that does not
+decode (for its package alone).
 
 A package's record holds what analysing it produced (each target's references, actions and
 `TargetInfo`) and the stat of everything analysis looked at: the manifest, each source it checked or
@@ -29,7 +32,7 @@ from . import digest, memo
 from .action import KEY_VERSION
 from .layout import RACY_WINDOW_NS, observe, sig
 
-KIND, VERSION = "analysis", 2
+KIND, VERSION = "analysis", 3
 
 
 @dataclass
@@ -81,52 +84,50 @@ def fingerprint(root: Path, rules: dict, workspace_text: bytes) -> str:
 
 
 class AnalysisCache:
+    """The memo of one workspace (`memo.Journal`): a record is decoded only when a build loads its
+    package, and a save appends only the records this build made or dropped, so an edit of one package
+    out of 10,000 encodes and writes one record, not the whole memo."""
+
     def __init__(self, path: Path, fp: str, root: Path):
-        self.path = path
-        self.fp = fp
         self.root = root
-        self.packages: dict[str, PackageRecord] = {}
-        self.dirty = False
+        self._journal = memo.Journal(path, KIND, VERSION, fp, path.parent / "tmp", f"the analysis memo {path}",
+                                     memo_types())
         self.warnings: list[str] = []  # a save that failed, for the build to show
-        data = memo.load(path, KIND, VERSION, memo_types())
-        if isinstance(data, dict) and data.get("fingerprint") == fp and isinstance(data.get("packages"), dict):
-            self.packages = data["packages"]
+
+    def record(self, package: str) -> PackageRecord | None:
+        """The package's record as it stands (not checked against the files: see `valid`)."""
+        rec = self._journal.get(package)
+        if rec is not None and not isinstance(rec, PackageRecord):
+            self._journal.remove(package)
+            return None
+        return rec
 
     def valid(self, package: str) -> PackageRecord | None:
-        rec = self.packages.get(package)
+        rec = self.record(package)
         if rec is None:
             return None
         root = str(self.root)
         for p, s in rec.observed.items():
             full = os.path.join(root, p)
             if observe(full, s) != s:
-                del self.packages[package]
-                self.dirty = True
+                self._journal.remove(package)
                 return None
         return rec
 
     def put(self, package: str, observed: dict, targets: list[TargetRecord]) -> None:
         horizon = time.time_ns() - RACY_WINDOW_NS
+        self._journal.remove(package)
         if any(s is not None and len(s) > 1 and s[1] >= horizon for s in observed.values()):
-            self.packages.pop(package, None)  # too fresh to trust by stat: analyse again next time
-        else:
-            self.packages[package] = PackageRecord(observed, targets)
-        self.dirty = True
+            return  # too fresh to trust by stat: analyse again next time
+        try:
+            self._journal.put(package, PackageRecord(observed, targets))
+        except TypeError as e:  # a rule put a value of its own type into its info: analyse it again next time
+            self.warnings.append(f"the analysis memo does not keep {package or 'the root package'}: {e}")
 
     def save(self) -> None:
-        if not self.dirty:
-            return
-        types = memo_types()
-        try:
-            value = memo.encode({"fingerprint": self.fp, "packages": self.packages}, types)
-        except TypeError as e:  # a rule put a value of its own type into its info: analyse again next time
-            self.warnings.append(f"the analysis memo is not saved: {e}")
-            return
-        err = memo.save(self.path, KIND, VERSION, value, self.path.parent / "tmp", f"the analysis memo {self.path}")
+        err = self._journal.save()
         if err is not None:
             self.warnings.append(err)
-        else:
-            self.dirty = False
 
 
 def memo_types() -> tuple[type, ...]:

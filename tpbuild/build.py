@@ -167,7 +167,6 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
             outputs.prune(state, ws.root, live)
             for aid in state.actions.keys() - analysis.actions.keys():
                 del state.actions[aid]
-                state.dirty = True
         with trace.span("place outputs", "phase"):
             targets = _materialize(ws, analysis, outcomes, state, cas, warn)
         atomic.crash_point("placed")

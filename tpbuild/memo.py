@@ -7,8 +7,12 @@ whoever can write a pickle there runs code in every build that loads it. A JSON 
 make a build redo work. A memo of another kind or version, or one that does not parse, is a miss
 (the build starts from nothing for that memo), never an error.
 
-Saving goes through `atomic.write_bytes` (temp file in the process's own temp directory, rename). A
-save that fails (a full disk, a read-only or foreign directory) leaves no temp file and returns a
+A memo of many independent records that each build changes a few of (the stat memo, the analysis
+memo, the build state) is a `Journal`: saving appends the changed records, so a build writes in
+proportion to what it changed; see the class. Other memos (the no-op stamp) are one document.
+
+Saving a whole memo goes through `atomic.write_bytes` (temp file in the process's own temp directory,
+rename). A save that fails (a full disk, a read-only or foreign directory) leaves no temp file and returns a
 warning for the build to show: losing a memo only costs the next build some re-checking.
 
 Values that are not plain JSON (tuples, bytes, the engine's frozen dataclasses) are written tagged
@@ -115,3 +119,185 @@ def _init_fields(t: type) -> tuple[str, ...]:
 
 def _hashable(k):
     return tuple(_hashable(x) for x in k) if isinstance(k, list) else k
+
+
+class Journal:
+    """A memo of many independent records (key -> value) of which a build changes a few: saving
+    appends the changed records to the file, as ninja appends to its log, so what a build writes is
+    what it changed, not the whole memo; and a record is decoded only when it is read, so what a build
+    decodes is what it looks at. The file is rewritten whole (compacted: the records not read are
+    copied as they were) when it holds more than twice the bytes of its live records (and a megabyte),
+    when its tail is torn, or when another process rewrote it for another meta meanwhile.
+
+    Format: the header line, then `meta` (a JSON value the whole memo belongs to, such as a fingerprint
+    or a cache id: another one is a miss), then one line per record, the key as a JSON string, a tab,
+    and the value as JSON (tagged as `encode` does, rebuilt only as `types`), or nothing for a record
+    removed; a later line wins. A killed append leaves at worst a torn last line: it is skipped, and
+    the next save rewrites the file. A record that does not decode is absent. Records must not depend
+    on each other, because a killed append may keep some of a build's records and not others: each
+    memo checks its records against the files (stats, keys) before trusting them, so an older record
+    costs only re-checking.
+    """
+
+    def __init__(self, path: Path, kind: str, version: int, meta, tmp_parent: Path, what: str,
+                 types: tuple[type, ...] = (), convert=None, eager: bool = False):
+        """`types`: the dataclasses records may hold (see `encode`). `convert`: a pair of functions
+        (key, JSON value) -> value and (key, value) -> JSON value, for records held in another form
+        than JSON's (tuples, the engine's value types); only the converted value is kept. `eager`:
+        decode every record at once (for small plain records that a build mostly reads, such as the
+        stat memo's, one parse of them all costs less than one per record)."""
+        self.path = path
+        self.kind = kind
+        self.version = version
+        self.meta = meta
+        self.tmp_parent = tmp_parent
+        self.what = what
+        self.types = types
+        self._from_json, self._to_json = convert or (None, None)
+        # key -> its value's JSON as in the file, or once decoded (the value is then in `_values`) the
+        # JSON's length: a build that reads every record does not also hold every record's text
+        self._raw: dict[str, str | int] = {}
+        self._values: dict[str, object] = {}  # decoded, or put by this build
+        self._changed: set[str] = set()
+        self._size = 0  # bytes of records in the file, live or not
+        self._appendable = False  # the file holds this memo and ends with a whole line
+        try:
+            with open(path, "rb") as f:
+                if f.readline() != _header(kind, version):
+                    return
+                body = f.read()
+        except OSError:
+            return
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            return
+        size = len(body)
+        del body  # a 10,000-model state is tens of megabytes: hold one copy at a time
+        lines = text.split("\n")
+        del text
+        try:
+            if json.loads(lines[0]) != meta:
+                return
+        except ValueError:
+            return
+        tail = lines.pop()
+        self._size = size - len(lines[0]) - len(tail)
+        lines[0] = ""  # the meta line, not a record
+        parts = [line.partition("\t") for line in lines]
+        del lines
+        try:
+            keys = json.loads("[" + ",".join(k for k, _tab, _v in parts[1:]) + "]")
+        except ValueError:
+            keys = None
+        if keys is None or not all(isinstance(k, str) for k in keys) or any(not tab for _k, tab, _v in parts[1:]):
+            return  # not a journal this code wrote (or damaged beyond a torn tail): a miss
+        raw = self._raw
+        for key, (_k, _tab, value) in zip(keys, parts[1:]):
+            if value:
+                raw[key] = value
+            else:
+                raw.pop(key, None)
+        self._appendable = tail == ""
+        if eager and not types and convert is None:
+            try:
+                values = json.loads("[" + ",".join(raw.values()) + "]")
+            except ValueError:
+                return  # a damaged record: each is decoded on its own when read
+            self._values = dict(zip(raw, values))
+            self._raw = {k: len(v) for k, v in raw.items()}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._raw
+
+    def keys(self):
+        return self._raw.keys()
+
+    def get(self, key: str, default=None):
+        """The record's value, decoded on first read; `default` when absent or not decodable."""
+        hit = self._values.get(key, _ABSENT)
+        if hit is not _ABSENT:
+            return hit
+        raw = self._raw.get(key)
+        if not isinstance(raw, str):  # absent, or decoded meanwhile (by another thread)
+            return self._values.get(key, default)
+        try:
+            value = json.loads(raw, object_hook=_Decoder(self.types)) if self.types else json.loads(raw)
+            if self._from_json is not None:
+                value = self._from_json(key, value)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+            self.remove(key)
+            return default
+        self._values[key] = value
+        self._raw[key] = len(raw)
+        return value
+
+    @property
+    def changed(self) -> bool:
+        """Whether `save` has anything to write."""
+        return bool(self._changed) or not self._appendable
+
+    def put(self, key: str, value) -> None:
+        """Raises TypeError for a value that cannot be memoized (nothing is recorded then)."""
+        self._raw[key] = self._text(key, value)
+        self._values[key] = value
+        self._changed.add(key)
+
+    def remove(self, key: str) -> None:
+        self._values.pop(key, None)
+        if key in self._raw:
+            del self._raw[key]
+            self._changed.add(key)
+
+    def save(self) -> str | None:
+        """None when saved (or nothing changed), else a warning naming what was not saved and why. A
+        file that does not hold this memo (missing, another version or meta, a torn tail) is rewritten."""
+        if not self._changed and self._appendable:
+            return None
+        try:
+            data = "".join(self._line(key) for key in sorted(self._changed)).encode()
+            live = sum(r if isinstance(r, int) else len(r) for r in self._raw.values())
+            if not self._appendable or self._size + len(data) > 2 * live + (1 << 20) or not self._append(data):
+                data = "".join(self._line(key) for key in self._raw).encode()
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                atomic.write_bytes(self.path, _header(self.kind, self.version) + json.dumps(self.meta).encode()
+                                   + b"\n" + data, self.tmp_parent, self.kind)
+                self._size = len(data)
+                self._appendable = True
+        except OSError as e:
+            self._appendable = False
+            return (f"could not save {self.what} ({e.strerror or e}: {e.filename or self.path}); "
+                    "the next build re-checks what it would have remembered")
+        self._changed.clear()
+        return None
+
+    def _append(self, data: bytes) -> bool:
+        """Append to the file if it still holds this memo (another process may have rewritten it, for
+        another meta, since it was read); False when it does not."""
+        with open(self.path, "a+b") as f:
+            f.seek(0)
+            if f.readline() != _header(self.kind, self.version) or f.readline() != json.dumps(self.meta).encode() + b"\n":
+                return False
+            half = len(data) // 2
+            f.write(data[:half])  # appended: the file is open in append mode
+            f.flush()
+            atomic.crash_point(f"publish-{self.kind}")  # a killed append: a torn last line
+            f.write(data[half:])
+        self._size += len(data)
+        return True
+
+    def _line(self, key: str) -> str:
+        """The record's line: its text as read, or (decoded since) written again from its value."""
+        raw = self._raw.get(key, "")
+        if isinstance(raw, int):
+            raw = self._text(key, self._values[key])
+        return f"{json.dumps(key, ensure_ascii=False)}\t{raw}\n"
+
+    def _text(self, key: str, value) -> str:
+        if self._to_json is not None:
+            value = self._to_json(key, value)
+        return json.dumps(encode(value, self.types) if self.types else value, separators=(",", ":"),
+                          ensure_ascii=False, allow_nan=False)
+
+
+_ABSENT = object()

@@ -138,7 +138,7 @@ class Stamp:
         cache = a.graph.cache
         observed: dict = {}
         for package in a.graph.loaded_packages:
-            rec = cache.packages.get(package) if cache is not None else None
+            rec = cache.record(package) if cache is not None else None
             if rec is None or any(t.volatile for t in rec.targets):
                 return None
             observed.update(rec.observed)

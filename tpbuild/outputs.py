@@ -1,10 +1,11 @@
 """The output tree `tpbuild-out/` and the workspace's memory of the last build.
 
-`BuildState` (`tpbuild-out/.tpbuild/state`, a memo of kind `state`, see `memo.py`) records, per
-action, the key and entries of its last result, and, per materialized output, its tree digest, the
-stat of every file placed and the stat of every directory of the tree. With it a no-op build reads
-no action cache entry and places no file. It is tied to one cache directory by that cache's id:
-pointing the workspace at another cache (or emptying it) starts from a clean memory.
+`BuildState` (`tpbuild-out/.tpbuild/state`, a journal of kind `state` whose meta is the cache's id,
+see `memo.Journal`) records, per action (`a:<id>`), the key and entries of its last result, and, per
+materialized output (`o:<path>`), its tree digest, the stat of every file placed and the stat of
+every directory of the tree. With it a no-op build reads no action cache entry and places no file,
+and a build appends only the records it changed. It is tied to one cache directory by that cache's
+id: pointing the workspace at another cache (or emptying it) starts from a clean memory.
 
 Outputs are hardlinks (or reflinks) of read-only blobs, for speed; an output edited in place through
 its link changes its stat, so the tree is re-placed, and the blob's stat, so the blob store finds
@@ -26,7 +27,7 @@ Crash consistency, for a `kill -9` at any point:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import MutableMapping
 from pathlib import Path
 
 from . import atomic, memo
@@ -34,52 +35,82 @@ from .action import Entry, OutputEntry, Symlink, tree_digest
 from .cas import Cas
 from .layout import OUT_DIR, STATE_DIR, stat_sig
 
-KIND, VERSION = "state", 3
+KIND, VERSION = "state", 4
 
 
-@dataclass
 class BuildState:
-    path: Path
-    cache_id: str
-    actions: dict = field(default_factory=dict)  # action id -> (key, entries)
-    # output rel path -> (tree digest, {path: (kind, digest, sig)}, {directory: sig})
-    outputs: dict = field(default_factory=dict)
-    dirty: bool = False
+    def __init__(self, path: Path, cache_id: str):
+        self.path = path
+        self._journal = memo.Journal(path, KIND, VERSION, cache_id, path.parent / "tmp", f"the build state {path}",
+                                     convert=(_from_json, _to_json))
+        self.actions: MutableMapping[str, tuple] = _Records(self._journal, "a:")  # action id -> (key, entries)
+        # output rel path -> (tree digest, {path: (kind, digest, sig)}, {directory: sig})
+        self.outputs: MutableMapping[str, tuple] = _Records(self._journal, "o:")
 
     def remember(self, action_id: str, key: str, entries) -> None:
         hit = self.actions.get(action_id)
         if hit is None or hit[0] != key:
             self.actions[action_id] = (key, entries)
-            self.dirty = True
 
     @classmethod
     def load(cls, path: Path, cache_id: str) -> "BuildState":
-        data = memo.load(path, KIND, VERSION)
-        try:
-            if isinstance(data, dict) and data.get("cache_id") == cache_id:
-                actions = {aid: (key, tuple(Entry.from_json(e) for e in entries))
-                           for aid, (key, entries) in data["actions"].items()}
-                placed = {rel: (d, {p: (k, bd, tuple(s)) for p, (k, bd, s) in files.items()},
-                                {p: tuple(s) for p, s in dirs.items()})
-                          for rel, (d, files, dirs) in data["outputs"].items()}
-                return cls(path, cache_id, actions, placed)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
-            pass  # damaged: start from a clean memory
         return cls(path, cache_id)
 
     def save(self) -> str | None:
-        """None when saved (or unchanged), else a warning (see memo.save)."""
-        if not self.dirty:
+        """None when saved (or unchanged), else a warning (see memo.Journal.save)."""
+        if not self._journal.changed:
             return None
-        value = {"cache_id": self.cache_id,
-                 "actions": {aid: [key, [e.to_json() for e in entries]] for aid, (key, entries) in self.actions.items()},
-                 "outputs": {rel: [d, {p: list(v) for p, v in files.items()}, dirs]
-                             for rel, (d, files, dirs) in self.outputs.items()}}
         atomic.crash_point("save-state")
-        err = memo.save(self.path, KIND, VERSION, value, self.path.parent / "tmp", f"the build state {self.path}")
-        if err is None:
-            self.dirty = False
-        return err
+        return self._journal.save()
+
+
+class _Records(MutableMapping):
+    """One kind of record of the state's journal (decoded when first read: a build that changes one
+    model reads the records of what it touches, not all of them). A record that does not decode is
+    absent: the build re-checks what it would have said."""
+
+    def __init__(self, journal: memo.Journal, prefix: str):
+        self._journal = journal
+        self._prefix = prefix
+        n = len(prefix)
+        self._keys = {k[n:] for k in journal.keys() if k.startswith(prefix)}
+
+    def __getitem__(self, key: str):
+        hit = self._journal.get(self._prefix + key) if key in self._keys else None
+        if hit is None:
+            self._keys.discard(key)
+            raise KeyError(key)
+        return hit
+
+    def __setitem__(self, key: str, value) -> None:
+        self._journal.put(self._prefix + key, value)
+        self._keys.add(key)
+
+    def __delitem__(self, key: str) -> None:
+        self._keys.remove(key)
+        self._journal.remove(self._prefix + key)
+
+    def __iter__(self):
+        return iter(list(self._keys))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _from_json(key: str, v) -> tuple:
+    if key.startswith("a:"):
+        k, entries = v
+        return k, tuple(Entry.from_json(e) for e in entries)
+    d, files, dirs = v
+    return (d, {p: (k, bd, tuple(s)) for p, (k, bd, s) in files.items()}, {p: tuple(s) for p, s in dirs.items()})
+
+
+def _to_json(key: str, v: tuple) -> list:
+    if key.startswith("a:"):
+        k, entries = v
+        return [k, [e.to_json() for e in entries]]
+    d, files, dirs = v
+    return [d, {p: list(x) for p, x in files.items()}, dirs]
 
 
 def cache_id(cache_root: Path) -> str:
@@ -130,7 +161,6 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
     if placed is None:
         placed = _replace(root, rel, entries, cas)
     state.outputs[rel] = (digest, placed, _dirs(root / rel, entries))
-    state.dirty = True
     return True
 
 
@@ -228,7 +258,6 @@ def prune(state: BuildState, root: Path, live: set[str]) -> list[str]:
         if os.path.lexists(p):
             atomic.remove(p)
         del state.outputs[rel]
-        state.dirty = True
         gone.append(rel)
         _prune_empty(p.parent, root / OUT_DIR)
     return gone

@@ -244,7 +244,7 @@ class Scheduler:
             full = os.path.join(self.ctx.root, inp.path)
             try:
                 d, sig = self.ctx.statcache.digest(inp.path, full)
-                exe = bool(os.stat(full).st_mode & statmod.S_IXUSR)
+                exe = bool(sig[3] & statmod.S_IXUSR)  # the mode of the stat the digest belongs to
             except FileNotFoundError:
                 raise BuildError(f"source {inp.path} disappeared during the build; run the build again") from None
             entry = Entry.file(inp.path, d, sig[0], exe)

@@ -1,7 +1,8 @@
 """Persisted memo of file digests, keyed by the file's stat signature (`layout.stat_sig`), so
 unchanged files are never re-read.
 
-Format: a memo (`memo.py`) of kind `statcache`: {path: [size, mtime_ns, ino, mode, digest]}.
+Format: a journal (`memo.Journal`, appended to by each build with what it hashed) of kind
+`statcache`: path -> [size, mtime_ns, ino, mode, digest].
 
 The racy case (git's "racy clean"): a file rewritten with the same size within the filesystem's
 timestamp granularity of our hashing keeps its stat. So an entry whose mtime is within
@@ -19,7 +20,7 @@ from pathlib import Path
 from . import digest, memo
 from .layout import RACY_WINDOW_NS, stat_sig as signature  # noqa: F401 (the signature the memo keys by)
 
-KIND, VERSION = "statcache", 2
+KIND, VERSION = "statcache", 3
 
 Sig = tuple  # layout.stat_sig
 
@@ -29,27 +30,23 @@ class StatCache:
         """`tmp_parent`: where saving makes its temp file (`<cache>/tmp`); the memo's own directory
         by default."""
         self.path = path
-        self.tmp_parent = tmp_parent or path.parent / "tmp"
-        self._entries: dict[str, list] = {}
+        self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent or path.parent / "tmp",
+                                     f"the stat memo {path}", eager=True)
+        self._new: dict[str, list] = {}  # hashed by this build: saved unless racy
         self._racy: set[str] = set()
-        self._dirty = False
         self._lock = threading.Lock()
-        data = memo.load(path, KIND, VERSION)
-        if isinstance(data, dict):
-            self._entries = data
 
     def digest(self, path: str, full: str | None = None) -> tuple[str, Sig]:
         """Digest and stat signature of a file; `path` is the memo key, `full` where to read it."""
         full = full or path
         st = os.stat(full)
         sig = signature(st)
-        hit = self._entries.get(path)
+        hit = self._entry(path)
         if hit is not None and tuple(hit[:4]) == sig and path not in self._racy:
             return hit[4], sig
         d = digest.of_file(full)
         with self._lock:
-            self._entries[path] = [*sig, d]
-            self._dirty = True
+            self._new[path] = [*sig, d]
             if st.st_mtime_ns >= time.time_ns() - RACY_WINDOW_NS:
                 self._racy.add(path)
             else:
@@ -58,20 +55,27 @@ class StatCache:
 
     def peek(self, path: str) -> Sig | None:
         """The signature recorded when `path` was last hashed."""
-        hit = self._entries.get(path)
+        hit = self._entry(path)
         return tuple(hit[:4]) if hit is not None else None
+
+    def _entry(self, path: str) -> list | None:
+        hit = self._new.get(path)
+        if hit is None:
+            hit = self._journal.get(path)
+        return hit if isinstance(hit, list) and len(hit) == 5 else None
 
     def forget(self, path: str) -> None:
         with self._lock:
-            if self._entries.pop(path, None) is not None:
-                self._dirty = True
+            self._journal.remove(path)
+            self._new.pop(path, None)
 
     def save(self) -> str | None:
-        """None when saved (or nothing to save), else a warning (see memo.save)."""
-        if not self._dirty:
-            return None
-        keep = {k: v for k, v in self._entries.items() if k not in self._racy}
-        err = memo.save(self.path, KIND, VERSION, keep, self.tmp_parent, f"the stat memo {self.path}")
-        if err is None:
-            self._dirty = False
-        return err
+        """None when saved (or nothing to save), else a warning (see memo.Journal.save)."""
+        with self._lock:
+            for path, entry in self._new.items():
+                if path in self._racy:
+                    self._journal.remove(path)  # hashed too soon after its last change: not trusted later
+                else:
+                    self._journal.put(path, entry)
+            self._new.clear()
+        return self._journal.save()
