@@ -37,7 +37,8 @@ def test_harness_runs_every_scenario_with_the_peers_and_checks_their_trees(tmp_p
     assert "N=5 clean: 31 files identical in tpbuild, make, ninja, doit" in doc["checks"]
     assert "N=5 restore: 31 files identical in tpbuild, make, ninja, doit" in doc["checks"]
     assert doc["big"]["bytes"] == 2**20 and doc["big"]["restored_by"] in ("hardlink", "reflink or copy")
-    assert {t["target"] for t in doc["targets"]} >= {"no-op faster than make at every N", "peak RSS at 10,000 models"}
+    assert "no-op faster than make at every N" in {t["target"] for t in doc["targets"]}
+    assert "peak RSS at 10,000 models" in {t["target"] for t in doc["issue16"]}
     assert doc["sleeps"]["genrules"] == 4 and doc["sleeps"]["speedup"] > 0
     assert [t["target"] for t in doc["issue16"]][0] == "clean build of 1,000 models: -j 2 no slower than -j 1"
     rows = [f"| {t['target']} | {t['measured'] or '-'} | {t['limit']} | {t['verdict']} |" for t in doc["issue16"]]

@@ -28,7 +28,7 @@ def test_the_action_that_took_longest_last_time_starts_first(ws):
         return re.findall(r"^\[\d+/3\] Genrule //g:(\w+)", r.output, re.M)
 
     first = ws.build("//...", "-j", "1", check=True)
-    assert order(first) == ["a_short", "b_short", "z_long"]  # nothing known yet: as declared
+    assert order(first) == ["a_short", "b_short", "z_long"], first.output  # nothing known yet: as declared
     ws.write("g/src.txt", "2\n")  # every action runs again
     again = ws.build("//...", "-j", "1", check=True)
-    assert order(again) == ["z_long", "a_short", "b_short"]
+    assert order(again) == ["z_long", "a_short", "b_short"], again.output
