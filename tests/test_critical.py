@@ -31,4 +31,5 @@ def test_the_action_that_took_longest_last_time_starts_first(ws):
     assert order(first) == ["a_short", "b_short", "z_long"], first.output  # nothing known yet: as declared
     ws.write("g/src.txt", "2\n")  # every action runs again
     again = ws.build("//...", "-j", "1", check=True)
-    assert order(again) == ["z_long", "a_short", "b_short"], again.output
+    # The long one first; the two short ones in the order of their own last durations (a few ms apart).
+    assert order(again)[0] == "z_long" and sorted(order(again)) == ["a_short", "b_short", "z_long"], again.output

@@ -163,6 +163,9 @@ class Executor:
 
 _running: set[int] = set()  # the process groups of the commands running now
 _running_lock = threading.Lock()
+# The signal forwarded, once the user interrupted: a command that registers after it (started in the
+# moment between the Ctrl-C and the scheduler's stop) gets it at once rather than running on unseen.
+_forwarded: int | None = None
 
 
 def run_in_group(argv: list[str], *, cwd: Path, env: dict, stdout, timeout: float | None) -> int | None:
@@ -175,6 +178,8 @@ def run_in_group(argv: list[str], *, cwd: Path, env: dict, stdout, timeout: floa
                             stderr=subprocess.STDOUT, start_new_session=True)
     with _running_lock:
         _running.add(proc.pid)
+        if _forwarded is not None:
+            _signal_group(proc.pid, _forwarded)
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -197,13 +202,19 @@ def kill_group(proc: subprocess.Popen) -> None:
 def forward_signal(signum: int) -> None:
     """Sends `signum` to every running command's group, as the terminal would have if they were in its
     foreground group (the CLI's SIGINT handler calls this)."""
+    global _forwarded
     with _running_lock:
+        _forwarded = signum
         groups = list(_running)
     for pgid in groups:
-        try:
-            os.killpg(pgid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
+        _signal_group(pgid, signum)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def log_path(logs_dir: Path, action: Action) -> Path:
