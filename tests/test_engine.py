@@ -478,8 +478,11 @@ def test_ctrl_c_reaches_a_running_command_and_its_children(ws, tmp_path):
 
     pid_file = tmp_path / "child.pid"
     ws.write("p/BUILD.toml", f'[genrule.g]\nouts = ["o"]\ncmd = "sleep 300 & echo $! > {pid_file}; wait"\n')
+    # SIGINT as a terminal's foreground job has it: a test run started in the background by a shell
+    # without job control inherits it ignored, and tpbuild then rightly leaves it ignored.
     p = subprocess.Popen([sys.executable, "-m", "tpbuild", "-C", str(ws.root), "build", "//..."], env=ws.env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.02)
