@@ -143,6 +143,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
                            trace=trace)
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority)
         records = explain.Records(state_dir / "why", state_dir / "tmp")
+        keep = set(analysis.actions) if opts.prune else None  # a build of every target drops the others' records
         try:
             with trace.span("actions", "phase"):
                 outcomes = sched.run()
@@ -156,12 +157,12 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
                     if o.status.succeeded and not o.unstable:
                         state.remember(aid, o.key, o.entries)
                 _report_quarantined(cas, state, warn)
-                _saved(records.save(set(analysis.actions) if opts.prune else None), warn)
+                _saved(records.save(keep), warn)
                 _saved(statcache.save(), warn)
                 _saved(state.save(), warn)
                 _saved(critical.save(memo / "durations", durations,
                                      ((a, o.seconds) for a, o in sched.outcomes.items() if o.status is Status.EXECUTED),
-                                     memo / "tmp", set(analysis.actions) if opts.prune else None), warn)
+                                     memo / "tmp", keep), warn)
         if opts.prune:
             live = {f"{OUT_DIR}/{lbl.path}" for lbl in analysis.order if analysis.infos[lbl].output is not None}
             outputs.prune(state, ws.root, live)

@@ -37,7 +37,9 @@ def save(path: Path, past: dict[str, float], executed: Iterable[tuple[str, float
     return memo.save(path, KIND, VERSION, durations, tmp_parent, "the action durations")
 
 
-def _topological(actions: Mapping[str, Action]) -> tuple[list[str], dict[str, list[str]]]:
+def edges(actions: Mapping[str, Action]) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Each action's count of the actions it reads from, and the actions that read from each one:
+    what a topological walk of the action graph (this module's, the scheduler's) starts from."""
     dependents: dict[str, list[str]] = {a: [] for a in actions}
     waiting = {}
     for aid, a in actions.items():
@@ -45,6 +47,11 @@ def _topological(actions: Mapping[str, Action]) -> tuple[list[str], dict[str, li
         waiting[aid] = len(ups)
         for u in ups:
             dependents[u].append(aid)
+    return waiting, dependents
+
+
+def _topological(actions: Mapping[str, Action]) -> tuple[list[str], dict[str, list[str]]]:
+    waiting, dependents = edges(actions)
     order = [a for a, n in waiting.items() if n == 0]
     for aid in order:  # grows while it is walked
         for d in dependents[aid]:

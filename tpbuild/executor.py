@@ -192,10 +192,7 @@ def run_in_group(argv: list[str], *, cwd: Path, env: dict, stdout, timeout: floa
 
 def kill_group(proc: subprocess.Popen) -> None:
     """SIGKILLs the process group `proc` leads (started with start_new_session) and reaps `proc`."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Callable, Mapping
 
-from . import action as actionmod
+from . import action as actionmod, critical
 from .action import Action, Artifact, Entry, OutputEntry, Source, input_digest
 from .errors import BuildError, TpbuildError
 from .executor import Resolved
@@ -103,8 +103,7 @@ class Scheduler:
         self.outcomes: dict[str, Outcome] = {a: Outcome(actions[a]) for a in actions}
 
     def run(self) -> dict[str, Outcome]:
-        waiting: dict[str, int] = {}
-        dependents: dict[str, list[str]] = {a: [] for a in self.actions}
+        waiting, dependents = critical.edges(self.actions)
         # Two ready queues, each a heap by critical path (`critical.priorities`), then by the order
         # actions were declared: what waits on a process or the network (`blocking`) goes to a worker
         # as soon as one is free, so processes overlap fully; the rest runs on this thread meanwhile.
@@ -115,12 +114,8 @@ class Scheduler:
             heapq.heappush(ready[self.ctx.runner.blocking(self.actions[aid])],
                            (-self.priority.get(aid, 0.0), seq[aid], aid))
 
-        for aid, a in self.actions.items():
-            ups = a.upstream()
-            waiting[aid] = len(ups)
-            for u in ups:
-                dependents[u].append(aid)
-            if not ups:
+        for aid, n in waiting.items():
+            if n == 0:
                 push(aid)
         # Workers report here; a worker is handed an action only when it is free (never a backlog),
         # so the highest priority decides at the last moment and an action's span is its own.
