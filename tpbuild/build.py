@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from . import atomic, critical, explain, outputs
-from .action import blobs_of
+from .action import Entry, blobs_of
 from .actioncache import ActionCache
 from .analysis import Analysis
 from .cas import Cas
@@ -289,8 +289,8 @@ def verify_cache(cache_dir: Path, repair: bool) -> list[str]:
         if entries is None:
             why = "does not parse"
         else:
-            broken = [e.path for e in entries if e.kind != "l" and ((e.digest, e.kind == "x") in bad
-                      or not os.path.exists(store.path(e.digest, e.kind == "x")))]
+            broken = [e.path for e in entries if isinstance(e, Entry) and ((e.digest, e.executable) in bad
+                      or not os.path.exists(store.path(e.digest, e.executable)))]
             if not broken:
                 continue
             why = f"names a bad or missing blob for {', '.join(broken[:3])}"
