@@ -204,10 +204,9 @@ class _Run:
                     result.exit_code = self._proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     timed_out = True
-                    kill_group(self._proc)
                     result.exit_code = -signal.SIGKILL
                 finally:
-                    kill_group(self._proc)  # what the command left running dies with it
+                    kill_group(self._proc)  # what the command left running dies with it (all of it, on a timeout)
         result.execution_metadata.execution_completed_timestamp.GetCurrentTime()
         uploads = []
         for o in outputs:
