@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from . import atomic, critical, delta, explain, outputs
-from .action import blobs_of
 from .actioncache import ActionCache
 from .analysis import Analysis
 from .cas import Cas
@@ -161,7 +160,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         finally:
             with trace.span("save state", "phase"):
                 for aid, o in sched.outcomes.items():
-                    if o.status.succeeded and not o.unstable:
+                    if o.status.succeeded and not o.unstable and aid not in settled:  # settled: recorded as is
                         state.remember(aid, o.key, o.entries)
                 _report_quarantined(cas, state, warn)
                 _saved(records.save(keep), warn)
@@ -208,7 +207,7 @@ def _evict(opts: Options, outcomes: dict[str, Outcome]) -> dict:
     from . import eviction
 
     keys = {o.key for o in outcomes.values() if o.key}
-    blobs = {b for o in outcomes.values() for b in blobs_of(o.entries)}
+    blobs = {b for o in outcomes.values() for b in o.blobs()}
     return vars(eviction.evict(opts.cache_dir, opts.max_size, keys, blobs))
 
 

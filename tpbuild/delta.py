@@ -22,7 +22,6 @@ it, and the scheduler runs them (the blob comes back, a damaged one is quarantin
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping
 
@@ -40,8 +39,7 @@ def settle(actions: Mapping[str, Action], walk: tuple[list[str], dict[str, list[
     order, dependents = walk
     settled: dict[str, Settled] = {}
     for aid in order:
-        last = state.actions.get(aid)
-        if last is None:
+        if aid not in state.actions:
             continue
         a = actions[aid]
         digests = []
@@ -64,7 +62,8 @@ def settle(actions: Mapping[str, Action], walk: tuple[list[str], dict[str, list[
                 break
             digests.append((dest, input_digest((entry,), whole_tree=False)))
         else:
-            if key_of(a.key_material(digests, salt)) == last.key:
+            last = state.actions.get(aid)  # read only now: a record whose inputs moved is not decoded
+            if last is not None and key_of(a.key_material(digests, salt)) == last.key:
                 settled[aid] = Settled(a, last, digests)
     for aid in order:  # dependency-first: dropping one drops its readers before they are checked
         o = settled.get(aid)

@@ -80,7 +80,7 @@ class BuildState:
     def __init__(self, path: Path, cache_id: str):
         self.path = path
         self._journal = memo.Journal(path, KIND, VERSION, cache_id, path.parent / "tmp", f"the build state {path}",
-                                     convert=(_from_json, _to_json))
+                                     convert=(_from_json, _to_json), keep_text=True)
         self.actions: MutableMapping[str, Last] = _Records(self._journal, "a:")
         # output rel path -> (tree digest, {path: (kind, digest, sig)}, {directory: sig})
         self.outputs: MutableMapping[str, tuple] = _Records(self._journal, "o:")
@@ -112,6 +112,9 @@ class _Records(MutableMapping):
         self._prefix = prefix
         n = len(prefix)
         self._keys = {k[n:] for k in journal.keys() if k.startswith(prefix)}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys  # without decoding it (a record that does not decode is found absent later)
 
     def __getitem__(self, key: str):
         hit = self._journal.get(self._prefix + key) if key in self._keys else None

@@ -30,7 +30,7 @@ from queue import SimpleQueue
 from typing import Callable, Mapping
 
 from . import action as actionmod, critical
-from .action import Action, Artifact, Entry, OutputEntry, Source, input_digest
+from .action import Action, Artifact, Entry, OutputEntry, Source, blobs_of, input_digest
 from .errors import BuildError, TpbuildError
 from .executor import Resolved
 from .outputs import Last
@@ -66,6 +66,10 @@ class Outcome:
     input_digests: list[tuple[str, str]] | tuple = ()  # (dest, digest) of each input, as its key has them
     why: str = ""  # why it ran (or its key moved), set after the build by `explain`
 
+    def blobs(self) -> list[tuple[str, bool]]:
+        """(digest, executable) of every blob its result names (`action.blobs_of`)."""
+        return list(blobs_of(self.entries))
+
     def settle(self, result: Result) -> None:
         self.status = Status(result.origin.value)
         self.entries = result.entries
@@ -80,6 +84,9 @@ class Settled(Outcome):
     def __init__(self, action: Action, last: Last, input_digests: list[tuple[str, str]]):
         super().__init__(action, Status.CACHED, last.key, input_digests=input_digests)
         self.last: Last | None = last
+
+    def blobs(self) -> list[tuple[str, bool]]:
+        return self.last.blobs() if self.last is not None else super().blobs()
 
     @property
     def entries(self) -> tuple[OutputEntry, ...]:
