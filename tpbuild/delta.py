@@ -65,10 +65,17 @@ def settle(actions: Mapping[str, Action], walk: tuple[list[str], dict[str, list[
             last = state.actions.get(aid)  # read only now: a record whose inputs moved is not decoded
             if last is not None and key_of(a.key_material(digests, salt)) == last.key:
                 settled[aid] = Settled(a, last, digests)
+    sound: set[tuple[str, bool]] = set()  # a tree names its parts' blobs again: each is checked once
     for aid in order:  # dependency-first: dropping one drops its readers before they are checked
         o = settled.get(aid)
-        if o is not None and not all(cas.verify(d, exe) for d, exe in o.last.blobs()):
-            _drop(aid, settled, dependents)
+        if o is None:
+            continue
+        for blob in o.last.blobs():
+            if blob not in sound:
+                if not cas.verify(*blob):
+                    _drop(aid, settled, dependents)
+                    break
+                sound.add(blob)
     return settled
 
 
