@@ -37,6 +37,7 @@ def settle(actions: Mapping[str, Action], walk: tuple[list[str], dict[str, list[
     """The actions whose key did not move and whose recorded result is whole in the store. `walk`:
     the action graph's `critical.topological` walk."""
     order, dependents = walk
+    state.actions.preload(order)
     settled: dict[str, Settled] = {}
     for aid in order:
         if aid not in state.actions:

@@ -226,11 +226,32 @@ class Journal:
             return self._values.get(key, default)
         try:
             value = json.loads(raw, object_hook=_Decoder(self.types)) if self.types else json.loads(raw)
-            if self._from_json is not None:
-                value = self._from_json(key, value)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
             self.remove(key)
             return default
+        return self._decoded(key, raw, value, default)
+
+    def preload(self, keys) -> None:
+        """Decode, in one parse, the records of `keys` not decoded yet (for a build about to read most
+        of them: one parse of them all costs a fraction of one per record). A record that does not
+        decode is left to `get`, which finds it absent."""
+        todo = [k for k in keys if isinstance(self._raw.get(k), str)]
+        try:
+            values = json.loads("[" + ",".join(self._raw[k] for k in todo) + "]",
+                                object_hook=_Decoder(self.types) if self.types else None)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+            return  # a damaged record among them: each is decoded on its own when read
+        for key, value in zip(todo, values):
+            self._decoded(key, self._raw[key], value, None)
+
+    def _decoded(self, key: str, raw: str, value, default):
+        """Keep a record's decoded value (converted, see `convert`)."""
+        if self._from_json is not None:
+            try:
+                value = self._from_json(key, value)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+                self.remove(key)
+                return default
         self._values[key] = value
         if not self._keep_text:
             self._raw[key] = len(raw)

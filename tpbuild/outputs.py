@@ -113,6 +113,10 @@ class _Records(MutableMapping):
         n = len(prefix)
         self._keys = {k[n:] for k in journal.keys() if k.startswith(prefix)}
 
+    def preload(self, keys) -> None:
+        """Decode these records in one parse (see `memo.Journal.preload`)."""
+        self._journal.preload([self._prefix + k for k in keys if k in self._keys])
+
     def __contains__(self, key: object) -> bool:
         return key in self._keys  # without decoding it (a record that does not decode is found absent later)
 
