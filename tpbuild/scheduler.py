@@ -134,8 +134,7 @@ class Scheduler:
         for aid, o in self.settled.items():
             for d in dependents[aid]:
                 waiting[d] -= 1
-            if self.ctx.hooks.finished:
-                self.ctx.hooks.finished(o)
+            self._done(o, self.ctx.clock())
         # Two ready queues, each a heap by critical path (`critical.priorities`), then by the order
         # actions were declared: what waits on a process or the network (`blocking`) goes to a worker
         # as soon as one is free, so processes overlap fully; the rest runs on this thread meanwhile.
