@@ -13,9 +13,10 @@ settled: its result is the one recorded. An upstream that is not settled makes i
 the scheduler, which then keys them with early cutoff as always (an upstream re-run to the same bytes
 leaves them hits on their record).
 
-Keys are about 8 µs an action; the rest of the ordinary path cost ten times that (building entries,
-re-hashing trees, reading the action cache on a miss, the ready queues). What the fast path keeps from
-it: every blob a settled result names is checked in the store (`cas.verify`, a stat), as a hit on the
+A key costs about 8 µs an action; settling saves what the ordinary path adds around it (building
+every upstream's entries, re-hashing its trees, requests and ready queues, an action-cache read when
+the last-build record misses): at 10,000 models, the actions phase of a no-op build took 1.3 s of CPU
+instead of 2.0 s (a shared machine, side by side). What the fast path keeps from the ordinary one: every blob a settled result names is checked in the store (`cas.verify`, a stat), as a hit on the
 record would be; an action whose blob is gone or damaged is not settled, nor anything downstream of
 it, and the scheduler runs them (the blob comes back, a damaged one is quarantined first).
 """
