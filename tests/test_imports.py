@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("model", {"workspace", "manifest", "action", "plugin", "genrule"}),
     ("analysis and stores", {"graph", "analysis", "analysiscache", "statcache", "cas", "actioncache", "outputs",
                              "shaindex", "remotestore", "remote", "eviction", "critical"}),
-    ("execution", {"executor", "runner", "scheduler", "explain", "reapi"}),
+    ("execution", {"executor", "runner", "scheduler", "delta", "explain", "reapi"}),
     ("commands", {"build", "noop", "affected", "summary", "console", "report", "cli", "__main__", "__init__"}),
 ]
 RULE_SETS = ("tpbuild_triton", "rules", "tpbuild_runtime")

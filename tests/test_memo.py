@@ -102,3 +102,15 @@ def test_an_eager_journal_reads_the_same_records(tmp_path):
     path.write_bytes(path.read_bytes() + b'"d"\t{bad\n')
     e = memo.Journal(path, "test", 1, "m", tmp_path / "tmp", "x", eager=True)
     assert (e.get("a"), e.get("c"), e.get("d")) == ([1, "x"], 3, None)
+
+
+def test_preloaded_records_are_the_ones_get_reads_and_a_damaged_one_stays_absent(tmp_path):
+    path = tmp_path / "j"
+    path.write_bytes(b'tpbuild-memo test v1\n"m"\n"a"\t[1]\n"b"\t{"c": 2}\n"x"\t{not json\n')
+    j = _journal(path)
+    j.preload(["a", "b", "x", "missing"])  # one parse fails: each is left to `get`
+    assert (j.get("a"), j.get("b"), j.get("x")) == ([1], {"c": 2}, None)
+    j = _journal(path)
+    j.preload(["a", "b"])
+    path.unlink()  # nothing is read from the file any more
+    assert (j.get("a"), j.get("b")) == ([1], {"c": 2})

@@ -25,6 +25,7 @@ from tpbuild.errors import BuildError
 from tpbuild.label import Label
 from tpbuild.runner import (LOCAL, ExecutedBy, LocalCache, Origin, RemoteCache, Request, Result, Runner, Where,
                             Wrapper, stack)
+from tpbuild.outputs import Last
 from tpbuild.scheduler import BuildContext, Hooks, Scheduler, Status
 from tpbuild.statcache import StatCache
 
@@ -123,7 +124,7 @@ class World:
         if remember:  # as build.run does: the last-build record
             for aid, o in outcomes.items():
                 if o.status.succeeded and not o.unstable:
-                    self.last[aid] = (o.key, o.entries)
+                    self.last[aid] = Last(o.key, tree_digest(o.entries), o.entries)
         return outcomes
 
 
@@ -159,7 +160,7 @@ def test_a_damaged_blob_makes_the_hit_a_miss(tmp_path):
     w.write("a.txt", "a")
     acts = graph(run_action("A", Source("a.txt")))
     w.build(acts, FakeExecution(w.blobs))
-    (d,) = [e.digest for e in w.last["//p:t%A"][1]]
+    (d,) = [e.digest for e in w.last["//p:t%A"].entries]
     w.blobs.data[d] = b"bit rot"
     again = FakeExecution(w.blobs)
     assert w.build(acts, again)["//p:t%A"].status is Status.EXECUTED and again.ran == ["//p:t%A"]
@@ -536,8 +537,8 @@ def test_the_long_chain_starts_first_by_the_last_build_s_durations(tmp_path):
     assert first.ran[0] == "//p:t%S0"  # nothing known: declaration order
     memo = tmp_path / "memo" / "durations"
     past = {**{f"//p:t%S{i}": 0.1 for i in range(4)}, "//p:t%L1": 1.0, "//p:t%L2": 1.0, "//p:t%L3": 1.0}
-    assert critical.save(memo, {}, past.items(), tmp_path / "tmp") is None
-    prio = critical.priorities(acts, critical.load(memo))
+    assert critical.Durations(memo, tmp_path / "tmp").save(past.items()) is None
+    prio = critical.priorities(acts, critical.Durations(memo, tmp_path / "tmp"))
     assert prio["//p:t%L1"] == pytest.approx(3.0) and prio["//p:t%S0"] == pytest.approx(0.1)
     w2 = World.new(tmp_path / "w2")
     w2.write("a.txt", "a")
@@ -563,8 +564,8 @@ def test_an_action_never_timed_is_estimated_by_its_mnemonic_and_the_path_of_a_bu
 
 def test_a_damaged_durations_memo_orders_nothing(tmp_path):
     memo = tmp_path / "durations"
-    memo.write_text("tpbuild-memo durations v1\n{not json")
-    assert critical.load(memo) == {}
+    memo.write_text(f"tpbuild-memo durations v{critical.VERSION}\n{{not json")
+    assert critical.Durations(memo, tmp_path / "tmp") == {}
 
 
 def test_run_actions_start_whenever_a_worker_is_free_while_in_process_work_runs_here(tmp_path):

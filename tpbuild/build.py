@@ -21,8 +21,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Callable, Protocol
 
-from . import atomic, critical, explain, outputs
-from .action import Entry, blobs_of
+from . import atomic, critical, delta, explain, outputs
+from .action import Entry
 from .actioncache import ActionCache
 from .analysis import Analysis
 from .cas import Cas
@@ -30,7 +30,7 @@ from .errors import UserError
 from .executor import Executor
 from .runner import LocalExecution, RemoteCacheClient, Runner, stack
 from .label import Label
-from .scheduler import BuildContext, Hooks, Outcome, Scheduler, Status
+from .scheduler import BuildContext, Hooks, Outcome, Scheduler, Settled, Status
 from .statcache import StatCache
 from .layout import STATE_DIR
 from .trace import NULL, Trace
@@ -80,6 +80,9 @@ class BuildResult:
     warnings: list[str] = field(default_factory=list)
     cache: dict = field(default_factory=dict)  # "remote": its stats, "evicted": what eviction removed
     placed: dict = field(default_factory=dict)  # BuildState.outputs: what tpbuild-out holds, file by file
+    # What the build had to look at: actions "settled" from the build state before the run (`delta`),
+    # actions "keyed" by the scheduler, outputs "placed" (written into tpbuild-out).
+    execution: dict = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -132,8 +135,9 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
             cas = Cas(opts.cache_dir, statcache)
             ac = ActionCache(opts.cache_dir)
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
-            durations = critical.load(memo / "durations")
-            priority = critical.priorities(analysis.actions, durations)
+            durations = critical.Durations(memo / "durations", memo / "tmp")
+            walk = critical.topological(analysis.actions)
+            priority = critical.priorities(analysis.actions, durations, walk)
         rex = opts.remote_executor
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,
@@ -141,7 +145,10 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
                        trace=trace)
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks,
                            trace=trace)
-        sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority)
+        with trace.span("settle unchanged", "phase"):
+            settled = delta.settle(analysis.actions, walk, state, statcache, cas, ws.root, ctx.salt)
+        sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority,
+                          settled=settled)
         records = explain.Records(state_dir / "why", state_dir / "tmp")
         keep = set(analysis.actions) if opts.prune else None  # a build of every target drops the others' records
         try:
@@ -154,22 +161,21 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         finally:
             with trace.span("save state", "phase"):
                 for aid, o in sched.outcomes.items():
-                    if o.status.succeeded and not o.unstable:
+                    if o.status.succeeded and not o.unstable and aid not in settled:  # settled: recorded as is
                         state.remember(aid, o.key, o.entries)
                 _report_quarantined(cas, state, warn)
                 _saved(records.save(keep), warn)
                 _saved(statcache.save(), warn)
                 _saved(state.save(), warn)
-                _saved(critical.save(memo / "durations", durations,
-                                     ((a, o.seconds) for a, o in sched.outcomes.items() if o.status is Status.EXECUTED),
-                                     memo / "tmp", keep), warn)
+                _saved(durations.save(((a, o.seconds) for a, o in sched.outcomes.items()
+                                       if o.status is Status.EXECUTED), keep), warn)
         if opts.prune:
             live = {f"{OUT_DIR}/{lbl.path}" for lbl in analysis.order if analysis.infos[lbl].output is not None}
             outputs.prune(state, ws.root, live)
             for aid in state.actions.keys() - analysis.actions.keys():
                 del state.actions[aid]
         with trace.span("place outputs", "phase"):
-            targets = _materialize(ws, analysis, outcomes, state, cas, warn)
+            targets, placed = _materialize(ws, analysis, outcomes, state, cas, warn)
         atomic.crash_point("placed")
         _saved(state.save(), warn)  # a no-op build changes nothing and writes nothing
     cache: dict = {}
@@ -179,7 +185,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         cache["reapi"] = opts.remote_executor.stats()
     if opts.max_size is not None and any(o.status in (Status.EXECUTED, Status.REMOTE) for o in outcomes.values()):
         cache["evicted"] = _evict(opts, outcomes)
-    return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs)
+    execution = {"settled": len(settled), "keyed": len(outcomes) - len(settled), "placed": placed}
+    return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs, execution)
 
 
 def _saved(error: str | None, warn) -> None:
@@ -201,13 +208,15 @@ def _evict(opts: Options, outcomes: dict[str, Outcome]) -> dict:
     from . import eviction
 
     keys = {o.key for o in outcomes.values() if o.key}
-    blobs = {b for o in outcomes.values() for b in blobs_of(o.entries)}
+    blobs = {b for o in outcomes.values() for b in o.blobs()}
     return vars(eviction.evict(opts.cache_dir, opts.max_size, keys, blobs))
 
 
 def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome],
-                 state: outputs.BuildState, cas: Cas, warn) -> dict[Label, TargetResult]:
+                 state: outputs.BuildState, cas: Cas, warn) -> tuple[dict[Label, TargetResult], int]:
+    """Each target's result, and how many outputs were written."""
     results: dict[Label, TargetResult] = {}
+    placed = 0
     for label in analysis.order:
         acts = analysis.actions_of(label)
         statuses = {outcomes[a.id].status for a in acts}
@@ -220,12 +229,18 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
         info = analysis.infos[label]
         res = TargetResult(TargetStatus.BUILT)
         if info.output is not None:
-            entries = outcomes[info.output.action].entries
+            o = outcomes[info.output.action]
+            rel = f"{OUT_DIR}/{label.path}"
+            if (not info.output.path and isinstance(o, Settled) and o.last is not None
+                    and outputs.in_place(state, ws.root, rel, o.last.tree)):
+                res.outputs.append(rel)  # unchanged and intact: its entries are not even built
+                results[label] = res
+                continue
+            entries = o.entries
             if info.output.path:
                 entries = tuple(e for e in entries if e.path == info.output.path)
-            rel = f"{OUT_DIR}/{label.path}"
             try:
-                outputs.materialize(state, ws.root, rel, entries, cas)
+                placed += outputs.materialize(state, ws.root, rel, entries, cas)
             except OSError as e:
                 # A blob verified moments ago is gone: another build sharing the cache evicted it.
                 warn(f"{label}: could not place its output in {rel} ({e.strerror}: {e.filename}); a blob it "
@@ -234,7 +249,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
                 continue
             res.outputs.append(rel)
         results[label] = res
-    return results
+    return results, placed
 
 
 def _check_overlaps(analysis: Analysis) -> None:

@@ -6,35 +6,51 @@ path to the end of the graph by those durations: the long chain starts early, an
 independent work fills the gaps. An action with no past duration is estimated by the average of its
 mnemonic's, else 0. Only executions are remembered: a cache hit says nothing of what running costs.
 
-The memo (`<memo dir>/durations`, action id -> seconds) goes through `memo.py`; a memo that cannot be
+The memo (`<memo dir>/durations`, action id -> seconds) is a `memo.Journal`; a memo that cannot be
 read orders the queue as written (every priority 0), which is correct, only less clever.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from . import memo
 from .action import Action
 
-KIND, VERSION = "durations", 1
+KIND, VERSION = "durations", 2
 
 
-def load(path: Path) -> dict[str, float]:
-    value = memo.load(path, KIND, VERSION)
-    return value if isinstance(value, dict) else {}
+class Durations(Mapping):
+    """Action id -> seconds of its last execution: a journal (`memo.Journal`), so a build writes the
+    durations of what it executed, not every action's."""
 
+    def __init__(self, path: Path, tmp_parent: Path):
+        self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent, "the action durations", eager=True)
 
-def save(path: Path, past: dict[str, float], executed: Iterable[tuple[str, float]], tmp_parent: Path,
-         keep: set[str] | None = None) -> str | None:
-    """Remember the durations of this build's executions over the past ones (only those of `keep`
-    when given: the build covered every target). None when saved or nothing changed, else a warning."""
-    durations = dict(past) if keep is None else {a: s for a, s in past.items() if a in keep}
-    durations.update((a, round(s, 4)) for a, s in executed)
-    if durations == past:
-        return None
-    return memo.save(path, KIND, VERSION, durations, tmp_parent, "the action durations")
+    def __getitem__(self, aid: str) -> float:
+        value = self._journal.get(aid)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise KeyError(aid)
+        return value
+
+    def __iter__(self):
+        return iter(list(self._journal.keys()))
+
+    def __len__(self) -> int:
+        return len(self._journal.keys())
+
+    def save(self, executed: Iterable[tuple[str, float]], keep: set[str] | None = None) -> str | None:
+        """Remember this build's executions (and, with `keep`, drop the durations of every other
+        action: the build covered every target). None when saved or nothing changed, else a warning."""
+        if keep is not None:
+            for aid in [a for a in self._journal.keys() if a not in keep]:
+                self._journal.remove(aid)
+        for aid, seconds in executed:
+            seconds = round(seconds, 4)
+            if self._journal.get(aid) != seconds:
+                self._journal.put(aid, seconds)
+        return self._journal.save()
 
 
 def edges(actions: Mapping[str, Action]) -> tuple[dict[str, int], dict[str, list[str]]]:
@@ -50,7 +66,8 @@ def edges(actions: Mapping[str, Action]) -> tuple[dict[str, int], dict[str, list
     return waiting, dependents
 
 
-def _topological(actions: Mapping[str, Action]) -> tuple[list[str], dict[str, list[str]]]:
+def topological(actions: Mapping[str, Action]) -> tuple[list[str], dict[str, list[str]]]:
+    """Every action after those it reads from, and the readers of each (`edges`)."""
     waiting, dependents = edges(actions)
     order = [a for a, n in waiting.items() if n == 0]
     for aid in order:  # grows while it is walked
@@ -61,14 +78,16 @@ def _topological(actions: Mapping[str, Action]) -> tuple[list[str], dict[str, li
     return order, dependents
 
 
-def priorities(actions: Mapping[str, Action], durations: Mapping[str, float]) -> dict[str, float]:
-    """Each action's longest path (its own duration included) to the end of the graph."""
+def priorities(actions: Mapping[str, Action], durations: Mapping[str, float],
+               walk: tuple[list[str], dict[str, list[str]]] | None = None) -> dict[str, float]:
+    """Each action's longest path (its own duration included) to the end of the graph. `walk`: the
+    graph's `topological` walk, when the caller has it."""
     by_mnemonic: dict[str, list[float]] = {}
     for aid, a in actions.items():
         if aid in durations:
             by_mnemonic.setdefault(a.mnemonic, []).append(durations[aid])
     average = {m: sum(xs) / len(xs) for m, xs in by_mnemonic.items()}
-    order, dependents = _topological(actions)
+    order, dependents = walk or topological(actions)
     prio: dict[str, float] = {}
     for aid in reversed(order):
         own = durations.get(aid)
@@ -80,7 +99,7 @@ def priorities(actions: Mapping[str, Action], durations: Mapping[str, float]) ->
 
 def path(actions: Mapping[str, Action], seconds: Mapping[str, float]) -> tuple[list[str], float]:
     """The chain of actions, first to last, with the largest total of `seconds`, and that total."""
-    order, _ = _topological(actions)
+    order, _ = topological(actions)
     total: dict[str, float] = {}
     via: dict[str, str | None] = {}
     for aid in order:

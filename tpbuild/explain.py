@@ -35,10 +35,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from . import code, digest, memo
 from .action import Action, Artifact, Entry, OutputEntry, Source, blobs_of, tree_digest
+from .outputs import Last
 from .scheduler import Outcome, Status
 
 KIND, VERSION = "why", 1
@@ -279,22 +280,22 @@ def _cache_cause(o: Outcome, quarantined: set[str], remote: bool) -> str:
 
 # -- one build ------------------------------------------------------------------------------------
 
-def annotate(outcomes: dict[str, Outcome], last: dict[str, tuple], records: "Records", recorder: Recorder, *,
+def annotate(outcomes: dict[str, Outcome], last: Mapping[str, Last], records: "Records", recorder: Recorder, *,
              quarantined: Iterable[str], remote: bool) -> None:
     """Set `why` on every outcome that needs one (see the module docstring) and record the new
     parts of each recordable one. `last` is the build state's record before this build: action id
-    -> (key, entries)."""
+    -> its `outputs.Last`."""
     gone = set(quarantined)
 
     def upstream(aid: str):
-        return (last[aid][1] if aid in last else None), outcomes[aid].entries
+        return (last[aid].entries if aid in last else None), outcomes[aid].entries
 
     for aid, o in outcomes.items():
         if not o.key or o.status is Status.SKIPPED:
             continue
         ran = o.status in (Status.EXECUTED, Status.REMOTE, Status.FAILED)
         prev = last.get(aid)
-        if not ran and prev is not None and prev[0] == o.key:
+        if not ran and prev is not None and prev.key == o.key:
             continue
         new = recorder.record(o.action, o.key, list(o.input_digests))
         old = records.get(aid)

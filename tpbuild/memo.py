@@ -140,12 +140,14 @@ class Journal:
     """
 
     def __init__(self, path: Path, kind: str, version: int, meta, tmp_parent: Path, what: str,
-                 types: tuple[type, ...] = (), convert=None, eager: bool = False):
+                 types: tuple[type, ...] = (), convert=None, eager: bool = False, keep_text: bool = False):
         """`types`: the dataclasses records may hold (see `encode`). `convert`: a pair of functions
         (key, JSON value) -> value and (key, value) -> JSON value, for records held in another form
         than JSON's (tuples, the engine's value types); only the converted value is kept. `eager`:
         decode every record at once (for small plain records that a build mostly reads, such as the
-        stat memo's, one parse of them all costs less than one per record)."""
+        stat memo's, one parse of them all costs less than one per record). `keep_text`: keep a record's
+        text once it is decoded, so compacting writes it as read instead of encoding it again (for a memo
+        whose records a build mostly reads and a compaction mostly copies, as the build state's)."""
         self.path = path
         self.kind = kind
         self.version = version
@@ -158,6 +160,7 @@ class Journal:
         # JSON's length: a build that reads every record does not also hold every record's text
         self._raw: dict[str, str | int] = {}
         self._values: dict[str, object] = {}  # decoded, or put by this build
+        self._keep_text = keep_text
         self._changed: set[str] = set()
         self._size = 0  # bytes of records in the file, live or not
         self._appendable = False  # the file holds this memo and ends with a whole line
@@ -223,13 +226,35 @@ class Journal:
             return self._values.get(key, default)
         try:
             value = json.loads(raw, object_hook=_Decoder(self.types)) if self.types else json.loads(raw)
-            if self._from_json is not None:
-                value = self._from_json(key, value)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
             self.remove(key)
             return default
+        return self._decoded(key, raw, value, default)
+
+    def preload(self, keys) -> None:
+        """Decode, in one parse, the records of `keys` not decoded yet (for a build about to read most
+        of them: one parse of them all costs a fraction of one per record). A record that does not
+        decode is left to `get`, which finds it absent."""
+        todo = [k for k in keys if isinstance(self._raw.get(k), str)]
+        try:
+            values = json.loads("[" + ",".join(self._raw[k] for k in todo) + "]",
+                                object_hook=_Decoder(self.types) if self.types else None)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+            return  # a damaged record among them: each is decoded on its own when read
+        for key, value in zip(todo, values):
+            self._decoded(key, self._raw[key], value, None)
+
+    def _decoded(self, key: str, raw: str, value, default):
+        """Keep a record's decoded value (converted, see `convert`)."""
+        if self._from_json is not None:
+            try:
+                value = self._from_json(key, value)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+                self.remove(key)
+                return default
         self._values[key] = value
-        self._raw[key] = len(raw)
+        if not self._keep_text:
+            self._raw[key] = len(raw)
         return value
 
     @property

@@ -124,7 +124,7 @@ class Stamp:
                   self.path.parent / "tmp", "the no-op stamp")
 
     def _groups(self, result, cache_dir: Path, memo: Path, horizon: int) -> list | None:
-        from .action import Source, blobs_of
+        from .action import Source
         from .analysiscache import code_dirs
         from .cas import Cas
         from .scheduler import Status
@@ -161,7 +161,7 @@ class Stamp:
         cas = Cas(cache_dir)
         blobs = {}
         for o in result.outcomes.values():
-            for d, exe in blobs_of(o.entries):
+            for d, exe in o.blobs():
                 p = str(cas.path(d, exe))
                 if p not in blobs:
                     s = sig(p)

@@ -1,7 +1,9 @@
 """The output tree `tpbuild-out/` and the workspace's memory of the last build.
 
 `BuildState` (`tpbuild-out/.tpbuild/state`, a journal of kind `state` whose meta is the cache's id,
-see `memo.Journal`) records, per action (`a:<id>`), the key and entries of its last result, and, per
+see `memo.Journal`) records, per action (`a:<id>`), the key, entries and tree digest of its last
+result (a `Last`: the entries are decoded when first read, the tree digest is what a downstream key
+takes of a whole tree, so an unchanged action costs its record's parse, `delta`), and, per
 materialized output (`o:<path>`), its tree digest, the stat of every file placed and the stat of
 every directory of the tree. With it a no-op build reads no action cache entry and places no file,
 and a build appends only the records it changed. It is tied to one cache directory by that cache's
@@ -31,26 +33,62 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 from . import atomic, memo
-from .action import Entry, OutputEntry, Symlink, tree_digest
+from .action import Entry, EntryKind, OutputEntry, Symlink, blobs_of, tree_digest
 from .cas import Cas
 from .layout import OUT_DIR, STATE_DIR, stat_sig
 
-KIND, VERSION = "state", 4
+KIND, VERSION = "state", 5
+
+
+class Last:
+    """An action's last result as the state holds it. `tree` is `tree_digest(entries)`, kept so a
+    downstream key needs no re-hash of an unchanged upstream's entries; the entries themselves are
+    built when first read (most unchanged actions never need them)."""
+
+    __slots__ = ("key", "tree", "_raw", "_entries")
+
+    def __init__(self, key: str, tree: str, entries: tuple | None = None, raw: list | None = None):
+        self.key = key
+        self.tree = tree
+        self._entries = entries
+        self._raw = raw
+
+    @property
+    def entries(self) -> tuple[OutputEntry, ...]:
+        if self._entries is None:
+            self._entries = tuple(Entry.from_json(e) for e in self._raw)
+            self._raw = None
+        return self._entries
+
+    def entry(self, path: str) -> OutputEntry | None:
+        """The entry at `path`, built alone."""
+        if self._raw is None:
+            return next((e for e in self._entries if e.path == path), None)
+        return next((Entry.from_json(e) for e in self._raw if e[0] == path), None)
+
+    def blobs(self) -> list[tuple[str, bool]]:
+        """(digest, executable) of every blob the entries name (`action.blobs_of`), without building them."""
+        if self._raw is None:
+            return list(blobs_of(self._entries))
+        return [(e[2], e[1] == "x") for e in self._raw if e[1] != "l"]
+
+    def to_json(self) -> list:
+        return [self.key, self._raw if self._raw is not None else [e.to_json() for e in self._entries], self.tree]
 
 
 class BuildState:
     def __init__(self, path: Path, cache_id: str):
         self.path = path
         self._journal = memo.Journal(path, KIND, VERSION, cache_id, path.parent / "tmp", f"the build state {path}",
-                                     convert=(_from_json, _to_json))
-        self.actions: MutableMapping[str, tuple] = _Records(self._journal, "a:")  # action id -> (key, entries)
+                                     convert=(_from_json, _to_json), keep_text=True)
+        self.actions: MutableMapping[str, Last] = _Records(self._journal, "a:")
         # output rel path -> (tree digest, {path: (kind, digest, sig)}, {directory: sig})
         self.outputs: MutableMapping[str, tuple] = _Records(self._journal, "o:")
 
     def remember(self, action_id: str, key: str, entries) -> None:
         hit = self.actions.get(action_id)
-        if hit is None or hit[0] != key:
-            self.actions[action_id] = (key, entries)
+        if hit is None or hit.key != key:
+            self.actions[action_id] = Last(key, tree_digest(entries), entries)
 
     @classmethod
     def load(cls, path: Path, cache_id: str) -> "BuildState":
@@ -75,6 +113,13 @@ class _Records(MutableMapping):
         n = len(prefix)
         self._keys = {k[n:] for k in journal.keys() if k.startswith(prefix)}
 
+    def preload(self, keys) -> None:
+        """Decode these records in one parse (see `memo.Journal.preload`)."""
+        self._journal.preload([self._prefix + k for k in keys if k in self._keys])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys  # without decoding it (a record that does not decode is found absent later)
+
     def __getitem__(self, key: str):
         hit = self._journal.get(self._prefix + key) if key in self._keys else None
         if hit is None:
@@ -97,18 +142,23 @@ class _Records(MutableMapping):
         return len(self._keys)
 
 
-def _from_json(key: str, v) -> tuple:
+def _from_json(key: str, v) -> Last | tuple:
     if key.startswith("a:"):
-        k, entries = v
-        return k, tuple(Entry.from_json(e) for e in entries)
+        k, entries, tree = v
+        if not (isinstance(k, str) and isinstance(tree, str) and isinstance(entries, list)
+                and all(type(e) is list and len(e) == 4 and e[1] in _KINDS for e in entries)):
+            raise ValueError("not an action record")  # a miss: the action is looked up again
+        return Last(k, tree, raw=entries)
     d, files, dirs = v
     return (d, {p: (k, bd, tuple(s)) for p, (k, bd, s) in files.items()}, {p: tuple(s) for p, s in dirs.items()})
 
 
-def _to_json(key: str, v: tuple) -> list:
+_KINDS = {k.value for k in EntryKind}
+
+
+def _to_json(key: str, v) -> list:
     if key.startswith("a:"):
-        k, entries = v
-        return [k, [e.to_json() for e in entries]]
+        return v.to_json()
     d, files, dirs = v
     return [d, {p: list(x) for p, x in files.items()}, dirs]
 
@@ -133,12 +183,24 @@ def cache_id(cache_root: Path) -> str:
 def _intact(root: Path, rel: str, rec) -> bool:
     """Every file placed last time is still there, unmodified (same inode, size, mtime and mode), and
     no directory of the tree gained or lost an entry since (its own stat is unchanged)."""
-    base = f"{root}/{rel}/"  # strings, not pathlib: a no-op build checks every placed file
+    base = f"{root}/{rel}/"  # strings, not pathlib, and a plain loop: a build checks every placed file
+    lstat = os.lstat
     try:
-        return (all(stat_sig(os.lstat(base + path)) == sig for path, (_kind, _d, sig) in rec[1].items())
-                and all(stat_sig(os.lstat(base + path)) == sig for path, sig in rec[2].items()))
+        for path, (_kind, _d, recorded) in rec[1].items():
+            if stat_sig(lstat(base + path)) != recorded:
+                return False
+        for path, recorded in rec[2].items():
+            if stat_sig(lstat(base + path)) != recorded:
+                return False
     except OSError:
         return False
+    return True
+
+
+def in_place(state: BuildState, root: Path, rel: str, digest: str) -> bool:
+    """`root/rel` holds, intact, the tree of this digest as this state placed it."""
+    rec = state.outputs.get(rel)
+    return rec is not None and rec[0] == digest and _intact(root, rel, rec)
 
 
 def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> bool:

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 from .action import Action, OutputEntry, RunAction, blobs_of
 from .actioncache import ActionCache
 from .cas import Cas
 from .executor import Executor, Resolved
+from .outputs import Last
 from .trace import NULL, Trace
 
 
@@ -157,10 +158,10 @@ class LocalExecution:
 
 
 class LocalCache(Wrapper):
-    """The last-build record (action id -> (key, entries), which spares reading the action cache on a
+    """The last-build record (action id -> its last key and entries, which spares reading the action cache on a
     no-op build) and the local action cache. Records every result it did not itself answer."""
 
-    def __init__(self, inner: Runner, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]],
+    def __init__(self, inner: Runner, ac: ActionCache, cas: Cas, last: Mapping[str, Last],
                  trace: Trace = NULL):
         super().__init__(inner)
         self.ac = ac
@@ -171,7 +172,7 @@ class LocalCache(Wrapper):
     def lookup(self, req: Request) -> Result | None:
         with self.trace.span("cache lookup", "cache"):
             hit = self.last.get(req.action.id)
-            entries = hit[1] if hit is not None and hit[0] == req.key else self.ac.get(req.key)
+            entries = hit.entries if hit is not None and hit.key == req.key else self.ac.get(req.key)
             entries = verified(entries, self.cas)
         return Result(entries, Origin.CACHED) if entries is not None else self.inner.lookup(req)
 
@@ -207,7 +208,7 @@ class RemoteCache(Wrapper):
         return True  # a lookup waits on the network
 
 
-def stack(executor: Executor, *, ac: ActionCache, cas: Cas, last: dict[str, tuple[str, tuple[OutputEntry, ...]]],
+def stack(executor: Executor, *, ac: ActionCache, cas: Cas, last: Mapping[str, Last],
           remote_cache: RemoteCacheClient | None = None,
           remote_executor: Callable[[LocalExecution], Runner] | None = None, trace: Trace = NULL) -> Runner:
     """The runner a build uses, from its options: `remote_executor` wraps local execution (it gets

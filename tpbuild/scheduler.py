@@ -30,9 +30,10 @@ from queue import SimpleQueue
 from typing import Callable, Mapping
 
 from . import action as actionmod, critical
-from .action import Action, Artifact, Entry, OutputEntry, Source, input_digest
+from .action import Action, Artifact, Entry, OutputEntry, Source, blobs_of, input_digest
 from .errors import BuildError, TpbuildError
 from .executor import Resolved
+from .outputs import Last
 from .runner import ExecutedBy, Request, Result, Runner
 from .statcache import StatCache, signature
 from .trace import NULL, Trace
@@ -65,11 +66,35 @@ class Outcome:
     input_digests: list[tuple[str, str]] | tuple = ()  # (dest, digest) of each input, as its key has them
     why: str = ""  # why it ran (or its key moved), set after the build by `explain`
 
+    def blobs(self) -> list[tuple[str, bool]]:
+        """(digest, executable) of every blob its result names (`action.blobs_of`)."""
+        return list(blobs_of(self.entries))
+
     def settle(self, result: Result) -> None:
         self.status = Status(result.origin.value)
         self.entries = result.entries
         self.executed_by = result.executed_by
         self.unstable = result.unstable
+
+
+class Settled(Outcome):
+    """An action settled before the run from the build state (`delta`): its last result under its
+    unchanged key, the entries built from the record only when something reads them."""
+
+    def __init__(self, action: Action, last: Last, input_digests: list[tuple[str, str]]):
+        super().__init__(action, Status.CACHED, last.key, input_digests=input_digests)
+        self.last: Last | None = last
+
+    def blobs(self) -> list[tuple[str, bool]]:
+        return self.last.blobs() if self.last is not None else super().blobs()
+
+    @property
+    def entries(self) -> tuple[OutputEntry, ...]:
+        return self.last.entries if self.last is not None else self._entries
+
+    @entries.setter
+    def entries(self, value: tuple[OutputEntry, ...]) -> None:
+        self.last, self._entries = None, value
 
 
 @dataclass
@@ -94,16 +119,22 @@ class BuildContext:
 
 class Scheduler:
     def __init__(self, ctx: BuildContext, actions: dict[str, Action], *, jobs: int, keep_going: bool,
-                 priority: Mapping[str, float] | None = None):
+                 priority: Mapping[str, float] | None = None, settled: Mapping[str, Outcome] | None = None):
+        """`settled`: outcomes known before the run (`delta.settle`): done, never prepared."""
         self.ctx = ctx
         self.actions = actions
         self.jobs = max(1, jobs)
         self.keep_going = keep_going
         self.priority = priority or {}  # action id -> its critical path by past durations (critical.py)
-        self.outcomes: dict[str, Outcome] = {a: Outcome(actions[a]) for a in actions}
+        self.settled = settled or {}
+        self.outcomes: dict[str, Outcome] = {a: self.settled.get(a) or Outcome(actions[a]) for a in actions}
 
     def run(self) -> dict[str, Outcome]:
         waiting, dependents = critical.edges(self.actions)
+        for aid, o in self.settled.items():
+            for d in dependents[aid]:
+                waiting[d] -= 1
+            self._done(o, self.ctx.clock())
         # Two ready queues, each a heap by critical path (`critical.priorities`), then by the order
         # actions were declared: what waits on a process or the network (`blocking`) goes to a worker
         # as soon as one is free, so processes overlap fully; the rest runs on this thread meanwhile.
@@ -115,7 +146,7 @@ class Scheduler:
                            (-self.priority.get(aid, 0.0), seq[aid], aid))
 
         for aid, n in waiting.items():
-            if n == 0:
+            if n == 0 and aid not in self.settled:
                 push(aid)
         # Workers report here; a worker is handed an action only when it is free (never a backlog),
         # so the highest priority decides at the last moment and an action's span is its own.
@@ -236,18 +267,17 @@ class Scheduler:
 
     def _resolve(self, dest: str, inp: Source | Artifact) -> Resolved:
         if isinstance(inp, Source):
-            full = os.path.join(self.ctx.root, inp.path)
             try:
-                d, sig = self.ctx.statcache.digest(inp.path, full)
-                exe = bool(sig[3] & statmod.S_IXUSR)  # the mode of the stat the digest belongs to
+                entry, full = source_entry(self.ctx.statcache, self.ctx.root, inp.path)
             except FileNotFoundError:
                 raise BuildError(f"source {inp.path} disappeared during the build; run the build again") from None
-            entry = Entry.file(inp.path, d, sig[0], exe)
-            return Resolved(dest, inp, input_digest((entry,), whole_tree=False), full_path=full, executable=exe,
-                            entries=(entry,))
+            return Resolved(dest, inp, input_digest((entry,), whole_tree=False), full_path=full,
+                            executable=entry.executable, entries=(entry,))
         up = self.outcomes[inp.action]
         if not inp.path:
-            return Resolved(dest, inp, input_digest(up.entries, whole_tree=True), entries=up.entries)
+            # A settled upstream's tree digest is kept with its record: its entries are not hashed again.
+            tree = up.last.tree if isinstance(up, Settled) and up.last is not None else input_digest(up.entries, True)
+            return Resolved(dest, inp, tree, entries=up.entries)
         for e in up.entries:
             if e.path == inp.path:
                 return Resolved(dest, inp, input_digest((e,), whole_tree=False), entries=(e,))
@@ -264,3 +294,11 @@ class Scheduler:
                 if hit is None or signature(st) != hit:
                     return True
         return False
+
+
+def source_entry(statcache: StatCache, root: Path, path: str) -> tuple[Entry, str]:
+    """A source input as its action's key takes it (content digest through the stat memo, size, and
+    the mode of the stat the digest belongs to), and its full path. Raises OSError when it is gone."""
+    full = os.path.join(root, path)
+    d, sig = statcache.digest(path, full)
+    return Entry.file(path, d, sig[0], bool(sig[3] & statmod.S_IXUSR)), full

@@ -1,0 +1,138 @@
+"""An edit costs what it changes (tpbuild/delta.py): the actions whose key did not move are settled
+from the build state before the scheduler runs, the rest are keyed by it, and nothing that can move an
+output's bytes is passed over. Counted through the report's `"execution"`: actions `settled` from the
+state, actions `keyed` by the scheduler, outputs `placed`."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tpbuild import action, cas, code, critical, delta, workspace
+from tpbuild.analysis import analyze
+from tpbuild.outputs import BuildState, cache_id
+from tpbuild.statcache import StatCache
+
+ACTIONS = 4  # up, down, other, cut
+
+
+@pytest.fixture
+def built(ws):
+    ws.write("a.txt", "a1\n")
+    ws.write("b.txt", "b1\n")
+    ws.write("BUILD.toml", """
+        [genrule.up]
+        srcs = ["a.txt"]
+        outs = ["up.txt"]
+        cmd = "cat $SRCS > $OUT"
+
+        [genrule.down]
+        srcs = [":up"]
+        outs = ["down.txt"]
+        cmd = "tr a-z A-Z < $SRCS/up.txt > $OUT"
+
+        [genrule.other]
+        srcs = ["b.txt"]
+        outs = ["other.txt"]
+        cmd = "head -c 1 $SRCS > $OUT"
+
+        [genrule.cut]
+        srcs = [":other"]
+        outs = ["cut.txt"]
+        cmd = "cat $SRCS/other.txt > $OUT"
+    """)
+    first = ws.build(check=True)
+    assert first.report["execution"] == {"settled": 0, "keyed": ACTIONS, "placed": ACTIONS}
+    return ws
+
+
+def execution(run) -> tuple[int, int, int]:
+    e = run.report["execution"]
+    return e["settled"], e["keyed"], e["placed"]
+
+
+def test_a_noop_settles_every_action_and_places_nothing(built):
+    again = built.build(check=True)
+    assert execution(again) == (ACTIONS, 0, 0)
+    assert set(again.statuses("cached")) == {f"//:{t}%Genrule" for t in ("up", "down", "other", "cut")}
+
+
+def test_an_edited_source_keys_only_the_actions_downstream_of_it(built):
+    built.write("a.txt", "a2\n")
+    run = built.build(check=True)
+    assert execution(run) == (2, 2, 2)
+    assert sorted(run.statuses("executed")) == ["//:down%Genrule", "//:up%Genrule"]
+    assert built.out("down/down.txt").read_text() == "A2\n"
+
+
+def test_an_upstream_re_run_to_the_same_bytes_leaves_its_readers_hits(built):
+    built.write("b.txt", "b2\n")  # `other` keeps the first byte only: the same bytes as before
+    run = built.build(check=True)
+    assert execution(run) == (2, 2, 0)  # other and cut keyed; no output changed
+    assert run.statuses("executed") == ["//:other%Genrule"] and "//:cut%Genrule" in run.statuses("cached")
+
+
+def test_a_manifest_edit_keys_the_actions_it_changes(built):
+    text = (built.root / "BUILD.toml").read_text()
+    (built.root / "BUILD.toml").write_text(text.replace("head -c 1", "head -c 2"))
+    run = built.build(check=True)
+    assert execution(run) == (2, 2, 2)
+    assert sorted(run.statuses("executed")) == ["//:cut%Genrule", "//:other%Genrule"]
+    assert built.out("cut/cut.txt").read_text() == "b1"
+
+
+def test_a_deleted_or_edited_placed_output_is_put_back(built):
+    out = built.out("down/down.txt")
+    out.unlink()
+    run = built.build(check=True)
+    assert execution(run) == (ACTIONS, 0, 1)  # restored from the store, nothing ran
+    assert out.read_text() == "A1\n"
+    os.chmod(out, stat.S_IWUSR | stat.S_IRUSR)  # an edit in place, through the hardlink into the store
+    out.write_text("HACKED\n")
+    run = built.build(check=True)
+    assert run.statuses("executed") == ["//:down%Genrule"]
+    assert "no longer matched its content" in run.output
+    assert out.read_text() == "A1\n"
+
+
+def test_an_evicted_blob_is_made_again(built):
+    store = cas.Cas(built.cache)
+    (entry,) = BuildState(built.root / "tpbuild-out/.tpbuild/state", cache_id(built.cache)).actions[
+        "//:up%Genrule"].entries
+    store.path(entry.digest, entry.executable).unlink()
+    run = built.build(check=True)
+    assert run.statuses("executed") == ["//:up%Genrule"]  # its reader's key did not move: a hit
+    assert "//:down%Genrule" in run.statuses("cached")
+    assert store.path(entry.digest, entry.executable).exists()
+
+
+def test_a_salt_or_path_change_settles_nothing(built):
+    (built.root / "tpbuild.toml").write_text('[cache]\nsalt = "2"\n')
+    assert execution(built.build(check=True))[:2] == (0, ACTIONS)
+    path = f"{Path(os.__file__).parent}:{os.environ['PATH']}"  # another PATH: it enters every run action's key
+    assert execution(built.build(check=True, env={"PATH": path}))[:2] == (0, ACTIONS)
+
+
+def test_engine_code_and_key_version_settle_nothing(built, monkeypatch):
+    """In process: what settles is decided by the key itself, so whatever moves every key (the
+    engine's code, the key version) settles nothing."""
+    ws = workspace.load(built.root)
+    memo = workspace.memo_dir(built.cache, ws.root)
+    analysis = analyze(ws, ["//..."], memo)
+
+    def settled() -> set[str]:
+        state = BuildState(ws.root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
+        stats = StatCache(memo / "statcache")
+        walk = critical.topological(analysis.actions)
+        return set(delta.settle(analysis.actions, walk, state, stats, cas.Cas(built.cache, stats), ws.root,
+                                ws.cache.salt))
+
+    assert len(settled()) == ACTIONS
+    monkeypatch.setattr(code, "engine", lambda: "xxh3_128:" + "0" * 32)
+    assert settled() == set()
+    monkeypatch.undo()
+    monkeypatch.setattr(action, "KEY_VERSION", action.KEY_VERSION + 1)
+    assert settled() == set()
