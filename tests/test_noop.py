@@ -131,7 +131,8 @@ def _damage_stamp(ws):
     p = ws.root / "tpbuild-out/.tpbuild/noop"
     head, _, body = p.read_bytes().partition(b"\n")
     data = json.loads(body)
-    data["groups"][0] = data["groups"][0][:3]  # a group of the wrong shape
+    first = next(i for i, g in enumerate(data["groups"]) if len(g) == 4)
+    data["groups"][first] = data["groups"][first][:3]  # a group of stats without its stats
     p.write_bytes(head + b"\n" + json.dumps(data).encode())
     return lambda: (True, 0)
 

@@ -28,7 +28,8 @@ Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", 
 A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
 the `layout.stat_sig` of each path, flattened into one list of integers (four per path), which a
 no-op decodes and compares as one list rather than as ten thousand small ones; or, for the paths
-analysis only checked the kind of (or the absence), `[base, null, [[path, sig or kind or null], ...]]`.
+analysis only checked the kind of, and those that must stay absent, `[base, null, [[path, kind or null],
+...]]`.
 Another version or key is a miss; so is a stamp that does not decode into these shapes.
 """
 
@@ -173,12 +174,15 @@ class Stamp:
                     return
         stamped = []
         for base, follow, items in groups:
-            absent = [[rel, None] for rel, s in items if s is None]
-            if follow is None or (absent and follow is False):  # lstat of a path that must stay absent: no shape for it
-                stamped.append([base, None, items])
-                continue
-            if absent:  # `observe` of an absent path stats it, as this group would
-                stamped.append([base, None, absent])
+            if follow is None:  # `observe` of a recorded stat is a stat: those go in a stat group
+                kinds = [[rel, s] for rel, s in items if s is None or len(s) == 1]
+                items, follow = [(rel, s) for rel, s in items if s is not None and len(s) > 1], True
+            elif follow is False and any(s is None for _rel, s in items):
+                return  # an lstat group recording an absent path: not a shape the stamp has
+            else:  # `observe` of an absent path stats it, as this group would
+                kinds = [[rel, None] for rel, s in items if s is None]
+            if kinds:
+                stamped.append([base, None, kinds])
             stamped.append([base, follow, [rel for rel, s in items if s is not None],
                             [n for _rel, s in items if s is not None for n in s]])
         requested = set(result.analysis.requested)
