@@ -35,7 +35,6 @@ VERSION_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 EXCLUDED = ("__pycache__", "*.pyc")
 RUNTIME = "tpbuild_runtime"
 STUB = "triton_python_backend_stub"  # at the model root, the server uses it instead of its default stub
-_IMPORTS_RUNTIME = re.compile(rb"^\s*(from|import)\s+tpbuild_runtime\b", re.M)
 
 
 class TestCase(Attrs):
@@ -156,15 +155,17 @@ class TritonModel(Rule):
                 problems.append(ctx.error(where, f"version {version}: {src.rel}/{model_file} does not exist; "
                                                  f"add it (or set default_model_filename in config)"))
             imports_runtime = False
-            code: dict[str, bytes] = {}
+            model_imports: dict = {}
             for f in files:
                 entries.append((f"{version}/{f}", ctx.source(ctx.source_path(f"{src.rel}/{f}"))))
                 if f.endswith(".py"):
-                    code[f"{src.path}/{f}"] = ctx.read(f"{src.path}/{f}")
-                    imports_runtime = imports_runtime or bool(_IMPORTS_RUNTIME.search(code[f"{src.path}/{f}"]))
+                    # Facts, not bytes: an edit that keeps them re-analyses nothing (tpbuild.facts).
+                    path, is_model = f"{src.path}/{f}", f == model_file
+                    facts = ctx.file_facts(path, pycheck.source_facts, path, python, is_model, attrs.env is not None)
+                    problems.extend(UserError(msg, at(path, line, col)) for line, col, msg in facts["problems"])
+                    imports_runtime = imports_runtime or facts["runtime"]
+                    model_imports = facts.get("imports", model_imports)
             model_path = f"{src.path}/{model_file}" if model_file else None
-            found, model_imports = pycheck.check_version(code, model_path, python)
-            problems.extend(UserError(p.message, at(p.file, p.line, p.col)) for p in found)
             # Importable beside the model: its version directory's modules, and the model directory's.
             beside = {f.split("/")[0].removesuffix(".py") for f in files} | {RUNTIME}
             imports.append({"file": model_path, "imports": model_imports, "beside": sorted(beside)})

@@ -1,6 +1,6 @@
 """Checks of a model's Python code before it ships: grammar, the model class, and imports.
 
-At analysis (`check_version`): every `.py` of a version directory is parsed with the grammar of the
+At analysis (`source_facts`, the rule's `file_facts`): every `.py` of a version directory is parsed with the grammar of the
 Python that will run it (the env's, else the server's), and the model file must define
 `TritonPythonModel` at module level, which is the name the stub looks up after importing it. Both
 are load failures otherwise, found only when the server starts the stub.
@@ -25,26 +25,19 @@ import functools
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 MODEL_CLASS = "TritonPythonModel"
 # Provided by the Python backend itself, wherever the model runs.
 BACKEND_MODULES = frozenset({"triton_python_backend_utils"})
+_IMPORTS_RUNTIME = re.compile(rb"^\s*(from|import)\s+tpbuild_runtime\b", re.M)  # the base class shipped with the model
 _HOST = sys.version_info[:2]
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str  # path from the workspace root
-    line: int | None
-    col: int | None
-    message: str
 
 
 def _minor(python: str) -> tuple[int, int]:
@@ -52,36 +45,35 @@ def _minor(python: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def check_version(files: dict[str, bytes], model_file: str | None, python: str | None) -> tuple[list[Problem], dict]:
-    """`files`: path from the workspace root -> bytes, for the .py files of one version directory;
-    `model_file` is one of them (None: not known, as when the config is broken). Returns the problems,
-    and the model file's module-level imports (module -> (line, col)) for the env check."""
+def source_facts(data: bytes, path: str, python: str | None, model: bool, imports: bool) -> dict:
+    """What analysis needs of one `.py` of a version directory (`path` from the workspace root), as the
+    rule's `file_facts`: pure, and this module imports nothing heavy, so the engine re-runs it alone
+    after an edit and re-analyses the model only if the result differs. `model`: the model file,
+    which must define the class; `imports`: also its module-level imports (module -> [line, col]), for
+    the env check. Problems are [line, col, message]."""
     target = _minor(python) if python else _HOST
-    problems: list[Problem] = []
-    trees: dict[str, ast.Module] = {}
-    exact_errors = _interpreter_errors(files, target) if target > _HOST else None
-    for path, data in sorted(files.items()):
-        if exact_errors is not None:
-            if path in exact_errors:
-                problems.append(exact_errors[path])
-                continue
+    problems: list[list] = []
+    tree = None
+    exact = _interpreter_errors({path: data}, target) if target > _HOST else None
+    if exact is not None and path in exact:
+        problems.append(exact[path])
+    else:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # invalid escape sequences are warnings, not load failures
-                trees[path] = ast.parse(data, filename=path,
-                                        feature_version=target if target <= _HOST else None)
+                tree = ast.parse(data, filename=path, feature_version=target if target <= _HOST else None)
         except SyntaxError as e:
-            if target > _HOST:
-                continue  # no interpreter for the target: not the host's to judge
-            problems.append(Problem(path, e.lineno, e.offset,
-                                    f"{e.msg} (Python {target[0]}.{target[1]} grammar): fix the syntax"))
+            if target <= _HOST:  # else no interpreter for the target: not the host's to judge
+                problems.append([e.lineno, e.offset, f"{e.msg} (Python {target[0]}.{target[1]} grammar): fix the syntax"])
         except ValueError as e:  # null bytes
-            problems.append(Problem(path, None, None, f"not Python source: {e}"))
-    tree = trees.get(model_file)
-    if tree is not None and not _defines(tree, MODEL_CLASS):
-        problems.append(Problem(model_file, 1, None, f"defines no class {MODEL_CLASS} at module level, which "
-                                                      "the Python backend instantiates: add it"))
-    return problems, (_imports(tree) if tree is not None else {})
+            problems.append([None, None, f"not Python source: {e}"])
+    if model and tree is not None and not _defines(tree, MODEL_CLASS):
+        problems.append([1, None, f"defines no class {MODEL_CLASS} at module level, which the Python backend "
+                                  "instantiates: add it"])
+    facts = {"problems": problems, "runtime": bool(_IMPORTS_RUNTIME.search(data))}
+    if model and imports:
+        facts["imports"] = _imports(tree) if tree is not None else {}
+    return facts
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,7 +94,7 @@ def find_interpreter(python: str) -> str | None:
     return None
 
 
-def _interpreter_errors(files: dict[str, bytes], target: tuple[int, int]) -> dict[str, Problem] | None:
+def _interpreter_errors(files: dict[str, bytes], target: tuple[int, int]) -> dict[str, list] | None:
     """Compile with the target's own interpreter, when installed; None when it is not."""
     exe = find_interpreter(f"{target[0]}.{target[1]}")
     if exe is None:
@@ -118,8 +110,7 @@ def _interpreter_errors(files: dict[str, bytes], target: tuple[int, int]) -> dic
         found = json.loads(r.stdout)
     except (OSError, subprocess.TimeoutExpired, ValueError):
         return None
-    return {p: Problem(p, line, col, f"{msg} (Python {target[0]}.{target[1]}): fix the syntax")
-            for p, (line, col, msg) in found.items()}
+    return {p: [line, col, f"{msg} (Python {target[0]}.{target[1]}): fix the syntax"] for p, (line, col, msg) in found.items()}
 
 
 def _defines(tree: ast.Module, name: str) -> bool:

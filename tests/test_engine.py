@@ -408,8 +408,9 @@ def test_dependents_are_reanalysed_when_a_dependency_changes(ws):
 
 
 def test_an_edit_reanalyses_only_the_packages_it_touches(ws):
-    """Counted through the report: a model.py edit re-analyses its package alone (the model reads it;
-    what it offers the repository is unchanged), a BUILD.toml edit its package and its dependents."""
+    """Counted through the report: a model.py body edit re-analyses nothing (the model knows the file by
+    its facts, tests/test_file_facts.py), a new file in a version directory its package alone (what it
+    offers the repository is unchanged), a BUILD.toml edit its package and its dependents."""
     for m in ("a", "b", "c"):
         ws.write(f"models/{m}/BUILD.toml", f'[triton_model.{m}]\nversions = ["1"]\n')
         ws.write(f"models/{m}/1/model.py", MODEL_CLASS)
@@ -418,6 +419,10 @@ def test_an_edit_reanalyses_only_the_packages_it_touches(ws):
     ws.build(check=True)
     assert ws.build(check=True).report["analysis"] == {"targets": 4, "reanalysed": 0, "reanalysed_packages": 0}
     ws.write("models/b/1/model.py", "x = 2\n" + MODEL_CLASS)
+    r = ws.build(check=True)
+    assert r.report["analysis"] == {"targets": 4, "reanalysed": 0, "reanalysed_packages": 0}
+    assert r.statuses("executed") == ["//models/b:b%ModelDirectory", "//:repo%ModelRepository"]
+    ws.write("models/b/1/helper.py", "y = 1\n")
     r = ws.build(check=True)
     assert r.report["analysis"] == {"targets": 4, "reanalysed": 1, "reanalysed_packages": 1}
     assert r.statuses("executed") == ["//models/b:b%ModelDirectory", "//:repo%ModelRepository"]

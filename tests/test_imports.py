@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Lowest first. Each module may import from its own layer and the ones above it in this list.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("values", {"errors", "label", "digest", "atomic", "tomlsource", "layout", "memo", "code", "trace"}),
+    ("values", {"errors", "label", "digest", "atomic", "tomlsource", "layout", "memo", "code", "facts", "trace"}),
     ("model", {"workspace", "manifest", "action", "plugin", "genrule"}),
     ("analysis and stores", {"graph", "analysis", "analysiscache", "statcache", "cas", "actioncache", "outputs",
                              "shaindex", "remotestore", "remote", "eviction", "critical"}),
@@ -126,3 +126,34 @@ def test_a_planted_violation_of_each_kind_is_caught(tmp_path):
     assert any("tpbuild/action.py" in f and "a higher layer" in f for f in found)
     assert any("tpbuild/digest.py" in f and "imports cli" in f for f in found)
     assert any("tpbuild/newthing.py: not in any layer" in f for f in found)
+
+
+# What a file-facts function's module may not bring (tpbuild.facts: the engine imports it alone, after an
+# edit, instead of the rule set): the schema and array machinery, and the rule modules themselves.
+HEAVY = ("pydantic", "google.protobuf", "tritonclient", "numpy", "tpbuild.plugin", "tpbuild_triton.model")
+
+
+def fact_functions(repo: Path) -> set[str]:
+    """`module.function` of every `ctx.file_facts(path, module.function, ...)` in the rule set."""
+    found = set()
+    for path in sorted((repo / "rules").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "file_facts":
+                fn = node.args[1]
+                assert isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name), \
+                    f"{path}:{node.lineno}: name the fact function as module.function"
+                found.add(f"tpbuild_triton.{fn.value.id}.{fn.attr}")
+    return found
+
+
+def test_file_fact_functions_import_nothing_heavy():
+    import subprocess
+    import sys
+
+    functions = fact_functions(REPO)
+    assert functions, "the Triton rules derive a model.py's facts through ctx.file_facts"
+    modules = sorted({f.rpartition(".")[0] for f in functions} | {"tpbuild.facts"})
+    script = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+              f"print('\\n'.join(m for m in sys.modules if m.startswith({HEAVY!r})))")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert p.stdout.split() == [], f"{modules} import {p.stdout.split()}"

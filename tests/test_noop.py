@@ -3,6 +3,7 @@ rule, and no change the ordinary path would act on is ever hidden by it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -119,8 +120,25 @@ def _salt(ws):
     return lambda: (True, None)
 
 
+def _edit_model_body(ws):
+    """Known to analysis by its facts only (tpbuild.facts): the stamp still watches its stat."""
+    p = ws.root / "models/m/1/model.py"
+    p.write_text(p.read_text() + "# edited\n")
+    return lambda: (ws.out("models/m/m/1/model.py").read_text() == p.read_text(), None)
+
+
+def _damage_stamp(ws):
+    p = ws.root / "tpbuild-out/.tpbuild/noop"
+    head, _, body = p.read_bytes().partition(b"\n")
+    data = json.loads(body)
+    first = next(i for i, g in enumerate(data["groups"]) if len(g) == 4)
+    data["groups"][first] = data["groups"][first][:3]  # a group of stats without its stats
+    p.write_bytes(head + b"\n" + json.dumps(data).encode())
+    return lambda: (True, 0)
+
+
 @pytest.mark.parametrize("change", [_edit_source, _chmod_source, _edit_manifest, _new_package, _delete_output,
-                                    _delete_blob, _salt])
+                                    _delete_blob, _salt, _edit_model_body, _damage_stamp])
 def test_no_change_hides_behind_the_stamp(stamped, change):
     check = change(stamped)
     p, answered = _build(stamped)
@@ -131,3 +149,44 @@ def test_no_change_hides_behind_the_stamp(stamped, change):
         assert _executed(p) == executed, p.stdout
     else:
         assert _executed(p) > 0, p.stdout
+
+
+def test_a_directory_that_is_not_there_is_an_error_not_a_stamp(stamped):
+    """`-C` is checked before any stamp is looked for: a typo inside a stamped workspace is not a no-op."""
+    p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", "no-such-dir", "build", "//..."], capture_output=True,
+                       text=True, env=stamped.env, cwd=stamped.root)
+    assert p.returncode == 2 and "-C no-such-dir: no such directory" in p.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "//..."], ["-C", "WS", "build", "//...", "-j", "2"], ["build", "-C", "WS", "//...", "-j2", "-k"],
+    ["--cache-dir", "CACHE", "build", "//models/...", "//shared:labels", "--jobs=3", "--explain"],
+    ["build", "--cache-dir=CACHE", "--keep-going", "//...", "--jobs", "1", "-C", "WS"],
+    ["build", "//...", "-j", "0"],
+])
+def test_plain_command_lines_are_parsed_for_the_stamp_as_argparse_parses_them(stamped, argv, monkeypatch):
+    """noop.simple_args answers before argparse is imported; the key it gives must be the one the full
+    parser gives, or a stamp recorded by one would be checked against another command line."""
+    from tpbuild import cli, noop
+
+    monkeypatch.chdir(stamped.root)
+    argv = [str(stamped.root) if a == "WS" else str(stamped.cache) if a == "CACHE" else a for a in argv]
+    simple = noop.simple_args(argv)
+    assert simple is not None
+    parsed, extra = cli._parser({}).parse_known_args(argv)
+    assert extra == []
+    start = lambda a: Path(getattr(a, "directory", None) or ".")  # noqa: E731
+    fast, full = noop.Stamp.open(start(simple), simple), noop.Stamp.open(start(parsed), parsed)
+    assert (fast is None) == (full is None) and (fast is None or (fast.root, fast.key) == (full.root, full.key))
+    assert (simple.jobs, simple.keep_going, simple.explain) == (parsed.jobs, parsed.keep_going, parsed.explain)
+
+
+@pytest.mark.parametrize("argv", [
+    ["build"], ["build", "//...", "--report", "r.json"], ["build", "//...", "-//models/..."], ["-j", "2", "build", "//..."],
+    ["query", "//..."], ["build", "//...", "--keep"], ["build", "//...", "-j"], ["build", "//...", "-jx"],
+    ["build", "//...", "--explain=yes"],
+])
+def test_other_command_lines_are_left_to_argparse(argv):
+    from tpbuild import noop
+
+    assert noop.simple_args(argv) is None

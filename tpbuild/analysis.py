@@ -162,14 +162,19 @@ def _remember(cache, graph, fresh, contexts, infos, info_digests) -> None:
         if any(getattr(t, "deps_digest", None) is None for t in targets):
             continue  # some target of it was not part of this build: record it next time
         observed = {}
+        facts: dict = {}
+        read_whole: set = set()
         records = []
         for t in targets:
             ctx = contexts[t.label]
             observed[t.source.path] = sig(str(graph.ws.root / t.source.path))
             observed.update(ctx.observed)
+            facts.update(ctx.facts)
+            read_whole |= ctx.read_whole
             records.append(TargetRecord(
                 label=t.label, rule=t.rule.name, refs=t.references(), keypath=t.keypath, manifest=t.source.path,
                 deps_digest=t.deps_digest, actions=ctx.actions, info=infos[t.label],
                 info_digest=info_digests[t.label], volatile=ctx.volatile))
-        cache.put(package, observed, records)
+        # A file some target of the package read whole is watched by its stat alone.
+        cache.put(package, observed, records, {p: f for p, f in facts.items() if p not in read_whole})
     cache.save()

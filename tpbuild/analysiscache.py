@@ -14,6 +14,11 @@ is reused only if its dependencies' infos are also unchanged (`deps_digest`), so
 re-runs exactly the rules downstream of it. The fingerprint covers the engine's and the rule sets'
 code (by stat), tpbuild.toml and the key version: new rule code means fresh analysis.
 
+A file a rule knows only through `AnalysisContext.file_facts` (a model.py: its grammar, its model
+class, its imports) is recorded with its facts too (`tpbuild.facts`): when its stat moved, the fact
+function alone runs again, and the same facts keep the record (with the file's new stat, once that
+is settled), so an edit of a model's body re-analyses nothing and loads no rule.
+
 Stats, not contents, decide validity here, which is safe because analysis never puts a source's
 *content* into an action without the action hashing it again at build time; a rule that reads a file
 to decide its actions (a config.pbtxt) records that file, and a same-size rewrite within the racy
@@ -32,7 +37,8 @@ from . import digest, memo
 from .action import KEY_VERSION
 from .layout import RACY_WINDOW_NS, observe, sig
 
-KIND, VERSION = "analysis", 3
+KIND, VERSION = "analysis", 4
+UNSETTLED = (-1, -1, -1, -1)  # the stat of a file known by its facts, recorded within the racy window
 
 
 @dataclass
@@ -53,6 +59,7 @@ class TargetRecord:
 class PackageRecord:
     observed: dict  # workspace-relative path -> sig
     targets: list = field(default_factory=list)
+    facts: dict = field(default_factory=dict)  # path -> facts.entry, for the files known by their facts
 
 
 def info_digest(info) -> str:
@@ -107,20 +114,36 @@ class AnalysisCache:
         if rec is None:
             return None
         root = str(self.root)
+        moved = {}
         for p, s in rec.observed.items():
             full = os.path.join(root, p)
-            if observe(full, s) != s:
-                self._journal.remove(package)
-                return None
+            now = observe(full, s)
+            if now != s:
+                if now is None or p not in rec.facts or not _same_facts(full, rec.facts[p]):
+                    self._journal.remove(package)
+                    return None
+                moved[p] = now
+        if moved:
+            # Kept with the new stats only once they are settled (see put); until then the facts are
+            # derived again on each build, which is what a stat within the racy window needs anyway.
+            horizon = time.time_ns() - RACY_WINDOW_NS
+            if all(s[1] < horizon for s in moved.values()):
+                rec.observed.update(moved)
+                self._journal.put(package, rec)
         return rec
 
-    def put(self, package: str, observed: dict, targets: list[TargetRecord]) -> None:
+    def put(self, package: str, observed: dict, targets: list[TargetRecord], facts: dict | None = None) -> None:
         horizon = time.time_ns() - RACY_WINDOW_NS
+        facts = facts or {}
         self._journal.remove(package)
-        if any(s is not None and len(s) > 1 and s[1] >= horizon for s in observed.values()):
+        fresh = {p for p, s in observed.items() if s is not None and len(s) > 1 and s[1] >= horizon}
+        if fresh - facts.keys():
             return  # too fresh to trust by stat: analyse again next time
+        # A file known by its facts is judged by them, not by a stat that does not vouch for its
+        # content yet: recorded with a stat no file has, its facts are derived again on the next build.
+        observed = {**observed, **dict.fromkeys(fresh, UNSETTLED)}
         try:
-            self._journal.put(package, PackageRecord(observed, targets))
+            self._journal.put(package, PackageRecord(observed, targets, facts))
         except TypeError as e:  # a rule put a value of its own type into its info: analyse it again next time
             self.warnings.append(f"the analysis memo does not keep {package or 'the root package'}: {e}")
 
@@ -128,6 +151,18 @@ class AnalysisCache:
         err = self._journal.save()
         if err is not None:
             self.warnings.append(err)
+
+
+def _same_facts(full: str, recorded: list) -> bool:
+    """The file (read after its stat was taken) still has the recorded facts."""
+    from .facts import unchanged
+
+    try:
+        with open(full, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return unchanged(recorded, data)
 
 
 def memo_types() -> tuple[type, ...]:

@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 a build failure, 2 bad input or usage. Expected failure
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -18,12 +17,14 @@ from . import __version__
 from .errors import EXIT_BUILD, EXIT_OK, TpbuildError, UserError, collected
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse exits 2 too, but we want our own format
-        raise UserError(f"{message} (see '{self.prog} --help')")
+def _parser(commands: dict) -> "argparse.ArgumentParser":
+    # Imported here: a no-op build answered from its stamp never parses with argparse (noop.simple_args).
+    import argparse
 
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # argparse exits 2 too, but we want our own format
+            raise UserError(f"{message} (see '{self.prog} --help')")
 
-def _parser(commands: dict) -> argparse.ArgumentParser:
     # Accepted before and after the command; SUPPRESS keeps a subcommand from resetting a value given earlier.
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("-C", dest="directory", metavar="DIR", help="run as if started in DIR")
@@ -176,6 +177,20 @@ def _guarded(argv: list[str] | None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    tried = None  # the stamp a plain `tpbuild build` command line was checked against, before argparse
+    if _command_word(argv) == "build":
+        import time
+
+        from .noop import Stamp, simple_args
+
+        simple = simple_args(argv)
+        if simple is not None and (simple.directory is None or os.path.isdir(simple.directory)):
+            t0 = time.monotonic()
+            tried = Stamp.open(Path(simple.directory or "."), simple)
+            hit = tried.replay() if tried is not None else None
+            if hit is not None:
+                _print_hit(hit, time.monotonic() - t0)
+                return EXIT_OK
     commands = _commands(argv)
     parser = _parser(commands)
     args, extra = parser.parse_known_args(argv)
@@ -199,10 +214,10 @@ def _main(argv: list[str]) -> int:
 
         t0 = time.monotonic()
         stamp = Stamp.open(start, args)
-        hit = stamp.replay() if stamp is not None else None
+        seen = tried is not None and stamp is not None and (tried.root, tried.key) == (stamp.root, stamp.key)
+        hit = stamp.replay() if stamp is not None and not seen else None
         if hit is not None:  # nothing to do, known without loading a rule (noop.py)
-            _print_summary("Built", hit["targets"], hit["targets"], hit["actions"],
-                           ["0 executed", f"{hit['actions']} from cache"], time.monotonic() - t0, hit["shown"])
+            _print_hit(hit, time.monotonic() - t0)
             return EXIT_OK
     if args.command == "worker":
         from .reapi import worker
@@ -249,6 +264,8 @@ def _verify(cache_dir: Path, repair: bool) -> int:
 
 def _help(parser, topic: str | None) -> int:
     """`tpbuild help [COMMAND]`: the same text as `tpbuild COMMAND --help`."""
+    import argparse
+
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if topic is None:
         parser.print_help()
@@ -570,6 +587,12 @@ def _summary(result) -> None:
     shown = [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]
     _print_summary("Built" if result.success else "FAILED:", ok, n_targets, len(result.outcomes), parts,
                    result.seconds, shown)
+
+
+def _print_hit(hit: dict, seconds: float) -> None:
+    """A no-op build answered from its stamp: the summary the build it recorded printed."""
+    _print_summary("Built", hit["targets"], hit["targets"], hit["actions"],
+                   ["0 executed", f"{hit['actions']} from cache"], seconds, hit["shown"])
 
 
 def _print_summary(verb: str, ok: int, n_targets: int, n_actions: int, parts: list[str], seconds: float,

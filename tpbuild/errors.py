@@ -9,7 +9,6 @@ Tiers follow buck2: the user's input (exit 2), the build or its environment (exi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 EXIT_OK = 0
@@ -17,13 +16,29 @@ EXIT_BUILD = 1
 EXIT_USAGE = 2
 
 
-@dataclass(frozen=True)
 class Location:
-    """A place in a workspace file; `path` is relative to the workspace root where possible."""
+    """A place in a workspace file; `path` is relative to the workspace root where possible. A plain
+    value class, not a dataclass: the CLI imports this module before the no-op stamp answers, and
+    `dataclasses` (with `inspect`) would be most of what that answer costs to import."""
 
-    path: str
-    line: int | None = None
-    col: int | None = None  # 1-based, where a tool gives one (a Python syntax error)
+    __slots__ = ("path", "line", "col")
+
+    def __init__(self, path: str, line: int | None = None, col: int | None = None):
+        self.path = path
+        self.line = line
+        self.col = col  # 1-based, where a tool gives one (a Python syntax error)
+
+    def _key(self) -> tuple:
+        return (self.path, self.line, self.col)
+
+    def __eq__(self, other) -> bool:
+        return type(other) is Location and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Location(path={self.path!r}, line={self.line!r}, col={self.col!r})"
 
     def __str__(self) -> str:
         if not self.line:

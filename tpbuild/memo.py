@@ -25,13 +25,12 @@ its fingerprint of the engine's code.
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import functools
 import json
 from pathlib import Path
 
-from . import atomic
+# `atomic` (shutil, signal, threading), `dataclasses` and `base64` are imported where a memo is
+# written or holds typed values: the no-op stamp only reads a plain one, before anything else loads.
 
 
 def _header(kind: str, version: int) -> bytes:
@@ -59,6 +58,8 @@ def save(path: Path, kind: str, version: int, value, tmp_parent: Path, what: str
         body = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError, RecursionError) as e:
         return f"could not save {what} ({e}); the next build re-checks what it would have remembered"
+    from . import atomic
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_bytes(path, _header(kind, version) + body, tmp_parent, kind)
@@ -70,6 +71,8 @@ def save(path: Path, kind: str, version: int, value, tmp_parent: Path, what: str
 
 def encode(value, types: tuple[type, ...]):
     """`value` as plain JSON data, tagging tuples, bytes and instances of `types` (see the docstring)."""
+    import base64
+
     names = {t: t.__name__ for t in types}
 
     def enc(v):
@@ -105,6 +108,8 @@ class _Decoder:
             if tag == "$d":
                 return {_hashable(k): x for k, x in v}
             if tag == "$b":
+                import base64
+
                 return base64.b64decode(v)
             if tag == "$o":
                 t = self.types[v[0]]  # a name not given is a KeyError: a miss
@@ -114,6 +119,8 @@ class _Decoder:
 
 @functools.lru_cache(maxsize=None)
 def _init_fields(t: type) -> tuple[str, ...]:
+    import dataclasses
+
     return tuple(f.name for f in dataclasses.fields(t) if f.init)
 
 
@@ -279,6 +286,8 @@ class Journal:
         file that does not hold this memo (missing, another version or meta, a torn tail) is rewritten."""
         if not self._changed and self._appendable:
             return None
+        from . import atomic
+
         try:
             data = "".join(self._line(key) for key in sorted(self._changed)).encode()
             live = sum(r if isinstance(r, int) else len(r) for r in self._raw.values())
@@ -306,6 +315,8 @@ class Journal:
             half = len(data) // 2
             f.write(data[:half])  # appended: the file is open in append mode
             f.flush()
+            from . import atomic
+
             atomic.crash_point(f"publish-{self.kind}")  # a killed append: a torn last line
             f.write(data[half:])
         self._size += len(data)

@@ -25,7 +25,12 @@ within the timestamp granularity would keep its stat), so the build after an edi
 and the next one is. Any difference makes the build take the ordinary path, which is always correct.
 
 Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "groups", "summary"}.
-Another version or key is a miss.
+A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
+the `layout.stat_sig` of each path, flattened into one list of integers (four per path), which a
+no-op decodes and compares as one list rather than as ten thousand small ones; or, for the paths
+analysis only checked the kind of, and those that must stay absent, `[base, null, [[path, kind or null],
+...]]`.
+Another version or key is a miss; so is a stamp that does not decode into these shapes.
 """
 
 from __future__ import annotations
@@ -40,10 +45,50 @@ from . import memo as memofile
 from .errors import UserError
 from .layout import RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig
 
-KIND, VERSION = "noop", 2
+KIND, VERSION = "noop", 3
 # Options that do not change what a successful build produces; any other option set means no stamp.
 NEUTRAL_OPTIONS = {"command", "patterns", "jobs", "keep_going", "directory", "cache_dir", "explain"}
 ENV = ("TPBUILD_CACHE_DIR", "XDG_CACHE_HOME", "HOME", "PATH")  # PATH enters run actions' keys
+
+
+def simple_args(argv: list[str]):
+    """`tpbuild build` options in the forms people and scripts type (`-C DIR`, `--cache-dir DIR`, `-j N`,
+    `-k`, `--explain`, `//` patterns), parsed without argparse, as argparse would parse them; None for
+    anything else (another option or form, a subtractive pattern, no pattern), which the CLI's parser
+    then handles, stamp included. Importing and setting up argparse is a good part of a no-op's cost."""
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(command=None, patterns=[], jobs=os.cpu_count() or 1, keep_going=False, explain=False,
+                           directory=None, cache_dir=None)
+    words = iter(argv)
+    for word in words:
+        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if name in ("-C", "--cache-dir", "-j", "--jobs"):
+            value = value if eq else next(words, None)
+            if value is None or (name == "-C" and eq):
+                return None
+        elif eq:
+            return None
+        if name == "build" and args.command is None:
+            args.command = "build"
+        elif name in ("-C", "--cache-dir"):
+            setattr(args, "directory" if name == "-C" else "cache_dir", value)
+        elif args.command is None:
+            return None  # the build's own options and patterns come after the command
+        elif name in ("-j", "--jobs") or (name.startswith("-j") and name[2:].isdigit()):
+            try:
+                args.jobs = int(value if value is not None and name in ("-j", "--jobs") else name[2:])
+            except ValueError:
+                return None
+        elif name in ("-k", "--keep-going"):
+            args.keep_going = True
+        elif name == "--explain":
+            args.explain = True
+        elif name.startswith("//"):
+            args.patterns.append(name)
+        else:
+            return None
+    return args if args.command == "build" and args.patterns else None
 
 
 class Stamp:
@@ -83,14 +128,25 @@ class Stamp:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # a build is running: the ordinary path waits for it and says so
                 return None
-            for base, follow, items in data["groups"]:
-                for rel, recorded in items:
-                    path = base + rel
-                    recorded = tuple(recorded) if recorded is not None else None
-                    now = sig(path, follow) if follow is not None else observe(path, recorded)
-                    if now != recorded:
-                        return None
+            for group in data["groups"]:
+                if group[1] is None:
+                    base, _, items = group
+                    for rel, recorded in items:
+                        recorded = tuple(recorded) if recorded is not None else None
+                        if observe(base + rel, recorded) != recorded:
+                            return None
+                    continue
+                base, follow, paths, recorded = group
+                stat = os.stat if follow else os.lstat
+                now: list = []
+                for rel in paths:
+                    st = stat(base + rel)
+                    now += (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)  # layout.stat_sig, inlined
+                if now != recorded:
+                    return None
             return data["summary"]
+        except OSError:  # a path gone
+            return None
         except (KeyError, TypeError, ValueError):  # a damaged stamp: the ordinary path
             return None
         finally:
@@ -116,11 +172,24 @@ class Stamp:
             for _rel, s in items:
                 if s is not None and len(s) > 1 and s[1] >= horizon:
                     return
+        stamped = []
+        for base, follow, items in groups:
+            if follow is None:  # `observe` of a recorded stat is a stat: those go in a stat group
+                kinds = [[rel, s] for rel, s in items if s is None or len(s) == 1]
+                items, follow = [(rel, s) for rel, s in items if s is not None and len(s) > 1], True
+            elif follow is False and any(s is None for _rel, s in items):
+                return  # an lstat group recording an absent path: not a shape the stamp has
+            else:  # `observe` of an absent path stats it, as this group would
+                kinds = [[rel, None] for rel, s in items if s is None]
+            if kinds:
+                stamped.append([base, None, kinds])
+            stamped.append([base, follow, [rel for rel, s in items if s is not None],
+                            [n for _rel, s in items if s is not None for n in s]])
         requested = set(result.analysis.requested)
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
                    "shown": [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]}
         # Not saved (a full disk): no stamp, and the next build takes the ordinary path.
-        memofile.save(self.path, KIND, VERSION, {"key": self.key, "groups": groups, "summary": summary},
+        memofile.save(self.path, KIND, VERSION, {"key": self.key, "groups": stamped, "summary": summary},
                   self.path.parent / "tmp", "the no-op stamp")
 
     def _groups(self, result, cache_dir: Path, memo: Path, horizon: int) -> list | None:

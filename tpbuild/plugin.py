@@ -211,6 +211,10 @@ class AnalysisContext:
         # Everything analysis looked at (path from the root -> stat), so its result can be reused
         # while none of it changes; see analysiscache.
         self.observed: dict[str, tuple | None] = {}
+        # Files analysis knows only through `file_facts` (path -> facts.entry): an edit keeping their
+        # facts keeps the analysis. A file also `read` whole (`read_whole`) is not among them.
+        self.facts: dict[str, list] = {}
+        self.read_whole: set[str] = set()
         self.volatile = False
         self.warnings: list[str] = []
         self.expanded: dict[Pattern, list[Label]] = {}  # filled by the graph
@@ -270,14 +274,34 @@ class AnalysisContext:
         from .layout import kind, sig
 
         full = os.path.join(self.root, path)
-        self.observed[path] = sig(full) if content else kind(full)
+        if content:
+            self.observed[path] = sig(full)
+        elif self.observed.get(path) is None or len(self.observed[path]) == 1:  # never weaker than a stat
+            self.observed[path] = kind(full)
 
     def read(self, src: SourcePath | str) -> bytes:
         """Read a source while analysing (a config to validate, a module to scan); recorded as an input
         of analysis, so the target is analysed again when the file changes."""
         path = src.path if isinstance(src, SourcePath) else src
         self._observe(path)
+        self.read_whole.add(path)
+        self.facts.pop(path, None)
         return (self.root / path).read_bytes()
+
+    def file_facts(self, src: SourcePath | str, fn, *args):
+        """`fn(data, *args)` for the source's bytes: what this rule needs of the file (its grammar, the
+        names it defines, its imports), as a JSON value. `fn` is a pure module-level function in a module
+        that imports nothing heavy: when the file changes, the analysis memo re-runs `fn` alone and
+        keeps this target's analysis if the facts are the same (see tpbuild.facts), so an edit of the
+        file's body costs no rule. `args` (JSON values) are recorded with it."""
+        from .facts import entry
+
+        path = src.path if isinstance(src, SourcePath) else src
+        self._observe(path)
+        result = fn((self.root / path).read_bytes(), *args)
+        if path not in self.read_whole:
+            self.facts[path] = entry(fn, args, result)
+        return result
 
     def warn(self, message: str) -> None:
         """One line shown with the build and kept in its report. Given again only when the target is
