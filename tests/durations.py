@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-LINE = re.compile(r"^([0-9.]+)s (?:setup|call|teardown)\s+(\S+?)(?:@\S+)?$")
+LINE = re.compile(r"^([0-9.]+)s (?:setup|call|teardown) +(.+)$")
 
 
 def main() -> None:
@@ -19,7 +19,10 @@ def main() -> None:
     for line in sys.stdin:
         m = LINE.match(line.strip())
         if m:
-            seconds[m.group(2)] += float(m.group(1))
+            nodeid = m.group(2)
+            if nodeid.rfind("@") > nodeid.rfind("]"):  # xdist's @group suffix (as xdist itself parses it)
+                nodeid = nodeid.rsplit("@", 1)[0]
+            seconds[nodeid] += float(m.group(1))
     kept = {nodeid: round(s, 1) for nodeid, s in sorted(seconds.items()) if s >= 1}  # the rest count as short
     Path(__file__).with_name("durations.json").write_text(json.dumps(kept, indent=0) + "\n")
 
