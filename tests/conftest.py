@@ -43,7 +43,7 @@ SHORT = 0.5  # what a test not in it counts as
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which writes the groups into the test ids
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`-n 2 --dist loadgroup`, as tools/test.sh runs) tests go to workers one by
+    """Under pytest-xdist (`-n auto --dist loadgroup`, as tools/test.sh runs it) tests go to workers one by
     one, except those using a module- or session-scoped fixture of ours (a REAPI cluster, a moto
     server, a stub build): they go to one worker together, in one `xdist_group` per fixture module, so
     what the fixture starts or builds is made once, not once per worker. Nothing needs marking by hand:
