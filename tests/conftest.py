@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import xdist
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -20,25 +21,51 @@ EXAMPLES = REPO / "examples"
 def pytest_configure(config):
     config.addinivalue_line("markers", "server: starts a real Triton server")
     config.addinivalue_line("markers", "slow: takes minutes (real env or stub builds)")
+    # xdist hands out work units in collection order: the order pytest_collection_modifyitems gives them
+    # (longest first), not its own (most tests first).
+    config.option.loadscopereorder = False
+    # pytest-xdist up to 3.8 puts a test's group into its id by a field pytest 9 no longer reads: the
+    # groups would be ignored silently, each worker starting every shared server and build for itself
+    # (again whenever it comes back to the module). Refuse that rather than run slowly.
+    if config.getoption("dist", "no") == "loadgroup" and _version(pytest) >= (9,) and _version(xdist) <= (3, 8):
+        raise pytest.UsageError(f"--dist loadgroup does not group tests with pytest {pytest.__version__} and "
+                                f"pytest-xdist {xdist.__version__}: install pytest<9 (pyproject.toml's test extra)")
 
 
+def _version(module) -> tuple[int, ...]:
+    return tuple(int(p) for p in module.__version__.split(".")[:2] if p.isdigit())
+
+
+# Seconds each test took in a recorded run (tests/durations.py rewrites it), to start the long ones first.
+DURATIONS = json.loads((Path(__file__).with_name("durations.json")).read_text())
+SHORT = 0.5  # what a test not in it counts as
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which writes the groups into the test ids
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`-n 2 --dist loadgroup`, the default in pyproject.toml) tests go to workers one
-    by one, except those using a module- or session-scoped fixture of ours (a REAPI cluster, a moto
+    """Under pytest-xdist (`-n auto --dist loadgroup`, as tools/test.sh runs it) tests go to workers one by
+    one, except those using a module- or session-scoped fixture of ours (a REAPI cluster, a moto
     server, a stub build): they go to one worker together, in one `xdist_group` per fixture module, so
-    what the fixture starts or builds is made once, not once per worker. xdist starts the largest
-    groups first. Nothing needs marking by hand: a new shared fixture groups its users by itself, if
-    they name it as a parameter (one asked for with `request.getfixturevalue` is not seen: such tests
-    still pass, each worker making the fixture for itself)."""
+    what the fixture starts or builds is made once, not once per worker. Nothing needs marking by hand:
+    a new shared fixture groups its users by itself, if they name it as a parameter (one asked for with
+    `request.getfixturevalue` is not seen: such tests still pass, each worker making the fixture for
+    itself).
+
+    On a worker the units (a group, or a test of none) are then ordered longest first by their tests'
+    recorded durations, so the long ones start at once and the short ones fill in around them, rather
+    than a long test starting last (the order is the same on every worker, as xdist needs)."""
+    units: dict[str, list] = {}
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
         homes = sorted({d.func.__module__ for name in info.names_closure for d in info.name2fixturedefs.get(name, ())
                         if d.scope in ("module", "session") and d.func.__module__.split(".")[-1].startswith(
-                            ("test_", "conftest"))})
+                            ("test_", "conftest"))}) if info is not None else []
         if homes:
             item.add_marker(pytest.mark.xdist_group("+".join(homes)))
+        units.setdefault("+".join(homes) or item.nodeid, []).append(item)
+    if hasattr(config, "workerinput"):
+        longest = sorted(units.values(), key=lambda unit: -sum(DURATIONS.get(i.nodeid, SHORT) for i in unit))
+        items[:] = [item for unit in longest for item in unit]  # sorted is stable: ties keep their order
 
 
 @dataclass

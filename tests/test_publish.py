@@ -442,7 +442,9 @@ def test_examples_published_are_served_by_triton(examples, moto, tmp_path):
 @pytest.mark.server
 def test_reload_on_a_server_in_explicit_mode(small, dest):
     publish(small, dest)
-    with server.TritonServer(dest.triton_repository, explicit_models=True,
+    # exit_timeout: stopping waits for every model to unload, and r24.10 never unloads one whose reload
+    # failed (b, at the end): the default would hold the test 20 s more, until the server is killed.
+    with server.TritonServer(dest.triton_repository, explicit_models=True, exit_timeout=1,
                              log_path=small.root.parent / "server.log") as srv:
         srv.load("a")
         srv.load("b")

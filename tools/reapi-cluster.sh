@@ -237,23 +237,25 @@ cmd_up() {
     cat "$STATE/endpoint"
 }
 
-stop_pid() {  # the process group this script started, TERM then KILL
-    local f=$1 pid i
-    [ -f "$f" ] || return 0
-    pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$pid" 2>/dev/null || true
-    fi
-    rm -f "$f"
+stop_pids() {  # the process groups this script started (pid files), TERM to all at once, then KILL
+    local f pid i live=()
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        pid=$(cat "$f")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+            live+=("$pid")
+        fi
+        rm -f "$f"
+    done
+    [ ${#live[@]} -gt 0 ] || return 0
+    for i in $(seq 1 50); do kill -0 "${live[@]}" 2>/dev/null || break; sleep 0.1; done  # until all are gone
+    for pid in "${live[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
 }
 
 cmd_down() {
     [ -d "$STATE" ] || { say "nothing runs in $STATE"; return; }
-    local f
-    for f in "$STATE"/run/worker-*.pid; do [ -e "$f" ] && stop_pid "$f"; done
-    stop_pid "$STATE/run/bgd.pid"
+    stop_pids "$STATE"/run/worker-*.pid "$STATE/run/bgd.pid"
     if [ -f "$STATE/pg/postmaster.pid" ] && find_pg; then
         as_pg "$PG_BIN/pg_ctl" -D "$STATE/pg" -m immediate -w stop >/dev/null 2>&1 || true
     fi
