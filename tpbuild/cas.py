@@ -226,7 +226,7 @@ def _hardlink(src: str, dest: Path | str) -> bool:
 _reflink_works: bool | None = None
 
 
-def _reflink(src: Path, dest: Path) -> bool:
+def _reflink(src: str, dest: Path | str) -> bool:
     global _reflink_works
     if _reflink_works is False:
         return False
