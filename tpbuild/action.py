@@ -58,14 +58,14 @@ def run_path() -> str:
 OUT = "out"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """A file of the workspace, by its path from the root."""
 
     path: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Artifact:
     """An output of an action: one file of its tree, or the whole tree when `path` is empty."""
 
@@ -84,7 +84,7 @@ class EntryKind(StrEnum):
     SYMLINK = "l"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """A file of an output tree, held in the blob store under `digest`."""
 
@@ -126,7 +126,7 @@ class Entry:
         return Entry(v[0], EntryKind(v[1]), v[2], int(v[3]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Symlink:
     """A symbolic link of an output tree; its target is kept verbatim and names no blob."""
 
@@ -174,7 +174,7 @@ class ActionKind(StrEnum):
     RUN = "run"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     """What every variant has. Never instantiated itself: see the three variants below."""
 
@@ -223,7 +223,7 @@ class Action:
         return ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WriteAction(Action):
     kind: ClassVar[ActionKind] = ActionKind.WRITE
     out: str
@@ -237,12 +237,12 @@ class WriteAction(Action):
         return digest.of_bytes(self.content)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TreeAction(Action):
     kind: ClassVar[ActionKind] = ActionKind.TREE
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunAction(Action):
     kind: ClassVar[ActionKind] = ActionKind.RUN
     argv: tuple[str, ...]

@@ -140,6 +140,9 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str
     for package in graph.bad_packages | {lbl.package for lbl in failed}:
         fresh.pop(package, None)
     _remember(cache, graph, fresh, contexts, infos, info_digests)
+    # The graph keeps `make_context`, and through it every context (a manifest's source, what the
+    # rule observed): done with them, so at 10,000 models they do not stay for the whole build.
+    contexts.clear()
     result.warnings[:0] = graph.warnings  # the workspace's (misnamed manifests) before the rules'
     if errors:
         result.errors = list(errors)

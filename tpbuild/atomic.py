@@ -32,7 +32,7 @@ _KILL_AT = os.environ.get("TPBUILD_TEST_KILL_AT")
 _NEW = ".new."  # a process directory being created: not yet locked, so not swept while young
 _YOUNG = 3600.0  # seconds: unlocked names of other forms (an older tpbuild's temps) are swept after this
 _lock = threading.Lock()
-_dirs: dict[str, tuple[Path, int]] = {}  # parent -> (this process's directory, its locked descriptor)
+_dirs: dict[str, tuple[str, int]] = {}  # parent -> (this process's directory, its locked descriptor)
 
 
 def crash_point(name: str) -> None:
@@ -42,14 +42,20 @@ def crash_point(name: str) -> None:
 
 def process_dir(parent: Path) -> Path:
     """This process's own temp directory below `parent`, made and locked on first use."""
-    key = str(parent)
+    return Path(_process_dir(str(parent)))
+
+
+def _process_dir(key: str) -> str:
     hit = _dirs.get(key)
-    if hit is not None and hit[0].is_dir():  # gone when the directory it was in was deleted (clean)
+    # Gone when the directory it was in was deleted (clean). Strings, not pathlib: this is asked for
+    # every blob, action cache entry and placed file a build writes.
+    if hit is not None and os.path.isdir(hit[0]):
         return hit[0]
     with _lock:
         hit = _dirs.get(key)
-        if hit is not None and hit[0].is_dir():
+        if hit is not None and os.path.isdir(hit[0]):
             return hit[0]
+        parent = Path(key)
         parent.mkdir(parents=True, exist_ok=True)
         name = f"{os.getpid()}.{os.urandom(4).hex()}"
         # Locked before it gets its real name, so a sweep never sees it unlocked.
@@ -60,7 +66,7 @@ def process_dir(parent: Path) -> Path:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:  # a filesystem without locks (ENOLCK): sweeps fall back to the directory's age
             pass
-        final = parent / name
+        final = f"{key}/{name}"
         os.rename(new, final)
         if hit is not None:
             os.close(hit[1])
@@ -72,18 +78,23 @@ def process_dir(parent: Path) -> Path:
 def _leave() -> None:
     """An exiting process removes its own temp directories (a killed one leaves them to `sweep`)."""
     for d, fd in list(_dirs.values()):
-        remove(d)
+        remove(Path(d))
         os.close(fd)
     _dirs.clear()
 
 
 def temp_path(parent: Path, hint: str) -> Path:
     """A fresh name in this process's temp directory below `parent` (usually `<cache>/tmp`)."""
-    return process_dir(parent) / f"{hint}.{threading.get_ident()}.{os.urandom(4).hex()}"
+    return Path(temp_name(parent, hint))
 
 
-def write_bytes(dest: Path, data: bytes, tmp_parent: Path, hint: str) -> None:
-    tmp = temp_path(tmp_parent, hint)
+def temp_name(parent: Path | str, hint: str) -> str:
+    """`temp_path` as a string, for the writers that publish a file per action."""
+    return f"{_process_dir(str(parent))}/{hint}.{threading.get_ident()}.{os.urandom(4).hex()}"
+
+
+def write_bytes(dest: Path | str, data: bytes, tmp_parent: Path, hint: str) -> None:
+    tmp = temp_name(tmp_parent, hint)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -109,7 +120,7 @@ def sweep(parent: Path) -> int:
     except FileNotFoundError:
         return 0
     gone = 0
-    mine = {p.name for p, _fd in _dirs.values()}
+    mine = {os.path.basename(p) for p, _fd in _dirs.values()}
     for name in names:
         if name in mine:
             continue

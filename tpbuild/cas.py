@@ -58,16 +58,17 @@ class Cas:
     def temp_path(self, hint: str = "blob") -> Path:
         return atomic.temp_path(self.tmp, hint)
 
-    def _publish(self, tmp: Path, d: str, executable: bool) -> None:
-        os.chmod(tmp, 0o555 if executable else 0o444)
-        dest = self.path(d, executable)
-        if dest.parent not in self._dirs:
-            dest.parent.mkdir(exist_ok=True)
-            self._dirs.add(dest.parent)
+    def _publish(self, tmp: str, d: str, executable: bool) -> None:
+        """Rename a temp file that already has its blob mode into the store."""
+        dest = self._path_text(d, executable)
+        shard = dest[:dest.rindex("/")]
+        if shard not in self._dirs:
+            os.makedirs(shard, exist_ok=True)
+            self._dirs.add(shard)
         atomic.crash_point("publish-blob")
         os.replace(tmp, dest)
         with self._lock:
-            self._verified.add(str(dest))
+            self._verified.add(dest)
 
     def _have(self, d: str, executable: bool) -> bool:
         """Whether the blob is stored; if so its atime is set, which tells eviction it is in use again
@@ -81,16 +82,26 @@ class Cas:
             pass
         return True
 
+    def _write(self, d: str, executable: bool, fill) -> None:
+        """Store a blob whose bytes `fill(fd)` writes into a fresh temp file. The file gets its blob mode
+        through its descriptor (no path lookup, whatever the umask), then is renamed into place."""
+        tmp = atomic.temp_name(self.tmp, "blob")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                fill(fd)
+                os.fchmod(fd, _mode(executable))
+            finally:
+                os.close(fd)
+            self._publish(tmp, d, executable)
+        except BaseException:
+            atomic.unlink(tmp)
+            raise
+
     def put_bytes(self, data: bytes, executable: bool = False) -> str:
         d = digest.of_bytes(data)
         if not self._have(d, executable):
-            tmp = self.temp_path()
-            try:
-                tmp.write_bytes(data)
-                self._publish(tmp, d, executable)
-            except BaseException:
-                atomic.unlink(tmp)
-                raise
+            self._write(d, executable, lambda fd: _write_all(fd, data))
         return d
 
     def put_file(self, src: Path, *, executable: bool, move: bool, known: str | None = None) -> tuple[str, int]:
@@ -98,22 +109,30 @@ class Cas:
         user may edit later). `known` is a digest the caller already computed for `src`."""
         if move:
             d = known or digest.of_file(src)
-            size = src.stat().st_size
+            size = os.stat(src).st_size
             if self._have(d, executable):
-                src.unlink()
+                os.unlink(src)
             else:
-                self._publish(src, d, executable)
+                os.chmod(src, _mode(executable))
+                self._publish(str(src), d, executable)
             return d, size
+        # Small files (every source a model ships) are read once and hashed in memory: the digest is
+        # of the bytes stored, not of a source that may change meanwhile. Larger ones are copied,
+        # then the copy is hashed.
+        with open(src, "rb") as f:
+            data = f.read(_SMALL + 1)
+            if len(data) <= _SMALL:
+                return self.put_bytes(data, executable), len(data)
         tmp = self.temp_path()
         try:
             shutil.copyfile(src, tmp)
-            # Hash the copy, not the source: the source may change while we copy it.
             d = digest.of_file(tmp)
             size = tmp.stat().st_size
             if self._have(d, executable):
                 tmp.unlink()
             else:
-                self._publish(tmp, d, executable)
+                os.chmod(tmp, _mode(executable))
+                self._publish(str(tmp), d, executable)
         except BaseException:
             atomic.unlink(tmp)
             raise
@@ -159,34 +178,55 @@ class Cas:
             self.quarantined.append((d, dest))
         return dest
 
-    def link(self, d: str, executable: bool, dest: Path, share: bool = True) -> None:
+    def link(self, d: str, executable: bool, dest: Path | str, share: bool = True) -> None:
         """Make `dest` hold the blob: reflink, else (with `share`) hardlink, else copy. A file that
         something may write (a `run` action's input) must not `share` the blob's inode."""
-        src = self.path(d, executable)
-        try:
-            os.unlink(dest)
-        except FileNotFoundError:
-            pass
+        src = self._path_text(d, executable)
+        if share and _reflink_works is False:
+            # The usual case (no reflinks here): link straight away; `dest` is mostly new.
+            try:
+                if _hardlink(src, dest):
+                    return
+            except FileExistsError:
+                pass
+        atomic.unlink(dest)
         if _reflink(src, dest):
-            os.chmod(dest, 0o555 if executable else 0o444)
+            os.chmod(dest, _mode(executable))
             return
-        if not share:
-            shutil.copyfile(src, dest)
-            os.chmod(dest, 0o555 if executable else 0o444)
+        if share and _hardlink(src, dest):
             return
-        try:
-            os.link(src, dest)
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                raise
-            shutil.copyfile(src, dest)
-            os.chmod(dest, 0o555 if executable else 0o444)
+        shutil.copyfile(src, dest)
+        os.chmod(dest, _mode(executable))
+
+
+_SMALL = 1 << 20  # bytes: a source up to this size is stored from memory (put_file)
+
+
+def _mode(executable: bool) -> int:
+    return 0o555 if executable else 0o444
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _hardlink(src: str, dest: Path | str) -> bool:
+    """False where the filesystem cannot link it (another device, no links allowed, too many)."""
+    try:
+        os.link(src, dest)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        return False
 
 
 _reflink_works: bool | None = None
 
 
-def _reflink(src: Path, dest: Path) -> bool:
+def _reflink(src: str, dest: Path | str) -> bool:
     global _reflink_works
     if _reflink_works is False:
         return False

@@ -302,6 +302,12 @@ class Journal:
             self._appendable = False
             return (f"could not save {self.what} ({e.strerror or e}: {e.filename or self.path}); "
                     "the next build re-checks what it would have remembered")
+        # Written: a record this build put is held as its value alone from now on (re-encoded if the
+        # file is ever rewritten), so a 10,000-model build does not hold every record twice.
+        for key in self._changed:
+            raw = self._raw.get(key)
+            if isinstance(raw, str) and key in self._values:
+                self._raw[key] = len(raw)
         self._changed.clear()
         return None
 
