@@ -83,6 +83,8 @@ class BuildResult:
     # What the build had to look at: actions "settled" from the build state before the run (`delta`),
     # actions "keyed" by the scheduler, outputs "placed" (written into tpbuild-out).
     execution: dict = field(default_factory=dict)
+    # The stat memo as the build saved it: the stats its digests belong to (the no-op stamp reads them).
+    statcache: StatCache | None = None
 
     @property
     def success(self) -> bool:
@@ -186,7 +188,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
     if opts.max_size is not None and any(o.status in (Status.EXECUTED, Status.REMOTE) for o in outcomes.values()):
         cache["evicted"] = _evict(opts, outcomes)
     execution = {"settled": len(settled), "keyed": len(outcomes) - len(settled), "placed": placed}
-    return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs, execution)
+    return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs, execution,
+                       statcache)
 
 
 def _saved(error: str | None, warn) -> None:

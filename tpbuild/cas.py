@@ -48,9 +48,9 @@ class Cas:
         self._dirs: set[Path] = set()  # shard directories known to exist: mkdir is slow on some filesystems
 
     def path(self, d: str, executable: bool = False) -> Path:
-        return Path(self._path_text(d, executable))
+        return Path(self.path_text(d, executable))
 
-    def _path_text(self, d: str, executable: bool) -> str:
+    def path_text(self, d: str, executable: bool = False) -> str:
         # A plain string: a no-op build checks every blob it names, and pathlib costs 10x more per path.
         hx = digest.hex_part(d)
         return f"{self._root_text}/{hx[:2]}/{hx}{'.x' if executable else ''}"
@@ -60,7 +60,7 @@ class Cas:
 
     def _publish(self, tmp: str, d: str, executable: bool) -> None:
         """Rename a temp file that already has its blob mode into the store."""
-        dest = self._path_text(d, executable)
+        dest = self.path_text(d, executable)
         shard = dest[:dest.rindex("/")]
         if shard not in self._dirs:
             os.makedirs(shard, exist_ok=True)
@@ -73,7 +73,7 @@ class Cas:
     def _have(self, d: str, executable: bool) -> bool:
         """Whether the blob is stored; if so its atime is set, which tells eviction it is in use again
         (not its mtime: that is part of the stat signature of the blob and of its hardlinked outputs)."""
-        p = self._path_text(d, executable)
+        p = self.path_text(d, executable)
         try:
             os.utime(p, ns=(time.time_ns(), os.stat(p).st_mtime_ns))
         except FileNotFoundError:
@@ -140,7 +140,7 @@ class Cas:
 
     def verify(self, d: str, executable: bool = False) -> bool:
         """True if the blob exists and its content matches its name (checked once per build)."""
-        key = self._path_text(d, executable)
+        key = self.path_text(d, executable)
         if key in self._verified:
             return True
         try:
@@ -160,7 +160,7 @@ class Cas:
         """Move a blob that does not match its name out of the store; where it went (None if it was
         already gone: another build moved it first). `ino`: the inode found damaged, so a sound blob
         another build stored meanwhile under the same name is left alone."""
-        src = self._path_text(d, executable)
+        src = self.path_text(d, executable)
         try:
             if ino is not None and os.stat(src).st_ino != ino:
                 return None
@@ -181,7 +181,7 @@ class Cas:
     def link(self, d: str, executable: bool, dest: Path | str, share: bool = True) -> None:
         """Make `dest` hold the blob: reflink, else (with `share`) hardlink, else copy. A file that
         something may write (a `run` action's input) must not `share` the blob's inode."""
-        src = self._path_text(d, executable)
+        src = self.path_text(d, executable)
         if share and _reflink_works is False:
             # The usual case (no reflinks here): link straight away; `dest` is mostly new.
             try:

@@ -324,9 +324,7 @@ def _build(ws, args, cache_dir: Path, stamp) -> int:
                                                     report_path=args.report, changed_since=args.changed_since,
                                                     summary_path=args.summary)
     if stamp is not None and result is not None:
-        from .workspace import memo_dir
-
-        stamp.record(result, cache_dir, memo_dir(cache_dir, ws.root))
+        stamp.record(result, cache_dir)
     return EXIT_OK if result is None or result.success else EXIT_BUILD
 
 

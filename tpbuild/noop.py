@@ -158,46 +158,29 @@ class Stamp:
         except FileNotFoundError:
             pass
 
-    def record(self, result, cache_dir: Path, memo: Path) -> None:
+    def record(self, result, cache_dir: Path) -> None:
         """Stamp a finished build, or leave no stamp if it cannot be trusted (see the module docstring)."""
         self.forget()
         horizon = time.time_ns() - RACY_WINDOW_NS
-        groups = self._groups(result, cache_dir, memo, horizon)
-        if groups is None:
+        groups = self._groups(result, cache_dir, horizon)
+        # The last group, the output directories, is exempt from the racy window: they are tpbuild's
+        # own, fresh after any placement, and what could change them unseen (a build killed while
+        # placing) starts later than the timestamp granularity.
+        if groups is None or any(g.refused or g.newest >= horizon for g in groups[:-1]) or groups[-1].refused:
             return
-        # The last group, the output directories, is exempt: they are tpbuild's own, fresh after any
-        # placement, and what could change them unseen (a build killed while placing) starts later
-        # than the timestamp granularity.
-        for _base, follow, items in groups[:-1]:
-            for _rel, s in items:
-                if s is not None and len(s) > 1 and s[1] >= horizon:
-                    return
-        stamped = []
-        for base, follow, items in groups:
-            if follow is None:  # `observe` of a recorded stat is a stat: those go in a stat group
-                kinds = [[rel, s] for rel, s in items if s is None or len(s) == 1]
-                items, follow = [(rel, s) for rel, s in items if s is not None and len(s) > 1], True
-            elif follow is False and any(s is None for _rel, s in items):
-                return  # an lstat group recording an absent path: not a shape the stamp has
-            else:  # `observe` of an absent path stats it, as this group would
-                kinds = [[rel, None] for rel, s in items if s is None]
-            if kinds:
-                stamped.append([base, None, kinds])
-            stamped.append([base, follow, [rel for rel, s in items if s is not None],
-                            [n for _rel, s in items if s is not None for n in s]])
         requested = set(result.analysis.requested)
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
                    "shown": [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]}
+        stamped = [stored for g in groups for stored in g.stored()]
         # Not saved (a full disk): no stamp, and the next build takes the ordinary path.
         memofile.save(self.path, KIND, VERSION, {"key": self.key, "groups": stamped, "summary": summary},
-                  self.path.parent / "tmp", "the no-op stamp")
+                      self.path.parent / "tmp", "the no-op stamp")
 
-    def _groups(self, result, cache_dir: Path, memo: Path, horizon: int) -> list | None:
+    def _groups(self, result, cache_dir: Path, horizon: int) -> list[_Group] | None:
         from .action import Source
         from .analysiscache import code_dirs
         from .cas import Cas
         from .scheduler import Status
-        from .statcache import StatCache
 
         a = result.analysis
         if not result.success or result.warnings or "remote" in result.cache:
@@ -218,7 +201,9 @@ class Stamp:
             """The stat the build used, and settled (the bulk is checked here, to give up early)."""
             return s is not None and s == used and s[1] < horizon
 
-        statcache = StatCache(memo / "statcache")  # as build.run saved it: the stats the digests belong to
+        statcache = result.statcache  # as build.run saved it: the stats the digests belong to
+        if statcache is None:
+            return None
         sources = {}
         for act in a.actions.values():
             for _dest, inp in act.inputs:
@@ -227,46 +212,80 @@ class Stamp:
                     if not usable(s, statcache.peek(inp.path)):
                         return None
                     sources[inp.path] = s
+        stores = _Group("", True)
         cas = Cas(cache_dir)
-        blobs = {}
+        seen = set()
         for o in result.outcomes.values():
             for d, exe in o.blobs():
-                p = str(cas.path(d, exe))
-                if p not in blobs:
+                p = cas.path_text(d, exe)
+                if p not in seen:
                     s = sig(p)
                     if not usable(s, statcache.peek(p)):
                         return None
-                    blobs[p] = s
-        placed = []
-        placed_dirs = []
+                    seen.add(p)
+                    stores.add(p, s)
+        placed = _Group(root, False)
+        placed_dirs = _Group(root, False)
         for rel in (p for t in result.targets.values() for p in t.outputs):
             for path, (_kind, _digest, placed_sig) in result.placed[rel][1].items():
                 s = sig(f"{root}{rel}/{path}", follow=False)
                 if not usable(s, placed_sig):
                     return None
-                placed.append((f"{rel}/{path}", s))
+                placed.add(f"{rel}/{path}", s)
             # The directories too: a file added to an output (a killed build) moves its directory's mtime.
             for path, placed_sig in result.placed[rel][2].items():
                 full = f"{rel}/{path}" if path else rel
                 s = sig(f"{root}{full}", follow=False)
                 if s != placed_sig:
                     return None
-                placed_dirs.append((full, s))
-        code = []
+                placed_dirs.add(full, s)
         for d in code_dirs(a.graph.rules):
-            code.append((str(d), sig(str(d))))
-            code += [(str(f), sig(str(f))) for f in sorted(d.glob("*.py"))]
-        code += [(p, sig(p)) for p in sys.path if p and os.path.isdir(p)]
-        code.append((str(cache_dir / "id"), sig(str(cache_dir / "id"))))
+            stores.add(str(d), sig(str(d)))
+            for f in sorted(d.glob("*.py")):
+                stores.add(str(f), sig(str(f)))
+        for p in sys.path:
+            if p and os.path.isdir(p):
+                stores.add(p, sig(p))
+        stores.add(str(cache_dir / "id"), sig(str(cache_dir / "id")))
         # A manifest or model.py the analysis memo watches is mostly a directory walked or a source
         # too, recorded alike: one stat of it is enough.
         known = {rel.rstrip("/"): s for rel, s in (*ws, *sources.items())}
-        observed = {rel: s for rel, s in observed.items() if known.get(rel.rstrip("/"), ()) != s}
         return [
-            (root, True, ws),
-            (root, None, list(observed.items())),
-            (root, True, list(sources.items())),
-            ("", True, list(blobs.items()) + code),
-            (root, False, placed),
-            (root, False, placed_dirs),  # last: see record
+            _Group(root, True, ws),
+            _Group(root, True, ((rel, s) for rel, s in observed.items() if known.get(rel.rstrip("/"), ()) != s)),
+            _Group(root, True, sources.items()),
+            stores,
+            placed,
+            placed_dirs,  # last: see record
         ]
+
+
+class _Group:
+    """One group of the stamp, built in the form it is stored in: its paths and their stats as one
+    flat list of integers (a tuple per stat held most of an ordinary no-op's peak memory at 10,000
+    models), and apart, the paths checked by kind only or that must stay absent (`observe`)."""
+
+    def __init__(self, base: str, follow: bool, items=()):
+        self.base, self.follow = base, follow
+        self.paths: list[str] = []
+        self.stats: list[int] = []
+        self.kinds: list = []
+        self.newest = 0  # the latest mtime recorded: the racy window's test
+        self.refused = False  # an absent path in an lstat group: not a shape the stamp has
+        for rel, s in items:
+            self.add(rel, s)
+
+    def add(self, rel: str, s: tuple | None) -> None:
+        if s is not None and len(s) > 1:
+            self.paths.append(rel)
+            self.stats += s
+            if s[1] > self.newest:
+                self.newest = s[1]
+        elif self.follow is False and s is None:
+            self.refused = True
+        else:  # a kind, or absent: `observe` stats an absent path as a stat group would
+            self.kinds.append([rel, s])
+
+    def stored(self) -> list[list]:
+        kinds = [[self.base, None, self.kinds]] if self.kinds else []
+        return [*kinds, [self.base, self.follow, self.paths, self.stats]]
