@@ -19,18 +19,23 @@ from . import manifest, tomlsource
 from .analysiscache import AnalysisCache, TargetRecord
 from .errors import TpbuildError, UserError, at
 from .label import Label, Pattern
+from .rulesets import RuleSets
 from .workspace import Workspace
 
 
 class CachedTarget:
     """A target known from the analysis cache: enough for the graph, without parsing its manifest."""
 
-    def __init__(self, rec: TargetRecord, rule, root):
+    def __init__(self, rec: TargetRecord, rules, root):
         self.rec = rec
         self.label = rec.label
-        self.rule = rule
         self.keypath = rec.keypath
+        self._rules = rules
         self._root = root
+
+    @cached_property
+    def rule(self):  # imports the rule sets: only what reports on targets needs it (query, affected)
+        return self._rules[self.rec.rule]
 
     def references(self) -> list:
         return self.rec.refs
@@ -43,7 +48,7 @@ class CachedTarget:
 class TargetGraph:
     """Edges live in plain dicts on the hot path; networkx gets the graph for queries and DOT."""
 
-    def __init__(self, ws: Workspace, rules: dict, make_context, cache: AnalysisCache | None = None):
+    def __init__(self, ws: Workspace, rules: RuleSets, make_context, cache: AnalysisCache | None = None):
         self.ws = ws
         self.rules = rules
         self._make_context = make_context
@@ -92,7 +97,7 @@ class TargetGraph:
         rec = self.cache.valid(package) if self.cache is not None else None
         if rec is not None and all(t.rule in self.rules for t in rec.targets):
             for tr in rec.targets:
-                self.targets[tr.label] = CachedTarget(tr, self.rules[tr.rule], self.ws.root)
+                self.targets[tr.label] = CachedTarget(tr, self.rules, self.ws.root)
             return
         self.parse_package(package)
 

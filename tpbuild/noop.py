@@ -194,7 +194,6 @@ class Stamp:
 
     def _groups(self, result, cache_dir: Path, memo: Path, horizon: int) -> list | None:
         from .action import Source
-        from .analysiscache import code_dirs
         from .cas import Cas
         from .scheduler import Status
         from .statcache import StatCache
@@ -253,7 +252,7 @@ class Stamp:
                     return None
                 placed_dirs.append((full, s))
         code = []
-        for d in code_dirs(a.graph.rules):
+        for d in a.graph.rules.code_dirs:
             code.append((str(d), sig(str(d))))
             code += [(str(f), sig(str(f))) for f in sorted(d.glob("*.py"))]
         code += [(p, sig(p)) for p in sys.path if p and os.path.isdir(p)]
