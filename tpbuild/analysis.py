@@ -22,7 +22,7 @@ from .analysiscache import AnalysisCache, TargetRecord, fingerprint, info_digest
 from .layout import sig
 from .graph import CachedTarget, TargetGraph
 from .label import Label, LabelSyntaxError, parse_pattern
-from .plugin import AnalysisContext, TargetInfo
+from .targetinfo import TargetInfo
 from .rulesets import rule_sets
 from .workspace import WORKSPACE_FILE, Workspace
 
@@ -62,9 +62,11 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
     if errors:
         raise collected(errors)
     infos: dict[Label, TargetInfo] = {}
-    contexts: dict[Label, AnalysisContext] = {}
+    contexts: dict = {}  # label -> its plugin.AnalysisContext
 
     def make_context(label, rule, src, keypath):
+        from .plugin import AnalysisContext  # with pydantic: only once a manifest is parsed
+
         ctx = AnalysisContext(root=ws.root, label=label, rule=rule, source=src, deps=infos,
                               sections=ws.sections, keypath=keypath, workspace_source=ws.source)
         contexts[label] = ctx

@@ -162,7 +162,7 @@ def memo_types() -> tuple[type, ...]:
     """The only types an analysis memo may hold (besides JSON values, tuples and bytes)."""
     from .action import Artifact, RunAction, Source, TreeAction, WriteAction
     from .label import Label, Pattern
-    from .plugin import TargetInfo
+    from .targetinfo import TargetInfo
 
     return (PackageRecord, TargetRecord, WriteAction, TreeAction, RunAction, Artifact, Source, Label, Pattern,
             TargetInfo)

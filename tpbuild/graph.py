@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import graphlib
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from . import manifest, tomlsource
+from . import tomlsource
 from .analysiscache import AnalysisCache, TargetRecord
 from .errors import TpbuildError, UserError, at
 from .label import Label, Pattern
 from .rulesets import RuleSets
 from .workspace import Workspace
+
+if TYPE_CHECKING:  # imported when a manifest is parsed: it brings pydantic, which the memo's targets do not need
+    from . import manifest
 
 
 class CachedTarget:
@@ -103,6 +107,8 @@ class TargetGraph:
 
     def parse_package(self, package: str) -> list[manifest.Target]:
         """Parse and validate a manifest for real (also to re-analyse a package known from the cache)."""
+        from . import manifest
+
         found: list[tuple[Label | None, TpbuildError]] = []
         try:
             targets = manifest.load_package(self.ws.root, package, self.rules, self._make_context, found)
@@ -224,12 +230,15 @@ class TargetGraph:
             self.load_package(dep.package)
         if dep not in self.targets and dep not in self.broken and dep.package not in self.unreadable:
             line = t.source.line_of(t.keypath)
-            for name in type(t.attrs).model_fields if isinstance(t, manifest.Target) else ():
-                found: list[Label] = []
-                manifest._collect_labels(getattr(t.attrs, name), found)
-                if dep in found:
-                    line = t.source.line_of((*t.keypath, name))
-                    break
+            if not isinstance(t, CachedTarget):  # parsed: the line of the attribute naming it
+                from .manifest import _collect_labels
+
+                for name in type(t.attrs).model_fields:
+                    found: list[Label] = []
+                    _collect_labels(getattr(t.attrs, name), found)
+                    if dep in found:
+                        line = t.source.line_of((*t.keypath, name))
+                        break
             where = "its package has no BUILD.toml" if dep.package not in self.all_packages else \
                 f"{dep.package or 'the root package'} declares no target {dep.name!r}"
             raise UserError(f"{t.label} depends on {dep}, which does not exist: {where}", at(t.source.path, line))
