@@ -112,7 +112,7 @@ def _cache(tmp_path, fact_args=(3,), entry=None):
     f.write_bytes(b"a\nb\nc\nd\n")
     old = time.time() - 60
     os.utime(f, (old, old))
-    cache = AnalysisCache(tmp_path / "memo", "fp", root)
+    cache = AnalysisCache(tmp_path / "memo", "fp", {}, root)
     rec = entry or facts.entry(lines, fact_args, lines(f.read_bytes(), *fact_args))
     cache.put("p", {"p/file.txt": sig(str(f))}, [], {"p/file.txt": rec})
     return cache, f

@@ -12,38 +12,19 @@ carries the errors for the caller to report after building the rest.
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from dataclasses import dataclass, field
 
 from .action import Action
-from .errors import BuildError, TpbuildError, UserError, collected
+from .errors import TpbuildError, UserError, collected
 from . import digest
-from .analysiscache import AnalysisCache, TargetRecord, fingerprint, info_digest
+from .analysiscache import AnalysisCache, TargetRecord, fingerprint, info_digest, recorded_identity
 from .layout import sig
 from .graph import CachedTarget, TargetGraph
 from .label import Label, LabelSyntaxError, parse_pattern
-from .plugin import AnalysisContext, Rule, TargetInfo
+from .targetinfo import TargetInfo
+from .rulesets import rule_sets
 from .workspace import WORKSPACE_FILE, Workspace
-
-ENTRY_POINT_GROUP = "tpbuild.rules"
-
-
-def load_rules() -> dict[str, Rule]:
-    rules: dict[str, Rule] = {}
-    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        try:
-            loaded = ep.load()
-        except Exception as e:  # a broken plugin must not look like a tpbuild crash
-            raise BuildError(f"rule set {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}; "
-                             "reinstall it or remove it") from None
-        for cls in loaded:
-            if cls.name in rules:
-                raise UserError(f"rule {cls.name!r} is registered twice (entry point {ep.name!r}): "
-                                "uninstall one of the rule sets")
-            rules[cls.name] = cls()
-    return rules
-
 
 @dataclass
 class Analysis:
@@ -62,11 +43,11 @@ class Analysis:
         return self.target_actions[label]
 
 
-def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str, Rule] | None = None,
-            keep_going: bool = False) -> Analysis:
-    """`memo` is the workspace's memo directory (workspace.memo_dir), where the analysis cache lives."""
-    rules = rules if rules is not None else load_rules()
-    claimed = {s for r in rules.values() for s in r.sections}
+def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: bool = False) -> Analysis:
+    """`memo` is the workspace's memo directory (workspace.memo_dir), where the analysis cache lives.
+    The rule sets are imported only if a rule runs (see `tpbuild.rulesets`)."""
+    rules = rule_sets(memo, recorded_identity(memo / "analysis"))
+    claimed = rules.claimed
     for name in ws.sections:
         if name not in claimed:
             raise ws.source.error((name,), f"unknown table [{name}]: tpbuild.toml takes [workspace], [cache]"
@@ -81,16 +62,18 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, rules: dict[str
     if errors:
         raise collected(errors)
     infos: dict[Label, TargetInfo] = {}
-    contexts: dict[Label, AnalysisContext] = {}
+    contexts: dict = {}  # label -> its plugin.AnalysisContext
 
     def make_context(label, rule, src, keypath):
+        from .plugin import AnalysisContext  # with pydantic: only once a manifest is parsed
+
         ctx = AnalysisContext(root=ws.root, label=label, rule=rule, source=src, deps=infos,
                               sections=ws.sections, keypath=keypath, workspace_source=ws.source)
         contexts[label] = ctx
         return ctx
 
-    cache = AnalysisCache(memo / "analysis",
-                          fingerprint(ws.root, rules, (ws.root / WORKSPACE_FILE).read_bytes()), ws.root)
+    cache = AnalysisCache(memo / "analysis", fingerprint(ws.root, (ws.root / WORKSPACE_FILE).read_bytes()),
+                          rules.identity, ws.root)
     graph = TargetGraph(ws, rules, make_context, cache)
     graph.keep_going = keep_going
     requested = graph.expand(patterns)

@@ -1,18 +1,18 @@
 """The persisted memo of analysis, per package, so a no-op build parses no manifest and runs no rule.
 
 Format: a journal (`memo.Journal`) of kind `analysis` in the workspace's memo directory, whose meta
-is the fingerprint below and whose records are package -> PackageRecord, tagged and rebuilt only as
-the engine's own value types (`memo_types`). A record is decoded only when a build loads its
-package, and a save appends only the records that build made or dropped, so what an edit costs here
-is the packages it touches. Another version or fingerprint is a miss; so is a record that does not
-decode (for its package alone).
+is the fingerprint below with the rule sets' identity (`tpbuild.rulesets`), and whose records are
+package -> PackageRecord, tagged and rebuilt only as the engine's own value types (`memo_types`). A
+record is decoded only when a build loads its package, and a save appends only the records that
+build made or dropped, so what an edit costs here is the packages it touches. Another version,
+fingerprint or identity is a miss; so is a record that does not decode (for its package alone).
 
 A package's record holds what analysing it produced (each target's references, actions and
 `TargetInfo`) and the stat of everything analysis looked at: the manifest, each source it checked or
 read, each directory it listed. It is valid while all of those stats are unchanged. A target's record
 is reused only if its dependencies' infos are also unchanged (`deps_digest`), so a change upstream
-re-runs exactly the rules downstream of it. The fingerprint covers the engine's and the rule sets'
-code (by stat), tpbuild.toml and the key version: new rule code means fresh analysis.
+re-runs exactly the rules downstream of it. The meta covers the engine's and the rule sets' code (by
+stat), the rule sets' entry points, tpbuild.toml and the key version: new rule code means fresh analysis.
 
 A file a rule knows only through `AnalysisContext.file_facts` (a model.py: its grammar, its model
 class, its imports) is recorded with its facts too (`tpbuild.facts`): when its stat moved, the fact
@@ -35,7 +35,8 @@ from pathlib import Path
 
 from . import digest, memo
 from .action import KEY_VERSION
-from .layout import RACY_WINDOW_NS, observe, sig
+from .layout import RACY_WINDOW_NS, observe
+from .rulesets import ENGINE_DIR, code_digest
 
 KIND, VERSION = "analysis", 4
 UNSETTLED = (-1, -1, -1, -1)  # the stat of a file known by its facts, recorded within the racy window
@@ -69,25 +70,17 @@ def info_digest(info) -> str:
     return digest.of_bytes(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode())
 
 
-def code_dirs(rules: dict) -> list[Path]:
-    """The directories holding the engine's and every rule set's modules."""
-    import sys
-
-    dirs = {Path(__file__).parent}
-    for r in rules.values():
-        mod = sys.modules.get(type(r).__module__)
-        if mod is not None and getattr(mod, "__file__", None):
-            dirs.add(Path(mod.__file__).parent)
-    return sorted(dirs)
+def fingerprint(root: Path, workspace_text: bytes) -> str:
+    """The engine's code by stat, tpbuild.toml, the key version and the root (the rule sets' code is
+    in their identity, `rulesets.RuleSets.identity`, the other half of the memo's meta)."""
+    return digest.of_value([KEY_VERSION, code_digest([str(ENGINE_DIR)]), digest.of_bytes(workspace_text),
+                            str(root)])
 
 
-def fingerprint(root: Path, rules: dict, workspace_text: bytes) -> str:
-    """Code of the engine and of every rule set, by stat, plus tpbuild.toml and the key version."""
-    stats = []
-    for d in code_dirs(rules):
-        for f in sorted(d.glob("*.py")):
-            stats.append([str(f), sig(str(f))])
-    return digest.of_value([KEY_VERSION, stats, digest.of_bytes(workspace_text), str(root)])
+def recorded_identity(path: Path):
+    """The rule sets' identity the memo at `path` was made with (None when there is none)."""
+    meta = memo.Journal.meta_of(path, KIND, VERSION)
+    return meta[1] if isinstance(meta, list) and len(meta) == 2 else None
 
 
 class AnalysisCache:
@@ -95,9 +88,9 @@ class AnalysisCache:
     package, and a save appends only the records this build made or dropped, so an edit of one package
     out of 10,000 encodes and writes one record, not the whole memo."""
 
-    def __init__(self, path: Path, fp: str, root: Path):
+    def __init__(self, path: Path, fp: str, identity: dict, root: Path):
         self.root = root
-        self._journal = memo.Journal(path, KIND, VERSION, fp, path.parent / "tmp", f"the analysis memo {path}",
+        self._journal = memo.Journal(path, KIND, VERSION, [fp, identity], path.parent / "tmp", f"the analysis memo {path}",
                                      memo_types())
         self.warnings: list[str] = []  # a save that failed, for the build to show
 
@@ -169,7 +162,7 @@ def memo_types() -> tuple[type, ...]:
     """The only types an analysis memo may hold (besides JSON values, tuples and bytes)."""
     from .action import Artifact, RunAction, Source, TreeAction, WriteAction
     from .label import Label, Pattern
-    from .plugin import TargetInfo
+    from .targetinfo import TargetInfo
 
     return (PackageRecord, TargetRecord, WriteAction, TreeAction, RunAction, Artifact, Source, Label, Pattern,
             TargetInfo)

@@ -14,23 +14,32 @@ from __future__ import annotations
 
 import graphlib
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from . import manifest, tomlsource
+from . import tomlsource
 from .analysiscache import AnalysisCache, TargetRecord
 from .errors import TpbuildError, UserError, at
 from .label import Label, Pattern
+from .rulesets import RuleSets
 from .workspace import Workspace
+
+if TYPE_CHECKING:  # imported when a manifest is parsed: it brings pydantic, which the memo's targets do not need
+    from . import manifest
 
 
 class CachedTarget:
     """A target known from the analysis cache: enough for the graph, without parsing its manifest."""
 
-    def __init__(self, rec: TargetRecord, rule, root):
+    def __init__(self, rec: TargetRecord, rules, root):
         self.rec = rec
         self.label = rec.label
-        self.rule = rule
         self.keypath = rec.keypath
+        self._rules = rules
         self._root = root
+
+    @cached_property
+    def rule(self):  # imports the rule sets: only what reports on targets needs it (query, affected)
+        return self._rules[self.rec.rule]
 
     def references(self) -> list:
         return self.rec.refs
@@ -43,7 +52,7 @@ class CachedTarget:
 class TargetGraph:
     """Edges live in plain dicts on the hot path; networkx gets the graph for queries and DOT."""
 
-    def __init__(self, ws: Workspace, rules: dict, make_context, cache: AnalysisCache | None = None):
+    def __init__(self, ws: Workspace, rules: RuleSets, make_context, cache: AnalysisCache | None = None):
         self.ws = ws
         self.rules = rules
         self._make_context = make_context
@@ -92,12 +101,14 @@ class TargetGraph:
         rec = self.cache.valid(package) if self.cache is not None else None
         if rec is not None and all(t.rule in self.rules for t in rec.targets):
             for tr in rec.targets:
-                self.targets[tr.label] = CachedTarget(tr, self.rules[tr.rule], self.ws.root)
+                self.targets[tr.label] = CachedTarget(tr, self.rules, self.ws.root)
             return
         self.parse_package(package)
 
     def parse_package(self, package: str) -> list[manifest.Target]:
         """Parse and validate a manifest for real (also to re-analyse a package known from the cache)."""
+        from . import manifest
+
         found: list[tuple[Label | None, TpbuildError]] = []
         try:
             targets = manifest.load_package(self.ws.root, package, self.rules, self._make_context, found)
@@ -219,12 +230,15 @@ class TargetGraph:
             self.load_package(dep.package)
         if dep not in self.targets and dep not in self.broken and dep.package not in self.unreadable:
             line = t.source.line_of(t.keypath)
-            for name in type(t.attrs).model_fields if isinstance(t, manifest.Target) else ():
-                found: list[Label] = []
-                manifest._collect_labels(getattr(t.attrs, name), found)
-                if dep in found:
-                    line = t.source.line_of((*t.keypath, name))
-                    break
+            if not isinstance(t, CachedTarget):  # parsed: the line of the attribute naming it
+                from .manifest import _collect_labels
+
+                for name in type(t.attrs).model_fields:
+                    found: list[Label] = []
+                    _collect_labels(getattr(t.attrs, name), found)
+                    if dep in found:
+                        line = t.source.line_of((*t.keypath, name))
+                        break
             where = "its package has no BUILD.toml" if dep.package not in self.all_packages else \
                 f"{dep.package or 'the root package'} declares no target {dep.name!r}"
             raise UserError(f"{t.label} depends on {dep}, which does not exist: {where}", at(t.source.path, line))

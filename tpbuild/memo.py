@@ -217,6 +217,17 @@ class Journal:
             self._values = dict(zip(raw, values))
             self._raw = {k: len(v) for k, v in raw.items()}
 
+    @staticmethod
+    def meta_of(path: Path, kind: str, version: int):
+        """The meta a journal file holds, read without its records (None when it holds none)."""
+        try:
+            with open(path, "rb") as f:
+                if f.readline() != _header(kind, version):
+                    return None
+                return json.loads(f.readline())
+        except (OSError, ValueError):
+            return None
+
     def __contains__(self, key: str) -> bool:
         return key in self._raw
 

@@ -178,7 +178,6 @@ class Stamp:
 
     def _groups(self, result, cache_dir: Path, horizon: int) -> list[_Group] | None:
         from .action import Source
-        from .analysiscache import code_dirs
         from .cas import Cas
         from .scheduler import Status
 
@@ -239,7 +238,7 @@ class Stamp:
                 if s != placed_sig:
                     return None
                 placed_dirs.add(full, s)
-        for d in code_dirs(a.graph.rules):
+        for d in a.graph.rules.code_dirs:
             stores.add(str(d), sig(str(d)))
             for f in sorted(d.glob("*.py")):
                 stores.add(str(f), sig(str(f)))

@@ -23,6 +23,7 @@ from .manifest import describe as describe_validation_error
 from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
 from .atomic import process_dir
 from .layout import BUILD_FILE, OUT_DIR, STATE_DIR, WORKSPACE_FILE, find_root
+from .targetinfo import TargetInfo
 
 __all__ = [
     "BUILD_FILE", "OUT", "OUT_DIR", "PYTHON", "STATE_DIR", "TOOL_LOG", "WORKSPACE_FILE", "Action", "AnalysisContext",
@@ -100,19 +101,6 @@ class Attrs(BaseModel):
     """Base of every rule's attribute model: unknown attributes are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-
-@dataclass(frozen=True)
-class TargetInfo:
-    """What a target offers the targets that depend on it (buck2's providers, kept to one value).
-
-    `output` is the target's default output, materialized at `tpbuild-out/<package>/<name>`.
-    `values` carries rule-specific facts (a model's name, an env's Python) for dependents to read.
-    """
-
-    rule: str
-    output: Artifact | None
-    values: dict = field(default_factory=dict)
 
 
 class Rule:

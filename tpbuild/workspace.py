@@ -8,27 +8,28 @@ ignorant of what rule sets configure.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import tomlsource
 from .errors import UserError, at
-from .manifest import validation_error
 from .layout import BUILD_FILE, OUT_DIR, WORKSPACE_FILE, find_root, sig  # noqa: F401 (re-exported)
 
 
-class WorkspaceSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# The engine's tables. A table whose values are plainly of their field's type (as nearly every
+# tpbuild.toml is) is taken as is; anything else goes to pydantic, which converts what it may and
+# reports what it may not, so pydantic is imported only for a tpbuild.toml that needs it.
+@dataclass(frozen=True)
+class WorkspaceSection:
     ignore: tuple[str, ...] = ()
 
 
-class CacheSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True)
+class CacheSection:
     dir: str | None = None
     remote: str | None = None
     remote_upload: bool = True
@@ -36,14 +37,63 @@ class CacheSection(BaseModel):
     max_size: str | None = None
 
 
-class RemoteSection(BaseModel):
+@dataclass(frozen=True)
+class RemoteSection:
     """Remote execution (REAPI); see tpbuild/reapi/service.py for where each value may also come from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     executor: str | None = None
     instance_name: str = ""
-    exec_properties: dict[str, str] = {}
-    queue_timeout: float = Field(600.0, gt=0)
+    exec_properties: dict[str, str] = field(default_factory=dict)
+    queue_timeout: float = field(default=600.0, metadata={"gt": 0})
+
+
+def _plain(kind: str, value):
+    """`value` as pydantic would make it of a field of type `kind`, when it is plainly of it; else None."""
+    if kind in ("str", "str | None"):
+        return value if isinstance(value, str) else None
+    if kind == "bool":
+        return value if isinstance(value, bool) else None
+    if kind == "float":
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if kind == "tuple[str, ...]":
+        return tuple(value) if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
+    if kind == "dict[str, str]":
+        ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        return dict(value) if ok else None
+    return None
+
+
+def _section(src: tomlsource.TomlSource, name: str, cls: type, value: dict):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    plain = {}
+    for key, v in value.items():
+        f = fields.get(key)
+        made = _plain(f.type, v) if f is not None else None
+        if made is None or made != made or ("gt" in f.metadata and not made > f.metadata["gt"]):
+            return _validated(src, name, cls, value)
+        plain[key] = made
+    return cls(**plain)
+
+
+def _validated(src: tomlsource.TomlSource, name: str, cls: type, value: dict):
+    """The table checked by pydantic, as a model with the dataclass's fields: the value it converts
+    to, or the error at the line to change."""
+    import typing
+
+    from pydantic import ConfigDict, Field, ValidationError, create_model
+
+    from .manifest import validation_error
+
+    types = typing.get_type_hints(cls)
+    spec = {f.name: (types[f.name], Field(f.default_factory() if f.default is dataclasses.MISSING else f.default,
+                                          **f.metadata))
+            for f in dataclasses.fields(cls)}
+    model = create_model(cls.__name__, __config__=ConfigDict(extra="forbid", frozen=True), **spec)
+    try:
+        checked = model.model_validate(value)
+    except ValidationError as e:
+        raise validation_error(src, (name,), e) from None
+    return cls(**{k: getattr(checked, k) for k in spec})
 
 
 @dataclass(frozen=True)
@@ -106,11 +156,7 @@ def load(root: Path) -> Workspace:
         if not isinstance(value, dict):
             raise src.error((name,), f"unexpected top-level key {name!r}: put settings in a table such as [cache]")
         if name in ENGINE_SECTIONS:
-            model = ENGINE_SECTIONS[name]
-            try:
-                parsed[name] = model.model_validate(value)
-            except ValidationError as e:
-                raise validation_error(src, (name,), e) from None
+            parsed[name] = _section(src, name, ENGINE_SECTIONS[name], value)
         else:
             sections[name] = value
     return Workspace(
