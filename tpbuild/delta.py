@@ -57,9 +57,9 @@ def settle(actions: Mapping[str, Action], walk: tuple[list[str], dict[str, list[
             if up is None:
                 break
             if not inp.path:
-                digests.append((dest, up.last.tree))
+                digests.append((dest, up.tree()))
                 continue
-            entry = up.last.entry(inp.path)
+            entry = up.entry(inp.path)
             if entry is None:
                 break
             digests.append((dest, input_digest((entry,), whole_tree=False)))

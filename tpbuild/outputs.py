@@ -70,7 +70,7 @@ class Last:
         """(digest, executable) of every blob the entries name (`action.blobs_of`), without building them."""
         if self._raw is None:
             return list(blobs_of(self._entries))
-        return [(e[2], e[1] == "x") for e in self._raw if e[1] != "l"]
+        return [(e[2], e[1] == EntryKind.EXECUTABLE) for e in self._raw if e[1] != EntryKind.SYMLINK]
 
     def to_json(self) -> list:
         return [self.key, self._raw if self._raw is not None else [e.to_json() for e in self._entries], self.tree]

@@ -70,6 +70,14 @@ class Outcome:
         """(digest, executable) of every blob its result names (`action.blobs_of`)."""
         return list(blobs_of(self.entries))
 
+    def tree(self) -> str:
+        """How its whole result enters a reader's key (`action.input_digest` of a whole tree)."""
+        return input_digest(self.entries, whole_tree=True)
+
+    def entry(self, path: str) -> OutputEntry | None:
+        """The entry of its result at `path`, None if it has none."""
+        return next((e for e in self.entries if e.path == path), None)
+
     def settle(self, result: Result) -> None:
         self.status = Status(result.origin.value)
         self.entries = result.entries
@@ -87,6 +95,13 @@ class Settled(Outcome):
 
     def blobs(self) -> list[tuple[str, bool]]:
         return self.last.blobs() if self.last is not None else super().blobs()
+
+    def tree(self) -> str:
+        # Kept with its record: its entries are not built, nor hashed again.
+        return self.last.tree if self.last is not None else super().tree()
+
+    def entry(self, path: str) -> OutputEntry | None:
+        return self.last.entry(path) if self.last is not None else super().entry(path)
 
     @property
     def entries(self) -> tuple[OutputEntry, ...]:
@@ -275,13 +290,11 @@ class Scheduler:
                             executable=entry.executable, entries=(entry,))
         up = self.outcomes[inp.action]
         if not inp.path:
-            # A settled upstream's tree digest is kept with its record: its entries are not hashed again.
-            tree = up.last.tree if isinstance(up, Settled) and up.last is not None else input_digest(up.entries, True)
-            return Resolved(dest, inp, tree, entries=up.entries)
-        for e in up.entries:
-            if e.path == inp.path:
-                return Resolved(dest, inp, input_digest((e,), whole_tree=False), entries=(e,))
-        raise BuildError(f"{inp.action} has no output {inp.path!r}")
+            return Resolved(dest, inp, up.tree(), entries=up.entries)
+        e = up.entry(inp.path)
+        if e is None:
+            raise BuildError(f"{inp.action} has no output {inp.path!r}")
+        return Resolved(dest, inp, input_digest((e,), whole_tree=False), entries=(e,))
 
     def _inputs_moved(self, inputs: tuple[Resolved, ...]) -> bool:
         for r in inputs:
