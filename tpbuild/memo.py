@@ -33,6 +33,10 @@ from pathlib import Path
 # written or holds typed values: the no-op stamp only reads a plain one, before anything else loads.
 
 
+# What decoding or converting a damaged journal record raises: the record is then a miss.
+_UNDECODABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
+
+
 def _header(kind: str, version: int) -> bytes:
     return f"tpbuild-memo {kind} v{version}\n".encode()
 
@@ -244,7 +248,7 @@ class Journal:
             return self._values.get(key, default)
         try:
             value = json.loads(raw, object_hook=_Decoder(self.types)) if self.types else json.loads(raw)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+        except _UNDECODABLE:
             self.remove(key)
             return default
         return self._decoded(key, raw, value, default)
@@ -257,7 +261,7 @@ class Journal:
         try:
             values = json.loads("[" + ",".join(self._raw[k] for k in todo) + "]",
                                 object_hook=_Decoder(self.types) if self.types else None)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+        except _UNDECODABLE:
             return  # a damaged record among them: each is decoded on its own when read
         for key, value in zip(todo, values):
             self._decoded(key, self._raw[key], value, None)
@@ -267,7 +271,7 @@ class Journal:
         if self._from_json is not None:
             try:
                 value = self._from_json(key, value)
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+            except _UNDECODABLE:
                 self.remove(key)
                 return default
         self._values[key] = value
