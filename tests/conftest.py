@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,8 +131,60 @@ def ws(tmp_path: Path) -> Workspace:
     return Workspace(root, tmp_path / "cache")
 
 
+def copy_examples(where: Path) -> Workspace:
+    """The examples in `where`/examples, with their own empty cache `where`/cache."""
+    root = where / "examples"
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("tpbuild-out", "__pycache__"))
+    return Workspace(root, where / "cache")
+
+
 @pytest.fixture
 def examples(tmp_path: Path) -> Workspace:
-    root = tmp_path / "examples"
-    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("tpbuild-out", "__pycache__"))
-    return Workspace(root, tmp_path / "cache")
+    return copy_examples(tmp_path)
+
+
+# -- caches built once per run ------------------------------------------------------------------------
+# Env builds take most of the suite's time. A test that needs a workspace built but is not about
+# building it (serving, publishing, editing one model, comparing with a remote build) starts from a
+# cache holding that workspace's actions, made by a real clean build once per run and shared by every
+# xdist worker; the tests about building (test_env_rule, test_envbuild, test_lock, remote execution)
+# keep building from empty caches.
+
+
+def seeded_cache(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], Workspace],
+                 *patterns: str) -> Path:
+    """The cache of a clean build of `patterns` in the workspace `make` writes into the directory it is
+    given: built by the first test of the run that asks (any worker), under a lock the others wait on."""
+    base = tmp_path_factory.getbasetemp()
+    if base.name.startswith("popen-gw"):  # an xdist worker's: the run's directory is the one above
+        base = base.parent
+    home = base / f"seed-{name}"
+    with open(base / f"seed-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (home / "built").exists():
+            shutil.rmtree(home, ignore_errors=True)  # what a seed build that failed left
+            home.mkdir()
+            make(home).build(*patterns, check=True, report=False)
+            (home / "built").touch()
+    return home / "cache"
+
+
+def prime(ws: Workspace, cache: Path) -> Workspace:
+    """`ws` with a copy of `cache`'s stored results (its own, so the test may damage it): its actions
+    already built are cache hits."""
+    ws.cache.mkdir(parents=True, exist_ok=True)
+    for part in ("cas", "ac", ".tpbuild-cache"):
+        src = cache / part
+        (shutil.copytree if src.is_dir() else shutil.copyfile)(src, ws.cache / part)
+    return ws
+
+
+def built_examples(tmp_path_factory: pytest.TempPathFactory, where: Path) -> Workspace:
+    """The examples in `where`, their cache holding every action of `//...` (the env included)."""
+    return prime(copy_examples(where), seeded_cache(tmp_path_factory, "examples", copy_examples, "//..."))
+
+
+@pytest.fixture
+def examples_built(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Workspace:
+    """`examples`, with their actions built (once per run) in the cache: a build of them only places."""
+    return built_examples(tmp_path_factory, tmp_path)

@@ -13,13 +13,9 @@ server = pytest.importorskip("tpbuild_triton.server")
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from conftest import EXAMPLES, Workspace
-    import shutil
+    from conftest import built_examples
 
-    tmp = tmp_path_factory.mktemp("e2e")
-    root = tmp / "examples"
-    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("tpbuild-out", "__pycache__"))
-    ws = Workspace(root, tmp / "cache")
+    ws = built_examples(tmp_path_factory, tmp_path_factory.mktemp("e2e"))
     ws.build("//:repository", check=True)
     return ws
 

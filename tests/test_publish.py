@@ -423,11 +423,11 @@ def _infer(srv, model: str, x: float) -> float:
 
 
 @pytest.mark.server
-def test_examples_published_are_served_by_triton(examples, moto, tmp_path):
+def test_examples_published_are_served_by_triton(examples_built, moto, tmp_path):
     """The examples (env tarball included), built once, published to S3 and to a directory, each served."""
-    examples.build("//:repository", check=True)
+    examples_built.build("//:repository", check=True)
     for dest in (S3Dest(moto, f"tpbuild-examples-{os.getpid()}"), DirDest(tmp_path / "published")):
-        r = publish(examples, dest)
+        r = publish(examples_built, dest)
         assert any(p.endswith("tabulate.tar.gz") for p in uploaded(r))
         with server.TritonServer(dest.triton_repository, log_path=tmp_path / f"{dest.kind}.log") as srv:
             ready = srv.wait_ready(["add_sub", "text_transform", "labeler", "table"], timeout=180)

@@ -8,16 +8,16 @@ protocol directly: a remote result naming blobs the CAS lacks cannot be made thr
 server only stores what it was given), so it writes such an ActionResult into the real ActionCache
 with the REAPI API, then drives the client.
 
-The examples test builds the examples as they are, env included (pip downloads numpy and tabulate
-on the worker, then again for the local build to compare with): it takes minutes, and is marked slow
-like the other env tests.
+The examples test builds the examples as they are, env included (pip installs numpy and tabulate on
+the worker), and compares with a local build of them (the run's clean build, shared with the other
+tests that need the examples built: see `conftest.built_examples`): it takes minutes, and is marked
+slow like the other env tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, REPO, Workspace
+from conftest import REPO, built_examples, copy_examples
 from test_remote_cache import tree
 
 SCRIPT = REPO / "tools" / "reapi-cluster.sh"
@@ -70,15 +70,9 @@ def _run_actions(run) -> list[dict]:
     return [a for a in run.report["actions"] if a["mnemonic"] not in IN_PROCESS]
 
 
-def _examples(tmp_path: Path, name: str) -> Workspace:
-    root = tmp_path / name / "examples"
-    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("tpbuild-out", "__pycache__"))
-    return Workspace(root, tmp_path / name / "cache")
-
-
 @pytest.mark.slow
-def test_examples_remote_equal_local_then_shared_and_incremental(cluster, tmp_path):
-    remote = _examples(tmp_path, "remote")
+def test_examples_remote_equal_local_then_shared_and_incremental(cluster, tmp_path, tmp_path_factory):
+    remote = copy_examples(tmp_path / "remote")
     r = remote.build("//...", "--remote-executor", cluster.endpoint, check=True)
     runs = _run_actions(r)
     assert {a["mnemonic"] for a in runs} >= {"Genrule", "PythonEnv"}
@@ -88,12 +82,12 @@ def test_examples_remote_equal_local_then_shared_and_incremental(cluster, tmp_pa
                and a["status"] == "executed")
     assert "remote on worker-" in r.stderr  # the progress line says where each ran
 
-    local = _examples(tmp_path, "local")
+    local = built_examples(tmp_path_factory, tmp_path / "local")
     local.build(check=True)
     assert tree(remote.root / "tpbuild-out") == tree(local.root / "tpbuild-out")
 
     # Another machine: an empty local cache, the REAPI ActionCache as its remote cache only.
-    other = _examples(tmp_path, "other")
+    other = copy_examples(tmp_path / "other")
     o = other.build("//...", "--remote-cache", cluster.endpoint, check=True)
     assert [a for a in _run_actions(o) if a["status"] != "remote"] == []
     assert tree(other.root / "tpbuild-out") == tree(local.root / "tpbuild-out")

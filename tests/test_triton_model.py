@@ -23,9 +23,9 @@ def model(ws, pkg="m", manifest=ADD, files=("1/model.py",)):
         ws.write(f"{pkg}/{f}", "class TritonPythonModel:\n    pass\n")
 
 
-def test_examples_build_into_a_model_repository(examples):
-    r = examples.build(check=True)
-    repo = examples.out("repository")
+def test_examples_build_into_a_model_repository(examples_built):
+    r = examples_built.build(check=True)
+    repo = examples_built.out("repository")
     got = sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file())
     assert got == [
         "add_sub/1/model.py", "add_sub/1/tpbuild_runtime.py", "add_sub/config.pbtxt",
@@ -43,7 +43,7 @@ def test_examples_build_into_a_model_repository(examples):
     assert 'name: "text_transform"' in (repo / "text_transform/config.pbtxt").read_text()
     # The hand-written config is shipped byte for byte.
     assert (repo / "labeler/config.pbtxt").read_bytes() == \
-        (examples.root / "models/labeler/config.pbtxt").read_bytes()
+        (examples_built.root / "models/labeler/config.pbtxt").read_bytes()
     assert (repo / "labeler/labels.txt").read_text() == "BIRD\nCAT\nDOG\n"
     targets = r.report["targets"]
     assert targets["//:repository"]["outputs"] == ["tpbuild-out/repository"]
@@ -54,14 +54,14 @@ def test_examples_build_into_a_model_repository(examples):
     assert ("//models/table:table", "ImportCheck") in mnemonics
 
 
-def test_editing_one_model_reruns_only_it_and_the_repository(examples):
-    examples.build(check=True)
-    p = examples.root / "models/add_sub/1/model.py"
+def test_editing_one_model_reruns_only_it_and_the_repository(examples_built):
+    examples_built.build(check=True)
+    p = examples_built.root / "models/add_sub/1/model.py"
     p.write_text(p.read_text() + "\n# edited\n")
-    r = examples.build(check=True)
+    r = examples_built.build(check=True)
     assert sorted(r.statuses("executed")) == ["//:repository%ModelRepository",
                                               "//models/add_sub:add_sub%ModelDirectory"]
-    assert examples.out("repository/add_sub/1/model.py").read_text().endswith("# edited\n")
+    assert examples_built.out("repository/add_sub/1/model.py").read_text().endswith("# edited\n")
 
 
 def test_config_is_canonical_whatever_the_key_order(ws):
