@@ -334,8 +334,9 @@ def write_local_package(work: Path) -> None:
 @pytest.fixture(scope="module")
 def venv_builds(tmp_path_factory, py310):
     """Two tar.gz builds of one spec with empty caches in different directories, the second with a
-    poisoned user pip config and PIP_* environment; and a format = "dir" build. The spec installs
-    from the registry (pip and a requirements file) and from a local path."""
+    poisoned user pip config and PIP_* environment; and a format = "dir" build (with the first's pip
+    cache: what it checks is the format). The spec installs from the registry (pip and a requirements
+    file) and from a local path."""
     builds = {}
     for name, fmt in (("a", "tar.gz"), ("b", "tar.gz"), ("dir", "dir")):
         work = tmp_path_factory.mktemp(f"envbuild-{name}")
@@ -343,7 +344,7 @@ def venv_builds(tmp_path_factory, py310):
         write_local_package(work)
         spec = {"python": "3.10", "manager": "venv", "interpreter": py310, "pip": ["numpy<2"],
                 "requirements": "requirements.txt", "pack_exclude": [NUMPY_TESTS], "format": fmt}
-        env = {"XDG_CACHE_HOME": str(work / "cache")}
+        env = {"XDG_CACHE_HOME": str((builds["a"].parent if name == "dir" else work) / "cache")}
         if name == "b":
             home = work / "home"
             (home / ".config/pip").mkdir(parents=True)
