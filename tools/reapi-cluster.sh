@@ -177,7 +177,7 @@ EOF
 wait_port() {  # a TCP port accepting connections, or the process gone
     local port=$1 pidfile=$2 i
     for i in $(seq 1 600); do
-        if "$WORKER_PY" -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then  # bash's connect: no interpreter per try
             return 0
         fi
         alive "$pidfile" || return 1
