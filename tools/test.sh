@@ -4,31 +4,41 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-source tools/venv.sh test
-
 # Debian packages some tests drive for real. Installed only where missing (root, as on CI).
-need=()
-command -v cmake >/dev/null || need+=(cmake)
-command -v g++ >/dev/null || need+=(g++)
-command -v make >/dev/null || need+=(make)
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v git >/dev/null || need+=(git)  # tpbuild affected / --changed-since compare with git revisions
-# The python_stub tests: the real r24.10 stub's build dependencies, and Debian's Python 3.11 (a shared
-# libpython in the loader's default path, headers, venv) that stubs embed and envs are based on.
-for pkg in rapidjson-dev libarchive-dev libboost1.81-dev zlib1g-dev python3.11-dev python3.11-venv; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
+debian_packages() {
+    local need=() pkg
+    command -v cmake >/dev/null || need+=(cmake)
+    command -v g++ >/dev/null || need+=(g++)
+    command -v make >/dev/null || need+=(make)
+    command -v nginx >/dev/null || need+=(nginx-light)
+    command -v git >/dev/null || need+=(git)  # tpbuild affected / --changed-since compare with git revisions
+    # The python_stub tests: the real r24.10 stub's build dependencies, and Debian's Python 3.11 (a shared
+    # libpython in the loader's default path, headers, venv) that stubs embed and envs are based on.
+    for pkg in rapidjson-dev libarchive-dev libboost1.81-dev zlib1g-dev python3.11-dev python3.11-venv; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+    done
+    [ ${#need[@]} -gt 0 ] || return 0
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
     else
         echo "note: missing ${need[*]} (install them with apt-get); tests that need them are skipped" >&2
     fi
-fi
+}
 
-# tests/test_reapi.py starts a BuildGrid cluster with tools/reapi-cluster.sh: PostgreSQL from Debian and
-# BuildGrid 0.9.1 in a venv on the machine's Python 3.13 (pyenv's), installed here once, outside the run.
-bash tools/reapi-cluster.sh install || echo "note: the REAPI cluster could not be installed; tests/test_reapi.py is skipped" >&2
+# Beside the test venv's pip install (they share nothing, and both mostly wait on the network): the
+# Debian packages, then what tests/test_reapi.py's BuildGrid cluster needs (tools/reapi-cluster.sh:
+# PostgreSQL from Debian, after the other apt-get, and BuildGrid 0.9.1 in a venv on the machine's
+# Python 3.13 (pyenv's)), installed here once, outside the run.
+(
+    debian_packages
+    bash tools/reapi-cluster.sh install || echo "note: the REAPI cluster could not be installed; tests/test_reapi.py is skipped" >&2
+) &
+beside=$!
+
+# --no-compile: pip would compile every module of every dependency (sympy, botocore, moto...); the tests
+# import a fraction of them, compiled on first import.
+source tools/venv.sh test --no-compile
+wait "$beside"
 
 # On every core (pytest-xdist); tests sharing a module- or session-scoped fixture (a server, a cluster, a
 # build) stay on one worker together (tests/conftest.py groups them). `-n 0` runs in this process.
