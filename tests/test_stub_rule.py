@@ -311,11 +311,30 @@ instance_group = [{ kind = "KIND_CPU", count = 1 }]
 '''
 
 
-def seed_ws(ws, stub_table: str, with_stub: bool = True):
-    """Triton 24.10 (default stub: Python 3.10), a model whose venv env is Python 3.11 (numpy<2: r24.10)."""
+def seed_env(ws):
+    """Triton 24.10 (default stub: Python 3.10), a venv env of Python 3.11 (numpy<2: r24.10)."""
     ws.write("tpbuild.toml", TOML)
     ws.write("envs/BUILD.toml", f'[python_env.py311]\npython = "3.11"\nmanager = "venv"\ninterpreter = "{SYS_PY}"\n'
                                 'pip = ["numpy<2"]\n')
+    return ws
+
+
+@pytest.fixture
+def env_in_cache(ws, tmp_path_factory):
+    """`ws`'s cache holds `seed_env`'s env, built once per run (`conftest.seeded_cache`): the tests
+    using it are about the stub, and take the env as from a CI cache."""
+    from conftest import Workspace, prime, seeded_cache
+
+    def make(home: Path) -> Workspace:
+        (home / "ws").mkdir()
+        return seed_env(Workspace(home / "ws", home / "cache"))
+
+    prime(ws, seeded_cache(tmp_path_factory, "py311-env", make, "//envs:py311"))
+
+
+def seed_ws(ws, stub_table: str, with_stub: bool = True):
+    """`seed_env`, and a model using that env."""
+    seed_env(ws)
     ws.write("stubs/BUILD.toml", stub_table)
     ws.write("models/add311/BUILD.toml", '[triton_model.add311]\nversions = ["1"]\nenv = "//envs:py311"\n'
              + ('stub = "//stubs:s"\n' if with_stub else "") + ADD_CONFIG)
@@ -341,6 +360,7 @@ def serve_and_check(ws, tmp_path):
 @pytest.mark.server
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(SYS_PY), reason="needs /usr/bin/python3.11 (tools/test.sh installs it)")
+@pytest.mark.usefixtures("env_in_cache")
 def test_seed_scenario_prebuilt_stub_on_the_real_server(ws, tmp_path):
     from tpbuild_triton import server
 
@@ -377,6 +397,7 @@ def r2410_sources(tmp_path_factory):
 @pytest.mark.server
 @pytest.mark.slow
 @needs_toolchain
+@pytest.mark.usefixtures("env_in_cache")
 def test_real_r2410_stub_built_offline_and_served(ws, tmp_path, r2410_sources):
     shutil.copytree(r2410_sources / "python_backend", ws.root / "stubs" / "python_backend")
     s = r2410_sources
