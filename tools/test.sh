@@ -35,9 +35,7 @@ debian_packages() {
 ) &
 beside=$!
 
-# --no-compile: pip would compile every module of every dependency (sympy, botocore, moto...); the tests
-# import a fraction of them, compiled on first import.
-source tools/venv.sh test --no-compile
+source tools/venv.sh test
 wait "$beside"
 
 # On every core (pytest-xdist); tests sharing a module- or session-scoped fixture (a server, a cluster, a
