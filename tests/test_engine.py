@@ -239,6 +239,8 @@ def test_undeclared_files_are_not_kept(ws):
     ('[genrule.x]\nsrcs = ["../tpbuild.toml"]\nouts = ["a"]\ncmd = "true"\n', 2, "leaves the package"),
     ('[genrule.x]\nsrcs = ["/etc/passwd"]\nouts = ["a"]\ncmd = "true"\n', 2, "relative to the package"),
     ('[genrule.x]\nsrcs = ["link.txt"]\nouts = ["a"]\ncmd = "true"\n', 2, "symlink leading out"),
+    ('[genrule.x]\nsrcs = ["outdir/hostname"]\nouts = ["a"]\ncmd = "true"\n', 2, "symlink leading out"),
+    ('[genrule.x]\nsrcs = ["inner.txt/x"]\nouts = ["a"]\ncmd = "true"\n', 2, "source 'inner.txt/x' not found"),
     ('[genrule.x]\nouts = ["../a"]\ncmd = "true"\n', 2, "relative path inside"),
     ('[genrule.x]\nouts = ["a"]\ncmd = "true\n', 3, "invalid TOML"),
     ('genrule = 3\n', 1, "expected tables"),
@@ -246,6 +248,8 @@ def test_undeclared_files_are_not_kept(ws):
 def test_bad_manifest_exits_2_with_file_and_line(ws, manifest, line, needle):
     (ws.root / "p").mkdir()
     os.symlink("/etc/hostname", ws.root / "p" / "link.txt")
+    os.symlink("/etc", ws.root / "p" / "outdir")  # a directory on the way out, not the file itself
+    (ws.root / "p" / "inner.txt").write_text("x")
     (ws.root / "p" / "BUILD.toml").write_text(manifest)
     r = ws.build()
     assert r.returncode == 2, r.output

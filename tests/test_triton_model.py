@@ -82,6 +82,17 @@ def test_pycache_is_not_copied_and_helpers_are(ws):
     assert got == ["1/data/v.json", "1/helper.py", "1/model.py", "config.pbtxt"]
 
 
+def test_symlinks_in_a_version_directory_are_followed_inside_the_package_only(ws):
+    model(ws, files=("1/model.py", "shared/helper.py"))
+    (ws.root / "m/1/helper.py").symlink_to("../shared/helper.py")
+    ws.build(check=True)
+    got = sorted(p.relative_to(ws.out("m/m")).as_posix() for p in ws.out("m/m").rglob("*") if p.is_file())
+    assert got == ["1/helper.py", "1/model.py", "config.pbtxt"]
+    (ws.root / "m/1/hostname").symlink_to("/etc/hostname")
+    r = ws.build()
+    assert r.returncode == 2 and "1/hostname is a symlink leading out of the package" in r.stderr, r.stderr
+
+
 def test_versions_table_maps_directories(ws):
     model(ws, manifest=ADD.replace('versions = ["1"]', 'versions = { 3 = "v3" }'), files=("v3/model.py",))
     ws.build(check=True)

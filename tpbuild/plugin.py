@@ -11,6 +11,7 @@ the engine is checked (tests/test_imports.py), so anything they need must be off
 from __future__ import annotations
 
 import os
+import stat as statmod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Mapping, Protocol, Union, runtime_checkable
@@ -206,6 +207,7 @@ class AnalysisContext:
         self.volatile = False
         self.warnings: list[str] = []
         self.expanded: dict[Pattern, list[Label]] = {}  # filled by the graph
+        self._package_real: str | None = None  # the package directory, its symlinks resolved
 
     @property
     def package(self) -> str:
@@ -242,19 +244,40 @@ class AnalysisContext:
         parts = Path(rel).parts
         if ".." in parts:
             raise ValueError(f"{rel!r} leaves the package: '..' is not allowed in source paths")
-        pkg_dir = self.package_dir
-        full = pkg_dir / rel
+        norm = "/".join(parts)
         try:
-            real = full.resolve(strict=True)
-        except (FileNotFoundError, RuntimeError):
+            inside, is_dir = self._inside(norm, strict=True)
+        except OSError:  # missing, a file where a directory should be, a symlink loop
             raise ValueError(f"source {rel!r} not found in {self.package or 'the root package'}: "
                              "create it or fix the path") from None
-        if not real.is_relative_to(pkg_dir.resolve()):
+        if not inside:
             raise ValueError(f"{rel!r} is a symlink leading out of the package: sources must live inside it")
-        norm = "/".join(parts)
         path = f"{self.package}/{norm}" if self.package else norm
         self._observe(path, content=False)
-        return SourcePath(norm, path, real.is_dir())
+        return SourcePath(norm, path, is_dir)
+
+    def _inside(self, rel: str, strict: bool) -> tuple[bool, bool]:
+        """Whether the package-relative path `rel` (normalized), its symlinks resolved, stays inside
+        the package, and whether it is a directory. Only its own components are looked at while none
+        is a symlink (one `lstat` each; `realpath` took one per component from the root, twice per
+        source, and a clean build of 1,000 models spent a tenth of its time there)."""
+        if self._package_real is None:
+            self._package_real = os.path.realpath(self.package_dir, strict=True)
+        full = str(self.package_dir)
+        for part in rel.split("/"):
+            full = f"{full}/{part}"
+            try:
+                mode = os.lstat(full).st_mode
+            except FileNotFoundError:
+                if strict:
+                    raise
+                break  # realpath below resolves what it can, as it did
+            if statmod.S_ISLNK(mode):
+                break
+        else:
+            return True, statmod.S_ISDIR(mode)
+        real = os.path.realpath(f"{self.package_dir}/{rel}", strict=strict)
+        return real == self._package_real or real.startswith(self._package_real + "/"), os.path.isdir(real)
 
     def _observe(self, path: str, content: bool = True) -> None:
         """`content=False`: only that the path exists as a file or directory matters to analysis (the
@@ -307,7 +330,6 @@ class AnalysisContext:
 
         base = self.root / src.path
         out: list[str] = []
-        pkg_real = self.package_dir.resolve()
         for dirpath, dirnames, filenames in os.walk(base):
             rel_dir = os.path.relpath(dirpath, base)
             self._observe(os.path.join(src.path, rel_dir) if rel_dir != "." else src.path)
@@ -315,11 +337,11 @@ class AnalysisContext:
             for name in filenames:
                 if any(fnmatch.fnmatchcase(name, g) for g in exclude):
                     continue
-                full = Path(dirpath) / name
-                if not full.resolve().is_relative_to(pkg_real):
-                    raise ValueError(f"{full.relative_to(self.package_dir)} is a symlink leading out of the package")
-                rel = os.path.relpath(full, base)
-                out.append(rel.replace(os.sep, "/"))
+                rel = os.path.relpath(os.path.join(dirpath, name), base).replace(os.sep, "/")
+                in_pkg = f"{src.rel}/{rel}" if src.rel not in ("", ".") else rel
+                if not self._inside(in_pkg, strict=False)[0]:
+                    raise ValueError(f"{in_pkg} is a symlink leading out of the package")
+                out.append(rel)
         out.sort()
         return out
 
