@@ -114,3 +114,18 @@ def test_a_declared_action_keys_as_the_action_does(act):
     assert back.upstream() == act.upstream()
     assert back.action == act and back.decoded
     assert action.key_of(back.action.key_material(inputs, salt)) == action.key_of(material)
+
+
+def test_a_hand_damaged_declaration_is_an_error_naming_the_way_out(built):
+    """A record is one line of the memo: a torn one does not parse and is a miss. An action's text
+    inside a record that parses is damaged only by hand; decoding it is then an error saying what to do."""
+    (memo_file,) = built.cache.glob("workspaces/*/analysis")
+    text = memo_file.read_text()
+    assert text.count("'RunAction'") == 4
+    memo_file.write_text(text.replace("'RunAction'", "'Bogus'", 1))
+    built.write("p1/in.txt", "p1, edited\n")  # its action's key moves: decoded for the scheduler
+    run = built.build()
+    assert run.returncode == 1 and "is damaged" in run.stderr and "tpbuild clean" in run.stderr
+    assert built.run("clean").returncode == 0
+    assert counts(built.build(check=True))[0] == 4  # analysed again from nothing
+    assert built.out("all/all.txt").read_text() == "p1, edited\np2\np3\n"

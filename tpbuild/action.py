@@ -208,7 +208,7 @@ class Action:
         return {}
 
     def key_material(self, input_digests: list[tuple[str, str]], salt: str) -> bytes:
-        return material(self.kind, self.definition(), self.code, input_digests, salt)
+        return material(self.kind, self.definition().encode(), self.code, input_digests, salt)
 
     def material_parts(self, input_digests: list[tuple[str, str]], salt: str) -> list[tuple[str, object]]:
         """The key material, part by part in its fixed order, each named: the key hashes the values
@@ -279,14 +279,14 @@ def _env(kind: ActionKind) -> list:
     return [RUN_ENV, run_path()] if kind is ActionKind.RUN else []
 
 
-def material(kind: ActionKind, definition: str, code_digest: str, input_digests: list[tuple[str, str]],
+def material(kind: ActionKind, definition: bytes, code_digest: str, input_digests: list[tuple[str, str]],
              salt: str) -> bytes:
     """An action's key material from its `definition` and what the build adds: the `canonical_json`
     of `Action.material_parts`' values, assembled part by part (a JSON list is its items' encodings
     between brackets, comma separated), so that the analysis memo's definition of an action keys it
     exactly as the action itself does."""
     env = digest.canonical_json(_env(kind)) if kind is ActionKind.RUN else b"[]"
-    return b"[%b,%b,%b,%b,%b,%b,%b]" % (_encoded(KEY_VERSION), _encoded(salt), definition.encode(),
+    return b"[%b,%b,%b,%b,%b,%b,%b]" % (_encoded(KEY_VERSION), _encoded(salt), definition,
                                         digest.canonical_json(input_digests), _encoded(code.engine()),
                                         _encoded(code_digest), env)
 

@@ -108,7 +108,7 @@ def encode_text(value, types: tuple[type, ...]) -> str:
     return json.dumps(encode(value, types), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def decode(text: str, types: tuple[type, ...]):
+def decode(text: str | bytes, types: tuple[type, ...]):
     """The value `encode_text` wrote, rebuilt only as `types`; raises ValueError when it does not decode."""
     try:
         return json.loads(text, object_hook=_Decoder(types))
