@@ -106,6 +106,7 @@ def test_a_declared_action_keys_as_the_action_does(act):
     inputs, salt = [("x", "fxxh3_128:1")], "s"
     material = act.key_material(inputs, salt)
     assert material == digest.canonical_json([v for _n, v in act.material_parts(inputs, salt)])
+    assert Declared.of(act).material(inputs, salt) == material
     rec = PackageRecord({}, [TargetRecord(act.owner, "r", [], ("r", "t"), "p/BUILD.toml", "", [
         Declared.of(act)], None, "", False)])
     line = json.dumps(memo.encode(rec, memo_types()))

@@ -64,8 +64,8 @@ class Declared:
     inputs: tuple
     # JSON texts are held as the memo writes them, their quote characters swapped (`_swapped`): inside
     # the record's JSON they then need almost no escapes, and the parser copies a string without
-    # escapes instead of unescaping it (a third of parsing the records of 10,000 packages).
-    definition: str  # `Action.definition`, swapped
+    # escapes instead of unescaping it.
+    definition: str  # `Action.definition`, swapped; "" for one analysed now (its action says it)
     code: str
     text: str = ""  # the action without its inputs (`memo.encode_text`), swapped; "" for one analysed now
     _action: object = field(default=None, init=False, repr=False, compare=False)
@@ -73,8 +73,7 @@ class Declared:
 
     @staticmethod
     def of(action) -> "Declared":
-        d = Declared(action.id, action.kind.value, action.mnemonic, action.inputs, _swapped(action.definition()),
-                     action.code)
+        d = Declared(action.id, action.kind.value, action.mnemonic, action.inputs, "", action.code)
         d._action = action
         return d
 
@@ -95,12 +94,15 @@ class Declared:
 
     def material(self, input_digests: list[tuple[str, str]], salt: str) -> bytes:
         """Its key material, as `Action.key_material` makes it."""
+        if not self.definition:
+            return self._action.key_material(input_digests, salt)
         return material(ActionKind(self.kind), _json(self.definition), self.code, input_digests, salt)
 
     def memo_values(self) -> list:
         """What the memo records (`memo.encode`): the action as text, without the inputs declared here."""
+        definition = self.definition or _swapped(self._action.definition())
         text = self.text or _swapped(memo.encode_text(replace(self._action, inputs=()), action_types()))
-        return [self.id, self.kind, self.mnemonic, self.inputs, self.definition, self.code, text]
+        return [self.id, self.kind, self.mnemonic, self.inputs, definition, self.code, text]
 
 
 _SWAP = bytes.maketrans(b"\"'", b"'\"")  # bytes: translated in C, a tenth of what str.translate costs
