@@ -126,8 +126,8 @@ def test_engine_code_and_key_version_settle_nothing(built, monkeypatch):
     def settled() -> set[str]:
         state = BuildState(ws.root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
         stats = StatCache(memo / "statcache")
-        walk = critical.topological(analysis.actions)
-        return set(delta.settle(analysis.actions, walk, state, stats, cas.Cas(built.cache, stats), ws.root,
+        walk = critical.topological(analysis.declared)
+        return set(delta.settle(analysis.declared, walk, state, stats, cas.Cas(built.cache, stats), ws.root,
                                 ws.cache.salt))
 
     assert len(settled()) == ACTIONS

@@ -373,7 +373,8 @@ def test_analysis_cache_is_reused_and_invalidated(ws):
     two_step(ws)
     ws.write("lib/BUILD.toml", '[genrule.lib]\nouts = ["o"]\ncmd = "echo 1 > $OUT"\n')
     _age(ws.root)
-    assert ws.build(check=True).report["analysis"] == {"targets": 4, "reanalysed": 4, "reanalysed_packages": 2}
+    assert ws.build(check=True).report["analysis"] == {"targets": 4, "reanalysed": 4, "reanalysed_packages": 2,
+                                                       "decoded_packages": 0}
     r = ws.build(check=True)
     assert r.report["analysis"]["reanalysed"] == 0 and r.statuses("executed") == []
     # An attribute edit re-analyses that package only, and rebuilds what it changed.
@@ -421,20 +422,22 @@ def test_an_edit_reanalyses_only_the_packages_it_touches(ws):
     ws.write("BUILD.toml", '[model_repository.repo]\nmodels = ["//models/..."]\n')
     _age(ws.root)
     ws.build(check=True)
-    assert ws.build(check=True).report["analysis"] == {"targets": 4, "reanalysed": 0, "reanalysed_packages": 0}
+    assert ws.build(check=True).report["analysis"] == {"targets": 4, "reanalysed": 0, "reanalysed_packages": 0,
+                                                       "decoded_packages": 0}
     ws.write("models/b/1/model.py", "x = 2\n" + MODEL_CLASS)
     r = ws.build(check=True)
-    assert r.report["analysis"] == {"targets": 4, "reanalysed": 0, "reanalysed_packages": 0}
+    # The actions whose keys moved are decoded from the memo: b's and the repository's, nothing of a or c.
+    assert r.report["analysis"] == {"targets": 4, "reanalysed": 0, "reanalysed_packages": 0, "decoded_packages": 2}
     assert r.statuses("executed") == ["//models/b:b%ModelDirectory", "//:repo%ModelRepository"]
     ws.write("models/b/1/helper.py", "y = 1\n")
     r = ws.build(check=True)
-    assert r.report["analysis"] == {"targets": 4, "reanalysed": 1, "reanalysed_packages": 1}
+    assert r.report["analysis"] == {"targets": 4, "reanalysed": 1, "reanalysed_packages": 1, "decoded_packages": 1}
     assert r.statuses("executed") == ["//models/b:b%ModelDirectory", "//:repo%ModelRepository"]
     _age(ws.root)  # every stat moves: analysed again once, and recorded
     ws.build(check=True)
     ws.write("models/c/BUILD.toml", '[triton_model.c]\nmodel_name = "sea"\nversions = ["1"]\n')
     r = ws.build(check=True)
-    assert r.report["analysis"] == {"targets": 4, "reanalysed": 2, "reanalysed_packages": 2}
+    assert r.report["analysis"] == {"targets": 4, "reanalysed": 2, "reanalysed_packages": 2, "decoded_packages": 0}
     assert ws.out("repo/sea/1/model.py").exists() and not ws.out("repo/c").exists()
 
 

@@ -24,6 +24,7 @@ A result is a tuple of entries: `Entry` (a file in the blob store, plain or exec
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -207,17 +208,26 @@ class Action:
         return {}
 
     def key_material(self, input_digests: list[tuple[str, str]], salt: str) -> bytes:
-        return digest.canonical_json([value for _name, value in self.material_parts(input_digests, salt)])
+        return material(self.kind, self.definition().encode(), self.code, input_digests, salt)
 
     def material_parts(self, input_digests: list[tuple[str, str]], salt: str) -> list[tuple[str, object]]:
-        """The key material, part by part in its fixed order, each named: the key hashes the values,
-        `explain` compares them part by part to say why a key moved. One list for both, so an
-        explanation covers exactly what the key does."""
-        env = [RUN_ENV, run_path()] if self.kind is ActionKind.RUN else []
-        return [("version", KEY_VERSION), ("salt", salt), ("kind", self.kind.value), ("rule", self.rule),
-                ("rule_version", self.rule_version), ("mnemonic", self.mnemonic), ("spec", self.spec()),
-                ("content", self._content_digest()), ("tools", self.tools), ("inputs", input_digests),
-                ("engine", code.engine()), ("code", self.code), ("env", env)]
+        """The key material, part by part in its fixed order, each named: the key hashes the values
+        (`key_material` is their `canonical_json`), `explain` compares them part by part to say why a
+        key moved. One list for both, so an explanation covers exactly what the key does."""
+        return [("version", KEY_VERSION), ("salt", salt), *self._own_parts(), ("inputs", input_digests),
+                ("engine", code.engine()), ("code", self.code), ("env", _env(self.kind))]
+
+    def _own_parts(self) -> list[tuple[str, object]]:
+        """The parts of the key material that analysis decides (see `definition`)."""
+        return [("kind", self.kind.value), ("rule", self.rule), ("rule_version", self.rule_version),
+                ("mnemonic", self.mnemonic), ("spec", self.spec()), ("content", self._content_digest()),
+                ("tools", self.tools)]
+
+    def definition(self) -> str:
+        """The own parts of its key material as they stand in it (their `canonical_json`, comma
+        separated). Kept with the analysis memo, so an action whose key did not move is keyed
+        (`material`) without being decoded: by the same bytes, not by a notion of "unchanged" of its own."""
+        return ",".join(digest.canonical_json(value).decode() for _name, value in self._own_parts())
 
     def _content_digest(self) -> str:
         return ""
@@ -263,6 +273,28 @@ class RunAction(Action):
         if self.exec_properties:  # absent when empty, so keys of actions that set none are unchanged
             spec["exec_properties"] = dict(self.exec_properties)
         return spec
+
+
+def _env(kind: ActionKind) -> list:
+    return [RUN_ENV, run_path()] if kind is ActionKind.RUN else []
+
+
+def material(kind: ActionKind, definition: bytes, code_digest: str, input_digests: list[tuple[str, str]],
+             salt: str) -> bytes:
+    """An action's key material from its `definition` and what the build adds: the `canonical_json`
+    of `Action.material_parts`' values, assembled part by part (a JSON list is its items' encodings
+    between brackets, comma separated), so that the analysis memo's definition of an action keys it
+    exactly as the action itself does."""
+    env = digest.canonical_json(_env(kind)) if kind is ActionKind.RUN else b"[]"
+    return b"[%b,%b,%b,%b,%b,%b,%b]" % (_encoded(KEY_VERSION), _encoded(salt), definition,
+                                        digest.canonical_json(input_digests), _encoded(code.engine()),
+                                        _encoded(code_digest), env)
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded(value: str | int) -> bytes:
+    """A part every action of a build (or of a rule) shares, encoded once."""
+    return digest.canonical_json(value)
 
 
 def key_of(material: bytes) -> str:

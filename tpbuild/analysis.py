@@ -12,13 +12,14 @@ carries the errors for the caller to report after building the rest.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .action import Action
 from .errors import TpbuildError, UserError, collected
 from . import digest
-from .analysiscache import AnalysisCache, TargetRecord, fingerprint, info_digest, recorded_identity
+from .analysiscache import AnalysisCache, Declared, TargetRecord, fingerprint, info_digest, recorded_identity
 from .layout import sig
 from .graph import CachedTarget, TargetGraph
 from .label import Label, LabelSyntaxError, parse_pattern
@@ -26,21 +27,52 @@ from .targetinfo import TargetInfo
 from .rulesets import rule_sets
 from .workspace import WORKSPACE_FILE, Workspace
 
+class Actions(Mapping):
+    """Action id -> the action, decoded from the analysis memo when first looked up (`Declared`)."""
+
+    def __init__(self, declared: dict[str, Declared]):
+        self._declared = declared
+
+    def __getitem__(self, aid: str) -> Action:
+        return self._declared[aid].action
+
+    def __contains__(self, aid: object) -> bool:
+        return aid in self._declared
+
+    def __iter__(self):
+        return iter(self._declared)
+
+    def __len__(self) -> int:
+        return len(self._declared)
+
+
 @dataclass
 class Analysis:
     graph: TargetGraph
     requested: list[Label]
     order: list[Label]  # dependency-first closure of `requested`
     infos: dict[Label, TargetInfo] = field(default_factory=dict)
-    actions: dict[str, Action] = field(default_factory=dict)
-    target_actions: dict[Label, list[Action]] = field(default_factory=dict)
+    # Every action, as declared (enough to walk the action graph and key each action); `actions` holds
+    # the same decoded, which only what runs or reports on an action needs.
+    declared: dict[str, Declared] = field(default_factory=dict)
+    target_actions: dict[Label, list[Declared]] = field(default_factory=dict)
     reanalysed: int = 0  # targets whose rule ran (the rest came from the analysis cache)
     reanalysed_packages: set[str] = field(default_factory=set)  # the packages those targets are in
     errors: list[TpbuildError] = field(default_factory=list)  # only with keep_going; else raised
     warnings: list[str] = field(default_factory=list)  # what the rules that ran warned about
 
+    def __post_init__(self) -> None:
+        self.actions: Mapping[str, Action] = Actions(self.declared)
+
     def actions_of(self, label: Label) -> list[Action]:
+        return [d.action for d in self.target_actions[label]]
+
+    def declared_of(self, label: Label) -> list[Declared]:
         return self.target_actions[label]
+
+    def decoded_packages(self) -> int:
+        """Packages of which some action was decoded from the analysis memo so far (`Declared.decoded`)."""
+        return len({lbl.package for lbl, ds in self.target_actions.items() if any(d.decoded for d in ds)})
 
 
 def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: bool = False) -> Analysis:
@@ -109,20 +141,20 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
                 failed.add(label)
                 continue
             info_digests[label] = info_digest(infos[label])
-            actions = ctx.actions
+            actions = [Declared.of(a) for a in ctx.actions]
             result.warnings.extend(ctx.warnings)
             target.deps_digest = deps_digest
             fresh.setdefault(label.package, []).append(label)
             result.reanalysed += 1
             result.reanalysed_packages.add(label.package)
         result.target_actions[label] = actions
-        for a in actions:
-            result.actions[a.id] = a
+        for d in actions:
+            result.declared[d.id] = d
     # A package with an error is never recorded: its record would lack the broken targets, and the
     # next build would take the package as whole and pass over them silently.
     for package in graph.bad_packages | {lbl.package for lbl in failed}:
         fresh.pop(package, None)
-    _remember(cache, graph, fresh, contexts, infos, info_digests)
+    _remember(cache, graph, fresh, contexts, infos, info_digests, result.target_actions)
     # The graph keeps `make_context`, and through it every context (a manifest's source, what the
     # rule observed): done with them, so at 10,000 models they do not stay for the whole build.
     contexts.clear()
@@ -138,7 +170,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
     return result
 
 
-def _remember(cache, graph, fresh, contexts, infos, info_digests) -> None:
+def _remember(cache, graph, fresh, contexts, infos, info_digests, declared) -> None:
     """Record every package analysed this time whose targets were all analysed (so the record is whole)."""
     by_package: dict[str, list] = {}
     for t in graph.targets.values():
@@ -159,7 +191,7 @@ def _remember(cache, graph, fresh, contexts, infos, info_digests) -> None:
             read_whole |= ctx.read_whole
             records.append(TargetRecord(
                 label=t.label, rule=t.rule.name, refs=t.references(), keypath=t.keypath, manifest=t.source.path,
-                deps_digest=t.deps_digest, actions=ctx.actions, info=infos[t.label],
+                deps_digest=t.deps_digest, actions=declared[t.label], info=infos[t.label],
                 info_digest=info_digests[t.label], volatile=ctx.volatile))
         # A file some target of the package read whole is watched by its stat alone.
         cache.put(package, observed, records, {p: f for p, f in facts.items() if p not in read_whole})

@@ -14,6 +14,11 @@ is reused only if its dependencies' infos are also unchanged (`deps_digest`), so
 re-runs exactly the rules downstream of it. The meta covers the engine's and the rule sets' code (by
 stat), the rule sets' entry points, tpbuild.toml and the key version: new rule code means fresh analysis.
 
+An action is recorded as declared (`Declared`): what the build's walk of the action graph and its
+key need, with the action itself as text inside the record, decoded only for an action the scheduler
+must key or run. So a valid package whose actions' keys did not move costs the parse of its record,
+not the construction of its actions.
+
 A file a rule knows only through `AnalysisContext.file_facts` (a model.py: its grammar, its model
 class, its imports) is recorded with its facts too (`tpbuild.facts`): when its stat moved, the fact
 function alone runs again, and the same facts keep the record (with the file's new stat, once that
@@ -27,19 +32,90 @@ window is caught by not trusting records younger than `RACY_WINDOW_NS`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import digest, memo
-from .action import KEY_VERSION
+from .action import KEY_VERSION, ActionKind, Artifact, material
+from .errors import BuildError
 from .layout import RACY_WINDOW_NS, observe
 from .rulesets import ENGINE_DIR, code_digest
 
-KIND, VERSION = "analysis", 4
+KIND, VERSION = "analysis", 5
 UNSETTLED = (-1, -1, -1, -1)  # the stat of a file known by its facts, recorded within the racy window
+
+
+@dataclass(slots=True)
+class Declared:
+    """An action as analysis declared it: what the build needs of every action, decoded with the
+    package's record (its id, kind, mnemonic and inputs for the walk of the action graph, its
+    `Action.definition` and code digest for its key, `action.material`), and the action itself,
+    kept in the record as its memo text and decoded only when something asks for it (the scheduler,
+    for an action whose key moved). So a package whose record is valid and whose actions' keys did not
+    move costs its record's parse, not the construction of its actions."""
+
+    id: str
+    kind: str  # ActionKind's value
+    mnemonic: str
+    inputs: tuple
+    # JSON texts are held as the memo writes them, their quote characters swapped (`_swapped`): inside
+    # the record's JSON they then need almost no escapes, and the parser copies a string without
+    # escapes instead of unescaping it.
+    definition: str  # `Action.definition`, swapped; "" for one analysed now (its action says it)
+    code: str
+    text: str = ""  # the action without its inputs (`memo.encode_text`), swapped; "" for one analysed now
+    _action: object = field(default=None, init=False, repr=False, compare=False)
+    decoded: bool = field(default=False, init=False, repr=False, compare=False)  # from `text`, in this process
+
+    @staticmethod
+    def of(action) -> "Declared":
+        d = Declared(action.id, action.kind.value, action.mnemonic, action.inputs, "", action.code)
+        d._action = action
+        return d
+
+    @property
+    def action(self):
+        """The action, decoded from the record's text on first use."""
+        if self._action is None:
+            try:
+                self._action = replace(memo.decode(_json(self.text), action_types()), inputs=self.inputs)
+                self.decoded = True
+            except ValueError as e:  # the record parsed, its text did not: only a hand-edited memo does that
+                raise BuildError(f"the analysis memo's record of {self.id} is damaged ({e}); run `tpbuild clean` "
+                                 "and build again") from None
+        return self._action
+
+    def upstream(self) -> set[str]:
+        return {i.action for _, i in self.inputs if isinstance(i, Artifact)}
+
+    def material(self, input_digests: list[tuple[str, str]], salt: str) -> bytes:
+        """Its key material, as `Action.key_material` makes it."""
+        if not self.definition:
+            return self._action.key_material(input_digests, salt)
+        return material(ActionKind(self.kind), _json(self.definition), self.code, input_digests, salt)
+
+    def memo_values(self) -> list:
+        """What the memo records (`memo.encode`): the action as text, without the inputs declared here."""
+        definition = self.definition or _swapped(self._action.definition())
+        text = self.text or _swapped(memo.encode_text(replace(self._action, inputs=()), action_types()))
+        return [self.id, self.kind, self.mnemonic, self.inputs, definition, self.code, text]
+
+
+_SWAP = bytes.maketrans(b"\"'", b"'\"")  # bytes: translated in C, a tenth of what str.translate costs
+
+
+def _swapped(text: str) -> str:
+    """JSON text held with its quotes swapped (UTF-8 never uses their bytes inside a character)."""
+    return text.encode().translate(_SWAP).decode()
+
+
+def _json(swapped: str) -> bytes:
+    """The JSON text (as UTF-8) of what `_swapped` holds."""
+    return swapped.encode().translate(_SWAP)
 
 
 @dataclass
@@ -50,7 +126,7 @@ class TargetRecord:
     keypath: tuple
     manifest: str  # workspace-relative path of its BUILD.toml
     deps_digest: str
-    actions: list
+    actions: list  # Declared
     info: object
     info_digest: str
     volatile: bool  # its rule probes the machine (tool versions): always re-analysed
@@ -159,10 +235,18 @@ def _same_facts(full: str, recorded: list) -> bool:
 
 
 def memo_types() -> tuple[type, ...]:
-    """The only types an analysis memo may hold (besides JSON values, tuples and bytes)."""
-    from .action import Artifact, RunAction, Source, TreeAction, WriteAction
+    """The only types an analysis memo's records may hold (besides JSON values, tuples and bytes)."""
+    from .action import Source
     from .label import Label, Pattern
     from .targetinfo import TargetInfo
 
-    return (PackageRecord, TargetRecord, WriteAction, TreeAction, RunAction, Artifact, Source, Label, Pattern,
-            TargetInfo)
+    return (PackageRecord, TargetRecord, Declared, Artifact, Source, Label, Pattern, TargetInfo)
+
+
+@functools.cache
+def action_types() -> tuple[type, ...]:
+    """The only types a declared action's text may hold."""
+    from .action import RunAction, Source, TreeAction, WriteAction
+    from .label import Label
+
+    return (WriteAction, TreeAction, RunAction, Artifact, Source, Label)

@@ -138,8 +138,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
             ac = ActionCache(opts.cache_dir)
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
             durations = critical.Durations(memo / "durations", memo / "tmp")
-            walk = critical.topological(analysis.actions)
-            priority = critical.priorities(analysis.actions, durations, walk)
+            walk = critical.topological(analysis.declared)
+            priority = critical.priorities(analysis.declared, durations, walk)
         rex = opts.remote_executor
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,
@@ -148,11 +148,11 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks,
                            trace=trace)
         with trace.span("settle unchanged", "phase"):
-            settled = delta.settle(analysis.actions, walk, state, statcache, cas, ws.root, ctx.salt)
+            settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt)
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority,
-                          settled=settled)
+                          settled=settled, declared=analysis.declared)
         records = explain.Records(state_dir / "why", state_dir / "tmp")
-        keep = set(analysis.actions) if opts.prune else None  # a build of every target drops the others' records
+        keep = set(analysis.declared) if opts.prune else None  # a build of every target drops the others' records
         try:
             with trace.span("actions", "phase"):
                 outcomes = sched.run()
@@ -174,7 +174,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         if opts.prune:
             live = {f"{OUT_DIR}/{lbl.path}" for lbl in analysis.order if analysis.infos[lbl].output is not None}
             outputs.prune(state, ws.root, live)
-            for aid in state.actions.keys() - analysis.actions.keys():
+            for aid in state.actions.keys() - analysis.declared.keys():
                 del state.actions[aid]
         with trace.span("place outputs", "phase"):
             targets, placed = _materialize(ws, analysis, outcomes, state, cas, warn)
@@ -221,8 +221,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
     results: dict[Label, TargetResult] = {}
     placed = 0
     for label in analysis.order:
-        acts = analysis.actions_of(label)
-        statuses = {outcomes[a.id].status for a in acts}
+        statuses = {outcomes[d.id].status for d in analysis.declared_of(label)}
         if Status.FAILED in statuses:
             results[label] = TargetResult(TargetStatus.FAILED)
             continue

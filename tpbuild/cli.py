@@ -508,7 +508,7 @@ def _profile(recorder, result, path: Path) -> None:
     """Write the trace, its critical path on a lane of its own, and print that path with its total."""
     from . import critical
 
-    chain, total = critical.path(result.analysis.actions, {a: o.seconds for a, o in result.outcomes.items()})
+    chain, total = critical.path(result.analysis.declared, {a: o.seconds for a, o in result.outcomes.items()})
     on_path = set(chain)
     recorder.again([e for e in recorder.events if e["cat"] == "action" and e["args"]["id"] in on_path],
                    recorder.lane("critical path"), "critical_path")
@@ -548,7 +548,7 @@ def _explain(result) -> None:
     from .scheduler import Status
 
     for label in result.analysis.order:
-        for a in result.analysis.actions_of(label):
+        for a in result.analysis.declared_of(label):
             o = result.outcomes[a.id]
             if o.why and o.status in (Status.EXECUTED, Status.FAILED):
                 print(f"explain: {label} {a.mnemonic}: {o.why}")

@@ -13,7 +13,7 @@ import time
 
 from .action import Action
 from .runner import Where
-from .scheduler import Outcome, Status
+from .scheduler import Outcome, Settled, Status
 
 
 class Console:
@@ -49,6 +49,8 @@ class Console:
     def finished(self, o: Outcome) -> None:
         with self._lock:
             self.done += 1
+            if isinstance(o, Settled):
+                return  # known before the run, never started: naming it would decode its action
             self.running.pop(o.action.id, None)
             if o.status is Status.EXECUTED and not self.tty:
                 self._line(f"[{self.done}/{self.total}] {o.action.description} ({o.seconds:.2f}s{_where(o)})")

@@ -4,9 +4,11 @@ downstream of it, not the workspace's.
 
 An action is settled when the build state (`outputs.BuildState`) has its last result and the key
 computed now equals the key of that result. The key is computed exactly as the scheduler computes it
-(`Action.key_material`: definition, rule and engine code, tools, PATH, salt, key version, input
+(`action.material`: definition, rule and engine code, tools, PATH, salt, key version, input
 digests), so the fast path has no notion of "unchanged" of its own to keep in step with what enters a
-key; what it saves is everything around the key. A source input's digest comes through the stat memo
+key; what it saves is everything around the key. It works on the actions as declared
+(`analysiscache.Declared`: the definition part of the key material as the analysis memo keeps it),
+so a settled action is never decoded from the memo, nor its entries built. A source input's digest comes through the stat memo
 (a stat; a file whose stat moved is hashed again), and an upstream's whole tree by the tree digest
 kept with its record (no re-hash of its entries), which is valid because that upstream is itself
 settled: its result is the one recorded. An upstream that is not settled makes its readers wait for
@@ -26,14 +28,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from .action import Action, Source, input_digest, key_of
+from .action import Source, input_digest, key_of
+from .analysiscache import Declared
 from .cas import Cas
 from .outputs import BuildState
 from .scheduler import Settled, source_entry
 from .statcache import StatCache
 
 
-def settle(actions: Mapping[str, Action], walk: tuple[list[str], dict[str, list[str]]], state: BuildState,
+def settle(declared: Mapping[str, Declared], walk: tuple[list[str], dict[str, list[str]]], state: BuildState,
            statcache: StatCache, cas: Cas, root: Path, salt: str) -> dict[str, Settled]:
     """The actions whose key did not move and whose recorded result is whole in the store. `walk`:
     the action graph's `critical.topological` walk."""
@@ -43,7 +46,7 @@ def settle(actions: Mapping[str, Action], walk: tuple[list[str], dict[str, list[
     for aid in order:
         if aid not in state.actions:
             continue
-        a = actions[aid]
+        a = declared[aid]
         digests = []
         for dest, inp in a.inputs:
             if isinstance(inp, Source):
@@ -65,7 +68,7 @@ def settle(actions: Mapping[str, Action], walk: tuple[list[str], dict[str, list[
             digests.append((dest, input_digest((entry,), whole_tree=False)))
         else:
             last = state.actions.get(aid)  # read only now: a record whose inputs moved is not decoded
-            if last is not None and key_of(a.key_material(digests, salt)) == last.key:
+            if last is not None and key_of(a.material(digests, salt)) == last.key:
                 settled[aid] = Settled(a, last, digests)
     sound: set[tuple[str, bool]] = set()  # a tree names its parts' blobs again: each is checked once
     for aid in order:  # dependency-first: dropping one drops its readers before they are checked

@@ -204,7 +204,7 @@ class Stamp:
         if statcache is None:
             return None
         sources = {}
-        for act in a.actions.values():
+        for act in a.declared.values():  # as declared: the actions are not decoded for this
             for _dest, inp in act.inputs:
                 if isinstance(inp, Source) and inp.path not in sources:
                     s = sig(root + inp.path)

@@ -21,9 +21,10 @@ from .scheduler import Status
 def to_json(result: BuildResult | None, error: str | None = None) -> dict:
     if result is None:
         return {"success": False, "error": error, "targets": {}, "actions": []}
+    decoded = result.analysis.decoded_packages()  # by the build, before anything here reads an action
     actions = []
     for label in result.analysis.order:
-        for a in result.analysis.actions_of(label):
+        for a in result.analysis.declared_of(label):
             o = result.outcomes[a.id]
             item = {"target": str(label), "mnemonic": a.mnemonic, "key": o.key, "status": o.status.value,
                     "seconds": round(o.seconds, 4)}
@@ -42,7 +43,8 @@ def to_json(result: BuildResult | None, error: str | None = None) -> dict:
         "targets": {str(lbl): {"status": t.status.value, "outputs": t.outputs} for lbl, t in result.targets.items()},
         "actions": actions,
         "analysis": {"targets": len(result.analysis.order), "reanalysed": result.analysis.reanalysed,
-                     "reanalysed_packages": len(result.analysis.reanalysed_packages)},
+                     "reanalysed_packages": len(result.analysis.reanalysed_packages),
+                     "decoded_packages": decoded},
         "execution": result.execution,
         "seconds": round(result.seconds, 3),
         "warnings": result.warnings,

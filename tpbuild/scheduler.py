@@ -87,11 +87,21 @@ class Outcome:
 
 class Settled(Outcome):
     """An action settled before the run from the build state (`delta`): its last result under its
-    unchanged key, the entries built from the record only when something reads them."""
+    unchanged key, the entries built from the record only when something reads them, and the action
+    decoded from its declaration (`analysiscache.Declared`) only when something asks for it."""
 
-    def __init__(self, action: Action, last: Last, input_digests: list[tuple[str, str]]):
-        super().__init__(action, Status.CACHED, last.key, input_digests=input_digests)
+    def __init__(self, declared, last: Last, input_digests: list[tuple[str, str]]):
+        self.declared = declared
+        super().__init__(None, Status.CACHED, last.key, input_digests=input_digests)
         self.last: Last | None = last
+
+    @property
+    def action(self) -> Action:
+        return self.declared.action
+
+    @action.setter
+    def action(self, value: None) -> None:
+        """Outcome's constructor: the action is the declaration's."""
 
     def blobs(self) -> list[tuple[str, bool]]:
         return self.last.blobs() if self.last is not None else super().blobs()
@@ -134,10 +144,14 @@ class BuildContext:
 
 class Scheduler:
     def __init__(self, ctx: BuildContext, actions: dict[str, Action], *, jobs: int, keep_going: bool,
-                 priority: Mapping[str, float] | None = None, settled: Mapping[str, Outcome] | None = None):
-        """`settled`: outcomes known before the run (`delta.settle`): done, never prepared."""
+                 priority: Mapping[str, float] | None = None, settled: Mapping[str, Outcome] | None = None,
+                 declared: Mapping | None = None):
+        """`settled`: outcomes known before the run (`delta.settle`): done, never prepared. `declared`:
+        the actions as declared (`analysiscache.Declared`), whose edges the run walks without decoding
+        the settled ones."""
         self.ctx = ctx
         self.actions = actions
+        self.declared = declared if declared is not None else actions
         self.jobs = max(1, jobs)
         self.keep_going = keep_going
         self.priority = priority or {}  # action id -> its critical path by past durations (critical.py)
@@ -145,7 +159,7 @@ class Scheduler:
         self.outcomes: dict[str, Outcome] = {a: self.settled.get(a) or Outcome(actions[a]) for a in actions}
 
     def run(self) -> dict[str, Outcome]:
-        waiting, dependents = critical.edges(self.actions)
+        waiting, dependents = critical.edges(self.declared)
         for aid, o in self.settled.items():
             for d in dependents[aid]:
                 waiting[d] -= 1

@@ -26,7 +26,7 @@ def target_origin(statuses: set[Status]) -> str:
 def build_markdown(result, title: str) -> str:
     counts = {"built": 0, "local cache": 0, "remote cache": 0, "failed": 0}
     for label in result.analysis.order:
-        counts[target_origin({result.outcomes[a.id].status for a in result.analysis.actions_of(label)})] += 1
+        counts[target_origin({result.outcomes[a.id].status for a in result.analysis.declared_of(label)})] += 1
     executed = sorted((o for o in result.outcomes.values() if o.status in (Status.EXECUTED, Status.FAILED)),
                       key=lambda o: -o.seconds)[:SLOWEST]
     lines = [f"### {title}: {'succeeded' if result.success else 'FAILED'}", "",

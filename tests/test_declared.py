@@ -1,0 +1,132 @@
+"""A valid package costs what the build needs of it (tpbuild/analysiscache.py, `Declared`): its
+actions are kept in the analysis memo as declared (id, inputs, the definition part of the key
+material) with the action itself as text, decoded only for an action whose key moved. Counted through
+the report's `"analysis": {"decoded_packages": N}`; the keys stay those of the actions themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tpbuild import action, digest, memo
+from tpbuild.action import Artifact, RunAction, Source, TreeAction, WriteAction
+from tpbuild.analysiscache import Declared, PackageRecord, TargetRecord, memo_types
+from tpbuild.label import Label
+
+PACKAGES = ("p1", "p2", "p3")
+
+
+@pytest.fixture
+def built(ws):
+    for p in PACKAGES:
+        ws.write(f"{p}/in.txt", f"{p}\n")
+        ws.write(f"{p}/BUILD.toml", f"""
+            [genrule.{p}]
+            srcs = ["in.txt"]
+            outs = ["out.txt"]
+            cmd = "cat $SRCS > $OUT"
+        """)
+    ws.write("BUILD.toml", """
+        [genrule.all]
+        srcs = ["//p1:p1", "//p2:p2", "//p3:p3"]
+        outs = ["all.txt"]
+        cmd = "for s in $SRCS; do cat $s/out.txt; done > $OUT"
+    """)
+    _age(ws.root)
+    first = ws.build(check=True)
+    assert first.report["analysis"]["decoded_packages"] == 0  # every action analysed now, none decoded
+    return ws
+
+
+def _age(root) -> None:
+    """Every file and directory of the workspace past the racy window, as if written a minute ago, so
+    the analysis memo keeps the records it makes (a record younger than the window is made again)."""
+    t = time.time() - 60
+    for d, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            os.utime(os.path.join(d, name), (t, t), follow_symlinks=False)
+
+
+def counts(run) -> tuple[int, int, int]:
+    """(packages re-analysed, packages whose actions were decoded from the memo, actions settled)."""
+    a = run.report["analysis"]
+    return a["reanalysed_packages"], a["decoded_packages"], run.report["execution"]["settled"]
+
+
+def test_a_noop_decodes_no_package(built):
+    assert counts(built.build(check=True)) == (0, 0, 4)
+
+
+def test_an_edited_source_decodes_its_package_and_what_reads_it(built):
+    built.write("p2/in.txt", "p2, edited\n")
+    run = built.build(check=True)
+    assert counts(run) == (0, 2, 2)  # p2 and the root: the other two packages stay as declared
+    assert sorted(run.statuses("executed")) == ["//:all%Genrule", "//p2:p2%Genrule"]
+    assert built.out("all/all.txt").read_text() == "p1\np2, edited\np3\n"
+
+
+def test_a_manifest_edit_re_analyses_its_package_and_decodes_its_reader(built):
+    text = (built.root / "p3/BUILD.toml").read_text()
+    (built.root / "p3/BUILD.toml").write_text(text.replace("cat $SRCS", "tr a-z A-Z < $SRCS"))
+    _age(built.root / "p3")
+    run = built.build(check=True)
+    assert counts(run) == (1, 1, 2)  # p3 analysed again (its actions are new), the root decoded
+    assert built.out("all/all.txt").read_text() == "p1\np2\nP3\n"
+    assert counts(built.build(check=True)) == (0, 0, 4)  # and recorded: the next build decodes nothing
+
+
+def test_what_moves_every_key_settles_nothing(built):
+    """PATH is in every run action's key and not in the analysis memo: every package is decoded. The
+    salt is in both (tpbuild.toml is in the memo's fingerprint): every package is analysed again."""
+    path = f"{Path(os.__file__).parent}:{os.environ['PATH']}"
+    assert counts(built.build(check=True, env={"PATH": path})) == (0, 4, 0)
+    (built.root / "tpbuild.toml").write_text('[cache]\nsalt = "2"\n')
+    assert counts(built.build(check=True, env={"PATH": path})) == (4, 0, 0)
+
+
+def _actions() -> list:
+    owner = Label("p", "t")
+    common = dict(owner=owner, rule="r", rule_version="1")
+    return [
+        WriteAction(id="w", mnemonic="W", out="c.txt", content="é\n".encode(), tools={"t": "1"}, **common),
+        TreeAction(id="t", mnemonic="T", inputs=(("c.txt", Artifact("w", "c.txt")), ("s", Source("p/s"))), **common),
+        RunAction(id="r", mnemonic="R", inputs=(("", Artifact("t")),), argv=("sh", "-c", "x"), outs=("o",),
+                  env=(("A", "b"),), exec_properties=(("pool", "p"),), code="xxh3_128:c", **common),
+    ]
+
+
+@pytest.mark.parametrize("act", _actions(), ids=lambda a: a.kind.value)
+def test_a_declared_action_keys_as_the_action_does(act):
+    """The key material is the canonical JSON of the named parts `explain` compares, and the memo's
+    declaration of an action (recorded, written, read back) makes the same bytes and decodes to it."""
+    inputs, salt = [("x", "fxxh3_128:1")], "s"
+    material = act.key_material(inputs, salt)
+    assert material == digest.canonical_json([v for _n, v in act.material_parts(inputs, salt)])
+    assert Declared.of(act).material(inputs, salt) == material
+    rec = PackageRecord({}, [TargetRecord(act.owner, "r", [], ("r", "t"), "p/BUILD.toml", "", [
+        Declared.of(act)], None, "", False)])
+    line = json.dumps(memo.encode(rec, memo_types()))
+    (back,) = json.loads(line, object_hook=memo._Decoder(memo_types())).targets[0].actions
+    assert back.material(inputs, salt) == material and not back.decoded
+    assert back.upstream() == act.upstream()
+    assert back.action == act and back.decoded
+    assert action.key_of(back.action.key_material(inputs, salt)) == action.key_of(material)
+
+
+def test_a_hand_damaged_declaration_is_an_error_naming_the_way_out(built):
+    """A record is one line of the memo: a torn one does not parse and is a miss. An action's text
+    inside a record that parses is damaged only by hand; decoding it is then an error saying what to do."""
+    (memo_file,) = built.cache.glob("workspaces/*/analysis")
+    text = memo_file.read_text()
+    assert text.count("'RunAction'") == 4
+    memo_file.write_text(text.replace("'RunAction'", "'Bogus'", 1))
+    built.write("p1/in.txt", "p1, edited\n")  # its action's key moves: decoded for the scheduler
+    run = built.build()
+    assert run.returncode == 1 and "is damaged" in run.stderr and "tpbuild clean" in run.stderr
+    assert built.run("clean").returncode == 0
+    assert counts(built.build(check=True))[0] == 4  # analysed again from nothing
+    assert built.out("all/all.txt").read_text() == "p1, edited\np2\np3\n"
