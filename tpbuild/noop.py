@@ -24,7 +24,14 @@ invalidates the stamp; and nothing recorded is younger than the racy window (a s
 within the timestamp granularity would keep its stat), so the build after an edit is not stamped
 and the next one is. Any difference makes the build take the ordinary path, which is always correct.
 
-Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "groups", "summary"}.
+On a miss the check does not stop at the first difference: it stats everything the stamp lists and
+hands those stats to the ordinary path (`observed.py`), which then takes none of them again (package
+discovery, the analysis memo, the stat memo, the placed outputs). The stamp that missed is kept as
+`noop.last`, never to answer, only to say what to stat for the builds after an edit (which leave no
+stamp of their own until their files settle); a build with `--report`, `--summary` or `--profile`
+uses a stamp the same way and leaves it as it is.
+
+Format: `tpbuild-out/.tpbuild/noop` (and `noop.last`), a memo (`memo.py`) of kind `noop`: {"key", "groups", "summary"}.
 A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
 the `layout.stat_sig` of each path, flattened into one list of integers (four per path), which a
 no-op decodes and compares as one list rather than as ten thousand small ones; or, for the paths
@@ -44,10 +51,14 @@ from pathlib import Path
 from . import memo as memofile
 from .errors import UserError
 from .layout import RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig
+from .observed import Observed
 
 KIND, VERSION = "noop", 3
 # Options that do not change what a successful build produces; any other option set means no stamp.
 NEUTRAL_OPTIONS = {"command", "patterns", "jobs", "keep_going", "directory", "cache_dir", "explain"}
+# Options that change no output but ask for what a replay does not give (a report file): the stamp's
+# stats are still taken and handed to the ordinary path (observed.py), and the stamp is left as it is.
+OBSERVING_OPTIONS = {"report", "summary", "profile"}
 ENV = ("TPBUILD_CACHE_DIR", "XDG_CACHE_HOME", "HOME", "PATH")  # PATH enters run actions' keys
 
 
@@ -94,17 +105,21 @@ def simple_args(argv: list[str]):
 class Stamp:
     """The stamp of one workspace for one command line."""
 
-    def __init__(self, root: Path, key: list, workspace_sig: tuple | None):
+    def __init__(self, root: Path, key: list, workspace_sig: tuple | None, replayable: bool = True):
         self.root = root
         self.path = root / STATE_DIR / "noop"
         self.key = key
         self.workspace_sig = workspace_sig  # taken before tpbuild.toml is read
+        self.retired = self.path.with_name("noop.last")
+        self.replayable = replayable  # options that change no output but what a replay cannot give (--report)
+        self.observed: Observed | None = None  # after a miss: what the check saw (see replay)
 
     @classmethod
     def open(cls, start: Path, args) -> "Stamp | None":
         """None when this command line is never answered from a stamp."""
         extra = {k: v for k, v in vars(args).items() if k not in NEUTRAL_OPTIONS}
-        if any(extra.values()) or args.jobs < 1 or "TPBUILD_REMOTE_CACHE" in os.environ:
+        if any(v for k, v in extra.items() if k not in OBSERVING_OPTIONS) or args.jobs < 1 or \
+                "TPBUILD_REMOTE_CACHE" in os.environ:
             return None
         try:
             root = find_root(start)
@@ -112,49 +127,75 @@ class Stamp:
             return None
         key = [list(args.patterns), getattr(args, "cache_dir", None), *(os.environ.get(k) for k in ENV),
                sys.executable, sys.version]
-        return cls(root, key, sig(str(root / WORKSPACE_FILE)))
+        return cls(root, key, sig(str(root / WORKSPACE_FILE)), not any(extra.values()))
 
     def replay(self) -> dict | None:
-        """The recorded summary if nothing it depends on changed, else None (and the stamp is gone)."""
-        data = memofile.load(self.path, KIND, VERSION)
+        """The recorded summary if nothing it depends on changed, else None. On a miss against a
+        stamp of this command line, `observed` holds every stat the check took (observed.py): the
+        check goes on past the first difference, for the ordinary path to use them."""
+        self.observed = None
+        data, answers = memofile.load(self.path, KIND, VERSION), self.replayable
+        if data is None:  # the stamp a build after a change left behind: its paths to check, never its answer
+            data, answers = memofile.load(self.retired, KIND, VERSION), False
         if not isinstance(data, dict) or data.get("key") != self.key or self.workspace_sig is None:
             return None
         try:
             lock = open(self.root / STATE_DIR / "lock", "w")
         except OSError:
             return None
+        observed = Observed(time.time_ns() - RACY_WINDOW_NS)
         try:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # a build is running: the ordinary path waits for it and says so
                 return None
+            same = answers
+            taken = []  # groups stat'ed in one go, expanded into `observed` only on a miss
             for group in data["groups"]:
                 if group[1] is None:
                     base, _, items = group
                     for rel, recorded in items:
                         recorded = tuple(recorded) if recorded is not None else None
-                        if observe(base + rel, recorded) != recorded:
-                            return None
+                        now = observe(base + rel, recorded)
+                        if recorded is not None and len(recorded) == 1:
+                            observed.add_kind(base + rel, now)
+                        else:
+                            observed.add(base + rel, True, now)
+                        same = same and now == recorded
                     continue
                 base, follow, paths, recorded = group
                 stat = os.stat if follow else os.lstat
                 now: list = []
-                for rel in paths:
-                    st = stat(base + rel)
-                    now += (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)  # layout.stat_sig, inlined
-                if now != recorded:
-                    return None
-            return data["summary"]
-        except OSError:  # a path gone
+                try:
+                    for rel in paths:
+                        st = stat(base + rel)
+                        now += (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)  # layout.stat_sig, inlined
+                except OSError:  # a path gone: each path's stat, one by one
+                    same = False
+                    for rel in paths:
+                        observed.add(base + rel, follow, sig(base + rel, follow))
+                    continue
+                if len(now) != len(recorded):
+                    raise ValueError("a damaged stamp")
+                taken.append((base, follow, paths, now))
+                same = same and now == recorded
+            if same:
+                return data["summary"]
+            for base, follow, paths, now in taken:
+                for i, rel in enumerate(paths):
+                    observed.add(base + rel, follow, tuple(now[4 * i:4 * i + 4]))
+            self.observed = observed
             return None
-        except (KeyError, TypeError, ValueError):  # a damaged stamp: the ordinary path
+        except (KeyError, TypeError, ValueError):  # a damaged stamp: the ordinary path, as without one
+            self.observed = None
             return None
         finally:
             lock.close()
 
     def forget(self) -> None:
+        """The stamp no longer answers; it stays as the list of what to check (see `replay`)."""
         try:
-            os.unlink(self.path)
+            os.replace(self.path, self.retired)
         except FileNotFoundError:
             pass
 

@@ -44,6 +44,7 @@ def to_json(result: BuildResult | None, error: str | None = None) -> dict:
         "analysis": {"targets": len(result.analysis.order), "reanalysed": result.analysis.reanalysed,
                      "reanalysed_packages": len(result.analysis.reanalysed_packages)},
         "execution": result.execution,
+        "files": result.files,
         "seconds": round(result.seconds, 3),
         "warnings": result.warnings,
         **({"cache": result.cache} if result.cache else {}),
