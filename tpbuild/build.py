@@ -136,7 +136,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         with trace.span("load state", "phase"):
             for tmp in (opts.cache_dir / "tmp", memo / "tmp", state_dir / "tmp"):
                 atomic.sweep(tmp)
-            statcache = StatCache(memo / "statcache")
+            statcache = StatCache(memo / "statcache", observed=ws.observed)
             cas = Cas(opts.cache_dir, statcache)
             ac = ActionCache(opts.cache_dir)
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
@@ -238,7 +238,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
             o = outcomes[info.output.action]
             rel = f"{OUT_DIR}/{label.path}"
             if (not info.output.path and isinstance(o, Settled) and o.last is not None
-                    and outputs.in_place(state, ws.root, rel, o.last.tree)):
+                    and outputs.in_place(state, ws.root, rel, o.last.tree, ws.observed)):
                 res.outputs.append(rel)  # unchanged and intact: its entries are not even built
                 results[label] = res
                 continue
@@ -246,7 +246,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
             if info.output.path:
                 entries = tuple(e for e in entries if e.path == info.output.path)
             try:
-                placed += outputs.materialize(state, ws.root, rel, entries, cas)
+                placed += outputs.materialize(state, ws.root, rel, entries, cas, ws.observed)
             except OSError as e:
                 # A blob verified moments ago is gone: another build sharing the cache evicted it.
                 warn(f"{label}: could not place its output in {rel} ({e.strerror}: {e.filename}); a blob it "
