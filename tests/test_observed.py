@@ -112,9 +112,18 @@ def test_a_stat_within_the_racy_window_is_not_handed_over(tmp_path):
     os.utime(settled, ns=(0, 10**18))
     observed = Observed(horizon=2 * 10**18)
     os.utime(settled, ns=(0, 10**18 - 1))  # moved after the check: the check's stat is the one used
-    observed.add(str(settled), True, (1, 10**18, os.stat(settled).st_ino, os.stat(settled).st_mode))
-    observed.add(str(fresh), True, (1, 3 * 10**18, 0, 0))
+    observed.add("", True, [str(settled), str(fresh)],
+                 [1, 10**18, os.stat(settled).st_ino, os.stat(settled).st_mode, 1, 3 * 10**18, 0, 0])
     assert observed.sig(str(settled))[1] == 10**18
     assert observed.sig(str(fresh)) == sig(str(fresh))
     assert observed.sig(str(settled), follow=False) == sig(str(settled), follow=False)  # an lstat is not a stat
     assert (observed.reused, observed.taken) == (1, 2)
+
+
+def test_a_blob_found_evicted_is_made_again_by_its_action_alone(stamped):
+    """The check found it absent (an absence is not handed over: the build stores it again), and its
+    readers, whose keys do not move, are not run again."""
+    _delete_blob(stamped)
+    r, _ = _observing(stamped)
+    ran = sorted(a["target"] for a in r.report["actions"] if a["status"] == "executed")
+    assert ran == ["//shared:labels"], r.output

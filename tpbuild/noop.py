@@ -159,8 +159,8 @@ class Stamp:
                         now = observe(base + rel, recorded)
                         if recorded is not None and len(recorded) == 1:
                             observed.add_kind(base + rel, now)
-                        else:
-                            observed.add(base + rel, True, now)
+                        elif now is not None:
+                            observed.add(base, True, [rel], list(now))
                         same = same and now == recorded
                     continue
                 base, follow, paths, recorded = group
@@ -172,8 +172,8 @@ class Stamp:
                         now += (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)  # layout.stat_sig, inlined
                 except OSError:  # a path gone: each path's stat, one by one
                     same = False
-                    for rel in paths:
-                        observed.add(base + rel, follow, sig(base + rel, follow))
+                    present = [(rel, s) for rel in paths if (s := sig(base + rel, follow)) is not None]
+                    observed.add(base, follow, [rel for rel, _ in present], [v for _, s in present for v in s])
                     continue
                 if len(now) != len(recorded):
                     raise ValueError("a damaged stamp")
@@ -182,8 +182,7 @@ class Stamp:
             if same:
                 return data["summary"]
             for base, follow, paths, now in taken:
-                for i, rel in enumerate(paths):
-                    observed.add(base + rel, follow, tuple(now[4 * i:4 * i + 4]))
+                observed.add(base, follow, paths, now)
             self.observed = observed
             return None
         except (KeyError, TypeError, ValueError):  # a damaged stamp: the ordinary path, as without one

@@ -17,6 +17,8 @@ Two rules keep that exact:
   An lstat, which the stamp takes only of what tpbuild placed in tpbuild-out, is handed over at any
   age: it is compared with the stat recorded at placing and nothing read after it is kept with it
   (a file replaced since is re-placed, one placed again keeps its own new stat).
+A path the check found absent is not handed over either: the build itself may make it (a blob
+evicted is stored again by the action that makes it, and read by the next), so it is stat'ed when asked.
 A path the stamp did not cover (a new source, a new blob) is stat'ed when asked for, as without a
 stamp. Without a stamp (missing, of another command line, damaged) nothing is handed over and the
 ordinary path is exactly what it was; this object then only counts.
@@ -34,21 +36,24 @@ from .layout import kind, sig
 class Observed:
     def __init__(self, horizon: int = 0):
         self.horizon = horizon  # stats with an mtime from here on are not handed over (the racy window)
-        self._follow: dict[str, tuple | None] = {}
-        self._nofollow: dict[str, tuple | None] = {}
+        self._follow: dict[str, tuple] = {}
+        self._nofollow: dict[str, tuple] = {}
         self._kinds: dict[str, tuple | None] = {}
         self.reused = 0  # stats answered from the check
         self.taken = 0  # stats taken again by a memo (not covered by the check, or too fresh)
         self.discovery = "walked"  # how package discovery found the packages (discovery.py)
         self.scanned = 0  # directories whose entries discovery listed
 
-    def add(self, full: str, follow: bool, s: tuple | None) -> None:
-        """A stat the check took (None: the path was not there)."""
-        if s is not None and s[1] >= self.horizon and follow:
-            return  # too fresh to vouch for what is read after it (an lstat is of tpbuild-out: see above)
-        if follow and s is not None and full.endswith("/") and S_ISDIR(s[3]):
-            full = full[:-1]  # a directory named `dir/` (the workspace root): the stat of `dir`
-        (self._follow if follow else self._nofollow)[full] = s
+    def add(self, base: str, follow: bool, paths: list[str], stats: list[int]) -> None:
+        """The stats the check took of `base + path` for each of `paths`, as one flat list of four
+        integers a path (`layout.stat_sig`): made into a table in one go, as the check takes them."""
+        it = iter(stats)
+        pairs = zip(map(base.__add__, paths), zip(it, it, it, it))
+        if follow:
+            horizon = self.horizon
+            self._follow.update([(full, s) for full, s in pairs if s[1] < horizon])  # too fresh: see above
+        else:
+            self._nofollow.update(pairs)
 
     def add_kind(self, full: str, k: tuple | None) -> None:
         self._kinds[full] = k
@@ -59,12 +64,15 @@ class Observed:
         if full in table:
             self.reused += 1
             return table[full]
+        if full + "/" in table and S_ISDIR(table[full + "/"][3]):  # the workspace root, named `root/`
+            self.reused += 1
+            return table[full + "/"]
         if full.endswith("/") and full[:-1] in table:
             # `dir/` as the memos name a directory they listed: the same stat as `dir` if that is a
             # directory (followed, else an lstat of `dir/` would follow a link), and for a stat
             # that follows, nothing if `dir` is anything else.
             s = table[full[:-1]]
-            if s is not None and S_ISDIR(s[3]):
+            if S_ISDIR(s[3]):
                 self.reused += 1
                 return s
             if follow:
