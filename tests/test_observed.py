@@ -106,18 +106,17 @@ def test_every_change_is_noticed_through_the_stamps_stats(stamped, change):
 
 def test_a_stat_within_the_racy_window_is_not_handed_over(tmp_path):
     """It does not vouch for the content read after it: the memo asking takes its own stat."""
-    settled, fresh = tmp_path / "settled", tmp_path / "fresh"
+    settled, fresh, folder = tmp_path / "settled", tmp_path / "fresh", tmp_path / "dir"
     settled.write_text("a")
     fresh.write_text("b")
-    os.utime(settled, ns=(0, 10**18))
+    folder.mkdir()
     observed = Observed(horizon=2 * 10**18)
-    os.utime(settled, ns=(0, 10**18 - 1))  # moved after the check: the check's stat is the one used
-    observed.add("", True, [str(settled), str(fresh)],
-                 [1, 10**18, os.stat(settled).st_ino, os.stat(settled).st_mode, 1, 3 * 10**18, 0, 0])
-    assert observed.sig(str(settled))[1] == 10**18
-    assert observed.sig(str(fresh)) == sig(str(fresh))
-    assert observed.sig(str(settled), follow=False) == sig(str(settled), follow=False)  # an lstat is not a stat
-    assert (observed.reused, observed.taken) == (1, 2)
+    observed.add("", [str(settled), str(fresh), f"{folder}/"], [1, 10**18, 7, 0o100644, 1, 3 * 10**18, 0, 0o100644,
+                                                               0, 10**18, 9, 0o40755])
+    assert observed.sig(str(settled)) == (1, 10**18, 7, 0o100644)  # the check's, though the file is newer now
+    assert observed.sig(str(fresh)) == sig(str(fresh))  # too fresh: taken again
+    assert observed.sig(str(folder)) == (0, 10**18, 9, 0o40755)  # `dir` and `dir/`: one directory
+    assert (observed.reused, observed.taken) == (2, 1)
 
 
 def test_a_blob_found_evicted_is_made_again_by_its_action_alone(stamped):
@@ -127,3 +126,19 @@ def test_a_blob_found_evicted_is_made_again_by_its_action_alone(stamped):
     r, _ = _observing(stamped)
     ran = sorted(a["target"] for a in r.report["actions"] if a["status"] == "executed")
     assert ran == ["//shared:labels"], r.output
+
+
+@pytest.mark.parametrize("damage", [False, True])
+def test_discovery_without_a_stamp_lists_what_moved(stamped, damage):
+    """The discovery memo alone (no stamp): a new package is found by listing the directory that
+    moved; a damaged memo is not used (everything is listed again)."""
+    os.unlink(stamped.root / "tpbuild-out/.tpbuild/noop")
+    memo = stamped.root / "tpbuild-out/.tpbuild/packages"
+    if damage:
+        memo.write_bytes(memo.read_bytes().replace(b'"dirs":["",', b'"dirs":["../x",'))
+    check = _new_manifest(stamped)
+    files = stamped.build(check=True).report["files"]
+    assert check()
+    assert files["discovery"] == ("walked" if damage else "rescanned"), files
+    assert damage or files["dirs_scanned"] < 5, files
+    assert stamped.build(check=True).report["files"]["discovery"] in ("reused", "rescanned")

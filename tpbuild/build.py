@@ -238,7 +238,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
             o = outcomes[info.output.action]
             rel = f"{OUT_DIR}/{label.path}"
             if (not info.output.path and isinstance(o, Settled) and o.last is not None
-                    and outputs.in_place(state, ws.root, rel, o.last.tree, ws.observed)):
+                    and outputs.in_place(state, ws.root, rel, o.last.tree)):
                 res.outputs.append(rel)  # unchanged and intact: its entries are not even built
                 results[label] = res
                 continue
@@ -246,7 +246,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
             if info.output.path:
                 entries = tuple(e for e in entries if e.path == info.output.path)
             try:
-                placed += outputs.materialize(state, ws.root, rel, entries, cas, ws.observed)
+                placed += outputs.materialize(state, ws.root, rel, entries, cas)
             except OSError as e:
                 # A blob verified moments ago is gone: another build sharing the cache evicted it.
                 warn(f"{label}: could not place its output in {rel} ({e.strerror}: {e.filename}); a blob it "
@@ -278,8 +278,8 @@ def clean(ws: Workspace, cache_dir: Path, wipe_cache: bool) -> None:
                 atomic.remove(child)
         state_dir = ws.root / STATE_DIR
         memo = [memo_dir(cache_dir, ws.root)] if is_cache(cache_dir) else []  # never in a foreign directory
-        for p in (state_dir / "state", state_dir / "why", state_dir / "noop", state_dir / "noop.last",
-                  state_dir / "packages", state_dir / "logs", state_dir / "tmp", *memo):
+        for p in (state_dir / "state", state_dir / "why", state_dir / "noop", state_dir / "packages",
+                  state_dir / "logs", state_dir / "tmp", *memo):
             if os.path.lexists(p):
                 atomic.remove(p)
         if wipe_cache:

@@ -24,14 +24,15 @@ invalidates the stamp; and nothing recorded is younger than the racy window (a s
 within the timestamp granularity would keep its stat), so the build after an edit is not stamped
 and the next one is. Any difference makes the build take the ordinary path, which is always correct.
 
-On a miss the check does not stop at the first difference: it stats everything the stamp lists and
-hands those stats to the ordinary path (`observed.py`), which then takes none of them again (package
-discovery, the analysis memo, the stat memo, the placed outputs). The stamp that missed is kept as
-`noop.last`, never to answer, only to say what to stat for the builds after an edit (which leave no
-stamp of their own until their files settle); a build with `--report`, `--summary` or `--profile`
-uses a stamp the same way and leaves it as it is.
+On a miss the check does not stop at the first difference: it goes on through the stats that follow
+symlinks (the workspace's directories and files, the blobs) and hands them to the ordinary path
+(`observed.py`), which then takes none of them again (package discovery, the analysis memo, the stat
+memo, the blob check). The lstats of tpbuild-out are not taken after a difference: the ordinary path
+checks the placed outputs itself (handing 100,000 of them over at 10,000 models cost as much time and
+memory as it saved). A build with `--report`, `--summary` or `--profile` uses a stamp the same way and
+leaves it as it is.
 
-Format: `tpbuild-out/.tpbuild/noop` (and `noop.last`), a memo (`memo.py`) of kind `noop`: {"key", "groups", "summary"}.
+Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "groups", "summary"}.
 A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
 the `layout.stat_sig` of each path, flattened into one list of integers (four per path), which a
 no-op decodes and compares as one list rather than as ten thousand small ones; or, for the paths
@@ -110,7 +111,6 @@ class Stamp:
         self.path = root / STATE_DIR / "noop"
         self.key = key
         self.workspace_sig = workspace_sig  # taken before tpbuild.toml is read
-        self.retired = self.path.with_name("noop.last")
         self.replayable = replayable  # options that change no output but what a replay cannot give (--report)
         self.observed: Observed | None = None  # after a miss: what the check saw (see replay)
 
@@ -134,9 +134,7 @@ class Stamp:
         stamp of this command line, `observed` holds every stat the check took (observed.py): the
         check goes on past the first difference, for the ordinary path to use them."""
         self.observed = None
-        data, answers = memofile.load(self.path, KIND, VERSION), self.replayable
-        if data is None:  # the stamp a build after a change left behind: its paths to check, never its answer
-            data, answers = memofile.load(self.retired, KIND, VERSION), False
+        data = memofile.load(self.path, KIND, VERSION)
         if not isinstance(data, dict) or data.get("key") != self.key or self.workspace_sig is None:
             return None
         try:
@@ -149,7 +147,7 @@ class Stamp:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # a build is running: the ordinary path waits for it and says so
                 return None
-            same = answers
+            same = self.replayable
             taken = []  # groups stat'ed in one go, expanded into `observed` only on a miss
             for group in data["groups"]:
                 if group[1] is None:
@@ -160,10 +158,12 @@ class Stamp:
                         if recorded is not None and len(recorded) == 1:
                             observed.add_kind(base + rel, now)
                         elif now is not None:
-                            observed.add(base, True, [rel], list(now))
+                            observed.add(base, [rel], list(now))
                         same = same and now == recorded
                     continue
                 base, follow, paths, recorded = group
+                if not (same or follow):
+                    continue  # tpbuild-out, after a difference: the ordinary path checks it (see above)
                 stat = os.stat if follow else os.lstat
                 now: list = []
                 try:
@@ -172,17 +172,19 @@ class Stamp:
                         now += (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)  # layout.stat_sig, inlined
                 except OSError:  # a path gone: each path's stat, one by one
                     same = False
-                    present = [(rel, s) for rel in paths if (s := sig(base + rel, follow)) is not None]
-                    observed.add(base, follow, [rel for rel, _ in present], [v for _, s in present for v in s])
+                    if follow:
+                        present = [(rel, s) for rel in paths if (s := sig(base + rel)) is not None]
+                        observed.add(base, [rel for rel, _ in present], [v for _, s in present for v in s])
                     continue
                 if len(now) != len(recorded):
                     raise ValueError("a damaged stamp")
-                taken.append((base, follow, paths, now))
+                if follow:
+                    taken.append((base, paths, now))
                 same = same and now == recorded
             if same:
                 return data["summary"]
-            for base, follow, paths, now in taken:
-                observed.add(base, follow, paths, now)
+            for base, paths, now in taken:
+                observed.add(base, paths, now)
             self.observed = observed
             return None
         except (KeyError, TypeError, ValueError):  # a damaged stamp: the ordinary path, as without one
@@ -192,9 +194,8 @@ class Stamp:
             lock.close()
 
     def forget(self) -> None:
-        """The stamp no longer answers; it stays as the list of what to check (see `replay`)."""
         try:
-            os.replace(self.path, self.retired)
+            os.unlink(self.path)
         except FileNotFoundError:
             pass
 

@@ -36,7 +36,6 @@ from . import atomic, memo
 from .action import Entry, EntryKind, OutputEntry, Symlink, blobs_of, tree_digest
 from .cas import Cas
 from .layout import OUT_DIR, STATE_DIR, stat_sig
-from .observed import Observed
 
 KIND, VERSION = "state", 5
 
@@ -181,32 +180,30 @@ def cache_id(cache_root: Path) -> str:
         return p.read_text().strip()
 
 
-def _intact(root: Path, rel: str, rec, observed: Observed | None = None) -> bool:
+def _intact(root: Path, rel: str, rec) -> bool:
     """Every file placed last time is still there, unmodified (same inode, size, mtime and mode), and
-    no directory of the tree gained or lost an entry since (its own stat is unchanged). `observed`:
-    the stats the no-op stamp's check took (observed.py)."""
+    no directory of the tree gained or lost an entry since (its own stat is unchanged)."""
     base = f"{root}/{rel}/"  # strings, not pathlib, and a plain loop: a build checks every placed file
-    lstat = (lambda p: observed.stat(p, False)) if observed is not None else (lambda p: stat_sig(os.lstat(p)))
+    lstat = os.lstat
     try:
         for path, (_kind, _d, recorded) in rec[1].items():
-            if lstat(base + path) != recorded:
+            if stat_sig(lstat(base + path)) != recorded:
                 return False
         for path, recorded in rec[2].items():
-            if lstat(base + path) != recorded:
+            if stat_sig(lstat(base + path)) != recorded:
                 return False
     except OSError:
         return False
     return True
 
 
-def in_place(state: BuildState, root: Path, rel: str, digest: str, observed: Observed | None = None) -> bool:
+def in_place(state: BuildState, root: Path, rel: str, digest: str) -> bool:
     """`root/rel` holds, intact, the tree of this digest as this state placed it."""
     rec = state.outputs.get(rel)
-    return rec is not None and rec[0] == digest and _intact(root, rel, rec, observed)
+    return rec is not None and rec[0] == digest and _intact(root, rel, rec)
 
 
-def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas,
-                observed: Observed | None = None) -> bool:
+def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> bool:
     """Make `root/rel` hold exactly `entries`; False if it already did.
 
     An intact tree is updated file by file, each file replaced by an atomic rename, so one edited
@@ -214,7 +211,7 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
     hand or by a killed build) the tree is assembled aside and renamed into place whole."""
     digest = tree_digest(entries)
     rec = state.outputs.get(rel)
-    intact = rec is not None and _intact(root, rel, rec, observed)
+    intact = rec is not None and _intact(root, rel, rec)
     if intact and rec[0] == digest:
         return False
     placed = None
