@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Lowest first. Each module may import from its own layer and the ones above it in this list.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("values", {"errors", "label", "digest", "atomic", "tomlsource", "layout", "memo", "code", "facts", "trace"}),
-    ("model", {"workspace", "manifest", "action", "targetinfo", "plugin", "genrule"}),
+    ("values", {"errors", "label", "digest", "atomic", "tomlsource", "layout", "memo", "code", "facts", "trace",
+                "observed"}),
+    ("model", {"workspace", "discovery", "manifest", "action", "targetinfo", "plugin", "genrule"}),
     ("analysis and stores", {"graph", "analysis", "analysiscache", "statcache", "cas", "actioncache", "outputs",
                              "shaindex", "remotestore", "remote", "eviction", "critical", "rulesets"}),
     ("execution", {"executor", "runner", "scheduler", "delta", "explain", "reapi"}),

@@ -53,6 +53,12 @@ def stamped(ws):
         outs = ["labels.txt"]
         cmd = "sort $SRCS > $OUT"
     """)
+    ws.write("tools/BUILD.toml", """
+        [genrule.t]
+        outs = ["t.txt"]
+        cmd = "echo t > $OUT"
+    """)
+    ws.write("docs/notes.txt", "notes\n")  # a directory without a manifest (yet)
     ws.write("models/m/1/model.py", "class TritonPythonModel:\n    pass\n")
     ws.write("models/m/BUILD.toml", """
         [triton_model.m]

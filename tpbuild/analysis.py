@@ -105,7 +105,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
         return ctx
 
     cache = AnalysisCache(memo / "analysis", fingerprint(ws.root, (ws.root / WORKSPACE_FILE).read_bytes()),
-                          rules.identity, ws.root)
+                          rules.identity, ws.root, ws.observed)
     graph = TargetGraph(ws, rules, make_context, cache)
     graph.keep_going = keep_going
     requested = graph.expand(patterns)

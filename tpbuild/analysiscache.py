@@ -43,6 +43,7 @@ from . import digest, memo
 from .action import KEY_VERSION, ActionKind, Artifact, material
 from .errors import BuildError
 from .layout import RACY_WINDOW_NS, observe
+from .observed import Observed
 from .rulesets import ENGINE_DIR, code_digest
 
 KIND, VERSION = "analysis", 5
@@ -164,8 +165,9 @@ class AnalysisCache:
     package, and a save appends only the records this build made or dropped, so an edit of one package
     out of 10,000 encodes and writes one record, not the whole memo."""
 
-    def __init__(self, path: Path, fp: str, identity: dict, root: Path):
+    def __init__(self, path: Path, fp: str, identity: dict, root: Path, observed: Observed | None = None):
         self.root = root
+        self._observe = observed.observe if observed is not None else observe  # stats the stamp took (observed.py)
         self._journal = memo.Journal(path, KIND, VERSION, [fp, identity], path.parent / "tmp", f"the analysis memo {path}",
                                      memo_types())
         self.warnings: list[str] = []  # a save that failed, for the build to show
@@ -186,7 +188,7 @@ class AnalysisCache:
         moved = {}
         for p, s in rec.observed.items():
             full = os.path.join(root, p)
-            now = observe(full, s)
+            now = self._observe(full, s)
             if now != s:
                 if now is None or p not in rec.facts or not _same_facts(full, rec.facts[p]):
                     self._journal.remove(package)

@@ -85,6 +85,9 @@ class BuildResult:
     execution: dict = field(default_factory=dict)
     # The stat memo as the build saved it: the stats its digests belong to (the no-op stamp reads them).
     statcache: StatCache | None = None
+    # How the build looked at the workspace's files (observed.Observed.counters): package discovery, and
+    # the stats the no-op stamp's check handed over against those taken again.
+    files: dict = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -133,7 +136,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         with trace.span("load state", "phase"):
             for tmp in (opts.cache_dir / "tmp", memo / "tmp", state_dir / "tmp"):
                 atomic.sweep(tmp)
-            statcache = StatCache(memo / "statcache")
+            statcache = StatCache(memo / "statcache", observed=ws.observed)
             cas = Cas(opts.cache_dir, statcache)
             ac = ActionCache(opts.cache_dir)
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
@@ -189,7 +192,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         cache["evicted"] = _evict(opts, outcomes)
     execution = {"settled": len(settled), "keyed": len(outcomes) - len(settled), "placed": placed}
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs, execution,
-                       statcache)
+                       statcache, ws.observed.counters())
 
 
 def _saved(error: str | None, warn) -> None:
@@ -274,8 +277,8 @@ def clean(ws: Workspace, cache_dir: Path, wipe_cache: bool) -> None:
                 atomic.remove(child)
         state_dir = ws.root / STATE_DIR
         memo = [memo_dir(cache_dir, ws.root)] if is_cache(cache_dir) else []  # never in a foreign directory
-        for p in (state_dir / "state", state_dir / "why", state_dir / "noop", state_dir / "logs", state_dir / "tmp",
-                  *memo):
+        for p in (state_dir / "state", state_dir / "why", state_dir / "noop", state_dir / "packages",
+                  state_dir / "logs", state_dir / "tmp", *memo):
             if os.path.lexists(p):
                 atomic.remove(p)
         if wipe_cache:

@@ -144,8 +144,12 @@ class Cas:
         if key in self._verified:
             return True
         try:
-            ino = os.stat(key).st_ino
-            got = self.statcache.digest(key)[0] if self.statcache is not None else digest.of_file(key)
+            if self.statcache is not None:
+                got, s = self.statcache.digest(key)
+                ino = s[2]  # layout.stat_sig
+            else:
+                ino = os.stat(key).st_ino
+                got = digest.of_file(key)
             ok = got == d
         except FileNotFoundError:
             return False

@@ -216,6 +216,8 @@ def _main(argv: list[str]) -> int:
         stamp = Stamp.open(start, args)
         seen = tried is not None and stamp is not None and (tried.root, tried.key) == (stamp.root, stamp.key)
         hit = stamp.replay() if stamp is not None and not seen else None
+        if seen:
+            stamp = tried  # with what its check observed
         if hit is not None:  # nothing to do, known without loading a rule (noop.py)
             _print_hit(hit, time.monotonic() - t0)
             return EXIT_OK
@@ -318,6 +320,12 @@ def _affected(ws, args, cache_dir: Path) -> int:
 
 
 def _build(ws, args, cache_dir: Path, stamp) -> int:
+    if stamp is not None and stamp.observed is not None:
+        import dataclasses
+
+        ws = dataclasses.replace(ws, observed=stamp.observed)  # the stats its check took, not taken again
+    if stamp is not None and not stamp.replayable:
+        stamp = None  # left as it is, as a build it cannot answer (see noop.OBSERVING_OPTIONS)
     if stamp is not None:
         stamp.forget()  # out of date, or it would have answered
     result = Session(ws, cache_dir, args).run_build(args.patterns, jobs=args.jobs, keep_going=args.keep_going,

@@ -24,6 +24,14 @@ invalidates the stamp; and nothing recorded is younger than the racy window (a s
 within the timestamp granularity would keep its stat), so the build after an edit is not stamped
 and the next one is. Any difference makes the build take the ordinary path, which is always correct.
 
+On a miss the check does not stop at the first difference: it goes on through the stats that follow
+symlinks (the workspace's directories and files, the blobs) and hands them to the ordinary path
+(`observed.py`), which then takes none of them again (package discovery, the analysis memo, the stat
+memo, the blob check). The lstats of tpbuild-out are not taken after a difference: the ordinary path
+checks the placed outputs itself (handing 100,000 of them over at 10,000 models cost as much time and
+memory as it saved). A build with `--report`, `--summary` or `--profile` uses a stamp the same way and
+leaves it as it is.
+
 Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "groups", "summary"}.
 A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
 the `layout.stat_sig` of each path, flattened into one list of integers (four per path), which a
@@ -44,10 +52,14 @@ from pathlib import Path
 from . import memo as memofile
 from .errors import UserError
 from .layout import RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig
+from .observed import Observed
 
 KIND, VERSION = "noop", 3
 # Options that do not change what a successful build produces; any other option set means no stamp.
 NEUTRAL_OPTIONS = {"command", "patterns", "jobs", "keep_going", "directory", "cache_dir", "explain"}
+# Options that change no output but ask for what a replay does not give (a report file): the stamp's
+# stats are still taken and handed to the ordinary path (observed.py), and the stamp is left as it is.
+OBSERVING_OPTIONS = {"report", "summary", "profile"}
 ENV = ("TPBUILD_CACHE_DIR", "XDG_CACHE_HOME", "HOME", "PATH")  # PATH enters run actions' keys
 
 
@@ -94,17 +106,20 @@ def simple_args(argv: list[str]):
 class Stamp:
     """The stamp of one workspace for one command line."""
 
-    def __init__(self, root: Path, key: list, workspace_sig: tuple | None):
+    def __init__(self, root: Path, key: list, workspace_sig: tuple | None, replayable: bool = True):
         self.root = root
         self.path = root / STATE_DIR / "noop"
         self.key = key
         self.workspace_sig = workspace_sig  # taken before tpbuild.toml is read
+        self.replayable = replayable  # options that change no output but what a replay cannot give (--report)
+        self.observed: Observed | None = None  # after a miss: what the check saw (see replay)
 
     @classmethod
     def open(cls, start: Path, args) -> "Stamp | None":
         """None when this command line is never answered from a stamp."""
         extra = {k: v for k, v in vars(args).items() if k not in NEUTRAL_OPTIONS}
-        if any(extra.values()) or args.jobs < 1 or "TPBUILD_REMOTE_CACHE" in os.environ:
+        if any(v for k, v in extra.items() if k not in OBSERVING_OPTIONS) or args.jobs < 1 or \
+                "TPBUILD_REMOTE_CACHE" in os.environ:
             return None
         try:
             root = find_root(start)
@@ -112,10 +127,13 @@ class Stamp:
             return None
         key = [list(args.patterns), getattr(args, "cache_dir", None), *(os.environ.get(k) for k in ENV),
                sys.executable, sys.version]
-        return cls(root, key, sig(str(root / WORKSPACE_FILE)))
+        return cls(root, key, sig(str(root / WORKSPACE_FILE)), not any(extra.values()))
 
     def replay(self) -> dict | None:
-        """The recorded summary if nothing it depends on changed, else None (and the stamp is gone)."""
+        """The recorded summary if nothing it depends on changed, else None. On a miss against a
+        stamp of this command line, `observed` holds every stat the check took (observed.py): the
+        check goes on past the first difference, for the ordinary path to use them."""
+        self.observed = None
         data = memofile.load(self.path, KIND, VERSION)
         if not isinstance(data, dict) or data.get("key") != self.key or self.workspace_sig is None:
             return None
@@ -123,31 +141,54 @@ class Stamp:
             lock = open(self.root / STATE_DIR / "lock", "w")
         except OSError:
             return None
+        observed = Observed(time.time_ns() - RACY_WINDOW_NS)
         try:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # a build is running: the ordinary path waits for it and says so
                 return None
+            same = self.replayable
+            taken = []  # groups stat'ed in one go, expanded into `observed` only on a miss
             for group in data["groups"]:
                 if group[1] is None:
                     base, _, items = group
                     for rel, recorded in items:
                         recorded = tuple(recorded) if recorded is not None else None
-                        if observe(base + rel, recorded) != recorded:
-                            return None
+                        now = observe(base + rel, recorded)
+                        if recorded is not None and len(recorded) == 1:
+                            observed.add_kind(base + rel, now)
+                        elif now is not None:
+                            observed.add(base, [rel], list(now))
+                        same = same and now == recorded
                     continue
                 base, follow, paths, recorded = group
+                if not (same or follow):
+                    continue  # tpbuild-out, after a difference: the ordinary path checks it (see above)
                 stat = os.stat if follow else os.lstat
                 now: list = []
-                for rel in paths:
-                    st = stat(base + rel)
-                    now += (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)  # layout.stat_sig, inlined
-                if now != recorded:
-                    return None
-            return data["summary"]
-        except OSError:  # a path gone
+                try:
+                    for rel in paths:
+                        st = stat(base + rel)
+                        now += (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)  # layout.stat_sig, inlined
+                except OSError:  # a path gone: each path's stat, one by one
+                    same = False
+                    if follow:
+                        present = [(rel, s) for rel in paths if (s := sig(base + rel)) is not None]
+                        observed.add(base, [rel for rel, _ in present], [v for _, s in present for v in s])
+                    continue
+                if len(now) != len(recorded):
+                    raise ValueError("a damaged stamp")
+                if follow:
+                    taken.append((base, paths, now))
+                same = same and now == recorded
+            if same:
+                return data["summary"]
+            for base, paths, now in taken:
+                observed.add(base, paths, now)
+            self.observed = observed
             return None
-        except (KeyError, TypeError, ValueError):  # a damaged stamp: the ordinary path
+        except (KeyError, TypeError, ValueError):  # a damaged stamp: the ordinary path, as without one
+            self.observed = None
             return None
         finally:
             lock.close()

@@ -46,6 +46,7 @@ def to_json(result: BuildResult | None, error: str | None = None) -> dict:
                      "reanalysed_packages": len(result.analysis.reanalysed_packages),
                      "decoded_packages": decoded},
         "execution": result.execution,
+        "files": result.files,
         "seconds": round(result.seconds, 3),
         "warnings": result.warnings,
         **({"cache": result.cache} if result.cache else {}),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import digest, memo
 from .layout import RACY_WINDOW_NS, stat_sig as signature  # noqa: F401 (the signature the memo keys by)
+from .observed import Observed
 
 KIND, VERSION = "statcache", 3
 
@@ -26,10 +27,11 @@ Sig = tuple  # layout.stat_sig
 
 
 class StatCache:
-    def __init__(self, path: Path, tmp_parent: Path | None = None):
+    def __init__(self, path: Path, tmp_parent: Path | None = None, observed: Observed | None = None):
         """`tmp_parent`: where saving makes its temp file (`<cache>/tmp`); the memo's own directory
-        by default."""
+        by default. `observed`: the stats the no-op stamp's check took (observed.py)."""
         self.path = path
+        self._stat = observed.stat if observed is not None else lambda full: signature(os.stat(full))
         self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent or path.parent / "tmp",
                                      f"the stat memo {path}", eager=True)
         self._new: dict[str, list] = {}  # hashed by this build: saved unless racy
@@ -39,15 +41,14 @@ class StatCache:
     def digest(self, path: str, full: str | None = None) -> tuple[str, Sig]:
         """Digest and stat signature of a file; `path` is the memo key, `full` where to read it."""
         full = full or path
-        st = os.stat(full)
-        sig = signature(st)
+        sig = self._stat(full)
         hit = self._entry(path)
         if hit is not None and tuple(hit[:4]) == sig and path not in self._racy:
             return hit[4], sig
         d = digest.of_file(full)
         with self._lock:
             self._new[path] = [*sig, d]
-            if st.st_mtime_ns >= time.time_ns() - RACY_WINDOW_NS:
+            if sig[1] >= time.time_ns() - RACY_WINDOW_NS:
                 self._racy.add(path)
             else:
                 self._racy.discard(path)

@@ -9,7 +9,6 @@ ignorant of what rule sets configure.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from . import tomlsource
 from .errors import UserError, at
 from .layout import BUILD_FILE, OUT_DIR, WORKSPACE_FILE, find_root, sig  # noqa: F401 (re-exported)
+from .observed import Observed
 
 
 # The engine's tables. A table whose values are plainly of their field's type (as nearly every
@@ -105,44 +105,17 @@ class Workspace:
     sections: dict  # rule-set tables, by name
     source: tomlsource.TomlSource
 
+    # What this build has seen of the workspace's files (the no-op stamp's stats, see observed.py).
+    observed: Observed = field(default_factory=Observed, compare=False)
+
     def packages(self, walked: list[tuple[str, tuple]] | None = None, misnamed: list[str] | None = None) -> list[str]:
-        """Package paths, sorted; scandir recursion because os.walk stats more than it needs. `walked`
-        collects each directory looked into with its `sig` from before the look: a package added
-        since shows as a change of one of their mtimes. `misnamed` collects files that look meant as
-        a manifest but are not read (`build.toml`), so they are reported instead of passed over."""
-        found: list[str] = []
-        ignores = self.workspace.ignore
+        """Package paths, sorted (see discovery.py). `walked` collects each directory looked into with
+        its `sig` from before the look: a package added since shows as a change of one of their
+        mtimes. `misnamed` collects files that look meant as a manifest but are not read
+        (`build.toml`), so they are reported instead of passed over."""
+        from .discovery import discover
 
-        def walk(dir_path: str, rel: str) -> None:
-            if walked is not None:
-                walked.append((rel, sig(dir_path)))
-            try:
-                entries = list(os.scandir(dir_path))
-            except OSError:
-                return
-            for e in entries:
-                if e.name == BUILD_FILE and e.is_file():
-                    found.append(rel)
-                    break
-            if misnamed is not None:
-                misnamed.extend(f"{rel}/{e.name}" if rel else e.name for e in entries
-                                if e.name != BUILD_FILE and e.name.lower() == BUILD_FILE.lower())
-            for e in entries:
-                if e.name.startswith(".") or not e.is_dir(follow_symlinks=False):
-                    continue
-                child = f"{rel}/{e.name}" if rel else e.name
-                if child == OUT_DIR or _ignored(child, ignores):
-                    continue
-                walk(e.path, child)
-
-        walk(str(self.root), "")
-        found.sort()
-        return found
-
-
-def _ignored(rel: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, p.rstrip("/") + "/*")
-               for p in patterns)
+        return discover(self.root, self.workspace.ignore, self.observed, walked, misnamed)
 
 
 ENGINE_SECTIONS = {"workspace": WorkspaceSection, "cache": CacheSection, "remote": RemoteSection}

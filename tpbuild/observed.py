@@ -1,0 +1,88 @@
+"""What this build has seen of the workspace's files: the stats the no-op stamp's check took, handed
+to the ordinary path, so a build after an edit stats each file once, not once for the stamp and again
+for each memo that checks it (package discovery, the analysis memo, the stat memo, the blob check).
+
+The check stats everything the last build depended on; when it finds a difference, it goes on and
+collects the stats (`noop.Stamp.replay`) instead of giving up at the first one. Each memo then
+compares the stat handed over with its own record exactly as it compares a stat it would have taken,
+so what decides validity does not change, only when the stat was taken: a build that checked its
+files a moment earlier. What keeps that exact:
+- Only stats that follow symlinks (`layout.sig`) are handed over, and only to a memo asking for such a
+  stat: an lstat is always taken by the one asking (the placed outputs in tpbuild-out, whose 100,000
+  lstats at 10,000 models cost as much to hand over, in time and memory, as they saved).
+- The racy window (statcache.py): a stat whose mtime is within `RACY_WINDOW_NS` of the check's start
+  does not vouch for the content read after it (a same-size rewrite within the timestamp granularity
+  keeps it), so it is not handed over; the memo stats that path itself and applies its own racy rule.
+- A path the check found absent is not handed over either: the build itself may make it (a blob
+  evicted is stored again by the action that makes it), so it is stat'ed when asked.
+A path the stamp did not cover (a new source, a new blob) is stat'ed when asked for, as without a
+stamp. Without a stamp (missing, of another command line, damaged) nothing is handed over and the
+ordinary path is exactly what it was; this object then only counts.
+
+It also carries what package discovery did (`discovery.py`), for `--report`.
+"""
+
+from __future__ import annotations
+
+from stat import S_ISDIR
+
+from .layout import kind, sig
+
+
+class Observed:
+    def __init__(self, horizon: int = 0):
+        self.horizon = horizon  # stats with an mtime from here on are not handed over (the racy window)
+        self._stats: dict[str, tuple] = {}  # full path -> layout.sig
+        self._kinds: dict[str, tuple | None] = {}  # full path -> layout.kind
+        self.reused = 0  # stats answered from the check
+        self.taken = 0  # stats taken again by a memo (not covered by the check, or too fresh)
+        self.discovery = "walked"  # how package discovery found the packages (discovery.py)
+        self.scanned = 0  # directories whose entries discovery listed
+
+    def add(self, base: str, paths: list[str], stats: list[int]) -> None:
+        """The stats the check took of `base + path` for each of `paths`, as one flat list of four
+        integers a path (`layout.stat_sig`): made into a table in one go, as the check takes them."""
+        it = iter(stats)
+        horizon = self.horizon
+        self._stats.update([(full, s) for full, s in zip(map(base.__add__, paths), zip(it, it, it, it))
+                            if s[1] < horizon])  # too fresh: see above
+
+    def add_kind(self, full: str, k: tuple | None) -> None:
+        self._kinds[full] = k
+
+    def sig(self, full: str) -> tuple | None:
+        """`layout.sig(full)`, from the check when it took that stat."""
+        table = self._stats
+        if full in table:
+            self.reused += 1
+            return table[full]
+        # A directory as the stamp or a memo names it, `dir/` or `dir`: the same stat if `dir` is a
+        # directory; for `dir/`, none if `dir` is anything else.
+        other = full[:-1] if full.endswith("/") else full + "/"
+        s = table.get(other)
+        if s is not None:
+            self.reused += 1
+            return s if S_ISDIR(s[3]) else None
+        self.taken += 1
+        return sig(full)
+
+    def stat(self, full: str) -> tuple:
+        """As `sig`, raising FileNotFoundError for a path that is not there (as `os.stat` would)."""
+        s = self.sig(full)
+        if s is None:
+            raise FileNotFoundError(2, "No such file or directory", full)
+        return s
+
+    def observe(self, full: str, recorded: tuple | None) -> tuple | None:
+        """`layout.observe`: the path's state in the form `recorded` was taken in."""
+        if recorded is not None and len(recorded) == 1:
+            if full in self._kinds:
+                self.reused += 1
+                return self._kinds[full]
+            self.taken += 1
+            return kind(full)
+        return self.sig(full)
+
+    def counters(self) -> dict:
+        return {"discovery": self.discovery, "dirs_scanned": self.scanned,
+                "stats": {"reused": self.reused, "taken": self.taken}}
