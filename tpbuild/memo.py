@@ -59,7 +59,7 @@ def load(path: Path, kind: str, version: int, types: tuple[type, ...] = ()):
 def save(path: Path, kind: str, version: int, value, tmp_parent: Path, what: str) -> str | None:
     """Write the memo; None when saved, else a warning naming what was not saved and why."""
     try:
-        body = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        body = _dumps(value).encode()
     except (TypeError, ValueError, RecursionError) as e:
         return f"could not save {what} ({e}); the next build re-checks what it would have remembered"
     from . import atomic
@@ -105,7 +105,12 @@ def encode(value, types: tuple[type, ...]):
 
 def encode_text(value, types: tuple[type, ...]) -> str:
     """`value` as the JSON text of `encode` (for a value kept as text inside a record, see `decode`)."""
-    return json.dumps(encode(value, types), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _dumps(encode(value, types))
+
+
+def _dumps(value) -> str:
+    """The one JSON text form of every memo: compact, UTF-8 as is, no NaN (not JSON)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def decode(text: str | bytes, types: tuple[type, ...]):
@@ -380,8 +385,7 @@ class Journal:
     def _text(self, key: str, value) -> str:
         if self._to_json is not None:
             value = self._to_json(key, value)
-        return json.dumps(encode(value, self.types) if self.types else value, separators=(",", ":"),
-                          ensure_ascii=False, allow_nan=False)
+        return _dumps(encode(value, self.types) if self.types else value)
 
 
 _ABSENT = object()
