@@ -262,6 +262,25 @@ def test_leftovers_of_dead_builds_are_swept_and_a_live_builds_are_not(ws):
         live.wait()
 
 
+def test_a_half_made_temp_directory_is_swept_and_its_maker_starts_over(tmp_path, monkeypatch):
+    """Killed between making its temp directory and locking it, a build leaves an unlocked `.new.`
+    directory: dead, swept at once. A sweep can also take one whose maker is alive and between the
+    two steps (forced here, in-process, at that step); the maker then makes another."""
+    from tpbuild import atomic
+    (tmp_path / ".new.123.deadbeef").mkdir()  # what a kill between mkdir and flock leaves
+    assert atomic.sweep(tmp_path) == 1 and list(tmp_path.iterdir()) == []
+    swept = []
+
+    def sweep_now(name):
+        if name == "process-dir" and not swept:
+            swept.append([p.name for p in tmp_path.iterdir()])
+            assert atomic.sweep(tmp_path) == 1
+    monkeypatch.setattr(atomic, "crash_point", sweep_now)
+    d = atomic.process_dir(tmp_path)
+    assert swept[0][0].startswith(".new.") and [p.name for p in tmp_path.iterdir()] == [d.name]
+    assert atomic.sweep(tmp_path) == 0 and d.is_dir()  # locked: its maker is alive
+
+
 def test_outputs_of_removed_targets_go_when_everything_is_built(ws):
     ws.write("a/BUILD.toml", '[genrule.a]\nouts = ["o"]\ncmd = "echo a > $OUT"\n'
                              '[genrule.gone]\nouts = ["o"]\ncmd = "echo g > $OUT"\n')

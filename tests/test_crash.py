@@ -26,6 +26,7 @@ RANDOM_KILLS = 30
 # publish step -> what makes the next build reach it (new classes, toggled files, a damaged tree; "aged":
 # every source dated past the racy window, so the memos record them and append to their journals)
 STEPS = {
+    "process-dir": "classes",  # between making a temp directory and locking it
     "publish-blob": "classes",
     "publish-ac": "classes",
     "update-file": "classes",

@@ -9,8 +9,13 @@ Every temp name of a process lives in its own directory, `<tmp>/<pid>.<random>`,
 holds an exclusive `flock` on for as long as it lives. A `kill -9` releases the lock (the kernel
 closes the descriptor), so `sweep` can tell the leftovers of a dead build from the work of a live
 one without trusting pids (reused, and meaningless across the machines sharing a cache): a
-directory whose lock it can take is dead and removed whole. A process removes its own at exit, and
-a failed write removes its temp file.
+directory whose lock it can take is dead and removed whole, the lock held while it goes. A process
+removes its own at exit, and a failed write removes its temp file.
+
+A directory is made under a `.new.` name and locked before it takes its real name. A build killed
+between the two leaves an unlocked `.new.` directory, which is dead like any other. A sweep can take
+one whose maker is still between those steps; the maker then finds its directory gone when it locks
+or renames it, and starts over with a new name.
 
 `crash_point` is a test-only hook: with `TPBUILD_TEST_KILL_AT=<name>` in the environment, the process
 kills itself with SIGKILL when it reaches that publish step, so the crash tests can hit every step
@@ -29,7 +34,7 @@ import time
 from pathlib import Path
 
 _KILL_AT = os.environ.get("TPBUILD_TEST_KILL_AT")
-_NEW = ".new."  # a process directory being created: not yet locked, so not swept while young
+_NEW = ".new."  # a process directory being made: locked, then renamed to its real name
 _YOUNG = 3600.0  # seconds: unlocked names of other forms (an older tpbuild's temps) are swept after this
 _lock = threading.Lock()
 _dirs: dict[str, tuple[str, int]] = {}  # parent -> (this process's directory, its locked descriptor)
@@ -55,23 +60,37 @@ def _process_dir(key: str) -> str:
         hit = _dirs.get(key)
         if hit is not None and os.path.isdir(hit[0]):
             return hit[0]
-        parent = Path(key)
-        parent.mkdir(parents=True, exist_ok=True)
-        name = f"{os.getpid()}.{os.urandom(4).hex()}"
-        # Locked before it gets its real name, so a sweep never sees it unlocked.
-        new = parent / f"{_NEW}{name}"
-        new.mkdir()
-        fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # a filesystem without locks (ENOLCK): sweeps fall back to the directory's age
+        Path(key).mkdir(parents=True, exist_ok=True)
+        while (made := _make(key)) is None:
             pass
-        final = f"{key}/{name}"
-        os.rename(new, final)
         if hit is not None:
             os.close(hit[1])
-        _dirs[key] = (final, fd)
-        return final
+        _dirs[key] = made
+        return made[0]
+
+
+def _make(parent: str) -> tuple[str, int] | None:
+    """A new locked process directory, or None when a sweep took it half-made (try again)."""
+    name = f"{os.getpid()}.{os.urandom(4).hex()}"
+    # Locked before it gets its real name, so a sweep never sees it unlocked under that name.
+    new = f"{parent}/{_NEW}{name}"
+    os.mkdir(new)
+    crash_point("process-dir")
+    try:
+        fd = os.open(new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # a filesystem without locks (ENOLCK): sweeps fall back to the directory's age
+        pass
+    final = f"{parent}/{name}"
+    try:
+        os.rename(new, final)
+    except FileNotFoundError:  # swept between mkdir and the lock
+        os.close(fd)
+        return None
+    return final, fd
 
 
 @atexit.register
@@ -139,17 +158,15 @@ def sweep(parent: Path) -> int:
         if name in mine:
             continue
         p = parent / name
-        if _dead(p, name):
-            remove(p)
-            gone += 1
+        gone += _sweep_one(p, name)
     return gone
 
 
-def _dead(p: Path, name: str) -> bool:
+def _sweep_one(p: Path, name: str) -> bool:
     try:
         fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except NotADirectoryError:
-        return _old(p)
+        return _old(p) and _removed(p)
     except FileNotFoundError:
         return False
     try:
@@ -158,12 +175,19 @@ def _dead(p: Path, name: str) -> bool:
         except BlockingIOError:
             return False  # its process is alive
         except OSError:  # no locks on this filesystem: only what is old enough is taken for dead
-            return _old(p)
-        if name.startswith(_NEW) or not name.split(".")[0].isdigit():
-            return _old(p)  # being created right now, or an older tpbuild's temp: only when old
-        return True
+            return _old(p) and _removed(p)
+        if not name.startswith(_NEW) and not name.split(".")[0].isdigit():
+            return _old(p) and _removed(p)  # an older tpbuild's temp: only when old
+        # Removed with the lock held: a maker still between mkdir and rename waits for it, then
+        # finds its directory gone and starts over.
+        return _removed(p)
     finally:
         os.close(fd)
+
+
+def _removed(p: Path) -> bool:
+    remove(p)
+    return True
 
 
 def _old(p: Path) -> bool:
