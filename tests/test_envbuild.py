@@ -121,6 +121,18 @@ def test_default_interpreter_lookup_skips_a_shim_that_does_not_run(tmp_path, py3
         envbuild.tool_fingerprint(spec)
 
 
+def test_interpreter_without_its_pip_wheel_is_refused(tmp_path):
+    """A Python whose ensurepip names a pip wheel that is not there (a distribution that split it off,
+    as Debian does into python3-pip-whl) cannot install an env's packages: said before anything runs."""
+    fake = tmp_path / "python3.10"
+    fake.write_text('#!/bin/sh\necho \'{"version": "3.10.99", "pip": "23.0.1", "pip_wheel": ""}\'\n')
+    fake.chmod(0o755)
+    with pytest.raises(UserError) as e:
+        envbuild.tool_fingerprint(EnvSpec(python="3.10", manager="venv", interpreter=str(fake)))
+    assert f"{fake} has no pip-23.0.1 wheel where its ensurepip keeps it" in e.value.message
+    assert "python3.X-venv" in e.value.message
+
+
 def test_interpreter_of_another_version_is_refused(py310):
     other = sys.executable if not sys.version.startswith("3.10.") else None
     if other is None:
