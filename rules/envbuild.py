@@ -21,7 +21,7 @@ The steps, for both kinds of manager:
    compile numpy & co. Checked-hash pycs are valid wherever the sources are unchanged, and still
    notice an edited source. marshal's reference flags, which depend on the compiling process, are
    then made canonical (see `pyc`);
-4. `pack_exclude` removes entries, then the checks: `bin/activate` at the root, the env's Python is
+4. `pack_exclude` removes entries (before step 3 and again after it), then the checks: `bin/activate` at the root, the env's Python is
    `python`, numpy imports (the backend needs it), and the path of the directory the builder runs
    in appears nowhere in the tree (it would break the env elsewhere and make two builds differ).
    That directory must therefore be a scratch directory of its own, as the executor's are;
@@ -665,9 +665,12 @@ def finish_tree(tree: Path, spec: EnvSpec, *, launcher_prefix: str, needles: lis
                 env: dict[str, str]) -> None:
     """Steps 2-4 of the module docstring on a created (and for conda, packed) env."""
     make_reproducible(tree, launcher_prefix)
+    # pack_exclude before compiling, so what it drops (numpy's tests: half its modules) is not compiled
+    # for nothing, and again after, for patterns that name pycs themselves.
+    removed = archive.prune(tree, spec.pack_exclude)
     _compile(tree, log, env)
     log.note(f"canonicalized marshal references in {pyc.canonicalize_tree(tree, spec.python)} pycs")
-    removed = archive.prune(tree, spec.pack_exclude)
+    removed += archive.prune(tree, spec.pack_exclude)
     log.note(f"pack_exclude removed {len(removed)} entries")
     check_env(tree, spec.python, env, cwd=tree.parent)
     leaks = find_leaks(tree, needles)

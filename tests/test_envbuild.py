@@ -331,6 +331,8 @@ def test_dir_output_of_a_conda_env_leaves_the_package_cache_alone(tmp_path):
 # -- real venv builds ---------------------------------------------------------------------------
 
 NUMPY_TESTS = "lib/*/site-packages/numpy/*/tests"
+# A pyc the compile step makes (pack_exclude applies after it too) of a module nothing imports.
+CONFTEST_PYC = "lib/*/site-packages/numpy/__pycache__/conftest.*.pyc"
 
 
 def write_local_package(work: Path) -> None:
@@ -354,7 +356,7 @@ def venv_builds(tmp_path_factory, py310):
         (work / "requirements.txt").write_text("six==1.17.0\n./localpkg\n")
         write_local_package(work)
         spec = {"python": "3.10", "manager": "venv", "interpreter": py310, "pip": ["numpy<2"],
-                "requirements": "requirements.txt", "pack_exclude": [NUMPY_TESTS], "format": fmt}
+                "requirements": "requirements.txt", "pack_exclude": [NUMPY_TESTS, CONFTEST_PYC], "format": fmt}
         env = {"XDG_CACHE_HOME": str(builds["a"].parent / "cache" if builds else work / "cache")}
         if name == "dir":
             home = work / "home"
@@ -426,6 +428,9 @@ def test_venv_tarball_contents(venv_builds):
     assert "home = " in cfg and "command" not in cfg
     assert "__pycache__" not in record and "six.py," in record
     assert "lib/python3.10/site-packages/localpkg/__init__.py" in names
+    assert "lib/python3.10/site-packages/numpy/conftest.py" in names
+    assert "lib/python3.10/site-packages/numpy/__pycache__/__init__.cpython-310.pyc" in names
+    assert "lib/python3.10/site-packages/numpy/__pycache__/conftest.cpython-310.pyc" not in names
     assert not [n for n in names if n.endswith("direct_url.json")], "file:// records name the scratch directory"
 
 
