@@ -179,9 +179,15 @@ def prime(ws: Workspace, cache: Path) -> Workspace:
     return ws
 
 
+def seeded_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cache of the run's one clean build of the examples' `//...` (the env included); its
+    workspace, with what it placed in tpbuild-out, is the `examples` beside it."""
+    return seeded_cache(tmp_path_factory, "examples", copy_examples, "//...")
+
+
 def built_examples(tmp_path_factory: pytest.TempPathFactory, where: Path) -> Workspace:
     """The examples in `where`, their cache holding every action of `//...` (the env included)."""
-    return prime(copy_examples(where), seeded_cache(tmp_path_factory, "examples", copy_examples, "//..."))
+    return prime(copy_examples(where), seeded_examples(tmp_path_factory))
 
 
 @pytest.fixture

@@ -71,19 +71,17 @@ def test_env_is_built_once_wired_and_rebuilt_only_when_its_spec_changes(ws):
     assert ws.build(check=True).statuses("executed") == []
 
 
-def test_same_spec_gives_byte_identical_tarball_with_empty_caches(tmp_path):
-    from conftest import Workspace
+def test_same_spec_gives_byte_identical_tarball_with_empty_caches(tmp_path, tmp_path_factory):
+    """A clean build of the examples' env equals the one made by the run's clean build of the examples
+    (`conftest.seeded_examples`), in another workspace directory, with another empty cache, in another
+    process. (The builder itself, with hostile user config: tests/test_envbuild.py.)"""
+    from conftest import copy_examples, seeded_examples
 
-    blobs = []
-    for i in range(2):
-        root = tmp_path / f"w{i}"
-        root.mkdir()
-        w = Workspace(root, tmp_path / f"cache{i}")
-        w.write("tpbuild.toml", TOML)
-        w.write("e/BUILD.toml", '[python_env.e]\npython = "3.11"\nmanager = "venv"\npip = ["numpy<2"]\n')
-        w.build(check=True)
-        blobs.append(w.out("e/e/e.tar.gz").read_bytes())
-    assert blobs[0] == blobs[1]
+    seed = seeded_examples(tmp_path_factory).parent / "examples"
+    w = copy_examples(tmp_path)
+    assert "//envs:tabulate%PythonEnv" in w.build("//envs:tabulate", check=True).statuses("executed")
+    rel = "envs/tabulate/tabulate.tar.gz"
+    assert w.out(rel).read_bytes() == (seed / "tpbuild-out" / rel).read_bytes()
 
 
 def test_dir_format_lands_as_a_directory(ws):

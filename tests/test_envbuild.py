@@ -121,6 +121,18 @@ def test_default_interpreter_lookup_skips_a_shim_that_does_not_run(tmp_path, py3
         envbuild.tool_fingerprint(spec)
 
 
+def test_interpreter_without_its_pip_wheel_is_refused(tmp_path):
+    """A Python whose ensurepip names a pip wheel that is not there (a distribution that split it off,
+    as Debian does into python3-pip-whl) cannot install an env's packages: said before anything runs."""
+    fake = tmp_path / "python3.10"
+    fake.write_text('#!/bin/sh\necho \'{"version": "3.10.99", "pip": "23.0.1", "pip_wheel": ""}\'\n')
+    fake.chmod(0o755)
+    with pytest.raises(UserError) as e:
+        envbuild.tool_fingerprint(EnvSpec(python="3.10", manager="venv", interpreter=str(fake)))
+    assert f"{fake} has no pip-23.0.1 wheel where its ensurepip keeps it" in e.value.message
+    assert "python3.X-venv" in e.value.message
+
+
 def test_interpreter_of_another_version_is_refused(py310):
     other = sys.executable if not sys.version.startswith("3.10.") else None
     if other is None:
@@ -319,6 +331,8 @@ def test_dir_output_of_a_conda_env_leaves_the_package_cache_alone(tmp_path):
 # -- real venv builds ---------------------------------------------------------------------------
 
 NUMPY_TESTS = "lib/*/site-packages/numpy/*/tests"
+# A pyc the compile step makes (pack_exclude applies after it too) of a module nothing imports.
+CONFTEST_PYC = "lib/*/site-packages/numpy/__pycache__/conftest.*.pyc"
 
 
 def write_local_package(work: Path) -> None:
@@ -333,19 +347,18 @@ def write_local_package(work: Path) -> None:
 
 @pytest.fixture(scope="module")
 def venv_builds(tmp_path_factory, py310):
-    """Two tar.gz builds of one spec with empty caches in different directories, the second with a
-    poisoned user pip config and PIP_* environment; and a format = "dir" build (with the first's pip
-    cache: what it checks is the format). The spec installs from the registry (pip and a requirements
-    file) and from a local path."""
+    """Two builds of one spec in different directories: a tar.gz with an empty pip cache, and a
+    format = "dir" build with the first's pip cache, a poisoned user pip config and PIP_* environment.
+    The spec installs from the registry (pip and a requirements file) and from a local path."""
     builds = {}
-    for name, fmt in (("a", "tar.gz"), ("b", "tar.gz"), ("dir", "dir")):
+    for name, fmt in (("a", "tar.gz"), ("dir", "dir")):
         work = tmp_path_factory.mktemp(f"envbuild-{name}")
         (work / "requirements.txt").write_text("six==1.17.0\n./localpkg\n")
         write_local_package(work)
         spec = {"python": "3.10", "manager": "venv", "interpreter": py310, "pip": ["numpy<2"],
-                "requirements": "requirements.txt", "pack_exclude": [NUMPY_TESTS], "format": fmt}
-        env = {"XDG_CACHE_HOME": str((builds["a"].parent if name == "dir" else work) / "cache")}
-        if name == "b":
+                "requirements": "requirements.txt", "pack_exclude": [NUMPY_TESTS, CONFTEST_PYC], "format": fmt}
+        env = {"XDG_CACHE_HOME": str(builds["a"].parent / "cache" if builds else work / "cache")}
+        if name == "dir":
             home = work / "home"
             (home / ".config/pip").mkdir(parents=True)
             (home / ".config/pip/pip.conf").write_text("[global]\nindex-url = http://127.0.0.1:9/simple\n")
@@ -358,12 +371,15 @@ def venv_builds(tmp_path_factory, py310):
 
 
 @pytest.mark.slow
-def test_venv_builds_are_byte_identical(venv_builds):
-    assert venv_builds["a"].read_bytes() == venv_builds["b"].read_bytes()
+def test_venv_builds_are_byte_identical(venv_builds, tmp_path):
+    """The dir build archived as a tar.gz build archives it: the same bytes, though built elsewhere, with
+    a warm pip cache and hostile user config. (Through the CLI: tests/test_env_rule.py.)"""
+    archive.write_tar_gz(venv_builds["dir"], tmp_path / "dir.tar.gz")
+    assert (tmp_path / "dir.tar.gz").read_bytes() == venv_builds["a"].read_bytes()
 
 
 @pytest.mark.slow
-def test_venv_tarball_works_where_it_is_unpacked(venv_builds, tmp_path):
+def test_venv_tarball_works_where_it_is_unpacked(venv_builds, tmp_path, py310):
     env_dir = tmp_path / "another place" / "model env"
     env_dir.mkdir(parents=True)
     subprocess.run(["tar", "-xzf", str(venv_builds["a"]), "-C", str(env_dir)], check=True)
@@ -380,9 +396,11 @@ def test_venv_tarball_works_where_it_is_unpacked(venv_builds, tmp_path):
     assert numpy_version.startswith("1.") and six_version == "1.17.0" and prefix == str(env_dir)
 
     # Launchers run without activation, from wherever the env landed.
-    p = subprocess.run([str(env_dir / "bin/pip"), "--version"], capture_output=True, text=True, env=clean)
-    assert p.returncode == 0 and f"from {env_dir}/lib/python3.10/site-packages/pip" in p.stdout, p.stderr
-    p = subprocess.run([str(env_dir / "bin/pip"), "check"], capture_output=True, text=True, env=clean)
+    p = subprocess.run([str(env_dir / "bin/f2py"), "-v"], capture_output=True, text=True, env=clean)
+    assert p.returncode == 0 and p.stdout.strip() == numpy_version, p.stderr
+    # The packages' metadata is whole, as the pip that installed them (run from its wheel) sees it.
+    wheel = envbuild.find_interpreter(EnvSpec(python="3.10", manager="venv", interpreter=py310)).pip_wheel
+    p = subprocess.run([str(env_dir / "bin/python"), f"{wheel}/pip", "check"], capture_output=True, text=True, env=clean)
     assert p.returncode == 0, p.stdout + p.stderr
 
     # Importing writes nothing: every pyc is valid where it landed (tar restored all mtimes to 0).
@@ -398,16 +416,21 @@ def test_venv_tarball_contents(venv_builds):
         names = tar.getnames()
         six_pyc = tar.extractfile("lib/python3.10/site-packages/__pycache__/six.cpython-310.pyc").read()
         cfg = tar.extractfile("pyvenv.cfg").read().decode()
-        record = tar.extractfile("lib/python3.10/site-packages/pip-23.0.1.dist-info/RECORD").read().decode() \
-            if "lib/python3.10/site-packages/pip-23.0.1.dist-info/RECORD" in names else ""
+        record = tar.extractfile("lib/python3.10/site-packages/six-1.17.0.dist-info/RECORD").read().decode()
     assert names[:2] == ["bin", "bin/Activate.ps1"] and "bin/activate" in names
     assert "bin/activate.csh" not in names and "bin/activate.fish" not in names
+    # What the spec installs, and nothing to install more with: no pip, no setuptools.
+    site = "lib/python3.10/site-packages/"
+    assert not [n for n in names if n.startswith(("bin/pip", f"{site}pip", f"{site}setuptools", f"{site}_distutils"))]
     assert not [n for n in names if n.startswith("lib/python3.10/site-packages/numpy/core/tests")]
     assert "lib/python3.10/site-packages/numpy/core/__init__.py" in names
     assert int.from_bytes(six_pyc[4:8], "little") == 0b11, "pycs must be checked-hash (PEP 552)"
     assert "home = " in cfg and "command" not in cfg
-    assert "__pycache__" not in record
+    assert "__pycache__" not in record and "six.py," in record
     assert "lib/python3.10/site-packages/localpkg/__init__.py" in names
+    assert "lib/python3.10/site-packages/numpy/conftest.py" in names
+    assert "lib/python3.10/site-packages/numpy/__pycache__/__init__.cpython-310.pyc" in names
+    assert "lib/python3.10/site-packages/numpy/__pycache__/conftest.cpython-310.pyc" not in names
     assert not [n for n in names if n.endswith("direct_url.json")], "file:// records name the scratch directory"
 
 
@@ -420,13 +443,10 @@ def test_no_build_path_anywhere_in_the_env(venv_builds, tmp_path):
 
 
 @pytest.mark.slow
-def test_dir_format_is_the_same_tree_normalised(venv_builds):
+def test_dir_format_is_the_tree_normalised(venv_builds):
+    """Its entries are the tarball's (test_venv_builds_are_byte_identical), with the archive's modes and mtimes."""
     out = venv_builds["dir"]
-    with tarfile.open(venv_builds["a"]) as tar:
-        archived = sorted(tar.getnames())
-    nodes = list(archive.walk(out))
-    assert sorted(n.rel for n in nodes) == archived
-    for n in nodes:
+    for n in archive.walk(out):
         assert n.st.st_mtime == 0 and (n.path.is_symlink() or n.st.st_mode & 0o7777 in (0o644, 0o755)), n.rel
     p = subprocess.run(["bash", "-c", f'source "{out}/bin/activate" && python -c "import numpy, six"'],
                        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})

@@ -166,10 +166,9 @@ def tiny_tarball(w: Workspace) -> bytes:
 
 
 def installed(tar_bytes: bytes) -> set[str]:
-    """The distributions in an env beside the pip and setuptools every venv starts with."""
+    """The distributions in an env (a venv starts with none: no pip, no setuptools)."""
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as t:
-        return {n.split("/")[-1] for n in t.getnames() if n.endswith(".dist-info")
-                and not n.split("/")[-1].startswith(("pip-", "setuptools-"))}
+        return {n.split("/")[-1] for n in t.getnames() if n.endswith(".dist-info")}
 
 
 # -- locking ----------------------------------------------------------------------------------------
