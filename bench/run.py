@@ -43,8 +43,6 @@ SLEEP_S = 0.1  # each genrule of the run-action scenario
 EDIT_1K_S, EDIT_VS_MAKE, NOOP_VS_NINJA = 0.15, 1.5, 3.0  # issue 16: an edit costs what it changes
 BIG_N_LIMIT_S, RSS_10K_MB = 1.0, 300  # at 10,000 models: edit and unstamped no-op; peak memory
 SETTLE_S = 2.1  # tpbuild's racy window (layout.RACY_WINDOW_NS) and a margin
-# After a clean scenario's deletion: written back, then past ext4's RECENTCY_MIN (5 s); see `clean_prepare`.
-CLEAN_SETTLE_S = 5.5
 
 
 @dataclass
@@ -63,21 +61,24 @@ class Tool:
         _rm(self.outputs + self.state)
 
 
-def clean_prepare(settle_s: float) -> Callable[[Tool], None]:
-    """Before a timed build from nothing: delete everything, then `sync` and wait `settle_s`.
+def clean_prepare(trash: Path) -> Callable[[Tool], None]:
+    """Before a timed build from nothing: the tool's outputs and state moved aside into `trash`, which
+    is deleted once the scenario is over.
 
-    Without this the clean scenario times the kernel as much as the tool. On ext4 without a journal
-    (this VM's), a new inode is not given a number freed in the last 5 s, or in the last 300 s while
-    the inode table block holding it is still dirty (`recently_deleted` in fs/ext4/ialloc.c): right
-    after `rm -rf` of the last build's thousands of files, every file created walks past them one
-    inode-table lookup at a time, and how many there are depends on when writeback last ran, so
-    clean times moved by +-30% from run to run. Written back and 5 s old, the freed inodes are
-    reusable at once. Every tool gets the same preparation, so the ratios stay fair."""
+    Deleted right before the run, they made the clean scenario time the kernel as much as the tool. On
+    ext4 without a journal (this VM's), a new file is not given an inode freed in the last 60 s, nor in
+    the last 360 s while the inode table block holding it is not yet written back (`recently_deleted`
+    in fs/ext4/ialloc.c): the allocator walks past each such inode, one lookup at a time. Right after
+    `rm -rf` of the last build's thousands of files every file created paid for them, and most the tool
+    run right after the largest deletion (tpbuild -j 2, after tpbuild -j 1's, in this scenario's
+    rotation). A rename frees no inode. Every tool is prepared alike."""
+    moved = itertools.count()
+
     def prepare(t: Tool) -> None:
-        t.remove_all()
-        if settle_s > 0:
-            os.sync()
-            time.sleep(settle_s)
+        trash.mkdir(parents=True, exist_ok=True)
+        for p in t.outputs + t.state:
+            if os.path.lexists(p):
+                os.rename(p, trash / str(next(moved)))
 
     return prepare
 
@@ -234,9 +235,10 @@ def bench_size(n: int, args, peers: dict[str, list[str]], results: list[dict], c
         # one measured round of --quick and looked up to 1.8x slower than -j 1, where runs side by
         # side found them equal.
         clean_tools.append(tpbuild_tool(ws, cache, 1, "tpbuild -j1"))
-    record(results, n, "clean", measure(clean_tools, clean_prepare(args.clean_settle), slow), clean_tools)
+    record(results, n, "clean", measure(clean_tools, clean_prepare(root / "trash"), slow), clean_tools)
     if peer_tools:
         checks.append(f"N={n} clean: {compare_outputs(tp, peer_tools)}")
+    _rm([root / "trash"])
 
     # A user's no-op comes seconds after the last build, not milliseconds: past the racy window, in
     # which tpbuild trusts no stat (a same-size rewrite could hide behind it), so the no-op is a settled one.
@@ -318,7 +320,8 @@ def bench_sleeps(args, checks: list[str]) -> dict:
     ws, cache = root / "ws", root / "cache"
     synth.generate_sleeps(ws, args.sleeps, SLEEP_S)
     tools = [tpbuild_tool(ws, cache, args.jobs), tpbuild_tool(ws, cache, 1, "tpbuild -j1")]
-    samples = measure(tools, clean_prepare(args.clean_settle), Plan(1, args.slow_reps))
+    samples = measure(tools, clean_prepare(root / "trash"), Plan(1, args.slow_reps))
+    _rm([root / "trash"])
     j1, jn = (median([s.wall_s for s in samples[t.name]]) for t in (tools[1], tools[0]))
     out = {"genrules": args.sleeps, "sleep_s": SLEEP_S, "jobs": args.jobs, "j1_median_s": round(j1, 4),
            "jn_median_s": round(jn, 4), "speedup": round(j1 / jn, 3),
@@ -557,9 +560,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--slow-reps", type=int, default=None, help="repetitions of clean and restore (default 3)")
     p.add_argument("--large", type=int, default=10000,
                    help="from this N on: clean and restore once without warm-up, at most 3 of the others")
-    p.add_argument("--clean-settle", type=float, default=CLEAN_SETTLE_S,
-                   help=f"seconds waited after sync before each build from nothing (default {CLEAN_SETTLE_S}; "
-                        "0: neither sync nor wait)")
     p.add_argument("-j", "--jobs", type=int, default=2, help="parallelism given to every tool (default 2)")
     p.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers, '' for none")
     p.add_argument("--big-size", type=_bytes, default=2**30, help="size of the large artifact (default 1G)")
@@ -609,7 +609,6 @@ def main(argv: list[str] | None = None) -> int:
                             f"{platform.release()})",
                  "python": platform.python_version(), "jobs": args.jobs, "sizes": args.sizes,
                  "reps": args.reps, "slow_reps": args.slow_reps, "large": args.large,
-                 "clean_settle_s": args.clean_settle,
                  "peers": list(peers), "versions": versions, "skipped": skipped,
                  "seconds": round(time.perf_counter() - t0, 1)},
         "results": results, "ratios": rat, "big": big, "sleeps": sleeps,

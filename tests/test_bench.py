@@ -21,8 +21,7 @@ from measure import BenchError  # noqa: E402
 def test_harness_runs_every_scenario_with_the_peers_and_checks_their_trees(tmp_path: Path):
     out = tmp_path / "out"
     p = subprocess.run([sys.executable, str(REPO / "bench/run.py"), "--sizes", "5", "--reps", "1", "--slow-reps", "1",
-                        "--big-size", "1M", "--sleeps", "4", "--clean-settle", "0", "--workdir", str(tmp_path / "work"),
-                        "--out", str(out)],
+                        "--big-size", "1M", "--sleeps", "4", "--workdir", str(tmp_path / "work"), "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     doc = json.loads((out / "results.json").read_text())
@@ -60,16 +59,18 @@ def test_a_peer_that_builds_other_bytes_stops_the_run(tmp_path: Path):
         bench.compare_outputs(ref, [tree("other", "b\na\n")])
 
 
-def test_a_clean_build_is_prepared_alike_for_every_tool_deleted_then_written_back_and_aged(tmp_path, monkeypatch):
-    """The clean scenario's preparation (see bench.clean_prepare): everything deleted, then `sync` and
-    a pause; with 0 seconds neither (as this file's harness run asks)."""
-    calls = []
-    monkeypatch.setattr(bench.os, "sync", lambda: calls.append(("sync", (tmp_path / "out").exists())))
-    monkeypatch.setattr(bench.time, "sleep", lambda s: calls.append(("sleep", s)))
-    for settle, want in ((5.5, [("sync", False), ("sleep", 5.5)]), (0, [])):
-        (tmp_path / "out").mkdir()
-        (tmp_path / "state").mkdir()
-        calls.clear()
-        bench.clean_prepare(settle)(bench.Tool("t", None, [tmp_path / "out"], [tmp_path / "state"], tmp_path, 1))
-        assert calls == want
-        assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+
+def test_a_build_from_nothing_finds_the_last_ones_files_moved_aside_not_deleted(tmp_path):
+    """The clean scenario's preparation (bench.clean_prepare): outputs and state renamed into the trash,
+    so no inode is freed right before the timed run; each tool's in turn, none overwriting another's."""
+    trash = tmp_path / "trash"
+    prepare = bench.clean_prepare(trash)
+    for name in ("a", "b"):
+        (tmp_path / name / "out").mkdir(parents=True)
+        (tmp_path / name / "out" / "f").write_text(name)
+        (tmp_path / name / "db").write_text(name)
+        prepare(bench.Tool(name, None, [tmp_path / name / "out"], [tmp_path / name / "db", tmp_path / "gone"],
+                           tmp_path, 1))
+        assert not (tmp_path / name / "out").exists() and not (tmp_path / name / "db").exists()
+    assert sorted((p.name, p.read_text()) for p in trash.rglob("*") if p.is_file()) == [
+        ("1", "a"), ("3", "b"), ("f", "a"), ("f", "b")]
