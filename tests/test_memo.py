@@ -135,7 +135,8 @@ def test_a_rewrite_of_many_records_is_written_in_pieces_and_reads_back_whole(tmp
 
 def test_a_whole_memo_is_the_json_of_its_value_and_one_that_is_not_json_leaves_nothing(tmp_path):
     value = {"key": [1, "a", None], "groups": [["b", True, ["x", "y"], [1, 2]], ["c", None, [["p", None]]]],
-             "summary": {"n": 1, "s": ['é"']}, "odd": {1: 2}, "deep": [[[[]]]]}
+             "summary": {"n": 1, "s": ['é"']}, "odd": {1: 2}, "deep": [[[[]]]],
+             "long": [list(range(100)), {str(i): [i] for i in range(100)}]}
     path = tmp_path / "m"
     assert memo.save(path, "test", 1, value, tmp_path / "tmp", "the test memo") is None
     assert path.read_bytes() == b"tpbuild-memo test v1\n" + memo._dumps(value).encode()

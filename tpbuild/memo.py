@@ -113,17 +113,19 @@ def _dumps(value) -> str:
 
 
 def _chunks(value, depth: int):
-    """`_dumps(value)` as UTF-8, in pieces: the lists and dicts (of string keys) of the top `depth`
-    levels are taken apart, so no text of the whole memo is ever held (the no-op stamp of 10,000 models is 13 MB; its
-    text, bytes and header-joined bytes were held at once at the peak of the build that wrote it)."""
-    if depth and isinstance(value, list):
+    """`_dumps(value)` as UTF-8, in pieces: the short lists and dicts (of string keys, at most 64 items)
+    of the top `depth` levels are taken apart, and anything else is one piece. So no text of the whole
+    memo is ever held (the no-op stamp of 10,000 models is 13 MB, its largest piece a few; its text,
+    bytes and header-joined bytes were held at once at the peak of the build that wrote it), and a
+    memo of many small values is still one `json.dumps` call, not one per value."""
+    if depth and isinstance(value, list) and len(value) <= 64:
         yield b"["
         for i, item in enumerate(value):
             if i:
                 yield b","
             yield from _chunks(item, depth - 1)
         yield b"]"
-    elif depth and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+    elif depth and isinstance(value, dict) and len(value) <= 64 and all(isinstance(k, str) for k in value):
         yield b"{"
         for i, (k, item) in enumerate(value.items()):
             yield (b"," if i else b"") + _dumps(k).encode() + b":"
