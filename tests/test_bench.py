@@ -57,3 +57,20 @@ def test_a_peer_that_builds_other_bytes_stops_the_run(tmp_path: Path):
     assert bench.compare_outputs(ref, [tree("same", "a\nb\n")]) == "1 files identical in tpbuild, same"
     with pytest.raises(BenchError, match="other's shared/labels/labels.txt differs"):
         bench.compare_outputs(ref, [tree("other", "b\na\n")])
+
+
+
+def test_a_build_from_nothing_finds_the_last_ones_files_moved_aside_not_deleted(tmp_path):
+    """The clean scenario's preparation (bench.clean_prepare): outputs and state renamed into the trash,
+    so no inode is freed right before the timed run; each tool's in turn, none overwriting another's."""
+    trash = tmp_path / "trash"
+    prepare = bench.clean_prepare(trash)
+    for name in ("a", "b"):
+        (tmp_path / name / "out").mkdir(parents=True)
+        (tmp_path / name / "out" / "f").write_text(name)
+        (tmp_path / name / "db").write_text(name)
+        prepare(bench.Tool(name, None, [tmp_path / name / "out"], [tmp_path / name / "db", tmp_path / "gone"],
+                           tmp_path, 1))
+        assert not (tmp_path / name / "out").exists() and not (tmp_path / name / "db").exists()
+    assert sorted((p.name, p.read_text()) for p in trash.rglob("*") if p.is_file()) == [
+        ("1", "a"), ("3", "b"), ("f", "a"), ("f", "b")]

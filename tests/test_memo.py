@@ -114,3 +114,53 @@ def test_preloaded_records_are_the_ones_get_reads_and_a_damaged_one_stays_absent
     j.preload(["a", "b"])
     path.unlink()  # nothing is read from the file any more
     assert (j.get("a"), j.get("b")) == ([1], {"c": 2})
+
+
+def test_a_rewrite_of_many_records_is_written_in_pieces_and_reads_back_whole(tmp_path):
+    """More records than one piece holds (1,000): the file is the same as one written at once."""
+    path = tmp_path / "j"
+    j = _journal(path)
+    for i in range(2500):
+        j.put(f"k{i}", [i, "é", {"x": i}])
+    assert j.save() is None
+    body = path.read_bytes().split(b"\n", 2)[2]
+    want = "".join(f'"k{i}"\t[{i},"é",{{"x":{i}}}]\n' for i in range(2500)).encode()
+    assert body == want
+    j = _journal(path)
+    assert [j.get(f"k{i}") for i in (0, 999, 1000, 2499)] == [[0, "é", {"x": 0}], [999, "é", {"x": 999}],
+                                                                [1000, "é", {"x": 1000}], [2499, "é", {"x": 2499}]]
+    j.put("k0", 1)
+    assert j.save() is None and path.read_bytes().endswith(b'"k0"\t1\n')  # then appended to as ever
+
+
+def test_a_whole_memo_is_the_json_of_its_value_and_one_that_is_not_json_leaves_nothing(tmp_path):
+    value = {"key": [1, "a", None], "groups": [["b", True, ["x", "y"], [1, 2]], ["c", None, [["p", None]]]],
+             "summary": {"n": 1, "s": ['é"']}, "odd": {1: 2}, "deep": [[[[]]]],
+             "long": [list(range(100)), {str(i): [i] for i in range(100)}]}
+    path = tmp_path / "m"
+    assert memo.save(path, "test", 1, value, tmp_path / "tmp", "the test memo") is None
+    assert path.read_bytes() == b"tpbuild-memo test v1\n" + memo._dumps(value).encode()
+    assert memo.load(path, "test", 1) == memo.load(path, "test", 1) == json_roundtrip(value)
+    warning = memo.save(tmp_path / "n", "test", 1, {"a": [1, object()]}, tmp_path / "tmp", "the test memo")
+    assert warning is not None and "could not save the test memo" in warning
+    assert not (tmp_path / "n").exists()
+    assert [p for p in (tmp_path / "tmp").rglob("*") if p.is_file()] == []  # no temp file left
+
+
+def json_roundtrip(value):
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+
+def test_a_file_torn_within_its_meta_line_is_rewritten_not_appended_to(tmp_path):
+    path = tmp_path / "j"
+    path.write_bytes(b'tpbuild-memo test 1\n"m"')  # not even this journal's header: a miss
+    assert _journal(path).get("a") is None
+    path.write_bytes(b'tpbuild-memo test v1\n"m"')  # the meta without its newline
+    j = _journal(path)
+    j.put("a", 1)
+    assert j.save() is None
+    assert path.read_bytes() == b'tpbuild-memo test v1\n"m"\n"a"\t1\n'
+    assert _journal(path).get("a") == 1

@@ -142,3 +142,17 @@ def test_discovery_without_a_stamp_lists_what_moved(stamped, damage):
     assert files["discovery"] == ("walked" if damage else "rescanned"), files
     assert damage or files["dirs_scanned"] < 5, files
     assert stamped.build(check=True).report["files"]["discovery"] in ("reused", "rescanned")
+
+
+def test_a_path_asked_for_after_the_tables_are_dropped_is_stated_again(tmp_path):
+    """`Observed.forget` (once a build has run its actions): later answers are the file's own stat."""
+    f = tmp_path / "f"
+    f.write_text("now")
+    observed = Observed(horizon=2 * 10**18)
+    observed.add("", [str(f)], [1, 10**18, 7, 0o100644])
+    observed.add_kind(str(tmp_path / "gone"), (0o40000,))
+    assert observed.sig(str(f)) == (1, 10**18, 7, 0o100644)
+    observed.forget()
+    assert observed.sig(str(f)) == sig(str(f)) != (1, 10**18, 7, 0o100644)
+    assert observed.observe(str(tmp_path / "gone"), (0o40000,)) is None  # taken again: absent
+    assert (observed.reused, observed.taken) == (1, 2)

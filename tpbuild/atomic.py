@@ -32,6 +32,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Iterable
 
 _KILL_AT = os.environ.get("TPBUILD_TEST_KILL_AT")
 _NEW = ".new."  # a process directory being made: locked, then renamed to its real name
@@ -126,11 +127,16 @@ def temp_name(parent: Path | str, hint: str) -> str:
     return f"{sub}/{hint}.{threading.get_ident()}.{r}"
 
 
-def write_bytes(dest: Path | str, data: bytes, tmp_parent: Path, hint: str) -> None:
+def write_bytes(dest: Path | str, data: bytes | Iterable[bytes], tmp_parent: Path, hint: str) -> None:
+    """`data` may come in chunks (a memo written as it is encoded: at 10,000 models a whole memo's
+    text, its bytes and the two joined were three copies of tens of megabytes at a build's peak)."""
     tmp = temp_name(tmp_parent, hint)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                f.writelines(data)
         crash_point(f"publish-{hint}")
         os.replace(tmp, dest)
     except BaseException:

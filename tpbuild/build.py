@@ -179,6 +179,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
             outputs.prune(state, ws.root, live)
             for aid in state.actions.keys() - analysis.declared.keys():
                 del state.actions[aid]
+        ws.observed.forget()  # the memos and the actions are done with the stamp's stats (Observed.forget)
         with trace.span("place outputs", "phase"):
             targets, placed = _materialize(ws, analysis, outcomes, state, cas, warn)
         atomic.crash_point("placed")

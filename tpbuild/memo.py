@@ -26,6 +26,7 @@ its fingerprint of the engine's code.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from pathlib import Path
 
@@ -58,15 +59,13 @@ def load(path: Path, kind: str, version: int, types: tuple[type, ...] = ()):
 
 def save(path: Path, kind: str, version: int, value, tmp_parent: Path, what: str) -> str | None:
     """Write the memo; None when saved, else a warning naming what was not saved and why."""
-    try:
-        body = _dumps(value).encode()
-    except (TypeError, ValueError, RecursionError) as e:
-        return f"could not save {what} ({e}); the next build re-checks what it would have remembered"
     from . import atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(path, _header(kind, version) + body, tmp_parent, kind)
+        atomic.write_bytes(path, itertools.chain((_header(kind, version),), _chunks(value, 3)), tmp_parent, kind)
+    except (TypeError, ValueError, RecursionError) as e:  # not JSON: nothing is left (write_bytes removes its temp)
+        return f"could not save {what} ({e}); the next build re-checks what it would have remembered"
     except OSError as e:
         return (f"could not save {what} ({e.strerror or e}: {e.filename or path}); "
                 "the next build re-checks what it would have remembered")
@@ -111,6 +110,29 @@ def encode_text(value, types: tuple[type, ...]) -> str:
 def _dumps(value) -> str:
     """The one JSON text form of every memo: compact, UTF-8 as is, no NaN (not JSON)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _chunks(value, depth: int):
+    """`_dumps(value)` as UTF-8, in pieces: the short lists and dicts (of string keys, at most 64 items)
+    of the top `depth` levels are taken apart, and anything else is one piece. So no text of the whole
+    memo is ever held (the no-op stamp of 10,000 models is 13 MB, its largest piece a few; its text,
+    bytes and header-joined bytes were held at once at the peak of the build that wrote it), and a
+    memo of many small values is still one `json.dumps` call, not one per value."""
+    if depth and isinstance(value, list) and len(value) <= 64:
+        yield b"["
+        for i, item in enumerate(value):
+            if i:
+                yield b","
+            yield from _chunks(item, depth - 1)
+        yield b"]"
+    elif depth and isinstance(value, dict) and len(value) <= 64 and all(isinstance(k, str) for k in value):
+        yield b"{"
+        for i, (k, item) in enumerate(value.items()):
+            yield (b"," if i else b"") + _dumps(k).encode() + b":"
+            yield from _chunks(item, depth - 1)
+        yield b"}"
+    else:
+        yield _dumps(value).encode()
 
 
 def decode(text: str | bytes, types: tuple[type, ...]):
@@ -207,44 +229,51 @@ class Journal:
         self._changed: set[str] = set()
         self._size = 0  # bytes of records in the file, live or not
         self._appendable = False  # the file holds this memo and ends with a whole line
+        # Read a line at a time: at 10,000 models the build state is tens of megabytes, and the whole
+        # file's bytes, its text and its lines were once held together while it was loaded.
+        parts = []  # (key as JSON, value as JSON or "" for a record removed) of each whole line
+        tail = b""  # a last line without its newline: a torn append
         try:
             with open(path, "rb") as f:
                 if f.readline() != _header(kind, version):
                     return
-                body = f.read()
+                meta_line = f.readline()
+                try:
+                    if json.loads(meta_line) != meta:
+                        return
+                except ValueError:
+                    return
+                if not meta_line.endswith(b"\n"):
+                    tail = meta_line  # torn right after it: rewritten by the next save
+                size = 0
+                for line in f if not tail else ():
+                    if not line.endswith(b"\n"):
+                        tail = line
+                        break
+                    size += len(line)
+                    k, tab, v = line[:-1].decode().partition("\t")
+                    if not tab:
+                        return  # not a journal this code wrote (or damaged beyond a torn tail): a miss
+                    parts.append((k, v))
         except OSError:
             return
-        try:
-            text = body.decode()
         except UnicodeDecodeError:
             return
-        size = len(body)
-        del body  # a 10,000-model state is tens of megabytes: hold one copy at a time
-        lines = text.split("\n")
-        del text
+        self._size = size
         try:
-            if json.loads(lines[0]) != meta:
-                return
+            keys = json.loads("[" + ",".join(k for k, _v in parts) + "]")
         except ValueError:
             return
-        tail = lines.pop()
-        self._size = size - len(lines[0]) - len(tail)
-        lines[0] = ""  # the meta line, not a record
-        parts = [line.partition("\t") for line in lines]
-        del lines
-        try:
-            keys = json.loads("[" + ",".join(k for k, _tab, _v in parts[1:]) + "]")
-        except ValueError:
-            keys = None
-        if keys is None or not all(isinstance(k, str) for k in keys) or any(not tab for _k, tab, _v in parts[1:]):
-            return  # not a journal this code wrote (or damaged beyond a torn tail): a miss
+        if not all(isinstance(k, str) for k in keys):
+            return
         raw = self._raw
-        for key, (_k, _tab, value) in zip(keys, parts[1:]):
+        for key, (_k, value) in zip(keys, parts):
             if value:
                 raw[key] = value
             else:
                 raw.pop(key, None)
-        self._appendable = tail == ""
+        del parts, keys
+        self._appendable = not tail
         if eager and not types and convert is None:
             try:
                 values = json.loads("[" + ",".join(raw.values()) + "]")
@@ -330,20 +359,30 @@ class Journal:
 
     def save(self) -> str | None:
         """None when saved (or nothing changed), else a warning naming what was not saved and why. A
-        file that does not hold this memo (missing, another version or meta, a torn tail) is rewritten."""
+        file that does not hold this memo (missing, another version or meta, a torn tail) is rewritten.
+
+        Records are encoded and written a thousand at a time, never as one text of them all: at
+        10,000 models the build state's records are tens of megabytes, and their text, its bytes and
+        a copy of those were once held together at the end of a build, its peak of memory."""
         if not self._changed and self._appendable:
             return None
         from . import atomic
 
         try:
-            data = "".join(self._line(key) for key in sorted(self._changed)).encode()
-            live = sum(r if isinstance(r, int) else len(r) for r in self._raw.values())
-            if not self._appendable or self._size + len(data) > 2 * live + (1 << 20) or not self._append(data):
-                data = "".join(self._line(key) for key in self._raw).encode()
+            appended = False
+            if self._appendable:
+                changed = sorted(self._changed)
+                # In characters, as `live` is counted: the rule that decides when to compact.
+                size = sum(len(self._line(key)) for key in changed)
+                live = sum(r if isinstance(r, int) else len(r) for r in self._raw.values())
+                appended = self._size + size <= 2 * live + (1 << 20) and self._append(changed)
+            if not appended:
+                written = [0]
+                header = _header(self.kind, self.version) + json.dumps(self.meta).encode() + b"\n"
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                atomic.write_bytes(self.path, _header(self.kind, self.version) + json.dumps(self.meta).encode()
-                                   + b"\n" + data, self.tmp_parent, self.kind)
-                self._size = len(data)
+                atomic.write_bytes(self.path, itertools.chain((header,), self._lines(list(self._raw), written)),
+                                   self.tmp_parent, self.kind)
+                self._size = written[0]
                 self._appendable = True
         except OSError as e:
             self._appendable = False
@@ -358,21 +397,32 @@ class Journal:
         self._changed.clear()
         return None
 
-    def _append(self, data: bytes) -> bool:
-        """Append to the file if it still holds this memo (another process may have rewritten it, for
-        another meta, since it was read); False when it does not."""
+    def _lines(self, keys: list[str], written: list[int]):
+        """The records' lines as UTF-8, a thousand at a time; `written[0]` counts their bytes."""
+        for i in range(0, len(keys), 1000):
+            chunk = "".join(self._line(key) for key in keys[i:i + 1000]).encode()
+            written[0] += len(chunk)
+            yield chunk
+
+    def _append(self, keys: list[str]) -> bool:
+        """Append the records of `keys` to the file if it still holds this memo (another process may
+        have rewritten it, for another meta, since it was read); False when it does not."""
+        from . import atomic
+
         with open(self.path, "a+b") as f:
             f.seek(0)
             if f.readline() != _header(self.kind, self.version) or f.readline() != json.dumps(self.meta).encode() + b"\n":
                 return False
-            half = len(data) // 2
-            f.write(data[:half])  # appended: the file is open in append mode
+            written = [0]
+            half = len(keys) // 2
+            f.writelines(self._lines(keys[:half], written))  # appended: the file is open in append mode
+            last = next(self._lines(keys[half:half + 1], written))
+            f.write(last[:len(last) // 2])
             f.flush()
-            from . import atomic
-
             atomic.crash_point(f"publish-{self.kind}")  # a killed append: a torn last line
-            f.write(data[half:])
-        self._size += len(data)
+            f.write(last[len(last) // 2:])
+            f.writelines(self._lines(keys[half + 1:], written))
+        self._size += written[0]
         return True
 
     def _line(self, key: str) -> str:
