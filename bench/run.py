@@ -49,8 +49,8 @@ SETTLE_S = 2.1  # tpbuild's racy window (layout.RACY_WINDOW_NS) and a margin
 class Tool:
     name: str
     command: Command
-    outputs: list[Path]            # deleted by `restore` (the output tree)
-    state: list[Path]              # deleted by `clean` as well (caches, logs of past builds)
+    outputs: list[Path]            # deleted by `restore` (the output tree), moved aside by `clean`
+    state: list[Path]              # moved aside by `clean` as well (caches, logs of past builds)
     out_root: Path                 # where models/, repository/ and shared/ land
     jobs: int
 
