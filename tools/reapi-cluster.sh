@@ -6,7 +6,11 @@
 #                                                                 the endpoint (grpc://127.0.0.1:PORT) last
 #   tools/reapi-cluster.sh down                                   stop everything it started, delete its state
 #   tools/reapi-cluster.sh status                                 what runs, and the endpoint
-#   tools/reapi-cluster.sh install                                only install what is missing (tools/test.sh)
+#   tools/reapi-cluster.sh install                                only install what is missing
+#   tools/reapi-cluster.sh install-buildgrid                      only BuildGrid's venv (no root needed)
+#   tools/reapi-cluster.sh debian-packages                        print the Debian packages `install` would
+#                                                                 apt-get (tools/test.sh installs them with its
+#                                                                 own in one apt-get run, beside install-buildgrid)
 #
 # Environment:
 #   TPBUILD_REAPI_STATE   state directory (default /tmp/tpbuild-reapi): the database cluster, config, logs,
@@ -33,6 +37,8 @@ HOME_DIR=${TPBUILD_REAPI_HOME:-${HOME:-/root}/.cache/tpbuild-reapi}
 BGD_VENV=$HOME_DIR/buildgrid-0.9.1
 WORKER_PY=${TPBUILD_PYTHON:-$REPO/.venv/bin/python}
 PG_BIN=""
+# shellcheck source=tools/apt.sh
+source "$HERE/apt.sh"
 
 die() { echo "reapi-cluster: $*" >&2; exit 1; }
 say() { echo "reapi-cluster: $*" >&2; }
@@ -51,16 +57,15 @@ find_pg() {
     [ -n "$PG_BIN" ]
 }
 
+debian_packages() {  # what install_pg would apt-get: for a caller installing it with its own packages
+    find_pg || echo postgresql
+}
+
 install_pg() {
     find_pg && return
     [ "$(id -u)" = 0 ] || die "PostgreSQL is missing: install Debian's 'postgresql' package (as root: apt-get install postgresql)"
     say "installing postgresql (apt-get)"
-    apt-get update -qq
-    # The package would start the system cluster; policy-rc.d keeps it stopped (we run our own).
-    local policy=/usr/sbin/policy-rc.d created=""
-    if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created=1; fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
-    [ -n "$created" ] && rm -f "$policy"
+    apt_install postgresql  # the system cluster it would start stays stopped: we run our own
     find_pg || die "postgresql installed, but no initdb under /usr/lib/postgresql/*/bin"
 }
 
@@ -280,5 +285,7 @@ case ${1:-} in
     down) cmd_down ;;
     status) cmd_status ;;
     install) install_pg; install_bgd ;;
-    *) die "usage: $0 up [--workers N] [--property K=V]... | down | status | install" ;;
+    install-buildgrid) install_bgd ;;
+    debian-packages) debian_packages ;;
+    *) die "usage: $0 up [--workers N] [--property K=V]... | down | status | install | install-buildgrid | debian-packages" ;;
 esac

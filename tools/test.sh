@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages some tests drive for real. Installed only where missing (root, as on CI).
+# shellcheck source=tools/apt.sh
+source tools/apt.sh
+
+# Debian packages some tests drive for real, and what tests/test_reapi.py's cluster needs from Debian
+# (PostgreSQL): installed only where missing (root, as on CI), in one apt-get run.
 debian_packages() {
     local need=() pkg
     command -v cmake >/dev/null || need+=(cmake)
@@ -17,26 +21,27 @@ debian_packages() {
     for pkg in rapidjson-dev libarchive-dev libboost1.81-dev zlib1g-dev python3.11-dev python3.11-venv; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
+    mapfile -t -O "${#need[@]}" need < <(bash tools/reapi-cluster.sh debian-packages)
     [ ${#need[@]} -gt 0 ] || return 0
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+        apt_install "${need[@]}"
     else
         echo "note: missing ${need[*]} (install them with apt-get); tests that need them are skipped" >&2
     fi
 }
 
-# Beside the test venv's pip install (they share nothing, and both mostly wait on the network): the
-# Debian packages, then what tests/test_reapi.py's BuildGrid cluster needs (tools/reapi-cluster.sh:
-# PostgreSQL from Debian, after the other apt-get, and BuildGrid 0.9.1 in a venv on the machine's
-# Python 3.13 (pyenv's)), installed here once, outside the run.
-(
-    debian_packages
-    bash tools/reapi-cluster.sh install || echo "note: the REAPI cluster could not be installed; tests/test_reapi.py is skipped" >&2
-) &
-beside=$!
+# Three installs at once (they share nothing, and mostly wait on the network or on one core each): the
+# Debian packages, BuildGrid 0.9.1 in a venv on the machine's Python 3.13 (pyenv's) for
+# tests/test_reapi.py's cluster (tools/reapi-cluster.sh), and the test venv.
+debian_packages &
+debian=$!
+(bash tools/reapi-cluster.sh install-buildgrid ||
+    echo "note: the REAPI cluster could not be installed; tests/test_reapi.py is skipped" >&2) &
+buildgrid=$!
 
 source tools/venv.sh test
-wait "$beside"
+wait "$debian"  # a failed apt-get stops here
+wait "$buildgrid"
 
 # One pytest-xdist worker per core and one more: much of the suite waits on servers, downloads and cmake,
 # and on the 2-core CI machine 3 workers beat 2 in both quiet full runs compared (588 vs 672 s, 617 vs 632 s).
