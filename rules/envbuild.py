@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from tpbuild.plugin import BuildError, UserError, at
+from tpbuild.plugin import BuildError, UserError, at, process_dir, sweep
 
 from . import archive, pyc, worker
 from .settings import PythonVersion
@@ -262,9 +263,12 @@ def tool_fingerprint(spec: EnvSpec) -> dict:
 
 # -- running tools --------------------------------------------------------------------------------
 
+def _user_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"))
+
+
 def _tool_env(home: Path) -> dict[str, str]:
-    cache = os.environ.get("PIP_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pip")
+    cache = os.environ.get("PIP_CACHE_DIR") or str(_user_cache() / "pip")
     return {
         **worker.scrubbed_env(),
         "HOME": str(home),
@@ -308,7 +312,48 @@ def _create_venv(spec: EnvSpec, interp: Interpreter, prefix: Path, log: worker.S
     install more with. ensurepip's bootstrap (pip and setuptools installed and compiled into every env, for
     tools no model runs) took about 40% of a numpy env's build CPU and 28% of its archive."""
     log.run("create venv", [interp.path, "-m", "venv", "--without-pip", str(prefix)], env=env, cwd=workdir)
-    _pip_install(spec, [str(prefix / "bin" / "python"), f"{interp.pip_wheel}/pip"], log, env, workdir)
+    if _pip_wanted(spec):
+        _pip_install(spec, [str(prefix / "bin" / "python"), f"{_pip_from(interp, log, env, workdir)}/pip"], log, env,
+                     workdir)
+
+
+def _pip_from(interp: Interpreter, log: worker.StepLog, env: dict[str, str], workdir: Path) -> str:
+    """Where a venv's pip runs from: an unpacked copy of the interpreter's bundled pip wheel, compiled
+    for it, kept in the user's cache beside pip's own (`tpbuild-tools/`), named by the wheel's SHA-256 and
+    the Python version; the wheel itself when that cache cannot be written (a read-only home).
+
+    Run from the zipped wheel, pip's modules are compiled again on every import (zipimport keeps no
+    bytecode): about a CPU-second of every env build. The copy holds the wheel's files, so pip installs
+    the same either way (tests/test_envbuild.py builds one env each way: byte-identical), and it is not
+    a key input beyond the pip version the key already has. It is published by renaming the complete,
+    compiled directory into place, so a builder sees all of it or none; one killed midway leaves its
+    temp directory to the next one's sweep."""
+    wheel = Path(interp.pip_wheel)
+    try:
+        sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        root = _user_cache() / "tpbuild-tools"
+        final = root / f"{wheel.name.removesuffix('.whl')}-{sha[:16]}-py{worker.minor(interp.version)}"
+        if final.is_dir():
+            return str(final)
+        sweep(root / "tmp")
+        tmp = process_dir(root / "tmp") / final.name
+        tmp.mkdir()
+        with zipfile.ZipFile(wheel) as z:
+            z.extractall(tmp)
+        # Compiled where it will be (-d), so pip's tracebacks name the published path.
+        if log.run("compile pip", [interp.path, "-m", "compileall", "-q", "-d", str(final), str(tmp)], env=env,
+                   cwd=workdir, check=False) != 0:
+            raise OSError("compileall failed (see above)")
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(tmp)  # another build published it first
+        return str(final)
+    except (OSError, zipfile.BadZipFile) as e:
+        log.note(f"pip runs from its wheel {wheel}: no compiled copy in the user cache ({e})")
+        return str(wheel)
 
 
 def _create_conda(spec: EnvSpec, tool: str, prefix: Path, log: worker.StepLog, env: dict[str, str], workdir: Path) -> None:

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -347,9 +348,11 @@ def write_local_package(work: Path) -> None:
 
 @pytest.fixture(scope="module")
 def venv_builds(tmp_path_factory, py310):
-    """Two builds of one spec in different directories: a tar.gz with an empty pip cache, and a
-    format = "dir" build with the first's pip cache, a poisoned user pip config and PIP_* environment.
-    The spec installs from the registry (pip and a requirements file) and from a local path."""
+    """Two builds of one spec in different directories: a tar.gz with an empty pip cache and pip run
+    from its wheel (the user cache cannot be written: no compiled copy of pip), and a format = "dir"
+    build with the first's pip cache, pip run from a compiled copy made in a new user cache, a poisoned
+    user pip config and PIP_* environment. The spec installs from the registry (pip and a requirements
+    file) and from a local path."""
     builds = {}
     for name, fmt in (("a", "tar.gz"), ("dir", "dir")):
         work = tmp_path_factory.mktemp(f"envbuild-{name}")
@@ -357,7 +360,11 @@ def venv_builds(tmp_path_factory, py310):
         write_local_package(work)
         spec = {"python": "3.10", "manager": "venv", "interpreter": py310, "pip": ["numpy<2"],
                 "requirements": "requirements.txt", "pack_exclude": [NUMPY_TESTS, CONFTEST_PYC], "format": fmt}
-        env = {"XDG_CACHE_HOME": str(builds["a"].parent / "cache" if builds else work / "cache")}
+        if name == "a":
+            (work / "not-a-dir").write_text("")
+            env = {"XDG_CACHE_HOME": str(work / "not-a-dir" / "cache"), "PIP_CACHE_DIR": str(work / "cache" / "pip")}
+        else:
+            env = {"XDG_CACHE_HOME": str(builds["a"].parent / "cache")}
         if name == "dir":
             home = work / "home"
             (home / ".config/pip").mkdir(parents=True)
@@ -365,7 +372,10 @@ def venv_builds(tmp_path_factory, py310):
             env.update(HOME=str(home), PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_NO_INDEX="1")
         out = "env.tar.gz" if fmt == "tar.gz" else "env"
         p = run_builder(work, spec, out, env)
-        assert p.returncode == 0, p.stderr + (work / "logs/build.log").read_text()[-3000:]
+        log = (work / "logs/build.log").read_text()
+        assert p.returncode == 0, p.stderr + log[-3000:]
+        pip = re.search(r"^== pip install: \S+ (\S+)/pip ", log, re.M)[1]
+        assert pip.endswith(".whl") if name == "a" else pip.startswith(env["XDG_CACHE_HOME"] + "/tpbuild-tools/")
         builds[name] = work / out
     return builds
 
@@ -373,7 +383,8 @@ def venv_builds(tmp_path_factory, py310):
 @pytest.mark.slow
 def test_venv_builds_are_byte_identical(venv_builds, tmp_path):
     """The dir build archived as a tar.gz build archives it: the same bytes, though built elsewhere, with
-    a warm pip cache and hostile user config. (Through the CLI: tests/test_env_rule.py.)"""
+    a warm pip cache, pip run from its compiled copy rather than its wheel, and hostile user config.
+    (Through the CLI: tests/test_env_rule.py.)"""
     archive.write_tar_gz(venv_builds["dir"], tmp_path / "dir.tar.gz")
     assert (tmp_path / "dir.tar.gz").read_bytes() == venv_builds["a"].read_bytes()
 

@@ -22,7 +22,7 @@ from .action import OUT, PYTHON, TOOL_LOG, Action, Artifact, Input, RunAction, S
 from .errors import BuildError, TpbuildError, UserError, at, collected
 from .manifest import describe as describe_validation_error
 from .label import Label, LabelSyntaxError, Pattern, parse_label, parse_pattern
-from .atomic import process_dir
+from .atomic import process_dir, sweep
 from .layout import BUILD_FILE, OUT_DIR, STATE_DIR, WORKSPACE_FILE, find_root
 from .targetinfo import TargetInfo
 
@@ -31,6 +31,7 @@ __all__ = [
     "Analysed", "Artifact", "Attrs", "BuildError", "Built", "Command", "Input", "Label", "LabelAttr",
     "LabelOrPattern", "Pattern", "Rule", "Session", "Source", "SourceAttr", "SourceOrLabel", "SourcePath",
     "TargetInfo", "TpbuildError", "UserError", "at", "collected", "describe_validation_error", "find_root", "process_dir",
+    "sweep",
 ]
 
 
