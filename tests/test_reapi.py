@@ -183,6 +183,51 @@ def test_stopped_server_falls_back_or_fails_when_required(ws):
     assert ws.out("g/g/o.txt").read_text() == "local again\n"
 
 
+def test_a_server_nothing_listens_on_is_asked_once_a_failing_one_again(monkeypatch):
+    """A refused connection is given up at once (the channel retries connecting on its own backoff and
+    fails every call before then without trying); a server that answers UNAVAILABLE (overloaded,
+    restarting) or times out is asked again, `blobs.ATTEMPTS` times in all."""
+    import grpc
+
+    from tpbuild.reapi import blobs, wire
+
+    waits: list[float] = []
+    monkeypatch.setattr(blobs.time, "sleep", waits.append)
+    server = blobs.Server(wire.open_channel(f"grpc://127.0.0.1:{_free_port()}"), "", timeout=10)
+    calls = []
+
+    def find_missing():
+        calls.append(1)
+        return server.cas.FindMissingBlobs(wire.re_pb2.FindMissingBlobsRequest(), timeout=10)
+
+    with pytest.raises(wire.ReapiError) as e:
+        server.attempt("FindMissingBlobs", find_missing)
+    assert e.value.unreachable and "Connection refused" in str(e.value)
+    assert (len(calls), waits) == (1, [])
+
+    class Answered(grpc.RpcError):
+        def __init__(self, code):
+            self._code = code
+
+        def code(self):
+            return self._code
+
+        def details(self):
+            return "the server said so"
+
+    for code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        calls.clear()
+        waits.clear()
+
+        def fails(code=code):
+            calls.append(1)
+            raise Answered(code)
+
+        with pytest.raises(wire.ReapiError) as e:
+            server.attempt("FindMissingBlobs", fails)
+        assert not e.value.unreachable and (len(calls), len(waits)) == (blobs.ATTEMPTS, blobs.ATTEMPTS - 1)
+
+
 def test_platform_no_worker_offers_fails_after_a_bounded_wait(cluster, ws):
     ws.write("g/BUILD.toml", """
         [genrule.g]

@@ -39,18 +39,24 @@ TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
              grpc.StatusCode.CANCELLED}
 
 
+# gRPC's words for a call that reached no server: nothing listens (refused), no route, no such host.
+UNREACHABLE = ("failed to connect to all addresses", "DNS resolution failed")
+
+
 class ReapiError(Exception):
-    def __init__(self, message: str, transient: bool = True, code=None):
+    def __init__(self, message: str, transient: bool = True, code=None, unreachable: bool = False):
         super().__init__(message)
         self.transient = transient
         self.code = code
+        self.unreachable = unreachable  # no connection could be made: see blobs.give_up
 
 
 def rpc_error(what: str, e: grpc.RpcError) -> ReapiError:
     code = e.code() if hasattr(e, "code") else None
     detail = e.details() if hasattr(e, "details") else str(e)
     name = code.name if code is not None else "ERROR"
-    return ReapiError(f"{what}: {name}: {detail}", code in TRANSIENT, code)
+    unreachable = code == grpc.StatusCode.UNAVAILABLE and any(words in detail for words in UNREACHABLE)
+    return ReapiError(f"{what}: {name}: {detail}", code in TRANSIENT, code, unreachable)
 
 
 def digest_of(data: bytes) -> re_pb2.Digest:
