@@ -15,14 +15,19 @@ rule sets' code and the interpreter's import path (a rule set installed or upgra
 patterns, the cache location settings, PATH (it enters run actions' keys) and the interpreter are the
 stamp's key.
 
-A stamp is written only when it can be trusted to be complete and exact, else the file is removed:
-the build succeeded without warnings, without a remote cache and executing nothing (new blobs are
-too fresh to trust by stat; the next no-op leaves the stamp); every package came from (or went
-into) the analysis memo and no rule probes the machine (`volatile`); every source and blob has the
-stat its digest was taken at (the stat memo's own entry), so a file that changed during the build
-invalidates the stamp; and nothing recorded is younger than the racy window (a same-size rewrite
-within the timestamp granularity would keep its stat), so the build after an edit is not stamped
-and the next one is. Any difference makes the build take the ordinary path, which is always correct.
+A stamp is written only when it can be trusted to be complete, else the file is removed: the build
+succeeded without warnings and without a remote cache; every package came from (or went into) the
+analysis memo and no rule probes the machine (`volatile`); every source and blob the build used is
+still there. An entry the stamp cannot vouch for by its stat is recorded *unproven* (`UNPROVEN`, a stat
+no path has, like the analysis memo's `UNSETTLED`): a stat younger than the racy window (a same-size
+rewrite within the timestamp granularity would keep it: a source just edited, a blob just written, an
+output just placed), and a source or blob whose stat is not the one its digest was taken at (it changed
+during the build, or the stat memo did not keep a racy digest). The next check sees an unproven entry as
+a difference, so that build takes the ordinary path, whose memos prove the entry again by their own
+racy rules (the stat memo re-hashes a source, the blob check re-verifies a blob, placement re-checks a
+tree) and, executing nothing, leaves a stamp without one. So every successful build leaves a stamp:
+the one before an edit too, whose check then hands its stats to the build after the edit (below).
+Any difference makes the build take the ordinary path, which is always correct.
 
 On a miss the check does not stop at the first difference: it goes on through the stats that follow
 symlinks (the workspace's directories and files, the blobs) and hands them to the ordinary path
@@ -54,7 +59,8 @@ from .errors import UserError
 from .layout import RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig
 from .observed import Observed
 
-KIND, VERSION = "noop", 3
+KIND, VERSION = "noop", 4
+UNPROVEN = (-1, -1, -1, -1)  # the stat of an entry recorded unproven: no path has it (see above)
 # Options that do not change what a successful build produces; any other option set means no stamp.
 NEUTRAL_OPTIONS = {"command", "patterns", "jobs", "keep_going", "directory", "cache_dir", "explain"}
 # Options that change no output but ask for what a replay does not give (a report file): the stamp's
@@ -202,12 +208,8 @@ class Stamp:
     def record(self, result, cache_dir: Path) -> None:
         """Stamp a finished build, or leave no stamp if it cannot be trusted (see the module docstring)."""
         self.forget()
-        horizon = time.time_ns() - RACY_WINDOW_NS
-        groups = self._groups(result, cache_dir, horizon)
-        # The last group, the output directories, is exempt from the racy window: they are tpbuild's
-        # own, fresh after any placement, and what could change them unseen (a build killed while
-        # placing) starts later than the timestamp granularity.
-        if groups is None or any(g.refused or g.newest >= horizon for g in groups[:-1]) or groups[-1].refused:
+        groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS)
+        if groups is None or any(g.refused for g in groups):
             return
         requested = set(result.analysis.requested)
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
@@ -220,13 +222,10 @@ class Stamp:
     def _groups(self, result, cache_dir: Path, horizon: int) -> list[_Group] | None:
         from .action import Source
         from .cas import Cas
-        from .scheduler import Status
 
         a = result.analysis
         if not result.success or result.warnings or "remote" in result.cache:
             return None
-        if any(o.status is Status.EXECUTED for o in result.outcomes.values()):
-            return None  # its blobs are new, too fresh to trust by stat: the next no-op leaves the stamp
         cache = a.graph.cache
         observed: dict = {}
         for package in a.graph.loaded_packages:
@@ -237,22 +236,20 @@ class Stamp:
         root = f"{self.root}/"
         ws = [(WORKSPACE_FILE, self.workspace_sig), *a.graph.walked]
 
-        def usable(s: tuple | None, used: tuple | None) -> bool:
-            """The stat the build used, and settled (the bulk is checked here, to give up early)."""
-            return s is not None and s == used and s[1] < horizon
-
         statcache = result.statcache  # as build.run saved it: the stats the digests belong to
         if statcache is None:
             return None
-        sources = {}
+        sources = _Group(root, True, horizon=horizon)
+        known = {}
         for act in a.declared.values():  # as declared: the actions are not decoded for this
             for _dest, inp in act.inputs:
-                if isinstance(inp, Source) and inp.path not in sources:
+                if isinstance(inp, Source) and inp.path not in known:
                     s = sig(root + inp.path)
-                    if not usable(s, statcache.peek(inp.path)):
-                        return None
-                    sources[inp.path] = s
-        stores = _Group("", True)
+                    if s is None:
+                        return None  # gone since the build read it: the ordinary path says so
+                    known[inp.path] = s
+                    sources.add(inp.path, s, s == statcache.peek(inp.path))
+        stores = _Group("", True, horizon=horizon)
         cas = Cas(cache_dir)
         seen = set()
         for o in result.outcomes.values():
@@ -260,25 +257,24 @@ class Stamp:
                 p = cas.path_text(d, exe)
                 if p not in seen:
                     s = sig(p)
-                    if not usable(s, statcache.peek(p)):
-                        return None
+                    if s is None:
+                        return None  # evicted by another build meanwhile
                     seen.add(p)
-                    stores.add(p, s)
-        placed = _Group(root, False)
+                    stores.add(p, s, s == statcache.peek(p))
+        placed = _Group(root, False, horizon=horizon)
+        # The output directories are exempt from the racy window: they are tpbuild's own, fresh after
+        # any placement, and what could change them unseen (a build killed while placing) starts later
+        # than the timestamp granularity.
         placed_dirs = _Group(root, False)
         for rel in (p for t in result.targets.values() for p in t.outputs):
             for path, (_kind, _digest, placed_sig) in result.placed[rel][1].items():
                 s = sig(f"{root}{rel}/{path}", follow=False)
-                if not usable(s, placed_sig):
-                    return None
-                placed.add(f"{rel}/{path}", s)
+                placed.add(f"{rel}/{path}", s, s == placed_sig)
             # The directories too: a file added to an output (a killed build) moves its directory's mtime.
             for path, placed_sig in result.placed[rel][2].items():
                 full = f"{rel}/{path}" if path else rel
                 s = sig(f"{root}{full}", follow=False)
-                if s != placed_sig:
-                    return None
-                placed_dirs.add(full, s)
+                placed_dirs.add(full, s, s == placed_sig)
         for d in a.graph.rules.code_dirs:
             stores.add(str(d), sig(str(d)))
             for f in sorted(d.glob("*.py")):
@@ -289,38 +285,37 @@ class Stamp:
         stores.add(str(cache_dir / "id"), sig(str(cache_dir / "id")))
         # A manifest or model.py the analysis memo watches is mostly a directory walked or a source
         # too, recorded alike: one stat of it is enough.
-        known = {rel.rstrip("/"): s for rel, s in (*ws, *sources.items())}
+        known.update((rel.rstrip("/"), s) for rel, s in ws)
         return [
-            _Group(root, True, ws),
-            _Group(root, True, ((rel, s) for rel, s in observed.items() if known.get(rel.rstrip("/"), ()) != s)),
-            _Group(root, True, sources.items()),
+            _Group(root, True, ws, horizon),
+            _Group(root, True, ((rel, s) for rel, s in observed.items() if known.get(rel.rstrip("/"), ()) != s),
+                   horizon),
+            sources,
             stores,
             placed,
-            placed_dirs,  # last: see record
+            placed_dirs,
         ]
 
 
 class _Group:
     """One group of the stamp, built in the form it is stored in: its paths and their stats as one
     flat list of integers (a tuple per stat held most of an ordinary no-op's peak memory at 10,000
-    models), and apart, the paths checked by kind only or that must stay absent (`observe`)."""
+    models), and apart, the paths checked by kind only or that must stay absent (`observe`). A stat from
+    `horizon` on (the racy window), or one not `proven` otherwise, is stored as `UNPROVEN`."""
 
-    def __init__(self, base: str, follow: bool, items=()):
-        self.base, self.follow = base, follow
+    def __init__(self, base: str, follow: bool, items=(), horizon: int | None = None):
+        self.base, self.follow, self.horizon = base, follow, horizon
         self.paths: list[str] = []
         self.stats: list[int] = []
         self.kinds: list = []
-        self.newest = 0  # the latest mtime recorded: the racy window's test
         self.refused = False  # an absent path in an lstat group: not a shape the stamp has
         for rel, s in items:
             self.add(rel, s)
 
-    def add(self, rel: str, s: tuple | None) -> None:
+    def add(self, rel: str, s: tuple | None, proven: bool = True) -> None:
         if s is not None and len(s) > 1:
             self.paths.append(rel)
-            self.stats += s
-            if s[1] > self.newest:
-                self.newest = s[1]
+            self.stats += s if proven and (self.horizon is None or s[1] < self.horizon) else UNPROVEN
         elif self.follow is False and s is None:
             self.refused = True
         else:  # a kind, or absent: `observe` stats an absent path as a stat group would
