@@ -156,3 +156,16 @@ def test_a_path_asked_for_after_the_tables_are_dropped_is_stated_again(tmp_path)
     assert observed.sig(str(f)) == sig(str(f)) != (1, 10**18, 7, 0o100644)
     assert observed.observe(str(tmp_path / "gone"), (0o40000,)) is None  # taken again: absent
     assert (observed.reused, observed.taken) == (1, 2)
+
+
+def test_the_build_after_an_edit_hands_its_stats_to_the_next_edit(stamped):
+    """A build that executed leaves a stamp too (its fresh entries unproven, noop.py): the next edit's
+    build takes the unchanged files' stats from its check instead of stat'ing them again."""
+    from test_noop import _build
+
+    _edit_source(stamped)
+    assert not _build(stamped)[1]  # executed, and stamped
+    (stamped.root / "shared/classes.txt").write_text("d\nc\nb\na\n")
+    r, files = _observing(stamped)
+    assert stamped.out("shared/labels/labels.txt").read_text() == "a\nb\nc\nd\n", r.output
+    assert files["discovery"] == "reused", files

@@ -17,12 +17,14 @@ stamp's key.
 
 A stamp is written only when it can be trusted to be complete, else the file is removed: the build
 succeeded without warnings and without a remote cache; every package came from (or went into) the
-analysis memo and no rule probes the machine (`volatile`); every source and blob the build used is
-still there. An entry the stamp cannot vouch for by its stat is recorded *unproven* (`UNPROVEN`, a stat
-no path has, like the analysis memo's `UNSETTLED`): a stat younger than the racy window (a same-size
-rewrite within the timestamp granularity would keep it: a source just edited, a blob just written, an
-output just placed), and a source or blob whose stat is not the one its digest was taken at (it changed
-during the build, or the stat memo did not keep a racy digest). The next check sees an unproven entry as
+analysis memo and no rule probes the machine (`volatile`). Each entry is recorded as the build used it,
+not stat'ed again: a source or blob at the stat its digest was taken at (the stat memo's entry), a
+placed file or directory at the lstat placement recorded (the build state's), so a file that changed
+during the build differs at the next check. An entry the stamp cannot vouch for by its stat is recorded
+*unproven* (`UNPROVEN`, a stat no path has, like the analysis memo's `UNSETTLED`): a stat younger than
+the racy window (a same-size rewrite within the timestamp granularity would keep it: a source just
+edited, a blob just written, an output just placed), and a source or blob whose digest the stat memo did
+not keep (hashed within the racy window). The next check sees an unproven entry as
 a difference, so that build takes the ordinary path, whose memos prove the entry again by their own
 racy rules (the stat memo re-hashes a source, the blob check re-verifies a blob, placement re-checks a
 tree) and, executing nothing, leaves a stamp without one. So every successful build leaves a stamp:
@@ -239,16 +241,17 @@ class Stamp:
         statcache = result.statcache  # as build.run saved it: the stats the digests belong to
         if statcache is None:
             return None
+        # What the build used, as it used it: each source and blob at the stat its digest was taken at
+        # (unproven if the stat memo did not keep it: racy), each placed file and directory at the
+        # lstat placement recorded. A path that changed since differs from it at the next check, so
+        # nothing is stat'ed again here.
         sources = _Group(root, True, horizon=horizon)
         known = {}
         for act in a.declared.values():  # as declared: the actions are not decoded for this
             for _dest, inp in act.inputs:
                 if isinstance(inp, Source) and inp.path not in known:
-                    s = sig(root + inp.path)
-                    if s is None:
-                        return None  # gone since the build read it: the ordinary path says so
-                    known[inp.path] = s
-                    sources.add(inp.path, s, s == statcache.peek(inp.path))
+                    s = known[inp.path] = statcache.peek(inp.path)
+                    sources.add(inp.path, s or UNPROVEN, s is not None)
         stores = _Group("", True, horizon=horizon)
         cas = Cas(cache_dir)
         seen = set()
@@ -256,11 +259,9 @@ class Stamp:
             for d, exe in o.blobs():
                 p = cas.path_text(d, exe)
                 if p not in seen:
-                    s = sig(p)
-                    if s is None:
-                        return None  # evicted by another build meanwhile
                     seen.add(p)
-                    stores.add(p, s, s == statcache.peek(p))
+                    s = statcache.peek(p)
+                    stores.add(p, s or UNPROVEN, s is not None)
         placed = _Group(root, False, horizon=horizon)
         # The output directories are exempt from the racy window: they are tpbuild's own, fresh after
         # any placement, and what could change them unseen (a build killed while placing) starts later
@@ -268,13 +269,10 @@ class Stamp:
         placed_dirs = _Group(root, False)
         for rel in (p for t in result.targets.values() for p in t.outputs):
             for path, (_kind, _digest, placed_sig) in result.placed[rel][1].items():
-                s = sig(f"{root}{rel}/{path}", follow=False)
-                placed.add(f"{rel}/{path}", s, s == placed_sig)
+                placed.add(f"{rel}/{path}", placed_sig)
             # The directories too: a file added to an output (a killed build) moves its directory's mtime.
             for path, placed_sig in result.placed[rel][2].items():
-                full = f"{rel}/{path}" if path else rel
-                s = sig(f"{root}{full}", follow=False)
-                placed_dirs.add(full, s, s == placed_sig)
+                placed_dirs.add(f"{rel}/{path}" if path else rel, placed_sig)
         for d in a.graph.rules.code_dirs:
             stores.add(str(d), sig(str(d)))
             for f in sorted(d.glob("*.py")):
