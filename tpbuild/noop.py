@@ -254,12 +254,12 @@ class Stamp:
                     sources.add(inp.path, s or UNPROVEN, s is not None)
         stores = _Group("", True, horizon=horizon)
         cas = Cas(cache_dir)
-        seen = set()
+        seen = set()  # a tree names its parts' blobs again (the repository: every model's)
         for o in result.outcomes.values():
-            for d, exe in o.blobs():
-                p = cas.path_text(d, exe)
-                if p not in seen:
-                    seen.add(p)
+            for blob in o.blobs():
+                if blob not in seen:
+                    seen.add(blob)
+                    p = cas.path_text(*blob)
                     s = statcache.peek(p)
                     stores.add(p, s or UNPROVEN, s is not None)
         placed = _Group(root, False, horizon=horizon)
