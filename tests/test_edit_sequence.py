@@ -178,8 +178,8 @@ class Edits:
         return "nothing"
 
 
-KINDS = ("model_py", "model_py_back", "same_size_within_the_racy_window", "same_size_within_the_racy_window", "shared_input", "manifest",
-         "deleted_source", "placed_output_deleted", "placed_output_edited", "blob_evicted", "file_added",
+KINDS = ("model_py", "model_py_back", "same_size_within_the_racy_window", "same_size_within_the_racy_window",
+         "shared_input", "manifest", "deleted_source", "placed_output_deleted", "placed_output_edited", "blob_evicted", "file_added",
          "settled", "nothing")
 
 

@@ -245,34 +245,26 @@ class Stamp:
         # (unproven if the stat memo did not keep it: racy), each placed file and directory at the
         # lstat placement recorded. A path that changed since differs from it at the next check, so
         # nothing is stat'ed again here.
+        peek = statcache.peek
+        known = {p: peek(p) for p in dict.fromkeys(inp.path for act in a.declared.values()  # as declared:
+                                                    for _dest, inp in act.inputs if isinstance(inp, Source))}
         sources = _Group(root, True, horizon=horizon)
-        known = {}
-        for act in a.declared.values():  # as declared: the actions are not decoded for this
-            for _dest, inp in act.inputs:
-                if isinstance(inp, Source) and inp.path not in known:
-                    s = known[inp.path] = statcache.peek(inp.path)
-                    sources.add(inp.path, s or UNPROVEN, s is not None)
-        stores = _Group("", True, horizon=horizon)
+        sources.used(known.items())
         cas = Cas(cache_dir)
-        seen = set()  # a tree names its parts' blobs again (the repository: every model's)
-        for o in result.outcomes.values():
-            for blob in o.blobs():
-                if blob not in seen:
-                    seen.add(blob)
-                    p = cas.path_text(*blob)
-                    s = statcache.peek(p)
-                    stores.add(p, s or UNPROVEN, s is not None)
+        # A tree names its parts' blobs again (the repository: every model's): each once.
+        blobs = dict.fromkeys(b for o in result.outcomes.values() for b in o.blobs())
+        stores = _Group("", True, horizon=horizon)
+        stores.used((p, peek(p)) for p in (cas.path_text(d, exe) for d, exe in blobs))
+        outs = [p for t in result.targets.values() for p in t.outputs]
         placed = _Group(root, False, horizon=horizon)
-        # The output directories are exempt from the racy window: they are tpbuild's own, fresh after
-        # any placement, and what could change them unseen (a build killed while placing) starts later
-        # than the timestamp granularity.
+        placed.used((f"{rel}/{path}", rec[2]) for rel in outs for path, rec in result.placed[rel][1].items())
+        # The directories too: a file added to an output (a killed build) moves its directory's mtime.
+        # They are exempt from the racy window: they are tpbuild's own, fresh after any placement, and
+        # what could change them unseen (a build killed while placing) starts later than the timestamp
+        # granularity.
         placed_dirs = _Group(root, False)
-        for rel in (p for t in result.targets.values() for p in t.outputs):
-            for path, (_kind, _digest, placed_sig) in result.placed[rel][1].items():
-                placed.add(f"{rel}/{path}", placed_sig)
-            # The directories too: a file added to an output (a killed build) moves its directory's mtime.
-            for path, placed_sig in result.placed[rel][2].items():
-                placed_dirs.add(f"{rel}/{path}" if path else rel, placed_sig)
+        placed_dirs.used((f"{rel}/{path}" if path else rel, s)
+                         for rel in outs for path, s in result.placed[rel][2].items())
         for d in a.graph.rules.code_dirs:
             stores.add(str(d), sig(str(d)))
             for f in sorted(d.glob("*.py")):
@@ -299,9 +291,9 @@ class _Group:
     """One group of the stamp, built in the form it is stored in: its paths and their stats as one
     flat list of integers (a tuple per stat held most of an ordinary no-op's peak memory at 10,000
     models), and apart, the paths checked by kind only or that must stay absent (`observe`). A stat from
-    `horizon` on (the racy window), or one not `proven` otherwise, is stored as `UNPROVEN`."""
+    `horizon` on (the racy window) is stored as `UNPROVEN`."""
 
-    def __init__(self, base: str, follow: bool, items=(), horizon: int | None = None):
+    def __init__(self, base: str, follow: bool, items=(), horizon: int = 1 << 64):
         self.base, self.follow, self.horizon = base, follow, horizon
         self.paths: list[str] = []
         self.stats: list[int] = []
@@ -310,14 +302,22 @@ class _Group:
         for rel, s in items:
             self.add(rel, s)
 
-    def add(self, rel: str, s: tuple | None, proven: bool = True) -> None:
+    def add(self, rel: str, s: tuple | None) -> None:
         if s is not None and len(s) > 1:
             self.paths.append(rel)
-            self.stats += s if proven and (self.horizon is None or s[1] < self.horizon) else UNPROVEN
+            self.stats += s if s[1] < self.horizon else UNPROVEN
         elif self.follow is False and s is None:
             self.refused = True
         else:  # a kind, or absent: `observe` stats an absent path as a stat group would
             self.kinds.append([rel, s])
+
+    def used(self, items) -> None:
+        """Paths at the stat the build used, None for one it did not keep (unproven), in bulk: at
+        10,000 models, 100,000 of them."""
+        paths, stats, horizon = self.paths, self.stats, self.horizon
+        for rel, s in items:
+            paths.append(rel)
+            stats += s if s is not None and s[1] < horizon else UNPROVEN
 
     def stored(self) -> list[list]:
         kinds = [[self.base, None, self.kinds]] if self.kinds else []
