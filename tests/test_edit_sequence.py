@@ -1,9 +1,11 @@
 """A seeded random sequence of edits, each followed by a plain `tpbuild build //...` (the no-op stamp's
 check, its stats handed over, and the stamp every successful build leaves, `tpbuild/noop.py`), whose
-tpbuild-out and summary must equal those of a clean build of the same sources in a fresh cache."""
+tpbuild-out and summary must equal those of a clean build of the same sources in a fresh cache, and
+then a build with `--report`, whose report must say what the clean build's says (statuses aside)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -49,12 +51,19 @@ def _workspace(ws):
         ws.write(f"models/{name}/BUILD.toml", MANIFEST.format(name=name, dims=1))
 
 
-def _build(root: Path, env: dict) -> tuple[int, tuple | None]:
-    p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", str(root), "build", "//..."],
-                       capture_output=True, text=True, env=env)
+def _build(root: Path, env: dict, report: Path | None = None) -> tuple[int, tuple | None]:
+    p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", str(root), "build", "//...",
+                        *(("--report", str(report)) if report else ())], capture_output=True, text=True, env=env)
     assert "Traceback" not in p.stderr, p.stderr
     m = SUMMARY.search(p.stdout)
     return p.returncode, (m.groups() if m else None)
+
+
+def _reported(path: Path) -> tuple:
+    """What a report says of the result, statuses of actions aside (executed or cached: how it was
+    got): success, each target's status and outputs, each action's target, mnemonic and key."""
+    r = json.loads(path.read_text())
+    return r["success"], r["targets"], [(a["target"], a["mnemonic"], a["key"]) for a in r["actions"]]
 
 
 def _tree(root: Path) -> dict:
@@ -75,12 +84,12 @@ def _tree(root: Path) -> dict:
     return tree
 
 
-def _clean(ws, where: Path) -> tuple[int, tuple | None, dict]:
-    """A clean build of the workspace's sources as they are now, in a fresh cache."""
+def _clean(ws, where: Path) -> tuple[int, tuple | None, dict, tuple]:
+    """A clean build of the workspace's sources as they are now, in a fresh cache, and its report."""
     root = where / "ws"
     shutil.copytree(ws.root, root, symlinks=True, ignore=shutil.ignore_patterns("tpbuild-out"))
-    code, summary = _build(root, {**ws.env, "TPBUILD_CACHE_DIR": str(where / "cache")})
-    return code, summary, _tree(root)
+    code, summary = _build(root, {**ws.env, "TPBUILD_CACHE_DIR": str(where / "cache")}, where / "report.json")
+    return code, summary, _tree(root), _reported(where / "report.json")
 
 
 class Edits:
@@ -194,11 +203,14 @@ def test_every_build_in_an_edit_sequence_equals_a_clean_one(ws, tmp_path, seed):
     rng.shuffle(kinds)  # every kind at least once
     for step, kind in enumerate(kinds):
         done.append(getattr(edits, kind)())
-        code, summary = _build(ws.root, ws.env)
-        clean_code, clean_summary, clean_tree = _clean(ws, tmp_path / f"clean-{step}")
+        code, summary = _build(ws.root, ws.env)  # plain: the stamp is checked and left
+        clean_code, clean_summary, clean_tree, clean_report = _clean(ws, tmp_path / f"clean-{step}")
         assert (code, summary) == (clean_code, clean_summary), done
         if code == 0:
             assert _tree(ws.root) == clean_tree, done
+        # With --report (the stamp's stats handed over, the stamp left as it is): the same result.
+        assert _build(ws.root, ws.env, tmp_path / "report.json")[0] == code, done
+        assert _reported(tmp_path / "report.json") == clean_report, done
         if kind == "deleted_source":  # put back, for the sequence to go on from a buildable workspace
             done.append(edits.model_py_back(edits.deleted))
             assert _build(ws.root, ws.env)[0] == 0, done

@@ -239,3 +239,19 @@ def test_a_same_size_rewrite_within_the_racy_window_is_not_hidden_by_the_stamp(s
     os.utime(p, ns=(future, future))
     p2, answered = _build(stamped)
     assert not answered and stamped.out("shared/labels/labels.txt").read_text() == "a\nb\nd\n", p2.stdout
+
+
+def test_a_same_size_rewrite_of_tpbuild_toml_within_the_racy_window_is_not_hidden(stamped):
+    """No memo's digest vouches for tpbuild.toml's stat (it is read whole on every ordinary build): only
+    the stamp's own racy window holds it unproven after a build that read it moments after a change."""
+    p = stamped.root / "tpbuild.toml"
+    future = time.time_ns() + 60 * 10**9
+    p.write_text('[cache]\nsalt = "1"\n')
+    os.utime(p, ns=(future, future))
+    first, answered = _build(stamped)
+    assert not answered and _executed(first) > 0
+    with open(p, "r+") as f:
+        f.write('[cache]\nsalt = "2"\n')
+    os.utime(p, ns=(future, future))
+    again, answered = _build(stamped)
+    assert not answered and _executed(again) > 0, again.stdout
