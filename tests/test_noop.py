@@ -201,8 +201,13 @@ def test_other_command_lines_are_left_to_argparse(argv):
 
 
 def _stamp_stats(ws) -> list[int]:
+    """The stamp's stats, and those a delta build patched it with (`noop-patch`, incremental.py)."""
     head, _, body = (ws.root / "tpbuild-out/.tpbuild/noop").read_bytes().partition(b"\n")
-    return [v for g in json.loads(body)["groups"] if len(g) == 4 for v in g[3]]
+    stats = [v for g in json.loads(body)["groups"] if len(g) == 4 for v in g[3]]
+    patch = ws.root / "tpbuild-out/.tpbuild/noop-patch"
+    if patch.exists():
+        stats += [v for _paths, s in json.loads(patch.read_bytes().partition(b"\n")[2])["groups"].values() for v in s]
+    return stats
 
 
 def test_a_build_that_executed_leaves_a_stamp_with_what_it_cannot_vouch_for_unproven(stamped):

@@ -28,7 +28,9 @@ def test_an_edit_stats_and_lists_nothing_the_stamp_saw_unchanged(stamped):
     p.write_text(p.read_text() + "# edited\n")
     os.utime(p, ns=(t, t - 10**9))  # settled, so that its stat too is the check's
     r, files = _observing(stamped)
-    assert files["discovery"] == "reused" and files["dirs_scanned"] == 0, files
+    # A source alone changed: a delta build (incremental.py), which does not even look for packages.
+    assert r.report["execution"]["path"] == "delta", r.report["execution"]
+    assert files["discovery"] == "skipped" and files["dirs_scanned"] == 0, files
     assert files["stats"]["taken"] == 0, files
     assert r.report["analysis"]["reanalysed_packages"] == 0
     assert stamped.out("models/m/m/1/model.py").read_text() == p.read_text()
@@ -168,4 +170,4 @@ def test_the_build_after_an_edit_hands_its_stats_to_the_next_edit(stamped):
     (stamped.root / "shared/classes.txt").write_text("d\nc\nb\na\n")
     r, files = _observing(stamped)
     assert stamped.out("shared/labels/labels.txt").read_text() == "a\nb\nc\nd\n", r.output
-    assert files["discovery"] == "reused", files
+    assert r.report["execution"]["path"] == "delta" and files["discovery"] == "skipped", files

@@ -110,7 +110,10 @@ def workspace_lock(ws: Workspace, on_wait):
         yield
 
 
-def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> BuildResult:
+def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks, boundary: set[str] | None = None) -> BuildResult:
+    """`boundary`: for a delta build (`incremental.py`), of part of the graph, the actions that part
+    reads from, settled as recorded (`delta.settle`); raises delta.Unsettled when one has no record,
+    before anything is saved."""
     t0 = time.monotonic()
     warnings: list[str] = []
     user_warn = hooks.warn
@@ -151,7 +154,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks,
                            trace=trace)
         with trace.span("settle unchanged", "phase"):
-            settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt)
+            settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt, boundary or frozenset())
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority,
                           settled=settled, declared=analysis.declared)
         records = explain.Records(state_dir / "why", state_dir / "tmp")
@@ -191,7 +194,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         cache["reapi"] = opts.remote_executor.stats()
     if opts.max_size is not None and any(o.status in (Status.EXECUTED, Status.REMOTE) for o in outcomes.values()):
         cache["evicted"] = _evict(opts, outcomes)
-    execution = {"settled": len(settled), "keyed": len(outcomes) - len(settled), "placed": placed}
+    execution = {"path": "ordinary" if boundary is None else "delta",
+                 "settled": len(settled), "keyed": len(outcomes) - len(settled), "placed": placed}
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs, execution,
                        statcache, ws.observed.counters())
 
@@ -278,7 +282,8 @@ def clean(ws: Workspace, cache_dir: Path, wipe_cache: bool) -> None:
                 atomic.remove(child)
         state_dir = ws.root / STATE_DIR
         memo = [memo_dir(cache_dir, ws.root)] if is_cache(cache_dir) else []  # never in a foreign directory
-        for p in (state_dir / "state", state_dir / "why", state_dir / "noop", state_dir / "packages",
+        for p in (state_dir / "state", state_dir / "why", state_dir / "noop", state_dir / "noop-patch",
+                  state_dir / "noop-graph", state_dir / "packages",
                   state_dir / "logs", state_dir / "tmp", *memo):
             if os.path.lexists(p):
                 atomic.remove(p)

@@ -61,7 +61,12 @@ from .errors import UserError
 from .layout import RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig
 from .observed import Observed
 
-KIND, VERSION = "noop", 4
+KIND, VERSION = "noop", 5
+PATCH, PATCH_KIND = "noop-patch", "noop-patch"  # beside the stamp: what delta builds amended (`Stamp.patch_with`)
+# The groups whose differences a delta build can answer (`incremental.py`): a source, a file the
+# analysis memo knows by its facts, a blob or a placed file recorded unproven. Any other difference
+# (the workspace's directories, manifests, code, the import path, a placed directory) is the ordinary path's.
+DELTA_ROLES = {"sources", "watched", "blobs", "placed"}
 UNPROVEN = (-1, -1, -1, -1)  # the stat of an entry recorded unproven: no path has it (see above)
 # Options that do not change what a successful build produces; any other option set means no stamp.
 NEUTRAL_OPTIONS = {"command", "patterns", "jobs", "keep_going", "directory", "cache_dir", "explain"}
@@ -121,6 +126,11 @@ class Stamp:
         self.workspace_sig = workspace_sig  # taken before tpbuild.toml is read
         self.replayable = replayable  # options that change no output but what a replay cannot give (--report)
         self.observed: Observed | None = None  # after a miss: what the check saw (see replay)
+        # After a miss a delta build may answer (see replay): the stamp as checked (its patch applied),
+        # that patch, and the differences found, by group.
+        self.data: dict | None = None
+        self.patch: dict | None = None
+        self.differences: dict[int, list] | None = None
 
     @classmethod
     def open(cls, start: Path, args) -> "Stamp | None":
@@ -140,8 +150,11 @@ class Stamp:
     def replay(self) -> dict | None:
         """The recorded summary if nothing it depends on changed, else None. On a miss against a
         stamp of this command line, `observed` holds every stat the check took (observed.py): the
-        check goes on past the first difference, for the ordinary path to use them."""
+        check goes on past the first difference, for the ordinary path to use them; and while every
+        difference is of a kind a delta build can answer (`DELTA_ROLES`), `differences` names them,
+        the placed outputs' lstats included (`incremental.py`)."""
         self.observed = None
+        self.differences = None
         data = memofile.load(self.path, KIND, VERSION)
         if not isinstance(data, dict) or data.get("key") != self.key or self.workspace_sig is None:
             return None
@@ -155,9 +168,17 @@ class Stamp:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # a build is running: the ordinary path waits for it and says so
                 return None
+            patch = memofile.load(self.path.with_name(PATCH), PATCH_KIND, VERSION)
+            if isinstance(patch, dict) and patch.get("gen") == data["gen"]:
+                for gi, (paths, stats) in patch["groups"].items():
+                    _apply(data["groups"][int(gi)], paths, stats)
+            else:
+                patch = None
             same = self.replayable
+            confinable = True  # every difference so far is one a delta build answers
+            differences: dict[int, list] = {}  # group -> [(path index, its stat now)]
             taken = []  # groups stat'ed in one go, expanded into `observed` only on a miss
-            for group in data["groups"]:
+            for gi, (role, group) in enumerate(zip(data["roles"], data["groups"])):
                 if group[1] is None:
                     base, _, items = group
                     for rel, recorded in items:
@@ -167,10 +188,11 @@ class Stamp:
                             observed.add_kind(base + rel, now)
                         elif now is not None:
                             observed.add(base, [rel], list(now))
-                        same = same and now == recorded
+                        if now != recorded:
+                            same = confinable = False
                     continue
                 base, follow, paths, recorded = group
-                if not (same or follow):
+                if not (same or follow or confinable):
                     continue  # tpbuild-out, after a difference: the ordinary path checks it (see above)
                 stat = os.stat if follow else os.lstat
                 now: list = []
@@ -179,7 +201,7 @@ class Stamp:
                         st = stat(base + rel)
                         now += (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)  # layout.stat_sig, inlined
                 except OSError:  # a path gone: each path's stat, one by one
-                    same = False
+                    same = confinable = False
                     if follow:
                         present = [(rel, s) for rel in paths if (s := sig(base + rel)) is not None]
                         observed.add(base, [rel for rel, _ in present], [v for _, s in present for v in s])
@@ -188,40 +210,70 @@ class Stamp:
                     raise ValueError("a damaged stamp")
                 if follow:
                     taken.append((base, paths, now))
-                same = same and now == recorded
+                if now != recorded:
+                    same = False
+                    confinable = confinable and role in DELTA_ROLES
+                    if confinable:
+                        differences[gi] = [(i // 4, tuple(now[i:i + 4])) for i in range(0, len(now), 4)
+                                           if now[i:i + 4] != recorded[i:i + 4]]
             if same:
                 return data["summary"]
             for base, paths, now in taken:
                 observed.add(base, paths, now)
             self.observed = observed
+            if confinable:
+                self.data, self.patch, self.differences = data, patch, differences
             return None
-        except (KeyError, TypeError, ValueError):  # a damaged stamp: the ordinary path, as without one
-            self.observed = None
+        except (KeyError, TypeError, ValueError, IndexError):  # a damaged stamp: the ordinary path, as without one
+            self.observed = self.differences = None
             return None
         finally:
             lock.close()
 
     def forget(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        for path in (self.path, self.path.with_name(PATCH)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def patch_with(self, groups: dict[int, tuple[list[str], list[int]]]) -> str | None:
+        """Amend the stamp a miss was checked against (`differences`) with the stats a delta build used
+        (`incremental.py`), new paths added: a patch beside it, rewritten whole (it holds what the
+        delta builds since the stamp changed, a few paths each), applied by the next check. The stamp
+        itself, 13 MB at 10,000 models, is not written again. None when saved, else a warning."""
+        merged: dict[str, list] = {}
+        old = self.patch["groups"] if self.patch is not None else {}
+        for gi in sorted({*map(int, old), *groups}):
+            paths, stats = old.get(str(gi), ([], []))
+            paths, stats = list(paths), list(stats)
+            if gi in groups:
+                _apply([None, None, paths, stats], *groups[gi])
+            merged[str(gi)] = [paths, stats]
+        return memofile.save(self.path.with_name(PATCH), PATCH_KIND, VERSION, {"gen": self.data["gen"], "groups": merged},
+                             self.path.parent / "tmp", "the no-op stamp's patch")
 
     def record(self, result, cache_dir: Path) -> None:
         """Stamp a finished build, or leave no stamp if it cannot be trusted (see the module docstring)."""
+        from . import incremental
+
         self.forget()
         groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS)
-        if groups is None or any(g.refused for g in groups):
+        if groups is None or any(g.refused for _role, g in groups):
             return
         requested = set(result.analysis.requested)
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
                    "shown": [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]}
-        stamped = [stored for g in groups for stored in g.stored()]
+        stamped = [(role if stored[1] is not None else "kinds", stored) for role, g in groups for stored in g.stored()]
+        gen = os.urandom(8).hex()  # ties the stamp to the graph a delta build reads (incremental.py)
+        if incremental.remember(self.root, gen, result, [role for role, _ in stamped]) is not None:
+            return
         # Not saved (a full disk): no stamp, and the next build takes the ordinary path.
-        memofile.save(self.path, KIND, VERSION, {"key": self.key, "groups": stamped, "summary": summary},
+        memofile.save(self.path, KIND, VERSION, {"key": self.key, "gen": gen, "roles": [r for r, _ in stamped],
+                                                 "groups": [g for _, g in stamped], "summary": summary},
                       self.path.parent / "tmp", "the no-op stamp")
 
-    def _groups(self, result, cache_dir: Path, horizon: int) -> list[_Group] | None:
+    def _groups(self, result, cache_dir: Path, horizon: int) -> list[tuple[str, _Group]] | None:
         from .action import Source
         from .cas import Cas
 
@@ -255,6 +307,7 @@ class Stamp:
         blobs = dict.fromkeys(b for o in result.outcomes.values() for b in o.blobs())
         stores = _Group("", True, horizon=horizon)
         stores.used((p, peek(p)) for p in (cas.path_text(d, exe) for d, exe in blobs))
+        code = _Group("", True, horizon=horizon)
         outs = [p for t in result.targets.values() for p in t.outputs]
         placed = _Group(root, False, horizon=horizon)
         placed.used((f"{rel}/{path}", rec[2]) for rel in outs for path, rec in result.placed[rel][1].items())
@@ -266,24 +319,25 @@ class Stamp:
         placed_dirs.used((f"{rel}/{path}" if path else rel, s)
                          for rel in outs for path, s in result.placed[rel][2].items())
         for d in a.graph.rules.code_dirs:
-            stores.add(str(d), sig(str(d)))
+            code.add(str(d), sig(str(d)))
             for f in sorted(d.glob("*.py")):
-                stores.add(str(f), sig(str(f)))
+                code.add(str(f), sig(str(f)))
         for p in sys.path:
             if p and os.path.isdir(p):
-                stores.add(p, sig(p))
-        stores.add(str(cache_dir / "id"), sig(str(cache_dir / "id")))
+                code.add(p, sig(p))
+        code.add(str(cache_dir / "id"), sig(str(cache_dir / "id")))
         # A manifest or model.py the analysis memo watches is mostly a directory walked or a source
         # too, recorded alike: one stat of it is enough.
         known.update((rel.rstrip("/"), s) for rel, s in ws)
         return [
-            _Group(root, True, ws, horizon),
-            _Group(root, True, ((rel, s) for rel, s in observed.items() if known.get(rel.rstrip("/"), ()) != s),
-                   horizon),
-            sources,
-            stores,
-            placed,
-            placed_dirs,
+            ("workspace", _Group(root, True, ws, horizon)),
+            ("watched", _Group(root, True, ((rel, s) for rel, s in observed.items()
+                                            if known.get(rel.rstrip("/"), ()) != s), horizon)),
+            ("sources", sources),
+            ("blobs", stores),
+            ("code", code),
+            ("placed", placed),
+            ("placed_dirs", placed_dirs),
         ]
 
 
@@ -322,3 +376,17 @@ class _Group:
     def stored(self) -> list[list]:
         kinds = [[self.base, None, self.kinds]] if self.kinds else []
         return [*kinds, [self.base, self.follow, self.paths, self.stats]]
+
+
+def _apply(group: list, paths: list[str], stats: list[int]) -> None:
+    """Amend a stat group (`[base, follow, paths, stats]`) with the stats of `paths`, adding those it lacks."""
+    _base, _follow, have, recorded = group
+    index = {p: i for i, p in enumerate(have)}
+    for j, p in enumerate(paths):
+        i = index.get(p)
+        if i is None:
+            index[p] = len(have)
+            have.append(p)
+            recorded += stats[4 * j:4 * j + 4]
+        else:
+            recorded[4 * i:4 * i + 4] = stats[4 * j:4 * j + 4]

@@ -1,0 +1,274 @@
+"""A delta build: a build after an edit of sources only, answered as a change to the last build.
+
+The ordinary path costs the workspace in every phase (each package's analysis record, each action's
+key, each target's placement, the memos), whatever the edit. Like ninja, which answers an edit from
+its log and the stat pass, a build whose no-op stamp (`noop.py`) missed only on files actions read
+takes the last build's graph as it was and works the part downstream of them:
+
+- The stamp's check names its differences by group (`noop.Stamp.differences`). A delta build is
+  taken only when each is a source an action reads, a file the analysis memo knows by its facts (a
+  model.py, checked again below), a blob or a placed file the stamp recorded unproven (racy: fresh
+  from the last build): a blob is hashed again (a small one, else the ordinary path), a placed file's
+  target is placed again (placement checks it against the build state). Anything else (tpbuild.toml,
+  a manifest, a directory package discovery or a rule looked into, a placed directory, code, the
+  import path, a source gone, a blob gone or changed, a placed file changed) takes the ordinary path.
+- The analysis is then the last one by construction, except where a changed file is one the
+  analysis memo watches: its package's record is checked as the ordinary path checks it
+  (`AnalysisCache.valid`: a model.py whose facts are unchanged keeps it), and the build takes the
+  ordinary path if it does not hold.
+- The graph it needs comes from a memo beside the stamp (`remember`, written with it under the same
+  generation): which actions read each source, which read each action's result, each target's
+  actions (in build order) and output. Only the targets of the actions downstream of the changes are
+  decoded from the analysis memo (their packages' records); the actions they read from outside that
+  part (the boundary) are settled from the build state, unkeyed (their inputs did not move: the
+  stamp proved it) and unchecked in the store (the stamp proved their blobs).
+- Those targets' actions then go through the ordinary build (`build.run`: delta settling, the
+  scheduler with early cutoff, the caches, placement of their outputs, the memos, appended as they
+  are), and the stamp is patched with the stats the build used (`noop.Stamp.patch_with`), not
+  written again: at 10,000 models it is 13 MB.
+
+A failed build or one with warnings leaves no stamp, as on the ordinary path. What is reported for
+the untouched part (the summary's counts, `--report`'s targets and actions) comes from the same
+memo, and the build state's keys.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from types import SimpleNamespace
+
+from . import memo as memofile
+from .analysiscache import Declared
+from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR
+
+KIND, VERSION = "noop-graph", 1
+GRAPH = "noop-graph"  # beside the stamp
+SMALL_BLOB = 1 << 20  # an unproven blob up to this size is hashed again; a larger one: the ordinary path
+
+
+def remember(root, gen: str, result, roles: list[str]) -> str | None:
+    """Record the graph a delta build after this one needs (see the module docstring); None when
+    saved, else a warning (the stamp is then not written)."""
+    from .action import Source
+
+    a = result.analysis
+    readers: dict[str, list[str]] = {}
+    consumers: dict[str, list[str]] = {}
+    order = []
+    for label in a.order:
+        ds = a.declared_of(label)
+        order.append([str(label), label.package, [[d.id, d.mnemonic] for d in ds]])
+        for d in ds:
+            for _dest, inp in d.inputs:
+                if isinstance(inp, Source):
+                    readers.setdefault(inp.path, []).append(d.id)
+                else:
+                    consumers.setdefault(inp.action, []).append(d.id)
+    watched: dict[str, list[str]] = {}
+    cache = a.graph.cache
+    for package in a.graph.loaded_packages:
+        rec = cache.record(package)
+        for p in rec.observed:
+            if p in readers or p in rec.facts:
+                watched.setdefault(p, []).append(package)
+    outputs = {str(lbl): f"{OUT_DIR}/{lbl.path}" for lbl in a.order if a.infos[lbl].output is not None}
+    path = root / STATE_DIR / GRAPH
+    return memofile.save(path, KIND, VERSION, {"gen": gen, "roles": roles, "order": order, "readers": readers,
+                                               "consumers": consumers, "watched": watched, "outputs": outputs},
+                         path.parent / "tmp", "the delta build's graph")
+
+
+class Plan:
+    """What a delta build works: the targets downstream of the changes, and what the stamp's patch needs."""
+
+    def __init__(self, stamp, graph: dict, targets: set[str], packages: set[str], sources: list[str],
+                 watched: list[tuple[str, tuple]], blobs: list[tuple[str, tuple]]):
+        self.stamp = stamp
+        self.graph = graph
+        self.targets = targets  # labels, as text
+        self.packages = packages  # whose records are decoded (and checked)
+        self.sources = sources  # changed sources
+        self.watched = watched  # changed files the analysis memo knows by their facts, with their stat now
+        self.blobs = blobs  # unproven blobs hashed again, with their stat now
+        self.analysis = None  # the last build's, of `targets` (see `analyse`)
+        self.boundary: set[str] = set()  # the actions they read from outside them: settled from the build state
+
+
+def plan(stamp) -> Plan | None:
+    """The delta build a stamp's miss allows, or None for the ordinary path."""
+    from .noop import UNPROVEN
+
+    if stamp.differences is None:
+        return None
+    graph = memofile.load(stamp.root / STATE_DIR / GRAPH, KIND, VERSION)
+    data = stamp.data
+    if not isinstance(graph, dict) or graph.get("gen") != data["gen"] or graph.get("roles") != data["roles"]:
+        return None
+    rels = {rel: label for label, rel in graph["outputs"].items()}
+    sources, watched, blobs, placed = [], [], [], set()
+    for gi, found in stamp.differences.items():
+        role = data["roles"][gi]
+        base, _follow, paths, recorded = data["groups"][gi]
+        for i, now in found:
+            path = paths[i]
+            if role == "sources":
+                sources.append(path)
+            elif role == "watched":
+                if path not in graph["watched"]:
+                    return None  # a manifest, a directory a rule listed: analysis may change
+                watched.append((path, now))
+            elif tuple(recorded[4 * i:4 * i + 4]) != UNPROVEN:
+                return None  # a blob or a placed file that changed since the build that recorded it
+            elif role == "blobs":
+                if not _sound(base + path, now):
+                    return None
+                blobs.append((path, now))
+            else:  # placed, fresh from the last build: its target is placed again (checked, see module docstring)
+                owner = _owner(path, rels)
+                if owner is None:
+                    return None
+                placed.add(owner)
+    owner_of = {aid: label for label, _package, acts in graph["order"] for aid, _m in acts}
+    package_of = {label: package for label, package, _acts in graph["order"]}
+    actions_of = {label: [aid for aid, _m in acts] for label, _package, acts in graph["order"]}
+    targets = placed | {owner_of[aid] for p in sources for aid in graph["readers"].get(p, ())}
+    todo = list(targets)
+    while todo:  # everything downstream: the readers of every action of a target in the delta
+        for aid in actions_of[todo.pop()]:
+            for reader in graph["consumers"].get(aid, ()):
+                t = owner_of[reader]
+                if t not in targets:
+                    targets.add(t)
+                    todo.append(t)
+    packages = {package_of[t] for t in targets}
+    for p, _now in watched:
+        packages.update(graph["watched"][p])
+    for p in sources:
+        packages.update(graph["watched"].get(p, ()))
+    return Plan(stamp, graph, targets, packages, sources, watched, blobs)
+
+
+def _sound(path: str, now: tuple) -> bool:
+    """A blob recorded unproven (written within the racy window) still holds what its name says."""
+    from . import digest
+
+    if now[0] > SMALL_BLOB:
+        return False
+    name = os.path.basename(path).removesuffix(".x")
+    try:
+        return digest.hex_part(digest.of_file(path)) == name
+    except OSError:
+        return False
+
+
+def _owner(path: str, rels: dict[str, str]) -> str | None:
+    """The target whose output holds this placed path (outputs never nest)."""
+    parts = path.split("/")
+    for n in range(len(parts) - 1, 0, -1):
+        label = rels.get("/".join(parts[:n]))
+        if label is not None:
+            return label
+    return None
+
+
+def analyse(ws, p: Plan, memo_dir) -> bool:
+    """The last build's analysis of the plan's targets (`Plan.analysis`), their packages' records checked
+    as the ordinary path checks them; False when one does not hold (or the rule sets changed): the
+    ordinary path."""
+    from .analysis import Analysis
+    from .analysiscache import AnalysisCache, fingerprint, recorded_identity
+    from .rulesets import rule_sets
+    from .workspace import WORKSPACE_FILE
+
+    rules = rule_sets(memo_dir, recorded_identity(memo_dir / "analysis"))
+    if rules._rules is not None:
+        return False  # imported: the rule sets are not those the memo was made with
+    cache = AnalysisCache(memo_dir / "analysis", fingerprint(ws.root, (ws.root / WORKSPACE_FILE).read_bytes()),
+                          rules.identity, ws.root, ws.observed)
+    records = {}
+    for package in p.packages:
+        rec = cache.valid(package)
+        if rec is None:
+            return False
+        records.update((str(t.label), t) for t in rec.targets)
+    if not p.targets <= records.keys():
+        return False
+    order, infos, target_actions, declared = [], {}, {}, {}
+    for label, _package, _acts in p.graph["order"]:
+        if label in p.targets:
+            t = records[label]
+            order.append(t.label)
+            infos[t.label] = t.info
+            target_actions[t.label] = t.actions
+            declared.update((d.id, d) for d in t.actions)
+    boundary = {u for d in list(declared.values()) for u in d.upstream() if u not in declared}
+    for u in boundary:  # read from, not worked: settled from the build state (see the module docstring)
+        declared[u] = Declared(u, "", "", (), "", "")
+    p.analysis = Analysis(SimpleNamespace(cache=cache), [], order, infos, declared, target_actions)
+    p.boundary = boundary
+    return True
+
+
+def patch(p: Plan, result, cache_dir) -> None:
+    """Amend the stamp with what this delta build used (see `noop.Stamp.patch_with`), or remove it when
+    the build leaves none (a failure, a warning)."""
+    from .cas import Cas
+    from .noop import UNPROVEN
+
+    stamp = p.stamp
+    if not result.success or result.warnings or result.cache:
+        stamp.forget()
+        return
+    horizon = time.time_ns() - RACY_WINDOW_NS
+    roles = stamp.data["roles"]
+
+    def stat(s) -> list[int]:
+        return list(s) if s is not None and s[1] < horizon else list(UNPROVEN)
+
+    groups: dict[int, tuple[list[str], list[int]]] = {}
+
+    def add(role: str, items) -> None:
+        paths, stats = groups.setdefault(roles.index(role), ([], []))
+        for path, s in items:
+            paths.append(path)
+            stats += s
+
+    peek = result.statcache.peek
+    add("sources", ((path, stat(peek(path))) for path in p.sources))
+    add("watched", ((path, stat(now)) for path, now in p.watched))
+    cas = Cas(cache_dir)
+    blobs = dict.fromkeys(b for aid, o in result.outcomes.items() if aid not in p.boundary for b in o.blobs())
+    add("blobs", [*((path, stat(now)) for path, now in p.blobs),
+                  *((path, stat(peek(path))) for path in (cas.path_text(d, exe) for d, exe in blobs))])
+    for label in p.analysis.order:
+        rel = p.graph["outputs"].get(str(label))
+        if rel is None:
+            continue
+        _tree, files, dirs = result.placed[rel]
+        add("placed", ((f"{rel}/{path}", stat(rec[2])) for path, rec in files.items()))
+        add("placed_dirs", ((f"{rel}/{path}" if path else rel, list(s)) for path, s in dirs.items()))
+    if stamp.patch_with(groups) is not None:
+        stamp.forget()  # not saved (a full disk): the next build takes the ordinary path
+
+
+def report_rows(p: Plan, result, cache_dir):
+    """For `--report`: every action of the build, in build order, as (target, mnemonic, outcome), the
+    untouched ones as cached under their recorded key; every target's result; the count of targets."""
+    from .build import TargetStatus
+    from .outputs import BuildState, cache_id
+    from .scheduler import Outcome, Status
+
+    state = BuildState.load(p.stamp.root / STATE_DIR / "state", cache_id(cache_dir))
+    worked = {str(label): label for label in p.analysis.order}
+    rows, targets = [], {}
+    for label, _package, acts in p.graph["order"]:
+        if label in worked:
+            t = result.targets[worked[label]]
+            targets[label] = {"status": t.status.value, "outputs": t.outputs}
+            rows += ((label, m, result.outcomes[aid]) for aid, m in acts)
+            continue
+        rel = p.graph["outputs"].get(label)
+        targets[label] = {"status": TargetStatus.BUILT.value, "outputs": [rel] if rel else []}
+        rows += ((label, m, Outcome(None, Status.CACHED, state.actions[aid].key)) for aid, m in acts)
+    return rows, targets, len(p.graph["order"])
