@@ -1,7 +1,8 @@
 """A seeded random sequence of edits, each followed by a plain `tpbuild build //...` (the no-op stamp's
-check, its stats handed over, and the stamp every successful build leaves, `tpbuild/noop.py`), whose
-tpbuild-out and summary must equal those of a clean build of the same sources in a fresh cache, and
-then a build with `--report`, whose report must say what the clean build's says (statuses aside)."""
+check, its stats handed over, and the stamp every successful build leaves, `tpbuild/noop.py`; after an
+edit of sources only, a delta build, `tpbuild/incremental.py`), whose tpbuild-out and summary must equal
+those of a clean build of the same sources in a fresh cache, and then a build with `--report`, whose
+report must say what the clean build's says (statuses aside)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,12 @@ def _reported(path: Path) -> tuple:
     got): success, each target's status and outputs, each action's target, mnemonic and key."""
     r = json.loads(path.read_text())
     return r["success"], r["targets"], [(a["target"], a["mnemonic"], a["key"]) for a in r["actions"]]
+
+
+def _stamp_files(root: Path) -> tuple:
+    """The stat of the stamp and of its patch: a delta build patches the stamp, the ordinary path writes it."""
+    return tuple(tuple(os.stat(p)[1:]) if p.exists() else None
+                 for p in (root / "tpbuild-out/.tpbuild/noop", root / "tpbuild-out/.tpbuild/noop-patch"))
 
 
 def _tree(root: Path) -> dict:
@@ -201,9 +208,14 @@ def test_every_build_in_an_edit_sequence_equals_a_clean_one(ws, tmp_path, seed):
     done = []
     kinds = [*KINDS, *rng.choices(KINDS, k=6)]
     rng.shuffle(kinds)  # every kind at least once
+    paths = []  # of the builds with --report
+    deltas = 0  # plain builds that took the delta path
     for step, kind in enumerate(kinds):
         done.append(getattr(edits, kind)())
+        before = _stamp_files(ws.root)
         code, summary = _build(ws.root, ws.env)  # plain: the stamp is checked and left
+        after = _stamp_files(ws.root)
+        deltas += before[0] is not None and after[0] == before[0] and after[1] != before[1]
         clean_code, clean_summary, clean_tree, clean_report = _clean(ws, tmp_path / f"clean-{step}")
         assert (code, summary) == (clean_code, clean_summary), done
         if code == 0:
@@ -211,6 +223,8 @@ def test_every_build_in_an_edit_sequence_equals_a_clean_one(ws, tmp_path, seed):
         # With --report (the stamp's stats handed over, the stamp left as it is): the same result.
         assert _build(ws.root, ws.env, tmp_path / "report.json")[0] == code, done
         assert _reported(tmp_path / "report.json") == clean_report, done
+        paths.append(json.loads((tmp_path / "report.json").read_text()).get("execution", {}).get("path"))
         if kind == "deleted_source":  # put back, for the sequence to go on from a buildable workspace
             done.append(edits.model_py_back(edits.deleted))
             assert _build(ws.root, ws.env)[0] == 0, done
+    assert deltas > 0 and {"delta", "ordinary"} <= set(paths), (deltas, paths)

@@ -1,0 +1,130 @@
+"""Delta builds (tpbuild/incremental.py): a build after an edit of sources only works the part of the
+last build's graph downstream of them, counted through the report; any other change takes the
+ordinary path, and both give what a build from nothing gives (tests/test_edit_sequence.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from test_edit_sequence import MANIFEST, _model_py
+from test_noop import _settle
+
+N = 20
+
+
+def _workspace(ws, n: int) -> None:
+    ws.write("BUILD.toml", '[model_repository.repo]\nmodels = ["//models/..."]\n')
+    ws.write("shared/classes.txt", "b\na\n")
+    ws.write("shared/BUILD.toml", """
+        [genrule.labels]
+        srcs = ["classes.txt"]
+        outs = ["labels.txt"]
+        cmd = "sort $SRCS > $OUT"
+    """)
+    for i in range(n):
+        ws.write(f"models/m{i}/1/model.py", _model_py("v0"))
+        ws.write(f"models/m{i}/BUILD.toml", MANIFEST.format(name=f"m{i}", dims=1))
+
+
+def _stamped(ws, n: int, env: dict | None = None) -> None:
+    """Built, every file aged past the racy window, and built again: a stamp that vouches for every entry."""
+    _workspace(ws, n)
+    ws.build(check=True, report=False, env=env)
+    _settle(ws.root, ws.cache)
+    ws.build(check=True, report=False, env=env)
+
+
+def test_a_model_py_edit_decodes_its_package_and_keys_what_is_downstream_of_it(ws):
+    _stamped(ws, N)
+    ws.write("models/m7/1/model.py", _model_py("edited"))
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "tpbuild", "-C", str(ws.root), "build", "//...",
+                        "--report", str(ws.root.parent / "r.json")], capture_output=True, text=True, env=ws.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
+    assert not {m for m in imported if m == "rules" or m.startswith("rules.")}, "a rule set was imported"
+    assert "importlib.metadata" not in imported  # no scan of the rule sets' entry points
+    import json
+
+    r = json.loads((ws.root.parent / "r.json").read_text())
+    assert r["execution"]["path"] == "delta", r["execution"]
+    # The model's package (its ModelDirectory) and the root's (the repository that reads it): whatever N is.
+    assert r["analysis"]["decoded_packages"] == 2 and r["execution"]["packages"] == 2, r
+    assert r["execution"]["keyed"] == 2, r["execution"]
+    ran = {(a["target"], a["mnemonic"]) for a in r["actions"] if a["status"] == "executed"}
+    assert ran == {("//models/m7:m7", "ModelDirectory"), ("//:repo", "ModelRepository")}, ran
+    assert len(r["targets"]) == N + 2 and all(t["status"] == "built" for t in r["targets"].values())
+    assert "Built 22/22 targets" in p.stdout and "2 executed" in p.stdout, p.stdout
+    assert ws.out("models/m7/m7/1/model.py").read_text() == _model_py("edited")
+    assert ws.out("repo/m7/1/model.py").read_text() == _model_py("edited")
+    # --explain names the changed source as the cause.
+    ws.write("models/m7/1/model.py", _model_py("edited again"))
+    r = ws.run("build", "//...", "--explain", check=True)
+    assert r.report["execution"]["path"] == "delta"
+    assert "explain: //models/m7:m7 ModelDirectory:" in r.stdout and "model.py" in r.stdout, r.stdout
+
+
+def _manifest(ws):
+    ws.write("models/m1/BUILD.toml", MANIFEST.format(name="m1", dims=3))
+    return lambda: "dims: 3" in ws.out("models/m1/m1/config.pbtxt").read_text()
+
+
+def _tpbuild_toml(ws):
+    (ws.root / "tpbuild.toml").write_text('[cache]\nsalt = "2"\n')
+    return lambda: True
+
+
+def _new_file(ws):
+    ws.write("models/m1/1/extra.py", "X = 1\n")
+    return lambda: ws.out("models/m1/m1/1/extra.py").read_text() == "X = 1\n"
+
+
+def _evicted_blob(ws):
+    victim = next(p for p in (ws.cache / "cas").rglob("*") if p.is_file() and p.read_bytes() == b"a\nb\n")
+    victim.unlink()
+    return lambda: ws.out("shared/labels/labels.txt").read_text() == "a\nb\n"
+
+
+def _edited_output(ws):
+    p = ws.out("shared/labels/labels.txt")
+    os.chmod(p, 0o644)
+    p.write_text("x\n")
+    return lambda: p.read_text() == "a\nb\n"
+
+
+def _import_path(ws):
+    """A directory on the interpreter's import path changed (a rule set installed there): code."""
+    (ws.root.parent / "site" / "new_module.py").write_text("X = 1\n")
+    return lambda: True
+
+
+def _path(ws):
+    """PATH is part of the stamp's key (it enters run actions' keys)."""
+    return lambda: True
+
+
+@pytest.mark.parametrize("change", [_manifest, _tpbuild_toml, _new_file, _evicted_blob, _edited_output,
+                                    _import_path, _path])
+def test_with_any_other_change_the_build_takes_the_ordinary_path(ws, change):
+    site = ws.root.parent / "site"
+    site.mkdir()
+    env = {"PYTHONPATH": str(site)}
+    _stamped(ws, 3, env)
+    ws.write("models/m0/1/model.py", _model_py("edited"))  # with a source edit, which alone is a delta
+    check = change(ws)
+    if change is _path:
+        env["PATH"] = f"{site}:{os.environ['PATH']}"
+    r = ws.build(check=True, env=env)
+    assert r.report["execution"]["path"] == "ordinary", (change.__name__, r.report["execution"])
+    assert check(), r.output
+    assert ws.out("models/m0/m0/1/model.py").read_text() == _model_py("edited")
+
+
+def test_a_deleted_source_takes_the_ordinary_path(ws):
+    _stamped(ws, 3)
+    os.unlink(ws.root / "models/m2/1/model.py")
+    r = ws.build()
+    assert r.returncode != 0 and "model.py" in r.output, r.output
+    assert (r.report.get("execution") or {}).get("path") != "delta", r.report
