@@ -49,6 +49,9 @@ class Options:
     max_size: int | None = None  # bytes; the local cache is trimmed to it after a build that added to it
     prune: bool = False  # the build covers every target (`//...`): remove outputs of targets that are gone
     trace: Trace = NULL  # --profile: the phases, every action and the caches' work, as trace spans
+    # A delta build's proof that a placed tree is intact as the build state records it (rel, record ->
+    # True, or False for not proven: then it is checked), from the stamp's check (`incremental.py`).
+    proven: Callable[[str, tuple], bool] | None = None
 
 
 class RemoteExecutor(Protocol):
@@ -184,7 +187,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks, boundary
                 del state.actions[aid]
         ws.observed.forget()  # the memos and the actions are done with the stamp's stats (Observed.forget)
         with trace.span("place outputs", "phase"):
-            targets, placed = _materialize(ws, analysis, outcomes, state, cas, warn)
+            targets, placed = _materialize(ws, analysis, outcomes, state, cas, warn, opts.proven)
         atomic.crash_point("placed")
         _saved(state.save(), warn)  # a no-op build changes nothing and writes nothing
     cache: dict = {}
@@ -223,8 +226,8 @@ def _evict(opts: Options, outcomes: dict[str, Outcome]) -> dict:
     return vars(eviction.evict(opts.cache_dir, opts.max_size, keys, blobs))
 
 
-def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome],
-                 state: outputs.BuildState, cas: Cas, warn) -> tuple[dict[Label, TargetResult], int]:
+def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome], state: outputs.BuildState,
+                 cas: Cas, warn, proven=None) -> tuple[dict[Label, TargetResult], int]:
     """Each target's result, and how many outputs were written."""
     results: dict[Label, TargetResult] = {}
     placed = 0
@@ -242,7 +245,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
             o = outcomes[info.output.action]
             rel = f"{OUT_DIR}/{label.path}"
             if (not info.output.path and isinstance(o, Settled) and o.last is not None
-                    and outputs.in_place(state, ws.root, rel, o.last.tree)):
+                    and outputs.in_place(state, ws.root, rel, o.last.tree, proven)):
                 res.outputs.append(rel)  # unchanged and intact: its entries are not even built
                 results[label] = res
                 continue
@@ -250,7 +253,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
             if info.output.path:
                 entries = tuple(e for e in entries if e.path == info.output.path)
             try:
-                placed += outputs.materialize(state, ws.root, rel, entries, cas)
+                placed += outputs.materialize(state, ws.root, rel, entries, cas, proven)
             except OSError as e:
                 # A blob verified moments ago is gone: another build sharing the cache evicted it.
                 warn(f"{label}: could not place its output in {rel} ({e.strerror}: {e.filename}); a blob it "

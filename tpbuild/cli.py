@@ -439,7 +439,7 @@ class Session:
     def run_delta(self, stamp, *, jobs: int, keep_going: bool = False, report_path: str | None = None):
         """A build answered as a change to the last one (`incremental.py`) after the stamp's miss; None
         when it cannot be (nothing done then): the ordinary path."""
-        from . import incremental, report
+        from . import incremental
         from .delta import Unsettled
         from .workspace import memo_dir
 
@@ -450,13 +450,17 @@ class Session:
         if p is None or not incremental.analyse(self.ws, p, memo_dir(self.cache_dir, self.ws.root)):
             return None
         self.ws.observed.discovery = "skipped"  # the packages are the last build's
+        opts = self._options(jobs, keep_going)
+        opts.proven = incremental.proof(stamp)
         try:
-            result = self._run(p.analysis, self._options(jobs, keep_going), None, p.boundary)
+            result = self._run(p.analysis, opts, None, p.boundary)
         except Unsettled:
             return None
         result.execution["packages"] = len(p.packages)  # whose analysis records were read and checked
         incremental.patch(p, result, self.cache_dir)
         if rpath:
+            from . import report
+
             _report(rpath, report.to_json(result, rows=incremental.report_rows(p, result, self.cache_dir)))
         if getattr(self.flags, "explain", False):
             _explain(result)
@@ -465,7 +469,7 @@ class Session:
 
     def _run(self, a, opts, rpath: Path | None, boundary: set[str] | None = None):
         """Build an analysis, with the console's progress; its report written when `rpath` is given."""
-        from . import build, report
+        from . import build
         from .console import Console
         from .executor import current_step
         from .scheduler import Hooks
@@ -481,6 +485,8 @@ class Session:
                     r.close()
         console.close()
         if rpath:
+            from . import report
+
             _report(rpath, report.to_json(result, collected(a.errors).render() if a.errors else None))
         return result
 

@@ -210,6 +210,30 @@ def analyse(ws, p: Plan, memo_dir) -> bool:
     return True
 
 
+def proof(stamp):
+    """`build.Options.proven` for a delta build: a placed tree is intact as the build state records it
+    when the stamp's check found each of its files and directories at the lstat the state records (the
+    check lstat'ed every placed path: those it found unchanged are at the stamp's stat, the others
+    differed, unproven, and it kept their stat now)."""
+    data = stamp.data
+    groups = {role: gi for gi, role in enumerate(data["roles"]) if role in ("placed", "placed_dirs")}
+
+    def seen(role: str, rel: str):
+        gi = groups[role]
+        _base, _follow, paths, recorded = data["groups"][gi]
+        now = dict(stamp.differences.get(gi, ()))
+        prefix = rel + "/"
+        return {p: now.get(i) or tuple(recorded[4 * i:4 * i + 4]) for i, p in enumerate(paths)
+                if p.startswith(prefix) or p == rel}
+
+    def proven(rel: str, rec: tuple) -> bool:
+        files, dirs = seen("placed", rel), seen("placed_dirs", rel)
+        return (all(files.get(f"{rel}/{path}") == tuple(r[2]) for path, r in rec[1].items())
+                and all(dirs.get(f"{rel}/{path}" if path else rel) == tuple(s) for path, s in rec[2].items()))
+
+    return proven
+
+
 def patch(p: Plan, result, cache_dir) -> None:
     """Amend the stamp with what this delta build used (see `noop.Stamp.patch_with`), or remove it when
     the build leaves none (a failure, a warning)."""

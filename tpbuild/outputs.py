@@ -197,21 +197,23 @@ def _intact(root: Path, rel: str, rec) -> bool:
     return True
 
 
-def in_place(state: BuildState, root: Path, rel: str, digest: str) -> bool:
-    """`root/rel` holds, intact, the tree of this digest as this state placed it."""
+def in_place(state: BuildState, root: Path, rel: str, digest: str, proven=None) -> bool:
+    """`root/rel` holds, intact, the tree of this digest as this state placed it. `proven`: see `materialize`."""
     rec = state.outputs.get(rel)
-    return rec is not None and rec[0] == digest and _intact(root, rel, rec)
+    return rec is not None and rec[0] == digest and ((proven is not None and proven(rel, rec)) or _intact(root, rel, rec))
 
 
-def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> bool:
+def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas, proven=None) -> bool:
     """Make `root/rel` hold exactly `entries`; False if it already did.
 
     An intact tree is updated file by file, each file replaced by an atomic rename, so one edited
     model in a repository of a thousand touches one file. Otherwise (first build, a tree damaged by
-    hand or by a killed build) the tree is assembled aside and renamed into place whole."""
+    hand or by a killed build) the tree is assembled aside and renamed into place whole. `proven(rel,
+    record)`: True when the caller knows the tree intact as recorded (a delta build, from the stamp's
+    check of every placed file: `incremental.py`), else it is checked here."""
     digest = tree_digest(entries)
     rec = state.outputs.get(rel)
-    intact = rec is not None and _intact(root, rel, rec)
+    intact = rec is not None and ((proven is not None and proven(rel, rec)) or _intact(root, rel, rec))
     if intact and rec[0] == digest:
         return False
     placed = None
