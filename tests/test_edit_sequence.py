@@ -35,7 +35,7 @@ def _model_py(text: str) -> str:
     return f"class TritonPythonModel:\n    pass\n# {text}\n"
 
 
-def _workspace(ws):
+def _workspace(ws, models=MODELS):
     ws.write("BUILD.toml", """
         [model_repository.repo]
         models = ["//models/..."]
@@ -47,7 +47,7 @@ def _workspace(ws):
         outs = ["labels.txt"]
         cmd = "sort $SRCS > $OUT"
     """)
-    for name in MODELS:
+    for name in models:
         ws.write(f"models/{name}/1/model.py", _model_py("v0"))
         ws.write(f"models/{name}/BUILD.toml", MANIFEST.format(name=name, dims=1))
 
