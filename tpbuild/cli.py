@@ -451,13 +451,14 @@ class Session:
             return None
         self.ws.observed.discovery = "skipped"  # the packages are the last build's
         opts = self._options(jobs, keep_going)
-        opts.proven = incremental.proof(stamp)
+        checked = incremental.Checked(stamp)
+        opts.proven = checked.proven
         try:
             result = self._run(p.analysis, opts, None, p.boundary)
         except Unsettled:
             return None
         result.execution["packages"] = len(p.packages)  # whose analysis records were read and checked
-        incremental.patch(p, result, self.cache_dir)
+        incremental.patch(p, checked, result, self.cache_dir)
         if rpath:
             from . import report
 

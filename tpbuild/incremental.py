@@ -210,33 +210,54 @@ def analyse(ws, p: Plan, memo_dir) -> bool:
     return True
 
 
-def proof(stamp):
-    """`build.Options.proven` for a delta build: a placed tree is intact as the build state records it
-    when the stamp's check found each of its files and directories at the lstat the state records (the
-    check lstat'ed every placed path: those it found unchanged are at the stamp's stat, the others
-    differed, unproven, and it kept their stat now)."""
-    data = stamp.data
-    groups = {role: gi for gi, role in enumerate(data["roles"]) if role in ("placed", "placed_dirs")}
+class Checked:
+    """The stamp's stat groups as its check saw them (`noop.Stamp.differences`), by role: what proves a
+    placed tree intact (`proven`), and what the stamp's patch must change (`patch`)."""
 
-    def seen(role: str, rel: str):
-        gi = groups[role]
-        _base, _follow, paths, recorded = data["groups"][gi]
-        now = dict(stamp.differences.get(gi, ()))
-        prefix = rel + "/"
-        return {p: now.get(i) or tuple(recorded[4 * i:4 * i + 4]) for i, p in enumerate(paths)
-                if p.startswith(prefix) or p == rel}
+    def __init__(self, stamp):
+        self.stamp = stamp
+        self._groups = {role: gi for gi, (role, g) in enumerate(zip(stamp.data["roles"], stamp.data["groups"]))
+                        if g[1] is not None}
+        self._index: dict[str, dict[str, int]] = {}
+        self._now: dict[str, dict[int, tuple]] = {}
 
-    def proven(rel: str, rec: tuple) -> bool:
-        files, dirs = seen("placed", rel), seen("placed_dirs", rel)
-        return (all(files.get(f"{rel}/{path}") == tuple(r[2]) for path, r in rec[1].items())
-                and all(dirs.get(f"{rel}/{path}" if path else rel) == tuple(s) for path, s in rec[2].items()))
+    def _view(self, role: str) -> tuple[dict[str, int], list[int], dict[int, tuple]]:
+        gi = self._groups[role]
+        paths, recorded = self.stamp.data["groups"][gi][2:]
+        if role not in self._index:
+            self._index[role] = {p: i for i, p in enumerate(paths)}
+            self._now[role] = dict(self.stamp.differences.get(gi, ()))
+        return self._index[role], recorded, self._now[role]
 
-    return proven
+    def proven(self, rel: str, rec: tuple) -> bool:
+        """`build.Options.proven`: a placed tree is intact as the build state records it when the check
+        found each of its files and directories at the lstat the state records (it lstat'ed every placed
+        path: those it found unchanged are at the stamp's stat, the others differed, unproven, and it
+        kept their stat now)."""
+        for role, items in (("placed", ((path, r[2]) for path, r in rec[1].items())), ("placed_dirs", rec[2].items())):
+            index, recorded, now = self._view(role)
+            for path, s in items:
+                i = index.get(f"{rel}/{path}" if path else rel)
+                if i is None or (now.get(i) or tuple(recorded[4 * i:4 * i + 4])) != tuple(s):
+                    return False
+        return True
+
+    def changed(self, role: str, items) -> tuple[int, list[str], list[int]]:
+        """Of (path, stat) items, those the stamp does not hold at that stat: its patch of the role's group."""
+        index, recorded, _now = self._view(role)
+        paths, stats = [], []
+        for path, s in items:
+            i = index.get(path)
+            if i is None or recorded[4 * i:4 * i + 4] != s:
+                paths.append(path)
+                stats += s
+        return self._groups[role], paths, stats
 
 
-def patch(p: Plan, result, cache_dir) -> None:
-    """Amend the stamp with what this delta build used (see `noop.Stamp.patch_with`), or remove it when
-    the build leaves none (a failure, a warning)."""
+def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
+    """Amend the stamp with what this delta build used (see `noop.Stamp.patch_with`): the stats of the
+    changed sources and files, of new blobs, of what was placed again; or remove it when the build
+    leaves none (a failure, a warning)."""
     from .cas import Cas
     from .noop import UNPROVEN
 
@@ -245,34 +266,30 @@ def patch(p: Plan, result, cache_dir) -> None:
         stamp.forget()
         return
     horizon = time.time_ns() - RACY_WINDOW_NS
-    roles = stamp.data["roles"]
 
     def stat(s) -> list[int]:
         return list(s) if s is not None and s[1] < horizon else list(UNPROVEN)
 
-    groups: dict[int, tuple[list[str], list[int]]] = {}
-
-    def add(role: str, items) -> None:
-        paths, stats = groups.setdefault(roles.index(role), ([], []))
-        for path, s in items:
-            paths.append(path)
-            stats += s
-
     peek = result.statcache.peek
-    add("sources", ((path, stat(peek(path))) for path in p.sources))
-    add("watched", ((path, stat(now)) for path, now in p.watched))
     cas = Cas(cache_dir)
     blobs = dict.fromkeys(b for aid, o in result.outcomes.items() if aid not in p.boundary for b in o.blobs())
-    add("blobs", [*((path, stat(now)) for path, now in p.blobs),
-                  *((path, stat(peek(path))) for path in (cas.path_text(d, exe) for d, exe in blobs))])
+    placed, dirs = [], []
     for label in p.analysis.order:
         rel = p.graph["outputs"].get(str(label))
-        if rel is None:
-            continue
-        _tree, files, dirs = result.placed[rel]
-        add("placed", ((f"{rel}/{path}", stat(rec[2])) for path, rec in files.items()))
-        add("placed_dirs", ((f"{rel}/{path}" if path else rel, list(s)) for path, s in dirs.items()))
-    if stamp.patch_with(groups) is not None:
+        if rel is not None:
+            _tree, files, ds = result.placed[rel]
+            placed += ((f"{rel}/{path}", stat(rec[2])) for path, rec in files.items())
+            dirs += ((f"{rel}/{path}" if path else rel, list(s)) for path, s in ds.items())
+    changes = {
+        "sources": [(path, stat(peek(path))) for path in p.sources],
+        "watched": [(path, stat(now)) for path, now in p.watched],
+        "blobs": [*((path, stat(now)) for path, now in p.blobs),
+                  *((path, stat(peek(path))) for path in (cas.path_text(d, exe) for d, exe in blobs))],
+        "placed": placed,
+        "placed_dirs": dirs,
+    }
+    groups = [checked.changed(role, items) for role, items in changes.items()]
+    if stamp.patch_with({gi: (paths, stats) for gi, paths, stats in groups if paths}) is not None:
         stamp.forget()  # not saved (a full disk): the next build takes the ordinary path
 
 

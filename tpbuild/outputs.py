@@ -224,12 +224,20 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
             placed = None
     if placed is None:
         placed = _replace(root, rel, entries, cas)
-    state.outputs[rel] = (digest, placed, _dirs(root / rel, entries))
+        dirs = _dirs(root / rel, entries)
+    else:  # only the directories whose entries were replaced or removed moved (if none was made or removed)
+        touched = {os.path.dirname(p) for p in rec[1].keys() - placed.keys()}
+        touched.update(os.path.dirname(p) for p, r in placed.items() if r is not rec[1].get(p))
+        dirs = _dirs(root / rel, entries, rec[2], touched)
+    state.outputs[rel] = (digest, placed, dirs)
     return True
 
 
-def _dirs(dest: Path, entries: tuple[OutputEntry, ...]) -> dict:
-    """The stat of every directory of the tree, taken once it is complete."""
+def _dirs(dest: Path, entries: tuple[OutputEntry, ...], old: dict | None = None, touched: set[str] = frozenset()) -> dict:
+    """The stat of every directory of the tree, taken once it is complete. `old`: the directories'
+    stats before an update in place, which touched only the entries of `touched`: when the tree has
+    the same directories, the others are at their old stat (a repository of 10,000 models, one
+    model changed, is not 30,000 lstats)."""
     names = {""}
     for e in entries:
         d = os.path.dirname(e.path)
@@ -237,6 +245,8 @@ def _dirs(dest: Path, entries: tuple[OutputEntry, ...]) -> dict:
             names.add(d)
             d = os.path.dirname(d)
     base = f"{dest}/"
+    if old is not None and names == old.keys():
+        return {d: stat_sig(os.lstat(base + d)) if d in touched else old[d] for d in sorted(names)}
     return {d: stat_sig(os.lstat(base + d)) for d in sorted(names)}
 
 
