@@ -97,3 +97,31 @@ def test_a_deleted_source_takes_the_ordinary_path(ws):
     r = ws.build()
     assert r.returncode != 0 and "model.py" in r.output, r.output
     assert (r.report.get("execution") or {}).get("path") != "delta", r.report
+
+
+def test_a_delta_build_that_fails_says_so_and_leaves_no_stamp(ws):
+    _stamped(ws, 2)
+    ws.write("shared/BUILD.toml", """
+        [genrule.labels]
+        srcs = ["classes.txt"]
+        outs = ["labels.txt"]
+        cmd = "grep -q b $SRCS && sort $SRCS > $OUT"
+    """)
+    ws.build(check=True, report=False)  # a manifest changed: the ordinary path, stamped
+    _settle(ws.root, ws.cache)
+    ws.build(check=True, report=False)
+    (ws.root / "shared/classes.txt").write_text("c\na\n")  # no b: the genrule fails
+    r = ws.build()
+    assert r.returncode == 1 and r.report["execution"]["path"] == "delta", r.output
+    assert not (ws.root / "tpbuild-out/.tpbuild/noop").exists()  # a failure leaves no stamp
+    ordinary = ws.build()  # without a stamp: the same failure, said the same way
+    assert ordinary.report["execution"]["path"] == "ordinary"
+    line = r.stdout.splitlines()[0]
+    assert line.startswith("FAILED: 0/4 targets, 6 actions: 0 executed, 2 from cache, 1 failed, 3 skipped"), line
+    assert line.split(" in ")[0] == ordinary.stdout.splitlines()[0].split(" in ")[0], ordinary.stdout
+    assert [(a["target"], a["status"]) for a in r.report["actions"]] == \
+        [(a["target"], a["status"]) for a in ordinary.report["actions"]]
+    (ws.root / "shared/classes.txt").write_text("c\nb\n")
+    ws.build(check=True, report=False)
+    assert ws.out("shared/labels/labels.txt").read_text() == "b\nc\n"
+    assert ws.out("repo/m0/labels.txt").read_text() == "b\nc\n"
