@@ -443,8 +443,6 @@ class Session:
         from .delta import Unsettled
         from .workspace import memo_dir
 
-        if jobs < 1:
-            raise UserError("-j/--jobs must be at least 1")
         rpath = _writable(Path(report_path).resolve(), "--report") if report_path else None
         p = incremental.plan(stamp)
         if p is None or not incremental.analyse(self.ws, p, memo_dir(self.cache_dir, self.ws.root)):

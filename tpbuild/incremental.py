@@ -181,9 +181,10 @@ def analyse(ws, p: Plan, memo_dir) -> bool:
     from .rulesets import rule_sets
     from .workspace import WORKSPACE_FILE
 
-    rules = rule_sets(memo_dir, recorded_identity(memo_dir / "analysis"))
-    if rules._rules is not None:
-        return False  # imported: the rule sets are not those the memo was made with
+    recorded = recorded_identity(memo_dir / "analysis")
+    rules = rule_sets(memo_dir, recorded)
+    if rules.identity is not recorded:
+        return False  # the rule sets are not those the memo was made with
     cache = AnalysisCache(memo_dir / "analysis", fingerprint(ws.root, (ws.root / WORKSPACE_FILE).read_bytes()),
                           rules.identity, ws.root, ws.observed)
     records = {}
@@ -207,6 +208,7 @@ def analyse(ws, p: Plan, memo_dir) -> bool:
         declared[u] = Declared(u, "", "", (), "", "")
     p.analysis = Analysis(SimpleNamespace(cache=cache), [], order, infos, declared, target_actions)
     p.boundary = boundary
+    cache.save()  # a record whose files moved with the same facts, kept with their stats (AnalysisCache.valid)
     return True
 
 
@@ -311,5 +313,6 @@ def report_rows(p: Plan, result, cache_dir):
             continue
         rel = p.graph["outputs"].get(label)
         targets[label] = {"status": TargetStatus.BUILT.value, "outputs": [rel] if rel else []}
-        rows += ((label, m, Outcome(None, Status.CACHED, state.actions[aid].key)) for aid, m in acts)
+        # A record that does not decode (a damaged state) is reported without its key.
+        rows += ((label, m, Outcome(None, Status.CACHED, getattr(state.actions.get(aid), "key", ""))) for aid, m in acts)
     return rows, targets, len(p.graph["order"])
