@@ -29,18 +29,25 @@ a difference, so that build takes the ordinary path, whose memos prove the entry
 racy rules (the stat memo re-hashes a source, the blob check re-verifies a blob, placement re-checks a
 tree) and, executing nothing, leaves a stamp without one. So every successful build leaves a stamp:
 the one before an edit too, whose check then hands its stats to the build after the edit (below).
-Any difference makes the build take the ordinary path, which is always correct.
+A difference in the sources actions read alone (with files the analysis memo knows by their facts, and
+blobs and placed files recorded unproven) makes a delta build on the last build's graph
+(`incremental.py`, `DELTA_ROLES`); any other, the ordinary path, which is always correct.
 
 On a miss the check does not stop at the first difference: it goes on through the stats that follow
 symlinks (the workspace's directories and files, the blobs) and hands them to the ordinary path
 (`observed.py`), which then takes none of them again (package discovery, the analysis memo, the stat
-memo, the blob check). The lstats of tpbuild-out are not taken after a difference: the ordinary path
-checks the placed outputs itself (handing 100,000 of them over at 10,000 models cost as much time and
-memory as it saved). A build with `--report`, `--summary` or `--profile` uses a stamp the same way and
-leaves it as it is.
+memo, the blob check). The lstats of tpbuild-out are taken after a difference only while a delta
+build may answer it (which relies on them); the ordinary path checks the placed outputs itself (handing
+100,000 of them over at 10,000 models cost as much time and memory as it saved). A build with
+`--report`, `--summary` or `--profile` uses a stamp the same way and leaves it as it is, but for the
+patch of a delta build.
 
-Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "groups", "summary"}.
-A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
+Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "gen", "roles",
+"groups", "summary"}. `gen` is a random generation, which the delta build's graph memo beside it
+(`noop-graph`) and the patch of delta builds since (`noop-patch`: {"gen", "groups": {index: [paths,
+stats]}}, applied to the groups it names before they are compared, see `Stamp.patch_with`) carry too:
+another one is not of this stamp. `roles` names what each group holds (`Stamp._groups`; "kinds" for
+the kind groups). A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
 the `layout.stat_sig` of each path, flattened into one list of integers (four per path), which a
 no-op decodes and compares as one list rather than as ten thousand small ones; or, for the paths
 analysis only checked the kind of, and those that must stay absent, `[base, null, [[path, kind or null],
