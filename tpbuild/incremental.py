@@ -42,7 +42,7 @@ from . import memo as memofile
 from .analysiscache import Declared
 from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR
 
-KIND, VERSION = "noop-graph", 1
+KIND, VERSION = "noop-graph", 2
 GRAPH = "noop-graph"  # beside the stamp
 SMALL_BLOB = 1 << 20  # an unproven blob up to this size is hashed again; a larger one: the ordinary path
 
@@ -53,18 +53,29 @@ def remember(root, gen: str, result, roles: list[str]) -> str | None:
     from .action import Source
 
     a = result.analysis
-    readers: dict[str, list[str]] = {}
-    consumers: dict[str, list[str]] = {}
-    order = []
+    # Actions by their index in one list (their ids are written once: at 10,000 models the memo was
+    # twice as large with them in every reference), and each target as a row: its label, package,
+    # actions (a run of the list) and output directory ("" for none).
+    actions: list[str] = []
+    mnemonics: list[str] = []
+    targets = []
     for label in a.order:
         ds = a.declared_of(label)
-        order.append([str(label), label.package, [[d.id, d.mnemonic] for d in ds]])
-        for d in ds:
+        rel = f"{OUT_DIR}/{label.path}" if a.infos[label].output is not None else ""
+        targets.append([str(label), label.package, len(actions), len(ds), rel])
+        actions += (d.id for d in ds)
+        mnemonics += (d.mnemonic for d in ds)
+    index = {aid: i for i, aid in enumerate(actions)}
+    readers: dict[str, list[int]] = {}
+    consumers: dict[str, list[int]] = {}  # the index of an action, as text -> the actions that read it
+    for label in a.order:
+        for d in a.declared_of(label):
+            i = index[d.id]
             for _dest, inp in d.inputs:
                 if isinstance(inp, Source):
-                    readers.setdefault(inp.path, []).append(d.id)
+                    readers.setdefault(inp.path, []).append(i)
                 else:
-                    consumers.setdefault(inp.action, []).append(d.id)
+                    consumers.setdefault(str(index[inp.action]), []).append(i)
     watched: dict[str, list[str]] = {}
     cache = a.graph.cache
     for package in a.graph.loaded_packages:
@@ -72,21 +83,21 @@ def remember(root, gen: str, result, roles: list[str]) -> str | None:
         for p in rec.observed:
             if p in readers or p in rec.facts:
                 watched.setdefault(p, []).append(package)
-    outputs = {str(lbl): f"{OUT_DIR}/{lbl.path}" for lbl in a.order if a.infos[lbl].output is not None}
     path = root / STATE_DIR / GRAPH
-    return memofile.save(path, KIND, VERSION, {"gen": gen, "roles": roles, "order": order, "readers": readers,
-                                               "consumers": consumers, "watched": watched, "outputs": outputs},
+    return memofile.save(path, KIND, VERSION, {"gen": gen, "roles": roles, "targets": targets, "actions": actions,
+                                               "mnemonics": mnemonics, "readers": readers, "consumers": consumers,
+                                               "watched": watched},
                          path.parent / "tmp", "the delta build's graph")
 
 
 class Plan:
     """What a delta build works: the targets downstream of the changes, and what the stamp's patch needs."""
 
-    def __init__(self, stamp, graph: dict, targets: set[str], packages: set[str], sources: list[str],
+    def __init__(self, stamp, graph: dict, targets: set[int], packages: set[str], sources: list[str],
                  watched: list[tuple[str, tuple]], blobs: list[tuple[str, tuple]]):
         self.stamp = stamp
         self.graph = graph
-        self.targets = targets  # labels, as text
+        self.targets = targets  # their rows in the graph memo
         self.packages = packages  # whose records are decoded (and checked)
         self.sources = sources  # changed sources
         self.watched = watched  # changed files the analysis memo knows by their facts, with their stat now
@@ -105,7 +116,8 @@ def plan(stamp) -> Plan | None:
     data = stamp.data
     if not isinstance(graph, dict) or graph.get("gen") != data["gen"] or graph.get("roles") != data["roles"]:
         return None
-    rels = {rel: label for label, rel in graph["outputs"].items()}
+    rows = graph["targets"]
+    rels = {row[4]: t for t, row in enumerate(rows) if row[4]}
     sources, watched, blobs, placed = [], [], [], set()
     for gi, found in stamp.differences.items():
         role = data["roles"][gi]
@@ -129,19 +141,20 @@ def plan(stamp) -> Plan | None:
                 if owner is None:
                     return None
                 placed.add(owner)
-    owner_of = {aid: label for label, _package, acts in graph["order"] for aid, _m in acts}
-    package_of = {label: package for label, package, _acts in graph["order"]}
-    actions_of = {label: [aid for aid, _m in acts] for label, _package, acts in graph["order"]}
-    targets = placed | {owner_of[aid] for p in sources for aid in graph["readers"].get(p, ())}
+    owner = [0] * len(graph["actions"])  # action -> its target's row
+    for t, (_label, _package, first, count, _rel) in enumerate(rows):
+        owner[first:first + count] = [t] * count
+    targets = placed | {owner[i] for p in sources for i in graph["readers"].get(p, ())}
     todo = list(targets)
     while todo:  # everything downstream: the readers of every action of a target in the delta
-        for aid in actions_of[todo.pop()]:
-            for reader in graph["consumers"].get(aid, ()):
-                t = owner_of[reader]
+        _label, _package, first, count, _rel = rows[todo.pop()]
+        for i in range(first, first + count):
+            for reader in graph["consumers"].get(str(i), ()):
+                t = owner[reader]
                 if t not in targets:
                     targets.add(t)
                     todo.append(t)
-    packages = {package_of[t] for t in targets}
+    packages = {rows[t][1] for t in targets}
     for p, _now in watched:
         packages.update(graph["watched"][p])
     for p in sources:
@@ -162,13 +175,13 @@ def _sound(path: str, now: tuple) -> bool:
         return False
 
 
-def _owner(path: str, rels: dict[str, str]) -> str | None:
+def _owner(path: str, rels: dict[str, int]) -> int | None:
     """The target whose output holds this placed path (outputs never nest)."""
     parts = path.split("/")
     for n in range(len(parts) - 1, 0, -1):
-        label = rels.get("/".join(parts[:n]))
-        if label is not None:
-            return label
+        t = rels.get("/".join(parts[:n]))
+        if t is not None:
+            return t
     return None
 
 
@@ -193,16 +206,16 @@ def analyse(ws, p: Plan, memo_dir) -> bool:
         if rec is None:
             return False
         records.update((str(t.label), t) for t in rec.targets)
-    if not p.targets <= records.keys():
+    rows = p.graph["targets"]
+    if not all(rows[t][0] in records for t in p.targets):
         return False
     order, infos, target_actions, declared = [], {}, {}, {}
-    for label, _package, _acts in p.graph["order"]:
-        if label in p.targets:
-            t = records[label]
-            order.append(t.label)
-            infos[t.label] = t.info
-            target_actions[t.label] = t.actions
-            declared.update((d.id, d) for d in t.actions)
+    for row in sorted(p.targets):  # in build order, as the graph memo has them
+        t = records[rows[row][0]]
+        order.append(t.label)
+        infos[t.label] = t.info
+        target_actions[t.label] = t.actions
+        declared.update((d.id, d) for d in t.actions)
     boundary = {u for d in list(declared.values()) for u in d.upstream() if u not in declared}
     for u in boundary:  # read from, not worked: settled from the build state (see the module docstring)
         declared[u] = Declared(u, "", "", (), "", "")
@@ -277,8 +290,8 @@ def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
     blobs = dict.fromkeys(b for aid, o in result.outcomes.items() if aid not in p.boundary for b in o.blobs())
     placed, dirs = [], []
     for label in p.analysis.order:
-        rel = p.graph["outputs"].get(str(label))
-        if rel is not None:
+        rel = f"{OUT_DIR}/{label.path}"
+        if p.analysis.infos[label].output is not None:
             _tree, files, ds = result.placed[rel]
             placed += ((f"{rel}/{path}", stat(rec[2])) for path, rec in files.items())
             dirs += ((f"{rel}/{path}" if path else rel, list(s)) for path, s in ds.items())
@@ -305,14 +318,16 @@ def report_rows(p: Plan, result, cache_dir):
     state = BuildState.load(p.stamp.root / STATE_DIR / "state", cache_id(cache_dir))
     worked = {str(label): label for label in p.analysis.order}
     rows, targets = [], {}
-    for label, _package, acts in p.graph["order"]:
+    actions, mnemonics = p.graph["actions"], p.graph["mnemonics"]
+    for label, _package, first, count, rel in p.graph["targets"]:
+        acts = range(first, first + count)
         if label in worked:
             t = result.targets[worked[label]]
             targets[label] = {"status": t.status.value, "outputs": t.outputs}
-            rows += ((label, m, result.outcomes[aid]) for aid, m in acts)
+            rows += ((label, mnemonics[i], result.outcomes[actions[i]]) for i in acts)
             continue
-        rel = p.graph["outputs"].get(label)
         targets[label] = {"status": TargetStatus.BUILT.value, "outputs": [rel] if rel else []}
         # A record that does not decode (a damaged state) is reported without its key.
-        rows += ((label, m, Outcome(None, Status.CACHED, getattr(state.actions.get(aid), "key", ""))) for aid, m in acts)
-    return rows, targets, len(p.graph["order"])
+        rows += ((label, mnemonics[i], Outcome(None, Status.CACHED, getattr(state.actions.get(actions[i]), "key", "")))
+                 for i in acts)
+    return rows, targets, len(p.graph["targets"])
