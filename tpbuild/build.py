@@ -113,7 +113,8 @@ def workspace_lock(ws: Workspace, on_wait):
         yield
 
 
-def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks, boundary: set[str] | None = None) -> BuildResult:
+def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
+        boundary: set[str] | None = None) -> BuildResult:
     """`boundary`: for a delta build (`incremental.py`), of part of the graph, the actions that part
     reads from, settled as recorded (`delta.settle`); raises delta.Unsettled when one has no record,
     before anything is saved."""
@@ -157,7 +158,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks, boundary
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks,
                            trace=trace)
         with trace.span("settle unchanged", "phase"):
-            settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt, boundary or frozenset())
+            settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt,
+                                   boundary or frozenset())
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority,
                           settled=settled, declared=analysis.declared)
         records = explain.Records(state_dir / "why", state_dir / "tmp")

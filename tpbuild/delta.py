@@ -41,7 +41,8 @@ class Unsettled(Exception):
 
 
 def settle(declared: Mapping[str, Declared], walk: tuple[list[str], dict[str, list[str]]], state: BuildState,
-           statcache: StatCache, cas: Cas, root: Path, salt: str, boundary: set[str] = frozenset()) -> dict[str, Settled]:
+           statcache: StatCache, cas: Cas, root: Path, salt: str,
+           boundary: set[str] = frozenset()) -> dict[str, Settled]:
     """The actions whose key did not move and whose recorded result is whole in the store. `walk`:
     the action graph's `critical.topological` walk. `boundary`: actions a delta build reads from
     without working them (`incremental.py`), settled as recorded, unkeyed and unchecked (the no-op

@@ -257,8 +257,9 @@ class Stamp:
             if gi in groups:
                 _apply([None, None, paths, stats], *groups[gi])
             merged[str(gi)] = [paths, stats]
-        return memofile.save(self.path.with_name(PATCH), PATCH_KIND, VERSION, {"gen": self.data["gen"], "groups": merged},
-                             self.path.parent / "tmp", "the no-op stamp's patch")
+        return memofile.save(self.path.with_name(PATCH), PATCH_KIND, VERSION,
+                             {"gen": self.data["gen"], "groups": merged}, self.path.parent / "tmp",
+                             "the no-op stamp's patch")
 
     def record(self, result, cache_dir: Path) -> None:
         """Stamp a finished build, or leave no stamp if it cannot be trusted (see the module docstring)."""

@@ -200,7 +200,8 @@ def _intact(root: Path, rel: str, rec) -> bool:
 def in_place(state: BuildState, root: Path, rel: str, digest: str, proven=None) -> bool:
     """`root/rel` holds, intact, the tree of this digest as this state placed it. `proven`: see `materialize`."""
     rec = state.outputs.get(rel)
-    return rec is not None and rec[0] == digest and ((proven is not None and proven(rel, rec)) or _intact(root, rel, rec))
+    return rec is not None and rec[0] == digest and (
+        (proven is not None and proven(rel, rec)) or _intact(root, rel, rec))
 
 
 def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas, proven=None) -> bool:
@@ -233,7 +234,8 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
     return True
 
 
-def _dirs(dest: Path, entries: tuple[OutputEntry, ...], old: dict | None = None, touched: set[str] = frozenset()) -> dict:
+def _dirs(dest: Path, entries: tuple[OutputEntry, ...], old: dict | None = None,
+          touched: set[str] = frozenset()) -> dict:
     """The stat of every directory of the tree, taken once it is complete. `old`: the directories'
     stats before an update in place, which touched only the entries of `touched`: when the tree has
     the same directories, the others are at their old stat (a repository of 10,000 models, one
