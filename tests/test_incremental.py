@@ -125,3 +125,13 @@ def test_a_delta_build_that_fails_says_so_and_leaves_no_stamp(ws):
     ws.build(check=True, report=False)
     assert ws.out("shared/labels/labels.txt").read_text() == "b\nc\n"
     assert ws.out("repo/m0/labels.txt").read_text() == "b\nc\n"
+
+
+def test_a_model_py_edit_that_changes_its_facts_takes_the_ordinary_path(ws):
+    """A model.py is known to analysis by its facts (its grammar, its model class): an edit that changes
+    them makes its package's record invalid, so the build is not a delta on the last analysis."""
+    _stamped(ws, 3)
+    ws.write("models/m1/1/model.py", "class SomethingElse:\n    pass\n")
+    r = ws.build()
+    assert r.returncode == 2 and "TritonPythonModel" in r.output, r.output
+    assert (r.report.get("execution") or {}).get("path") != "delta", r.report

@@ -27,7 +27,7 @@ def _settle(*roots: Path) -> None:
 
 
 def _build(ws) -> tuple[subprocess.CompletedProcess, bool]:
-    """A plain `tpbuild build //...` (no --report: that always takes the ordinary path); whether the
+    """A plain `tpbuild build //...` (no --report: the stamp never answers that one); whether the
     stamp answered it, told by analysis never being imported (the ordinary path with every analysis
     record valid imports no rule set either: tests/test_lazy_rules.py)."""
     p = subprocess.run([sys.executable, "-X", "importtime", "-m", "tpbuild", "-C", str(ws.root), "build", "//..."],
