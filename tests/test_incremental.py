@@ -135,3 +135,41 @@ def test_a_model_py_edit_that_changes_its_facts_takes_the_ordinary_path(ws):
     r = ws.build()
     assert r.returncode == 2 and "TritonPythonModel" in r.output, r.output
     assert (r.report.get("execution") or {}).get("path") != "delta", r.report
+
+
+# The build under test, with another build run between its stamp check and its build (both take the
+# workspace lock, and the check lets go of it): incremental.plan is where the delta is decided.
+BETWEEN = """
+import os, subprocess, sys
+sys.path[0] = os.getcwd()  # as `python -m` has it: the import path is part of the stamp's key
+from tpbuild import cli, incremental
+
+plan = incremental.plan
+
+
+def plan_after_another_build(stamp):
+    subprocess.run([sys.executable, "-m", "tpbuild", "-C", sys.argv[1], "build", "//..."], check=True,
+                   capture_output=True)
+    return plan(stamp)
+
+
+incremental.plan = plan_after_another_build
+sys.exit(cli.main(["-C", sys.argv[1], "build", "//...", "--report", sys.argv[2]]))
+"""
+
+
+def test_a_build_run_between_the_check_and_the_delta_sends_it_to_the_ordinary_path(ws):
+    """The check's differences are the workspace's only if no build ran since (noop.witness): here one
+    built the edit in between, so the delta it decided on is stale and the ordinary path builds."""
+    _stamped(ws, 3)
+    ws.write("models/m1/1/model.py", _model_py("edited"))
+    rep = ws.root.parent / "between.json"
+    p = subprocess.run([sys.executable, "-c", BETWEEN, str(ws.root), str(rep)], capture_output=True, text=True,
+                       env=ws.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    import json
+
+    r = json.loads(rep.read_text())
+    assert r["execution"]["path"] == "ordinary", r["execution"]
+    assert ws.out("repo/m1/1/model.py").read_text() == _model_py("edited")
+    assert ws.build(check=True).report["execution"]["path"] in ("ordinary", "delta")

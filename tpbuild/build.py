@@ -52,6 +52,9 @@ class Options:
     # A delta build's proof that a placed tree is intact as the build state records it (rel, record ->
     # True, or False for not proven: then it is checked), from the stamp's check (`incremental.py`).
     proven: Callable[[str, tuple], bool] | None = None
+    # A delta build's test, under the workspace lock, that no other build ran since the stamp's check
+    # (`noop.witness`); false: delta.Unsettled before anything is done, and the ordinary path builds.
+    unchanged: Callable[[], bool] | None = None
 
 
 class RemoteExecutor(Protocol):
@@ -138,6 +141,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         warn(w)
     trace = opts.trace
     with workspace_lock(ws, warn):
+        if opts.unchanged is not None and not opts.unchanged():
+            raise delta.Unsettled("another build ran since the stamp's check")
         state_dir = ws.root / STATE_DIR
         memo = memo_dir(opts.cache_dir, ws.root)
         with trace.span("load state", "phase"):

@@ -441,6 +441,7 @@ class Session:
         when it cannot be (nothing done then): the ordinary path."""
         from . import incremental
         from .delta import Unsettled
+        from .noop import witness
         from .workspace import memo_dir
 
         rpath = _writable(Path(report_path).resolve(), "--report") if report_path else None
@@ -451,6 +452,7 @@ class Session:
         opts = self._options(jobs, keep_going)
         checked = incremental.Checked(stamp)
         opts.proven = checked.proven
+        opts.unchanged = lambda: stamp.witness == witness(self.ws.root)
         try:
             result = self._run(p.analysis, opts, None, p.boundary)
         except Unsettled:

@@ -123,6 +123,14 @@ def simple_args(argv: list[str]):
     return args if args.command == "build" and args.patterns else None
 
 
+def witness(root: Path) -> tuple:
+    """What any build that changed this workspace's outputs or state since changed too: the stamp, its
+    patch and the build state file (each save appends to it or replaces it). The check takes it under the
+    workspace lock and a delta build compares it once it holds the lock again (`build.Options.unchanged`):
+    between the two another build may have run, and then the check's differences are not the workspace's."""
+    return tuple(sig(str(root / STATE_DIR / name)) for name in ("noop", PATCH, "state"))
+
+
 class Stamp:
     """The stamp of one workspace for one command line."""
 
@@ -162,6 +170,7 @@ class Stamp:
         the placed outputs' lstats included (`incremental.py`)."""
         self.observed = None
         self.differences = None
+        self.witness = None
         data = memofile.load(self.path, KIND, VERSION)
         if not isinstance(data, dict) or data.get("key") != self.key or self.workspace_sig is None:
             return None
@@ -175,6 +184,7 @@ class Stamp:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # a build is running: the ordinary path waits for it and says so
                 return None
+            self.witness = witness(self.root)
             patch = memofile.load(self.path.with_name(PATCH), PATCH_KIND, VERSION)
             if isinstance(patch, dict) and patch.get("gen") == data["gen"]:
                 for gi, (paths, stats) in patch["groups"].items():
