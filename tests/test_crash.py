@@ -23,21 +23,28 @@ from conftest import Workspace
 
 SEED = 12
 RANDOM_KILLS = 30
-# publish step -> what makes the next build reach it (new classes, toggled files, a damaged tree; "aged":
+# (publish step, what makes the next build reach it) (new classes, toggled files, a damaged tree; "aged":
 # every source dated past the racy window, so the memos record them and append to their journals)
-STEPS = {
-    "process-dir": "classes",  # between making a temp directory and locking it
-    "publish-blob": "classes",
-    "publish-ac": "classes",
-    "update-file": "classes",
-    "publish-statcache": "classes aged",
-    "publish-analysis": "extra aged",
-    "replace-tree": "damage",
-    "swap-tree": "damage",
-    "save-state": "classes",
-    "publish-state": "extra",
-    "placed": "extra",
-}
+STEPS = [  # (publish step, prep): a step may be reached by more than one kind of build
+    ("process-dir", "classes"),  # between making a temp directory and locking it
+    ("publish-blob", "classes"),
+    ("publish-ac", "classes"),
+    ("update-file", "classes"),
+    ("publish-statcache", "classes aged"),
+    ("publish-analysis", "extra aged"),
+    ("replace-tree", "damage"),
+    ("swap-tree", "damage"),
+    ("save-state", "classes"),
+    ("publish-state", "extra"),
+    ("placed", "extra"),
+    ("publish-noop", "classes aged"),  # the stamp a build that executed leaves (noop.py)
+    ("publish-noop-graph", "classes aged"),  # the graph a delta build reads, written before the stamp
+    # A delta build (incremental.py): only a source changed since the stamped build, in its saves and
+    # its patch of the stamp.
+    ("publish-state", "source"),
+    ("update-file", "source"),
+    ("publish-noop-patch", "source"),
+]
 
 
 def _sources(w: Workspace, extra: bool, classes: int) -> None:
@@ -157,12 +164,16 @@ def test_kill_minus_9_anywhere_leaves_nothing_stale(tmp_path):
         duration = min(duration * 1.1, 30.0) if hit else max(delay * 0.8, 0.05)
         check(state, f"random kill {attempts} after {delay:.2f}s")
 
-    for step, prep in STEPS.items():
-        if prep.startswith("classes"):  # content never built before, so the actions run
-            state = (state[0], 10 + list(STEPS).index(step))
+    for i, (step, prep) in enumerate(STEPS):
+        if prep == "source":  # a source alone, never built before: what a delta build answers
+            state = (state[0], 10 + i)
+            w.write("shared/classes.txt", "".join(f"class{n}\n" for n in range(state[1] + 2, 0, -1)))
+        elif prep.startswith("classes"):  # content never built before, so the actions run
+            state = (state[0], 10 + i)
         elif prep.startswith("extra"):
             state = (not state[0], state[1])
-        _sources(w, *state)
+        if prep != "source":
+            _sources(w, *state)
         if prep.endswith("aged"):
             old = time.time() - 10
             for path in [root, *root.rglob("*")]:

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("analysis and stores", {"graph", "analysis", "analysiscache", "statcache", "cas", "actioncache", "outputs",
                              "shaindex", "remotestore", "remote", "eviction", "critical", "rulesets"}),
     ("execution", {"executor", "runner", "scheduler", "delta", "explain", "reapi"}),
-    ("commands", {"build", "noop", "affected", "summary", "console", "report", "cli", "__main__", "__init__"}),
+    ("commands", {"build", "noop", "incremental", "affected", "summary", "console", "report", "cli", "__main__", "__init__"}),
 ]
 RULE_SETS = ("tpbuild_triton", "rules", "tpbuild_runtime")
 PLUGIN_API = "tpbuild.plugin"

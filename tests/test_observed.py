@@ -28,7 +28,9 @@ def test_an_edit_stats_and_lists_nothing_the_stamp_saw_unchanged(stamped):
     p.write_text(p.read_text() + "# edited\n")
     os.utime(p, ns=(t, t - 10**9))  # settled, so that its stat too is the check's
     r, files = _observing(stamped)
-    assert files["discovery"] == "reused" and files["dirs_scanned"] == 0, files
+    # A source alone changed: a delta build (incremental.py), which does not even look for packages.
+    assert r.report["execution"]["path"] == "delta", r.report["execution"]
+    assert files["discovery"] == "skipped" and files["dirs_scanned"] == 0, files
     assert files["stats"]["taken"] == 0, files
     assert r.report["analysis"]["reanalysed_packages"] == 0
     assert stamped.out("models/m/m/1/model.py").read_text() == p.read_text()
@@ -156,3 +158,16 @@ def test_a_path_asked_for_after_the_tables_are_dropped_is_stated_again(tmp_path)
     assert observed.sig(str(f)) == sig(str(f)) != (1, 10**18, 7, 0o100644)
     assert observed.observe(str(tmp_path / "gone"), (0o40000,)) is None  # taken again: absent
     assert (observed.reused, observed.taken) == (1, 2)
+
+
+def test_the_build_after_an_edit_hands_its_stats_to_the_next_edit(stamped):
+    """A build that executed leaves a stamp too (its fresh entries unproven, noop.py): the next edit's
+    build takes the unchanged files' stats from its check instead of stat'ing them again."""
+    from test_noop import _build
+
+    _edit_source(stamped)
+    assert not _build(stamped)[1]  # executed, and stamped
+    (stamped.root / "shared/classes.txt").write_text("d\nc\nb\na\n")
+    r, files = _observing(stamped)
+    assert stamped.out("shared/labels/labels.txt").read_text() == "a\nb\nc\nd\n", r.output
+    assert r.report["execution"]["path"] == "delta" and files["discovery"] == "skipped", files

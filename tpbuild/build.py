@@ -49,6 +49,12 @@ class Options:
     max_size: int | None = None  # bytes; the local cache is trimmed to it after a build that added to it
     prune: bool = False  # the build covers every target (`//...`): remove outputs of targets that are gone
     trace: Trace = NULL  # --profile: the phases, every action and the caches' work, as trace spans
+    # A delta build's proof that a placed tree is intact as the build state records it (rel, record ->
+    # True, or False for not proven: then it is checked), from the stamp's check (`incremental.py`).
+    proven: Callable[[str, tuple], bool] | None = None
+    # A delta build's test, under the workspace lock, that no other build ran since the stamp's check
+    # (`noop.witness`); false: delta.Unsettled before anything is done, and the ordinary path builds.
+    unchanged: Callable[[], bool] | None = None
 
 
 class RemoteExecutor(Protocol):
@@ -110,7 +116,11 @@ def workspace_lock(ws: Workspace, on_wait):
         yield
 
 
-def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> BuildResult:
+def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
+        boundary: set[str] | None = None) -> BuildResult:
+    """`boundary`: for a delta build (`incremental.py`), of part of the graph, the actions that part
+    reads from, settled as recorded (`delta.settle`); raises delta.Unsettled when one has no record,
+    before anything is saved."""
     t0 = time.monotonic()
     warnings: list[str] = []
     user_warn = hooks.warn
@@ -131,6 +141,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         warn(w)
     trace = opts.trace
     with workspace_lock(ws, warn):
+        if opts.unchanged is not None and not opts.unchanged():
+            raise delta.Unsettled("another build ran since the stamp's check")
         state_dir = ws.root / STATE_DIR
         memo = memo_dir(opts.cache_dir, ws.root)
         with trace.span("load state", "phase"):
@@ -151,7 +163,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks,
                            trace=trace)
         with trace.span("settle unchanged", "phase"):
-            settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt)
+            settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt,
+                                   boundary or frozenset())
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority,
                           settled=settled, declared=analysis.declared)
         records = explain.Records(state_dir / "why", state_dir / "tmp")
@@ -181,7 +194,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
                 del state.actions[aid]
         ws.observed.forget()  # the memos and the actions are done with the stamp's stats (Observed.forget)
         with trace.span("place outputs", "phase"):
-            targets, placed = _materialize(ws, analysis, outcomes, state, cas, warn)
+            targets, placed = _materialize(ws, analysis, outcomes, state, cas, warn, opts.proven)
         atomic.crash_point("placed")
         _saved(state.save(), warn)  # a no-op build changes nothing and writes nothing
     cache: dict = {}
@@ -191,7 +204,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks) -> Build
         cache["reapi"] = opts.remote_executor.stats()
     if opts.max_size is not None and any(o.status in (Status.EXECUTED, Status.REMOTE) for o in outcomes.values()):
         cache["evicted"] = _evict(opts, outcomes)
-    execution = {"settled": len(settled), "keyed": len(outcomes) - len(settled), "placed": placed}
+    execution = {"path": "ordinary" if boundary is None else "delta",
+                 "settled": len(settled), "keyed": len(outcomes) - len(settled), "placed": placed}
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs, execution,
                        statcache, ws.observed.counters())
 
@@ -219,8 +233,8 @@ def _evict(opts: Options, outcomes: dict[str, Outcome]) -> dict:
     return vars(eviction.evict(opts.cache_dir, opts.max_size, keys, blobs))
 
 
-def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome],
-                 state: outputs.BuildState, cas: Cas, warn) -> tuple[dict[Label, TargetResult], int]:
+def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome], state: outputs.BuildState,
+                 cas: Cas, warn, proven=None) -> tuple[dict[Label, TargetResult], int]:
     """Each target's result, and how many outputs were written."""
     results: dict[Label, TargetResult] = {}
     placed = 0
@@ -238,7 +252,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
             o = outcomes[info.output.action]
             rel = f"{OUT_DIR}/{label.path}"
             if (not info.output.path and isinstance(o, Settled) and o.last is not None
-                    and outputs.in_place(state, ws.root, rel, o.last.tree)):
+                    and outputs.in_place(state, ws.root, rel, o.last.tree, proven)):
                 res.outputs.append(rel)  # unchanged and intact: its entries are not even built
                 results[label] = res
                 continue
@@ -246,7 +260,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
             if info.output.path:
                 entries = tuple(e for e in entries if e.path == info.output.path)
             try:
-                placed += outputs.materialize(state, ws.root, rel, entries, cas)
+                placed += outputs.materialize(state, ws.root, rel, entries, cas, proven)
             except OSError as e:
                 # A blob verified moments ago is gone: another build sharing the cache evicted it.
                 warn(f"{label}: could not place its output in {rel} ({e.strerror}: {e.filename}); a blob it "
@@ -278,7 +292,8 @@ def clean(ws: Workspace, cache_dir: Path, wipe_cache: bool) -> None:
                 atomic.remove(child)
         state_dir = ws.root / STATE_DIR
         memo = [memo_dir(cache_dir, ws.root)] if is_cache(cache_dir) else []  # never in a foreign directory
-        for p in (state_dir / "state", state_dir / "why", state_dir / "noop", state_dir / "packages",
+        for p in (state_dir / "state", state_dir / "why", state_dir / "noop", state_dir / "noop-patch",
+                  state_dir / "noop-graph", state_dir / "packages",
                   state_dir / "logs", state_dir / "tmp", *memo):
             if os.path.lexists(p):
                 atomic.remove(p)

@@ -324,13 +324,18 @@ def _build(ws, args, cache_dir: Path, stamp) -> int:
         import dataclasses
 
         ws = dataclasses.replace(ws, observed=stamp.observed)  # the stats its check took, not taken again
+    session = Session(ws, cache_dir, args)
+    if stamp is not None and stamp.differences is not None and not (args.summary or args.profile):
+        result = session.run_delta(stamp, jobs=args.jobs, keep_going=args.keep_going, report_path=args.report)
+        if result is not None:  # a change to the last build (incremental.py)
+            return EXIT_OK if result.success else EXIT_BUILD
     if stamp is not None and not stamp.replayable:
         stamp = None  # left as it is, as a build it cannot answer (see noop.OBSERVING_OPTIONS)
     if stamp is not None:
         stamp.forget()  # out of date, or it would have answered
-    result = Session(ws, cache_dir, args).run_build(args.patterns, jobs=args.jobs, keep_going=args.keep_going,
-                                                    report_path=args.report, changed_since=args.changed_since,
-                                                    summary_path=args.summary)
+    result = session.run_build(args.patterns, jobs=args.jobs, keep_going=args.keep_going,
+                               report_path=args.report, changed_since=args.changed_since,
+                               summary_path=args.summary)
     if stamp is not None and result is not None:
         stamp.record(result, cache_dir)
     return EXIT_OK if result is None or result.success else EXIT_BUILD
@@ -384,11 +389,8 @@ class Session:
     def run_build(self, patterns: list[str], *, jobs: int, keep_going: bool = False, report_path: str | None = None,
                   changed_since: str | None = None, summary_path: str | None = None):
         """None when `changed_since` leaves nothing to build (a success: the line says so)."""
-        from . import build, report, summary, trace
+        from . import report, summary, trace
         from .analysis import analyze
-        from .console import Console
-        from .executor import current_step
-        from .scheduler import Hooks
         from .workspace import memo_dir
 
         if jobs < 1:
@@ -420,18 +422,7 @@ class Session:
             if rpath:
                 _report(rpath, report.to_json(None, e.render()))
             raise
-        logs = self.ws.root / build.STATE_DIR / "logs"
-        console = Console(len(a.actions), step_of=lambda action: current_step(logs, action))
-        hooks = Hooks(started=console.started, finished=console.finished, warn=console.warn)
-        try:
-            result = build.run(self.ws, a, opts, hooks)
-        finally:
-            for r in (opts.remote, opts.remote_executor):
-                if r is not None:
-                    r.close()
-        console.close()
-        if rpath:
-            _report(rpath, report.to_json(result, collected(a.errors).render() if a.errors else None))
+        result = self._run(a, opts, rpath)
         if self.summary_path:
             command = f"tpbuild {getattr(self.flags, 'command', 'build')}"
             summary.append(self.summary_path, summary.build_markdown(
@@ -443,6 +434,61 @@ class Session:
             _profile(recorder, result, ppath)
         if a.errors:  # -k built what the errors left buildable; the run is still bad input
             raise collected(a.errors)
+        return result
+
+    def run_delta(self, stamp, *, jobs: int, keep_going: bool = False, report_path: str | None = None):
+        """A build answered as a change to the last one (`incremental.py`) after the stamp's miss; None
+        when it cannot be (nothing done then): the ordinary path."""
+        from . import incremental
+        from .delta import Unsettled
+        from .noop import witness
+        from .workspace import memo_dir
+
+        rpath = _writable(Path(report_path).resolve(), "--report") if report_path else None
+        p = incremental.plan(stamp)
+        if p is None or not incremental.analyse(self.ws, p, memo_dir(self.cache_dir, self.ws.root)):
+            return None
+        self.ws.observed.discovery = "skipped"  # the packages are the last build's
+        opts = self._options(jobs, keep_going)
+        checked = incremental.Checked(stamp)
+        opts.proven = checked.proven
+        opts.unchanged = lambda: stamp.witness == witness(self.ws.root)
+        try:
+            result = self._run(p.analysis, opts, None, p.boundary)
+        except Unsettled:
+            return None
+        result.execution["packages"] = len(p.packages)  # whose analysis records were read and checked
+        incremental.patch(p, checked, result, self.cache_dir)
+        if rpath:
+            from . import report
+
+            _report(rpath, report.to_json(result, rows=incremental.report_rows(p, result, self.cache_dir)))
+        if getattr(self.flags, "explain", False):
+            _explain(result)
+        _summary(result, stamp.data["summary"])
+        return result
+
+    def _run(self, a, opts, rpath: Path | None, boundary: set[str] | None = None):
+        """Build an analysis, with the console's progress; its report written when `rpath` is given."""
+        from . import build
+        from .console import Console
+        from .executor import current_step
+        from .scheduler import Hooks
+
+        logs = self.ws.root / build.STATE_DIR / "logs"
+        console = Console(len(a.actions), step_of=lambda action: current_step(logs, action))
+        hooks = Hooks(started=console.started, finished=console.finished, warn=console.warn)
+        try:
+            result = build.run(self.ws, a, opts, hooks, boundary)
+        finally:
+            for r in (opts.remote, opts.remote_executor):
+                if r is not None:
+                    r.close()
+        console.close()
+        if rpath:
+            from . import report
+
+            _report(rpath, report.to_json(result, collected(a.errors).render() if a.errors else None))
         return result
 
     def _options(self, jobs: int, keep_going: bool):
@@ -562,7 +608,9 @@ def _explain(result) -> None:
                 print(f"explain: {label} {a.mnemonic}: {o.why}")
 
 
-def _summary(result) -> None:
+def _summary(result, whole: dict | None = None) -> None:
+    """`whole`: for a delta build, the stamp's summary of the last build's whole graph, whose part the
+    result holds (the rest as it was: built, its actions from cache)."""
     from .build import TargetStatus
     from .runner import Where
 
@@ -575,6 +623,17 @@ def _summary(result) -> None:
         print(f"error: {o.error.render()}", file=sys.stderr)
     n_targets = len(result.targets)
     ok = sum(1 for t in result.targets.values() if t.status is TargetStatus.BUILT)
+    n_actions = len(result.outcomes)
+    requested = set(result.analysis.requested)
+    shown = [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]
+    if whole is not None:
+        from .layout import OUT_DIR
+
+        ok += whole["targets"] - n_targets
+        unbuilt = {f"{OUT_DIR}/{lbl.path}" for lbl, t in result.targets.items() if t.status is not TargetStatus.BUILT}
+        n_targets, n_actions = whole["targets"], whole["actions"]
+        shown = [p for p in whole["shown"] if p not in unbuilt]
+        counts["cached"] = n_actions - sum(n for status, n in counts.items() if status != "cached")
     parts = [f"{counts.get('executed', 0)} executed" + (f" ({remote_runs} remotely)" if remote_runs else ""),
              f"{counts.get('cached', 0)} from cache"]
     if counts.get("remote"):
@@ -589,9 +648,7 @@ def _summary(result) -> None:
         parts.append(f"{counts['failed']} failed")
     if counts.get("skipped"):
         parts.append(f"{counts['skipped']} skipped")
-    requested = set(result.analysis.requested)
-    shown = [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]
-    _print_summary("Built" if result.success else "FAILED:", ok, n_targets, len(result.outcomes), parts,
+    _print_summary("Built" if result.success else "FAILED:", ok, n_targets, n_actions, parts,
                    result.seconds, shown)
 
 

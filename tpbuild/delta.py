@@ -36,15 +36,30 @@ from .scheduler import Settled, source_entry
 from .statcache import StatCache
 
 
+class Unsettled(Exception):
+    """An action of the boundary has no record in the build state (a damaged one)."""
+
+
 def settle(declared: Mapping[str, Declared], walk: tuple[list[str], dict[str, list[str]]], state: BuildState,
-           statcache: StatCache, cas: Cas, root: Path, salt: str) -> dict[str, Settled]:
+           statcache: StatCache, cas: Cas, root: Path, salt: str,
+           boundary: set[str] = frozenset()) -> dict[str, Settled]:
     """The actions whose key did not move and whose recorded result is whole in the store. `walk`:
-    the action graph's `critical.topological` walk."""
+    the action graph's `critical.topological` walk. `boundary`: actions a delta build reads from
+    without working them (`incremental.py`), settled as recorded, unkeyed and unchecked (the no-op
+    stamp proved their inputs and blobs unchanged); raises Unsettled if one has no record."""
     order, dependents = walk
     state.actions.preload(order)
     settled: dict[str, Settled] = {}
     for aid in order:
         if aid not in state.actions:
+            if aid in boundary:
+                raise Unsettled(aid)
+            continue
+        if aid in boundary:
+            last = state.actions.get(aid)
+            if last is None:
+                raise Unsettled(aid)
+            settled[aid] = Settled(declared[aid], last, [])
             continue
         a = declared[aid]
         digests = []
@@ -73,7 +88,7 @@ def settle(declared: Mapping[str, Declared], walk: tuple[list[str], dict[str, li
     sound: set[tuple[str, bool]] = set()  # a tree names its parts' blobs again: each is checked once
     for aid in order:  # dependency-first: dropping one drops its readers before they are checked
         o = settled.get(aid)
-        if o is None:
+        if o is None or aid in boundary:
             continue
         for blob in o.last.blobs():
             if blob not in sound:

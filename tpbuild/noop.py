@@ -15,25 +15,39 @@ rule sets' code and the interpreter's import path (a rule set installed or upgra
 patterns, the cache location settings, PATH (it enters run actions' keys) and the interpreter are the
 stamp's key.
 
-A stamp is written only when it can be trusted to be complete and exact, else the file is removed:
-the build succeeded without warnings, without a remote cache and executing nothing (new blobs are
-too fresh to trust by stat; the next no-op leaves the stamp); every package came from (or went
-into) the analysis memo and no rule probes the machine (`volatile`); every source and blob has the
-stat its digest was taken at (the stat memo's own entry), so a file that changed during the build
-invalidates the stamp; and nothing recorded is younger than the racy window (a same-size rewrite
-within the timestamp granularity would keep its stat), so the build after an edit is not stamped
-and the next one is. Any difference makes the build take the ordinary path, which is always correct.
+A stamp is written only when it can be trusted to be complete, else the file is removed: the build
+succeeded without warnings and without a remote cache; every package came from (or went into) the
+analysis memo and no rule probes the machine (`volatile`). Each entry is recorded as the build used it,
+not stat'ed again: a source or blob at the stat its digest was taken at (the stat memo's entry), a
+placed file or directory at the lstat placement recorded (the build state's), so a file that changed
+during the build differs at the next check. An entry the stamp cannot vouch for by its stat is recorded
+*unproven* (`UNPROVEN`, a stat no path has, like the analysis memo's `UNSETTLED`): a stat younger than
+the racy window (a same-size rewrite within the timestamp granularity would keep it: a source just
+edited, a blob just written, an output just placed), and a source or blob whose digest the stat memo did
+not keep (hashed within the racy window). The next check sees an unproven entry as
+a difference, so that build takes the ordinary path, whose memos prove the entry again by their own
+racy rules (the stat memo re-hashes a source, the blob check re-verifies a blob, placement re-checks a
+tree) and, executing nothing, leaves a stamp without one. So every successful build leaves a stamp:
+the one before an edit too, whose check then hands its stats to the build after the edit (below).
+A difference in the sources actions read alone (with files the analysis memo knows by their facts, and
+blobs and placed files recorded unproven) makes a delta build on the last build's graph
+(`incremental.py`, `DELTA_ROLES`); any other, the ordinary path, which is always correct.
 
 On a miss the check does not stop at the first difference: it goes on through the stats that follow
 symlinks (the workspace's directories and files, the blobs) and hands them to the ordinary path
 (`observed.py`), which then takes none of them again (package discovery, the analysis memo, the stat
-memo, the blob check). The lstats of tpbuild-out are not taken after a difference: the ordinary path
-checks the placed outputs itself (handing 100,000 of them over at 10,000 models cost as much time and
-memory as it saved). A build with `--report`, `--summary` or `--profile` uses a stamp the same way and
-leaves it as it is.
+memo, the blob check). The lstats of tpbuild-out are taken after a difference only while a delta
+build may answer it (which relies on them); the ordinary path checks the placed outputs itself (handing
+100,000 of them over at 10,000 models cost as much time and memory as it saved). A build with
+`--report`, `--summary` or `--profile` uses a stamp the same way and leaves it as it is, but for the
+patch of a delta build.
 
-Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "groups", "summary"}.
-A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
+Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "gen", "roles",
+"groups", "summary"}. `gen` is a random generation, which the delta build's graph memo beside it
+(`noop-graph`) and the patch of delta builds since (`noop-patch`: {"gen", "groups": {index: [paths,
+stats]}}, applied to the groups it names before they are compared, see `Stamp.patch_with`) carry too:
+another one is not of this stamp. `roles` names what each group holds (`Stamp._groups`; "kinds" for
+the kind groups). A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
 the `layout.stat_sig` of each path, flattened into one list of integers (four per path), which a
 no-op decodes and compares as one list rather than as ten thousand small ones; or, for the paths
 analysis only checked the kind of, and those that must stay absent, `[base, null, [[path, kind or null],
@@ -54,7 +68,13 @@ from .errors import UserError
 from .layout import RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig
 from .observed import Observed
 
-KIND, VERSION = "noop", 3
+KIND, VERSION = "noop", 5
+PATCH, PATCH_KIND = "noop-patch", "noop-patch"  # beside the stamp: what delta builds amended (`Stamp.patch_with`)
+# The groups whose differences a delta build can answer (`incremental.py`): a source, a file the
+# analysis memo knows by its facts, a blob or a placed file recorded unproven. Any other difference
+# (the workspace's directories, manifests, code, the import path, a placed directory) is the ordinary path's.
+DELTA_ROLES = {"sources", "watched", "blobs", "placed"}
+UNPROVEN = (-1, -1, -1, -1)  # the stat of an entry recorded unproven: no path has it (see above)
 # Options that do not change what a successful build produces; any other option set means no stamp.
 NEUTRAL_OPTIONS = {"command", "patterns", "jobs", "keep_going", "directory", "cache_dir", "explain"}
 # Options that change no output but ask for what a replay does not give (a report file): the stamp's
@@ -103,6 +123,14 @@ def simple_args(argv: list[str]):
     return args if args.command == "build" and args.patterns else None
 
 
+def witness(root: Path) -> tuple:
+    """What any build that changed this workspace's outputs or state since changed too: the stamp, its
+    patch and the build state file (each save appends to it or replaces it). The check takes it under the
+    workspace lock and a delta build compares it once it holds the lock again (`build.Options.unchanged`):
+    between the two another build may have run, and then the check's differences are not the workspace's."""
+    return tuple(sig(str(root / STATE_DIR / name)) for name in ("noop", PATCH, "state"))
+
+
 class Stamp:
     """The stamp of one workspace for one command line."""
 
@@ -113,6 +141,11 @@ class Stamp:
         self.workspace_sig = workspace_sig  # taken before tpbuild.toml is read
         self.replayable = replayable  # options that change no output but what a replay cannot give (--report)
         self.observed: Observed | None = None  # after a miss: what the check saw (see replay)
+        # After a miss a delta build may answer (see replay): the stamp as checked (its patch applied),
+        # that patch, and the differences found, by group.
+        self.data: dict | None = None
+        self.patch: dict | None = None
+        self.differences: dict[int, list] | None = None
 
     @classmethod
     def open(cls, start: Path, args) -> "Stamp | None":
@@ -132,8 +165,12 @@ class Stamp:
     def replay(self) -> dict | None:
         """The recorded summary if nothing it depends on changed, else None. On a miss against a
         stamp of this command line, `observed` holds every stat the check took (observed.py): the
-        check goes on past the first difference, for the ordinary path to use them."""
+        check goes on past the first difference, for the ordinary path to use them; and while every
+        difference is of a kind a delta build can answer (`DELTA_ROLES`), `differences` names them,
+        the placed outputs' lstats included (`incremental.py`)."""
         self.observed = None
+        self.differences = None
+        self.witness = None
         data = memofile.load(self.path, KIND, VERSION)
         if not isinstance(data, dict) or data.get("key") != self.key or self.workspace_sig is None:
             return None
@@ -147,9 +184,18 @@ class Stamp:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:  # a build is running: the ordinary path waits for it and says so
                 return None
+            self.witness = witness(self.root)
+            patch = memofile.load(self.path.with_name(PATCH), PATCH_KIND, VERSION)
+            if isinstance(patch, dict) and patch.get("gen") == data["gen"]:
+                for gi, (paths, stats) in patch["groups"].items():
+                    _apply(data["groups"][int(gi)], paths, stats)
+            else:
+                patch = None
             same = self.replayable
+            confinable = True  # every difference so far is one a delta build answers
+            differences: dict[int, list] = {}  # group -> [(path index, its stat now)]
             taken = []  # groups stat'ed in one go, expanded into `observed` only on a miss
-            for group in data["groups"]:
+            for gi, (role, group) in enumerate(zip(data["roles"], data["groups"])):
                 if group[1] is None:
                     base, _, items = group
                     for rel, recorded in items:
@@ -159,10 +205,11 @@ class Stamp:
                             observed.add_kind(base + rel, now)
                         elif now is not None:
                             observed.add(base, [rel], list(now))
-                        same = same and now == recorded
+                        if now != recorded:
+                            same = confinable = False
                     continue
                 base, follow, paths, recorded = group
-                if not (same or follow):
+                if not (same or follow or confinable):
                     continue  # tpbuild-out, after a difference: the ordinary path checks it (see above)
                 stat = os.stat if follow else os.lstat
                 now: list = []
@@ -171,7 +218,7 @@ class Stamp:
                         st = stat(base + rel)
                         now += (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)  # layout.stat_sig, inlined
                 except OSError:  # a path gone: each path's stat, one by one
-                    same = False
+                    same = confinable = False
                     if follow:
                         present = [(rel, s) for rel in paths if (s := sig(base + rel)) is not None]
                         observed.add(base, [rel for rel, _ in present], [v for _, s in present for v in s])
@@ -180,53 +227,77 @@ class Stamp:
                     raise ValueError("a damaged stamp")
                 if follow:
                     taken.append((base, paths, now))
-                same = same and now == recorded
+                if now != recorded:
+                    same = False
+                    confinable = confinable and role in DELTA_ROLES
+                    if confinable:
+                        differences[gi] = [(i // 4, tuple(now[i:i + 4])) for i in range(0, len(now), 4)
+                                           if now[i:i + 4] != recorded[i:i + 4]]
             if same:
                 return data["summary"]
             for base, paths, now in taken:
                 observed.add(base, paths, now)
             self.observed = observed
+            if confinable:
+                self.data, self.patch, self.differences = data, patch, differences
             return None
-        except (KeyError, TypeError, ValueError):  # a damaged stamp: the ordinary path, as without one
-            self.observed = None
+        except (KeyError, TypeError, ValueError, IndexError):  # a damaged stamp: the ordinary path, as without one
+            self.observed = self.differences = None
             return None
         finally:
             lock.close()
 
     def forget(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        for path in (self.path, self.path.with_name(PATCH)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def patch_with(self, groups: dict[int, tuple[list[str], list[int]]]) -> str | None:
+        """Amend the stamp a miss was checked against (`differences`) with the stats a delta build used
+        (`incremental.py`), new paths added: a patch beside it, rewritten whole (it holds what the
+        delta builds since the stamp changed, a few paths each), applied by the next check. The stamp
+        itself, 13 MB at 10,000 models, is not written again. None when saved, else a warning."""
+        merged: dict[str, list] = {}
+        old = self.patch["groups"] if self.patch is not None else {}
+        for gi in sorted({*map(int, old), *groups}):
+            paths, stats = old.get(str(gi), ([], []))
+            paths, stats = list(paths), list(stats)
+            if gi in groups:
+                _apply([None, None, paths, stats], *groups[gi])
+            merged[str(gi)] = [paths, stats]
+        return memofile.save(self.path.with_name(PATCH), PATCH_KIND, VERSION,
+                             {"gen": self.data["gen"], "groups": merged}, self.path.parent / "tmp",
+                             "the no-op stamp's patch")
 
     def record(self, result, cache_dir: Path) -> None:
         """Stamp a finished build, or leave no stamp if it cannot be trusted (see the module docstring)."""
+        from . import incremental
+
         self.forget()
-        horizon = time.time_ns() - RACY_WINDOW_NS
-        groups = self._groups(result, cache_dir, horizon)
-        # The last group, the output directories, is exempt from the racy window: they are tpbuild's
-        # own, fresh after any placement, and what could change them unseen (a build killed while
-        # placing) starts later than the timestamp granularity.
-        if groups is None or any(g.refused or g.newest >= horizon for g in groups[:-1]) or groups[-1].refused:
+        groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS)
+        if groups is None or any(g.refused for _role, g in groups):
             return
         requested = set(result.analysis.requested)
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
                    "shown": [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]}
-        stamped = [stored for g in groups for stored in g.stored()]
+        stamped = [(role if stored[1] is not None else "kinds", stored) for role, g in groups for stored in g.stored()]
+        gen = os.urandom(8).hex()  # ties the stamp to the graph a delta build reads (incremental.py)
+        if incremental.remember(self.root, gen, result, [role for role, _ in stamped]) is not None:
+            return
         # Not saved (a full disk): no stamp, and the next build takes the ordinary path.
-        memofile.save(self.path, KIND, VERSION, {"key": self.key, "groups": stamped, "summary": summary},
+        memofile.save(self.path, KIND, VERSION, {"key": self.key, "gen": gen, "roles": [r for r, _ in stamped],
+                                                 "groups": [g for _, g in stamped], "summary": summary},
                       self.path.parent / "tmp", "the no-op stamp")
 
-    def _groups(self, result, cache_dir: Path, horizon: int) -> list[_Group] | None:
+    def _groups(self, result, cache_dir: Path, horizon: int) -> list[tuple[str, _Group]] | None:
         from .action import Source
         from .cas import Cas
-        from .scheduler import Status
 
         a = result.analysis
         if not result.success or result.warnings or "remote" in result.cache:
             return None
-        if any(o.status is Status.EXECUTED for o in result.outcomes.values()):
-            return None  # its blobs are new, too fresh to trust by stat: the next no-op leaves the stamp
         cache = a.graph.cache
         observed: dict = {}
         for package in a.graph.loaded_packages:
@@ -237,80 +308,68 @@ class Stamp:
         root = f"{self.root}/"
         ws = [(WORKSPACE_FILE, self.workspace_sig), *a.graph.walked]
 
-        def usable(s: tuple | None, used: tuple | None) -> bool:
-            """The stat the build used, and settled (the bulk is checked here, to give up early)."""
-            return s is not None and s == used and s[1] < horizon
-
         statcache = result.statcache  # as build.run saved it: the stats the digests belong to
         if statcache is None:
             return None
-        sources = {}
-        for act in a.declared.values():  # as declared: the actions are not decoded for this
-            for _dest, inp in act.inputs:
-                if isinstance(inp, Source) and inp.path not in sources:
-                    s = sig(root + inp.path)
-                    if not usable(s, statcache.peek(inp.path)):
-                        return None
-                    sources[inp.path] = s
-        stores = _Group("", True)
+        # What the build used, as it used it: each source and blob at the stat its digest was taken at
+        # (unproven if the stat memo did not keep it: racy), each placed file and directory at the
+        # lstat placement recorded. A path that changed since differs from it at the next check, so
+        # nothing is stat'ed again here.
+        peek = statcache.peek
+        known = {p: peek(p) for p in dict.fromkeys(inp.path for act in a.declared.values()  # as declared:
+                                                    for _dest, inp in act.inputs if isinstance(inp, Source))}
+        sources = _Group(root, True, horizon=horizon)
+        sources.used(known.items())
         cas = Cas(cache_dir)
-        seen = set()
-        for o in result.outcomes.values():
-            for d, exe in o.blobs():
-                p = cas.path_text(d, exe)
-                if p not in seen:
-                    s = sig(p)
-                    if not usable(s, statcache.peek(p)):
-                        return None
-                    seen.add(p)
-                    stores.add(p, s)
-        placed = _Group(root, False)
+        # A tree names its parts' blobs again (the repository: every model's): each once.
+        blobs = dict.fromkeys(b for o in result.outcomes.values() for b in o.blobs())
+        stores = _Group("", True, horizon=horizon)
+        stores.used((p, peek(p)) for p in (cas.path_text(d, exe) for d, exe in blobs))
+        code = _Group("", True, horizon=horizon)
+        outs = [p for t in result.targets.values() for p in t.outputs]
+        placed = _Group(root, False, horizon=horizon)
+        placed.used((f"{rel}/{path}", rec[2]) for rel in outs for path, rec in result.placed[rel][1].items())
+        # The directories too: a file added to an output (a killed build) moves its directory's mtime.
+        # They are exempt from the racy window: they are tpbuild's own, fresh after any placement, and
+        # what could change them unseen (a build killed while placing) starts later than the timestamp
+        # granularity.
         placed_dirs = _Group(root, False)
-        for rel in (p for t in result.targets.values() for p in t.outputs):
-            for path, (_kind, _digest, placed_sig) in result.placed[rel][1].items():
-                s = sig(f"{root}{rel}/{path}", follow=False)
-                if not usable(s, placed_sig):
-                    return None
-                placed.add(f"{rel}/{path}", s)
-            # The directories too: a file added to an output (a killed build) moves its directory's mtime.
-            for path, placed_sig in result.placed[rel][2].items():
-                full = f"{rel}/{path}" if path else rel
-                s = sig(f"{root}{full}", follow=False)
-                if s != placed_sig:
-                    return None
-                placed_dirs.add(full, s)
+        placed_dirs.used((f"{rel}/{path}" if path else rel, s)
+                         for rel in outs for path, s in result.placed[rel][2].items())
         for d in a.graph.rules.code_dirs:
-            stores.add(str(d), sig(str(d)))
+            code.add(str(d), sig(str(d)))
             for f in sorted(d.glob("*.py")):
-                stores.add(str(f), sig(str(f)))
+                code.add(str(f), sig(str(f)))
         for p in sys.path:
             if p and os.path.isdir(p):
-                stores.add(p, sig(p))
-        stores.add(str(cache_dir / "id"), sig(str(cache_dir / "id")))
+                code.add(p, sig(p))
+        code.add(str(cache_dir / "id"), sig(str(cache_dir / "id")))
         # A manifest or model.py the analysis memo watches is mostly a directory walked or a source
         # too, recorded alike: one stat of it is enough.
-        known = {rel.rstrip("/"): s for rel, s in (*ws, *sources.items())}
+        known.update((rel.rstrip("/"), s) for rel, s in ws)
         return [
-            _Group(root, True, ws),
-            _Group(root, True, ((rel, s) for rel, s in observed.items() if known.get(rel.rstrip("/"), ()) != s)),
-            _Group(root, True, sources.items()),
-            stores,
-            placed,
-            placed_dirs,  # last: see record
+            ("workspace", _Group(root, True, ws, horizon)),
+            ("watched", _Group(root, True, ((rel, s) for rel, s in observed.items()
+                                            if known.get(rel.rstrip("/"), ()) != s), horizon)),
+            ("sources", sources),
+            ("blobs", stores),
+            ("code", code),
+            ("placed", placed),
+            ("placed_dirs", placed_dirs),
         ]
 
 
 class _Group:
     """One group of the stamp, built in the form it is stored in: its paths and their stats as one
     flat list of integers (a tuple per stat held most of an ordinary no-op's peak memory at 10,000
-    models), and apart, the paths checked by kind only or that must stay absent (`observe`)."""
+    models), and apart, the paths checked by kind only or that must stay absent (`observe`). A stat from
+    `horizon` on (the racy window) is stored as `UNPROVEN`."""
 
-    def __init__(self, base: str, follow: bool, items=()):
-        self.base, self.follow = base, follow
+    def __init__(self, base: str, follow: bool, items=(), horizon: int = 1 << 64):
+        self.base, self.follow, self.horizon = base, follow, horizon
         self.paths: list[str] = []
         self.stats: list[int] = []
         self.kinds: list = []
-        self.newest = 0  # the latest mtime recorded: the racy window's test
         self.refused = False  # an absent path in an lstat group: not a shape the stamp has
         for rel, s in items:
             self.add(rel, s)
@@ -318,14 +377,34 @@ class _Group:
     def add(self, rel: str, s: tuple | None) -> None:
         if s is not None and len(s) > 1:
             self.paths.append(rel)
-            self.stats += s
-            if s[1] > self.newest:
-                self.newest = s[1]
+            self.stats += s if s[1] < self.horizon else UNPROVEN
         elif self.follow is False and s is None:
             self.refused = True
         else:  # a kind, or absent: `observe` stats an absent path as a stat group would
             self.kinds.append([rel, s])
 
+    def used(self, items) -> None:
+        """Paths at the stat the build used, None for one it did not keep (unproven), in bulk: at
+        10,000 models, 100,000 of them."""
+        paths, stats, horizon = self.paths, self.stats, self.horizon
+        for rel, s in items:
+            paths.append(rel)
+            stats += s if s is not None and s[1] < horizon else UNPROVEN
+
     def stored(self) -> list[list]:
         kinds = [[self.base, None, self.kinds]] if self.kinds else []
         return [*kinds, [self.base, self.follow, self.paths, self.stats]]
+
+
+def _apply(group: list, paths: list[str], stats: list[int]) -> None:
+    """Amend a stat group (`[base, follow, paths, stats]`) with the stats of `paths`, adding those it lacks."""
+    _base, _follow, have, recorded = group
+    index = {p: i for i, p in enumerate(have)}
+    for j, p in enumerate(paths):
+        i = index.get(p)
+        if i is None:
+            index[p] = len(have)
+            have.append(p)
+            recorded += stats[4 * j:4 * j + 4]
+        else:
+            recorded[4 * i:4 * i + 4] = stats[4 * j:4 * j + 4]

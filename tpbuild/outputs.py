@@ -197,21 +197,24 @@ def _intact(root: Path, rel: str, rec) -> bool:
     return True
 
 
-def in_place(state: BuildState, root: Path, rel: str, digest: str) -> bool:
-    """`root/rel` holds, intact, the tree of this digest as this state placed it."""
+def in_place(state: BuildState, root: Path, rel: str, digest: str, proven=None) -> bool:
+    """`root/rel` holds, intact, the tree of this digest as this state placed it. `proven`: see `materialize`."""
     rec = state.outputs.get(rel)
-    return rec is not None and rec[0] == digest and _intact(root, rel, rec)
+    return rec is not None and rec[0] == digest and (
+        (proven is not None and proven(rel, rec)) or _intact(root, rel, rec))
 
 
-def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> bool:
+def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas, proven=None) -> bool:
     """Make `root/rel` hold exactly `entries`; False if it already did.
 
     An intact tree is updated file by file, each file replaced by an atomic rename, so one edited
     model in a repository of a thousand touches one file. Otherwise (first build, a tree damaged by
-    hand or by a killed build) the tree is assembled aside and renamed into place whole."""
+    hand or by a killed build) the tree is assembled aside and renamed into place whole. `proven(rel,
+    record)`: True when the caller knows the tree intact as recorded (a delta build, from the stamp's
+    check of every placed file: `incremental.py`), else it is checked here."""
     digest = tree_digest(entries)
     rec = state.outputs.get(rel)
-    intact = rec is not None and _intact(root, rel, rec)
+    intact = rec is not None and ((proven is not None and proven(rel, rec)) or _intact(root, rel, rec))
     if intact and rec[0] == digest:
         return False
     placed = None
@@ -222,12 +225,21 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
             placed = None
     if placed is None:
         placed = _replace(root, rel, entries, cas)
-    state.outputs[rel] = (digest, placed, _dirs(root / rel, entries))
+        dirs = _dirs(root / rel, entries)
+    else:  # only the directories whose entries were replaced or removed moved (if none was made or removed)
+        touched = {os.path.dirname(p) for p in rec[1].keys() - placed.keys()}
+        touched.update(os.path.dirname(p) for p, r in placed.items() if r is not rec[1].get(p))
+        dirs = _dirs(root / rel, entries, rec[2], touched)
+    state.outputs[rel] = (digest, placed, dirs)
     return True
 
 
-def _dirs(dest: Path, entries: tuple[OutputEntry, ...]) -> dict:
-    """The stat of every directory of the tree, taken once it is complete."""
+def _dirs(dest: Path, entries: tuple[OutputEntry, ...], old: dict | None = None,
+          touched: set[str] = frozenset()) -> dict:
+    """The stat of every directory of the tree, taken once it is complete. `old`: the directories'
+    stats before an update in place, which touched only the entries of `touched`: when the tree has
+    the same directories, the others are at their old stat (a repository of 10,000 models, one
+    model changed, is not 30,000 lstats)."""
     names = {""}
     for e in entries:
         d = os.path.dirname(e.path)
@@ -235,6 +247,8 @@ def _dirs(dest: Path, entries: tuple[OutputEntry, ...]) -> dict:
             names.add(d)
             d = os.path.dirname(d)
     base = f"{dest}/"
+    if old is not None and names == old.keys():
+        return {d: stat_sig(os.lstat(base + d)) if d in touched else old[d] for d in sorted(names)}
     return {d: stat_sig(os.lstat(base + d)) for d in sorted(names)}
 
 

@@ -18,31 +18,37 @@ from .build import BuildResult
 from .scheduler import Status
 
 
-def to_json(result: BuildResult | None, error: str | None = None) -> dict:
+def to_json(result: BuildResult | None, error: str | None = None, rows: tuple | None = None) -> dict:
+    """`rows`: for a delta build, which holds part of the graph, its whole as (the actions in build
+    order as (target, mnemonic, outcome), the targets' results, the count of targets), see
+    `incremental.report_rows`."""
     if result is None:
         return {"success": False, "error": error, "targets": {}, "actions": []}
     decoded = result.analysis.decoded_packages()  # by the build, before anything here reads an action
+    if rows is None:
+        a = result.analysis
+        rows = ([(str(label), d.mnemonic, result.outcomes[d.id]) for label in a.order for d in a.declared_of(label)],
+                {str(lbl): {"status": t.status.value, "outputs": t.outputs} for lbl, t in result.targets.items()},
+                len(a.order))
     actions = []
-    for label in result.analysis.order:
-        for a in result.analysis.declared_of(label):
-            o = result.outcomes[a.id]
-            item = {"target": str(label), "mnemonic": a.mnemonic, "key": o.key, "status": o.status.value,
-                    "seconds": round(o.seconds, 4)}
-            if o.executed_by is not None:
-                item["executor"] = o.executed_by.where.value
-                if o.executed_by.worker:
-                    item["worker"] = o.executed_by.worker
-            if o.why:
-                item["why"] = o.why
-            if o.error is not None and o.status is Status.FAILED:
-                item["error"] = o.error.render()
-            actions.append(item)
+    for target, mnemonic, o in rows[0]:
+        item = {"target": target, "mnemonic": mnemonic, "key": o.key, "status": o.status.value,
+                "seconds": round(o.seconds, 4)}
+        if o.executed_by is not None:
+            item["executor"] = o.executed_by.where.value
+            if o.executed_by.worker:
+                item["worker"] = o.executed_by.worker
+        if o.why:
+            item["why"] = o.why
+        if o.error is not None and o.status is Status.FAILED:
+            item["error"] = o.error.render()
+        actions.append(item)
     return {
         "success": result.success if error is None else False,
         **({"error": error} if error else {}),
-        "targets": {str(lbl): {"status": t.status.value, "outputs": t.outputs} for lbl, t in result.targets.items()},
+        "targets": rows[1],
         "actions": actions,
-        "analysis": {"targets": len(result.analysis.order), "reanalysed": result.analysis.reanalysed,
+        "analysis": {"targets": rows[2], "reanalysed": result.analysis.reanalysed,
                      "reanalysed_packages": len(result.analysis.reanalysed_packages),
                      "decoded_packages": decoded},
         "execution": result.execution,

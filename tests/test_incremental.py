@@ -1,0 +1,175 @@
+"""Delta builds (tpbuild/incremental.py): a build after an edit of sources only works the part of the
+last build's graph downstream of them, counted through the report; any other change takes the
+ordinary path, and both give what a build from nothing gives (tests/test_edit_sequence.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from test_edit_sequence import MANIFEST, _model_py, _workspace
+from test_noop import _delete_blob, _salt, _settle
+from test_observed import _edited_output
+
+N = 20
+
+
+def _stamped(ws, n: int, env: dict | None = None) -> None:
+    """Built, every file aged past the racy window, and built again: a stamp that vouches for every entry."""
+    _workspace(ws, [f"m{i}" for i in range(n)])
+    ws.build(check=True, report=False, env=env)
+    _settle(ws.root, ws.cache)
+    ws.build(check=True, report=False, env=env)
+
+
+def test_a_model_py_edit_decodes_its_package_and_keys_what_is_downstream_of_it(ws):
+    _stamped(ws, N)
+    ws.write("models/m7/1/model.py", _model_py("edited"))
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "tpbuild", "-C", str(ws.root), "build", "//...",
+                        "--report", str(ws.root.parent / "r.json")], capture_output=True, text=True, env=ws.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
+    assert not {m for m in imported if m == "rules" or m.startswith("rules.")}, "a rule set was imported"
+    assert "importlib.metadata" not in imported  # no scan of the rule sets' entry points
+    import json
+
+    r = json.loads((ws.root.parent / "r.json").read_text())
+    assert r["execution"]["path"] == "delta", r["execution"]
+    # The model's package (its ModelDirectory) and the root's (the repository that reads it): whatever N is.
+    assert r["analysis"]["decoded_packages"] == 2 and r["execution"]["packages"] == 2, r
+    assert r["execution"]["keyed"] == 2, r["execution"]
+    ran = {(a["target"], a["mnemonic"]) for a in r["actions"] if a["status"] == "executed"}
+    assert ran == {("//models/m7:m7", "ModelDirectory"), ("//:repo", "ModelRepository")}, ran
+    assert len(r["targets"]) == N + 2 and all(t["status"] == "built" for t in r["targets"].values())
+    assert "Built 22/22 targets" in p.stdout and "2 executed" in p.stdout, p.stdout
+    assert ws.out("models/m7/m7/1/model.py").read_text() == _model_py("edited")
+    assert ws.out("repo/m7/1/model.py").read_text() == _model_py("edited")
+    # --explain names the changed source as the cause.
+    ws.write("models/m7/1/model.py", _model_py("edited again"))
+    r = ws.run("build", "//...", "--explain", check=True)
+    assert r.report["execution"]["path"] == "delta"
+    assert "explain: //models/m7:m7 ModelDirectory:" in r.stdout and "model.py" in r.stdout, r.stdout
+
+
+def _manifest(ws):
+    ws.write("models/m1/BUILD.toml", MANIFEST.format(name="m1", dims=3))
+    return lambda: "dims: 3" in ws.out("models/m1/m1/config.pbtxt").read_text()
+
+
+def _new_file(ws):
+    ws.write("models/m1/1/extra.py", "X = 1\n")
+    return lambda: ws.out("models/m1/m1/1/extra.py").read_text() == "X = 1\n"
+
+
+def _import_path(ws):
+    """A directory on the interpreter's import path changed (a rule set installed there): code."""
+    (ws.root.parent / "site" / "new_module.py").write_text("X = 1\n")
+    return lambda: True
+
+
+def _path(ws):
+    """PATH is part of the stamp's key (it enters run actions' keys)."""
+    return lambda: True
+
+
+@pytest.mark.parametrize("change", [_manifest, _salt, _new_file, _delete_blob, _edited_output, _import_path, _path])
+def test_with_any_other_change_the_build_takes_the_ordinary_path(ws, change):
+    site = ws.root.parent / "site"
+    site.mkdir()
+    env = {"PYTHONPATH": str(site)}
+    _stamped(ws, 3, env)
+    ws.write("models/m0/1/model.py", _model_py("edited"))  # with a source edit, which alone is a delta
+    check = change(ws)
+    if change is _path:
+        env["PATH"] = f"{site}:{os.environ['PATH']}"
+    r = ws.build(check=True, env=env)
+    assert r.report["execution"]["path"] == "ordinary", (change.__name__, r.report["execution"])
+    ok = check()
+    assert ok[0] if isinstance(ok, tuple) else ok, r.output
+    assert ws.out("models/m0/m0/1/model.py").read_text() == _model_py("edited")
+
+
+def test_a_deleted_source_takes_the_ordinary_path(ws):
+    _stamped(ws, 3)
+    os.unlink(ws.root / "models/m2/1/model.py")
+    r = ws.build()
+    assert r.returncode != 0 and "model.py" in r.output, r.output
+    assert (r.report.get("execution") or {}).get("path") != "delta", r.report
+
+
+def test_a_delta_build_that_fails_says_so_and_leaves_no_stamp(ws):
+    _stamped(ws, 2)
+    ws.write("shared/BUILD.toml", """
+        [genrule.labels]
+        srcs = ["classes.txt"]
+        outs = ["labels.txt"]
+        cmd = "grep -q b $SRCS && sort $SRCS > $OUT"
+    """)
+    ws.build(check=True, report=False)  # a manifest changed: the ordinary path, stamped
+    _settle(ws.root, ws.cache)
+    ws.build(check=True, report=False)
+    (ws.root / "shared/classes.txt").write_text("c\na\n")  # no b: the genrule fails
+    r = ws.build()
+    assert r.returncode == 1 and r.report["execution"]["path"] == "delta", r.output
+    assert not (ws.root / "tpbuild-out/.tpbuild/noop").exists()  # a failure leaves no stamp
+    ordinary = ws.build()  # without a stamp: the same failure, said the same way
+    assert ordinary.report["execution"]["path"] == "ordinary"
+    line = r.stdout.splitlines()[0]
+    assert line.startswith("FAILED: 0/4 targets, 6 actions: 0 executed, 2 from cache, 1 failed, 3 skipped"), line
+    assert line.split(" in ")[0] == ordinary.stdout.splitlines()[0].split(" in ")[0], ordinary.stdout
+    assert [(a["target"], a["status"]) for a in r.report["actions"]] == \
+        [(a["target"], a["status"]) for a in ordinary.report["actions"]]
+    (ws.root / "shared/classes.txt").write_text("c\nb\n")
+    ws.build(check=True, report=False)
+    assert ws.out("shared/labels/labels.txt").read_text() == "b\nc\n"
+    assert ws.out("repo/m0/labels.txt").read_text() == "b\nc\n"
+
+
+def test_a_model_py_edit_that_changes_its_facts_takes_the_ordinary_path(ws):
+    """A model.py is known to analysis by its facts (its grammar, its model class): an edit that changes
+    them makes its package's record invalid, so the build is not a delta on the last analysis."""
+    _stamped(ws, 3)
+    ws.write("models/m1/1/model.py", "class SomethingElse:\n    pass\n")
+    r = ws.build()
+    assert r.returncode == 2 and "TritonPythonModel" in r.output, r.output
+    assert (r.report.get("execution") or {}).get("path") != "delta", r.report
+
+
+# The build under test, with another build run between its stamp check and its build (both take the
+# workspace lock, and the check lets go of it): incremental.plan is where the delta is decided.
+BETWEEN = """
+import os, subprocess, sys
+sys.path[0] = os.getcwd()  # as `python -m` has it: the import path is part of the stamp's key
+from tpbuild import cli, incremental
+
+plan = incremental.plan
+
+
+def plan_after_another_build(stamp):
+    subprocess.run([sys.executable, "-m", "tpbuild", "-C", sys.argv[1], "build", "//..."], check=True,
+                   capture_output=True)
+    return plan(stamp)
+
+
+incremental.plan = plan_after_another_build
+sys.exit(cli.main(["-C", sys.argv[1], "build", "//...", "--report", sys.argv[2]]))
+"""
+
+
+def test_a_build_run_between_the_check_and_the_delta_sends_it_to_the_ordinary_path(ws):
+    """The check's differences are the workspace's only if no build ran since (noop.witness): here one
+    built the edit in between, so the delta it decided on is stale and the ordinary path builds."""
+    _stamped(ws, 3)
+    ws.write("models/m1/1/model.py", _model_py("edited"))
+    rep = ws.root.parent / "between.json"
+    p = subprocess.run([sys.executable, "-c", BETWEEN, str(ws.root), str(rep)], capture_output=True, text=True,
+                       env=ws.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    import json
+
+    r = json.loads(rep.read_text())
+    assert r["execution"]["path"] == "ordinary", r["execution"]
+    assert ws.out("repo/m1/1/model.py").read_text() == _model_py("edited")
+    assert ws.build(check=True).report["execution"]["path"] in ("ordinary", "delta")

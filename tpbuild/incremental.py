@@ -1,0 +1,333 @@
+"""A delta build: a build after an edit of sources only, answered as a change to the last build.
+
+The ordinary path costs the workspace in every phase (each package's analysis record, each action's
+key, each target's placement, the memos), whatever the edit. Like ninja, which answers an edit from
+its log and the stat pass, a build whose no-op stamp (`noop.py`) missed only on files actions read
+takes the last build's graph as it was and works the part downstream of them:
+
+- The stamp's check names its differences by group (`noop.Stamp.differences`). A delta build is
+  taken only when each is a source an action reads, a file the analysis memo knows by its facts (a
+  model.py, checked again below), a blob or a placed file the stamp recorded unproven (racy: fresh
+  from the last build): a blob is hashed again (a small one, else the ordinary path), a placed file's
+  target is placed again (placement checks it against the build state). Anything else (tpbuild.toml,
+  a manifest, a directory package discovery or a rule looked into, a placed directory, code, the
+  import path, a source gone, a blob gone or changed, a placed file changed) takes the ordinary path.
+- The analysis is then the last one by construction, except where a changed file is one the
+  analysis memo watches: its package's record is checked as the ordinary path checks it
+  (`AnalysisCache.valid`: a model.py whose facts are unchanged keeps it), and the build takes the
+  ordinary path if it does not hold.
+- The graph it needs comes from a memo beside the stamp (`remember`, written with it under the same
+  generation): which actions read each source, which read each action's result, each target's
+  actions (in build order) and output. Only the targets of the actions downstream of the changes are
+  decoded from the analysis memo (their packages' records); the actions they read from outside that
+  part (the boundary) are settled from the build state, unkeyed (their inputs did not move: the
+  stamp proved it) and unchecked in the store (the stamp proved their blobs).
+- Those targets' actions then go through the ordinary build (`build.run`: delta settling, the
+  scheduler with early cutoff, the caches, placement of their outputs, the memos, appended as they
+  are), and the stamp is patched with the stats the build used (`noop.Stamp.patch_with`), not
+  written again: at 10,000 models it is 13 MB.
+
+A failed build or one with warnings leaves no stamp, as on the ordinary path. What is reported for
+the untouched part (the summary's counts, `--report`'s targets and actions) comes from the same
+memo, and the build state's keys.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from types import SimpleNamespace
+
+from . import memo as memofile
+from .analysiscache import Declared
+from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR
+
+KIND, VERSION = "noop-graph", 2
+GRAPH = "noop-graph"  # beside the stamp
+SMALL_BLOB = 1 << 20  # an unproven blob up to this size is hashed again; a larger one: the ordinary path
+
+
+def remember(root, gen: str, result, roles: list[str]) -> str | None:
+    """Record the graph a delta build after this one needs (see the module docstring); None when
+    saved, else a warning (the stamp is then not written)."""
+    from .action import Source
+
+    a = result.analysis
+    # Actions by their index in one list (their ids are written once: at 10,000 models the memo was
+    # twice as large with them in every reference), and each target as a row: its label, package,
+    # actions (a run of the list) and output directory ("" for none).
+    actions: list[str] = []
+    mnemonics: list[str] = []
+    targets = []
+    for label in a.order:
+        ds = a.declared_of(label)
+        rel = f"{OUT_DIR}/{label.path}" if a.infos[label].output is not None else ""
+        targets.append([str(label), label.package, len(actions), len(ds), rel])
+        actions += (d.id for d in ds)
+        mnemonics += (d.mnemonic for d in ds)
+    index = {aid: i for i, aid in enumerate(actions)}
+    readers: dict[str, list[int]] = {}
+    consumers: dict[str, list[int]] = {}  # the index of an action, as text -> the actions that read it
+    for label in a.order:
+        for d in a.declared_of(label):
+            i = index[d.id]
+            for _dest, inp in d.inputs:
+                if isinstance(inp, Source):
+                    readers.setdefault(inp.path, []).append(i)
+                else:
+                    consumers.setdefault(str(index[inp.action]), []).append(i)
+    watched: dict[str, list[str]] = {}
+    cache = a.graph.cache
+    for package in a.graph.loaded_packages:
+        rec = cache.record(package)
+        for p in rec.observed:
+            if p in readers or p in rec.facts:
+                watched.setdefault(p, []).append(package)
+    path = root / STATE_DIR / GRAPH
+    return memofile.save(path, KIND, VERSION, {"gen": gen, "roles": roles, "targets": targets, "actions": actions,
+                                               "mnemonics": mnemonics, "readers": readers, "consumers": consumers,
+                                               "watched": watched},
+                         path.parent / "tmp", "the delta build's graph")
+
+
+class Plan:
+    """What a delta build works: the targets downstream of the changes, and what the stamp's patch needs."""
+
+    def __init__(self, stamp, graph: dict, targets: set[int], packages: set[str], sources: list[str],
+                 watched: list[tuple[str, tuple]], blobs: list[tuple[str, tuple]]):
+        self.stamp = stamp
+        self.graph = graph
+        self.targets = targets  # their rows in the graph memo
+        self.packages = packages  # whose records are decoded (and checked)
+        self.sources = sources  # changed sources
+        self.watched = watched  # changed files the analysis memo knows by their facts, with their stat now
+        self.blobs = blobs  # unproven blobs hashed again, with their stat now
+        self.analysis = None  # the last build's, of `targets` (see `analyse`)
+        self.boundary: set[str] = set()  # the actions they read from outside them: settled from the build state
+
+
+def plan(stamp) -> Plan | None:
+    """The delta build a stamp's miss allows, or None for the ordinary path."""
+    from .noop import UNPROVEN
+
+    if stamp.differences is None:
+        return None
+    graph = memofile.load(stamp.root / STATE_DIR / GRAPH, KIND, VERSION)
+    data = stamp.data
+    if not isinstance(graph, dict) or graph.get("gen") != data["gen"] or graph.get("roles") != data["roles"]:
+        return None
+    rows = graph["targets"]
+    rels = {row[4]: t for t, row in enumerate(rows) if row[4]}
+    sources, watched, blobs, placed = [], [], [], set()
+    for gi, found in stamp.differences.items():
+        role = data["roles"][gi]
+        base, _follow, paths, recorded = data["groups"][gi]
+        for i, now in found:
+            path = paths[i]
+            if role == "sources":
+                sources.append(path)
+            elif role == "watched":
+                if path not in graph["watched"]:
+                    return None  # a manifest, a directory a rule listed: analysis may change
+                watched.append((path, now))
+            elif tuple(recorded[4 * i:4 * i + 4]) != UNPROVEN:
+                return None  # a blob or a placed file that changed since the build that recorded it
+            elif role == "blobs":
+                if not _sound(base + path, now):
+                    return None
+                blobs.append((path, now))
+            else:  # placed, fresh from the last build: its target is placed again (checked, see module docstring)
+                owner = _owner(path, rels)
+                if owner is None:
+                    return None
+                placed.add(owner)
+    owner = [0] * len(graph["actions"])  # action -> its target's row
+    for t, (_label, _package, first, count, _rel) in enumerate(rows):
+        owner[first:first + count] = [t] * count
+    targets = placed | {owner[i] for p in sources for i in graph["readers"].get(p, ())}
+    todo = list(targets)
+    while todo:  # everything downstream: the readers of every action of a target in the delta
+        _label, _package, first, count, _rel = rows[todo.pop()]
+        for i in range(first, first + count):
+            for reader in graph["consumers"].get(str(i), ()):
+                t = owner[reader]
+                if t not in targets:
+                    targets.add(t)
+                    todo.append(t)
+    packages = {rows[t][1] for t in targets}
+    for p, _now in watched:
+        packages.update(graph["watched"][p])
+    for p in sources:
+        packages.update(graph["watched"].get(p, ()))
+    return Plan(stamp, graph, targets, packages, sources, watched, blobs)
+
+
+def _sound(path: str, now: tuple) -> bool:
+    """A blob recorded unproven (written within the racy window) still holds what its name says."""
+    from . import digest
+
+    if now[0] > SMALL_BLOB:
+        return False
+    name = os.path.basename(path).removesuffix(".x")
+    try:
+        return digest.hex_part(digest.of_file(path)) == name
+    except OSError:
+        return False
+
+
+def _owner(path: str, rels: dict[str, int]) -> int | None:
+    """The target whose output holds this placed path (outputs never nest)."""
+    parts = path.split("/")
+    for n in range(len(parts) - 1, 0, -1):
+        t = rels.get("/".join(parts[:n]))
+        if t is not None:
+            return t
+    return None
+
+
+def analyse(ws, p: Plan, memo_dir) -> bool:
+    """The last build's analysis of the plan's targets (`Plan.analysis`), their packages' records checked
+    as the ordinary path checks them; False when one does not hold (or the rule sets changed): the
+    ordinary path."""
+    from .analysis import Analysis
+    from .analysiscache import AnalysisCache, fingerprint, recorded_identity
+    from .rulesets import rule_sets
+    from .workspace import WORKSPACE_FILE
+
+    recorded = recorded_identity(memo_dir / "analysis")
+    rules = rule_sets(memo_dir, recorded)
+    if rules.identity is not recorded:
+        return False  # the rule sets are not those the memo was made with
+    cache = AnalysisCache(memo_dir / "analysis", fingerprint(ws.root, (ws.root / WORKSPACE_FILE).read_bytes()),
+                          rules.identity, ws.root, ws.observed)
+    records = {}
+    for package in p.packages:
+        rec = cache.valid(package)
+        if rec is None:
+            return False
+        records.update((str(t.label), t) for t in rec.targets)
+    rows = p.graph["targets"]
+    if not all(rows[t][0] in records for t in p.targets):
+        return False
+    order, infos, target_actions, declared = [], {}, {}, {}
+    for row in sorted(p.targets):  # in build order, as the graph memo has them
+        t = records[rows[row][0]]
+        order.append(t.label)
+        infos[t.label] = t.info
+        target_actions[t.label] = t.actions
+        declared.update((d.id, d) for d in t.actions)
+    boundary = {u for d in list(declared.values()) for u in d.upstream() if u not in declared}
+    for u in boundary:  # read from, not worked: settled from the build state (see the module docstring)
+        declared[u] = Declared(u, "", "", (), "", "")
+    p.analysis = Analysis(SimpleNamespace(cache=cache), [], order, infos, declared, target_actions)
+    p.boundary = boundary
+    cache.save()  # a record whose files moved with the same facts, kept with their stats (AnalysisCache.valid)
+    return True
+
+
+class Checked:
+    """The stamp's stat groups as its check saw them (`noop.Stamp.differences`), by role: what proves a
+    placed tree intact (`proven`), and what the stamp's patch must change (`patch`)."""
+
+    def __init__(self, stamp):
+        self.stamp = stamp
+        self._groups = {role: gi for gi, (role, g) in enumerate(zip(stamp.data["roles"], stamp.data["groups"]))
+                        if g[1] is not None}
+        self._index: dict[str, dict[str, int]] = {}
+        self._now: dict[str, dict[int, tuple]] = {}
+
+    def _view(self, role: str) -> tuple[dict[str, int], list[int], dict[int, tuple]]:
+        gi = self._groups[role]
+        paths, recorded = self.stamp.data["groups"][gi][2:]
+        if role not in self._index:
+            self._index[role] = {p: i for i, p in enumerate(paths)}
+            self._now[role] = dict(self.stamp.differences.get(gi, ()))
+        return self._index[role], recorded, self._now[role]
+
+    def proven(self, rel: str, rec: tuple) -> bool:
+        """`build.Options.proven`: a placed tree is intact as the build state records it when the check
+        found each of its files and directories at the lstat the state records (it lstat'ed every placed
+        path: those it found unchanged are at the stamp's stat, the others differed, unproven, and it
+        kept their stat now)."""
+        for role, items in (("placed", ((path, r[2]) for path, r in rec[1].items())), ("placed_dirs", rec[2].items())):
+            index, recorded, now = self._view(role)
+            for path, s in items:
+                i = index.get(f"{rel}/{path}" if path else rel)
+                if i is None or (now.get(i) or tuple(recorded[4 * i:4 * i + 4])) != tuple(s):
+                    return False
+        return True
+
+    def changed(self, role: str, items) -> tuple[int, list[str], list[int]]:
+        """Of (path, stat) items, those the stamp does not hold at that stat: its patch of the role's group."""
+        index, recorded, _now = self._view(role)
+        paths, stats = [], []
+        for path, s in items:
+            i = index.get(path)
+            if i is None or recorded[4 * i:4 * i + 4] != s:
+                paths.append(path)
+                stats += s
+        return self._groups[role], paths, stats
+
+
+def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
+    """Amend the stamp with what this delta build used (see `noop.Stamp.patch_with`): the stats of the
+    changed sources and files, of new blobs, of what was placed again; or remove it when the build
+    leaves none (a failure, a warning)."""
+    from .cas import Cas
+    from .noop import UNPROVEN
+
+    stamp = p.stamp
+    if not result.success or result.warnings or result.cache:
+        stamp.forget()
+        return
+    horizon = time.time_ns() - RACY_WINDOW_NS
+
+    def stat(s) -> list[int]:
+        return list(s) if s is not None and s[1] < horizon else list(UNPROVEN)
+
+    peek = result.statcache.peek
+    cas = Cas(cache_dir)
+    blobs = dict.fromkeys(b for aid, o in result.outcomes.items() if aid not in p.boundary for b in o.blobs())
+    placed, dirs = [], []
+    for label in p.analysis.order:
+        rel = f"{OUT_DIR}/{label.path}"
+        if p.analysis.infos[label].output is not None:
+            _tree, files, ds = result.placed[rel]
+            placed += ((f"{rel}/{path}", stat(rec[2])) for path, rec in files.items())
+            dirs += ((f"{rel}/{path}" if path else rel, list(s)) for path, s in ds.items())
+    changes = {
+        "sources": [(path, stat(peek(path))) for path in p.sources],
+        "watched": [(path, stat(now)) for path, now in p.watched],
+        "blobs": [*((path, stat(now)) for path, now in p.blobs),
+                  *((path, stat(peek(path))) for path in (cas.path_text(d, exe) for d, exe in blobs))],
+        "placed": placed,
+        "placed_dirs": dirs,
+    }
+    groups = [checked.changed(role, items) for role, items in changes.items()]
+    if stamp.patch_with({gi: (paths, stats) for gi, paths, stats in groups if paths}) is not None:
+        stamp.forget()  # not saved (a full disk): the next build takes the ordinary path
+
+
+def report_rows(p: Plan, result, cache_dir):
+    """For `--report`: every action of the build, in build order, as (target, mnemonic, outcome), the
+    untouched ones as cached under their recorded key; every target's result; the count of targets."""
+    from .build import TargetStatus
+    from .outputs import BuildState, cache_id
+    from .scheduler import Outcome, Status
+
+    state = BuildState.load(p.stamp.root / STATE_DIR / "state", cache_id(cache_dir))
+    worked = {str(label): label for label in p.analysis.order}
+    rows, targets = [], {}
+    actions, mnemonics = p.graph["actions"], p.graph["mnemonics"]
+    for label, _package, first, count, rel in p.graph["targets"]:
+        acts = range(first, first + count)
+        if label in worked:
+            t = result.targets[worked[label]]
+            targets[label] = {"status": t.status.value, "outputs": t.outputs}
+            rows += ((label, mnemonics[i], result.outcomes[actions[i]]) for i in acts)
+            continue
+        targets[label] = {"status": TargetStatus.BUILT.value, "outputs": [rel] if rel else []}
+        # A record that does not decode (a damaged state) is reported without its key.
+        rows += ((label, mnemonics[i], Outcome(None, Status.CACHED, getattr(state.actions.get(actions[i]), "key", "")))
+                 for i in acts)
+    return rows, targets, len(p.graph["targets"])
