@@ -165,3 +165,22 @@ def test_what_a_lane_placed_is_recorded_as_the_build_would(tmp_path):
     for rel, entries in trees:
         outputs.materialize(here, root, rel, entries, cas)  # the ordinary path, over the same trees
         assert state.outputs[rel][:2] == here.outputs[rel][:2]  # same digest, same files recorded by kind
+
+
+def test_a_busy_lane_is_sent_no_more_than_it_can_take_and_the_build_places_the_rest(tmp_path):
+    root, cas, state, trees = _trees(tmp_path, (placement.AHEAD + 2) * placement.BATCH)
+    with _lock(tmp_path) as lock:
+        lane = placement.Lane(root, tmp_path / "cache", lock.fileno())
+        lane._proc.send_signal(signal.SIGSTOP)  # busy: it earns no credit
+        try:
+            for rel, entries in trees:
+                lane.place(rel, entries)
+            assert len(lane.sent) == placement.AHEAD * placement.BATCH
+        finally:
+            lane._proc.send_signal(signal.SIGCONT)
+        for rel, entries in trees:
+            assert lane.materialize(state, root, rel, entries, cas) is True
+    assert lane.placed == placement.AHEAD * placement.BATCH
+    for i, (rel, entries) in enumerate(trees):
+        assert (root / rel / f"d/f{i}.txt").read_text() == f"tree {i}\n"
+        assert outputs.materialize(state, root, rel, entries, cas) is False

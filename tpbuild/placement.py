@@ -14,9 +14,10 @@ The lane runs `outputs._replace` itself, so a tree is assembled exactly as the b
 the lane's own locked temp directory, renamed into place whole. It holds the workspace lock with its
 parent (the descriptor is passed on), so a build killed with its lane still at work makes the next
 build wait for the lane rather than race it. Messages are `marshal`led plain values over pipes: the
-build sends (workspace root, cache root), then batches of (rel, entries as `to_json`); at the end of its
-input the lane answers once with (rel, {path: (kind, digest, stat)}, {directory: stat}) per tree
-placed, or (rel, None, None) for one it could not place.
+build sends (workspace root, cache root), then batches of (rel, entries as `to_json`), each answered
+by one byte, a credit for the next batch (so the lane is never far behind, and what it was not sent
+is the build's to place); at the end of its input the lane answers once with (rel, {path: (kind,
+digest, stat)}, {directory: stat}) per tree placed, or (rel, None, None) for one it could not place.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from . import outputs
 
 _KINDS = {k.value: k for k in EntryKind}
 BATCH = 16  # trees per message
+AHEAD = 2  # batches the lane may have queued
+CREDIT = b"+"  # the lane's word that it finished a batch; its answer, a marshalled list, starts otherwise
 WORTH = 4 * BATCH  # trees a build must have to start a lane: fewer are placed sooner than it starts
 
 
@@ -45,9 +48,13 @@ class Lane:
         self._proc = subprocess.Popen([sys.executable, "-c", "from tpbuild.placement import serve; serve()"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                       pass_fds=(lock_fd,), env=env)
+        self._answer = self._proc.stdout.fileno()
+        os.set_blocking(self._answer, False)  # read for credits while the build runs, never waited on
         self._lock = threading.Lock()
         self._results: dict[str, tuple[dict, dict]] | None = None
         self._queued: list = []
+        self._credits = AHEAD
+        self._read: list[bytes] = []
         self.sent: set[str] = set()  # the trees the lane was given
         self.placed = 0  # trees the build took as the lane placed them
         self._send((str(root), str(cache_root)))
@@ -61,16 +68,30 @@ class Lane:
             return False
 
     def place(self, rel: str, entries: tuple[OutputEntry, ...]) -> None:
-        """Queue a tree; trees go in batches of `BATCH`. The last batch, never full, stays with the build,
-        which places it itself (`materialize`) while the lane works through what it was sent: the
-        tree that finishes last (a repository over every model, the largest) is then not queued
-        behind the others."""
+        """Queue a tree. The lane is sent a batch of `BATCH` trees whenever it has a credit: it starts
+        with `AHEAD` and earns one per batch done, so it is never more than `AHEAD` batches behind.
+        What was never sent (the trees queued when the lane was busy, and the last ones, among them a
+        repository over every model, the largest tree, which finishes last) stays with the build,
+        which places it itself (`materialize`) while the lane finishes its last batches."""
         with self._lock:
+            if self._results is not None:
+                return
             self._queued.append((rel, [e.to_json() for e in entries]))
-            if len(self._queued) == BATCH and self._results is None:
-                if self._send(self._queued):
-                    self.sent.update(rel for rel, _ in self._queued)
-                self._queued = []
+            self._credits += self._earned()
+            while self._credits and len(self._queued) >= BATCH:
+                batch, self._queued = self._queued[:BATCH], self._queued[BATCH:]
+                if not self._send(batch):
+                    break
+                self.sent.update(rel for rel, _ in batch)
+                self._credits -= 1
+
+    def _earned(self) -> int:
+        try:
+            data = os.read(self._answer, 1 << 16)
+        except BlockingIOError:
+            return 0
+        self._read.append(data)
+        return data.count(CREDIT)
 
     def close(self) -> dict[str, tuple[dict, dict]]:
         """Ends the lane's input and waits for what it placed: rel -> (placed files, directory stats)."""
@@ -82,12 +103,14 @@ class Lane:
                 self._proc.stdin.close()
             except BrokenPipeError:
                 pass
-            try:
-                answer = marshal.load(self._proc.stdout)
-            except (EOFError, ValueError, TypeError):  # it died: nothing it did is recorded
-                answer = []
+            os.set_blocking(self._answer, True)
+            data = b"".join(self._read) + self._proc.stdout.read()
             self._proc.stdout.close()
             self._proc.wait()
+            try:
+                answer = marshal.loads(data.lstrip(CREDIT))
+            except (EOFError, ValueError, TypeError):  # it died: nothing it did is recorded
+                answer = []
             for rel, placed, dirs in answer:
                 if placed is not None:
                     self._results[rel] = ({p: (_KINDS[k], d, s) for p, (k, d, s) in placed.items()}, dirs)
@@ -126,6 +149,11 @@ def serve() -> None:
                 answer.append((rel, None, None))
                 continue
             answer.append((rel, {p: (k.value, d, s) for p, (k, d, s) in placed.items()}, dirs))
+        try:
+            out.write(CREDIT)
+            out.flush()
+        except BrokenPipeError:
+            return
     try:
         marshal.dump(answer, out)
         out.flush()
