@@ -160,12 +160,18 @@ class Plan:
     reps: int
 
 
-def measure(tools: list[Tool], prepare: Callable[[Tool], None], plan: Plan) -> dict[str, list[Sample]]:
-    """Round-robin: every round runs each tool once, starting one tool later each round."""
+def measure(tools: list[Tool], prepare: Callable[[Tool], None], plan: Plan,
+            pair: tuple[int, int] | None = None) -> dict[str, list[Sample]]:
+    """Round-robin: every round runs each tool once, starting one tool later each round. `pair`: two
+    tools (indices) that trade places every other round, so neither always runs right after the other."""
     samples: dict[str, list[Sample]] = {t.name: [] for t in tools}
     for r in range(plan.warmup + plan.reps):
-        k = r % len(tools)
-        for t in tools[k:] + tools[:k]:
+        order = list(tools)
+        if pair is not None and r % 2:
+            i, j = pair
+            order[i], order[j] = order[j], order[i]
+        k = r % len(order)
+        for t in order[k:] + order[:k]:
             prepare(t)
             s = t.command.run()
             if r >= plan.warmup:
@@ -228,14 +234,18 @@ def bench_size(n: int, args, peers: dict[str, list[str]], results: list[dict], c
     fast = Plan(1, min(args.reps, 3)) if large else Plan(1, args.reps)
 
     clean_tools = list(tools)
+    pair = None
     if args.jobs != 1:
-        # Last: the rounds' rotation then runs it right before tpbuild -j N in every round after the
-        # first (the warm-up), so the two meet the same disk state (the peers' thousands of fresh
-        # files still being written back). Placed second, -j N ran last, after every peer, in the
-        # one measured round of --quick and looked up to 1.8x slower than -j 1, where runs side by
-        # side found them equal.
+        # Last, so the rotation runs it next to tpbuild -j N in every round (the two meet the same disk
+        # state: the peers' thousands of fresh files still being written back), the two trading places
+        # every other round: at 1,000 models -j 2, always run right after -j 1 (meeting its fresh files
+        # being written back), measured 7% slower over three rounds where the two do the same work
+        # (the same system calls, `strace -c`, and the same CPU time; README "Performance"). Placed
+        # second, -j N ran last, after every peer, in the one measured round of --quick and looked up
+        # to 1.8x slower than -j 1, where runs side by side found them equal.
         clean_tools.append(tpbuild_tool(ws, cache, 1, "tpbuild -j1"))
-    record(results, n, "clean", measure(clean_tools, clean_prepare(root / "trash"), slow), clean_tools)
+        pair = (0, len(clean_tools) - 1)
+    record(results, n, "clean", measure(clean_tools, clean_prepare(root / "trash"), slow, pair), clean_tools)
     if peer_tools:
         checks.append(f"N={n} clean: {compare_outputs(tp, peer_tools)}")
     _rm([root / "trash"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Callable, Protocol
 
-from . import atomic, critical, delta, explain, outputs
+from . import atomic, critical, delta, explain, outputs, placement
 from .action import Entry
 from .actioncache import ActionCache
 from .analysis import Analysis
@@ -113,7 +114,7 @@ def workspace_lock(ws: Workspace, on_wait):
         except BlockingIOError:
             on_wait("another tpbuild is running in this workspace; waiting for it to finish")
             fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+        yield f.fileno()  # a helper process given this descriptor holds the lock with the build
 
 
 def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
@@ -140,7 +141,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
     for w in getattr(cache_memo, "warnings", ()):
         warn(w)
     trace = opts.trace
-    with workspace_lock(ws, warn):
+    with workspace_lock(ws, warn) as lock_fd:
         if opts.unchanged is not None and not opts.unchanged():
             raise delta.Unsettled("another build ran since the stamp's check")
         state_dir = ws.root / STATE_DIR
@@ -169,6 +170,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
                           settled=settled, declared=analysis.declared)
         records = explain.Records(state_dir / "why", state_dir / "tmp")
         keep = set(analysis.declared) if opts.prune else None  # a build of every target drops the others' records
+        lane = _lane(ws, analysis, opts, state, hooks, lock_fd)
         try:
             with trace.span("actions", "phase"):
                 outcomes = sched.run()
@@ -176,6 +178,10 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             explain.annotate(outcomes, state.actions, records, explain.Recorder(ctx.salt),
                              quarantined=(d for d, _ in cas.quarantined),
                              remote=opts.remote is not None or rex is not None)
+        except BaseException:
+            if lane is not None:
+                lane.close()  # what it placed is not recorded: the next build places it again
+            raise
         finally:
             with trace.span("save state", "phase"):
                 for aid, o in sched.outcomes.items():
@@ -194,7 +200,9 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
                 del state.actions[aid]
         ws.observed.forget()  # the memos and the actions are done with the stamp's stats (Observed.forget)
         with trace.span("place outputs", "phase"):
-            targets, placed = _materialize(ws, analysis, outcomes, state, cas, warn, opts.proven)
+            targets, placed = _materialize(ws, analysis, outcomes, state, cas, warn, opts.proven, lane)
+            if lane is not None:
+                lane.close()  # every target failed: nothing asked for what it placed
         atomic.crash_point("placed")
         _saved(state.save(), warn)  # a no-op build changes nothing and writes nothing
     cache: dict = {}
@@ -206,6 +214,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         cache["evicted"] = _evict(opts, outcomes)
     execution = {"path": "ordinary" if boundary is None else "delta",
                  "settled": len(settled), "keyed": len(outcomes) - len(settled), "placed": placed}
+    if lane is not None:
+        execution["placed_by_lane"] = lane.placed
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs, execution,
                        statcache, ws.observed.counters())
 
@@ -233,12 +243,65 @@ def _evict(opts: Options, outcomes: dict[str, Outcome]) -> dict:
     return vars(eviction.evict(opts.cache_dir, opts.max_size, keys, blobs))
 
 
-def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome], state: outputs.BuildState,
-                 cas: Cas, warn, proven=None) -> tuple[dict[Label, TargetResult], int]:
-    """Each target's result, and how many outputs were written."""
+def _lane(ws: Workspace, analysis: Analysis, opts: Options, state: outputs.BuildState, hooks: Hooks,
+          lock_fd: int) -> placement.Lane | None:
+    """With `-j` above 1 and no output recorded (a first build, or tpbuild-out deleted: every tree is
+    assembled whole), a placement lane that gets each target's tree once its actions have succeeded
+    (`placement`). Never with outputs recorded: no tree to check or update file by file, no `prune`."""
+    if opts.jobs < 2 or len(state.outputs):
+        return None
+    pending: dict[str, list] = {}  # action id -> [its target, the target's actions still to finish]
+    trees = [label for label in analysis.order if analysis.infos[label].output is not None]
+    if len(trees) < placement.WORTH:
+        return None
+    for label in trees:
+        count = [label, len(analysis.declared_of(label))]
+        for d in analysis.declared_of(label):
+            pending[d.id] = count
+    lane = placement.Lane(ws.root, opts.cache_dir, lock_fd)
+    user_finished = hooks.finished
+    lock = threading.Lock()
+    outcomes: dict[str, Outcome] = {}
+
+    def finished(o: Outcome) -> None:
+        if user_finished:
+            user_finished(o)
+        if isinstance(o, Settled):
+            return  # its target's tree is left to the ordinary path
+        count = pending.get(o.action.id)
+        if count is None:
+            return
+        with lock:
+            outcomes[o.action.id] = o
+            count[1] = count[1] - 1 if o.status.succeeded and count[1] > 0 else -1  # failed: not placed here
+            ready = count[1] == 0
+        if ready:
+            label = count[0]
+            info = analysis.infos[label]
+            lane.place(f"{OUT_DIR}/{label.path}", _output_entries(info, outcomes[info.output.action]))
+
+    hooks.finished = finished
+    return lane
+
+
+def _output_entries(info, o: Outcome) -> tuple:
+    """What a target places: its output action's entries, or the one file its output names."""
+    if info.output.path:
+        return tuple(e for e in o.entries if e.path == info.output.path)
+    return o.entries
+
+
+def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome],
+                 state: outputs.BuildState, cas: Cas, warn, proven=None,
+                 lane: placement.Lane | None = None) -> tuple[dict[Label, TargetResult], int]:
+    """Each target's result, and how many outputs were written. `proven`: `Options.proven`. With a placement lane, the trees it
+    was not given come first, placed here while it finishes what it was given."""
     results: dict[Label, TargetResult] = {}
     placed = 0
-    for label in analysis.order:
+    materialize = outputs.materialize if lane is None else lane.materialize
+    order = analysis.order if lane is None else sorted(analysis.order,
+                                                        key=lambda lbl: f"{OUT_DIR}/{lbl.path}" in lane.sent)
+    for label in order:
         statuses = {outcomes[d.id].status for d in analysis.declared_of(label)}
         if Status.FAILED in statuses:
             results[label] = TargetResult(TargetStatus.FAILED)
@@ -256,11 +319,8 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
                 res.outputs.append(rel)  # unchanged and intact: its entries are not even built
                 results[label] = res
                 continue
-            entries = o.entries
-            if info.output.path:
-                entries = tuple(e for e in entries if e.path == info.output.path)
             try:
-                placed += outputs.materialize(state, ws.root, rel, entries, cas, proven)
+                placed += materialize(state, ws.root, rel, _output_entries(info, o), cas, proven)
             except OSError as e:
                 # A blob verified moments ago is gone: another build sharing the cache evicted it.
                 warn(f"{label}: could not place its output in {rel} ({e.strerror}: {e.filename}); a blob it "
@@ -269,7 +329,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
                 continue
             res.outputs.append(rel)
         results[label] = res
-    return results, placed
+    return (results if lane is None else {label: results[label] for label in analysis.order}), placed
 
 
 def _check_overlaps(analysis: Analysis) -> None:
