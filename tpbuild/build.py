@@ -294,8 +294,8 @@ def _output_entries(info, o: Outcome) -> tuple:
 def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome],
                  state: outputs.BuildState, cas: Cas, warn, proven=None,
                  lane: placement.Lane | None = None) -> tuple[dict[Label, TargetResult], int]:
-    """Each target's result, and how many outputs were written. `proven`: `Options.proven`. With a placement lane, the trees it
-    was not given come first, placed here while it finishes what it was given."""
+    """Each target's result, and how many outputs were written. `proven`: `Options.proven`. With a
+    placement lane, the trees it was not given come first, placed here while it finishes what it was given."""
     results: dict[Label, TargetResult] = {}
     placed = 0
     materialize = outputs.materialize if lane is None else lane.materialize
