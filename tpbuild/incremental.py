@@ -249,10 +249,12 @@ class Checked:
         found each of its files and directories at the lstat the state records (it lstat'ed every placed
         path: those it found unchanged are at the stamp's stat, the others differed, unproven, and it
         kept their stat now)."""
-        for role, items in (("placed", ((path, r[2]) for path, r in rec[1].items())), ("placed_dirs", rec[2].items())):
+        from .noop import placed_paths
+
+        for role, items in zip(("placed", "placed_dirs"), placed_paths(rel, rec)):
             index, recorded, now = self._view(role)
             for path, s in items:
-                i = index.get(f"{rel}/{path}" if path else rel)
+                i = index.get(path)
                 if i is None or (now.get(i) or tuple(recorded[4 * i:4 * i + 4])) != tuple(s):
                     return False
         return True
@@ -274,7 +276,7 @@ def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
     changed sources and files, of new blobs, of what was placed again; or remove it when the build
     leaves none (a failure, a warning)."""
     from .cas import Cas
-    from .noop import UNPROVEN
+    from .noop import placed_paths, proof
 
     stamp = p.stamp
     if not result.success or result.warnings or result.cache:
@@ -283,7 +285,7 @@ def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
     horizon = time.time_ns() - RACY_WINDOW_NS
 
     def stat(s) -> list[int]:
-        return list(s) if s is not None and s[1] < horizon else list(UNPROVEN)
+        return list(proof(s, horizon))
 
     peek = result.statcache.peek
     cas = Cas(cache_dir)
@@ -292,9 +294,9 @@ def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
     for label in p.analysis.order:
         rel = f"{OUT_DIR}/{label.path}"
         if p.analysis.infos[label].output is not None:
-            _tree, files, ds = result.placed[rel]
-            placed += ((f"{rel}/{path}", stat(rec[2])) for path, rec in files.items())
-            dirs += ((f"{rel}/{path}" if path else rel, list(s)) for path, s in ds.items())
+            files, ds = placed_paths(rel, result.placed[rel])
+            placed += ((path, stat(s)) for path, s in files)
+            dirs += ((path, list(s)) for path, s in ds)
     changes = {
         "sources": [(path, stat(peek(path))) for path in p.sources],
         "watched": [(path, stat(now)) for path, now in p.watched],

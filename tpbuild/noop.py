@@ -123,6 +123,20 @@ def simple_args(argv: list[str]):
     return args if args.command == "build" and args.patterns else None
 
 
+def proof(s: tuple | None, horizon: int) -> tuple:
+    """What the stamp records for a path the build used at stat `s`: `s`, or `UNPROVEN` when the stat memo
+    did not keep one (None) or it is from `horizon` on (the racy window; see above)."""
+    return s if s is not None and s[1] < horizon else UNPROVEN
+
+
+def placed_paths(rel: str, record: tuple):
+    """A placed tree's files and its directories, as the stamp names them (from the workspace root), each
+    at the lstat placement recorded (a `outputs.BuildState.outputs` record)."""
+    _tree, files, dirs = record
+    return (((f"{rel}/{path}", r[2]) for path, r in files.items()),
+            ((f"{rel}/{path}" if path else rel, st) for path, st in dirs.items()))
+
+
 def witness(root: Path) -> tuple:
     """What any build that changed this workspace's outputs or state since changed too: the stamp, its
     patch and the build state file (each save appends to it or replaces it). The check takes it under the
@@ -328,14 +342,15 @@ class Stamp:
         code = _Group("", True, horizon=horizon)
         outs = [p for t in result.targets.values() for p in t.outputs]
         placed = _Group(root, False, horizon=horizon)
-        placed.used((f"{rel}/{path}", rec[2]) for rel in outs for path, rec in result.placed[rel][1].items())
         # The directories too: a file added to an output (a killed build) moves its directory's mtime.
         # They are exempt from the racy window: they are tpbuild's own, fresh after any placement, and
         # what could change them unseen (a build killed while placing) starts later than the timestamp
         # granularity.
         placed_dirs = _Group(root, False)
-        placed_dirs.used((f"{rel}/{path}" if path else rel, s)
-                         for rel in outs for path, s in result.placed[rel][2].items())
+        for rel in outs:
+            files, dirs = placed_paths(rel, result.placed[rel])
+            placed.used(files)
+            placed_dirs.used(dirs)
         for d in a.graph.rules.code_dirs:
             code.add(str(d), sig(str(d)))
             for f in sorted(d.glob("*.py")):
@@ -377,7 +392,7 @@ class _Group:
     def add(self, rel: str, s: tuple | None) -> None:
         if s is not None and len(s) > 1:
             self.paths.append(rel)
-            self.stats += s if s[1] < self.horizon else UNPROVEN
+            self.stats += proof(s, self.horizon)
         elif self.follow is False and s is None:
             self.refused = True
         else:  # a kind, or absent: `observe` stats an absent path as a stat group would
@@ -389,7 +404,7 @@ class _Group:
         paths, stats, horizon = self.paths, self.stats, self.horizon
         for rel, s in items:
             paths.append(rel)
-            stats += s if s is not None and s[1] < horizon else UNPROVEN
+            stats += proof(s, horizon)
 
     def stored(self) -> list[list]:
         kinds = [[self.base, None, self.kinds]] if self.kinds else []
