@@ -51,15 +51,13 @@ def settle(declared: Mapping[str, Declared], walk: tuple[list[str], dict[str, li
     state.actions.preload(order)
     settled: dict[str, Settled] = {}
     for aid in order:
-        if aid not in state.actions:
-            if aid in boundary:
-                raise Unsettled(aid)
-            continue
         if aid in boundary:
-            last = state.actions.get(aid)
+            last = state.actions.get(aid)  # None: absent, or a record that does not decode
             if last is None:
                 raise Unsettled(aid)
             settled[aid] = Settled(declared[aid], last, [])
+            continue
+        if aid not in state.actions:
             continue
         a = declared[aid]
         digests = []

@@ -180,9 +180,12 @@ def cache_id(cache_root: Path) -> str:
         return p.read_text().strip()
 
 
-def _intact(root: Path, rel: str, rec) -> bool:
+def _intact(root: Path, rel: str, rec, proven=None) -> bool:
     """Every file placed last time is still there, unmodified (same inode, size, mtime and mode), and
-    no directory of the tree gained or lost an entry since (its own stat is unchanged)."""
+    no directory of the tree gained or lost an entry since (its own stat is unchanged); known from
+    `proven` (see `materialize`) where it can tell, else looked at."""
+    if proven is not None and proven(rel, rec):
+        return True
     base = f"{root}/{rel}/"  # strings, not pathlib, and a plain loop: a build checks every placed file
     lstat = os.lstat
     try:
@@ -200,8 +203,7 @@ def _intact(root: Path, rel: str, rec) -> bool:
 def in_place(state: BuildState, root: Path, rel: str, digest: str, proven=None) -> bool:
     """`root/rel` holds, intact, the tree of this digest as this state placed it. `proven`: see `materialize`."""
     rec = state.outputs.get(rel)
-    return rec is not None and rec[0] == digest and (
-        (proven is not None and proven(rel, rec)) or _intact(root, rel, rec))
+    return rec is not None and rec[0] == digest and _intact(root, rel, rec, proven)
 
 
 def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas, proven=None) -> bool:
@@ -214,7 +216,7 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
     check of every placed file: `incremental.py`), else it is checked here."""
     digest = tree_digest(entries)
     rec = state.outputs.get(rel)
-    intact = rec is not None and ((proven is not None and proven(rel, rec)) or _intact(root, rel, rec))
+    intact = rec is not None and _intact(root, rel, rec, proven)
     if intact and rec[0] == digest:
         return False
     placed = None
