@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_noop import _settle
+from test_noop import _repository_and_labels, _settle
 
 MODELS = ("m0", "m1", "m2", "m3")
 SUMMARY = re.compile(r"^(Built|FAILED:) (\d+)/(\d+) targets, (\d+) actions", re.M)
@@ -36,17 +36,7 @@ def _model_py(text: str) -> str:
 
 
 def _workspace(ws, models=MODELS):
-    ws.write("BUILD.toml", """
-        [model_repository.repo]
-        models = ["//models/..."]
-    """)
-    ws.write("shared/classes.txt", "b\na\n")
-    ws.write("shared/BUILD.toml", """
-        [genrule.labels]
-        srcs = ["classes.txt"]
-        outs = ["labels.txt"]
-        cmd = "sort $SRCS > $OUT"
-    """)
+    _repository_and_labels(ws)
     for name in models:
         ws.write(f"models/{name}/1/model.py", _model_py("v0"))
         ws.write(f"models/{name}/BUILD.toml", MANIFEST.format(name=name, dims=1))

@@ -41,8 +41,8 @@ def _executed(p: subprocess.CompletedProcess) -> int:
     return int(SUMMARY.search(p.stdout).group(4))
 
 
-@pytest.fixture
-def stamped(ws):
+def _repository_and_labels(ws) -> None:
+    """A repository of every model under models/, and the labels genrule they ship (tests/test_edit_sequence.py too)."""
     ws.write("BUILD.toml", """
         [model_repository.repo]
         models = ["//models/..."]
@@ -54,6 +54,11 @@ def stamped(ws):
         outs = ["labels.txt"]
         cmd = "sort $SRCS > $OUT"
     """)
+
+
+@pytest.fixture
+def stamped(ws):
+    _repository_and_labels(ws)
     ws.write("tools/BUILD.toml", """
         [genrule.t]
         outs = ["t.txt"]
