@@ -226,14 +226,19 @@ def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, .
         except OSError:  # a file became a directory or the other way round: rebuild the tree whole
             placed = None
     if placed is None:
-        placed = _replace(root, rel, entries, cas)
-        dirs = _dirs(root / rel, entries)
+        placed, dirs = assemble(root, rel, entries, cas)
     else:  # only the directories whose entries were replaced or removed moved (if none was made or removed)
         touched = {os.path.dirname(p) for p in rec[1].keys() - placed.keys()}
         touched.update(os.path.dirname(p) for p, r in placed.items() if r is not rec[1].get(p))
         dirs = _dirs(root / rel, entries, rec[2], touched)
     state.outputs[rel] = (digest, placed, dirs)
     return True
+
+
+def assemble(root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> tuple[dict, dict]:
+    """`root/rel` assembled whole from `entries` (aside, then renamed into place): its files' records and
+    its directories' stats, as a build state records a placed tree (the placement lane runs this too)."""
+    return _replace(root, rel, entries, cas), _dirs(root / rel, entries)
 
 
 def _dirs(dest: Path, entries: tuple[OutputEntry, ...], old: dict | None = None,

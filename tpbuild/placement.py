@@ -1,6 +1,6 @@
 """The placement lane: a helper process that assembles output trees in tpbuild-out while the build runs.
 
-A clean build of a thousand models places thousands of files (`outputs._replace`: a temp directory,
+A clean build of a thousand models places thousands of files (`outputs.assemble`: a temp directory,
 a hardlink and an `lstat` per file, a rename per tree). That work is system calls driven by Python,
 so on a second thread it would only contend for the GIL with the scheduler's in-process actions
 (each call releases the GIL and must wait to get it back); in a process of its own it runs on
@@ -10,7 +10,7 @@ and records what the lane placed once the actions are over; anything the lane di
 sent, a failure there, the lane gone) is placed by the ordinary path, which then reports errors as
 it always does. At `-j 1` there is no lane.
 
-The lane runs `outputs._replace` itself, so a tree is assembled exactly as the build would: aside in
+The lane runs `outputs.assemble` itself, so a tree is assembled exactly as the build would: aside in
 the lane's own locked temp directory, renamed into place whole. It holds the workspace lock with its
 parent (the descriptor is passed on), so a build killed with its lane still at work makes the next
 build wait for the lane rather than race it. Messages are `marshal`led plain values over pipes: the
@@ -143,8 +143,7 @@ def serve() -> None:
         for rel, raw in batch:
             entries = tuple(Entry.from_json(e) for e in raw)
             try:
-                placed = outputs._replace(root, rel, entries, cas)
-                dirs = outputs._dirs(root / rel, entries)
+                placed, dirs = outputs.assemble(root, rel, entries, cas)
             except OSError:
                 answer.append((rel, None, None))
                 continue
