@@ -45,7 +45,7 @@ def built(ws):
         cmd = "cat $SRCS/other.txt > $OUT"
     """)
     first = ws.build(check=True)
-    assert first.report["execution"] == {"path": "ordinary", "settled": 0, "keyed": ACTIONS, "placed": ACTIONS}
+    assert first.report["execution"] == {"path": "ordinary", "settled": 0, "keyed": ACTIONS, "placed": ACTIONS, "placed_parts": 0}
     return ws
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 
 import pytest
 
+from conftest import Workspace
 from tpbuild import digest
 
 MODEL_CLASS = "class TritonPythonModel:\n    pass\n"  # without it, a model file is refused at analysis
@@ -456,6 +458,49 @@ def test_tree_outputs_update_in_place_and_drop_removed_files(ws):
     assert got == ["1", "1/helper.py", "1/model.py", "config.pbtxt"]
     assert ws.out("m/m/1/model.py").read_text() == "x = 2\n" + MODEL_CLASS
     assert ws.out("m/m/config.pbtxt").stat().st_ino == kept  # untouched files are not re-placed
+
+
+def test_an_edit_of_one_model_costs_one_model_in_the_repository(tmp_path):
+    """The repository is a composed tree (action.Tree): an edit of one model appends that model's
+    records to the build state and re-places that model's part alone, whatever the number of models
+    (the same bytes appended at 3 and at 12 models, give or take a digit), and the repository holds
+    exactly the models' files after edits, a removed model and a restore."""
+    appended = {}
+    for n in (3, 12):
+        ws = Workspace(tmp_path / f"ws{n}", tmp_path / f"cache{n}")
+        ws.write("tpbuild.toml", "")
+        for i in range(n):
+            ws.write(f"models/m{i:02d}/BUILD.toml", f'[triton_model.m{i:02d}]\nversions = ["1"]\n')
+            ws.write(f"models/m{i:02d}/1/model.py", f"x = {i}\n" + MODEL_CLASS)
+        ws.write("BUILD.toml", '[model_repository.repo]\nmodels = ["//models/..."]\n')
+        _age(ws.root)
+        assert ws.build(check=True).report["execution"]["placed_parts"] == n
+        untouched = ws.out("repo/m00/1/model.py").stat().st_ino
+        state = ws.root / "tpbuild-out/.tpbuild/state"
+        before = state.stat().st_size
+        ws.write("models/m01/1/model.py", "x = 'edited'\n" + MODEL_CLASS)
+        r = ws.build(check=True)
+        appended[n] = state.stat().st_size - before
+        assert r.statuses("executed") == ["//models/m01:m01%ModelDirectory", "//:repo%ModelRepository"]
+        assert {k: r.report["execution"][k] for k in ("placed", "placed_parts")} == {"placed": 2, "placed_parts": 1}
+        assert ws.out("repo/m01/1/model.py").read_text() == "x = 'edited'\n" + MODEL_CLASS
+        assert ws.out("repo/m00/1/model.py").stat().st_ino == untouched  # not re-placed
+        _same_files(ws.out("repo/m01"), ws.out("models/m01/m01"))
+    assert 0 < appended[12] - appended[3] <= 2, appended  # the parts' count, "3" -> "12"
+    shutil.rmtree(ws.root / "models/m05")
+    ws.build(check=True)
+    assert sorted(p.name for p in ws.out("repo").iterdir()) == [f"m{i:02d}" for i in range(12) if i != 5]
+    shutil.rmtree(ws.root / "tpbuild-out")
+    r = ws.build(check=True)
+    assert r.statuses("executed") == [] and r.report["execution"]["placed_parts"] == 11
+    for i in (0, 1, 11):
+        _same_files(ws.out(f"repo/m{i:02d}"), ws.out(f"models/m{i:02d}/m{i:02d}"))
+
+
+def _same_files(a, b):
+    def files(d):
+        return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+    assert files(a) == files(b) and files(a)
 
 
 def test_genrule_timeout_and_exec_properties(ws):

@@ -1,15 +1,16 @@
-"""Materializing output trees when the cache changes underneath: a blob that another build evicted
-between its check and its placement must leave the old tree intact and no scratch behind (the CLI
-then reports the target failed with a warning; racing two real builds into that window is not
-reproducible, so this drives `outputs` directly)."""
+"""Materializing output trees, driven directly: when the cache changes underneath (a blob that another
+build evicted between its check and its placement must leave the old tree intact and no scratch
+behind; the CLI then reports the target failed with a warning, but racing two real builds into that
+window is not reproducible), and composed trees, placed and recorded part by part."""
 
 from __future__ import annotations
 
 import pytest
 
 from tpbuild import outputs
-from tpbuild.action import Entry
+from tpbuild.action import EMPTY_TREE, Artifact, Entry, Part, Source, Symlink, Tree, TreeAction, part_dests, tree_digest
 from tpbuild.cas import Cas
+from tpbuild.label import Label
 
 
 def test_missing_blob_leaves_the_old_tree_and_no_scratch(tmp_path):
@@ -29,3 +30,85 @@ def test_missing_blob_leaves_the_old_tree_and_no_scratch(tmp_path):
                             cas)
     assert sorted(p.name for p in (root / "tpbuild-out/t").iterdir()) == ["a.txt"]
     assert [p for p in (root / "tpbuild-out/.tpbuild/tmp").rglob("*") if not p.is_dir()] == []
+
+
+# -- composed trees (action.Tree) ---------------------------------------------------------------------
+
+def _files(d):
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _part(cas, prefix, *files):
+    entries = tuple(Entry(path, "f", cas.put_bytes(data), len(data)) for path, data in files)
+    return Part(prefix, tree_digest(entries), entries)
+
+
+def test_a_composed_tree_has_its_flat_trees_digest_and_files():
+    d = "xxh3_128:00"
+    a = (Entry("config.pbtxt", "f", d, 1), Entry("1/model.py", "x", d, 1))
+    parts = (Part("m1", tree_digest(a), a), Part("deep/m2", tree_digest(a), a),
+             Part("empty", EMPTY_TREE, ()))
+    own = (Entry("README", "f", d, 1), Symlink("deep/link", "m2"))
+    tree = Tree(own, tuple(p for p in parts if p.digest != EMPTY_TREE))
+    flat = tuple(sorted(own + tuple(e.moved(f"{p.prefix}/{e.path}") for p in parts for e in p.tree),
+                        key=lambda e: e.path))
+    assert tuple(tree) == flat and tree == flat
+    assert tree.digest == tree_digest(flat)  # from the parts' digests, never their entries
+    assert tree.entry("deep/m2/1/model.py") == Entry("deep/m2/1/model.py", "x", d, 1)
+    assert tree.entry("m1/nothing") is None and tree.entry("README") == own[0]
+    assert tree_digest(flat) != tree_digest(flat[1:])
+
+
+def test_only_whole_trees_at_a_destination_of_their_own_are_parts():
+    t = TreeAction(id="t", owner=Label("", "t"), mnemonic="T", rule="r", rule_version="1", inputs=(
+        ("a", Artifact("x")), ("a/b", Artifact("y")),  # nested: neither
+        ("c", Artifact("z")), ("d", Artifact("w", "file")), ("e", Source("e.txt")),
+        ("f", Artifact("v")), ("f", Artifact("u")), ("g/h", Artifact("s"))))
+    assert part_dests(t.inputs) == {"c", "g/h"}
+    root = TreeAction(id="t", owner=Label("", "t"), mnemonic="T", rule="r", rule_version="1",
+                      inputs=(("", Artifact("x")), ("c", Artifact("z"))))
+    assert part_dests(root.inputs) == set()  # a tree merged at the root can put a file anywhere
+
+
+def test_a_changed_part_alone_is_placed_and_recorded_again(tmp_path):
+    cas = Cas(tmp_path / "cache")
+    root = tmp_path / "ws"
+    root.mkdir()
+    state = outputs.BuildState(tmp_path / "state", "id")
+    rel = "tpbuild-out/repo"
+    m1, m2 = _part(cas, "m1", ("a.txt", b"1")), _part(cas, "m2", ("a.txt", b"2"), ("sub/b.txt", b"b"))
+    assert outputs.materialize(state, root, rel, Tree((), (m1, m2)), cas) == (True, 2)
+    assert state.save() is None
+    kept = (root / rel / "m2/sub/b.txt").stat().st_ino
+    size = (tmp_path / "state").stat().st_size
+    new_m1 = _part(cas, "m1", ("a.txt", b"one"))
+    assert outputs.materialize(state, root, rel, Tree((), (new_m1, m2)), cas) == (True, 1)
+    assert state.save() is None
+    with open(tmp_path / "state") as f:
+        f.seek(size)
+        appended = f.read()
+    assert f'"o:{rel}/m1"' in appended and f'"o:{rel}/m2"' not in appended  # the changed part's record alone
+    assert (root / rel / "m2/sub/b.txt").stat().st_ino == kept
+    assert _files(root / rel) == {"m1/a.txt": b"one", "m2/a.txt": b"2", "m2/sub/b.txt": b"b"}
+    assert outputs.in_place(state, root, rel, Tree((), (new_m1, m2)))
+    merged = outputs.Placed(state)[rel]
+    assert sorted(merged[1]) == ["m1/a.txt", "m2/a.txt", "m2/sub/b.txt"] and "m2/sub" in merged[2]
+
+    # A part removed, a part damaged by hand, then the same files as a flat tree (a remote cache's
+    # answer) and back: each time exactly the tree's files, and no record of a part that is gone.
+    (root / rel / "m2/a.txt").unlink()
+    assert not outputs.in_place(state, root, rel, Tree((), (new_m1, m2)))
+    outputs.materialize(state, root, rel, Tree((), (new_m1, m2)), cas)
+    assert _files(root / rel)["m2/a.txt"] == b"2"
+    outputs.materialize(state, root, rel, Tree((), (m2,)), cas)
+    assert _files(root / rel) == {"m2/a.txt": b"2", "m2/sub/b.txt": b"b"}
+    assert sorted(state.outputs) == [rel, f"{rel}/m2"]
+    both = Tree((), (new_m1, m2))
+    outputs.materialize(state, root, rel, tuple(both), cas)
+    assert _files(root / rel) == {"m1/a.txt": b"one", "m2/a.txt": b"2", "m2/sub/b.txt": b"b"}
+    assert sorted(state.outputs) == [rel]
+    outputs.materialize(state, root, rel, both, cas)
+    assert _files(root / rel) == {"m1/a.txt": b"one", "m2/a.txt": b"2", "m2/sub/b.txt": b"b"}
+    assert outputs.in_place(state, root, rel, both) and sorted(state.outputs) == [rel, f"{rel}/m1", f"{rel}/m2"]
+    assert outputs.prune(state, root, {rel}) == [] and outputs.prune(state, root, set()) == [rel]
+    assert len(state.outputs) == 0 and not (root / rel).exists()

@@ -144,11 +144,11 @@ def test_trees_a_dead_lane_was_sent_are_placed_by_the_build(tmp_path):
             lane.place(rel, entries)  # into a closed pipe: never sent
         assert len(lane.sent) == placement.BATCH
         for rel, entries in trees:
-            assert lane.materialize(state, root, rel, entries, cas) is True
+            assert lane.materialize(state, root, rel, entries, cas) == (True, 0)
     assert lane.placed == 0
     for i, (rel, entries) in enumerate(trees):
         assert (root / rel / f"d/f{i}.txt").read_text() == f"tree {i}\n"
-        assert outputs.materialize(state, root, rel, entries, cas) is False  # recorded as placed
+        assert outputs.materialize(state, root, rel, entries, cas) == (False, 0)  # recorded as placed
 
 
 def test_what_a_lane_placed_is_recorded_as_the_build_would(tmp_path):
@@ -159,7 +159,7 @@ def test_what_a_lane_placed_is_recorded_as_the_build_would(tmp_path):
             lane.place(rel, entries)
         assert len(lane.sent) == placement.BATCH  # the last batch, not full, stays with the build
         for rel, entries in trees:
-            assert lane.materialize(state, root, rel, entries, cas) is True
+            assert lane.materialize(state, root, rel, entries, cas) == (True, 0)
     assert lane.placed == placement.BATCH
     here = outputs.BuildState.load(tmp_path / "state", outputs.cache_id(tmp_path / "cache"))
     for rel, entries in trees:
@@ -179,8 +179,8 @@ def test_a_busy_lane_is_sent_no_more_than_it_can_take_and_the_build_places_the_r
         finally:
             lane._proc.send_signal(signal.SIGCONT)
         for rel, entries in trees:
-            assert lane.materialize(state, root, rel, entries, cas) is True
+            assert lane.materialize(state, root, rel, entries, cas) == (True, 0)
     assert lane.placed == placement.AHEAD * placement.BATCH
     for i, (rel, entries) in enumerate(trees):
         assert (root / rel / f"d/f{i}.txt").read_text() == f"tree {i}\n"
-        assert outputs.materialize(state, root, rel, entries, cas) is False
+        assert outputs.materialize(state, root, rel, entries, cas) == (False, 0)

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tpbuild import critical, digest
-from tpbuild.action import (Action, Artifact, Entry, EntryKind, RunAction, Source, Symlink, TreeAction, WriteAction,
-                            blobs_of, key_of, tree_digest)
+from tpbuild.action import (Action, Artifact, Entry, EntryKind, RunAction, Source, Symlink, Tree, TreeAction,
+                            WriteAction, blobs_of, key_of, tree_digest)
 from tpbuild.errors import BuildError
 from tpbuild.label import Label
 from tpbuild.runner import (LOCAL, ExecutedBy, LocalCache, Origin, RemoteCache, Request, Result, Runner, Where,
@@ -54,7 +54,8 @@ class MemoryActionCache:
         self.entries: dict[str, tuple] = {}
 
     def get(self, key: str):
-        return self.entries.get(key)
+        hit = self.entries.get(key)  # as ActionCache stores it: a composed tree as its own entries
+        return None if hit is None else (hit.own, len(hit.parts)) if isinstance(hit, Tree) else (hit, 0)
 
     def put(self, key: str, entries: tuple) -> None:
         self.entries[key] = entries

@@ -18,8 +18,10 @@ and `KEY_VERSION`, which retires every old entry when the meaning of a key chang
 (description, log hint) and scheduling hints (`local_only`) are not identity: they are excluded from
 equality and from the key.
 
-A result is a tuple of entries: `Entry` (a file in the blob store, plain or executable) or `Symlink`
-(a link and its target, which names no blob).
+A result is a sequence of entries: `Entry` (a file in the blob store, plain or executable) or `Symlink`
+(a link and its target, which names no blob). A tree action that takes whole upstream trees, each at a
+destination of its own (a repository of model directories), makes a composed `Tree`: its own few
+entries and those parts, never a flat copy, so one changed part costs one part (see `Tree`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from enum import StrEnum
+from collections.abc import Sequence
 from typing import ClassVar, Iterable
 
 from . import code, digest
@@ -151,11 +154,173 @@ OutputEntry = Entry | Symlink
 
 
 def tree_digest(entries: Iterable[OutputEntry]) -> str:
-    return digest.of_value([[e.path, *e.identity] for e in entries])
+    """The digest of a whole tree, in a Merkle form after REAPI's `Directory` digests: a directory hashes
+    its children by name, a file or link with its kind and digest or target, a subdirectory with that
+    directory's digest. So it depends on the files alone, never on how the tree was made, and a
+    composed `Tree` takes each part's digest as it is instead of hashing the part's entries again."""
+    if isinstance(entries, Tree):
+        return entries.digest
+    return _merkle(entries, ())
+
+
+def _merkle(entries: Iterable[OutputEntry], parts: Iterable[tuple[str, str]]) -> str:
+    # A directory: (name, kind letter or "d") -> a leaf's digest or target, a subdirectory (a dict), or
+    # the digest of a part. Files and directories are apart by kind, so a tree that names one path
+    # both ways (which no filesystem holds) still hashes, to a digest of its own.
+    root: dict = {}
+    for e in entries:
+        *dirs, name = e.path.split("/")
+        _subdir(root, dirs)[(name, e.kind.value)] = e.identity[1]
+    for prefix, d in parts:
+        *dirs, name = prefix.split("/")
+        _subdir(root, dirs)[(name, "d")] = d
+    return _directory_digest(root)
+
+
+def _subdir(node: dict, names: list[str]) -> dict:
+    for n in names:
+        node = node.setdefault((n, "d"), {})
+    return node
+
+
+def _directory_digest(node: dict) -> str:
+    return digest.of_value([[name, kind, v if isinstance(v, str) else _directory_digest(v)]
+                            for (name, kind), v in sorted(node.items())])
+
+
+EMPTY_TREE = _directory_digest({})
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A whole upstream tree placed at `prefix` of a composed tree: its digest, and its result as the
+    upstream has it (a `Tree` or a tuple of entries, read only when a reader needs its files)."""
+
+    prefix: str
+    digest: str
+    tree: Sequence[OutputEntry]
+
+
+class Tree(Sequence):
+    """A whole tree result: a sequence of its entries in path order, built on first read, with its
+    digest.
+
+    A composed tree is its own entries plus `parts`. It is recorded (the build state, the action cache)
+    as its own entries and the number of its parts, which the key that finds the record makes exact:
+    the key covers every input's digest, so the parts are the action's current inputs
+    (`parts_of`). Its digest is computed from the parts' digests, it is placed part by part
+    (`outputs.materialize`), and the blobs it names itself (`blobs`) are its own entries' only: each
+    part's are its upstream's, which the build has checked as that upstream's. Read as a sequence it is
+    exactly the flat tree, so whoever needs the files (a run action's inputs, an upload) gets them.
+
+    A tree read from a record keeps its own entries as JSON until they are read (`raw`)."""
+
+    __slots__ = ("parts", "_own", "_raw", "_flat", "_digest")
+
+    def __init__(self, own: tuple[OutputEntry, ...] = (), parts: tuple[Part, ...] = (), *,
+                 raw: list | None = None, digest_: str | None = None):
+        self.parts = parts
+        self._own = None if raw is not None else own
+        self._raw = raw
+        self._flat: tuple[OutputEntry, ...] | None = None
+        self._digest = digest_
+
+    @property
+    def own(self) -> tuple[OutputEntry, ...]:
+        """Its entries besides its parts' (of a flat tree, all of them)."""
+        if self._own is None:
+            self._own = tuple(Entry.from_json(e) for e in self._raw)
+            self._raw = None
+        return self._own
+
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = _merkle(self.own, ((p.prefix, p.digest) for p in self.parts))
+        return self._digest
+
+    def flat(self) -> tuple[OutputEntry, ...]:
+        if self._flat is None:
+            if not self.parts:
+                self._flat = self.own
+            else:
+                out = list(self.own)
+                for p in self.parts:
+                    out.extend(e.moved(f"{p.prefix}/{e.path}") for e in p.tree)
+                out.sort(key=lambda e: e.path)
+                self._flat = tuple(out)
+        return self._flat
+
+    def composed(self, parts: tuple[Part, ...], digest_: str | None = None) -> "Tree":
+        """A tree of these own entries (read or not) and `parts`."""
+        return Tree(self._own or (), parts, raw=self._raw, digest_=digest_)
+
+    def own_json(self) -> list:
+        """Its own entries as records keep them."""
+        return self._raw if self._raw is not None else [e.to_json() for e in self.own]
+
+    def blobs(self) -> list[tuple[str, bool]]:
+        """(digest, executable) of the blobs its own entries name (see the class)."""
+        if self._raw is not None:
+            return [(e[2], e[1] == EntryKind.EXECUTABLE) for e in self._raw if e[1] != EntryKind.SYMLINK]
+        return [(e.digest, e.executable) for e in self.own if isinstance(e, Entry)]
+
+    def entry(self, path: str) -> OutputEntry | None:
+        """The entry at `path`, found without building the others."""
+        if self._raw is not None:
+            hit = next((Entry.from_json(e) for e in self._raw if e[0] == path), None)
+        else:
+            hit = next((e for e in self.own if e.path == path), None)
+        if hit is not None:
+            return hit
+        for p in self.parts:
+            if path.startswith(p.prefix + "/"):
+                inner = entry_of(p.tree, path[len(p.prefix) + 1:])
+                return inner.moved(path) if inner is not None else None
+        return None
+
+    def __len__(self) -> int:
+        return len(self.flat())
+
+    def __getitem__(self, i):
+        return self.flat()[i]
+
+    def __iter__(self):
+        return iter(self.flat())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Tree, tuple, list)):
+            return self.flat() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Tree({len(self.own)} own entries, {len(self.parts)} parts, {self.digest})"
+
+
+def recorded(own: Tree, n_parts: int, parts, digest_: str | None = None) -> Tree | None:
+    """A tree result as a record keeps it (its own entries and how many parts it composed), read back
+    under the key that found it: a flat one as it is; a composed one with `parts()`, the parts its
+    action composes now, None when they are not as many as recorded (the record is then a miss)."""
+    if not n_parts:
+        return own.composed((), digest_)
+    now = parts()
+    return own.composed(now, digest_) if len(now) == n_parts else None
+
+
+def entry_of(entries: Sequence[OutputEntry], path: str) -> OutputEntry | None:
+    """The entry of a tree result at `path`, None if it has none."""
+    if isinstance(entries, Tree):
+        return entries.entry(path)
+    return next((e for e in entries if e.path == path), None)
 
 
 def blobs_of(entries: Iterable[OutputEntry]) -> Iterable[tuple[str, bool]]:
-    """(digest, executable) of every blob the entries name: what must be in the store for them to be used."""
+    """(digest, executable) of every blob the entries name: what must be in the store for them to be used.
+    Of a composed `Tree`, its own entries' (its parts' are their upstreams')."""
+    if isinstance(entries, Tree):
+        return entries.blobs()
     return ((e.digest, e.executable) for e in entries if isinstance(e, Entry))
 
 
@@ -232,6 +397,10 @@ class Action:
     def _content_digest(self) -> str:
         return ""
 
+    def parts_of(self, resolved: Iterable[tuple[str, str, Sequence[OutputEntry]]]) -> tuple[Part, ...]:
+        """The parts of a composed `Tree` it makes from its inputs as resolved now (`parts_of`)."""
+        return parts_of(self.kind, self.inputs, resolved)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WriteAction(Action):
@@ -250,6 +419,48 @@ class WriteAction(Action):
 @dataclass(frozen=True, slots=True)
 class TreeAction(Action):
     kind: ClassVar[ActionKind] = ActionKind.TREE
+
+
+
+def part_dests(inputs: tuple[tuple[str, Input], ...]) -> frozenset[str]:
+    """The destinations of the inputs a tree action takes as parts of a composed `Tree`: an upstream's
+    whole tree at a destination of its own, which no other input shares, nests in or holds (and none
+    merges at the root), so no other input can put a file among the part's. What the action declares
+    decides it, never what the inputs hold."""
+    dests = [d for d, _ in inputs]
+    if any(not d for d in dests):
+        return frozenset()
+    seen: set[str] = set()
+    twice: set[str] = set()
+    above: set[str] = set()  # every proper ancestor of a destination
+    for d in dests:
+        (twice if d in seen else seen).add(d)
+        while "/" in d:
+            d = d.rpartition("/")[0]
+            above.add(d)
+    return frozenset(
+        d for d, inp in inputs
+        if isinstance(inp, Artifact) and not inp.path and d not in twice and d not in above
+        and not any(n in ("", ".", "..") for n in d.split("/"))
+        and not any(a in seen for a in _ancestors(d)))
+
+
+def parts_of(kind: str, inputs: tuple[tuple[str, Input], ...],
+             resolved: Iterable[tuple[str, str, Sequence[OutputEntry]]]) -> tuple[Part, ...]:
+    """The parts an action of this kind and these declared inputs composes from its inputs as resolved
+    now, (destination, digest, result) of each whole-tree input at least: only a tree action's; an
+    empty tree adds no files, so it is no part either. Takes the kind and inputs alone, so an action as
+    declared (`analysiscache.Declared`) answers it undecoded."""
+    if kind != ActionKind.TREE:
+        return ()
+    at = part_dests(inputs)
+    return tuple(Part(dest, d, tree) for dest, d, tree in resolved if dest in at and d != EMPTY_TREE)
+
+
+def _ancestors(path: str) -> Iterable[str]:
+    while "/" in path:
+        path = path.rpartition("/")[0]
+        yield path
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

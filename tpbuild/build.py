@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol, Sequence
 
 from . import atomic, critical, delta, explain, outputs, placement
-from .action import Entry
+from .action import Entry, OutputEntry, Tree
 from .actioncache import ActionCache
 from .analysis import Analysis
 from .cas import Cas
@@ -86,9 +86,10 @@ class BuildResult:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     cache: dict = field(default_factory=dict)  # "remote": its stats, "evicted": what eviction removed
-    placed: dict = field(default_factory=dict)  # BuildState.outputs: what tpbuild-out holds, file by file
+    placed: Mapping = field(default_factory=dict)  # outputs.Placed: what tpbuild-out holds, file by file
     # What the build had to look at: actions "settled" from the build state before the run (`delta`),
-    # actions "keyed" by the scheduler, outputs "placed" (written into tpbuild-out).
+    # actions "keyed" by the scheduler, outputs "placed" (written into tpbuild-out), and of those,
+    # "placed_parts": the parts of composed outputs written (a repository's changed models).
     execution: dict = field(default_factory=dict)
     # The stat memo as the build saved it: the stats its digests belong to (the no-op stamp reads them).
     statcache: StatCache | None = None
@@ -200,7 +201,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
                 del state.actions[aid]
         ws.observed.forget()  # the memos and the actions are done with the stamp's stats (Observed.forget)
         with trace.span("place outputs", "phase"):
-            targets, placed = _materialize(ws, analysis, outcomes, state, cas, warn, opts.proven, lane)
+            targets, placed, placed_parts = _materialize(ws, analysis, outcomes, state, cas, warn, opts.proven, lane)
             if lane is not None:
                 lane.close()  # every target failed: nothing asked for what it placed
         atomic.crash_point("placed")
@@ -213,11 +214,12 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
     if opts.max_size is not None and any(o.status in (Status.EXECUTED, Status.REMOTE) for o in outcomes.values()):
         cache["evicted"] = _evict(opts, outcomes)
     execution = {"path": "ordinary" if boundary is None else "delta",
-                 "settled": len(settled), "keyed": len(outcomes) - len(settled), "placed": placed}
+                 "settled": len(settled), "keyed": len(outcomes) - len(settled), "placed": placed,
+                 "placed_parts": placed_parts}
     if lane is not None:
         execution["placed_by_lane"] = lane.placed
-    return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs, execution,
-                       statcache, ws.observed.counters())
+    return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, outputs.Placed(state),
+                       execution, statcache, ws.observed.counters())
 
 
 def _saved(error: str | None, warn) -> None:
@@ -278,26 +280,30 @@ def _lane(ws: Workspace, analysis: Analysis, opts: Options, state: outputs.Build
         if ready:
             label = count[0]
             info = analysis.infos[label]
-            lane.place(f"{OUT_DIR}/{label.path}", _output_entries(info, outcomes[info.output.action]))
+            entries = _output_entries(info, outcomes[info.output.action])
+            if not isinstance(entries, Tree):  # a composed tree is placed part by part, by the build
+                lane.place(f"{OUT_DIR}/{label.path}", entries)
 
     hooks.finished = finished
     return lane
 
 
-def _output_entries(info, o: Outcome) -> tuple:
+def _output_entries(info, o: Outcome) -> Sequence[OutputEntry]:
     """What a target places: its output action's entries, or the one file its output names."""
     if info.output.path:
-        return tuple(e for e in o.entries if e.path == info.output.path)
+        e = o.entry(info.output.path)
+        return (e,) if e is not None else ()
     return o.entries
 
 
 def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome],
                  state: outputs.BuildState, cas: Cas, warn, proven=None,
-                 lane: placement.Lane | None = None) -> tuple[dict[Label, TargetResult], int]:
-    """Each target's result, and how many outputs were written. `proven`: `Options.proven`. With a
-    placement lane, the trees it was not given come first, placed here while it finishes what it was given."""
+                 lane: placement.Lane | None = None) -> tuple[dict[Label, TargetResult], int, int]:
+    """Each target's result, how many outputs were written, and how many parts of composed ones.
+    `proven`: `Options.proven`. With a placement lane, the trees it was not given come first, placed
+    here while it finishes what it was given."""
     results: dict[Label, TargetResult] = {}
-    placed = 0
+    placed = placed_parts = 0
     materialize = outputs.materialize if lane is None else lane.materialize
     order = analysis.order if lane is None else sorted(analysis.order,
                                                         key=lambda lbl: f"{OUT_DIR}/{lbl.path}" in lane.sent)
@@ -314,13 +320,15 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
         if info.output is not None:
             o = outcomes[info.output.action]
             rel = f"{OUT_DIR}/{label.path}"
-            if (not info.output.path and isinstance(o, Settled) and o.last is not None
-                    and outputs.in_place(state, ws.root, rel, o.last.tree, proven)):
+            if (not info.output.path and isinstance(o, Settled)
+                    and outputs.in_place(state, ws.root, rel, o.entries, proven)):
                 res.outputs.append(rel)  # unchanged and intact: its entries are not even built
                 results[label] = res
                 continue
             try:
-                placed += materialize(state, ws.root, rel, _output_entries(info, o), cas, proven)
+                wrote, parts = materialize(state, ws.root, rel, _output_entries(info, o), cas, proven)
+                placed += wrote or bool(parts)
+                placed_parts += parts
             except OSError as e:
                 # A blob verified moments ago is gone: another build sharing the cache evicted it.
                 warn(f"{label}: could not place its output in {rel} ({e.strerror}: {e.filename}); a blob it "
@@ -329,7 +337,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
                 continue
             res.outputs.append(rel)
         results[label] = res
-    return (results if lane is None else {label: results[label] for label in analysis.order}), placed
+    return (results if lane is None else {label: results[label] for label in analysis.order}), placed, placed_parts
 
 
 def _check_overlaps(analysis: Analysis) -> None:

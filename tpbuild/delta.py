@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from .action import Source, input_digest, key_of
+from .action import Source, input_digest, key_of, parts_of
 from .analysiscache import Declared
 from .cas import Cas
 from .outputs import BuildState
@@ -53,14 +53,15 @@ def settle(declared: Mapping[str, Declared], walk: tuple[list[str], dict[str, li
     for aid in order:
         if aid in boundary:
             last = state.actions.get(aid)  # None: absent, or a record that does not decode
-            if last is None:
+            if last is None or last.parts:  # a composed tree's parts are its inputs': not known unkeyed
                 raise Unsettled(aid)
-            settled[aid] = Settled(declared[aid], last, [])
+            settled[aid] = Settled(declared[aid], last.key, last.result(tuple), [])
             continue
         if aid not in state.actions:
             continue
         a = declared[aid]
         digests = []
+        trees = []  # (destination, digest, result) of each whole upstream tree: what a composed tree takes
         for dest, inp in a.inputs:
             if isinstance(inp, Source):
                 try:
@@ -74,6 +75,7 @@ def settle(declared: Mapping[str, Declared], walk: tuple[list[str], dict[str, li
                 break
             if not inp.path:
                 digests.append((dest, up.tree()))
+                trees.append((dest, digests[-1][1], up.entries))
                 continue
             entry = up.entry(inp.path)
             if entry is None:
@@ -82,13 +84,15 @@ def settle(declared: Mapping[str, Declared], walk: tuple[list[str], dict[str, li
         else:
             last = state.actions.get(aid)  # read only now: a record whose inputs moved is not decoded
             if last is not None and key_of(a.material(digests, salt)) == last.key:
-                settled[aid] = Settled(a, last, digests)
-    sound: set[tuple[str, bool]] = set()  # a tree names its parts' blobs again: each is checked once
+                result = last.result(lambda: parts_of(a.kind, a.inputs, trees))
+                if result is not None:
+                    settled[aid] = Settled(a, last.key, result, digests)
+    sound: set[tuple[str, bool]] = set()  # a flat tree names its inputs' blobs again: each is checked once
     for aid in order:  # dependency-first: dropping one drops its readers before they are checked
         o = settled.get(aid)
         if o is None or aid in boundary:
             continue
-        for blob in o.last.blobs():
+        for blob in o.blobs():
             if blob not in sound:
                 if not cas.verify(*blob):
                     _drop(aid, settled, dependents)

@@ -78,7 +78,7 @@ def evict(cache_dir: Path, limit: int, live_keys: set[str], live_blobs: set[tupl
     names: dict[str, list[tuple[str, bool]]] = {}
     refs: dict[tuple[str, bool], int] = {}
     for key in entries:
-        named = list(blobs_of(ac.get(key) or ()))
+        named = list(blobs_of((ac.get(key) or ((), 0))[0]))
         names[key] = named
         for b in named:
             refs[b] = refs.get(b, 0) + 1

@@ -18,12 +18,13 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic
 from .action import (OUT, PYTHON, RUN_ENV, SCRATCH, TOOL_LOG, USER_CACHE, Action, Artifact, Entry, OutputEntry,
-                     RunAction, Source, Symlink, TreeAction, WriteAction, run_path)
+                     RunAction, Source, Symlink, Tree, TreeAction, WriteAction, run_path)
 from .cas import Cas
 from .errors import BuildError
 
@@ -34,7 +35,8 @@ class Resolved:
     dest: str
     input: Source | Artifact
     digest: str
-    entries: tuple[OutputEntry, ...] = ()  # artifact inputs: the file, or every file of the tree
+    # Artifact inputs: the file, or the whole tree (a `Tree` read only as far as the action needs it).
+    entries: Sequence[OutputEntry] = ()
     full_path: str = ""              # source inputs: where to read it
     executable: bool = False
 
@@ -59,7 +61,11 @@ class Executor:
         d = self.cas.put_bytes(action.content, action.executable)
         return (Entry.file(action.out, d, len(action.content), action.executable),)
 
-    def _tree(self, action: TreeAction, inputs: list[Resolved]) -> tuple[OutputEntry, ...]:
+    def _tree(self, action: TreeAction, inputs: list[Resolved]) -> tuple[OutputEntry, ...] | Tree:
+        """Its own entries, and, as a composed `Tree`, the whole upstream trees it takes as parts: a
+        repository of a thousand model directories copies no entry of theirs."""
+        parts = action.parts_of((r.dest, r.digest, r.entries) for r in inputs if isinstance(r.input, Artifact))
+        at = {p.prefix for p in parts}
         out: dict[str, OutputEntry] = {}
 
         def add(e: OutputEntry) -> None:
@@ -75,10 +81,11 @@ class Executor:
                 add(Entry.file(r.dest, d, size, r.executable))
             elif r.input.path:
                 add(r.entries[0].moved(r.dest))
-            else:
+            elif r.dest not in at:
                 for e in r.entries:
                     add(e.moved(f"{r.dest}/{e.path}" if r.dest else e.path))
-        return tuple(out[p] for p in sorted(out))
+        own = tuple(out[p] for p in sorted(out))
+        return Tree(own, parts) if parts else own
 
     def log_path(self, action: Action) -> Path:
         return log_path(self.logs_dir, action)

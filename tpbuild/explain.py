@@ -288,7 +288,8 @@ def annotate(outcomes: dict[str, Outcome], last: Mapping[str, Last], records: "R
     gone = set(quarantined)
 
     def upstream(aid: str):
-        return (last[aid].entries if aid in last else None), outcomes[aid].entries
+        before = last.get(aid)  # a composed tree's record has its own entries only: its paths are not known
+        return (before.entries if before is not None and not before.parts else None), outcomes[aid].entries
 
     for aid, o in outcomes.items():
         if not o.key or o.status is Status.SKIPPED:

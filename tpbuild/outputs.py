@@ -3,10 +3,13 @@
 `BuildState` (`tpbuild-out/.tpbuild/state`, a journal of kind `state` whose meta is the cache's id,
 see `memo.Journal`) records, per action (`a:<id>`), the key, entries and tree digest of its last
 result (a `Last`: the entries are decoded when first read, the tree digest is what a downstream key
-takes of a whole tree, so an unchanged action costs its record's parse, `delta`), and, per
-materialized output (`o:<path>`), its tree digest, the stat of every file placed and the stat of
-every directory of the tree. With it a no-op build reads no action cache entry and places no file,
-and a build appends only the records it changed. It is tied to one cache directory by that cache's
+takes of a whole tree, so an unchanged action costs its record's parse, `delta`; a composed tree,
+`action.Tree`, by its own entries and its number of parts), and, per materialized output
+(`o:<path>`), its tree digest, the stat of every file placed and the stat of every directory of the
+tree; a composed output's parts each have such a record of their own (`o:<path>/<prefix>`), so a
+repository whose one model changed re-records that model's part, not the repository. With it a
+no-op build reads no action cache entry and places no file, and a build appends only the records it
+changed. It is tied to one cache directory by that cache's
 id: pointing the workspace at another cache (or emptying it) starts from a clean memory.
 
 Outputs are hardlinks (or reflinks) of read-only blobs, for speed; an output edited in place through
@@ -29,51 +32,47 @@ Crash consistency, for a `kill -9` at any point:
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 from . import atomic, memo
-from .action import Entry, EntryKind, OutputEntry, Symlink, blobs_of, tree_digest
+from .action import EntryKind, OutputEntry, Part, Symlink, Tree, recorded, tree_digest
 from .cas import Cas
 from .layout import OUT_DIR, STATE_DIR, stat_sig
 
-KIND, VERSION = "state", 5
+KIND, VERSION = "state", 6
 
 
 class Last:
-    """An action's last result as the state holds it. `tree` is `tree_digest(entries)`, kept so a
-    downstream key needs no re-hash of an unchanged upstream's entries; the entries themselves are
-    built when first read (most unchanged actions never need them)."""
+    """An action's last result as the state holds it: its key, `tree` (its `tree_digest`, kept so a
+    downstream key needs no re-hash of an unchanged upstream's entries), its own entries (as JSON
+    until read: most unchanged actions never need them) and, for a composed tree, how many parts it
+    took (`action.Tree`)."""
 
-    __slots__ = ("key", "tree", "_raw", "_entries")
+    __slots__ = ("key", "tree", "parts", "_own")
 
-    def __init__(self, key: str, tree: str, entries: tuple | None = None, raw: list | None = None):
+    def __init__(self, key: str, tree: str, entries: tuple | None = None, raw: list | None = None, parts: int = 0):
         self.key = key
         self.tree = tree
-        self._entries = entries
-        self._raw = raw
+        self.parts = parts
+        self._own = Tree(entries or (), raw=raw)
 
     @property
     def entries(self) -> tuple[OutputEntry, ...]:
-        if self._entries is None:
-            self._entries = tuple(Entry.from_json(e) for e in self._raw)
-            self._raw = None
-        return self._entries
+        """Its own entries: of a flat result, the whole tree."""
+        return self._own.own
 
-    def entry(self, path: str) -> OutputEntry | None:
-        """The entry at `path`, built alone."""
-        if self._raw is None:
-            return next((e for e in self._entries if e.path == path), None)
-        return next((Entry.from_json(e) for e in self._raw if e[0] == path), None)
+    def result(self, parts: Callable[[], tuple[Part, ...]]) -> Tree | None:
+        """The result, read no further than its readers read it; a composed one with the parts its
+        action composes now (`parts()`), None if they are not the ones recorded (`action.recorded`)."""
+        return recorded(self._own, self.parts, parts, self.tree)
 
     def blobs(self) -> list[tuple[str, bool]]:
-        """(digest, executable) of every blob the entries name (`action.blobs_of`), without building them."""
-        if self._raw is None:
-            return list(blobs_of(self._entries))
-        return [(e[2], e[1] == EntryKind.EXECUTABLE) for e in self._raw if e[1] != EntryKind.SYMLINK]
+        """(digest, executable) of every blob its own entries name, without building them."""
+        return self._own.blobs()
 
     def to_json(self) -> list:
-        return [self.key, self._raw if self._raw is not None else [e.to_json() for e in self._entries], self.tree]
+        return [self.key, self._own.own_json(), self.tree, self.parts]
 
 
 class BuildState:
@@ -84,11 +83,35 @@ class BuildState:
         self.actions: MutableMapping[str, Last] = _Records(self._journal, "a:")
         # output rel path -> (tree digest, {path: (kind, digest, sig)}, {directory: sig})
         self.outputs: MutableMapping[str, tuple] = _Records(self._journal, "o:")
+        self._below: dict[str, list[str]] | None = None
+
+    def recorded_below(self, rel: str) -> list[str]:
+        """The output records below `rel` (a composed output's parts, and theirs), found without a look
+        at every record for every output."""
+        if self._below is None:
+            self._below = _below(self.outputs)
+        below = self._below.get(rel)
+        if not below:
+            return []
+        below[:] = [k for k in below if k in self.outputs]  # some maybe removed since
+        return below
+
+    def place(self, rel: str, record: tuple) -> None:
+        """Record an output (or a part of one) as placed."""
+        if self._below is not None and rel not in self.outputs:
+            for a in _ancestors(rel):
+                self._below.setdefault(a, []).append(rel)
+        self.outputs[rel] = record
 
     def remember(self, action_id: str, key: str, entries) -> None:
+        """Record a result; a composed tree by its own entries and the number of its parts, so a
+        repository whose one model changed appends a record of its own size, not of the models'."""
         hit = self.actions.get(action_id)
         if hit is None or hit.key != key:
-            self.actions[action_id] = Last(key, tree_digest(entries), entries)
+            if isinstance(entries, Tree):
+                self.actions[action_id] = Last(key, entries.digest, entries.own, parts=len(entries.parts))
+            else:
+                self.actions[action_id] = Last(key, tree_digest(entries), tuple(entries))
 
     @classmethod
     def load(cls, path: Path, cache_id: str) -> "BuildState":
@@ -144,11 +167,12 @@ class _Records(MutableMapping):
 
 def _from_json(key: str, v) -> Last | tuple:
     if key.startswith("a:"):
-        k, entries, tree = v
+        k, entries, tree, parts = v
         if not (isinstance(k, str) and isinstance(tree, str) and isinstance(entries, list)
+                and type(parts) is int and parts >= 0
                 and all(type(e) is list and len(e) == 4 and e[1] in _KINDS for e in entries)):
             raise ValueError("not an action record")  # a miss: the action is looked up again
-        return Last(k, tree, raw=entries)
+        return Last(k, tree, raw=entries, parts=parts)
     d, files, dirs = v
     return (d, {p: (k, bd, tuple(s)) for p, (k, bd, s) in files.items()}, {p: tuple(s) for p, s in dirs.items()})
 
@@ -200,56 +224,117 @@ def _intact(root: Path, rel: str, rec, proven=None) -> bool:
     return True
 
 
-def in_place(state: BuildState, root: Path, rel: str, digest: str, proven=None) -> bool:
-    """`root/rel` holds, intact, the tree of this digest as this state placed it. `proven`: see `materialize`."""
+def in_place(state: BuildState, root: Path, rel: str, entries: Sequence[OutputEntry], proven=None,
+             digest: str | None = None) -> bool:
+    """`root/rel` holds, intact, the tree `entries` as this state placed it, each part of a composed
+    tree checked by its own record. `proven`: see `materialize`."""
     rec = state.outputs.get(rel)
-    return rec is not None and rec[0] == digest and _intact(root, rel, rec, proven)
+    parts = _parts(entries)
+    return (rec is not None and rec[0] == (digest or tree_digest(entries)) and _same_shape(state, rel, rec, parts)
+            and _intact(root, rel, rec, proven)
+            and all(in_place(state, root, f"{rel}/{p.prefix}", p.tree, proven, p.digest) for p in parts))
 
 
-def materialize(state: BuildState, root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas, proven=None) -> bool:
-    """Make `root/rel` hold exactly `entries`; False if it already did.
+def materialize(state: BuildState, root: Path, rel: str, entries: Sequence[OutputEntry], cas: Cas, proven=None,
+                digest: str | None = None) -> tuple[bool, int]:
+    """Make `root/rel` hold exactly `entries`: whether its own entries were written, and how many of its
+    parts (False and 0 when it already held them).
 
     An intact tree is updated file by file, each file replaced by an atomic rename, so one edited
     model in a repository of a thousand touches one file. Otherwise (first build, a tree damaged by
-    hand or by a killed build) the tree is assembled aside and renamed into place whole. `proven(rel,
-    record)`: True when the caller knows the tree intact as recorded (a delta build, from the stamp's
-    check of every placed file: `incremental.py`), else it is checked here."""
-    digest = tree_digest(entries)
+    hand or by a killed build) the tree is assembled aside and renamed into place whole. A composed
+    tree (`action.Tree`) is placed as its own entries, recorded at `rel`, and each part placed the same
+    way at `rel/<prefix>` with a record of its own: an unchanged part is only checked (the stats of its
+    files), a changed one is re-placed and re-recorded alone. `proven(rel, record)`: True when the
+    caller knows a tree (or a part) intact as recorded (a delta build, from the stamp's check of every
+    placed file: `incremental.py`), else it is checked here."""
+    digest = digest or tree_digest(entries)
+    parts = _parts(entries)
+    own = entries.own if parts else entries
     rec = state.outputs.get(rel)
-    intact = rec is not None and _intact(root, rel, rec, proven)
-    if intact and rec[0] == digest:
-        return False
-    placed = None
-    if intact:
-        try:
-            placed = _update(root, root / rel, rec[1], entries, cas)
-        except OSError:  # a file became a directory or the other way round: rebuild the tree whole
-            placed = None
-    if placed is None:
-        placed, dirs = assemble(root, rel, entries, cas)
-    else:  # only the directories whose entries were replaced or removed moved (if none was made or removed)
-        touched = {os.path.dirname(p) for p in rec[1].keys() - placed.keys()}
-        touched.update(os.path.dirname(p) for p, r in placed.items() if r is not rec[1].get(p))
-        dirs = _dirs(root / rel, entries, rec[2], touched)
-    state.outputs[rel] = (digest, placed, dirs)
-    return True
+    intact = rec is not None and _same_shape(state, rel, rec, parts) and _intact(root, rel, rec, proven)
+    wrote = not (intact and rec[0] == digest)
+    placed, dirs = (rec[1], rec[2]) if rec is not None else ({}, {})
+    if wrote:
+        _drop_parts(state, root, rel, {p.prefix for p in parts})
+        placed = None
+        if intact:
+            try:
+                placed = _update(root, root / rel, rec[1], own, cas)
+            except OSError:  # a file became a directory or the other way round: rebuild the tree whole
+                placed = None
+        if placed is None:
+            for k in state.recorded_below(rel):  # the tree is swapped out whole, its parts with it
+                del state.outputs[k]
+            placed, dirs = assemble(root, rel, own, cas)
+        elif not parts:  # only the directories whose entries were replaced or removed moved (if none was made or removed)
+            touched = {os.path.dirname(p) for p in rec[1].keys() - placed.keys()}
+            touched.update(os.path.dirname(p) for p, r in placed.items() if r is not rec[1].get(p))
+            dirs = _dirs(root / rel, own, rec[2], touched)
+    n = 0
+    if parts:
+        state.outputs.preload(f"{rel}/{p.prefix}" for p in parts)  # one parse for all the parts' records
+        for p in parts:
+            here, below = materialize(state, root, f"{rel}/{p.prefix}", p.tree, cas, proven, p.digest)
+            n += here + below
+        if wrote or n:  # a part placed whole is renamed into one of this tree's directories: their stats moved
+            dirs = _dirs(root / rel, own, parts=parts)
+    if wrote or n:
+        state.place(rel, (digest, placed, dirs))
+    return wrote, n
 
 
-def assemble(root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> tuple[dict, dict]:
+def _parts(entries: Sequence[OutputEntry]) -> tuple[Part, ...]:
+    return entries.parts if isinstance(entries, Tree) else ()
+
+
+def _same_shape(state: BuildState, rel: str, rec: tuple, parts: tuple[Part, ...]) -> bool:
+    """The record at `rel` is of a tree made as this one is: a flat tree's has no part records below it,
+    a composed one's holds none of its parts' files (a flat record of the same files, placed by the
+    placement lane or from a remote cache's answer, is updated into a composed one, and back)."""
+    if not parts:
+        return not state.recorded_below(rel)
+    prefixes = tuple(f"{p.prefix}/" for p in parts)
+    return not any(path.startswith(prefixes) for path in rec[1])
+
+
+def _drop_parts(state: BuildState, root: Path, rel: str, keep: set[str]) -> None:
+    """Remove the parts recorded below `rel` that are not in `keep` (and the records of their own
+    parts), with the directories that leaves empty: a model gone from a repository."""
+    base = rel + "/"
+    live = {f"{base}{p}" for p in keep}
+
+    def stale(k: str) -> bool:
+        while k.startswith(base):
+            if k in live:
+                return False
+            k = k.rpartition("/")[0]
+        return True
+
+    for k in sorted(k for k in state.recorded_below(rel) if k in state.outputs and stale(k)):
+        p = root / k
+        if os.path.lexists(p):
+            atomic.remove(p)
+        del state.outputs[k]
+        _prune_empty(p.parent, root / rel)
+
+
+def assemble(root: Path, rel: str, entries: Sequence[OutputEntry], cas: Cas) -> tuple[dict, dict]:
     """`root/rel` assembled whole from `entries` (aside, then renamed into place): its files' records and
     its directories' stats, as a build state records a placed tree (the placement lane runs this too)."""
     return _replace(root, rel, entries, cas), _dirs(root / rel, entries)
 
 
-def _dirs(dest: Path, entries: tuple[OutputEntry, ...], old: dict | None = None,
-          touched: set[str] = frozenset()) -> dict:
-    """The stat of every directory of the tree, taken once it is complete. `old`: the directories'
-    stats before an update in place, which touched only the entries of `touched`: when the tree has
-    the same directories, the others are at their old stat (a repository of 10,000 models, one
-    model changed, is not 30,000 lstats)."""
+def _dirs(dest: Path, entries: Sequence[OutputEntry], old: dict | None = None,
+          touched: set[str] = frozenset(), parts: tuple[Part, ...] = ()) -> dict:
+    """The stat of every directory of the tree, taken once it is complete; of a composed tree, the
+    directories that hold its own entries and lead to its parts (each part records its own). `old`:
+    the directories' stats before an update in place, which touched only the entries of `touched`:
+    when the tree has the same directories, the others are at their old stat (a repository of 10,000
+    models, one model changed, is not 30,000 lstats)."""
     names = {""}
-    for e in entries:
-        d = os.path.dirname(e.path)
+    for path in [e.path for e in entries] + [p.prefix for p in parts]:
+        d = os.path.dirname(path)
         while d and d not in names:
             names.add(d)
             d = os.path.dirname(d)
@@ -271,7 +356,7 @@ def _place(p: Path, e: OutputEntry, cas: Cas) -> tuple:
     return (*e.identity, stat_sig(os.lstat(p)))
 
 
-def _update(root: Path, dest: Path, old: dict, entries: tuple[Entry, ...], cas: Cas) -> dict:
+def _update(root: Path, dest: Path, old: dict, entries: Sequence[OutputEntry], cas: Cas) -> dict:
     placed = {}
     for e in entries:
         prev = old.get(e.path)
@@ -305,7 +390,7 @@ def _prune_empty(d: Path, stop: Path) -> None:
         d = d.parent
 
 
-def _replace(root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> dict:
+def _replace(root: Path, rel: str, entries: Sequence[OutputEntry], cas: Cas) -> dict:
     dest = root / rel
     tmp = atomic.temp_path(_work(root), "new")
     tmp.mkdir()
@@ -334,14 +419,64 @@ def _replace(root: Path, rel: str, entries: tuple[Entry, ...], cas: Cas) -> dict
 
 def prune(state: BuildState, root: Path, live: set[str]) -> list[str]:
     """Remove the outputs this state recorded placing that are not in `live` (targets that no longer
-    exist), and the directories that leaves empty up to tpbuild-out; returns what went."""
-    gone = []
+    exist), and the directories that leaves empty up to tpbuild-out; returns what went. The parts of
+    an output (`materialize`) go with it and stay with it."""
+    gone: dict[str, None] = {}
     for rel in sorted(state.outputs.keys() - live):
-        p = root / rel
-        if os.path.lexists(p):
-            atomic.remove(p)
+        held = next((a for a in _ancestors(rel) if a in live or a in gone), None)
+        if held in live:
+            continue
+        if held is None:
+            p = root / rel
+            if os.path.lexists(p):
+                atomic.remove(p)
+            gone[rel] = None
+            _prune_empty(p.parent, root / OUT_DIR)
         del state.outputs[rel]
-        gone.append(rel)
-        _prune_empty(p.parent, root / OUT_DIR)
-    return gone
+    return list(gone)
 
+
+def _below(outputs: Mapping[str, tuple]) -> dict[str, list[str]]:
+    """Output path -> the records below it (its parts, and theirs)."""
+    below: dict[str, list[str]] = {}
+    keys = set(outputs)
+    for k in keys:
+        for a in _ancestors(k):
+            if a in keys:
+                below.setdefault(a, []).append(k)
+    return below
+
+
+def _ancestors(rel: str):
+    while "/" in rel:
+        rel = rel.rpartition("/")[0]
+        yield rel
+
+
+class Placed(Mapping):
+    """What tpbuild-out holds, output by output, as `(tree digest, {path: (kind, digest, stat)},
+    {directory: stat})`: a composed output's record with its parts' merged in below their prefixes
+    (the no-op stamp checks every file placed)."""
+
+    def __init__(self, state: BuildState):
+        self._outputs = state.outputs
+        self._state = state  # its records below each output
+
+    def __getitem__(self, rel: str) -> tuple:
+        digest, files, dirs = self._outputs[rel]
+        parts = self._state.recorded_below(rel)
+        if not parts:
+            return digest, files, dirs
+        files, dirs = dict(files), dict(dirs)
+        for k in parts:
+            _d, f, ds = self._outputs[k]
+            sub = k[len(rel) + 1:]
+            files.update((f"{sub}/{p}", v) for p, v in f.items())
+            dirs.update(((f"{sub}/{p}" if p else sub), v) for p, v in ds.items())
+        return digest, files, dirs
+
+    def __iter__(self):
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)

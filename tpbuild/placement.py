@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from .action import Entry, EntryKind, OutputEntry, tree_digest
@@ -116,16 +117,17 @@ class Lane:
                     self._results[rel] = ({p: (_KINDS[k], d, s) for p, (k, d, s) in placed.items()}, dirs)
             return self._results
 
-    def materialize(self, state: outputs.BuildState, root: Path, rel: str, entries: tuple[Entry, ...],
-                    cas: Cas, proven=None) -> bool:
-        """`outputs.materialize`, taking what the lane placed at `rel` when it placed exactly `entries`."""
+    def materialize(self, state: outputs.BuildState, root: Path, rel: str, entries: Sequence[OutputEntry],
+                    cas: Cas, proven=None) -> tuple[bool, int]:
+        """`outputs.materialize`, taking what the lane placed at `rel` when it placed exactly `entries`
+        (a flat tree: a composed one is never sent, see `build._lane`)."""
         done = self.close().pop(rel, None) if rel in self.sent else None
         if done is None:
             return outputs.materialize(state, root, rel, entries, cas, proven)
         placed, dirs = done
-        state.outputs[rel] = (tree_digest(entries), placed, dirs)
+        state.place(rel, (tree_digest(entries), placed, dirs))
         self.placed += 1
-        return True
+        return True, 0
 
 
 def serve() -> None:

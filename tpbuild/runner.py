@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol, Sequence
 
-from .action import Action, OutputEntry, RunAction, blobs_of
+from .action import Action, OutputEntry, RunAction, Tree, blobs_of, recorded
 from .actioncache import ActionCache
 from .cas import Cas
 from .executor import Executor, Resolved
@@ -124,8 +124,9 @@ class Wrapper:
         return self.inner.blocking(action)
 
 
-def verified(entries: tuple[OutputEntry, ...] | None, cas: Cas) -> tuple[OutputEntry, ...] | None:
-    """`entries` if every blob they name is present and intact, else None: the one test of a cache hit."""
+def verified(entries: Sequence[OutputEntry] | None, cas: Cas) -> Sequence[OutputEntry] | None:
+    """`entries` if every blob they name is present and intact, else None: the one test of a cache hit.
+    (A composed tree names its own: its parts' are their upstreams', checked as theirs in this build.)"""
     if entries is None:
         return None
     for d, exe in blobs_of(entries):
@@ -172,7 +173,15 @@ class LocalCache(Wrapper):
     def lookup(self, req: Request) -> Result | None:
         with self.trace.span("cache lookup", "cache"):
             hit = self.last.get(req.action.id)
-            entries = hit.entries if hit is not None and hit.key == req.key else self.ac.get(req.key)
+
+            def parts():
+                return req.action.parts_of((r.dest, r.digest, r.entries) for r in req.inputs)
+
+            if hit is not None and hit.key == req.key:
+                entries = hit.result(parts)
+            else:
+                stored = self.ac.get(req.key)
+                entries = recorded(Tree(stored[0]), stored[1], parts) if stored is not None else None
             entries = verified(entries, self.cas)
         return Result(entries, Origin.CACHED) if entries is not None else self.inner.lookup(req)
 

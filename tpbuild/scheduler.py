@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from . import action as actionmod, critical
-from .action import Action, Artifact, Entry, OutputEntry, Source, blobs_of, input_digest
+from .action import Action, Artifact, Entry, OutputEntry, Source, Tree, blobs_of, entry_of, input_digest
 from .errors import BuildError, TpbuildError
 from .executor import Resolved
-from .outputs import Last
 from .runner import ExecutedBy, Request, Result, Runner
 from .statcache import StatCache, signature
 from .trace import NULL, Trace
@@ -58,7 +57,7 @@ class Outcome:
     action: Action
     status: Status = Status.SKIPPED
     key: str = ""
-    entries: tuple[OutputEntry, ...] = ()
+    entries: Sequence[OutputEntry] = ()  # a tuple, or a `Tree` (read as far as its readers read it)
     seconds: float = 0.0
     error: TpbuildError | None = None
     unstable: bool = False  # an input moved while it ran: not recorded
@@ -76,7 +75,7 @@ class Outcome:
 
     def entry(self, path: str) -> OutputEntry | None:
         """The entry of its result at `path`, None if it has none."""
-        return next((e for e in self.entries if e.path == path), None)
+        return entry_of(self.entries, path)
 
     def settle(self, result: Result) -> None:
         self.status = Status(result.origin.value)
@@ -87,13 +86,13 @@ class Outcome:
 
 class Settled(Outcome):
     """An action settled before the run from the build state (`delta`): its last result under its
-    unchanged key, the entries built from the record only when something reads them, and the action
-    decoded from its declaration (`analysiscache.Declared`) only when something asks for it."""
+    unchanged key, a `Tree` whose entries are built from the record only when something reads them,
+    and the action decoded from its declaration (`analysiscache.Declared`) only when something asks
+    for it."""
 
-    def __init__(self, declared, last: Last, input_digests: list[tuple[str, str]]):
+    def __init__(self, declared, key: str, result: Tree, input_digests: list[tuple[str, str]]):
         self.declared = declared
-        super().__init__(None, Status.CACHED, last.key, input_digests=input_digests)
-        self.last: Last | None = last
+        super().__init__(None, Status.CACHED, key, result, input_digests=input_digests)
 
     @property
     def action(self) -> Action:
@@ -102,24 +101,6 @@ class Settled(Outcome):
     @action.setter
     def action(self, value: None) -> None:
         """Outcome's constructor: the action is the declaration's."""
-
-    def blobs(self) -> list[tuple[str, bool]]:
-        return self.last.blobs() if self.last is not None else super().blobs()
-
-    def tree(self) -> str:
-        # Kept with its record: its entries are not built, nor hashed again.
-        return self.last.tree if self.last is not None else super().tree()
-
-    def entry(self, path: str) -> OutputEntry | None:
-        return self.last.entry(path) if self.last is not None else super().entry(path)
-
-    @property
-    def entries(self) -> tuple[OutputEntry, ...]:
-        return self.last.entries if self.last is not None else self._entries
-
-    @entries.setter
-    def entries(self, value: tuple[OutputEntry, ...]) -> None:
-        self.last, self._entries = None, value
 
 
 @dataclass
