@@ -44,6 +44,10 @@ STEPS = [  # (publish step, prep): a step may be reached by more than one kind o
     ("publish-state", "source"),
     ("update-file", "source"),
     ("publish-noop-patch", "source"),
+    # A composed tree (the repository) placed part by part: killed after its first part, on the
+    # ordinary path and on a delta build.
+    ("placed-part", "classes"),
+    ("placed-part", "source"),
 ]
 
 

@@ -46,6 +46,8 @@ def test_a_model_py_edit_decodes_its_package_and_keys_what_is_downstream_of_it(w
     assert "Built 22/22 targets" in p.stdout and "2 executed" in p.stdout, p.stdout
     assert ws.out("models/m7/m7/1/model.py").read_text() == _model_py("edited")
     assert ws.out("repo/m7/1/model.py").read_text() == _model_py("edited")
+    # Placed: the model's directory, and of the repository (a composed tree) the model's part alone.
+    assert (r["execution"]["placed"], r["execution"]["placed_parts"]) == (2, 1), r["execution"]
     # --explain names the changed source as the cause.
     ws.write("models/m7/1/model.py", _model_py("edited again"))
     r = ws.run("build", "//...", "--explain", check=True)
@@ -173,3 +175,36 @@ def test_a_build_run_between_the_check_and_the_delta_sends_it_to_the_ordinary_pa
     assert r["execution"]["path"] == "ordinary", r["execution"]
     assert ws.out("repo/m1/1/model.py").read_text() == _model_py("edited")
     assert ws.build(check=True).report["execution"]["path"] in ("ordinary", "delta")
+
+
+def test_a_delta_build_places_and_records_the_edited_models_part_of_the_repository_alone(ws):
+    """The repository is a composed tree (`action.Tree`): its models' directories are parts, each placed
+    and recorded apart, so an edit re-places one part and appends that part's record, whatever N is;
+    the other parts are left as they are (the same inodes)."""
+    _stamped(ws, N)
+    state = ws.root / "tpbuild-out/.tpbuild/state"
+    size = state.stat().st_size
+    kept = ws.out("repo/m3/1/model.py").stat().st_ino
+    ws.write("models/m7/1/model.py", _model_py("edited"))
+    r = ws.build(check=True)
+    assert r.report["execution"]["path"] == "delta", r.report["execution"]
+    assert r.report["execution"]["placed_parts"] == 1, r.report["execution"]
+    with open(state) as f:
+        f.seek(size)
+        appended = f.read()
+    assert '"o:tpbuild-out/repo/m7"' in appended and '"o:tpbuild-out/repo/m3"' not in appended, appended[:500]
+    assert ws.out("repo/m3/1/model.py").stat().st_ino == kept
+    assert ws.out("repo/m7/1/model.py").read_text() == _model_py("edited")
+    # Another edit of the same model, then of another one: each places its part, on the delta path.
+    ws.write("models/m7/1/model.py", _model_py("edited twice"))
+    ws.write("models/m2/1/model.py", _model_py("edited too"))
+    r = ws.build(check=True)
+    assert (r.report["execution"]["path"], r.report["execution"]["placed_parts"]) == ("delta", 2), r.report
+    assert ws.out("repo/m2/1/model.py").read_text() == _model_py("edited too")
+    # A file of one part deleted by hand (the ordinary path: a placed file is gone): that part alone
+    # is placed again.
+    config = ws.out("repo/m5/config.pbtxt").read_text()
+    ws.out("repo/m5/config.pbtxt").unlink()
+    r = ws.build(check=True)
+    assert (r.report["execution"]["placed"], r.report["execution"]["placed_parts"]) == (1, 1), r.report["execution"]
+    assert ws.out("repo/m5/config.pbtxt").read_text() == config

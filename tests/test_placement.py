@@ -74,6 +74,8 @@ def test_a_lane_places_what_one_job_places_and_records_it(tmp_path):
     assert "placed_by_lane" not in a.report["execution"]  # -j 1: no lane
     assert 0 < b.report["execution"]["placed_by_lane"] < b.report["execution"]["placed"]
     assert b.report["execution"]["placed"] == a.report["execution"]["placed"]
+    # The repository, a composed tree, is the build's to place, part by part (never the lane's).
+    assert b.report["execution"]["placed_parts"] == a.report["execution"]["placed_parts"] == MODELS
     assert _targets(a) == _targets(b)
     assert _snapshot(one.root / "tpbuild-out") == _snapshot(two.root / "tpbuild-out")
     model = two.out("models/m001/m001/1/model.py")
@@ -84,6 +86,11 @@ def test_a_lane_places_what_one_job_places_and_records_it(tmp_path):
     model.unlink()
     fixed = two.run("build", "//...", "-j", "2", check=True)
     assert fixed.report["execution"]["placed"] == 1
+    assert _snapshot(one.root / "tpbuild-out") == _snapshot(two.root / "tpbuild-out")
+    for w, jobs in ((one, "1"), (two, "2")):  # an edit after the lane's build: one model's part placed again
+        w.write("models/m002/1/model.py", "class TritonPythonModel:\n    name = 'edited'\n")
+        edited = w.run("build", "//...", "-j", jobs, check=True)
+        assert (edited.report["execution"]["placed"], edited.report["execution"]["placed_parts"]) == (2, 1)
     assert _snapshot(one.root / "tpbuild-out") == _snapshot(two.root / "tpbuild-out")
 
 

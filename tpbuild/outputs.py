@@ -276,7 +276,9 @@ def materialize(state: BuildState, root: Path, rel: str, entries: Sequence[Outpu
         state.outputs.preload(f"{rel}/{p.prefix}" for p in parts)  # one parse for all the parts' records
         for p in parts:
             here, below = materialize(state, root, f"{rel}/{p.prefix}", p.tree, cas, proven, p.digest)
-            n += here + below
+            if here or below:
+                n += here + below
+                atomic.crash_point("placed-part")  # a part placed, its tree's others and its record not yet
         if wrote or n:  # a part placed whole is renamed into one of this tree's directories: their stats moved
             dirs = _dirs(root / rel, own, parts=parts)
     if wrote or n:
