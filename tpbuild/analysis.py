@@ -119,7 +119,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
     deps_digests: dict[tuple, str] = {}
     fresh: dict[str, list[Label]] = {}  # package -> its targets analysed this time
     for label in order:
-        if label in failed or any(d in failed for d in graph.edges[label]):
+        if failed and (label in failed or any(d in failed for d in graph.edges[label])):
             failed.add(label)
             continue
         target = graph.targets[label]

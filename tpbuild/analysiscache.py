@@ -191,6 +191,7 @@ class AnalysisCache:
 
     def __init__(self, path: Path, fp: str, identity: dict, root: Path, observed: Observed | None = None):
         self.root = root
+        self._base = os.path.join(root, "")
         self._observe = observed.observe if observed is not None else observe  # stats the stamp took (observed.py)
         self._journal = memo.Journal(path, KIND, VERSION, [fp, identity], path.parent / "tmp", f"the analysis memo {path}",
                                      convert=(_record, _record_json))
@@ -208,10 +209,10 @@ class AnalysisCache:
         rec = self.record(package)
         if rec is None:
             return None
-        root = str(self.root)
+        base = self._base
         moved = {}
         for p, s in rec.observed.items():
-            full = os.path.join(root, p)
+            full = base + p  # os.path.join(root, p): recorded paths are relative to the root
             now = self._observe(full, s)
             if now != s:
                 if now is None or p not in rec.facts or not _same_facts(full, rec.facts[p]):
