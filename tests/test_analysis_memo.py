@@ -7,35 +7,14 @@ package, what a pattern attribute or a command-line pattern matches, tpbuild.tom
 
 from __future__ import annotations
 
-import os
-import time
-
 import pytest
-
-MODEL = """
-    [triton_model.{name}]
-    versions = ["1"]
-    files = ["//shared:labels"]
-    [triton_model.{name}.config]
-    input = [{{ name = "X", data_type = "TYPE_FP32", dims = [{dims}] }}]
-    output = [{{ name = "Y", data_type = "TYPE_FP32", dims = [{dims}] }}]
-"""
+from test_edit_sequence import MANIFEST, _model_py, _workspace
+from test_noop import _settle as _age
 
 
-def _model(ws, name: str, dims: int = 1) -> None:
-    ws.write(f"models/{name}/1/model.py", "class TritonPythonModel:\n    pass\n")
-    ws.write(f"models/{name}/BUILD.toml", MODEL.format(name=name, dims=dims))
-
-
-def _age(root) -> None:
-    """A file, or a directory and everything in it, past the racy window (as if written a minute
-    ago), so the memo keeps the records it makes of it; what is aged once is not aged again (that
-    would move its stat)."""
-    t = time.time() - 60
-    for d, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            os.utime(os.path.join(d, name), (t, t), follow_symlinks=False)
-    os.utime(root, (t, t))
+def _model(ws, name: str) -> None:
+    ws.write(f"models/{name}/1/model.py", _model_py("v0"))
+    ws.write(f"models/{name}/BUILD.toml", MANIFEST.format(name=name, dims=1))
 
 
 def analysed(run) -> tuple[int, int]:
@@ -46,20 +25,9 @@ def analysed(run) -> tuple[int, int]:
 
 @pytest.fixture
 def models(ws):
-    """A repository of every model under models/ (a pattern attribute), two models and the genrule they ship."""
-    ws.write("BUILD.toml", """
-        [model_repository.repo]
-        models = ["//models/..."]
-    """)
-    ws.write("shared/classes.txt", "b\na\n")
-    ws.write("shared/BUILD.toml", """
-        [genrule.labels]
-        srcs = ["classes.txt"]
-        outs = ["labels.txt"]
-        cmd = "sort $SRCS > $OUT"
-    """)
-    for name in ("a", "b"):
-        _model(ws, name)
+    """A repository of every model under models/ (a pattern attribute), two models and the genrule they
+    ship; every file past the racy window (`_age`: aged once, as an aged file aged again moves its stat)."""
+    _workspace(ws, ("a", "b"))
     _age(ws.root)
     assert analysed(ws.build(check=True)) == (4, 4)
     assert analysed(ws.build(check=True)) == (4, 0)  # every record valid: no rule runs
@@ -67,10 +35,10 @@ def models(ws):
 
 
 def test_a_manifest_edit_re_analyses_its_package_and_only_what_reads_a_change(models):
-    (models.root / "models/a/BUILD.toml").write_text(MODEL.format(name="a", dims=1) + "# a comment\n")
+    (models.root / "models/a/BUILD.toml").write_text(MANIFEST.format(name="a", dims=1) + "# a comment\n")
     _age(models.root / "models/a/BUILD.toml")
     assert analysed(models.build(check=True)) == (4, 1)  # the repository reads nothing that moved
-    (models.root / "models/a/BUILD.toml").write_text(MODEL.format(name="a", dims=3))
+    (models.root / "models/a/BUILD.toml").write_text(MANIFEST.format(name="a", dims=3))
     _age(models.root / "models/a/BUILD.toml")
     run = models.build(check=True)
     assert analysed(run) == (4, 1)  # a's model name is the same: the repository is not analysed again
