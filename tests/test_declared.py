@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tpbuild import action, digest, memo
+from tpbuild import action, analysiscache, digest, memo
 from tpbuild.action import Artifact, RunAction, Source, TreeAction, WriteAction
-from tpbuild.analysiscache import Declared, PackageRecord, TargetRecord, memo_types
+from tpbuild.analysiscache import Declared, PackageRecord, TargetRecord
 from tpbuild.label import Label
 
 PACKAGES = ("p1", "p2", "p3")
@@ -109,8 +109,8 @@ def test_a_declared_action_keys_as_the_action_does(act):
     assert Declared.of(act).material(inputs, salt) == material
     rec = PackageRecord({}, [TargetRecord(act.owner, "r", [], ("r", "t"), "p/BUILD.toml", "", [
         Declared.of(act)], None, "", False)])
-    line = json.dumps(memo.encode(rec, memo_types()))
-    (back,) = json.loads(line, object_hook=memo._Decoder(memo_types())).targets[0].actions
+    line = json.dumps(analysiscache._record_json("p", rec))
+    (back,) = analysiscache._record("p", json.loads(line)).targets[0].actions
     assert back.material(inputs, salt) == material and not back.decoded
     assert back.upstream() == act.upstream()
     assert back.action == act and back.decoded

@@ -114,13 +114,19 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
     errors = graph.errors
     failed = set(graph.blocked)  # targets not analysed: broken themselves, or depending on what is
     info_digests: dict[Label, str] = {}
+    # Dependencies -> their deps_digest: a label's info digest is final once it is ordered, and most
+    # targets share their dependencies (10,000 models, one genrule), so each list is hashed once.
+    deps_digests: dict[tuple, str] = {}
     fresh: dict[str, list[Label]] = {}  # package -> its targets analysed this time
     for label in order:
-        if label in failed or any(d in failed for d in graph.edges[label]):
+        if failed and (label in failed or any(d in failed for d in graph.edges[label])):
             failed.add(label)
             continue
         target = graph.targets[label]
-        deps_digest = digest.of_value([[str(d), info_digests[d]] for d in graph.edges[label]])
+        deps = tuple(graph.edges[label])
+        deps_digest = deps_digests.get(deps)
+        if deps_digest is None:
+            deps_digest = deps_digests[deps] = digest.of_value([[str(d), info_digests[d]] for d in deps])
         if isinstance(target, CachedTarget) and target.rec.deps_digest == deps_digest and not target.rec.volatile:
             infos[label], info_digests[label] = target.rec.info, target.rec.info_digest
             actions = target.rec.actions

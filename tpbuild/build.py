@@ -156,7 +156,6 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
             durations = critical.Durations(memo / "durations", memo / "tmp")
             walk = critical.topological(analysis.declared)
-            priority = critical.priorities(analysis.declared, durations, walk)
         rex = opts.remote_executor
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,
@@ -167,6 +166,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         with trace.span("settle unchanged", "phase"):
             settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt,
                                    boundary or frozenset())
+        # The ready queue's order matters only if something is left for the scheduler: not for a no-op.
+        priority = critical.priorities(analysis.declared, durations, walk) if len(settled) < len(walk[0]) else {}
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority,
                           settled=settled, declared=analysis.declared)
         records = explain.Records(state_dir / "why", state_dir / "tmp")

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a build failure, 2 bad input or usage. Expected failure
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -143,15 +144,29 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+# The cyclic garbage collector's thresholds for a command (CPython's default: 700, 10, 10). A build
+# allocates millions of objects that live until it ends (memo records, declared actions, stats) and
+# almost no cyclic garbage (refcounting frees the rest), yet with the default thresholds the collector
+# walked the growing heap ever again: at 10,000 models 1,800 collections took 1.1 s of a 4.5 s no-op
+# build without its stamp. Every 100,000 net allocations it still runs, and a full collection still
+# comes (every 20 of the middle one, and as CPython decides for a heap that grew by a quarter).
+GC_THRESHOLDS = (100_000, 20, 10)
+
+
 def main(argv: list[str] | None = None) -> int:
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _interrupt)
-        try:
-            return _guarded(argv)
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-    return _guarded(argv)
+    before = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _interrupt)
+            try:
+                return _guarded(argv)
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+        return _guarded(argv)
+    finally:
+        gc.set_threshold(*before)  # main called in-process (tests) leaves its caller's collector as it was
 
 
 def _guarded(argv: list[str] | None) -> int:

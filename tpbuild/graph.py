@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import graphlib
 from functools import cached_property
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from . import tomlsource
@@ -25,6 +26,10 @@ from .workspace import Workspace
 
 if TYPE_CHECKING:  # imported when a manifest is parsed: it brings pydantic, which the memo's targets do not need
     from . import manifest
+
+# Labels sorted by this key sort as Label's own order, comparing tuples in C: sorting 10,000 labels
+# through the dataclass's __lt__ made 360,000 Python calls (a tenth of the analysis of a no-op build).
+BY_LABEL = attrgetter("package", "name")
 
 
 class CachedTarget:
@@ -59,6 +64,7 @@ class TargetGraph:
         self.cache = cache
         self.targets: dict[Label, manifest.Target | CachedTarget] = {}
         self._loaded: set[str] = set()
+        self._declared: dict[str, list[Label]] = {}  # package -> the labels of its targets, once loaded
         self._all_packages: list[str] | None = None
         self.walked: list[tuple[str, tuple]] = []  # directories package discovery looked into, with their sig
         self.edges: dict[Label, list[Label]] = {}  # target -> its dependencies, in attribute order
@@ -100,8 +106,10 @@ class TargetGraph:
         self._loaded.add(package)
         rec = self.cache.valid(package) if self.cache is not None else None
         if rec is not None and all(t.rule in self.rules for t in rec.targets):
+            labels = self._declared[package] = []
             for tr in rec.targets:
                 self.targets[tr.label] = CachedTarget(tr, self.rules, self.ws.root)
+                labels.append(tr.label)
             return
         self.parse_package(package)
 
@@ -125,12 +133,13 @@ class TargetGraph:
             self.warnings.append(f"{rel} declares no targets: add a [<rule>.<name>] table, or delete the file")
         for t in targets:
             self.targets[t.label] = t
+        self._declared[package] = [t.label for t in targets]
         return targets
 
     def match(self, p: Pattern) -> set[Label]:
         """Load the packages a pattern covers and return the targets it names."""
         if p.recursive:
-            pkgs = [k for k in self.all_packages if p.matches(Label(k, "_"))]
+            pkgs = [k for k in self.all_packages if p.covers(k)]
             if not pkgs and not p.negative:
                 raise UserError(f"pattern {p} matches no package: no BUILD.toml at or below "
                                 f"{p.package or 'the workspace root'}")
@@ -139,9 +148,12 @@ class TargetGraph:
                 raise UserError(f"no package {p.package or '(root)'}: "
                                 f"{p.package + '/' if p.package else ''}BUILD.toml does not exist")
             pkgs = [p.package]
+        matched: set[Label] = set()
         for k in pkgs:
             self.load_package(k)
-        matched = {lbl for lbl in self.targets if p.matches(lbl)}
+            matched.update(self._declared.get(k, ()))
+        if not p.recursive:
+            matched = {lbl for lbl in matched if p.matches(lbl)}
         if p.name is not None and not matched and not p.negative and Label(p.package, p.name) not in self.broken:
             declared = sorted(l.name for l in self.targets if l.package == p.package)
             raise UserError(f"no target {p}: {p.package or 'the root package'} declares "
@@ -166,7 +178,7 @@ class TargetGraph:
                 if not matched and not any(p.matches(b) for b in self.broken) and \
                         not any(p.matches(Label(pkg, p.name or "_")) for pkg in self.bad_packages):
                     self._pattern_problem(f"pattern {p} matches no target")  # as Bazel: nothing built is no success
-        return sorted(chosen)
+        return sorted(chosen, key=BY_LABEL)
 
     def _pattern_problem(self, message: str) -> None:
         if self.keep_going:
@@ -180,7 +192,7 @@ class TargetGraph:
         for ref in t.references():
             if isinstance(ref, Pattern):
                 try:
-                    matched = sorted(self.match(ref) - {t.label})
+                    matched = sorted(self.match(ref) - {t.label}, key=BY_LABEL)
                 except UserError as e:
                     raise UserError(e.message, at(t.source.path, t.source.line_of(t.keypath))) from None
                 self.expanded.setdefault(t.label, {})[ref] = matched
@@ -215,15 +227,14 @@ class TargetGraph:
                 if dep not in seen:
                     seen.add(dep)
                     stack.append(dep)
-        sorter = graphlib.TopologicalSorter({lbl: self.edges[lbl] for lbl in sorted(seen)})
-        try:
-            return list(sorter.static_order())
-        except graphlib.CycleError as e:
-            # graphlib lists each node before the one depending on it; read "depends on" the other way.
-            cycle = list(reversed(e.args[1]))
-        first = self.targets[cycle[0]]
-        raise UserError(f"dependency cycle: {' -> '.join(map(str, cycle))}; remove one of these dependencies",
-                        at(first.source.path, first.source.line_of(first.keypath)))
+        graph = {lbl: self.edges[lbl] for lbl in sorted(seen, key=BY_LABEL)}
+        order = _static_order(graph)
+        if order is None:
+            cycle = _cycle(graph)
+            first = self.targets[cycle[0]]
+            raise UserError(f"dependency cycle: {' -> '.join(map(str, cycle))}; remove one of these dependencies",
+                            at(first.source.path, first.source.line_of(first.keypath)))
+        return order
 
     def _require(self, t: manifest.Target, dep: Label) -> None:
         if dep.package in self.all_packages:
@@ -242,3 +253,36 @@ class TargetGraph:
             where = "its package has no BUILD.toml" if dep.package not in self.all_packages else \
                 f"{dep.package or 'the root package'} declares no target {dep.name!r}"
             raise UserError(f"{t.label} depends on {dep}, which does not exist: {where}", at(t.source.path, line))
+
+
+def _static_order(graph: dict[Label, list[Label]]) -> list[Label] | None:
+    """`graphlib.TopologicalSorter(graph).static_order()`, the same order, without its per-node objects and
+    calls (a third of closing 10,000 targets); None when the graph has a cycle (graphlib then names it)."""
+    nodes: dict[Label, list] = {}  # node -> [dependencies not yet ordered, dependents], in graphlib's order
+    for lbl, deps in graph.items():
+        info = nodes.setdefault(lbl, [0, []])
+        info[0] += len(deps)
+        for d in deps:
+            nodes.setdefault(d, [0, []])[1].append(lbl)
+    ready = [n for n, info in nodes.items() if info[0] == 0]
+    order: list[Label] = []
+    while ready:
+        order += ready
+        group, ready = ready, []
+        for n in group:
+            for m in nodes[n][1]:
+                info = nodes[m]
+                info[0] -= 1
+                if info[0] == 0:
+                    ready.append(m)
+    return order if len(order) == len(nodes) else None
+
+
+def _cycle(graph: dict[Label, list[Label]]) -> list[Label]:
+    """A cycle of a graph that has one, each target followed by one it depends on."""
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as e:
+        # graphlib lists each node before the one depending on it; read "depends on" the other way.
+        return list(reversed(e.args[1]))
+    raise ValueError("the graph has no cycle")

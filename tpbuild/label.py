@@ -84,13 +84,13 @@ class Pattern:
     recursive: bool = False
     negative: bool = False
 
+    def covers(self, package: str) -> bool:
+        """A recursive pattern's test of a package: it or a package below it."""
+        return self.package == "" or package == self.package or package.startswith(self.package + "/")
+
     def matches(self, label: Label) -> bool:
         if self.recursive:
-            return (
-                self.package == ""
-                or label.package == self.package
-                or label.package.startswith(self.package + "/")
-            )
+            return self.covers(label.package)
         if self.name is None:
             return label.package == self.package
         return label == Label(self.package, self.name)

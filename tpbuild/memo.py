@@ -94,10 +94,7 @@ def encode(value, types: tuple[type, ...]):
         name = names.get(type(v))
         if name is None:
             raise TypeError(f"a {type(v).__name__} value cannot be memoized")
-        # A type may say what it is recorded as (its constructor's arguments): one that holds part
-        # of itself as text only once recorded makes that text here, not for as long as it lives.
-        values = v.memo_values() if hasattr(v, "memo_values") else [getattr(v, f) for f in _init_fields(type(v))]
-        return {"$o": [name, [enc(x) for x in values]]}
+        return {"$o": [name, [enc(getattr(v, f)) for f in _init_fields(type(v))]]}
 
     return enc(value)
 

@@ -1,0 +1,83 @@
+"""The analysis memo reuses a package's analysis while what it looked at is unchanged
+(tpbuild/analysiscache.py; its records in their own plain-JSON shape), and the target graph matches
+patterns against the packages' records (tpbuild/graph.py): each change that can move an analysis is
+still noticed, counted through `--report` on real workspaces driven through the CLI. A manifest edit
+re-analyses its package, and a target reading what it offers only if that moved; a new or removed
+package, what a pattern attribute or a command-line pattern matches, tpbuild.toml."""
+
+from __future__ import annotations
+
+import pytest
+from test_edit_sequence import MANIFEST, _model_py, _workspace
+from test_noop import _settle as _age
+
+
+def _model(ws, name: str) -> None:
+    ws.write(f"models/{name}/1/model.py", _model_py("v0"))
+    ws.write(f"models/{name}/BUILD.toml", MANIFEST.format(name=name, dims=1))
+
+
+def analysed(run) -> tuple[int, int]:
+    """(targets in the build, packages re-analysed)."""
+    a = run.report["analysis"]
+    return a["targets"], a["reanalysed_packages"]
+
+
+@pytest.fixture
+def models(ws):
+    """A repository of every model under models/ (a pattern attribute), two models and the genrule they
+    ship; every file past the racy window (`_age`: aged once, as an aged file aged again moves its stat)."""
+    _workspace(ws, ("a", "b"))
+    _age(ws.root)
+    assert analysed(ws.build(check=True)) == (4, 4)
+    assert analysed(ws.build(check=True)) == (4, 0)  # every record valid: no rule runs
+    return ws
+
+
+def test_a_manifest_edit_re_analyses_its_package_and_only_what_reads_a_change(models):
+    (models.root / "models/a/BUILD.toml").write_text(MANIFEST.format(name="a", dims=1) + "# a comment\n")
+    _age(models.root / "models/a/BUILD.toml")
+    assert analysed(models.build(check=True)) == (4, 1)  # the repository reads nothing that moved
+    (models.root / "models/a/BUILD.toml").write_text(MANIFEST.format(name="a", dims=3))
+    _age(models.root / "models/a/BUILD.toml")
+    run = models.build(check=True)
+    assert analysed(run) == (4, 1)  # a's model name is the same: the repository is not analysed again
+    assert "dims: 3" in models.out("models/a/a/config.pbtxt").read_text()
+    assert "dims: 3" in models.out("repo/a/config.pbtxt").read_text()
+    assert analysed(models.build(check=True)) == (4, 0)
+
+
+def test_a_new_package_is_analysed_with_what_its_pattern_now_matches(models):
+    _model(models, "c")
+    _age(models.root / "models/c")
+    run = models.build(check=True)
+    assert analysed(run) == (5, 2)  # the new model, and the repository whose pattern now matches it
+    assert models.out("repo/c/config.pbtxt").exists()
+    assert analysed(models.build(check=True)) == (5, 0)
+
+
+def test_a_removed_package_leaves_the_graph_and_its_outputs(models):
+    for p in sorted((models.root / "models/b").rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    (models.root / "models/b").rmdir()
+    run = models.build(check=True)
+    assert analysed(run) == (3, 1)  # the repository, its pattern matching one model less
+    assert not models.out("repo/b").exists() and not models.out("models/b").exists()
+    assert models.out("repo/a/config.pbtxt").exists()
+
+
+def test_command_line_patterns_name_the_targets_of_the_recorded_packages(models):
+    assert analysed(models.build("//models/...", check=True)) == (3, 0)  # a, b and the genrule they ship
+    assert analysed(models.build("//models/a:all", check=True)) == (2, 0)
+    assert analysed(models.build("//models/a:a", check=True)) == (2, 0)
+    assert analysed(models.build("//shared/...", check=True)) == (1, 0)
+    assert analysed(models.build("//...", "-//models/b/...", check=True)) == (4, 0)  # the repository still needs b
+    wrong = models.build("//models/a:nope")
+    assert wrong.returncode == 2 and "no target //models/a:nope: models/a declares a" in wrong.output
+    nothing = models.build("//docs/...")
+    assert nothing.returncode == 2 and "matches no package" in nothing.output
+
+
+def test_tpbuild_toml_moves_every_analysis(models):
+    (models.root / "tpbuild.toml").write_text('[cache]\nsalt = "2"\n')
+    assert analysed(models.build(check=True)) == (4, 4)
