@@ -61,6 +61,8 @@ import fcntl
 import os
 import sys
 import time
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 
 from . import memo as memofile
@@ -226,15 +228,13 @@ class Stamp:
                 if not (same or follow or confinable):
                     continue  # tpbuild-out, after a difference: the ordinary path checks it (see above)
                 stat = os.stat if follow else os.lstat
-                now: list = []
-                try:
-                    for rel in paths:
-                        st = stat(base + rel)
-                        now += (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)  # layout.stat_sig, inlined
+                try:  # layout.stat_sig of each, flattened, in C: a Python loop cost a third more at 10,000 models
+                    now = list(chain.from_iterable(map(_SIG, map(stat, map(base.__add__, paths)))))
                 except OSError:  # a path gone: each path's stat, one by one
                     same = confinable = False
                     if follow:
-                        present = [(rel, s) for rel in paths if (s := sig(base + rel)) is not None]
+                        present = [(rel, s) for rel, s in zip(paths, map(sig, map(base.__add__, paths)))
+                                   if s is not None]
                         observed.add(base, [rel for rel, _ in present], [v for _, s in present for v in s])
                     continue
                 if len(now) != len(recorded):
@@ -245,8 +245,7 @@ class Stamp:
                     same = False
                     confinable = confinable and role in DELTA_ROLES
                     if confinable:
-                        differences[gi] = [(i // 4, tuple(now[i:i + 4])) for i in range(0, len(now), 4)
-                                           if now[i:i + 4] != recorded[i:i + 4]]
+                        differences[gi] = _differing(now, recorded)
             if same:
                 return data["summary"]
             for base, paths, now in taken:
@@ -411,10 +410,25 @@ class _Group:
         return [*kinds, [self.base, self.follow, self.paths, self.stats]]
 
 
+def _differing(now: list[int], recorded: list[int]) -> list[tuple[int, tuple]]:
+    """The paths (their index) whose stat in `now` is not the one `recorded`, with it: compared a block at
+    a time in C, path by path only within a block that differs (an edit changes a few paths of 100,000)."""
+    found = []
+    for b in range(0, len(now), _BLOCK):
+        if now[b:b + _BLOCK] != recorded[b:b + _BLOCK]:
+            found += ((i // 4, tuple(now[i:i + 4])) for i in range(b, min(b + _BLOCK, len(now)), 4)
+                      if now[i:i + 4] != recorded[i:i + 4])
+    return found
+
+
+_BLOCK = 4 * 256  # integers compared at a time by `_differing`: 256 stats
+_SIG = attrgetter("st_size", "st_mtime_ns", "st_ino", "st_mode")  # layout.stat_sig, in C
+
+
 def _apply(group: list, paths: list[str], stats: list[int]) -> None:
     """Amend a stat group (`[base, follow, paths, stats]`) with the stats of `paths`, adding those it lacks."""
     _base, _follow, have, recorded = group
-    index = {p: i for i, p in enumerate(have)}
+    index = dict(zip(have, range(len(have))))
     for j, p in enumerate(paths):
         i = index.get(p)
         if i is None:
