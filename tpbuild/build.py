@@ -149,13 +149,14 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         with trace.span("load state", "phase"):
             for tmp in (opts.cache_dir / "tmp", memo / "tmp", state_dir / "tmp"):
                 atomic.sweep(tmp)
-            statcache = StatCache(memo / "statcache", observed=ws.observed)
+            statcache = StatCache(memo / "statcache", observed=ws.observed, eager=boundary is None)
             cas = Cas(opts.cache_dir, statcache)
             ac = ActionCache(opts.cache_dir)
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
             durations = critical.Durations(memo / "durations", memo / "tmp")
             walk = critical.topological(analysis.declared)
-            priority = critical.priorities(analysis.declared, durations, walk)
+            worked, worked_walk = _worked(analysis.declared, walk, boundary)
+            priority = critical.priorities(worked, durations, worked_walk)
         rex = opts.remote_executor
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,
@@ -218,6 +219,16 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         execution["placed_by_lane"] = lane.placed
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, state.outputs, execution,
                        statcache, ws.observed.counters())
+
+
+def _worked(declared, walk, boundary: set[str] | None):
+    """The actions a build may run and their walk: for a delta build, without its boundary (settled as
+    recorded, and upstream of every action it works, so no priority of those depends on them)."""
+    if not boundary:
+        return declared, walk
+    order, dependents = walk
+    return {a: d for a, d in declared.items() if a not in boundary}, ([a for a in order if a not in boundary],
+                                                                      dependents)
 
 
 def _saved(error: str | None, warn) -> None:
