@@ -192,6 +192,10 @@ def test_plain_command_lines_are_parsed_for_the_stamp_as_argparse_parses_them(st
     fast, full = noop.Stamp.open(start(simple), simple), noop.Stamp.open(start(parsed), parsed)
     assert (fast is None) == (full is None) and (fast is None or (fast.root, fast.key) == (full.root, full.key))
     assert (simple.jobs, simple.keep_going, simple.explain) == (parsed.jobs, parsed.keep_going, parsed.explain)
+    # What the build then goes on with, argparse left out (cli.plain_build_args): every option as parsed.
+    plain = cli.plain_build_args(simple)
+    assert {k: getattr(plain, k, None) for k in {*vars(plain), *vars(parsed)}} == \
+        {k: getattr(parsed, k, None) for k in {*vars(plain), *vars(parsed)}}
 
 
 @pytest.mark.parametrize("argv", [
