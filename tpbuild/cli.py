@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a build failure, 2 bad input or usage. Expected failure
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _guarded(argv: list[str] | None) -> int:
     """Runs a command; every error it raises becomes a message and an exit code here, once."""
+    collecting = gc.isenabled()  # a build may switch the collector off (`_main`): as it was for a caller in-process
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
     except TpbuildError as e:
@@ -180,6 +182,9 @@ def _guarded(argv: list[str] | None) -> int:
     except BrokenPipeError:  # `tpbuild query //... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if collecting:
+            gc.enable()
     try:
         sys.stdout.flush()
     except BrokenPipeError:
@@ -191,7 +196,6 @@ def _main(argv: list[str]) -> int:
     tried = None  # the stamp a plain `tpbuild build` command line was checked against, before argparse
     args = None  # that command line, when the stamp was checked against it: the build goes on without argparse
     if _command_word(argv) == "build":
-        import gc
         import time
 
         # Until the ordinary path is taken (`_build`): a stamp's check and a delta build allocate what
@@ -349,8 +353,6 @@ def _build(ws, args, cache_dir: Path, stamp) -> int:
         result = session.run_delta(stamp, jobs=args.jobs, keep_going=args.keep_going, report_path=args.report)
         if result is not None:  # a change to the last build (incremental.py)
             return EXIT_OK if result.success else EXIT_BUILD
-    import gc
-
     gc.enable()  # the ordinary path holds the whole graph: collected as usual (see `_main`)
     if stamp is not None and not stamp.replayable:
         stamp = None  # left as it is, as a build it cannot answer (see noop.OBSERVING_OPTIONS)
