@@ -245,6 +245,27 @@ class Checked:
             self._now[role] = dict(self.stamp.differences.get(gi, ()))
         return self._index[role], recorded, self._now[role]
 
+    def _linked(self) -> tuple[dict[str, int], list[int]]:
+        """The stamp's linked files (`noop._Linked`): path -> index, and their stats as recorded."""
+        if "linked" not in self._index:
+            paths, recorded = self.stamp.data["groups"][self._groups["linked"]][2:4]
+            self._index["linked"] = dict(zip(paths, range(len(paths))))
+            self._now["linked"] = recorded
+        return self._index["linked"], self._now["linked"]
+
+    def _placed(self, path: str, now: bool) -> tuple | None:
+        """The stat the stamp holds for a placed file (`now`: as its check found it), None if it holds none:
+        from the placed group, where a delta build's patch puts a file placed again, else the linked one."""
+        index, recorded, found = self._view("placed")
+        i = index.get(path)
+        if i is not None:
+            return (now and found.get(i)) or tuple(recorded[4 * i:4 * i + 4])
+        index, recorded = self._linked()
+        j = index.get(path)
+        if j is None:
+            return None
+        return (now and self.stamp.linked.get(j)) or tuple(recorded[4 * j:4 * j + 4])
+
     def unsettled(self, role: str, paths) -> set[str]:
         """Of `paths`, those the stamp's group of this role does not hold, or whose stat its check found
         changed (an entry recorded unproven among them): all a patch may have to say of them, unless the
@@ -252,7 +273,14 @@ class Checked:
         index, _recorded, now = self._view(role)
         group = self.stamp.data["groups"][self._groups[role]][2]
         paths = set(paths)
-        return paths.difference(index).union(p for p in map(group.__getitem__, now) if p in paths)
+        missing = paths.difference(index)
+        found = [p for p in map(group.__getitem__, now) if p in paths]
+        if role == "placed":  # and the linked files (`_placed`)
+            linked, _stats = self._linked()
+            names = self.stamp.data["groups"][self._groups["linked"]][2]
+            missing.difference_update(linked)
+            found += (p for p in map(names.__getitem__, self.stamp.linked) if p in paths)
+        return missing.union(found)
 
     def proven(self, rel: str, rec: tuple) -> bool:
         """`build.Options.proven`: a placed tree is intact as the build state records it when the check
@@ -262,12 +290,14 @@ class Checked:
         from .noop import placed_paths
 
         self.before[rel] = rec
-        for role, items in zip(("placed", "placed_dirs"), placed_paths(rel, rec)):
-            index, recorded, now = self._view(role)
-            for path, s in items:
-                i = index.get(path)
-                if i is None or (now.get(i) or tuple(recorded[4 * i:4 * i + 4])) != tuple(s):
-                    return False
+        files, dirs = placed_paths(rel, rec)
+        if any(self._placed(path, True) != tuple(s) for path, s in files):
+            return False
+        index, recorded, now = self._view("placed_dirs")
+        for path, s in dirs:
+            i = index.get(path)
+            if i is None or (now.get(i) or tuple(recorded[4 * i:4 * i + 4])) != tuple(s):
+                return False
         return True
 
     def changed(self, role: str, items) -> tuple[int, list[str], list[int]]:
@@ -276,7 +306,11 @@ class Checked:
         paths, stats = [], []
         for path, s in items:
             i = index.get(path)
-            if i is None or recorded[4 * i:4 * i + 4] != s:
+            if i is None and role == "placed":
+                if self._placed(path, False) != tuple(s):  # a linked file: placed again, it goes to the placed group
+                    paths.append(path)
+                    stats += s
+            elif i is None or recorded[4 * i:4 * i + 4] != s:
                 paths.append(path)
                 stats += s
         return self._groups[role], paths, stats
