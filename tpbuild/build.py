@@ -158,12 +158,15 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             worked, worked_walk = _worked(analysis.declared, walk, boundary)
             priority = critical.priorities(worked, durations, worked_walk)
         rex = opts.remote_executor
+        # A delta build's boundary actions are never decoded (`incremental.py`), and an action's span
+        # names its action: its trace holds the phases alone.
+        spans = trace if boundary is None else NULL
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,
                        remote_executor=(lambda local: rex.wrap(local, opts.cache_dir, warn)) if rex else None,
-                       trace=trace)
+                       trace=spans)
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks,
-                           trace=trace)
+                           trace=spans)
         with trace.span("settle unchanged", "phase"):
             settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt,
                                    boundary or frozenset())
@@ -178,7 +181,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             # Before the state remembers this build: the causes are found against the last one.
             explain.annotate(outcomes, state.actions, records, explain.Recorder(ctx.salt),
                              quarantined=(d for d, _ in cas.quarantined),
-                             remote=opts.remote is not None or rex is not None)
+                             remote=opts.remote is not None or rex is not None, settled=settled)
         except BaseException:
             if lane is not None:
                 lane.close()  # what it placed is not recorded: the next build places it again
