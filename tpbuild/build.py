@@ -153,7 +153,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             cas = Cas(opts.cache_dir, statcache)
             ac = ActionCache(opts.cache_dir)
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
-            durations = critical.Durations(memo / "durations", memo / "tmp")
+            durations = critical.Durations(memo / "durations", memo / "tmp", eager=boundary is None)
             walk = critical.topological(analysis.declared)
             worked, worked_walk = _worked(analysis.declared, walk, boundary)
             priority = critical.priorities(worked, durations, worked_walk)
