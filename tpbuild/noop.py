@@ -508,13 +508,15 @@ def _unlinked(group: list, blobs: list[int] | None, dirs: list[int] | None) -> l
     base, _kind, paths, stats, blob_index, dir_index, dir_stats, (store, device) = group
     if blobs is None or dirs is None or device is None or _device(store, base + OUT_DIR) != device:
         return list(range(len(paths)))
-    it, jt, st, dt = iter(blobs), iter(dirs), iter(stats), iter(dir_stats)
+    it, jt = iter(blobs), iter(dirs)
     by_blob, by_dir = list(zip(it, it, it, it)), list(zip(jt, jt, jt, jt))
-    now = list(zip(map(by_blob.__getitem__, blob_index), map(by_dir.__getitem__, dir_index)))
-    then = list(zip(zip(st, st, st, st), zip(dt, dt, dt, dt)))
-    if now == then:
+    # Each file's blob's and directory's stats now, flattened as recorded: compared in C, file by file
+    # only where they differ.
+    blob_now = list(chain.from_iterable(map(by_blob.__getitem__, blob_index)))
+    dir_now = list(chain.from_iterable(map(by_dir.__getitem__, dir_index)))
+    if blob_now == stats and dir_now == dir_stats:
         return []
-    return [j for j, (a, b) in enumerate(zip(now, then)) if a != b]
+    return sorted({j for j, _s in _differing(blob_now, stats)} | {j for j, _s in _differing(dir_now, dir_stats)})
 
 
 def _differing(now: list[int], recorded: list[int]) -> list[tuple[int, tuple]]:
