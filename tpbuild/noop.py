@@ -223,7 +223,7 @@ class Stamp:
             confinable = True  # every difference so far is one a delta build answers
             differences: dict[int, list] = {}  # group -> [(path index, its stat now)]
             taken = []  # groups stat'ed in one go, expanded into `observed` only on a miss
-            nows: dict[str, list[int]] = {}  # a stat group's stats as taken, by role (for the linked files)
+            nows: dict[str, list[int]] = {}  # the stats the linked files are proven by, as taken (`_unlinked`)
             linked: dict[int, tuple] = {}  # linked files their links did not prove: their lstat now
             for gi, (role, group) in enumerate(zip(data["roles"], data["groups"])):
                 if group[1] == "linked":
@@ -269,7 +269,8 @@ class Stamp:
                     continue
                 if len(now) != len(recorded):
                     raise ValueError("a damaged stamp")
-                nows[role] = now
+                if role in ("blobs", "placed_dirs"):
+                    nows[role] = now
                 if follow:
                     taken.append((base, paths, now))
                 if now != recorded:
