@@ -236,6 +236,7 @@ class Checked:
         self._index: dict[str, dict[str, int]] = {}
         self._now: dict[str, dict[int, tuple]] = {}
         self.before: dict[str, tuple] = {}  # a placed tree's record as the build found it (`proven` was asked)
+        self.intact: set[str] = set()  # the trees `proven` found as that record has them
 
     def _view(self, role: str) -> tuple[dict[str, int], list[int], dict[int, tuple]]:
         gi = self._groups[role]
@@ -298,7 +299,17 @@ class Checked:
             i = index.get(path)
             if i is None or (now.get(i) or tuple(recorded[4 * i:4 * i + 4])) != tuple(s):
                 return False
+        self.intact.add(rel)
         return True
+
+    def differed(self, role: str) -> set[str]:
+        """The paths of a group (of the placed files: with the linked ones) whose stat the check found
+        changed: an entry recorded unproven among them."""
+        _index, _recorded, now = self._view(role)
+        found = set(map(self.stamp.data["groups"][self._groups[role]][2].__getitem__, now))
+        if role == "placed":
+            found.update(map(self.stamp.data["groups"][self._groups["linked"]][2].__getitem__, self.stamp.linked))
+        return found
 
     def changed(self, role: str, items) -> tuple[int, list[str], list[int]]:
         """Of (path, stat) items, those the stamp does not hold at that stat: its patch of the role's group."""
@@ -351,12 +362,21 @@ def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
         before = checked.before.get(rel)
         for role, items, old, out in (("placed", files, before and before[1], placed),
                                       ("placed_dirs", ds, before and before[2], dirs)):
-            full = {(f"{rel}/{k}" if k else rel): k for k in items}  # the stamp's name -> the record's key
-            look = checked.unsettled(role, full)
-            if old is None:  # placement was not asked about this tree: every path of it
+            if rel in checked.intact:
+                # Proven: every path of the record placement found is in the stamp at its stat now. What
+                # placement changed, and what the check found changed (to be proven now), is all.
+                moved = {k for k, _v in items.items() - old.items()}
+                moved.update(k for k in (p[len(rel) + 1:] if p != rel else "" for p in checked.differed(role)
+                                         if p == rel or p.startswith(f"{rel}/")) if k in items)
+                full = {(f"{rel}/{k}" if k else rel): k for k in moved}  # the stamp's name -> the record's key
                 look = full.keys()
             else:
-                look.update(f"{rel}/{k}" if k else rel for k, _v in items.items() - old.items())
+                full = {(f"{rel}/{k}" if k else rel): k for k in items}
+                look = checked.unsettled(role, full)
+                if old is None:  # placement was not asked about this tree: every path of it
+                    look = full.keys()
+                else:
+                    look.update(f"{rel}/{k}" if k else rel for k, _v in items.items() - old.items())
             # A file's proof of its stat (the racy window); a directory's is exempt (see noop._groups).
             out += ((f, stat(items[full[f]][2]) if role == "placed" else list(items[full[f]])) for f in sorted(look))
     changes = {
