@@ -58,9 +58,10 @@ def _reported(path: Path) -> tuple:
 
 
 def _stamp_files(root: Path) -> tuple:
-    """The stat of the stamp and of its patch: a delta build patches the stamp, the ordinary path writes it."""
-    return tuple(tuple(os.stat(p)[1:]) if p.exists() else None
-                 for p in (root / "tpbuild-out/.tpbuild/noop", root / "tpbuild-out/.tpbuild/noop-patch"))
+    """The stat of the stamp and of its patch: a delta build patches the stamp, the ordinary path writes it.
+    Without the access time: every build reads the stamp, and a read may move it (relatime)."""
+    return tuple((lambda st: (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))(os.stat(p)) if p.exists()
+                 else None for p in (root / "tpbuild-out/.tpbuild/noop", root / "tpbuild-out/.tpbuild/noop-patch"))
 
 
 def _tree(root: Path) -> dict:

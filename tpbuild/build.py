@@ -150,24 +150,31 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         with trace.span("load state", "phase"):
             for tmp in (opts.cache_dir / "tmp", memo / "tmp", state_dir / "tmp"):
                 atomic.sweep(tmp)
-            statcache = StatCache(memo / "statcache", observed=ws.observed)
+            statcache = StatCache(memo / "statcache", observed=ws.observed, eager=boundary is None)
             cas = Cas(opts.cache_dir, statcache)
             ac = ActionCache(opts.cache_dir)
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
-            durations = critical.Durations(memo / "durations", memo / "tmp")
+            durations = critical.Durations(memo / "durations", memo / "tmp", eager=boundary is None)
             walk = critical.topological(analysis.declared)
         rex = opts.remote_executor
+        # A delta build's boundary actions are never decoded (`incremental.py`), and an action's span
+        # names its action: its trace holds the phases alone.
+        spans = trace if boundary is None else NULL
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,
                        remote_executor=(lambda local: rex.wrap(local, opts.cache_dir, warn)) if rex else None,
-                       trace=trace)
+                       trace=spans)
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks,
-                           trace=trace)
+                           trace=spans)
         with trace.span("settle unchanged", "phase"):
             settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt,
                                    boundary or frozenset())
         # The ready queue's order matters only if something is left for the scheduler: not for a no-op.
-        priority = critical.priorities(analysis.declared, durations, walk) if len(settled) < len(walk[0]) else {}
+        if len(settled) < len(walk[0]):
+            worked, worked_walk = _worked(analysis.declared, walk, boundary)
+            priority = critical.priorities(worked, durations, worked_walk)
+        else:
+            priority = {}
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority,
                           settled=settled, declared=analysis.declared)
         records = explain.Records(state_dir / "why", state_dir / "tmp")
@@ -179,7 +186,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             # Before the state remembers this build: the causes are found against the last one.
             explain.annotate(outcomes, state.actions, records, explain.Recorder(ctx.salt),
                              quarantined=(d for d, _ in cas.quarantined),
-                             remote=opts.remote is not None or rex is not None)
+                             remote=opts.remote is not None or rex is not None, settled=settled)
         except BaseException:
             if lane is not None:
                 lane.close()  # what it placed is not recorded: the next build places it again
@@ -221,6 +228,16 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         execution["placed_by_lane"] = lane.placed
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, outputs.Placed(state),
                        execution, statcache, ws.observed.counters())
+
+
+def _worked(declared, walk, boundary: set[str] | None):
+    """The actions a build may run and their walk: for a delta build, without its boundary (settled as
+    recorded, and upstream of every action it works, so no priority of those depends on them)."""
+    if not boundary:
+        return declared, walk
+    order, dependents = walk
+    return {a: d for a, d in declared.items() if a not in boundary}, ([a for a in order if a not in boundary],
+                                                                      dependents)
 
 
 def _saved(error: str | None, warn) -> None:

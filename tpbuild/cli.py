@@ -104,6 +104,17 @@ def add_ci_options(parser) -> None:
                         help="the REAPI instance name (default: $TPBUILD_REMOTE_INSTANCE_NAME, [remote] instance_name, '')")
 
 
+def plain_build_args(simple):
+    """A command line `noop.simple_args` parsed, with every other option of `build` at its default: what
+    argparse gives for it (tests/test_noop.py compares them), without importing or setting up argparse,
+    which took 10 ms of a delta build (`incremental.py`)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**vars(simple), report=None, changed_since=None, summary=None, profile=None,
+                           remote_cache=None, no_remote_upload=False, remote_required=False, remote_executor=None,
+                           remote_instance_name=None)
+
+
 BUILTIN = ("build", "query", "graph", "clean", "affected", "cache", "worker")
 
 
@@ -171,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _guarded(argv: list[str] | None) -> int:
     """Runs a command; every error it raises becomes a message and an exit code here, once."""
+    collecting = gc.isenabled()  # a build may switch the collector off (`_main`): as it was for a caller in-process
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
     except TpbuildError as e:
@@ -184,6 +196,9 @@ def _guarded(argv: list[str] | None) -> int:
     except BrokenPipeError:  # `tpbuild query //... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if collecting:
+            gc.enable()
     try:
         sys.stdout.flush()
     except BrokenPipeError:
@@ -193,8 +208,14 @@ def _guarded(argv: list[str] | None) -> int:
 
 def _main(argv: list[str]) -> int:
     tried = None  # the stamp a plain `tpbuild build` command line was checked against, before argparse
+    args = None  # that command line, when the stamp was checked against it: the build goes on without argparse
     if _command_word(argv) == "build":
         import time
+
+        # Until the ordinary path is taken (`_build`): a stamp's check and a delta build allocate what
+        # the changes need and end, and CPython's cyclic collector, walking every object the process
+        # held at each full collection, took 15% of a delta build's CPU time at 10,000 models.
+        gc.disable()
 
         from .noop import Stamp, simple_args
 
@@ -206,17 +227,19 @@ def _main(argv: list[str]) -> int:
             if hit is not None:
                 _print_hit(hit, time.monotonic() - t0)
                 return EXIT_OK
-    commands = _commands(argv)
-    parser = _parser(commands)
-    args, extra = parser.parse_known_args(argv)
-    # Subtractive patterns (-//pkg/...) look like options to argparse; they are patterns.
-    stray = [a for a in extra if not a.startswith(("-//", "//"))]
-    if stray or (extra and not hasattr(args, "patterns")):
-        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
-    if extra:
-        args.patterns = [*args.patterns, *extra]
-    if args.command == "help":
-        return _help(parser, args.topic)
+            args = plain_build_args(simple)
+    commands = _commands(argv) if args is None else {}
+    if args is None:
+        parser = _parser(commands)
+        args, extra = parser.parse_known_args(argv)
+        # Subtractive patterns (-//pkg/...) look like options to argparse; they are patterns.
+        stray = [a for a in extra if not a.startswith(("-//", "//"))]
+        if stray or (extra and not hasattr(args, "patterns")):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        if extra:
+            args.patterns = [*args.patterns, *extra]
+        if args.command == "help":
+            return _help(parser, args.topic)
     directory = getattr(args, "directory", None)
     start = Path(directory) if directory else Path.cwd()
     if directory and not start.is_dir():
@@ -340,10 +363,11 @@ def _build(ws, args, cache_dir: Path, stamp) -> int:
 
         ws = dataclasses.replace(ws, observed=stamp.observed)  # the stats its check took, not taken again
     session = Session(ws, cache_dir, args)
-    if stamp is not None and stamp.differences is not None and not (args.summary or args.profile):
+    if stamp is not None and stamp.differences is not None and not args.summary:
         result = session.run_delta(stamp, jobs=args.jobs, keep_going=args.keep_going, report_path=args.report)
         if result is not None:  # a change to the last build (incremental.py)
             return EXIT_OK if result.success else EXIT_BUILD
+    gc.enable()  # the ordinary path holds the whole graph: collected as usual (see `_main`)
     if stamp is not None and not stamp.replayable:
         stamp = None  # left as it is, as a build it cannot answer (see noop.OBSERVING_OPTIONS)
     if stamp is not None:
@@ -454,17 +478,25 @@ class Session:
     def run_delta(self, stamp, *, jobs: int, keep_going: bool = False, report_path: str | None = None):
         """A build answered as a change to the last one (`incremental.py`) after the stamp's miss; None
         when it cannot be (nothing done then): the ordinary path."""
-        from . import incremental
+        from . import incremental, trace
         from .delta import Unsettled
         from .noop import witness
         from .workspace import memo_dir
 
         rpath = _writable(Path(report_path).resolve(), "--report") if report_path else None
-        p = incremental.plan(stamp)
-        if p is None or not incremental.analyse(self.ws, p, memo_dir(self.cache_dir, self.ws.root)):
-            return None
+        profile = getattr(self.flags, "profile", None)
+        ppath = _writable(Path(profile).resolve(), "--profile") if profile else None
+        # Traced from the stamp's check on: the phases of a delta build are that check, the plan (the
+        # graph memo, the changed packages' records), build.run's, and the stamp's patch.
+        recorder = trace.Recorder(origin=stamp.checked[0]) if ppath else trace.NULL
+        recorder.complete("stamp check", "phase", *stamp.checked)
+        with recorder.span("delta plan", "phase"):
+            p = incremental.plan(stamp)
+            if p is None or not incremental.analyse(self.ws, p, memo_dir(self.cache_dir, self.ws.root)):
+                return None
         self.ws.observed.discovery = "skipped"  # the packages are the last build's
         opts = self._options(jobs, keep_going)
+        opts.trace = recorder
         checked = incremental.Checked(stamp)
         opts.proven = checked.proven
         opts.unchanged = lambda: stamp.witness == witness(self.ws.root)
@@ -473,7 +505,8 @@ class Session:
         except Unsettled:
             return None
         result.execution["packages"] = len(p.packages)  # whose analysis records were read and checked
-        incremental.patch(p, checked, result, self.cache_dir)
+        with recorder.span("stamp patch", "phase"):
+            incremental.patch(p, checked, result, self.cache_dir)
         if rpath:
             from . import report
 
@@ -481,6 +514,8 @@ class Session:
         if getattr(self.flags, "explain", False):
             _explain(result)
         _summary(result, stamp.data["summary"])
+        if ppath:
+            _profile(recorder, result, ppath, p.boundary)
         return result
 
     def _run(self, a, opts, rpath: Path | None, boundary: set[str] | None = None):
@@ -573,11 +608,13 @@ def _report(path: Path, data: dict) -> None:
         print(f"warning: could not write the report {path}: {e.strerror}", file=sys.stderr)
 
 
-def _profile(recorder, result, path: Path) -> None:
-    """Write the trace, its critical path on a lane of its own, and print that path with its total."""
+def _profile(recorder, result, path: Path, boundary: set[str] = frozenset()) -> None:
+    """Write the trace, its critical path on a lane of its own, and print that path with its total.
+    `boundary`: a delta build's (`incremental.py`), settled as recorded, in no second of the path."""
     from . import critical
 
     chain, total = critical.path(result.analysis.declared, {a: o.seconds for a, o in result.outcomes.items()})
+    chain = [a for a in chain if a not in boundary]
     on_path = set(chain)
     recorder.again([e for e in recorder.events if e["cat"] == "action" and e["args"]["id"] in on_path],
                    recorder.lane("critical path"), "critical_path")

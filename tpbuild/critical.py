@@ -25,8 +25,10 @@ class Durations(Mapping):
     """Action id -> seconds of its last execution: a journal (`memo.Journal`), so a build writes the
     durations of what it executed, not every action's."""
 
-    def __init__(self, path: Path, tmp_parent: Path):
-        self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent, "the action durations", eager=True)
+    def __init__(self, path: Path, tmp_parent: Path, eager: bool = True):
+        """`eager`: decode every duration at once (a build that ranks every action); a delta build ranks
+        the few it works, each then decoded when asked for."""
+        self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent, "the action durations", eager=eager)
 
     def __getitem__(self, aid: str) -> float:
         value = self._journal.get(aid)

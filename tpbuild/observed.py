@@ -32,7 +32,10 @@ from .layout import kind, sig
 class Observed:
     def __init__(self, horizon: int = 0):
         self.horizon = horizon  # stats with an mtime from here on are not handed over (the racy window)
-        self._stats: dict[str, tuple] = {}  # full path -> layout.sig
+        # The check's groups as it took them: (base, paths, flat stats, the index of paths, made on the
+        # first question about that base). A table of full path -> stat built for every one cost a delta
+        # build, which asks about a few paths, 0.06 s at 10,000 models.
+        self._groups: list[list] = []
         self._kinds: dict[str, tuple | None] = {}  # full path -> layout.kind
         self.reused = 0  # stats answered from the check
         self.taken = 0  # stats taken again by a memo (not covered by the check, or too fresh)
@@ -41,25 +44,36 @@ class Observed:
 
     def add(self, base: str, paths: list[str], stats: list[int]) -> None:
         """The stats the check took of `base + path` for each of `paths`, as one flat list of four
-        integers a path (`layout.stat_sig`): made into a table in one go, as the check takes them."""
-        it = iter(stats)
-        horizon = self.horizon
-        self._stats.update([(full, s) for full, s in zip(map(base.__add__, paths), zip(it, it, it, it))
-                            if s[1] < horizon])  # too fresh: see above
+        integers a path (`layout.stat_sig`), kept as they are."""
+        self._groups.append([base, paths, stats, None])
+
+    def _found(self, full: str) -> tuple | None:
+        """The stat the check took of `full`, if any, and not too fresh (see above)."""
+        for group in reversed(self._groups):  # a later stat of a path wins, as it would in a table
+            base = group[0]
+            if not full.startswith(base):
+                continue
+            index = group[3]
+            if index is None:
+                index = group[3] = dict(zip(group[1], range(len(group[1]))))
+            i = index.get(full[len(base):])
+            if i is not None:
+                s = tuple(group[2][4 * i:4 * i + 4])
+                return s if s[1] < self.horizon else None
+        return None
 
     def add_kind(self, full: str, k: tuple | None) -> None:
         self._kinds[full] = k
 
     def sig(self, full: str) -> tuple | None:
         """`layout.sig(full)`, from the check when it took that stat."""
-        table = self._stats
-        if full in table:
+        s = self._found(full)
+        if s is not None:
             self.reused += 1
-            return table[full]
+            return s
         # A directory as the stamp or a memo names it, `dir/` or `dir`: the same stat if `dir` is a
         # directory; for `dir/`, none if `dir` is anything else.
-        other = full[:-1] if full.endswith("/") else full + "/"
-        s = table.get(other)
+        s = self._found(full[:-1] if full.endswith("/") else full + "/")
         if s is not None:
             self.reused += 1
             return s if S_ISDIR(s[3]) else None
@@ -87,7 +101,7 @@ class Observed:
         """Drop the tables once the memos have checked their records and the actions have run
         (`build.run`): at 10,000 models they hold 35 MB, which placing the outputs, the build's peak
         of memory, does not read. A path asked for later is stat'ed, as without a stamp."""
-        self._stats = {}
+        self._groups = []
         self._kinds = {}
 
     def counters(self) -> dict:

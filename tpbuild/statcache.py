@@ -27,13 +27,16 @@ Sig = tuple  # layout.stat_sig
 
 
 class StatCache:
-    def __init__(self, path: Path, tmp_parent: Path | None = None, observed: Observed | None = None):
+    def __init__(self, path: Path, tmp_parent: Path | None = None, observed: Observed | None = None,
+                 eager: bool = True):
         """`tmp_parent`: where saving makes its temp file (`<cache>/tmp`); the memo's own directory
-        by default. `observed`: the stats the no-op stamp's check took (observed.py)."""
+        by default. `observed`: the stats the no-op stamp's check took (observed.py). `eager`: decode
+        every entry at once, for a build that looks at most of them (see `memo.Journal`); a delta build
+        looks at a few (`incremental.py`), each then decoded when asked for."""
         self.path = path
         self._stat = observed.stat if observed is not None else lambda full: signature(os.stat(full))
         self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent or path.parent / "tmp",
-                                     f"the stat memo {path}", eager=True)
+                                     f"the stat memo {path}", eager=eager)
         self._new: dict[str, list] = {}  # hashed by this build: saved unless racy
         self._racy: set[str] = set()
         self._lock = threading.Lock()
