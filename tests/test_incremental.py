@@ -55,24 +55,6 @@ def test_a_model_py_edit_decodes_its_package_and_keys_what_is_downstream_of_it(w
     assert "explain: //models/m7:m7 ModelDirectory:" in r.stdout and "model.py" in r.stdout, r.stdout
 
 
-def test_a_profiled_edit_is_a_delta_build_whose_phases_are_traced(ws, tmp_path):
-    """`--profile` on a delta build: its phases from the stamp's check to the stamp's patch, one span each,
-    in order (no action spans: they name their actions, and the boundary's are never decoded)."""
-    import json
-
-    _stamped(ws, N)
-    ws.write("models/m3/1/model.py", _model_py("edited"))
-    r = ws.build("//...", "--profile", str(tmp_path / "t.json"), check=True)
-    assert r.report["execution"]["path"] == "delta", r.report["execution"]
-    events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
-    phases = sorted((e for e in events if e.get("cat") == "phase"), key=lambda e: e["ts"])
-    names = [e["name"] for e in phases]
-    assert names[:2] == ["stamp check", "delta plan"] and names[-1] == "stamp patch", names
-    assert {"settle unchanged", "actions", "place outputs"} <= set(names), names
-    assert all(e["ts"] >= 0 for e in phases) and "Critical path:" in r.stdout
-    assert ws.out("models/m3/m3/1/model.py").read_text() == _model_py("edited")
-
-
 def _manifest(ws):
     ws.write("models/m1/BUILD.toml", MANIFEST.format(name="m1", dims=3))
     return lambda: "dims: 3" in ws.out("models/m1/m1/config.pbtxt").read_text()

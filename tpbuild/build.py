@@ -157,15 +157,12 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             durations = critical.Durations(memo / "durations", memo / "tmp", eager=boundary is None)
             walk = critical.topological(analysis.declared)
         rex = opts.remote_executor
-        # A delta build's boundary actions are never decoded (`incremental.py`), and an action's span
-        # names its action: its trace holds the phases alone.
-        spans = trace if boundary is None else NULL
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,
                        remote_executor=(lambda local: rex.wrap(local, opts.cache_dir, warn)) if rex else None,
-                       trace=spans)
+                       trace=trace)
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks,
-                           trace=spans)
+                           trace=trace)
         with trace.span("settle unchanged", "phase"):
             settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt,
                                    boundary or frozenset())
@@ -186,7 +183,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             # Before the state remembers this build: the causes are found against the last one.
             explain.annotate(outcomes, state.actions, records, explain.Recorder(ctx.salt),
                              quarantined=(d for d, _ in cas.quarantined),
-                             remote=opts.remote is not None or rex is not None, settled=settled)
+                             remote=opts.remote is not None or rex is not None)
         except BaseException:
             if lane is not None:
                 lane.close()  # what it placed is not recorded: the next build places it again

@@ -363,7 +363,7 @@ def _build(ws, args, cache_dir: Path, stamp) -> int:
 
         ws = dataclasses.replace(ws, observed=stamp.observed)  # the stats its check took, not taken again
     session = Session(ws, cache_dir, args)
-    if stamp is not None and stamp.differences is not None and not args.summary:
+    if stamp is not None and stamp.differences is not None and not (args.summary or args.profile):
         result = session.run_delta(stamp, jobs=args.jobs, keep_going=args.keep_going, report_path=args.report)
         if result is not None:  # a change to the last build (incremental.py)
             return EXIT_OK if result.success else EXIT_BUILD
@@ -478,25 +478,17 @@ class Session:
     def run_delta(self, stamp, *, jobs: int, keep_going: bool = False, report_path: str | None = None):
         """A build answered as a change to the last one (`incremental.py`) after the stamp's miss; None
         when it cannot be (nothing done then): the ordinary path."""
-        from . import incremental, trace
+        from . import incremental
         from .delta import Unsettled
         from .noop import witness
         from .workspace import memo_dir
 
         rpath = _writable(Path(report_path).resolve(), "--report") if report_path else None
-        profile = getattr(self.flags, "profile", None)
-        ppath = _writable(Path(profile).resolve(), "--profile") if profile else None
-        # Traced from the stamp's check on: the phases of a delta build are that check, the plan (the
-        # graph memo, the changed packages' records), build.run's, and the stamp's patch.
-        recorder = trace.Recorder(origin=stamp.checked[0]) if ppath else trace.NULL
-        recorder.complete("stamp check", "phase", *stamp.checked)
-        with recorder.span("delta plan", "phase"):
-            p = incremental.plan(stamp)
-            if p is None or not incremental.analyse(self.ws, p, memo_dir(self.cache_dir, self.ws.root)):
-                return None
+        p = incremental.plan(stamp)
+        if p is None or not incremental.analyse(self.ws, p, memo_dir(self.cache_dir, self.ws.root)):
+            return None
         self.ws.observed.discovery = "skipped"  # the packages are the last build's
         opts = self._options(jobs, keep_going)
-        opts.trace = recorder
         checked = incremental.Checked(stamp)
         opts.proven = checked.proven
         opts.unchanged = lambda: stamp.witness == witness(self.ws.root)
@@ -505,8 +497,7 @@ class Session:
         except Unsettled:
             return None
         result.execution["packages"] = len(p.packages)  # whose analysis records were read and checked
-        with recorder.span("stamp patch", "phase"):
-            incremental.patch(p, checked, result, self.cache_dir)
+        incremental.patch(p, checked, result, self.cache_dir)
         if rpath:
             from . import report
 
@@ -514,8 +505,6 @@ class Session:
         if getattr(self.flags, "explain", False):
             _explain(result)
         _summary(result, stamp.data["summary"])
-        if ppath:
-            _profile(recorder, result, ppath, p.boundary)
         return result
 
     def _run(self, a, opts, rpath: Path | None, boundary: set[str] | None = None):
@@ -608,13 +597,11 @@ def _report(path: Path, data: dict) -> None:
         print(f"warning: could not write the report {path}: {e.strerror}", file=sys.stderr)
 
 
-def _profile(recorder, result, path: Path, boundary: set[str] = frozenset()) -> None:
-    """Write the trace, its critical path on a lane of its own, and print that path with its total.
-    `boundary`: a delta build's (`incremental.py`), settled as recorded, in no second of the path."""
+def _profile(recorder, result, path: Path) -> None:
+    """Write the trace, its critical path on a lane of its own, and print that path with its total."""
     from . import critical
 
     chain, total = critical.path(result.analysis.declared, {a: o.seconds for a, o in result.outcomes.items()})
-    chain = [a for a in chain if a not in boundary]
     on_path = set(chain)
     recorder.again([e for e in recorder.events if e["cat"] == "action" and e["args"]["id"] in on_path],
                    recorder.lane("critical path"), "critical_path")

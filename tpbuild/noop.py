@@ -166,7 +166,6 @@ class Stamp:
         self.patch: dict | None = None
         self.differences: dict[int, list] | None = None
         self.linked: dict[int, tuple] = {}  # linked files (`_Linked`) lstat'ed, their proof failing: their stat
-        self.checked = (0.0, 0.0)  # when the check started and ended (time.monotonic), for --profile
 
     @classmethod
     def open(cls, start: Path, args) -> "Stamp | None":
@@ -192,13 +191,6 @@ class Stamp:
         self.observed = None
         self.differences = None
         self.witness = None
-        t0 = time.monotonic()
-        try:
-            return self._replay()
-        finally:
-            self.checked = (t0, time.monotonic())
-
-    def _replay(self) -> dict | None:
         data = memofile.load(self.path, KIND, VERSION)
         if not isinstance(data, dict) or data.get("key") != self.key or self.workspace_sig is None:
             return None

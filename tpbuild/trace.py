@@ -48,11 +48,9 @@ class Recorder(Trace):
 
     enabled = True
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, origin: float | None = None):
-        """`origin`: the clock's time the trace starts at (now by default; earlier for work done before
-        recording could start, such as a delta build's stamp check, `complete`d afterwards)."""
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
-        self.origin = clock() if origin is None else origin
+        self.origin = clock()
         self.events: list[dict] = []
         self._lanes: dict[int, int] = {}  # thread ident -> tid
         self._names: dict[int, str] = {}  # tid -> lane name
