@@ -183,7 +183,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             # Before the state remembers this build: the causes are found against the last one.
             explain.annotate(outcomes, state.actions, records, explain.Recorder(ctx.salt),
                              quarantined=(d for d, _ in cas.quarantined),
-                             remote=opts.remote is not None or rex is not None)
+                             remote=opts.remote is not None or rex is not None, settled=settled)
         except BaseException:
             if lane is not None:
                 lane.close()  # what it placed is not recorded: the next build places it again
