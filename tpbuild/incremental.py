@@ -271,17 +271,12 @@ class Checked:
         """Of `paths`, those the stamp's group of this role does not hold, or whose stat its check found
         changed (an entry recorded unproven among them): all a patch may have to say of them, unless the
         build changed them itself."""
-        index, _recorded, now = self._view(role)
-        group = self.stamp.data["groups"][self._groups[role]][2]
+        index, _recorded, _now = self._view(role)
         paths = set(paths)
         missing = paths.difference(index)
-        found = [p for p in map(group.__getitem__, now) if p in paths]
         if role == "placed":  # and the linked files (`_placed`)
-            linked, _stats = self._linked()
-            names = self.stamp.data["groups"][self._groups["linked"]][2]
-            missing.difference_update(linked)
-            found += (p for p in map(names.__getitem__, self.stamp.linked) if p in paths)
-        return missing.union(found)
+            missing.difference_update(self._linked()[0])
+        return missing | (self.differed(role) & paths)
 
     def proven(self, rel: str, rec: tuple) -> bool:
         """`build.Options.proven`: a placed tree is intact as the build state records it when the check
@@ -372,10 +367,10 @@ def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
                 look = full.keys()
             else:
                 full = {(f"{rel}/{k}" if k else rel): k for k in items}
-                look = checked.unsettled(role, full)
                 if old is None:  # placement was not asked about this tree: every path of it
                     look = full.keys()
                 else:
+                    look = checked.unsettled(role, full)
                     look.update(f"{rel}/{k}" if k else rel for k, _v in items.items() - old.items())
             # A file's proof of its stat (the racy window); a directory's is exempt (see noop._groups).
             out += ((f, stat(items[full[f]][2]) if role == "placed" else list(items[full[f]])) for f in sorted(look))

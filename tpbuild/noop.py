@@ -65,12 +65,11 @@ import os
 import sys
 import time
 from itertools import chain
-from operator import attrgetter
 from pathlib import Path
 
 from . import memo as memofile
 from .errors import UserError
-from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig
+from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig, stat_sig
 from .observed import Observed
 
 KIND, VERSION = "noop", 6
@@ -228,7 +227,7 @@ class Stamp:
                     try:
                         for j in unlinked:
                             if paths[j] not in again:
-                                linked[j] = _SIG(os.lstat(base + paths[j]))
+                                linked[j] = stat_sig(os.lstat(base + paths[j]))
                                 if list(linked[j]) != recorded[4 * j:4 * j + 4]:
                                     same = confinable = False
                     except OSError:  # gone
@@ -250,8 +249,8 @@ class Stamp:
                 if not (same or follow or confinable):
                     continue  # tpbuild-out, after a difference: the ordinary path checks it (see above)
                 stat = os.stat if follow else os.lstat
-                try:  # layout.stat_sig of each, flattened, in C: a Python loop cost a third more at 10,000 models
-                    now = list(chain.from_iterable(map(_SIG, map(stat, map(base.__add__, paths)))))
+                try:  # stat_sig of each, flattened, in C: a Python loop cost a third more at 10,000 models
+                    now = list(chain.from_iterable(map(stat_sig, map(stat, map(base.__add__, paths)))))
                 except OSError:  # a path gone: each path's stat, one by one
                     same = confinable = False
                     if follow:
@@ -524,7 +523,6 @@ def _differing(now: list[int], recorded: list[int]) -> list[tuple[int, tuple]]:
 
 
 _BLOCK = 4 * 256  # integers compared at a time by `_differing`: 256 stats
-_SIG = attrgetter("st_size", "st_mtime_ns", "st_ino", "st_mode")  # layout.stat_sig, in C
 
 
 def _apply(group: list, paths: list[str], stats: list[int]) -> None:
