@@ -117,6 +117,18 @@ def test_a_declared_action_keys_as_the_action_does(act):
     assert action.key_of(back.action.key_material(inputs, salt)) == action.key_of(material)
 
 
+@pytest.mark.parametrize("rows", [[], [("x", "fxxh3_128:1")], [("", "d1"), ("1/model.py", "f2")],
+                                  [("é \"q\" \\ \n \x01 \u2028 \ud7ff", "\t")], [("c", "a1", "")], [()]])
+def test_input_digests_enter_a_key_as_their_canonical_json(rows):
+    """A key's input digests are encoded without json.dumps (`digest.canonical_rows`): the same bytes,
+    for names that JSON escapes too, in pairs or (as `affected` names an upstream's file) triples; a
+    value that is not a string is an error, not another encoding."""
+    assert digest.canonical_rows(rows) == digest.canonical_json(rows)
+    assert digest.canonical_rows([list(r) for r in rows]) == digest.canonical_json(rows)
+    with pytest.raises(TypeError):
+        digest.canonical_rows([("x", 1)])
+
+
 def test_a_hand_damaged_declaration_is_an_error_naming_the_way_out(built):
     """A record is one line of the memo: a torn one does not parse and is a miss. An action's text
     inside a record that parses is damaged only by hand; decoding it is then an error saying what to do."""

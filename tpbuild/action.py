@@ -498,7 +498,7 @@ def material(kind: ActionKind, definition: bytes, code_digest: str, input_digest
     exactly as the action itself does."""
     env = digest.canonical_json(_env(kind)) if kind is ActionKind.RUN else b"[]"
     return b"[%b,%b,%b,%b,%b,%b,%b]" % (_encoded(KEY_VERSION), _encoded(salt), definition,
-                                        digest.canonical_json(input_digests), _encoded(code.engine()),
+                                        digest.canonical_rows(input_digests), _encoded(code.engine()),
                                         _encoded(code_digest), env)
 
 

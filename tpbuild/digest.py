@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from json.encoder import encode_basestring
 from pathlib import Path
 
 import xxhash
@@ -44,6 +45,14 @@ def of_file_both(path: str | Path) -> tuple[str, str]:
 def canonical_json(value: object) -> bytes:
     """The one encoding of structured data that enters keys: sorted keys, no whitespace."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def canonical_rows(rows) -> bytes:
+    """`canonical_json` of a list of lists of strings, byte for byte, as every action key's input digests
+    are ((destination, digest) pairs; `affected` names an upstream input with its path too): json.dumps
+    with options makes an encoder per call, three times the cost of this (20,000 keys in a no-op build
+    of 10,000 models). A value that is not a string raises TypeError, never encodes otherwise."""
+    return ("[" + ",".join("[" + ",".join(map(encode_basestring, row)) + "]" for row in rows) + "]").encode()
 
 
 def of_value(value: object) -> str:
