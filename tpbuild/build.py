@@ -173,7 +173,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         else:
             priority = {}
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority,
-                          settled=settled, declared=analysis.declared)
+                          settled=settled, declared=analysis.declared, walk=walk)
         records = explain.Records(state_dir / "why", state_dir / "tmp")
         keep = set(analysis.declared) if opts.prune else None  # a build of every target drops the others' records
         lane = _lane(ws, analysis, opts, state, hooks, lock_fd)

@@ -68,6 +68,17 @@ def edges(actions: Mapping[str, Action]) -> tuple[dict[str, int], dict[str, list
     return waiting, dependents
 
 
+def waiting(dependents: Mapping[str, list[str]]) -> dict[str, int]:
+    """`edges`' counts again from its readers (the walk of `topological` keeps them): a build walks
+    the action graph's edges once (making each action's set of upstreams cost a tenth of a no-op's
+    actions phase at 10,000 models)."""
+    counts = dict.fromkeys(dependents, 0)
+    for readers in dependents.values():
+        for r in readers:
+            counts[r] += 1
+    return counts
+
+
 def topological(actions: Mapping[str, Action]) -> tuple[list[str], dict[str, list[str]]]:
     """Every action after those it reads from, and the readers of each (`edges`)."""
     waiting, dependents = edges(actions)

@@ -126,10 +126,10 @@ class BuildContext:
 class Scheduler:
     def __init__(self, ctx: BuildContext, actions: dict[str, Action], *, jobs: int, keep_going: bool,
                  priority: Mapping[str, float] | None = None, settled: Mapping[str, Outcome] | None = None,
-                 declared: Mapping | None = None):
+                 declared: Mapping | None = None, walk: tuple[list[str], dict[str, list[str]]] | None = None):
         """`settled`: outcomes known before the run (`delta.settle`): done, never prepared. `declared`:
         the actions as declared (`analysiscache.Declared`), whose edges the run walks without decoding
-        the settled ones."""
+        the settled ones. `walk`: their `critical.topological` walk, when the caller made it."""
         self.ctx = ctx
         self.actions = actions
         self.declared = declared if declared is not None else actions
@@ -137,10 +137,15 @@ class Scheduler:
         self.keep_going = keep_going
         self.priority = priority or {}  # action id -> its critical path by past durations (critical.py)
         self.settled = settled or {}
+        self.walk = walk
         self.outcomes: dict[str, Outcome] = {a: self.settled.get(a) or Outcome(actions[a]) for a in actions}
 
     def run(self) -> dict[str, Outcome]:
-        waiting, dependents = critical.edges(self.declared)
+        if self.walk is not None:
+            dependents = self.walk[1]
+            waiting = critical.waiting(dependents)
+        else:
+            waiting, dependents = critical.edges(self.declared)
         for aid, o in self.settled.items():
             for d in dependents[aid]:
                 waiting[d] -= 1
