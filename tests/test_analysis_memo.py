@@ -81,3 +81,23 @@ def test_command_line_patterns_name_the_targets_of_the_recorded_packages(models)
 def test_tpbuild_toml_moves_every_analysis(models):
     (models.root / "tpbuild.toml").write_text('[cache]\nsalt = "2"\n')
     assert analysed(models.build(check=True)) == (4, 4)
+
+
+def test_rule_code_runs_with_the_cyclic_collector_and_the_memo_without_it(models):
+    """A build runs without the cyclic collector (cli._main) until rule code runs, which leaves cyclic
+    garbage (a clean build of 10,000 models: 27 MB of its peak memory): in process, analysis from the
+    memo leaves the collector off, a manifest parsed and its rule run switch it on."""
+    import gc
+
+    from tpbuild import workspace
+    from tpbuild.analysis import analyze
+
+    ws = workspace.load(models.root)
+    memo = workspace.memo_dir(models.cache, ws.root)
+    gc.disable()
+    try:
+        assert analyze(ws, ["//..."], memo).reanalysed == 0 and not gc.isenabled()
+        (models.root / "models/a/BUILD.toml").write_text(MANIFEST.format(name="a", dims=2))
+        assert analyze(workspace.load(models.root), ["//..."], memo).reanalysed > 0 and gc.isenabled()
+    finally:
+        gc.enable()

@@ -12,6 +12,7 @@ carries the errors for the caller to report after building the rest.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,12 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
 
     def make_context(label, rule, src, keypath):
         from .plugin import AnalysisContext  # with pydantic: only once a manifest is parsed
+
+        if not gc.isenabled():
+            # Rule code runs from here on (a manifest validated, a rule analysing): unlike the engine's
+            # records it leaves cyclic garbage (240,000 objects in a clean build of 10,000 models, 27 MB of
+            # its peak memory), so the collector a build runs without (cli._main) runs from now on.
+            gc.enable()
 
         ctx = AnalysisContext(root=ws.root, label=label, rule=rule, source=src, deps=infos,
                               sections=ws.sections, keypath=keypath, workspace_source=ws.source)
