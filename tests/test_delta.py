@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
-from tpbuild import action, cas, code, critical, delta, workspace
+from tpbuild import action, build, cas, code, critical, delta, workspace
 from tpbuild.analysis import analyze
 from tpbuild.outputs import BuildState, cache_id
 from tpbuild.statcache import StatCache
@@ -136,3 +137,30 @@ def test_engine_code_and_key_version_settle_nothing(built, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(action, "KEY_VERSION", action.KEY_VERSION + 1)
     assert settled() == set()
+
+
+def test_a_placed_link_is_proven_by_its_directory_and_its_blob(built, monkeypatch):
+    """The ordinary path's check of a placed tree (build._linked): every file a hardlink of a blob this
+    build verified at the file's recorded stat, every directory at its recorded stat and older than the
+    racy window; anything else is left to the file-by-file check."""
+    root = built.root
+    stats = StatCache(workspace.memo_dir(built.cache, root) / "statcache")
+    store = cas.Cas(built.cache, stats)
+    rel = "tpbuild-out/down"
+    rec = BuildState(root / "tpbuild-out/.tpbuild/state", cache_id(built.cache)).outputs[rel]
+    later = time.time_ns() + 3 * 10**9
+    monkeypatch.setattr(build.time, "time_ns", lambda: later)  # the tree placed more than 2 s ago
+    proven = build._linked(root, store)
+    assert not proven(rel, rec)  # its blob not verified by this build
+    for kind, d, _s in rec[1].values():
+        assert store.verify(d, kind == "x")
+    assert proven(rel, rec)
+    monkeypatch.undo()
+    assert not build._linked(root, store)(rel, rec)  # its directories placed within the racy window
+    monkeypatch.setattr(build.time, "time_ns", lambda: later)
+    d = root / rel
+    mode = d.stat().st_mode
+    os.chmod(d, 0o755)
+    (d / "extra.txt").write_text("x")  # an entry added: its directory's mtime moved
+    os.chmod(d, mode)
+    assert not build._linked(root, store)(rel, rec)

@@ -216,6 +216,14 @@ def test_no_change_to_a_linked_file_hides_behind_the_stamp(linked, change):
     _not_hidden(linked, change)
 
 
+@pytest.mark.parametrize("change", [_delete_output, _edit_output_in_place, _replace_output, _delete_blob])
+def test_no_change_to_a_linked_file_hides_from_the_ordinary_path(linked, change):
+    """Without a stamp, the ordinary path proves a placed link as the stamp does, by its directory's and
+    its blob's stats (build._linked), and sees the same changes."""
+    (linked.root / "tpbuild-out/.tpbuild/noop").unlink()
+    _not_hidden(linked, change)
+
+
 def test_a_directory_that_is_not_there_is_an_error_not_a_stamp(stamped):
     """`-C` is checked before any stamp is looked for: a typo inside a stamped workspace is not a no-op."""
     p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", "no-such-dir", "build", "//..."], capture_output=True,

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import atomic, digest
+from .layout import stat_sig
 
 _FICLONE = 0x40049409  # linux/fs.h: share extents (reflink) where the filesystem can
 
@@ -43,7 +44,9 @@ class Cas:
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.quarantined: list[tuple[str, Path]] = []  # (digest, where the damaged blob went)
-        self._verified: set[str] = set()
+        # Blobs known whole in this build -> the stat they were verified at (`layout.stat_sig`), None
+        # for one this build stored itself: a link of it proves a placed file (`verified_stat`).
+        self._verified: dict[str, tuple | None] = {}
         self._lock = threading.Lock()
         self._dirs: set[Path] = set()  # shard directories known to exist: mkdir is slow on some filesystems
 
@@ -68,7 +71,7 @@ class Cas:
         atomic.crash_point("publish-blob")
         os.replace(tmp, dest)
         with self._lock:
-            self._verified.add(dest)
+            self._verified[dest] = None
 
     def _have(self, d: str, executable: bool) -> bool:
         """Whether the blob is stored; if so its atime is set, which tells eviction it is in use again
@@ -146,19 +149,23 @@ class Cas:
         try:
             if self.statcache is not None:
                 got, s = self.statcache.digest(key)
-                ino = s[2]  # layout.stat_sig
             else:
-                ino = os.stat(key).st_ino
+                s = stat_sig(os.stat(key))
                 got = digest.of_file(key)
             ok = got == d
         except FileNotFoundError:
             return False
         if not ok:
-            self.quarantine(d, executable, ino)
+            self.quarantine(d, executable, s[2])  # its inode (layout.stat_sig)
             return False
         with self._lock:
-            self._verified.add(key)
+            self._verified[key] = s
         return True
+
+    def verified_stat(self, d: str, executable: bool = False) -> tuple | None:
+        """The stat (`layout.stat_sig`) the blob had when this build verified it, None if this build did
+        not (or stored the blob itself): what a placed hardlink of it had, if its content is unchanged."""
+        return self._verified.get(self.path_text(d, executable))
 
     def quarantine(self, d: str, executable: bool = False, ino: int | None = None) -> Path | None:
         """Move a blob that does not match its name out of the store; where it went (None if it was
