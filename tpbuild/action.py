@@ -98,7 +98,7 @@ class Entry:
     size: int
 
     def __post_init__(self) -> None:
-        kind = EntryKind(self.kind)
+        kind = self.kind if self.kind.__class__ is EntryKind else EntryKind(self.kind)
         if kind is EntryKind.SYMLINK:
             raise ValueError(f"{self.path}: a symlink is a Symlink, not an Entry")
         object.__setattr__(self, "kind", kind)
