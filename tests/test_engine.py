@@ -57,6 +57,25 @@ def test_clean_then_noop_executes_nothing(ws):
     assert again.report["targets"]["//gen:upper"]["outputs"] == ["tpbuild-out/gen/upper"]
 
 
+def test_a_build_process_ends_with_its_exit_handlers_run_and_its_output_whole(ws):
+    """`tpbuild build` ends its process without freeing what it built (cli._end): the exit handlers
+    still remove its temp directories, everything it printed is there, and the exit code is the build's."""
+    two_step(ws)
+    for pipe in (True, False):  # output to a pipe, and to a file
+        out = ws.root / "out.txt"
+        with open(out, "w") as f:
+            p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", str(ws.root), "build", "//..."], env=ws.env,
+                               stdout=subprocess.PIPE if pipe else f, stderr=subprocess.STDOUT, text=True)
+        text = p.stdout if pipe else out.read_text()
+        assert p.returncode == 0 and "Built 3/3 targets" in text and text.endswith("  tpbuild-out/gen/count\n"), text
+        for tmp in (ws.cache / "tmp", ws.root / "tpbuild-out/.tpbuild/tmp"):
+            assert not tmp.exists() or list(tmp.iterdir()) == [], list(tmp.iterdir())
+    ws.write("gen/BUILD.toml", "[genrule.bad]\nouts = []\n")
+    p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", str(ws.root), "build", "//..."], env=ws.env,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.startswith("error: "), p.stderr
+
+
 def test_deleted_outputs_come_back_from_cache(ws):
     two_step(ws)
     ws.build(check=True)

@@ -172,12 +172,33 @@ def main(argv: list[str] | None = None) -> int:
                 signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _interrupt)
             try:
-                return _guarded(argv)
+                code = _guarded(argv)
             finally:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
-        return _guarded(argv)
+        else:
+            code = _guarded(argv)
     finally:
         gc.set_threshold(*before)  # main called in-process (tests) leaves its caller's collector as it was
+    if argv is None and _command_word(sys.argv[1:]) == "build":
+        _end(code)
+    return code
+
+
+def _end(code: int) -> None:
+    """End the process of a build (its own command line, not a caller's in-process) without freeing
+    what it built, one object at a time: at 10,000 models, the memo records, the graph and the state
+    took 0.15-0.2 s to free after the build's last line was printed (and the interpreter's shutdown
+    frees what is left the same way). The exit handlers still run (atomic.py's removes this process's
+    temp directories); stdout was flushed by `_guarded`, stderr (line-buffered) is flushed here; the
+    build's threads and helper processes have ended."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(code)
 
 
 def _guarded(argv: list[str] | None) -> int:
