@@ -45,10 +45,13 @@ build may answer it (which relies on them); the ordinary path checks the placed 
 patch of a delta build.
 
 Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "gen", "roles",
-"groups", "summary"}. `gen` is a random generation, which the delta build's graph memo beside it
+"groups", "summary", "trees"}. `gen` is a random generation, which the delta build's graph memo beside it
 (`noop-graph`) and the patch of delta builds since (`noop-patch`: {"gen", "groups": {index: [paths,
-stats]}}, applied to the groups it names before they are compared, see `Stamp.patch_with`) carry too:
-another one is not of this stamp. `roles` names what each group holds (`Stamp._groups`; "kinds" for
+stats]}, "trees": {record: digest}}, applied to the groups it names before they are compared, see
+`Stamp.patch_with`) carry too: another one is not of this stamp. `trees` is `[records, digests]`: each
+placed tree's record in the build state (an output, and each part of a composed one) with the tree
+digest it holds, by which a delta build knows a part none of whose paths differed without reading its
+record (`incremental.Checked.holds`). `roles` names what each group holds (`Stamp._groups`; "kinds" for
 the kind groups). A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
 the `layout.stat_sig` of each path, flattened into one list of integers (four per path), which a
 no-op decodes and compares as one list rather than as ten thousand small ones; or, for the paths
@@ -72,7 +75,7 @@ from .errors import UserError
 from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig, stat_sig
 from .observed import Observed
 
-KIND, VERSION = "noop", 6
+KIND, VERSION = "noop", 7
 PATCH, PATCH_KIND = "noop-patch", "noop-patch"  # beside the stamp: what delta builds amended (`Stamp.patch_with`)
 # The groups whose differences a delta build can answer (`incremental.py`): a source, a file the
 # analysis memo knows by its facts, a blob or a placed file recorded unproven. Any other difference
@@ -206,6 +209,8 @@ class Stamp:
             self.witness = witness(self.root)
             patch = memofile.load(self.path.with_name(PATCH), PATCH_KIND, VERSION)
             if isinstance(patch, dict) and patch.get("gen") == data["gen"]:
+                if not isinstance(patch["trees"], dict):
+                    raise ValueError("a damaged patch")
                 for gi, (paths, stats) in patch["groups"].items():
                     _apply(data["groups"][int(gi)], paths, stats)
             else:
@@ -290,11 +295,12 @@ class Stamp:
             except FileNotFoundError:
                 pass
 
-    def patch_with(self, groups: dict[int, tuple[list[str], list[int]]]) -> str | None:
+    def patch_with(self, groups: dict[int, tuple[list[str], list[int]]], trees: dict[str, str]) -> str | None:
         """Amend the stamp a miss was checked against (`differences`) with the stats a delta build used
-        (`incremental.py`), new paths added: a patch beside it, rewritten whole (it holds what the
-        delta builds since the stamp changed, a few paths each), applied by the next check. The stamp
-        itself, 13 MB at 10,000 models, is not written again. None when saved, else a warning."""
+        (`incremental.py`), new paths added, and the digests of the trees it placed: a patch beside it,
+        rewritten whole (it holds what the delta builds since the stamp changed, a few paths each),
+        applied by the next check. The stamp itself, 13 MB at 10,000 models, is not written again. None
+        when saved, else a warning."""
         merged: dict[str, list] = {}
         old = self.patch["groups"] if self.patch is not None else {}
         for gi in sorted({*map(int, old), *groups}):
@@ -303,8 +309,9 @@ class Stamp:
             if gi in groups:
                 _apply([None, None, paths, stats], *groups[gi])
             merged[str(gi)] = [paths, stats]
+        trees = {**(self.patch["trees"] if self.patch is not None else {}), **trees}
         return memofile.save(self.path.with_name(PATCH), PATCH_KIND, VERSION,
-                             {"gen": self.data["gen"], "groups": merged}, self.path.parent / "tmp",
+                             {"gen": self.data["gen"], "groups": merged, "trees": trees}, self.path.parent / "tmp",
                              "the no-op stamp's patch")
 
     def record(self, result, cache_dir: Path) -> None:
@@ -319,12 +326,14 @@ class Stamp:
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
                    "shown": [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]}
         stamped = [(role if stored[1] is not None else "kinds", stored) for role, g in groups for stored in g.stored()]
+        trees = [pair for t in result.targets.values() for rel in t.outputs for pair in result.placed.records(rel)]
         gen = os.urandom(8).hex()  # ties the stamp to the graph a delta build reads (incremental.py)
         if incremental.remember(self.root, gen, result, [role for role, _ in stamped]) is not None:
             return
         # Not saved (a full disk): no stamp, and the next build takes the ordinary path.
         memofile.save(self.path, KIND, VERSION, {"key": self.key, "gen": gen, "roles": [r for r, _ in stamped],
-                                                 "groups": [g for _, g in stamped], "summary": summary},
+                                                 "groups": [g for _, g in stamped], "summary": summary,
+                                                 "trees": [[k for k, _ in trees], [d for _, d in trees]]},
                       self.path.parent / "tmp", "the no-op stamp")
 
     def _groups(self, result, cache_dir: Path, horizon: int) -> list[tuple[str, _Group]] | None:
