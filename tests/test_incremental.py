@@ -211,6 +211,43 @@ def test_a_delta_build_places_and_records_the_edited_models_part_of_the_reposito
     assert ws.out("repo/m5/config.pbtxt").read_text() == config
 
 
+# The build under test, with its console asking every action that finished for the action itself,
+# the settled ones too: a delta build's boundary (read from, never analysed) is then asked for.
+ASKING = """
+import os, sys
+sys.path[0] = os.getcwd()  # as `python -m` has it: the import path is part of the stamp's key
+from tpbuild import cli, console
+
+finished = console.Console.finished
+
+
+def asking(self, o):
+    o.action
+    finished(self, o)
+
+
+console.Console.finished = asking
+sys.exit(cli.main(["-C", sys.argv[1], "build", "//...", "--report", sys.argv[2]]))
+"""
+
+
+def test_a_boundary_action_asked_for_sends_the_delta_build_to_the_ordinary_path(ws):
+    """An action a delta build reads from without analysing it has no text to decode: whatever asks for
+    it gets delta.Unsettled and the ordinary path builds, not the error of a damaged memo record."""
+    _stamped(ws, 3)
+    ws.write("models/m1/1/model.py", _model_py("edited"))
+    rep = ws.root.parent / "asking.json"
+    p = subprocess.run([sys.executable, "-c", ASKING, str(ws.root), str(rep)], capture_output=True, text=True,
+                       env=ws.env)
+    assert p.returncode == 0 and "damaged" not in p.stderr, p.stdout + p.stderr
+    import json
+
+    r = json.loads(rep.read_text())
+    assert r["execution"]["path"] == "ordinary", r["execution"]
+    assert ws.out("repo/m1/1/model.py").read_text() == _model_py("edited")
+    assert ws.out("models/m1/m1/1/model.py").read_text() == _model_py("edited")
+
+
 # The build under test, saying which output records of the build state it decoded.
 READING = """
 import os, sys

@@ -218,11 +218,27 @@ def analyse(ws, p: Plan, memo_dir) -> bool:
         declared.update((d.id, d) for d in t.actions)
     boundary = {u for d in list(declared.values()) for u in d.upstream() if u not in declared}
     for u in boundary:  # read from, not worked: settled from the build state (see the module docstring)
-        declared[u] = Declared(u, "", "", (), "", "")
+        declared[u] = _Boundary(u, "", "", (), "", "")
     p.analysis = Analysis(SimpleNamespace(cache=cache), [], order, infos, declared, target_actions)
     p.boundary = boundary
     cache.save()  # a record whose files moved with the same facts, kept with their stats (AnalysisCache.valid)
     return True
+
+
+class _Boundary(Declared):
+    """An action the delta build reads from without working it (`analyse`): settled as the build state
+    records it, never keyed, so declared without its definition or text. What asks for the action
+    itself (to key it, run it or name it) cannot have it from here: that is a build this one cannot
+    answer, and it raises `delta.Unsettled`, for the ordinary path to build, not the error of a
+    damaged memo record that decoding its empty text would give."""
+
+    __slots__ = ()
+
+    @property
+    def action(self):
+        from .delta import Unsettled
+
+        raise Unsettled(f"{self.id} is read from, not analysed, in this delta build")
 
 
 class Checked:
