@@ -32,6 +32,7 @@ Crash consistency, for a `kill -9` at any point:
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -84,25 +85,27 @@ class BuildState:
         self.actions: MutableMapping[str, Last] = _Records(self._journal, "a:")
         # output rel path -> (tree digest, {path: (kind, digest, sig)}, {directory: sig})
         self.outputs: MutableMapping[str, tuple] = _Records(self._journal, "o:")
-        self._below: dict[str, list[str]] | None = None
+        self._sorted: list[str] | None = None  # the output records' paths, sorted, once asked for (`recorded_below`)
         self.placed_now: list[str] = []  # the output records this process placed (`place`), in order
 
     def recorded_below(self, rel: str) -> list[str]:
-        """The output records below `rel` (a composed output's parts, and theirs), found without a look
-        at every record for every output."""
-        if self._below is None:
-            self._below = _below(self.outputs)
-        below = self._below.get(rel)
-        if not below:
-            return []
-        below[:] = [k for k in below if k in self.outputs]  # some maybe removed since
-        return below
+        """The output records below `rel` (a composed output's parts, and theirs), in path order: those
+        from `rel/` up to `rel0` among the sorted paths ("0" follows "/"), found without a look at every
+        record for every output (a map of every record's ancestors cost a delta build at 10,000
+        models 0.05 s)."""
+        keys = self._sorted
+        if keys is None:
+            keys = self._sorted = sorted(self.outputs)
+        lo = bisect_left(keys, f"{rel}/")
+        return [k for k in keys[lo:bisect_left(keys, f"{rel}0", lo)] if k in self.outputs]  # some maybe removed since
 
     def place(self, rel: str, record: tuple) -> None:
         """Record an output (or a part of one) as placed."""
-        if self._below is not None and rel not in self.outputs:
-            for a in _ancestors(rel):
-                self._below.setdefault(a, []).append(rel)
+        keys = self._sorted
+        if keys is not None:
+            i = bisect_left(keys, rel)
+            if i == len(keys) or keys[i] != rel:
+                keys.insert(i, rel)
         self.outputs[rel] = record
         self.placed_now.append(rel)
 
@@ -461,17 +464,6 @@ def prune(state: BuildState, root: Path, live: set[str]) -> list[str]:
             _prune_empty(p.parent, root / OUT_DIR)
         del state.outputs[rel]
     return list(gone)
-
-
-def _below(outputs: Mapping[str, tuple]) -> dict[str, list[str]]:
-    """Output path -> the records below it (its parts, and theirs)."""
-    below: dict[str, list[str]] = {}
-    keys = set(outputs)
-    for k in keys:
-        for a in _ancestors(k):
-            if a in keys:
-                below.setdefault(a, []).append(k)
-    return below
 
 
 def _ancestors(rel: str):
