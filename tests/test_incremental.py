@@ -161,18 +161,23 @@ sys.exit(cli.main(["-C", sys.argv[1], "build", "//...", "--report", sys.argv[2]]
 """
 
 
+def _scripted(ws, script: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """A build run by `script` (given the workspace and a report path), with its report."""
+    import json
+
+    rep = ws.root.parent / "scripted.json"
+    p = subprocess.run([sys.executable, "-c", script, str(ws.root), str(rep)], capture_output=True, text=True,
+                       env=ws.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p, json.loads(rep.read_text())
+
+
 def test_a_build_run_between_the_check_and_the_delta_sends_it_to_the_ordinary_path(ws):
     """The check's differences are the workspace's only if no build ran since (noop.witness): here one
     built the edit in between, so the delta it decided on is stale and the ordinary path builds."""
     _stamped(ws, 3)
     ws.write("models/m1/1/model.py", _model_py("edited"))
-    rep = ws.root.parent / "between.json"
-    p = subprocess.run([sys.executable, "-c", BETWEEN, str(ws.root), str(rep)], capture_output=True, text=True,
-                       env=ws.env)
-    assert p.returncode == 0, p.stdout + p.stderr
-    import json
-
-    r = json.loads(rep.read_text())
+    _p, r = _scripted(ws, BETWEEN)
     assert r["execution"]["path"] == "ordinary", r["execution"]
     assert ws.out("repo/m1/1/model.py").read_text() == _model_py("edited")
     assert ws.build(check=True).report["execution"]["path"] in ("ordinary", "delta")
@@ -236,14 +241,8 @@ def test_a_boundary_action_asked_for_sends_the_delta_build_to_the_ordinary_path(
     it gets delta.Unsettled and the ordinary path builds, not the error of a damaged memo record."""
     _stamped(ws, 3)
     ws.write("models/m1/1/model.py", _model_py("edited"))
-    rep = ws.root.parent / "asking.json"
-    p = subprocess.run([sys.executable, "-c", ASKING, str(ws.root), str(rep)], capture_output=True, text=True,
-                       env=ws.env)
-    assert p.returncode == 0 and "damaged" not in p.stderr, p.stdout + p.stderr
-    import json
-
-    r = json.loads(rep.read_text())
-    assert r["execution"]["path"] == "ordinary", r["execution"]
+    p, r = _scripted(ws, ASKING)
+    assert "damaged" not in p.stderr and r["execution"]["path"] == "ordinary", (p.stderr, r["execution"])
     assert ws.out("repo/m1/1/model.py").read_text() == _model_py("edited")
     assert ws.out("models/m1/m1/1/model.py").read_text() == _model_py("edited")
 
@@ -283,13 +282,7 @@ def test_a_delta_build_reads_the_records_of_the_trees_it_places_only(ws):
     without its record, so an edit reads the records of what it places, whatever N is."""
     _stamped(ws, N)
     ws.write("models/m7/1/model.py", _model_py("edited"))
-    rep = ws.root.parent / "reading.json"
-    p = subprocess.run([sys.executable, "-c", READING, str(ws.root), str(rep)], capture_output=True, text=True,
-                       env=ws.env)
-    assert p.returncode == 0, p.stdout + p.stderr
-    import json
-
-    r = json.loads(rep.read_text())
+    p, r = _scripted(ws, READING)
     assert r["execution"]["path"] == "delta" and r["execution"]["placed_parts"] == 1, r["execution"]
     decoded = p.stdout.rpartition("decoded:")[2].split()
     assert decoded == ["o:tpbuild-out/models/m7/m7", "o:tpbuild-out/repo", "o:tpbuild-out/repo/m7"], decoded
@@ -300,10 +293,8 @@ def test_a_delta_build_reads_the_records_of_the_trees_it_places_only(ws):
     time.sleep(2.1)
     assert ws.build(check=True).report["execution"]["path"] == "delta"
     ws.write("models/m3/1/model.py", _model_py("edited too"))
-    p = subprocess.run([sys.executable, "-c", READING, str(ws.root), str(rep)], capture_output=True, text=True,
-                       env=ws.env)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert json.loads(rep.read_text())["execution"]["path"] == "delta"
+    p, r = _scripted(ws, READING)
+    assert r["execution"]["path"] == "delta", r["execution"]
     decoded = p.stdout.rpartition("decoded:")[2].split()
     assert decoded == ["o:tpbuild-out/models/m3/m3", "o:tpbuild-out/repo", "o:tpbuild-out/repo/m3"], decoded
     assert ws.out("repo/m3/1/model.py").read_text() == _model_py("edited too")
