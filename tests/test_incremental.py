@@ -277,7 +277,7 @@ sys.exit(code)
 
 
 def test_a_delta_build_reads_the_records_of_the_trees_it_places_only(ws):
-    """The stamp holds each placed tree's digest (`incremental.Checked.holds`): a part of the repository
+    """The graph beside the stamp holds each placed tree's digest (`incremental.Checked.holds`): a part of the repository
     none of whose paths the check found changed, at the digest its upstream has now, is known in place
     without its record, so an edit reads the records of what it places, whatever N is."""
     _stamped(ws, N)

@@ -42,7 +42,7 @@ from . import memo as memofile
 from .analysiscache import Declared
 from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR
 
-KIND, VERSION = "noop-graph", 2
+KIND, VERSION = "noop-graph", 3
 GRAPH = "noop-graph"  # beside the stamp
 SMALL_BLOB = 1 << 20  # an unproven blob up to this size is hashed again; a larger one: the ordinary path
 
@@ -83,10 +83,14 @@ def remember(root, gen: str, result, roles: list[str]) -> str | None:
         for p in rec.observed:
             if p in readers or p in rec.facts:
                 watched.setdefault(p, []).append(package)
+    # Each placed tree's record in the build state (an output, and each part of a composed one) with the
+    # tree digest it holds: what `Checked.holds` knows a tree by without its record.
+    trees = [pair for t in result.targets.values() for rel in t.outputs for pair in result.placed.records(rel)]
     path = root / STATE_DIR / GRAPH
     return memofile.save(path, KIND, VERSION, {"gen": gen, "roles": roles, "targets": targets, "actions": actions,
                                                "mnemonics": mnemonics, "readers": readers, "consumers": consumers,
-                                               "watched": watched},
+                                               "watched": watched, "trees": [[k for k, _ in trees],
+                                                                             [d for _, d in trees]]},
                          path.parent / "tmp", "the delta build's graph")
 
 
@@ -246,13 +250,14 @@ class Checked:
     placed tree intact (`outputs.Proof`: `intact`, `holds`), and what the stamp's patch must change
     (`patch`)."""
 
-    def __init__(self, stamp):
+    def __init__(self, stamp, graph: dict):
         self.stamp = stamp
+        self.graph = graph  # the graph memo the delta build was planned on (`plan`)
         self._groups = {role: gi for gi, (role, g) in enumerate(zip(stamp.data["roles"], stamp.data["groups"]))
                         if g[1] is not None}
         self._index: dict[str, dict[str, int]] = {}
         self._now: dict[str, dict[int, tuple]] = {}
-        self._trees: dict[str, str] | None = None  # record -> the tree digest the stamp holds for it
+        self._trees: dict[str, str] | None = None  # record -> the tree digest the last build placed there
         self._touched: set[str] = set()  # the records at or above a path whose stat the check found changed
 
     def _view(self, role: str) -> tuple[dict[str, int], list[int], dict[int, tuple]]:
@@ -310,16 +315,17 @@ class Checked:
         return True
 
     def holds(self, rel: str, digest: str) -> bool:
-        """`outputs.Proof.holds`: the stamp holds the tree at `rel` at this digest, and the check found
-        none of the paths at or below it changed (a file or a directory unproven, a linked file its
-        proof did not cover): every one of them is as it was when that tree was placed, so it still
-        holds that tree. Its record in the build state is not read (a delta build at 10,000 models
-        placing one model of a repository does not decode the 10,000 others)."""
+        """`outputs.Proof.holds`: the graph memo (or the stamp's patch since) has the tree at `rel` at
+        this digest, and the check found none of the paths at or below it changed (a file or a
+        directory unproven, a linked file its proof did not cover): every one of them is as it was when
+        that tree was placed, so it still holds that tree. Its record in the build state is not read (a
+        delta build at 10,000 models placing one model of a repository does not decode the 10,000
+        others)."""
         if self._trees is None:
             try:
-                trees = dict(zip(*self.stamp.data["trees"]))
+                trees = dict(zip(*self.graph["trees"]))
                 trees.update(self.stamp.patch["trees"] if self.stamp.patch is not None else {})
-            except (KeyError, TypeError, ValueError):  # a damaged stamp: nothing is known this way
+            except (KeyError, TypeError, ValueError):  # a damaged memo: nothing is known this way
                 trees = {}
             for path in self.differed("placed") | self.differed("placed_dirs"):
                 self._touched.add(path)

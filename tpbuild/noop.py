@@ -45,13 +45,11 @@ build may answer it (which relies on them); the ordinary path checks the placed 
 patch of a delta build.
 
 Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "gen", "roles",
-"groups", "summary", "trees"}. `gen` is a random generation, which the delta build's graph memo beside it
+"groups", "summary"}. `gen` is a random generation, which the delta build's graph memo beside it
 (`noop-graph`) and the patch of delta builds since (`noop-patch`: {"gen", "groups": {index: [paths,
-stats]}, "trees": {record: digest}}, applied to the groups it names before they are compared, see
-`Stamp.patch_with`) carry too: another one is not of this stamp. `trees` is `[records, digests]`: each
-placed tree's record in the build state (an output, and each part of a composed one) with the tree
-digest it holds, by which a delta build knows a part none of whose paths differed without reading its
-record (`incremental.Checked.holds`). `roles` names what each group holds (`Stamp._groups`; "kinds" for
+stats]}, "trees": {record: tree digest}}, applied to the groups it names before they are compared, see
+`Stamp.patch_with`; its trees amend the graph memo's, `incremental.Checked.holds`) carry too: another
+one is not of this stamp. `roles` names what each group holds (`Stamp._groups`; "kinds" for
 the kind groups). A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
 the `layout.stat_sig` of each path, flattened into one list of integers (four per path), which a
 no-op decodes and compares as one list rather than as ten thousand small ones; or, for the paths
@@ -330,14 +328,12 @@ class Stamp:
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
                    "shown": [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]}
         stamped = [(role if stored[1] is not None else "kinds", stored) for role, g in groups for stored in g.stored()]
-        trees = [pair for t in result.targets.values() for rel in t.outputs for pair in result.placed.records(rel)]
         gen = os.urandom(8).hex()  # ties the stamp to the graph a delta build reads (incremental.py)
         if incremental.remember(self.root, gen, result, [role for role, _ in stamped]) is not None:
             return
         # Not saved (a full disk): no stamp, and the next build takes the ordinary path.
         memofile.save(self.path, KIND, VERSION, {"key": self.key, "gen": gen, "roles": [r for r, _ in stamped],
-                                                 "groups": [g for _, g in stamped], "summary": summary,
-                                                 "trees": [[k for k, _ in trees], [d for _, d in trees]]},
+                                                 "groups": [g for _, g in stamped], "summary": summary},
                       self.path.parent / "tmp", "the no-op stamp")
 
     def _groups(self, result, cache_dir: Path, horizon: int) -> list[tuple[str, _Group]] | None:
