@@ -277,9 +277,9 @@ sys.exit(code)
 
 
 def test_a_delta_build_reads_the_records_of_the_trees_it_places_only(ws):
-    """The graph beside the stamp holds each placed tree's digest (`incremental.Checked.holds`): a part of the repository
-    none of whose paths the check found changed, at the digest its upstream has now, is known in place
-    without its record, so an edit reads the records of what it places, whatever N is."""
+    """The graph beside the stamp holds each part's tree digest (`incremental.Checked.holds`): a part of
+    the repository none of whose paths the check found changed, at the digest its upstream has now, is
+    known in place without its record, so an edit reads the records of what it places, whatever N is."""
     _stamped(ws, N)
     ws.write("models/m7/1/model.py", _model_py("edited"))
     p, r = _scripted(ws, READING)

@@ -83,14 +83,19 @@ def remember(root, gen: str, result, roles: list[str]) -> str | None:
         for p in rec.observed:
             if p in readers or p in rec.facts:
                 watched.setdefault(p, []).append(package)
-    # Each placed tree's record in the build state (an output, and each part of a composed one) with the
-    # tree digest it holds: what `Checked.holds` knows a tree by without its record.
-    trees = [pair for t in result.targets.values() for rel in t.outputs for pair in result.placed.records(rel)]
+    # Each part of a composed output (a repository's models) by its record in the build state, with the
+    # tree digest it holds: what `Checked.holds` knows a part by without its record. (An output a delta
+    # build works is read anyway; its parts, 10,000 at 10,000 models, are what it need not read.)
+    trees: list[list[str]] = [[], []]  # records, digests
+    for t in result.targets.values():
+        for rel in t.outputs:
+            for k, d in result.placed.parts(rel):
+                trees[0].append(k)
+                trees[1].append(d)
     path = root / STATE_DIR / GRAPH
     return memofile.save(path, KIND, VERSION, {"gen": gen, "roles": roles, "targets": targets, "actions": actions,
                                                "mnemonics": mnemonics, "readers": readers, "consumers": consumers,
-                                               "watched": watched, "trees": [[k for k, _ in trees],
-                                                                             [d for _, d in trees]]},
+                                               "watched": watched, "trees": trees},
                          path.parent / "tmp", "the delta build's graph")
 
 

@@ -500,9 +500,9 @@ class Placed(Mapping):
     def __len__(self) -> int:
         return len(self._outputs)
 
-    def records(self, rel: str) -> list[tuple[str, str]]:
-        """(record, tree digest) of the output at `rel` and of each of its parts' records."""
-        return [(k, self._outputs[k][0]) for k in (rel, *self._state.recorded_below(rel))]
+    def parts(self, rel: str) -> list[tuple[str, str]]:
+        """(record, tree digest) of each part's record below the output at `rel` (none for a flat one)."""
+        return [(k, self._outputs[k][0]) for k in self._state.recorded_below(rel)]
 
     def placed_now(self) -> list[tuple[str, tuple]]:
         """The records the build placed (each once), as the state holds them now: `(record, (tree digest,
