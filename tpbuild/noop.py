@@ -73,7 +73,7 @@ from .errors import UserError
 from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig, stat_sig
 from .observed import Observed
 
-KIND, VERSION = "noop", 7
+KIND, VERSION = "noop", 8
 PATCH, PATCH_KIND = "noop-patch", "noop-patch"  # beside the stamp: what delta builds amended (`Stamp.patch_with`)
 # The groups whose differences a delta build can answer (`incremental.py`): a source, a file the
 # analysis memo knows by its facts, a blob or a placed file recorded unproven. Any other difference
@@ -452,13 +452,15 @@ class _Linked:
     60,000 of the 160,000 stats a check took). A directory whose stat did not move holds the same names
     for the same inodes (adding, removing or renaming an entry moves its mtime), and the blob's stat,
     taken anyway, is that inode's: so the file is as recorded when its directory and its blob are at
-    the stats they had when it was linked, which the group records beside it. Only where the store and
+    the stats they had when it was linked, the ones their own groups recorded (a file is linked only
+    at those). Only where the store and
     tpbuild-out are on one device (an inode number names one file there), checked again at each check;
     a file whose proof does not hold is lstat'ed as the placed ones are (`Stamp.replay`).
 
-    Stored as `[base, "linked", paths, stats, blob indices, directory indices, directory stats, [store,
-    device]]`: the indices into the blobs' and the placed directories' stat groups (a patch only appends
-    to those, so an index stays the path it was), the stats flattened as in the other groups."""
+    Stored as `[base, "linked", paths, stats, blob indices, directory indices, [store, device]]`: the
+    indices into the blobs' and the placed directories' stat groups (a patch only appends to those, so
+    an index stays the path it was), the stats flattened as in the other groups. The directories' stats
+    are not repeated here: 240,000 integers at 10,000 models that every check decoded (0.03 s)."""
 
     refused = False
 
@@ -469,7 +471,6 @@ class _Linked:
         self.stats: list[int] = []
         self.blob_index: list[int] = []
         self.dir_index: list[int] = []
-        self.dir_stats: list[int] = []
         self._blob_at = dict(zip(blobs.paths, range(len(blobs.paths))))
         self._dir_at = dict(zip(dirs.paths, range(len(dirs.paths))))
 
@@ -479,19 +480,16 @@ class _Linked:
         d = self._dir_at.get(path.rpartition("/")[0])
         if self.device[1] is None or b is None or d is None or s[1] >= self.horizon:
             return False
-        dir_stat = self.dirs.stats[4 * d:4 * d + 4]
-        if self.blobs.stats[4 * b:4 * b + 4] != list(s) or dir_stat[1] >= self.horizon:
+        if self.blobs.stats[4 * b:4 * b + 4] != list(s) or self.dirs.stats[4 * d + 1] >= self.horizon:
             return False  # not that blob's inode (a copy, or unproven), or a directory too fresh to vouch
         self.paths.append(path)
         self.stats += s
         self.blob_index.append(b)
         self.dir_index.append(d)
-        self.dir_stats += dir_stat
         return True
 
     def stored(self) -> list[list]:
-        return [[self.base, "linked", self.paths, self.stats, self.blob_index, self.dir_index, self.dir_stats,
-                 self.device]]
+        return [[self.base, "linked", self.paths, self.stats, self.blob_index, self.dir_index, self.device]]
 
 
 def _device(store: str, out: str) -> int | None:
@@ -510,7 +508,7 @@ def _unlinked(group: list, blobs: tuple[int, set[int]] | None, dirs: tuple[int, 
     linked at its blob's and its directory's stats as the stamp recorded them (`_Linked.link`), so it is
     proven unless its blob or its directory moved since: known without comparing the stats of 60,000
     entries at 10,000 models."""
-    base, _kind, paths, _stats, blob_index, dir_index, _dir_stats, (store, device) = group
+    base, _kind, paths, _stats, blob_index, dir_index, (store, device) = group
     if blobs is None or dirs is None or device is None or _device(store, base + OUT_DIR) != device:
         return list(range(len(paths)))
     if paths and not (len(blob_index) == len(dir_index) == len(paths) and min(blob_index) >= 0 and min(dir_index) >= 0
