@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from test_edit_sequence import MANIFEST, _model_py, _workspace
@@ -160,18 +161,23 @@ sys.exit(cli.main(["-C", sys.argv[1], "build", "//...", "--report", sys.argv[2]]
 """
 
 
+def _scripted(ws, script: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """A build run by `script` (given the workspace and a report path), with its report."""
+    import json
+
+    rep = ws.root.parent / "scripted.json"
+    p = subprocess.run([sys.executable, "-c", script, str(ws.root), str(rep)], capture_output=True, text=True,
+                       env=ws.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p, json.loads(rep.read_text())
+
+
 def test_a_build_run_between_the_check_and_the_delta_sends_it_to_the_ordinary_path(ws):
     """The check's differences are the workspace's only if no build ran since (noop.witness): here one
     built the edit in between, so the delta it decided on is stale and the ordinary path builds."""
     _stamped(ws, 3)
     ws.write("models/m1/1/model.py", _model_py("edited"))
-    rep = ws.root.parent / "between.json"
-    p = subprocess.run([sys.executable, "-c", BETWEEN, str(ws.root), str(rep)], capture_output=True, text=True,
-                       env=ws.env)
-    assert p.returncode == 0, p.stdout + p.stderr
-    import json
-
-    r = json.loads(rep.read_text())
+    _p, r = _scripted(ws, BETWEEN)
     assert r["execution"]["path"] == "ordinary", r["execution"]
     assert ws.out("repo/m1/1/model.py").read_text() == _model_py("edited")
     assert ws.build(check=True).report["execution"]["path"] in ("ordinary", "delta")
@@ -208,3 +214,88 @@ def test_a_delta_build_places_and_records_the_edited_models_part_of_the_reposito
     r = ws.build(check=True)
     assert (r.report["execution"]["placed"], r.report["execution"]["placed_parts"]) == (1, 1), r.report["execution"]
     assert ws.out("repo/m5/config.pbtxt").read_text() == config
+
+
+# The build under test, with its console asking every action that finished for the action itself,
+# the settled ones too: a delta build's boundary (read from, never analysed) is then asked for.
+ASKING = """
+import os, sys
+sys.path[0] = os.getcwd()  # as `python -m` has it: the import path is part of the stamp's key
+from tpbuild import cli, console
+
+finished = console.Console.finished
+
+
+def asking(self, o):
+    o.action
+    finished(self, o)
+
+
+console.Console.finished = asking
+sys.exit(cli.main(["-C", sys.argv[1], "build", "//...", "--report", sys.argv[2]]))
+"""
+
+
+def test_a_boundary_action_asked_for_sends_the_delta_build_to_the_ordinary_path(ws):
+    """An action a delta build reads from without analysing it has no text to decode: whatever asks for
+    it gets delta.Unsettled and the ordinary path builds, not the error of a damaged memo record."""
+    _stamped(ws, 3)
+    ws.write("models/m1/1/model.py", _model_py("edited"))
+    p, r = _scripted(ws, ASKING)
+    assert "damaged" not in p.stderr and r["execution"]["path"] == "ordinary", (p.stderr, r["execution"])
+    assert ws.out("repo/m1/1/model.py").read_text() == _model_py("edited")
+    assert ws.out("models/m1/m1/1/model.py").read_text() == _model_py("edited")
+
+
+# The build under test, saying which output records of the build state it decoded.
+READING = """
+import os, sys
+sys.path[0] = os.getcwd()  # as `python -m` has it: the import path is part of the stamp's key
+from tpbuild import cli, memo
+
+decoded = set()
+get, preload = memo.Journal.get, memo.Journal.preload
+
+
+def counted_get(self, key, default=None):
+    if key not in self._values:
+        decoded.add(key)
+    return get(self, key, default)
+
+
+def counted_preload(self, keys):
+    keys = list(keys)
+    decoded.update(k for k in keys if k not in self._values)
+    preload(self, keys)
+
+
+memo.Journal.get, memo.Journal.preload = counted_get, counted_preload
+code = cli.main(["-C", sys.argv[1], "build", "//...", "--report", sys.argv[2]])
+print("decoded:", " ".join(sorted(k for k in decoded if k.startswith("o:"))))
+sys.exit(code)
+"""
+
+
+def test_a_delta_build_reads_the_records_of_the_trees_it_places_only(ws):
+    """The graph beside the stamp holds each part's tree digest (`incremental.Checked.holds`): a part of
+    the repository none of whose paths the check found changed, at the digest its upstream has now, is
+    known in place without its record, so an edit reads the records of what it places, whatever N is."""
+    _stamped(ws, N)
+    ws.write("models/m7/1/model.py", _model_py("edited"))
+    p, r = _scripted(ws, READING)
+    assert r["execution"]["path"] == "delta" and r["execution"]["placed_parts"] == 1, r["execution"]
+    decoded = p.stdout.rpartition("decoded:")[2].split()
+    assert decoded == ["o:tpbuild-out/models/m7/m7", "o:tpbuild-out/repo", "o:tpbuild-out/repo/m7"], decoded
+    assert ws.out("repo/m7/1/model.py").read_text() == _model_py("edited")
+    # Past the racy window, the next build proves what the edit placed (a delta build with nothing to
+    # do: the part's new digest and stats go into the stamp's patch); an edit of another model then
+    # reads that model's records alone, the edited one's known from the patch.
+    time.sleep(2.1)
+    assert ws.build(check=True).report["execution"]["path"] == "delta"
+    ws.write("models/m3/1/model.py", _model_py("edited too"))
+    p, r = _scripted(ws, READING)
+    assert r["execution"]["path"] == "delta", r["execution"]
+    decoded = p.stdout.rpartition("decoded:")[2].split()
+    assert decoded == ["o:tpbuild-out/models/m3/m3", "o:tpbuild-out/repo", "o:tpbuild-out/repo/m3"], decoded
+    assert ws.out("repo/m3/1/model.py").read_text() == _model_py("edited too")
+    assert ws.out("repo/m7/1/model.py").read_text() == _model_py("edited")

@@ -164,3 +164,31 @@ def test_a_file_torn_within_its_meta_line_is_rewritten_not_appended_to(tmp_path)
     assert j.save() is None
     assert path.read_bytes() == b'tpbuild-memo test v1\n"m"\n"a"\t1\n'
     assert _journal(path).get("a") == 1
+
+
+def test_a_journal_read_in_pieces_smaller_than_its_lines_reads_every_record(tmp_path, monkeypatch):
+    """A journal is read a piece at a time, each split in one go (`memo._PIECE`): lines across pieces,
+    keys that need escapes (then parsed as JSON) or not, removed records and a torn tail read as a
+    line at a time would."""
+    path = tmp_path / "j"
+    keys = ["plain", 'quo"te', "back\\slash", "tab\there", "ünïcode", "a,b"]
+    j = _journal(path)
+    for i, k in enumerate(keys):
+        j.put(k, {"i": i, "text": "x\ty\n" * i})
+    j.save()
+    j.put("plain", [9])
+    j.remove("a,b")
+    j.save()
+    monkeypatch.setattr(memo, "_PIECE", 5)
+    j = _journal(path)
+    assert {k: j.get(k) for k in j.keys()} == {"plain": [9], **{k: {"i": i, "text": "x\ty\n" * i}
+                                                                 for i, k in enumerate(keys[1:-1], 1)}}
+    path.write_bytes(path.read_bytes()[:-4])  # torn within the last line, plain's second value
+    j = _journal(path)
+    assert j.get("plain") == {"i": 0, "text": ""} and "a,b" not in j
+    plain = tmp_path / "p"
+    j = _journal(plain)
+    j.put("a", 1)
+    j.put("b", 2)
+    j.save()
+    assert {k: _journal(plain).get(k) for k in ("a", "b")} == {"a": 1, "b": 2}

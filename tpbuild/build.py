@@ -50,9 +50,9 @@ class Options:
     max_size: int | None = None  # bytes; the local cache is trimmed to it after a build that added to it
     prune: bool = False  # the build covers every target (`//...`): remove outputs of targets that are gone
     trace: Trace = NULL  # --profile: the phases, every action and the caches' work, as trace spans
-    # A delta build's proof that a placed tree is intact as the build state records it (rel, record ->
-    # True, or False for not proven: then it is checked), from the stamp's check (`incremental.py`).
-    proven: Callable[[str, tuple], bool] | None = None
+    # A delta build's proof of the placed trees it knows intact, from the stamp's check (`incremental.py`):
+    # those it does not know are checked.
+    proven: outputs.Proof | None = None
     # A delta build's test, under the workspace lock, that no other build ran since the stamp's check
     # (`noop.witness`); false: delta.Unsettled before anything is done, and the ordinary path builds.
     unchanged: Callable[[], bool] | None = None

@@ -511,8 +511,8 @@ class Session:
             return None
         self.ws.observed.discovery = "skipped"  # the packages are the last build's
         opts = self._options(jobs, keep_going)
-        checked = incremental.Checked(stamp)
-        opts.proven = checked.proven
+        checked = incremental.Checked(stamp, p.graph)
+        opts.proven = checked
         opts.unchanged = lambda: stamp.witness == witness(self.ws.root)
         try:
             result = self._run(p.analysis, opts, None, p.boundary)

@@ -42,7 +42,7 @@ from . import memo as memofile
 from .analysiscache import Declared
 from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR
 
-KIND, VERSION = "noop-graph", 2
+KIND, VERSION = "noop-graph", 3
 GRAPH = "noop-graph"  # beside the stamp
 SMALL_BLOB = 1 << 20  # an unproven blob up to this size is hashed again; a larger one: the ordinary path
 
@@ -83,10 +83,19 @@ def remember(root, gen: str, result, roles: list[str]) -> str | None:
         for p in rec.observed:
             if p in readers or p in rec.facts:
                 watched.setdefault(p, []).append(package)
+    # Each part of a composed output (a repository's models) by its record in the build state, with the
+    # tree digest it holds: what `Checked.holds` knows a part by without its record. (An output a delta
+    # build works is read anyway; its parts, 10,000 at 10,000 models, are what it need not read.)
+    trees: list[list[str]] = [[], []]  # records, digests
+    for t in result.targets.values():
+        for rel in t.outputs:
+            for k, d in result.placed.parts(rel):
+                trees[0].append(k)
+                trees[1].append(d)
     path = root / STATE_DIR / GRAPH
     return memofile.save(path, KIND, VERSION, {"gen": gen, "roles": roles, "targets": targets, "actions": actions,
                                                "mnemonics": mnemonics, "readers": readers, "consumers": consumers,
-                                               "watched": watched},
+                                               "watched": watched, "trees": trees},
                          path.parent / "tmp", "the delta build's graph")
 
 
@@ -218,25 +227,43 @@ def analyse(ws, p: Plan, memo_dir) -> bool:
         declared.update((d.id, d) for d in t.actions)
     boundary = {u for d in list(declared.values()) for u in d.upstream() if u not in declared}
     for u in boundary:  # read from, not worked: settled from the build state (see the module docstring)
-        declared[u] = Declared(u, "", "", (), "", "")
+        declared[u] = _Boundary(u, "", "", (), "", "")
     p.analysis = Analysis(SimpleNamespace(cache=cache), [], order, infos, declared, target_actions)
     p.boundary = boundary
     cache.save()  # a record whose files moved with the same facts, kept with their stats (AnalysisCache.valid)
     return True
 
 
+class _Boundary(Declared):
+    """An action the delta build reads from without working it (`analyse`): settled as the build state
+    records it, never keyed, so declared without its definition or text. What asks for the action
+    itself (to key it, run it or name it) cannot have it from here: that is a build this one cannot
+    answer, and it raises `delta.Unsettled`, for the ordinary path to build, not the error of a
+    damaged memo record that decoding its empty text would give."""
+
+    __slots__ = ()
+
+    @property
+    def action(self):
+        from .delta import Unsettled
+
+        raise Unsettled(f"{self.id} is read from, not analysed, in this delta build")
+
+
 class Checked:
     """The stamp's stat groups as its check saw them (`noop.Stamp.differences`), by role: what proves a
-    placed tree intact (`proven`), and what the stamp's patch must change (`patch`)."""
+    placed tree intact (`outputs.Proof`: `intact`, `holds`), and what the stamp's patch must change
+    (`patch`)."""
 
-    def __init__(self, stamp):
+    def __init__(self, stamp, graph: dict):
         self.stamp = stamp
+        self.graph = graph  # the graph memo the delta build was planned on (`plan`)
         self._groups = {role: gi for gi, (role, g) in enumerate(zip(stamp.data["roles"], stamp.data["groups"]))
                         if g[1] is not None}
         self._index: dict[str, dict[str, int]] = {}
         self._now: dict[str, dict[int, tuple]] = {}
-        self.before: dict[str, tuple] = {}  # a placed tree's record as the build found it (`proven` was asked)
-        self.intact: set[str] = set()  # the trees `proven` found as that record has them
+        self._trees: dict[str, str] | None = None  # record -> the tree digest the last build placed there
+        self._touched: set[str] = set()  # the records at or above a path whose stat the check found changed
 
     def _view(self, role: str) -> tuple[dict[str, int], list[int], dict[int, tuple]]:
         gi = self._groups[role]
@@ -273,19 +300,15 @@ class Checked:
         build changed them itself."""
         index, _recorded, _now = self._view(role)
         paths = set(paths)
-        missing = paths.difference(index)
-        if role == "placed":  # and the linked files (`_placed`)
-            missing.difference_update(self._linked()[0])
-        return missing | (self.differed(role) & paths)
+        return paths.difference(index) | (self.differed(role) & paths)
 
-    def proven(self, rel: str, rec: tuple) -> bool:
-        """`build.Options.proven`: a placed tree is intact as the build state records it when the check
+    def intact(self, rel: str, rec: tuple) -> bool:
+        """`outputs.Proof.intact`: a placed tree is intact as the build state records it when the check
         found each of its files and directories at the lstat the state records (it lstat'ed every placed
         path: those it found unchanged are at the stamp's stat, the others differed, unproven, and it
         kept their stat now)."""
         from .noop import placed_paths
 
-        self.before[rel] = rec
         files, dirs = placed_paths(rel, rec)
         if any(self._placed(path, True) != tuple(s) for path, s in files):
             return False
@@ -294,8 +317,28 @@ class Checked:
             i = index.get(path)
             if i is None or (now.get(i) or tuple(recorded[4 * i:4 * i + 4])) != tuple(s):
                 return False
-        self.intact.add(rel)
         return True
+
+    def holds(self, rel: str, digest: str) -> bool:
+        """`outputs.Proof.holds`: the graph memo (or the stamp's patch since) has the tree at `rel` at
+        this digest, and the check found none of the paths at or below it changed (a file or a
+        directory unproven, a linked file its proof did not cover): every one of them is as it was when
+        that tree was placed, so it still holds that tree. Its record in the build state is not read (a
+        delta build at 10,000 models placing one model of a repository does not decode the 10,000
+        others)."""
+        if self._trees is None:
+            try:
+                trees = dict(zip(*self.graph["trees"]))
+                trees.update(self.stamp.patch["trees"] if self.stamp.patch is not None else {})
+            except (KeyError, TypeError, ValueError):  # a damaged memo: nothing is known this way
+                trees = {}
+            for path in self.differed("placed") | self.differed("placed_dirs"):
+                self._touched.add(path)
+                while "/" in path:
+                    path = path.rpartition("/")[0]
+                    self._touched.add(path)
+            self._trees = trees
+        return rel not in self._touched and self._trees.get(rel) == digest
 
     def differed(self, role: str) -> set[str]:
         """The paths of a group (of the placed files: with the linked ones) whose stat the check found
@@ -324,14 +367,15 @@ class Checked:
 
 def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
     """Amend the stamp with what this delta build used (see `noop.Stamp.patch_with`): the stats of the
-    changed sources and files, of new blobs, of what was placed again; or remove it when the build
-    leaves none (a failure, a warning).
+    changed sources and files, of new blobs, of what was placed again, and the digests of the trees
+    placed again; or remove it when the build leaves none (a failure, a warning).
 
-    From the differences only: of the blobs the worked actions name and the paths of the trees placed
-    again (at 10,000 models the repository's 30,000 files and 20,000 blobs), only those the stamp does
-    not hold, those its check found changed and the files and directories placement changed (the
-    state's record against the one placement found, `Checked.before`) are looked at. Any other is in the
-    stamp at the stat the check found it at, which is the one the build used."""
+    From the differences only: of the blobs the worked actions name, only those the stamp does not
+    hold and those its check found changed are looked at; of tpbuild-out, the records the build placed
+    (`outputs.Placed.placed_now`: of a repository whose one model changed, that model's part and the
+    repository's own record, not its 50,000 paths at 10,000 models) and the paths the check found
+    changed, at the stat the record holding them has now (placement proved them by it, or placed them
+    again). Any other is in the stamp at the stat the check found it at, which is the one the build used."""
     from .cas import Cas
     from .noop import proof
 
@@ -348,32 +392,23 @@ def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
     cas = Cas(cache_dir)
     named = {cas.path_text(d, exe) for aid, o in result.outcomes.items() if aid not in p.boundary
              for d, exe in o.blobs()}
-    placed, dirs = [], []
-    for label in p.analysis.order:
-        if p.analysis.infos[label].output is None:
-            continue
-        rel = f"{OUT_DIR}/{label.path}"
-        _tree, files, ds = result.placed[rel]
-        before = checked.before.get(rel)
-        for role, items, old, out in (("placed", files, before and before[1], placed),
-                                      ("placed_dirs", ds, before and before[2], dirs)):
-            if rel in checked.intact:
-                # Proven: every path of the record placement found is in the stamp at its stat now. What
-                # placement changed, and what the check found changed (to be proven now), is all.
-                moved = {k for k, _v in items.items() - old.items()}
-                moved.update(k for k in (p[len(rel) + 1:] if p != rel else "" for p in checked.differed(role)
-                                         if p == rel or p.startswith(f"{rel}/")) if k in items)
-                full = {(f"{rel}/{k}" if k else rel): k for k in moved}  # the stamp's name -> the record's key
-                look = full.keys()
-            else:
-                full = {(f"{rel}/{k}" if k else rel): k for k in items}
-                if old is None:  # placement was not asked about this tree: every path of it
-                    look = full.keys()
-                else:
-                    look = checked.unsettled(role, full)
-                    look.update(f"{rel}/{k}" if k else rel for k, _v in items.items() - old.items())
-            # A file's proof of its stat (the racy window); a directory's is exempt (see noop._groups).
-            out += ((f, stat(items[full[f]][2]) if role == "placed" else list(items[full[f]])) for f in sorted(look))
+    placed, dirs, trees = [], [], {}
+    for k, (digest, files, ds) in result.placed.placed_now():
+        trees[k] = digest
+        placed += ((f"{k}/{path}", stat(s)) for path, (_kind, _d, s) in files.items())
+        # A file's proof of its stat (the racy window); a directory's is exempt (see noop._groups).
+        dirs += ((f"{k}/{path}" if path else k, list(s)) for path, s in ds.items())
+    for role, out in (("placed", placed), ("placed_dirs", dirs)):
+        for path in sorted(checked.differed(role)):
+            held = result.placed.holding(path)
+            if held is None or held[0] in trees:
+                continue  # no record holds it (it is gone: the next check finds it so), or placed again above
+            k, (_digest, files, ds) = held
+            sub = path[len(k) + 1:]
+            if role == "placed" and sub in files:
+                out.append((path, stat(files[sub][2])))
+            elif role == "placed_dirs" and sub in ds:
+                out.append((path, list(ds[sub])))
     changes = {
         "sources": [(path, stat(peek(path))) for path in p.sources],
         "watched": [(path, stat(now)) for path, now in p.watched],
@@ -383,7 +418,7 @@ def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
         "placed_dirs": dirs,
     }
     groups = [checked.changed(role, items) for role, items in changes.items()]
-    if stamp.patch_with({gi: (paths, stats) for gi, paths, stats in groups if paths}) is not None:
+    if stamp.patch_with({gi: (paths, stats) for gi, paths, stats in groups if paths}, trees) is not None:
         stamp.forget()  # not saved (a full disk): the next build takes the ordinary path
 
 
