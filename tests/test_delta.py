@@ -151,16 +151,16 @@ def test_a_placed_link_is_proven_by_its_directory_and_its_blob(built, monkeypatc
     later = time.time_ns() + 3 * 10**9
     monkeypatch.setattr(build.time, "time_ns", lambda: later)  # the tree placed more than 2 s ago
     proven = build._linked(root, store)
-    assert not proven(rel, rec)  # its blob not verified by this build
+    assert not proven.intact(rel, rec)  # its blob not verified by this build
     for kind, d, _s in rec[1].values():
         assert store.verify(d, kind == "x")
-    assert proven(rel, rec)
+    assert proven.intact(rel, rec) and not proven.holds(rel, rec[0])
     monkeypatch.undo()
-    assert not build._linked(root, store)(rel, rec)  # its directories placed within the racy window
+    assert not build._linked(root, store).intact(rel, rec)  # its directories placed within the racy window
     monkeypatch.setattr(build.time, "time_ns", lambda: later)
     d = root / rel
     mode = d.stat().st_mode
     os.chmod(d, 0o755)
     (d / "extra.txt").write_text("x")  # an entry added: its directory's mtime moved
     os.chmod(d, mode)
-    assert not build._linked(root, store)(rel, rec)
+    assert not build._linked(root, store).intact(rel, rec)

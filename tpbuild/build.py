@@ -304,7 +304,7 @@ def _lane(ws: Workspace, analysis: Analysis, opts: Options, state: outputs.Build
     return lane
 
 
-def _linked(root: Path, cas: Cas) -> Callable[[str, tuple], bool] | None:
+class _Linked:
     """The proof of a placed tree (an `outputs.BuildState.outputs` record) the no-op stamp takes for its
     linked files (`noop._Linked`), for the ordinary path's check of what tpbuild-out holds: a file that
     was placed as a hardlink of a blob is intact when its blob is at that stat now (the same inode, as
@@ -314,31 +314,44 @@ def _linked(root: Path, cas: Cas) -> Callable[[str, tuple], bool] | None:
     the racy window (an entry renamed within the timestamp granularity of the directory's last change
     would not move it); a tree with a file that is not such a link (a copy across devices, a symlink, a
     blob this build did not verify) is not proven here, and `outputs` lstats it file by file. Only where
-    the store and tpbuild-out are on one device: an inode number names one file there. None when they
-    are not."""
-    try:
-        if os.stat(cas.root).st_dev != os.stat(root / OUT_DIR).st_dev:
-            return None
-    except OSError:
-        return None
-    horizon = time.time_ns() - RACY_WINDOW_NS
-    blob = cas.verified_stat
-    lstat = os.lstat
+    the store and tpbuild-out are on one device: an inode number names one file there. `_linked` gives
+    None when they are not."""
 
-    def proven(rel: str, rec: tuple) -> bool:
-        base = f"{root}/{rel}/"
+    def __init__(self, root: Path, cas: Cas):
+        self.root = root
+        self.horizon = time.time_ns() - RACY_WINDOW_NS
+        self.blob = cas.verified_stat
+
+    def intact(self, rel: str, rec: tuple) -> bool:
+        """`outputs.Proof.intact`."""
+        base = f"{self.root}/{rel}/"
+        lstat, horizon = os.lstat, self.horizon
         try:
             for path, recorded in rec[2].items():
                 if recorded[1] >= horizon or stat_sig(lstat(base + path)) != recorded:
                     return False
         except OSError:
             return False
+        blob = self.blob
         for kind, d, recorded in rec[1].values():
             if kind == "l" or blob(d, kind == "x") != recorded:
                 return False
         return True
 
-    return proven
+    def holds(self, rel: str, digest: str) -> bool:
+        """`outputs.Proof.holds`: never known without the tree's record."""
+        return False
+
+
+def _linked(root: Path, cas: Cas) -> _Linked | None:
+    """The ordinary path's proof of placed trees (`_Linked`); None where the store and tpbuild-out are
+    on different devices."""
+    try:
+        if os.stat(cas.root).st_dev != os.stat(root / OUT_DIR).st_dev:
+            return None
+    except OSError:
+        return None
+    return _Linked(root, cas)
 
 
 def _output_entries(info, o: Outcome) -> Sequence[OutputEntry]:
