@@ -273,13 +273,12 @@ class Checked:
             self._now[role] = dict(self.stamp.differences.get(gi, ()))
         return self._index[role], recorded, self._now[role]
 
-    def _linked(self) -> tuple[dict[str, int], list[int]]:
-        """The stamp's linked files (`noop._Linked`): path -> index, and their stats as recorded."""
+    def _linked(self) -> dict[str, int]:
+        """The stamp's linked files (`noop._Linked`): path -> index."""
         if "linked" not in self._index:
-            paths, recorded = self.stamp.data["groups"][self._groups["linked"]][2:4]
+            paths = self.stamp.data["groups"][self._groups["linked"]][2]
             self._index["linked"] = dict(zip(paths, range(len(paths))))
-            self._now["linked"] = recorded
-        return self._index["linked"], self._now["linked"]
+        return self._index["linked"]
 
     def _placed(self, path: str, now: bool) -> tuple | None:
         """The stat the stamp holds for a placed file (`now`: as its check found it), None if it holds none:
@@ -288,11 +287,10 @@ class Checked:
         i = index.get(path)
         if i is not None:
             return (now and found.get(i)) or tuple(recorded[4 * i:4 * i + 4])
-        index, recorded = self._linked()
-        j = index.get(path)
+        j = self._linked().get(path)
         if j is None:
             return None
-        return (now and self.stamp.linked.get(j)) or tuple(recorded[4 * j:4 * j + 4])
+        return (now and self.stamp.linked.get(j)) or self.stamp.linked_stat(j)
 
     def unsettled(self, role: str, paths) -> set[str]:
         """Of `paths`, those the stamp's group of this role does not hold, or whose stat its check found

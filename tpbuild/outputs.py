@@ -500,6 +500,11 @@ class Placed(Mapping):
     def __len__(self) -> int:
         return len(self._outputs)
 
+    def records(self, rel: str) -> list[tuple[str, tuple]]:
+        """The output at `rel` as placed, record by record: its own and each of its parts' (and theirs),
+        `(record, (tree digest, files, directories))`, none merged (`__getitem__` merges them)."""
+        return [(rel, self._outputs[rel]), *((k, self._outputs[k]) for k in self._state.recorded_below(rel))]
+
     def parts(self, rel: str) -> list[tuple[str, str]]:
         """(record, tree digest) of each part's record below the output at `rel` (none for a flat one)."""
         return [(k, self._outputs[k][0]) for k in self._state.recorded_below(rel)]
