@@ -33,7 +33,7 @@ from .runner import LocalExecution, RemoteCacheClient, Runner, stack
 from .label import Label
 from .scheduler import BuildContext, Hooks, Outcome, Scheduler, Settled, Status
 from .statcache import StatCache
-from .layout import RACY_WINDOW_NS, STATE_DIR, stat_sig
+from .layout import RACY_WINDOW_NS, STATE_DIR, shared_device, stat_sig
 from .trace import NULL, Trace
 from .workspace import OUT_DIR, Workspace, memo_dir
 
@@ -346,12 +346,7 @@ class _Linked:
 def _linked(root: Path, cas: Cas) -> _Linked | None:
     """The ordinary path's proof of placed trees (`_Linked`); None where the store and tpbuild-out are
     on different devices."""
-    try:
-        if os.stat(cas.root).st_dev != os.stat(root / OUT_DIR).st_dev:
-            return None
-    except OSError:
-        return None
-    return _Linked(root, cas)
+    return _Linked(root, cas) if shared_device(str(cas.root), str(root / OUT_DIR)) is not None else None
 
 
 def _output_entries(info, o: Outcome) -> Sequence[OutputEntry]:

@@ -36,6 +36,17 @@ def find_root(start: Path) -> Path:
 stat_sig = attrgetter("st_size", "st_mtime_ns", "st_ino", "st_mode")
 
 
+def shared_device(store: str, out: str) -> int | None:
+    """The device the store and tpbuild-out are both on, None if they are not on one (or not there): only
+    there does a placed file's inode name its blob (a hardlink), which the no-op stamp and the ordinary
+    path's check of placed files take as proof of its content."""
+    try:
+        dev = os.stat(store).st_dev
+        return dev if os.stat(out).st_dev == dev else None
+    except OSError:
+        return None
+
+
 def sig(path: str, follow: bool = True) -> tuple | None:
     """`stat_sig` of a path, None if it is not there."""
     try:

@@ -70,7 +70,8 @@ from pathlib import Path
 
 from . import memo as memofile
 from .errors import UserError
-from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, sig, stat_sig
+from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, shared_device, sig, \
+    stat_sig
 from .observed import Observed
 
 KIND, VERSION = "noop", 9
@@ -478,7 +479,7 @@ class _Linked:
 
     def __init__(self, base: str, blobs: _Group, blob_ids, dirs: _Group, horizon: int, store: str, out: Path):
         self.base, self.horizon, self.blobs, self.dirs = base, horizon, blobs, dirs
-        self.device = [store, _device(store, str(out))]
+        self.device = [store, shared_device(store, str(out))]
         self.paths: list[str] = []
         self.blob_index: list[int] = []
         self.dir_index: list[int] = []
@@ -514,15 +515,6 @@ class _Linked:
         return [[self.base, "linked", self.paths, self.blob_index, self.dir_index, self.device]]
 
 
-def _device(store: str, out: str) -> int | None:
-    """The device the store and tpbuild-out are both on, None if they are not on one (or not there)."""
-    try:
-        dev = os.stat(store).st_dev
-        return dev if os.stat(out).st_dev == dev else None
-    except OSError:
-        return None
-
-
 def _unlinked(group: list, blobs: tuple[int, set[int]] | None, dirs: tuple[int, set[int]] | None) -> list[int]:
     """The entries of a linked group (`_Linked`) their directory's and their blob's stats now do not prove,
     given, of the blobs' and the directories' groups, how many paths each holds and the indices of those
@@ -534,7 +526,7 @@ def _unlinked(group: list, blobs: tuple[int, set[int]] | None, dirs: tuple[int, 
     if paths and not (len(blob_index) == len(dir_index) == len(paths) and min(blob_index) >= 0 and min(dir_index) >= 0
                       and (blobs is None or max(blob_index) < blobs[0]) and (dirs is None or max(dir_index) < dirs[0])):
         raise ValueError("a damaged stamp")
-    if blobs is None or dirs is None or device is None or _device(store, base + OUT_DIR) != device:
+    if blobs is None or dirs is None or device is None or shared_device(store, base + OUT_DIR) != device:
         return list(range(len(paths)))
     found = set()
     for moved, index in ((blobs[1], blob_index), (dirs[1], dir_index)):
