@@ -19,17 +19,14 @@ unconditional module-level imports are checked: one inside `try:` or a function 
 
 from __future__ import annotations
 
-import argparse
+# The engine imports this module alone after an edit of a model.py (`source_facts`): what only the
+# interpreter search, the env check or the command line needs is imported where it is used.
 import ast
 import functools
-import glob
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tarfile
 import warnings
 from pathlib import Path
 
@@ -80,6 +77,10 @@ def source_facts(data: bytes, path: str, python: str | None, model: bool, import
 def find_interpreter(python: str) -> str | None:
     """A working `python3.X`: on PATH, else a pyenv install (pyenv's shim on PATH runs only the
     selected versions, so each candidate is tried)."""
+    import glob
+    import shutil
+    import subprocess
+
     root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
     candidates = [shutil.which(f"python{python}"),
                   *sorted(glob.glob(os.path.join(root, "versions", f"{python}.*", "bin", f"python{python}")), reverse=True)]
@@ -96,6 +97,8 @@ def find_interpreter(python: str) -> str | None:
 
 def _interpreter_errors(files: dict[str, bytes], target: tuple[int, int]) -> dict[str, list] | None:
     """Compile with the target's own interpreter, when installed; None when it is not."""
+    import subprocess
+
     exe = find_interpreter(f"{target[0]}.{target[1]}")
     if exe is None:
         return None
@@ -172,6 +175,8 @@ def env_modules(names) -> set[str]:
 def _env_members(env: Path) -> list[str]:
     if env.is_dir():
         return [os.path.relpath(os.path.join(d, n), env) for d, dirs, files in os.walk(env) for n in dirs + files]
+    import tarfile
+
     with tarfile.open(env) as tf:
         return [m.name for m in tf]
 
@@ -191,6 +196,10 @@ def check_env(spec: dict, env: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import shutil
+    import tarfile
+
     ap = argparse.ArgumentParser(prog="python -m tpbuild_triton.pycheck",
                                  description="Check a model's imports against its env.")
     ap.add_argument("--spec", required=True, type=Path, help="JSON: env label and each model file's imports")
