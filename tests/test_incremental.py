@@ -11,6 +11,7 @@ import time
 
 import pytest
 from test_edit_sequence import MANIFEST, _model_py, _workspace
+from test_imports import NOT_ON_AN_EDIT, heavy_imports
 from test_noop import _delete_blob, _salt, _settle
 from test_observed import _edited_output
 
@@ -54,6 +55,13 @@ def test_a_model_py_edit_decodes_its_package_and_keys_what_is_downstream_of_it(w
     r = ws.run("build", "//...", "--explain", check=True)
     assert r.report["execution"]["path"] == "delta"
     assert "explain: //models/m7:m7 ModelDirectory:" in r.stdout and "model.py" in r.stdout, r.stdout
+    # The command line as people type it (argparse parses `--report`, and is not imported without it).
+    ws.write("models/m7/1/model.py", _model_py("edited once more"))
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "tpbuild", "-C", str(ws.root), "build", "//..."],
+                       capture_output=True, text=True, env=ws.env)
+    assert p.returncode == 0 and "2 executed" in p.stdout, p.stdout + p.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
+    assert heavy_imports(imported, NOT_ON_AN_EDIT) == set()
 
 
 def _manifest(ws):

@@ -22,7 +22,6 @@ import heapq
 import os
 import stat as statmod
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -123,6 +122,31 @@ class BuildContext:
     trace: Trace = NULL  # every action's span, on the lane of the thread that settled it
 
 
+class _Workers:
+    """The build's thread pool, made when the first blocking action is handed to it: a build whose
+    actions all run on the scheduler's thread (an edit of a model's sources) needs none, nor
+    `concurrent.futures` and the `logging` it imports (4 ms of a 0.19 s edit at 1,000 models).
+    Leaving the `with` waits for the workers, as ThreadPoolExecutor's own does."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+        self._pool = None
+
+    def submit(self, fn, *args):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="tpbuild")
+        return self._pool.submit(fn, *args)
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
 class Scheduler:
     def __init__(self, ctx: BuildContext, actions: dict[str, Action], *, jobs: int, keep_going: bool,
                  priority: Mapping[str, float] | None = None, settled: Mapping[str, Outcome] | None = None,
@@ -186,7 +210,7 @@ class Scheduler:
             finally:
                 reported.put(aid)
 
-        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="tpbuild") as pool:
+        with _Workers(self.jobs) as pool:
             while True:
                 while not reported.empty():
                     running -= 1
