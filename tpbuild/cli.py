@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from . import __version__
@@ -164,13 +163,24 @@ def _interrupt(signum, frame):
 GC_THRESHOLDS = (100_000, 20, 10)
 
 
+def _handle_interrupts() -> bool:
+    """Ctrl-C goes to `_interrupt` while a command runs, unless the caller handles it (or runs `main` on
+    another thread than the main one, where no handler can be set: signal.signal says so, which spares
+    a no-op build the 1 ms of importing threading to ask)."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return False
+    try:
+        signal.signal(signal.SIGINT, _interrupt)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     before = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLDS)
     try:
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, _interrupt)
+        if _handle_interrupts():
             try:
                 code = _guarded(argv)
             finally:
