@@ -48,6 +48,7 @@ STEPS = [  # (publish step, prep): a step may be reached by more than one kind o
     # ordinary path and on a delta build.
     ("placed-part", "classes"),
     ("placed-part", "source"),
+    ("publish-workspace", "toml"),  # tpbuild.toml as parsed (workspace.py), when its text changed
 ]
 
 
@@ -176,7 +177,9 @@ def test_kill_minus_9_anywhere_leaves_nothing_stale(tmp_path):
             state = (state[0], 10 + i)
         elif prep.startswith("extra"):
             state = (not state[0], state[1])
-        if prep != "source":
+        elif prep == "toml":  # a comment: a new text to parse, the same outputs
+            (root / "tpbuild.toml").write_text(f"# {i}\n")
+        if prep not in ("source", "toml"):
             _sources(w, *state)
         if prep.endswith("aged"):
             old = time.time() - 10

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tpbuild import tomlsource, workspace
-from tpbuild.errors import UserError
+from tpbuild.errors import UserError, at
 
 PLAIN = [
     ("workspace", {"ignore": ["a", "b/*"]}),
@@ -59,6 +59,55 @@ def test_a_plain_tpbuild_toml_imports_no_pydantic(tmp_path):
             f"workspace.load(Path({str(tmp_path)!r})); print('pydantic' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _parses(monkeypatch) -> list[str]:
+    """The texts tomlsource.parse is given from now on."""
+    parsed = []
+    parse = tomlsource.parse
+
+    def counting(text, shown_as):
+        parsed.append(text)
+        return parse(text, shown_as)
+
+    monkeypatch.setattr(tomlsource, "parse", counting)
+    return parsed
+
+
+def test_tpbuild_toml_is_parsed_again_only_when_its_text_changed(tmp_path, monkeypatch):
+    """Its last parse is remembered in tpbuild-out (workspace._source), keyed by the whole text."""
+    (tmp_path / "tpbuild-out" / ".tpbuild").mkdir(parents=True)
+    text = '[cache]\nsalt = "a"\n\n[triton]\nserver = { version = "24.10", ports = [1, 2.5] }\n'
+    (tmp_path / "tpbuild.toml").write_text(text)
+    parsed = _parses(monkeypatch)
+    first = workspace.load(tmp_path)
+    again = workspace.load(tmp_path)
+    assert parsed == [text]  # the second from the memo, and the same in every part
+    assert (again.cache, again.sections, again.source) == (first.cache, first.sections, first.source)
+    assert again.source.error(("triton", "server", "ports"), "x").location == first.source.error(
+        ("triton", "server", "ports"), "x").location == at("tpbuild.toml", 5)
+    (tmp_path / "tpbuild.toml").write_text(text.replace('"a"', '"b"'))  # same size: only the text tells
+    assert workspace.load(tmp_path).cache.salt == "b" and len(parsed) == 2
+    (tmp_path / "tpbuild.toml").write_text(text.replace("salt", "salty"))
+    with pytest.raises(UserError, match="unknown attribute 'salty'"):  # checked as ever, memo or not
+        workspace.load(tmp_path)
+    with pytest.raises(UserError, match="unknown attribute 'salty'"):
+        workspace.load(tmp_path)
+
+
+def test_a_tpbuild_toml_json_cannot_hold_is_parsed_every_time(tmp_path, monkeypatch):
+    (tmp_path / "tpbuild-out" / ".tpbuild").mkdir(parents=True)
+    (tmp_path / "tpbuild.toml").write_text("[triton]\nsince = 2026-12-02\n")
+    parsed = _parses(monkeypatch)
+    for _ in range(2):
+        assert str(workspace.load(tmp_path).sections["triton"]["since"]) == "2026-12-02"
+    assert len(parsed) == 2
+
+
+def test_a_workspace_never_built_gets_no_memo(tmp_path):
+    (tmp_path / "tpbuild.toml").write_text('[cache]\nsalt = "a"\n')
+    workspace.load(tmp_path)
+    assert not (tmp_path / "tpbuild-out").exists()
 
 
 def _source(tmp_path, text: str) -> tomlsource.TomlSource:

@@ -12,10 +12,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# tomli rather than tomllib: its errors carry the line as a value (tomllib's only from Python 3.14),
-# so no message text is parsed for it.
-import tomli
-
 from .errors import UserError, at
 
 KeyPath = tuple  # of str (table keys) and int (index into an array of tables)
@@ -56,12 +52,24 @@ class TomlSource:
 
 
 def load(file: Path, shown_as: str) -> TomlSource:
+    return parse(read(file, shown_as), shown_as)
+
+
+def read(file: Path, shown_as: str) -> str:
     try:
-        text = file.read_bytes().decode("utf-8")
+        return file.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise UserError("not valid UTF-8: save the file as UTF-8", at(shown_as)) from None
     except OSError as e:
         raise UserError(f"cannot read: {e.strerror}", at(shown_as)) from None
+
+
+def parse(text: str, shown_as: str) -> TomlSource:
+    # tomli rather than tomllib: its errors carry the line as a value (tomllib's only from Python 3.14),
+    # so no message text is parsed for it. Imported here: a build whose tpbuild.toml is as last parsed
+    # (workspace.py) and whose manifests come from the analysis memo parses no TOML.
+    import tomli
+
     if text.startswith(_BOM):
         raise UserError("the file starts with a UTF-8 byte order mark (BOM), which TOML does not allow: "
                         "save it as UTF-8 without BOM", at(shown_as, 1))
