@@ -262,6 +262,36 @@ def test_leftovers_of_dead_builds_are_swept_and_a_live_builds_are_not(ws):
         live.wait()
 
 
+_LEAVE = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from tpbuild import atomic
+    parent = Path(sys.argv[1])
+    if sys.argv[2] == "tidy":  # every temp file renamed into place, as a build that succeeded leaves it
+        for hint in ("memo", "state"):
+            name = atomic.temp_name(parent, hint)
+            Path(name).write_text("x")
+            os.replace(name, parent.parent / hint)
+    else:  # a tree left half-made, read-only, as a failed action's outputs can be
+        d = atomic.process_dir(parent)
+        (d / "tree" / "sub").mkdir(parents=True)
+        (d / "tree" / "sub" / "f").write_text("x")
+        os.chmod(d / "tree" / "sub", 0o555)
+    atomic._leave()  # what exiting runs
+    print("shutil" in sys.modules)
+""")
+
+
+@pytest.mark.parametrize("left,shutil_imported", [("tidy", False), ("messy", True)])
+def test_an_exiting_process_removes_its_temp_directories(tmp_path, left, shutil_imported):
+    """Whatever they hold; holding only the empty subdirectories of renamed temp files, without shutil."""
+    parent = tmp_path / "tmp"
+    p = subprocess.run([sys.executable, "-c", _LEAVE, str(parent), left], capture_output=True, text=True,
+                       check=True)
+    assert p.stdout.split() == [str(shutil_imported)]
+    assert list(parent.iterdir()) == []
+
+
 def test_a_half_made_temp_directory_is_swept_and_its_maker_starts_over(tmp_path, monkeypatch):
     """Killed between making its temp directory and locking it, a build leaves an unlocked `.new.`
     directory: dead, swept at once. A sweep can also take one whose maker is alive and between the

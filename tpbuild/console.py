@@ -6,7 +6,6 @@ append-only lines, one per action that actually ran, so a CI log stays readable 
 
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
 import time
@@ -64,6 +63,8 @@ class Console:
             self._line(f"warning: {msg}")
 
     def _status(self, what: str) -> None:
+        import shutil  # only a terminal shows a status line
+
         width = shutil.get_terminal_size((80, 20)).columns
         elapsed = time.monotonic() - self._t0
         extra = f" (+{len(self.running) - 1} more)" if len(self.running) > 1 else ""

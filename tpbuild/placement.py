@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -45,6 +44,8 @@ class Lane:
     """The build's side of the lane. `place` may be called from any thread."""
 
     def __init__(self, root: Path, cache_root: Path, lock_fd: int):
+        import subprocess  # here: only a build with many trees to place starts a lane
+
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self._proc = subprocess.Popen([sys.executable, "-c", "from tpbuild.placement import serve; serve()"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
