@@ -20,7 +20,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -127,6 +126,8 @@ class Cas:
             data = f.read(_SMALL + 1)
             if len(data) <= _SMALL:
                 return self.put_bytes(data, executable), len(data)
+        import shutil  # here: a build that stores no large file (an edit) does not import it
+
         tmp = self.temp_path()
         try:
             shutil.copyfile(src, tmp)
@@ -207,6 +208,8 @@ class Cas:
             return
         if share and _hardlink(src, dest):
             return
+        import shutil
+
         shutil.copyfile(src, dest)
         os.chmod(dest, _mode(executable))
 

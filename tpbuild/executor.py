@@ -13,9 +13,7 @@ gets this process's import path, so a worker module runs exactly the code its ke
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -98,6 +96,8 @@ class Executor:
             atomic.remove(scratch)
 
     def _run_in(self, action: RunAction, inputs: list[Resolved], scratch: Path) -> tuple[OutputEntry, ...]:
+        import shutil  # here, as subprocess: a build that runs no command (an edit of a model) needs neither
+
         (scratch / "tmp").mkdir(parents=True)
         (scratch / "home").mkdir()
         (scratch / OUT).mkdir()
@@ -181,6 +181,8 @@ def run_in_group(argv: list[str], *, cwd: Path, env: dict, stdout, timeout: floa
     jobs) would otherwise outlive it and keep writing into a scratch directory that is being removed.
     Whatever the command leaves running when it exits dies with it too. A group of its own is out of
     the terminal's reach, so `forward_signal` passes the user's Ctrl-C on to it."""
+    import subprocess
+
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout,
                             stderr=subprocess.STDOUT, start_new_session=True)
     with _running_lock:
