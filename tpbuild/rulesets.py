@@ -84,11 +84,17 @@ def rule_sets(memo_dir: Path, recorded) -> RuleSets:
 
 
 def code_digest(dirs: list[str]) -> str:
-    """The modules in `dirs`, by stat."""
+    """The modules in `dirs`, by stat (listed with os.listdir: Path.glob took twice as long, 0.9 ms of
+    every build for the engine's and the Triton rules' 76 modules)."""
     stats = []
     for d in dirs:
-        for f in sorted(Path(d).glob("*.py")):
-            stats.append([str(f), sig(str(f))])
+        try:
+            names = os.listdir(d)
+        except OSError:  # gone (a rule set removed): no modules, as the memo's identity will not have
+            names = []
+        for name in sorted(n for n in names if n.endswith(".py")):
+            f = os.path.join(d, name)
+            stats.append([f, sig(f)])
     return digest.of_value(stats)
 
 
