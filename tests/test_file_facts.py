@@ -163,3 +163,30 @@ def test_a_file_also_read_whole_is_watched_by_its_stat(tmp_path):
     cache.put("p", {"p/file.txt": sig(str(f))}, [], {})
     _touch(f, b"w\nx\ny\nz\n")
     assert cache.valid("p") is None
+
+
+def test_the_fact_functions_code_is_judged_by_its_sources_without_parsing_them(tmp_path, monkeypatch):
+    """`code.traced` records the modules a fact function's code is made of and the ones its imports name
+    that do not exist; `code.holds` then answers from the sources' digests alone (facts.unchanged)."""
+    import importlib
+
+    from tpbuild import code, digest
+
+    pkg = tmp_path / "factpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\nfrom .b import f\n\n\ndef g():\n    from .c import h\n")
+    (pkg / "b.py").write_text("def f():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    digests, absent = code.traced(("factpkg.a",))
+    assert sorted(digests) == ["factpkg.a", "factpkg.b"] and absent == ("factpkg.b.f", "factpkg.c", "factpkg.c.h")
+    assert digest.of_value(sorted(digests.items())) == code.digest_of(("factpkg.a",))  # what the key holds
+    monkeypatch.setattr(code, "_imports", None)  # holds parses nothing
+    assert code.holds(digests, absent)
+    (pkg / "b.py").write_text("def f():\n    return 1\n")  # a module it imports, edited
+    assert not code.holds(digests, absent)
+    (pkg / "b.py").write_text("def f():\n    pass\n")
+    assert code.holds(digests, absent)
+    (pkg / "c.py").write_text("def h():\n    pass\n")  # a module its imports named appears
+    importlib.invalidate_caches()
+    assert not code.holds(digests, absent)

@@ -24,20 +24,24 @@ from . import code, digest
 
 
 def entry(fn, args: tuple, facts) -> list:
-    """What the analysis memo records of one derivation: [`module:qualname`, args, code, facts digest]."""
+    """What the analysis memo records of one derivation: [`module:qualname`, args, code, facts digest,
+    the code's modules and source digests, the modules its imports name that do not exist] (the last
+    two are how `unchanged` knows the code is the same without parsing it: `code.holds`)."""
     name = fn.__qualname__
     if "<" in name or fn.__module__ == "__main__":
         raise TypeError(f"file facts need a module-level function the engine can import, not {fn.__module__}.{name}")
-    return [f"{fn.__module__}:{name}", list(args), code.digest_of((fn.__module__,)), digest.of_value(facts)]
+    modules, absent = code.traced((fn.__module__,))
+    return [f"{fn.__module__}:{name}", list(args), code.digest_of((fn.__module__,)), digest.of_value(facts),
+            modules, list(absent)]
 
 
 def unchanged(recorded: list, data: bytes) -> bool:
     """Whether `data` has the facts recorded (by the same function, whose code has not changed). A
     function that cannot be found or raises is a change: the rule runs again and reports it."""
     try:
-        ref, args, code_digest, facts_digest = recorded
+        ref, args, code_digest, facts_digest, modules, absent = recorded
         module, _, name = ref.partition(":")
-        if code.digest_of((module,)) != code_digest:
+        if digest.of_value(sorted(modules.items())) != code_digest or not code.holds(modules, absent):
             return False
         fn = importlib.import_module(module)
         for part in name.split("."):
