@@ -6,9 +6,10 @@ that means loading the config schema (protobuf) and validating the manifest, mos
 edit costs. Most edits change none of what the rule looked at. So a rule may ask for `facts =
 fn(data, *args)` through `AnalysisContext.file_facts` instead of reading the bytes itself; the memo
 records (the function's `module:qualname`, `args`, the digest of its module's source and of what that
-imports from its own package, the digest of the facts). When the file's stat moves, the memo re-runs
-only `fn`: the same facts keep the package's record (early cutoff, as Shake's or Salsa's on
-unchanged results), other facts (or a changed function, or one that fails) re-analyse the package.
+imports from its own package, each of those modules' digests, the digest of the facts). When the
+file's stat moves, the memo re-runs only `fn`: the same facts keep the package's record (early
+cutoff, as Shake's or Salsa's on unchanged results), other facts (or a changed function, or one that
+fails) re-analyse the package.
 
 The function must be module-level and pure (its result depends on `data` and `args` only), and its
 module must import nothing heavy (no pydantic or protobuf), since importing it is the whole point;
