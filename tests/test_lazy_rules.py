@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -104,3 +106,31 @@ def test_unknown_table_is_reported_from_the_memo_too(ws, tmp_path):
     r = ws.build()
     assert r.returncode == 2, r.output
     assert "tpbuild.toml:3" in r.output and "unknown table [tritn]" in r.output and "[triton]" in r.output
+
+
+def test_a_new_file_on_the_import_path_reads_the_entry_points_again_only_if_it_can_change_them(ws):
+    """Under `python -m tpbuild` the working directory is on the import path: a file made there moves
+    its stat, which alone does not make tpbuild read the installed distributions again (importing
+    importlib.metadata); a distribution's metadata there, or a module there that an entry point's
+    would now be found as, does."""
+    manifest = ws.write("p/BUILD.toml", '[genrule.a]\nouts = ["a.txt"]\ncmd = "echo a > $OUT"\n')
+    _age(manifest, ws.root / "p", ws.root / "tpbuild.toml")  # so that analysis comes from the memo
+
+    def read_again() -> bool:
+        (ws.root / "tpbuild-out" / ".tpbuild" / "noop").unlink(missing_ok=True)  # the ordinary path
+        p = subprocess.run([sys.executable, "-X", "importtime", "-m", "tpbuild", "build", "//..."], cwd=ws.root,
+                           capture_output=True, text=True, env=ws.env)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return any(line.rstrip().endswith("| importlib.metadata") for line in p.stderr.splitlines())
+
+    assert read_again()  # the first build from this directory
+    assert not read_again()
+    (ws.root / "notes.txt").write_text("a file beside the workspace's\n")
+    assert not read_again()
+    info = ws.root / "extra-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: extra\nVersion: 1.0\n")
+    assert read_again()
+    assert not read_again()
+    (ws.root / "tpbuild_triton.py").write_text("RULES = []\n")  # found before the Triton rule set now
+    assert read_again()

@@ -6,9 +6,11 @@ metadata). A build whose packages all come from the analysis memo needs of them 
 recorded when they were last imported, their `identity`: the rule names, the tpbuild.toml tables they
 claim, and the directories of their code with its digest (by stat, as the memo's fingerprint). The
 identity is reused while
-- the entry points are the same: their list is re-read (`importlib.metadata`) whenever a directory on
-  `sys.path` or the path itself moved, which installing, upgrading or removing a distribution does;
-  otherwise the list recorded beside the memo (`ENTRY_POINTS`) stands, and
+- the entry points are the same: their list is re-read (`importlib.metadata`) whenever the path
+  itself, or the distributions' metadata in a directory on it, moved, which installing, upgrading or
+  removing a distribution does, or an entry point's module would be found elsewhere; otherwise the
+  list recorded beside the memo (`ENTRY_POINTS`) stands (a directory's stat is asked first, its
+  listing only when that moved), and
 - the code in their directories has the same stats.
 Anything else imports them and records the identity again, which (being part of the analysis memo's
 meta) makes the whole memo a miss: new rule code means fresh analysis.
@@ -27,7 +29,7 @@ from .layout import sig
 
 GROUP = "tpbuild.rules"
 ENTRY_POINTS = "rulesets"  # in the memo directory: the entry points, with the sys.path they were read from
-KIND, VERSION = "rulesets", 1
+KIND, VERSION = "rulesets", 2
 ENGINE_DIR = Path(__file__).parent
 
 
@@ -118,10 +120,13 @@ def load_rules() -> dict:
 
 def _entry_points(memo_dir: Path) -> list:
     """[name, value, distribution, version, where its top module is] of each entry point, by name;
-    read from the distributions only when the import path (or a directory on it) moved since."""
+    read from the distributions only when the import path or what they are read from moved since."""
     path = [[p, list(sig(p))] for p in sys.path if p and os.path.isdir(p)]
     saved = memo.load(memo_dir / ENTRY_POINTS, KIND, VERSION)
     if isinstance(saved, dict) and saved.get("path") == path:
+        return saved["eps"]
+    if isinstance(saved, dict) and _same_sources(saved, path):
+        _save(memo_dir, {**saved, "path": path})  # so that the next build's stats answer
         return saved["eps"]
     import importlib.metadata
     import importlib.util
@@ -135,7 +140,49 @@ def _entry_points(memo_dir: Path) -> list:
         dist = ep.dist
         eps.append([ep.name, ep.value, dist.name if dist else "", dist.version if dist else "",
                     spec.origin if spec is not None and spec.origin else ""])
-    # Not saved (a full disk): read again next time.
-    memo.save(memo_dir / ENTRY_POINTS, KIND, VERSION, {"path": path, "eps": eps}, memo_dir / "tmp",
-              "the rule sets' entry points")
+    _save(memo_dir, {"path": path, "metadata": {p: _metadata(p) for p, _ in path}, "eps": eps})
     return eps
+
+
+def _save(memo_dir: Path, value: dict) -> None:
+    # Not saved (a full disk): read again next time.
+    memo.save(memo_dir / ENTRY_POINTS, KIND, VERSION, value, memo_dir / "tmp", "the rule sets' entry points")
+
+
+def _metadata(directory: str) -> list:
+    """The distributions' metadata in a directory of the import path (what importlib.metadata reads
+    entry points from), by name, each with its stat: a distribution installed, upgraded or removed."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [[n, _listed(sig(os.path.join(directory, n)))] for n in sorted(names)
+            if n.lower().endswith((".dist-info", ".egg-info")) or n.lower() == "egg-info"]
+
+
+def _listed(stat_sig) -> list | None:
+    return list(stat_sig) if stat_sig is not None else None  # as JSON gives it back
+
+
+def _same_sources(saved: dict, path: list) -> bool:
+    """Whether the entry points are those `saved` though a directory's stat moved: the same directories
+    on the path, the same distributions' metadata in each that moved, and each entry point's module
+    found where it was (not shadowed by a new module of its name). Under `python -m tpbuild` the
+    workspace root is on the path, and any file made or removed there (tpbuild-out deleted, an
+    editor's swap file) moved its stat: reading the distributions again took 30 ms."""
+    import importlib.util
+
+    before = {p: s for p, s in saved.get("path", [])}
+    metadata = saved.get("metadata")
+    if [p for p, _ in path] != list(before) or not isinstance(metadata, dict):
+        return False
+    if any(s != before[p] and _metadata(p) != metadata.get(p) for p, s in path):
+        return False
+    for _name, value, _dist, _version, origin in saved["eps"]:
+        try:
+            spec = importlib.util.find_spec(value.partition(":")[0].split(".")[0])
+        except (ImportError, ValueError):
+            return False
+        if (spec.origin if spec is not None and spec.origin else "") != origin:
+            return False
+    return True
