@@ -16,17 +16,21 @@ import gc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .action import Action
 from .errors import TpbuildError, UserError, collected
 from . import digest
 from .analysiscache import AnalysisCache, Declared, TargetRecord, fingerprint, info_digest, recorded_identity
 from .layout import sig
-from .graph import CachedTarget, TargetGraph
 from .label import Label, LabelSyntaxError, parse_pattern
 from .targetinfo import TargetInfo
 from .rulesets import rule_sets
 from .workspace import WORKSPACE_FILE, Workspace
+
+if TYPE_CHECKING:  # imported by `analyze`: a delta build's Analysis has no graph
+    from .graph import TargetGraph
+
 
 class Actions(Mapping):
     """Action id -> the action, decoded from the analysis memo when first looked up (`Declared`)."""
@@ -79,6 +83,8 @@ class Analysis:
 def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: bool = False) -> Analysis:
     """`memo` is the workspace's memo directory (workspace.memo_dir), where the analysis cache lives.
     The rule sets are imported only if a rule runs (see `tpbuild.rulesets`)."""
+    from .graph import CachedTarget, TargetGraph
+
     rules = rule_sets(memo, recorded_identity(memo / "analysis"))
     claimed = rules.claimed
     for name in ws.sections:
