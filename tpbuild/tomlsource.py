@@ -40,6 +40,8 @@ def _split_dotted(text: str) -> tuple[str, ...]:
 
 @dataclass
 class TomlSource:
+    """A TOML file's data and the line of each key, for errors that name the line to change."""
+
     path: str  # as shown to the user: relative to the workspace root
     data: dict
     lines: dict[KeyPath, int] = field(default_factory=dict)

@@ -22,14 +22,19 @@ from .observed import Observed
 
 # The engine's tables. A table whose values are plainly of their field's type (as nearly every
 # tpbuild.toml is) is taken as is; anything else goes to pydantic, which converts what it may and
-# reports what it may not, so pydantic is imported only for a tpbuild.toml that needs it.
+# reports what it may not, so pydantic is imported only for a tpbuild.toml that needs it. Each class
+# has a docstring: for one without, @dataclass writes one with inspect.signature (0.1 ms at each import).
 @dataclass(frozen=True)
 class WorkspaceSection:
+    """`[workspace]`: the patterns package discovery does not look into."""
+
     ignore: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class CacheSection:
+    """`[cache]`: the local cache's place and bound, the shared one, and the salt every key holds."""
+
     dir: str | None = None
     remote: str | None = None
     remote_upload: bool = True
@@ -98,6 +103,8 @@ def _validated(src: tomlsource.TomlSource, name: str, cls: type, value: dict):
 
 @dataclass(frozen=True)
 class Workspace:
+    """A loaded tpbuild.toml with its root."""
+
     root: Path
     workspace: WorkspaceSection
     cache: CacheSection
