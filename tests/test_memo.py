@@ -237,3 +237,26 @@ def test_a_lazy_journal_finds_each_record_as_the_split_one_reads_it(tmp_path, mo
     j.remove("a,b")
     assert j.save() is None and path.stat().st_size > size and not j._indexed  # appended, not split
     assert (_journal(path).get("plain"), "a,b" in _journal(path), lazy().get("plain")) == ([10], False, [10])
+
+
+def test_the_live_records_size_follows_puts_removals_and_a_split(tmp_path):
+    """What decides compaction (`Journal._live`), kept as records come and go, equals a count of them."""
+    path = tmp_path / "j"
+    j = _journal(path)
+    for i in range(20):
+        j.put(f"k{i}", ["x" * i])
+    j.save()
+    j.put("k3", "longer than before")
+    j.remove("k4")
+    j.save()
+
+    def count(j):
+        return sum(len(memo.Journal._text(j, k, j.get(k))) for k in j.keys())
+
+    for j in (_journal(path), memo.Journal(path, "test", 1, "m", tmp_path / "tmp", "x", lazy=True)):
+        j.get("k5")
+        j.put("k6", [1])
+        j.remove("k7")
+        j.put("new", {"a": 1})
+        j.keys()
+        assert j._live == count(j)

@@ -266,7 +266,7 @@ def _lane(ws: Workspace, analysis: Analysis, opts: Options, state: outputs.Build
     """With `-j` above 1 and no output recorded (a first build, or tpbuild-out deleted: every tree is
     assembled whole), a placement lane that gets each target's tree once its actions have succeeded
     (`placement`). Never with outputs recorded: no tree to check or update file by file, no `prune`."""
-    if opts.jobs < 2 or len(state.outputs):
+    if opts.jobs < 2 or state.outputs:
         return None
     pending: dict[str, list] = {}  # action id -> [its target, the target's actions still to finish]
     trees = [label for label in analysis.order if analysis.infos[label].output is not None]

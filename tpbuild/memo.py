@@ -235,6 +235,7 @@ class Journal:
         self._keep_text = keep_text
         self._changed: set[str] = set()
         self._size = 0  # bytes of records in the file, live or not
+        self._live = 0  # characters of the live records' values (of an indexed journal): when to compact
         self._appendable = False  # the file holds this memo and ends with a whole line
         self._body = b""  # a lazy journal's file, mapped, until it is split (`_index`)
         self._start = self._end = 0  # where in it its records start (at the meta line's newline), whole lines end
@@ -289,7 +290,7 @@ class Journal:
         was loaded; a line at a time, a Python loop of 60,000 turns cost a delta build 0.1 s. A line is
         the key's JSON, a tab and the value's JSON (empty for a record removed), and JSON holds a tab
         only escaped, so each piece's text is one split into key, value, key, value..."""
-        found, self._raw, self._indexed, self._body = self._raw, {}, True, b""
+        found, self._raw, self._indexed, self._body, self._live = self._raw, {}, True, b"", 0
         self._appendable = False
         keys: list[str] = []  # as JSON, of each whole line
         values: list[str] = []
@@ -323,6 +324,7 @@ class Journal:
             del raw[key]
         self._size = size
         self._appendable = not (rest or torn)
+        self._live = sum(map(len, raw.values()))
         self._overlay(found)
 
     def _split(self) -> None:
@@ -333,9 +335,12 @@ class Journal:
 
     def _overlay(self, found: dict) -> None:
         """Lay what a lazy journal found, put or removed before it was split over the file's records."""
-        self._raw.update(found)
+        raw = self._raw
+        for key, r in found.items():
+            self._live += _length(r) - _length(raw.get(key, 0))
+            raw[key] = r
         for key in self._changed - found.keys():  # removed
-            self._raw.pop(key, None)
+            self._live -= _length(raw.pop(key, 0))
 
     def _lookup(self, key: str) -> str | int | None:
         """The record's entry in `_raw` (None: absent), of a lazy journal found by a scan of its bytes
@@ -438,14 +443,16 @@ class Journal:
 
     def put(self, key: str, value) -> None:
         """Raises TypeError for a value that cannot be memoized (nothing is recorded then)."""
-        self._raw[key] = self._text(key, value)
+        text = self._text(key, value)
+        self._live += len(text) - _length(self._raw.get(key, 0))
+        self._raw[key] = text
         self._values[key] = value
         self._changed.add(key)
 
     def remove(self, key: str) -> None:
         self._values.pop(key, None)
         if self._lookup(key) is not None:
-            del self._raw[key]
+            self._live -= _length(self._raw.pop(key))
             self._changed.add(key)
 
     def save(self) -> str | None:
@@ -469,8 +476,7 @@ class Journal:
                 changed = sorted(self._changed)
                 # In characters, as `live` is counted: the rule that decides when to compact.
                 size = sum(len(self._line(key)) for key in changed)
-                live = sum(r if isinstance(r, int) else len(r) for r in self._raw.values())
-                appended = self._size + size <= 2 * live + (1 << 20) and self._append(changed)
+                appended = self._size + size <= 2 * self._live + (1 << 20) and self._append(changed)
             if not appended:
                 self.keys()  # every record, to write them all
                 written = [0]
@@ -535,3 +541,8 @@ class Journal:
 
 
 _ABSENT = object()
+
+
+def _length(raw: str | int) -> int:
+    """The length of a record's value as `Journal._raw` holds it (its text, or the text's length)."""
+    return raw if isinstance(raw, int) else len(raw)
