@@ -303,22 +303,26 @@ class Journal:
                 rest = piece[end:]
                 text = piece[:end].decode()
                 size += end
-                if text.count("\t") != text.count("\n"):
-                    return self._overlay(found)
+                lines = text.count("\n")
                 fields = text.replace("\n", "\t").split("\t")
                 del text, piece
+                if len(fields) != 2 * lines + 1:  # as many tabs as lines: one count, not two
+                    return self._overlay(found)
                 keys += fields[0:-1:2]
                 values += fields[1::2]
             joined = ",".join(keys)
             # keys whose JSON holds no escape and no quote but the two around it are those texts: no parse
             plain = "\\" not in joined and joined.count('"') == 2 * joined.count('","') + 2 == 2 * len(keys) \
                 and joined[0] == joined[-1] == '"'
-            keys = [k[1:-1] for k in keys] if plain else json.loads("[" + joined + "]")
+            if plain:
+                keys = [k[1:-1] for k in keys]
+            else:
+                keys = json.loads("[" + joined + "]")
+                if not all(isinstance(k, str) for k in keys):
+                    return self._overlay(found)
         except (UnicodeDecodeError, ValueError):
             return self._overlay(found)
         del joined
-        if not all(isinstance(k, str) for k in keys):
-            return self._overlay(found)
         raw = self._raw = dict(zip(keys, values))  # a later line wins
         for key in [k for k, v in raw.items() if not v]:  # removed
             del raw[key]
