@@ -387,6 +387,8 @@ def _dirs(dest: Path, entries: Sequence[OutputEntry], old: dict | None = None,
     models, one model changed, is not 30,000 lstats)."""
     names = {""}
     for path in [e.path for e in entries] + [p.prefix for p in parts]:
+        if "/" not in path:  # at the top (a repository's 10,000 parts): no directory of its own
+            continue
         d = os.path.dirname(path)
         while d and d not in names:
             names.add(d)
