@@ -191,7 +191,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         finally:
             with trace.span("save state", "phase"):
                 for aid, o in sched.outcomes.items():
-                    if o.status.succeeded and not o.unstable and aid not in settled:  # settled: recorded as is
+                    if aid not in settled and o.status.succeeded and not o.unstable:  # settled: recorded as is
                         state.remember(aid, o.key, o.entries)
                 _report_quarantined(cas, state, warn)
                 _saved(records.save(keep), warn)
