@@ -241,7 +241,7 @@ class Journal:
         self._start = self._end = 0  # where in it its records start (at the meta line's newline), whole lines end
         self._scans = 0  # the records a lazy journal found by scanning its bytes
         self._indexed = True
-        self._lock = None  # a lazy journal's, for its lookups (the scheduler's threads read the stat memo)
+        self._lock = None  # a lazy journal's, until it is split (the scheduler's threads use the stat memo)
         try:
             with open(path, "rb") as f:
                 if f.readline() != _header(kind, version):
@@ -263,7 +263,7 @@ class Journal:
                     self._body = body = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
                     self._start = f.tell() - 1  # lines are found by their leading newline: the meta line's is the first's
                     self._end = body.rfind(b"\n") + 1  # after the last whole line
-                    self._lock = threading.Lock()
+                    self._lock = threading.RLock()
                     self._indexed, self._size = False, self._end - self._start - 1
                     self._appendable = self._end == len(body)
                     return
@@ -418,7 +418,11 @@ class Journal:
         keys = list(keys)
         if not self._indexed and len(keys) > _SCANS:
             self.keys()  # split whole: one pass, not a scan per record
-        todo = [k for k in keys if isinstance(self._lookup(k), str)]
+        if self._indexed:  # the common case (the build state's 10,000 records in a delta build): no call per key
+            raw = self._raw
+            todo = [k for k in keys if raw.get(k).__class__ is str]
+        else:
+            todo = [k for k in keys if isinstance(self._lookup(k), str)]
         try:
             values = json.loads("[" + ",".join(self._raw[k] for k in todo) + "]",
                                 object_hook=_Decoder(self.types) if self.types else None)
@@ -448,12 +452,24 @@ class Journal:
     def put(self, key: str, value) -> None:
         """Raises TypeError for a value that cannot be memoized (nothing is recorded then)."""
         text = self._text(key, value)
+        if not self._indexed:
+            with self._lock:  # not while another thread splits the file (`_lookup`)
+                return self._put(key, value, text)
+        self._put(key, value, text)
+
+    def _put(self, key: str, value, text: str) -> None:
         self._live += len(text) - _length(self._raw.get(key, 0))
         self._raw[key] = text
         self._values[key] = value
         self._changed.add(key)
 
     def remove(self, key: str) -> None:
+        if not self._indexed:
+            with self._lock:  # not while another thread splits the file (`_lookup`)
+                return self._remove(key)
+        self._remove(key)
+
+    def _remove(self, key: str) -> None:
         self._values.pop(key, None)
         if self._lookup(key) is not None:
             self._live -= _length(self._raw.pop(key))
