@@ -166,19 +166,25 @@ def test_a_file_torn_within_its_meta_line_is_rewritten_not_appended_to(tmp_path)
     assert _journal(path).get("a") == 1
 
 
+def _history(path, keys: list[str], removed: str) -> None:
+    """A journal of records under `keys` (values holding tabs and newlines) saved, then "plain" changed
+    and `removed` removed, appended."""
+    j = _journal(path)
+    for i, k in enumerate(keys):
+        j.put(k, {"i": i, "text": "x\ty\n" * i})
+    j.save()
+    j.put("plain", [9])
+    j.remove(removed)
+    j.save()
+
+
 def test_a_journal_read_in_pieces_smaller_than_its_lines_reads_every_record(tmp_path, monkeypatch):
     """A journal is read a piece at a time, each split in one go (`memo._PIECE`): lines across pieces,
     keys that need escapes (then parsed as JSON) or not, removed records and a torn tail read as a
     line at a time would."""
     path = tmp_path / "j"
     keys = ["plain", 'quo"te', "back\\slash", "tab\there", "ünïcode", "a,b"]
-    j = _journal(path)
-    for i, k in enumerate(keys):
-        j.put(k, {"i": i, "text": "x\ty\n" * i})
-    j.save()
-    j.put("plain", [9])
-    j.remove("a,b")
-    j.save()
+    _history(path, keys, "a,b")
     monkeypatch.setattr(memo, "_PIECE", 5)
     j = _journal(path)
     assert {k: j.get(k) for k in j.keys()} == {"plain": [9], **{k: {"i": i, "text": "x\ty\n" * i}
@@ -201,13 +207,7 @@ def test_a_lazy_journal_finds_each_record_as_the_split_one_reads_it(tmp_path, mo
     before it splits the file stands after; its save appends."""
     path = tmp_path / "j"
     keys = ["plain", 'quo"te', "back\\slash", "tab\there", "ünïcode", "a,b", "lain", "gone"]
-    j = _journal(path)
-    for i, k in enumerate(keys):
-        j.put(k, {"i": i, "text": "x\ty\n" * i})
-    j.save()
-    j.put("plain", [9])
-    j.remove("gone")
-    j.save()
+    _history(path, keys, "gone")
     path.write_bytes(path.read_bytes() + b'"bad"\t{not json\n"lain"\t[7')  # a damaged record, a torn append
 
     def lazy():
