@@ -153,7 +153,10 @@ class _Records(MutableMapping):
         self._journal.preload([self._prefix + k for k in keys])
 
     def __contains__(self, key: object) -> bool:
-        # without decoding it (a record that does not decode is found absent later)
+        # without decoding it (a record that does not decode is found absent later); once the keys are
+        # listed, by them (`recorded_below` asks of each of a repository's 10,000 parts)
+        if self._keys is not None:
+            return key in self._keys
         return isinstance(key, str) and self._prefix + key in self._journal
 
     def __getitem__(self, key: str):
@@ -364,7 +367,7 @@ def _drop_parts(state: BuildState, root: Path, rel: str, keep: set[str]) -> None
             k = k.rpartition("/")[0]
         return True
 
-    for k in sorted(k for k in state.recorded_below(rel) if k in state.outputs and stale(k)):
+    for k in sorted(k for k in state.recorded_below(rel) if k not in live and k in state.outputs and stale(k)):
         p = root / k
         if os.path.lexists(p):
             atomic.remove(p)
