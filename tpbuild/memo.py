@@ -268,7 +268,7 @@ class Journal:
                     self._appendable = self._end == len(body)
                     return
                 self._index(iter(functools.partial(f.read, _PIECE), b""))
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a file emptied meanwhile, which mmap refuses
             return
         if eager and not types and convert is None and self._raw:
             raw = self._raw
