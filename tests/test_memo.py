@@ -166,19 +166,25 @@ def test_a_file_torn_within_its_meta_line_is_rewritten_not_appended_to(tmp_path)
     assert _journal(path).get("a") == 1
 
 
+def _history(path, keys: list[str], removed: str) -> None:
+    """A journal of records under `keys` (values holding tabs and newlines) saved, then "plain" changed
+    and `removed` removed, appended."""
+    j = _journal(path)
+    for i, k in enumerate(keys):
+        j.put(k, {"i": i, "text": "x\ty\n" * i})
+    j.save()
+    j.put("plain", [9])
+    j.remove(removed)
+    j.save()
+
+
 def test_a_journal_read_in_pieces_smaller_than_its_lines_reads_every_record(tmp_path, monkeypatch):
     """A journal is read a piece at a time, each split in one go (`memo._PIECE`): lines across pieces,
     keys that need escapes (then parsed as JSON) or not, removed records and a torn tail read as a
     line at a time would."""
     path = tmp_path / "j"
     keys = ["plain", 'quo"te', "back\\slash", "tab\there", "ünïcode", "a,b"]
-    j = _journal(path)
-    for i, k in enumerate(keys):
-        j.put(k, {"i": i, "text": "x\ty\n" * i})
-    j.save()
-    j.put("plain", [9])
-    j.remove("a,b")
-    j.save()
+    _history(path, keys, "a,b")
     monkeypatch.setattr(memo, "_PIECE", 5)
     j = _journal(path)
     assert {k: j.get(k) for k in j.keys()} == {"plain": [9], **{k: {"i": i, "text": "x\ty\n" * i}
@@ -192,3 +198,65 @@ def test_a_journal_read_in_pieces_smaller_than_its_lines_reads_every_record(tmp_
     j.put("b", 2)
     j.save()
     assert {k: _journal(plain).get(k) for k in ("a", "b")} == {"a": 1, "b": 2}
+
+
+def test_a_lazy_journal_finds_each_record_as_the_split_one_reads_it(tmp_path, monkeypatch):
+    """A lazy journal (a delta build's) finds a record by scanning the file's bytes for its last line:
+    the same answer as splitting the file, for escaped keys, a later line, a record removed, one that
+    does not decode, one whose key ends another's, and a torn tail; what it found, put or removed
+    before it splits the file stands after; its save appends."""
+    path = tmp_path / "j"
+    keys = ["plain", 'quo"te', "back\\slash", "tab\there", "ünïcode", "a,b", "lain", "gone"]
+    _history(path, keys, "gone")
+    path.write_bytes(path.read_bytes() + b'"bad"\t{not json\n"lain"\t[7')  # a damaged record, a torn append
+
+    def lazy():
+        return memo.Journal(path, "test", 1, "m", tmp_path / "tmp", "the test memo", lazy=True)
+
+    split = _journal(path)
+    expected = {k: split.get(k) for k in [*keys, "bad", "missing"]}
+    assert expected["plain"] == [9] and expected["gone"] is None and expected["lain"] == {"i": 6, "text": "x\ty\n" * 6}
+    monkeypatch.setattr(memo, "_SCANS", len(expected))  # every lookup below is a scan
+    j = lazy()
+    assert {k: j.get(k) for k in expected} == expected and not j._indexed
+    assert ("plain" in j, "gone" in j, "missing" in j) == (True, False, False)
+    j = lazy()
+    j.get("plain")
+    j.put("new", 1)
+    j.remove('quo"te')
+    assert sorted(j.keys()) == sorted(["plain", "back\\slash", "tab\there", "ünïcode", "a,b", "lain", "bad", "new"])
+    assert (j.get("plain"), j.get('quo"te'), j.get("new")) == ([9], None, 1)
+    monkeypatch.setattr(memo, "_SCANS", 1)  # the second lookup splits the file whole
+    j = lazy()
+    assert (j.get("a,b"), j.get("plain"), j._indexed) == (expected["a,b"], [9], True)
+    j = _journal(path)
+    j.save()  # the torn tail repaired
+    size = path.stat().st_size
+    j = lazy()
+    j.put("plain", [10])
+    j.remove("a,b")
+    assert j.save() is None and path.stat().st_size > size and not j._indexed  # appended, not split
+    assert (_journal(path).get("plain"), "a,b" in _journal(path), lazy().get("plain")) == ([10], False, [10])
+
+
+def test_the_live_records_size_follows_puts_removals_and_a_split(tmp_path):
+    """What decides compaction (`Journal._live`), kept as records come and go, equals a count of them."""
+    path = tmp_path / "j"
+    j = _journal(path)
+    for i in range(20):
+        j.put(f"k{i}", ["x" * i])
+    j.save()
+    j.put("k3", "longer than before")
+    j.remove("k4")
+    j.save()
+
+    def count(j):
+        return sum(len(memo.Journal._text(j, k, j.get(k))) for k in j.keys())
+
+    for j in (_journal(path), memo.Journal(path, "test", 1, "m", tmp_path / "tmp", "x", lazy=True)):
+        j.get("k5")
+        j.put("k6", [1])
+        j.remove("k7")
+        j.put("new", {"a": 1})
+        j.keys()
+        assert j._live == count(j)

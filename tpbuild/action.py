@@ -172,6 +172,9 @@ def _merkle(entries: Iterable[OutputEntry], parts: Iterable[tuple[str, str]]) ->
         *dirs, name = e.path.split("/")
         _subdir(root, dirs)[(name, e.kind.value)] = e.identity[1]
     for prefix, d in parts:
+        if "/" not in prefix:  # a part at the top (a repository's models): 10,000 of them
+            root[(prefix, "d")] = d
+            continue
         *dirs, name = prefix.split("/")
         _subdir(root, dirs)[(name, "d")] = d
     return _directory_digest(root)
@@ -428,7 +431,7 @@ def part_dests(inputs: tuple[tuple[str, Input], ...]) -> frozenset[str]:
     merges at the root), so no other input can put a file among the part's. What the action declares
     decides it, never what the inputs hold."""
     dests = [d for d, _ in inputs]
-    if any(not d for d in dests):
+    if "" in dests:
         return frozenset()
     seen: set[str] = set()
     twice: set[str] = set()
@@ -441,8 +444,11 @@ def part_dests(inputs: tuple[tuple[str, Input], ...]) -> frozenset[str]:
     return frozenset(
         d for d, inp in inputs
         if isinstance(inp, Artifact) and not inp.path and d not in twice and d not in above
-        and not any(n in ("", ".", "..") for n in d.split("/"))
-        and not any(a in seen for a in _ancestors(d)))
+        and _NOT_NAMES.isdisjoint(d.split("/"))
+        and ("/" not in d or not any(a in seen for a in _ancestors(d))))
+
+
+_NOT_NAMES = frozenset(("", ".", ".."))  # a destination with one of them is no part (`part_dests`)
 
 
 def parts_of(kind: str, inputs: tuple[tuple[str, Input], ...],

@@ -191,12 +191,14 @@ class AnalysisCache:
     package, and a save appends only the records this build made or dropped, so an edit of one package
     out of 10,000 encodes and writes one record, not the whole memo."""
 
-    def __init__(self, path: Path, fp: str, identity: dict, root: Path, observed: Observed | None = None):
+    def __init__(self, path: Path, fp: str, identity: dict, root: Path, observed: Observed | None = None,
+                 lazy: bool = False):
+        """`lazy`: for a build that reads a few packages' records (a delta build's, `memo.Journal`)."""
         self.root = root
         self._base = os.path.join(root, "")
         self._observe = observed.observe if observed is not None else observe  # stats the stamp took (observed.py)
         self._journal = memo.Journal(path, KIND, VERSION, [fp, identity], path.parent / "tmp", f"the analysis memo {path}",
-                                     convert=(_record, _record_json))
+                                     convert=(_record, _record_json), lazy=lazy)
         self.warnings: list[str] = []  # a save that failed, for the build to show
 
     def record(self, package: str) -> PackageRecord | None:

@@ -191,7 +191,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         finally:
             with trace.span("save state", "phase"):
                 for aid, o in sched.outcomes.items():
-                    if o.status.succeeded and not o.unstable and aid not in settled:  # settled: recorded as is
+                    if aid not in settled and o.status.succeeded and not o.unstable:  # settled: recorded as is
                         state.remember(aid, o.key, o.entries)
                 _report_quarantined(cas, state, warn)
                 _saved(records.save(keep), warn)
@@ -266,7 +266,7 @@ def _lane(ws: Workspace, analysis: Analysis, opts: Options, state: outputs.Build
     """With `-j` above 1 and no output recorded (a first build, or tpbuild-out deleted: every tree is
     assembled whole), a placement lane that gets each target's tree once its actions have succeeded
     (`placement`). Never with outputs recorded: no tree to check or update file by file, no `prune`."""
-    if opts.jobs < 2 or len(state.outputs):
+    if opts.jobs < 2 or state.outputs:
         return None
     pending: dict[str, list] = {}  # action id -> [its target, the target's actions still to finish]
     trees = [label for label in analysis.order if analysis.infos[label].output is not None]

@@ -27,8 +27,9 @@ class Durations(Mapping):
 
     def __init__(self, path: Path, tmp_parent: Path, eager: bool = True):
         """`eager`: decode every duration at once (a build that ranks every action); a delta build ranks
-        the few it works, each then decoded when asked for."""
-        self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent, "the action durations", eager=eager)
+        the few it works, each then found and decoded when asked for (`memo.Journal`'s `lazy`)."""
+        self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent, "the action durations", eager=eager,
+                                     lazy=not eager)
 
     def __getitem__(self, aid: str) -> float:
         value = self._journal.get(aid)

@@ -60,6 +60,8 @@ def settle(declared: Mapping[str, Declared], walk: tuple[list[str], dict[str, li
         if aid not in state.actions:
             continue
         a = declared[aid]
+        if boundary and not all(inp.action in settled for _dest, inp in a.inputs if inp.__class__ is not Source):
+            continue  # downstream of a delta build's change: not settled, known before any digest is made
         digests = []
         trees = []  # (destination, digest, result) of each whole upstream tree: what a composed tree takes
         for dest, inp in a.inputs:

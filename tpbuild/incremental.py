@@ -208,7 +208,7 @@ def analyse(ws, p: Plan, memo_dir) -> bool:
     if rules.identity is not recorded:
         return False  # the rule sets are not those the memo was made with
     cache = AnalysisCache(memo_dir / "analysis", fingerprint(ws.root, (ws.root / WORKSPACE_FILE).read_bytes()),
-                          rules.identity, ws.root, ws.observed)
+                          rules.identity, ws.root, ws.observed, lazy=True)
     records = {}
     for package in p.packages:
         rec = cache.valid(package)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 
 _PIECE = 1 << 20  # bytes a journal is read in at a time (`Journal`)
+_SCANS = 8  # records a lazy journal finds by scanning before it splits its file whole (`Journal._lookup`)
 
 # What decoding or converting a damaged journal record raises: the record is then a miss.
 _UNDECODABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError)
@@ -204,14 +205,20 @@ class Journal:
     """
 
     def __init__(self, path: Path, kind: str, version: int, meta, tmp_parent: Path, what: str,
-                 types: tuple[type, ...] = (), convert=None, eager: bool = False, keep_text: bool = False):
+                 types: tuple[type, ...] = (), convert=None, eager: bool = False, keep_text: bool = False,
+                 lazy: bool = False):
         """`types`: the dataclasses records may hold (see `encode`). `convert`: a pair of functions
         (key, JSON value) -> value and (key, value) -> JSON value, for records held in another form
         than JSON's (tuples, the engine's value types); only the converted value is kept. `eager`:
         decode every record at once (for small plain records that a build mostly reads, such as the
         stat memo's, one parse of them all costs less than one per record). `keep_text`: keep a record's
         text once it is decoded, so compacting writes it as read instead of encoding it again (for a memo
-        whose records a build mostly reads and a compaction mostly copies, as the build state's)."""
+        whose records a build mostly reads and a compaction mostly copies, as the build state's).
+        `lazy`: for a build that reads a few records of many (a delta build's, `incremental.py`): the
+        file is mapped and a record is found in it when asked for (a scan at the speed of `rfind`, no
+        split of the file into records: at 10,000 models, reading and splitting the analysis memo,
+        20 MB, cost a delta build 0.04 s for the 2 records it reads); the file is split whole only if
+        the build asks for many records or for every key (`_index`)."""
         self.path = path
         self.kind = kind
         self.version = version
@@ -221,21 +228,20 @@ class Journal:
         self.types = types
         self._from_json, self._to_json = convert or (None, None)
         # key -> its value's JSON as in the file, or once decoded (the value is then in `_values`) the
-        # JSON's length: a build that reads every record does not also hold every record's text
+        # JSON's length: a build that reads every record does not also hold every record's text. Of a
+        # lazy journal not split yet, the records found so far, put or removed (`_lookup`).
         self._raw: dict[str, str | int] = {}
         self._values: dict[str, object] = {}  # decoded, or put by this build
         self._keep_text = keep_text
         self._changed: set[str] = set()
         self._size = 0  # bytes of records in the file, live or not
+        self._live = 0  # characters of the live records' values (of an indexed journal): when to compact
         self._appendable = False  # the file holds this memo and ends with a whole line
-        # Read a megabyte at a time, each piece split in C: at 10,000 models the build state is tens of
-        # megabytes, and the whole file's bytes, its text and its lines were once held together while it
-        # was loaded; a line at a time, a Python loop of 60,000 turns cost a delta build 0.1 s. A line is
-        # the key's JSON, a tab and the value's JSON (empty for a record removed), and JSON holds a tab
-        # only escaped, so each piece's text is one split into key, value, key, value...
-        keys: list[str] = []  # as JSON, of each whole line
-        values: list[str] = []
-        tail = b""  # a last line without its newline: a torn append
+        self._body = b""  # a lazy journal's file, mapped, until it is split (`_index`)
+        self._start = self._end = 0  # where in it its records start (at the meta line's newline), whole lines end
+        self._scans = 0  # the records a lazy journal found by scanning its bytes
+        self._indexed = True
+        self._lock = None  # a lazy journal's, until it is split (the scheduler's threads use the stat memo)
         try:
             with open(path, "rb") as f:
                 if f.readline() != _header(kind, version):
@@ -247,52 +253,127 @@ class Journal:
                 except ValueError:
                     return
                 if not meta_line.endswith(b"\n"):
-                    tail = meta_line  # torn right after it: rewritten by the next save
-                size = 0
-                rest = b""  # the start of a line the last piece ended in
-                while not tail:
-                    piece = f.read(_PIECE)
-                    if not piece:
-                        tail = rest
-                        break
-                    piece = rest + piece
-                    end = piece.rfind(b"\n") + 1
-                    rest = piece[end:]
-                    text = piece[:end].decode()
-                    size += end
-                    if text.count("\t") != text.count("\n"):
-                        return  # not a journal this code wrote (or damaged beyond a torn tail): a miss
-                    fields = text.replace("\n", "\t").split("\t")
-                    del text, piece
-                    keys += fields[0:-1:2]
-                    values += fields[1::2]
-        except OSError:
+                    return self._index(iter(()), meta_line)  # torn right after it: rewritten by the next save
+                if lazy:
+                    import mmap
+                    import threading
+
+                    # Mapped, not read (20 MB read cost more than the scans): tpbuild appends to a
+                    # journal or replaces it by a rename, and a mapping keeps the file it was made of.
+                    self._body = body = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    self._start = f.tell() - 1  # lines are found by their leading newline: the meta line's is the first's
+                    self._end = body.rfind(b"\n") + 1  # after the last whole line
+                    self._lock = threading.RLock()
+                    self._indexed, self._size = False, self._end - self._start - 1
+                    self._appendable = self._end == len(body)
+                    return
+                self._index(iter(functools.partial(f.read, _PIECE), b""))
+        except (OSError, ValueError):  # ValueError: a file emptied meanwhile, which mmap refuses
             return
-        except UnicodeDecodeError:
-            return
-        self._size = size
-        joined = ",".join(keys)
-        try:  # keys whose JSON holds no escape and no quote but the two around it are those texts: no parse
-            plain = "\\" not in joined and joined.count('"') == 2 * joined.count('","') + 2 == 2 * len(keys) \
-                and joined[0] == joined[-1] == '"'
-            keys = [k[1:-1] for k in keys] if plain else json.loads("[" + joined + "]")
-        except ValueError:
-            return
-        del joined
-        if not all(isinstance(k, str) for k in keys):
-            return
-        raw = self._raw = dict(zip(keys, values))  # a later line wins
-        for key in [k for k, v in raw.items() if not v]:  # removed
-            del raw[key]
-        del keys, values
-        self._appendable = not tail
-        if eager and not types and convert is None:
+        if eager and not types and convert is None and self._raw:
+            raw = self._raw
             try:
                 values = json.loads("[" + ",".join(raw.values()) + "]")
             except ValueError:
                 return  # a damaged record: each is decoded on its own when read
             self._values = dict(zip(raw, values))
             self._raw = {k: len(v) for k, v in raw.items()}
+
+    def _index(self, pieces, torn: bytes = b"") -> None:
+        """Split the file's records (`pieces` of its bytes after the meta line) into `_raw`, as they
+        stand in the file below what this build found, put or removed since (a lazy journal's); a file
+        that is not a journal this code wrote (or damaged beyond a torn tail) holds none, and is
+        rewritten by the next save. `torn`: a torn last line (one the pieces do not hold).
+
+        Read a megabyte at a time, each piece split in C: at 10,000 models the build state is tens of
+        megabytes, and the whole file's bytes, its text and its lines were once held together while it
+        was loaded; a line at a time, a Python loop of 60,000 turns cost a delta build 0.1 s. A line is
+        the key's JSON, a tab and the value's JSON (empty for a record removed), and JSON holds a tab
+        only escaped, so each piece's text is one split into key, value, key, value..."""
+        found, self._raw, self._indexed, self._body, self._live = self._raw, {}, True, b"", 0
+        self._appendable = False
+        keys: list[str] = []  # as JSON, of each whole line
+        values: list[str] = []
+        size = 0
+        rest = b""  # the start of a line the last piece ended in
+        try:
+            for piece in pieces:
+                piece = rest + piece
+                end = piece.rfind(b"\n") + 1
+                rest = piece[end:]
+                text = piece[:end].decode()
+                size += end
+                lines = text.count("\n")
+                fields = text.replace("\n", "\t").split("\t")
+                del text, piece
+                if len(fields) != 2 * lines + 1:  # as many tabs as lines: one count, not two
+                    return self._overlay(found)
+                keys += fields[0:-1:2]
+                values += fields[1::2]
+            joined = ",".join(keys)
+            # keys whose JSON holds no escape and no quote but the two around it are those texts: no parse
+            plain = "\\" not in joined and joined.count('"') == 2 * joined.count('","') + 2 == 2 * len(keys) \
+                and joined[0] == joined[-1] == '"'
+            if plain:
+                keys = [k[1:-1] for k in keys]
+            else:
+                keys = json.loads("[" + joined + "]")
+                if not all(isinstance(k, str) for k in keys):
+                    return self._overlay(found)
+        except (UnicodeDecodeError, ValueError):
+            return self._overlay(found)
+        del joined
+        raw = self._raw = dict(zip(keys, values))  # a later line wins
+        for key in [k for k, v in raw.items() if not v]:  # removed
+            del raw[key]
+        self._size = size
+        self._appendable = not (rest or torn)
+        self._live = sum(map(len, raw.values()))
+        self._overlay(found)
+
+    def _split(self) -> None:
+        """Index a lazy journal's bytes whole (`_index`), the torn line after its last whole one too."""
+        body, end = self._body, self._end
+        self._index((body[i:min(i + _PIECE, end)] for i in range(self._start + 1, end, _PIECE)), body[end:])
+        body.close()
+
+    def _overlay(self, found: dict) -> None:
+        """Lay what a lazy journal found, put or removed before it was split over the file's records."""
+        raw = self._raw
+        for key, r in found.items():
+            self._live += _length(r) - _length(raw.get(key, 0))
+            raw[key] = r
+        for key in self._changed - found.keys():  # removed
+            self._live -= _length(raw.pop(key, 0))
+
+    def _lookup(self, key: str) -> str | int | None:
+        """The record's entry in `_raw` (None: absent), of a lazy journal found by a scan of its bytes
+        for the last line of the key (a raw newline only ends a line, so one followed by the key's JSON
+        and a tab starts its line; this code writes a key's JSON one way), or, after a few scans (a
+        build that reads many records), by splitting it whole."""
+        if self._indexed:
+            return self._raw.get(key)
+        with self._lock:
+            if self._indexed or key in self._raw or key in self._changed:
+                return self._raw.get(key)
+            if self._scans >= _SCANS:
+                self._split()
+                return self._raw.get(key)
+            self._scans += 1
+            body = self._body
+            start = body.rfind(b"\n" + json.dumps(key, ensure_ascii=False).encode() + b"\t", self._start, self._end)
+            if start < 0:
+                return None
+            start = body.find(b"\t", start) + 1
+            line = body[start:body.find(b"\n", start)]
+            try:
+                raw = line.decode()
+            except UnicodeDecodeError:
+                return None
+            if not raw or "\t" in raw:  # removed, or damaged
+                return None
+            self._raw[key] = raw
+            return raw
 
     @staticmethod
     def meta_of(path: Path, kind: str, version: int):
@@ -306,9 +387,13 @@ class Journal:
             return None
 
     def __contains__(self, key: str) -> bool:
-        return key in self._raw
+        return self._lookup(key) is not None
 
     def keys(self):
+        if not self._indexed:
+            with self._lock:
+                if not self._indexed:
+                    self._split()
         return self._raw.keys()
 
     def get(self, key: str, default=None):
@@ -316,7 +401,7 @@ class Journal:
         hit = self._values.get(key, _ABSENT)
         if hit is not _ABSENT:
             return hit
-        raw = self._raw.get(key)
+        raw = self._lookup(key)
         if not isinstance(raw, str):  # absent, or decoded meanwhile (by another thread)
             return self._values.get(key, default)
         try:
@@ -330,7 +415,14 @@ class Journal:
         """Decode, in one parse, the records of `keys` not decoded yet (for a build about to read most
         of them: one parse of them all costs a fraction of one per record). A record that does not
         decode is left to `get`, which finds it absent."""
-        todo = [k for k in keys if isinstance(self._raw.get(k), str)]
+        keys = list(keys)
+        if not self._indexed and len(keys) > _SCANS:
+            self.keys()  # split whole: one pass, not a scan per record
+        if self._indexed:  # the common case (the build state's 10,000 records in a delta build): no call per key
+            raw = self._raw
+            todo = [k for k in keys if raw.get(k).__class__ is str]
+        else:
+            todo = [k for k in keys if isinstance(self._lookup(k), str)]
         try:
             values = json.loads("[" + ",".join(self._raw[k] for k in todo) + "]",
                                 object_hook=_Decoder(self.types) if self.types else None)
@@ -359,14 +451,28 @@ class Journal:
 
     def put(self, key: str, value) -> None:
         """Raises TypeError for a value that cannot be memoized (nothing is recorded then)."""
-        self._raw[key] = self._text(key, value)
+        text = self._text(key, value)
+        if not self._indexed:
+            with self._lock:  # not while another thread splits the file (`_lookup`)
+                return self._put(key, value, text)
+        self._put(key, value, text)
+
+    def _put(self, key: str, value, text: str) -> None:
+        self._live += len(text) - _length(self._raw.get(key, 0))
+        self._raw[key] = text
         self._values[key] = value
         self._changed.add(key)
 
     def remove(self, key: str) -> None:
+        if not self._indexed:
+            with self._lock:  # not while another thread splits the file (`_lookup`)
+                return self._remove(key)
+        self._remove(key)
+
+    def _remove(self, key: str) -> None:
         self._values.pop(key, None)
-        if key in self._raw:
-            del self._raw[key]
+        if self._lookup(key) is not None:
+            self._live -= _length(self._raw.pop(key))
             self._changed.add(key)
 
     def save(self) -> str | None:
@@ -382,13 +488,17 @@ class Journal:
 
         try:
             appended = False
-            if self._appendable:
+            if self._appendable and not self._indexed:
+                # A lazy journal (a delta build's) does not know its live records' size: it appends,
+                # and the next build that splits the journal whole judges whether to compact it.
+                appended = self._append(sorted(self._changed))
+            elif self._appendable:
                 changed = sorted(self._changed)
                 # In characters, as `live` is counted: the rule that decides when to compact.
                 size = sum(len(self._line(key)) for key in changed)
-                live = sum(r if isinstance(r, int) else len(r) for r in self._raw.values())
-                appended = self._size + size <= 2 * live + (1 << 20) and self._append(changed)
+                appended = self._size + size <= 2 * self._live + (1 << 20) and self._append(changed)
             if not appended:
+                self.keys()  # every record, to write them all
                 written = [0]
                 header = _header(self.kind, self.version) + json.dumps(self.meta).encode() + b"\n"
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -451,3 +561,8 @@ class Journal:
 
 
 _ABSENT = object()
+
+
+def _length(raw: str | int) -> int:
+    """The length of a record's value as `Journal._raw` holds it (its text, or the text's length)."""
+    return raw if isinstance(raw, int) else len(raw)

@@ -134,41 +134,67 @@ class BuildState:
 class _Records(MutableMapping):
     """One kind of record of the state's journal (decoded when first read: a build that changes one
     model reads the records of what it touches, not all of them). A record that does not decode is
-    absent: the build re-checks what it would have said."""
+    absent: the build re-checks what it would have said. Its keys are listed only when asked for
+    (a delta build asks for none of the 10,000 actions' and sorts the outputs' once, `recorded_below`)."""
 
     def __init__(self, journal: memo.Journal, prefix: str):
         self._journal = journal
         self._prefix = prefix
-        n = len(prefix)
-        self._keys = {k[n:] for k in journal.keys() if k.startswith(prefix)}
+        self._keys: set[str] | None = None  # once listed
+
+    def _listed(self) -> set[str]:
+        if self._keys is None:
+            n, prefix = len(self._prefix), self._prefix
+            self._keys = {k[n:] for k in self._journal.keys() if k.startswith(prefix)}
+        return self._keys
 
     def preload(self, keys) -> None:
         """Decode these records in one parse (see `memo.Journal.preload`)."""
-        self._journal.preload([self._prefix + k for k in keys if k in self._keys])
+        self._journal.preload([self._prefix + k for k in keys])
 
     def __contains__(self, key: object) -> bool:
-        return key in self._keys  # without decoding it (a record that does not decode is found absent later)
+        # without decoding it (a record that does not decode is found absent later); once the keys are
+        # listed, by them (`recorded_below` asks of each of a repository's 10,000 parts)
+        if self._keys is not None:
+            return key in self._keys
+        return isinstance(key, str) and self._prefix + key in self._journal
 
     def __getitem__(self, key: str):
-        hit = self._journal.get(self._prefix + key) if key in self._keys else None
+        hit = self.get(key)
         if hit is None:
-            self._keys.discard(key)
             raise KeyError(key)
+        return hit
+
+    def get(self, key: str, default=None):
+        """Mapping's, without its KeyError for each record absent (a delta build gets 10,000)."""
+        hit = self._journal.get(self._prefix + key)
+        if hit is None:
+            if self._keys is not None:
+                self._keys.discard(key)
+            return default
         return hit
 
     def __setitem__(self, key: str, value) -> None:
         self._journal.put(self._prefix + key, value)
-        self._keys.add(key)
+        if self._keys is not None:
+            self._keys.add(key)
 
     def __delitem__(self, key: str) -> None:
-        self._keys.remove(key)
+        if key not in self:
+            raise KeyError(key)
         self._journal.remove(self._prefix + key)
+        if self._keys is not None:
+            self._keys.discard(key)
 
     def __iter__(self):
-        return iter(list(self._keys))
+        return iter(list(self._listed()))
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._listed())
+
+    def __bool__(self) -> bool:
+        prefix = self._prefix
+        return bool(self._keys) if self._keys is not None else any(k.startswith(prefix) for k in self._journal.keys())
 
 
 def _from_json(key: str, v) -> Last | tuple:
@@ -341,7 +367,7 @@ def _drop_parts(state: BuildState, root: Path, rel: str, keep: set[str]) -> None
             k = k.rpartition("/")[0]
         return True
 
-    for k in sorted(k for k in state.recorded_below(rel) if k in state.outputs and stale(k)):
+    for k in sorted(k for k in state.recorded_below(rel) if k not in live and k in state.outputs and stale(k)):
         p = root / k
         if os.path.lexists(p):
             atomic.remove(p)
@@ -364,6 +390,8 @@ def _dirs(dest: Path, entries: Sequence[OutputEntry], old: dict | None = None,
     models, one model changed, is not 30,000 lstats)."""
     names = {""}
     for path in [e.path for e in entries] + [p.prefix for p in parts]:
+        if "/" not in path:  # at the top (a repository's 10,000 parts): no directory of its own
+            continue
         d = os.path.dirname(path)
         while d and d not in names:
             names.add(d)

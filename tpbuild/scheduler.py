@@ -314,7 +314,8 @@ class Scheduler:
                             executable=entry.executable, entries=(entry,))
         up = self.outcomes[inp.action]
         if not inp.path:
-            return Resolved(dest, inp, up.tree(), entries=up.entries)
+            tree = up.entries  # a `Tree` knows its digest: no call through `Outcome.tree` (a repository has 10,000)
+            return Resolved(dest, inp, tree.digest if isinstance(tree, Tree) else up.tree(), entries=tree)
         e = up.entry(inp.path)
         if e is None:
             raise BuildError(f"{inp.action} has no output {inp.path!r}")

@@ -32,11 +32,12 @@ class StatCache:
         """`tmp_parent`: where saving makes its temp file (`<cache>/tmp`); the memo's own directory
         by default. `observed`: the stats the no-op stamp's check took (observed.py). `eager`: decode
         every entry at once, for a build that looks at most of them (see `memo.Journal`); a delta build
-        looks at a few (`incremental.py`), each then decoded when asked for."""
+        looks at a few (`incremental.py`), each then found and decoded when asked for (`memo.Journal`'s
+        `lazy`)."""
         self.path = path
         self._stat = observed.stat if observed is not None else lambda full: signature(os.stat(full))
         self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent or path.parent / "tmp",
-                                     f"the stat memo {path}", eager=eager)
+                                     f"the stat memo {path}", eager=eager, lazy=not eager)
         self._new: dict[str, list] = {}  # hashed by this build: saved unless racy
         self._racy: set[str] = set()
         self._lock = threading.Lock()
