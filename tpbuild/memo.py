@@ -215,7 +215,7 @@ class Journal:
         text once it is decoded, so compacting writes it as read instead of encoding it again (for a memo
         whose records a build mostly reads and a compaction mostly copies, as the build state's).
         `lazy`: for a build that reads a few records of many (a delta build's, `incremental.py`): the
-        file is mapped and a record is found in it when asked for (a scan at the speed of `rfind`, no
+        file is read whole and a record is found in it when asked for (a scan at the speed of `rfind`, no
         split of the file into records: at 10,000 models, reading and splitting the analysis memo,
         20 MB, cost a delta build 0.04 s for the 2 records it reads); the file is split whole only if
         the build asks for many records or for every key (`_index`)."""
@@ -237,7 +237,7 @@ class Journal:
         self._size = 0  # bytes of records in the file, live or not
         self._live = 0  # characters of the live records' values (of an indexed journal): when to compact
         self._appendable = False  # the file holds this memo and ends with a whole line
-        self._body = b""  # a lazy journal's file, mapped, until it is split (`_index`)
+        self._body = b""  # a lazy journal's file, until it is split (`_index`)
         self._start = self._end = 0  # where in it its records start (at the meta line's newline), whole lines end
         self._scans = 0  # the records a lazy journal found by scanning its bytes
         self._indexed = True
@@ -255,20 +255,21 @@ class Journal:
                 if not meta_line.endswith(b"\n"):
                     return self._index(iter(()), meta_line)  # torn right after it: rewritten by the next save
                 if lazy:
-                    import mmap
                     import threading
 
-                    # Mapped, not read (20 MB read cost more than the scans): tpbuild appends to a
-                    # journal or replaces it by a rename, and a mapping keeps the file it was made of.
-                    self._body = body = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    # Read, not mapped: a mapped file that another process truncates in place (the cache
+                    # directory may be shared) kills the build with SIGBUS; reading costs 7 ms more of
+                    # the analysis memo's 20 MB at 10,000 models.
                     self._start = f.tell() - 1  # lines are found by their leading newline: the meta line's is the first's
+                    f.seek(0)
+                    self._body = body = f.read()
                     self._end = body.rfind(b"\n") + 1  # after the last whole line
                     self._lock = threading.RLock()
                     self._indexed, self._size = False, self._end - self._start - 1
                     self._appendable = self._end == len(body)
                     return
                 self._index(iter(functools.partial(f.read, _PIECE), b""))
-        except (OSError, ValueError):  # ValueError: a file emptied meanwhile, which mmap refuses
+        except (OSError, ValueError):
             return
         if eager and not types and convert is None and self._raw:
             raw = self._raw
@@ -335,7 +336,6 @@ class Journal:
         """Index a lazy journal's bytes whole (`_index`), the torn line after its last whole one too."""
         body, end = self._body, self._end
         self._index((body[i:min(i + _PIECE, end)] for i in range(self._start + 1, end, _PIECE)), body[end:])
-        body.close()
 
     def _overlay(self, found: dict) -> None:
         """Lay what a lazy journal found, put or removed before it was split over the file's records."""
