@@ -271,8 +271,10 @@ def test_other_command_lines_are_left_to_argparse(argv):
 
 def _stamp_stats(ws) -> list[int]:
     """The stamp's stats, and those a delta build patched it with (`noop-patch`, incremental.py)."""
+    from tpbuild.layout import unpacked
+
     head, _, body = (ws.root / "tpbuild-out/.tpbuild/noop").read_bytes().partition(b"\n")
-    stats = [v for g in json.loads(body)["groups"] if len(g) == 4 for v in g[3]]
+    stats = [v for g in json.loads(body)["groups"] if len(g) == 4 for v in unpacked(g[3])]
     patch = ws.root / "tpbuild-out/.tpbuild/noop-patch"
     if patch.exists():
         stats += [v for _paths, s in json.loads(patch.read_bytes().partition(b"\n")[2])["groups"].values() for v in s]

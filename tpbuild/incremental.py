@@ -40,7 +40,7 @@ from types import SimpleNamespace
 
 from . import memo as memofile
 from .analysiscache import Declared
-from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR
+from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, stat_at
 
 KIND, VERSION = "noop-graph", 3
 GRAPH = "noop-graph"  # beside the stamp
@@ -139,7 +139,7 @@ def plan(stamp) -> Plan | None:
                 if path not in graph["watched"]:
                     return None  # a manifest, a directory a rule listed: analysis may change
                 watched.append((path, now))
-            elif tuple(recorded[4 * i:4 * i + 4]) != UNPROVEN:
+            elif stat_at(recorded, i) != UNPROVEN:
                 return None  # a blob or a placed file that changed since the build that recorded it
             elif role == "blobs":
                 if not _sound(base + path, now):
@@ -286,7 +286,7 @@ class Checked:
         index, recorded, found = self._view("placed")
         i = index.get(path)
         if i is not None:
-            return (now and found.get(i)) or tuple(recorded[4 * i:4 * i + 4])
+            return (now and found.get(i)) or stat_at(recorded, i)
         j = self._linked().get(path)
         if j is None:
             return None
@@ -313,7 +313,7 @@ class Checked:
         index, recorded, now = self._view("placed_dirs")
         for path, s in dirs:
             i = index.get(path)
-            if i is None or (now.get(i) or tuple(recorded[4 * i:4 * i + 4])) != tuple(s):
+            if i is None or (now.get(i) or stat_at(recorded, i)) != tuple(s):
                 return False
         return True
 
@@ -357,7 +357,7 @@ class Checked:
                 if self._placed(path, False) != tuple(s):  # a linked file: placed again, it goes to the placed group
                     paths.append(path)
                     stats += s
-            elif i is None or recorded[4 * i:4 * i + 4] != s:
+            elif i is None or stat_at(recorded, i) != tuple(s):
                 paths.append(path)
                 stats += s
         return self._groups[role], paths, stats
