@@ -331,3 +331,32 @@ def test_a_same_size_rewrite_of_tpbuild_toml_within_the_racy_window_is_not_hidde
     os.utime(p, ns=(future, future))
     again, answered = _build(stamped)
     assert not answered and _executed(again) > 0, again.stdout
+
+
+def test_packed_stats_read_back_exactly_with_inode_numbers_from_2_to_the_63():
+    """The stamp packs its stats as 64-bit signed integers (layout.packed): an inode number overlayfs
+    gives with its top bit set is stored as its two's complement and read back as it was, and an
+    unproven entry stays one."""
+    from tpbuild.layout import packed, packed_text, stat_at, unpacked
+    from tpbuild.noop import UNPROVEN
+
+    stats = [(12, 1_796_186_062_744_585_804, (1 << 64) - 2, 0o100644), UNPROVEN, (0, -5, 7, 0o40755)]
+    back = unpacked(packed_text(packed([v for s in stats for v in s])))
+    assert [stat_at(back, i) for i in range(len(stats))] == stats
+    with pytest.raises(ValueError):
+        unpacked("not base64!")
+
+
+def test_the_check_takes_stats_with_inode_numbers_from_2_to_the_63(tmp_path, monkeypatch):
+    """The check packs its stats as it takes them (noop._stats); one that does not fit 64 signed bits
+    sends it, from then on, through the exact packing."""
+    from tpbuild import noop
+    from tpbuild.layout import stat_at
+
+    for name in "ab":
+        (tmp_path / name).write_text(name)
+    monkeypatch.setattr(noop, "_wide", False)
+    monkeypatch.setattr(noop, "stat_sig", lambda st: (st.st_size, st.st_mtime_ns, st.st_ino | 1 << 63, st.st_mode))
+    now = noop._stats(os.stat, f"{tmp_path}/", ["a", "b"])
+    assert noop._wide
+    assert [stat_at(now, i)[2] for i in (0, 1)] == [(tmp_path / n).stat().st_ino | 1 << 63 for n in "ab"]

@@ -50,7 +50,7 @@ def packed(ints, code: str = "q") -> array:
     try:
         return array(code, ints)
     except OverflowError:
-        return array(code, [v - _WRAP if v >> 63 else v for v in ints])
+        return array(code, [v - _WRAP if v >= _WRAP >> 1 else v for v in ints])
 
 
 def stat_at(stats, i: int) -> tuple:
