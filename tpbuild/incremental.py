@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_right
 from types import SimpleNamespace
 
 from . import memo as memofile
 from .analysiscache import Declared
-from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, stat_at
+from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, packed, packed_text, stat_at, unpacked
 
-KIND, VERSION = "noop-graph", 3
+KIND, VERSION = "noop-graph", 4
 GRAPH = "noop-graph"  # beside the stamp
 SMALL_BLOB = 1 << 20  # an unproven blob up to this size is hashed again; a larger one: the ordinary path
 
@@ -54,20 +55,25 @@ def remember(root, gen: str, result, roles: list[str]) -> str | None:
 
     a = result.analysis
     # Actions by their index in one list (their ids are written once: at 10,000 models the memo was
-    # twice as large with them in every reference), and each target as a row: its label, package,
-    # actions (a run of the list) and output directory ("" for none).
+    # twice as large with them in every reference), and the targets by column: label, package, output
+    # directory ("" for none), and the first of their actions (a run of the list).
     actions: list[str] = []
     mnemonics: list[str] = []
-    targets = []
+    labels, packages, outputs, first = [], [], [], []
+    row: dict[str, int] = {}  # a package -> a row of it
     for label in a.order:
         ds = a.declared_of(label)
-        rel = f"{OUT_DIR}/{label.path}" if a.infos[label].output is not None else ""
-        targets.append([str(label), label.package, len(actions), len(ds), rel])
+        row.setdefault(label.package, len(labels))
+        labels.append(str(label))
+        packages.append(label.package)
+        outputs.append(f"{OUT_DIR}/{label.path}" if a.infos[label].output is not None else "")
+        first.append(len(actions))
         actions += (d.id for d in ds)
         mnemonics += (d.mnemonic for d in ds)
+    first.append(len(actions))
     index = {aid: i for i, aid in enumerate(actions)}
     readers: dict[str, list[int]] = {}
-    consumers: dict[str, list[int]] = {}  # the index of an action, as text -> the actions that read it
+    consumers: list[list[int]] = [[] for _ in actions]  # an action -> the actions that read it
     for label in a.order:
         for d in a.declared_of(label):
             i = index[d.id]
@@ -75,14 +81,14 @@ def remember(root, gen: str, result, roles: list[str]) -> str | None:
                 if isinstance(inp, Source):
                     readers.setdefault(inp.path, []).append(i)
                 else:
-                    consumers.setdefault(str(index[inp.action]), []).append(i)
-    watched: dict[str, list[str]] = {}
+                    consumers[index[inp.action]].append(i)
+    watched: dict[str, list[int]] = {}  # a path -> a row of each package that watches it
     cache = a.graph.cache
     for package in a.graph.loaded_packages:
         rec = cache.record(package)
         for p in rec.observed:
             if p in readers or p in rec.facts:
-                watched.setdefault(p, []).append(package)
+                watched.setdefault(p, []).append(row[package])
     # Each part of a composed output (a repository's models) by its record in the build state, with the
     # tree digest it holds: what `Checked.holds` knows a part by without its record. (An output a delta
     # build works is read anyway; its parts, 10,000 at 10,000 models, are what it need not read.)
@@ -93,16 +99,92 @@ def remember(root, gen: str, result, roles: list[str]) -> str | None:
                 trees[0].append(k)
                 trees[1].append(d)
     path = root / STATE_DIR / GRAPH
-    return memofile.save(path, KIND, VERSION, {"gen": gen, "roles": roles, "targets": targets, "actions": actions,
-                                               "mnemonics": mnemonics, "readers": readers, "consumers": consumers,
-                                               "watched": watched, "trees": trees},
-                         path.parent / "tmp", "the delta build's graph")
+    return memofile.save(path, KIND, VERSION, {
+        "gen": gen, "roles": roles, "labels": labels, "packages": packages, "outputs": outputs,
+        "first": packed_text(packed(first, "i")), "actions": actions, "mnemonics": mnemonics,
+        "readers": [list(readers), *_adjacency(readers.values())], "consumers": _adjacency(consumers),
+        "watched": [list(watched), *_adjacency(watched.values())], "trees": trees,
+    }, path.parent / "tmp", "the delta build's graph")
+
+
+def _adjacency(lists) -> list[str]:
+    """Lists of indices as two `layout.packed_text`: where each list starts (and the end of the last) in
+    the other, all of them one after another. Decoded, two arrays, not an object per index: as lists
+    and dicts, the targets' rows and their readers were most of the graph's decoding (0.03 s at
+    10,000 models), which each delta build reads to look at a few of them."""
+    starts, flat = [0], []
+    for indices in lists:
+        flat += indices
+        starts.append(len(flat))
+    return [packed_text(packed(starts, "i")), packed_text(packed(flat, "i"))]
+
+
+class Graph:
+    """The graph memo `remember` wrote, decoded (see there); raises KeyError, TypeError, ValueError or
+    IndexError when it is damaged."""
+
+    def __init__(self, data: dict):
+        self.labels, self.packages, self.outputs = data["labels"], data["packages"], data["outputs"]
+        self.first = unpacked(data["first"], "i")
+        self.actions, self.mnemonics, self.trees = data["actions"], data["mnemonics"], data["trees"]
+        self._readers, self._watched = _Adjacent(*data["readers"]), _Adjacent(*data["watched"])
+        self._consumers = _Adjacent(None, *data["consumers"])
+        if not (len(self.labels) == len(self.packages) == len(self.outputs) == len(self.first) - 1
+                and self.first[-1] == len(self.actions) == len(self.mnemonics) == len(self._consumers)):
+            raise ValueError("a damaged graph memo")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def actions_of(self, t: int) -> range:
+        """The indices of target `t`'s actions, in build order."""
+        return range(self.first[t], self.first[t + 1])
+
+    def owner(self, i: int) -> int:
+        """The target of action `i`."""
+        return bisect_right(self.first, i) - 1
+
+    def readers(self, path: str):
+        """The actions that read this source."""
+        return self._readers.get(path)
+
+    def consumers(self, i: int):
+        """The actions that read action `i`'s result."""
+        return self._consumers.at(i)
+
+    def watchers(self, path: str) -> list[str] | None:
+        """The packages whose analysis memo record watches this path (None: none)."""
+        rows = self._watched.get(path)
+        return None if rows is None else [self.packages[t] for t in rows]
+
+
+class _Adjacent:
+    """Lists of indices, `_adjacency` packed, each read by its index or by its key in `keys`."""
+
+    def __init__(self, keys: list[str] | None, starts: str, flat: str):
+        self.keys = keys
+        self.starts, self.flat = unpacked(starts, "i"), unpacked(flat, "i")
+        self._index: dict[str, int] | None = None
+        if (keys is not None and len(keys) != len(self)) or self.starts[-1] != len(self.flat):
+            raise ValueError("a damaged graph memo")
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def at(self, i: int):
+        return self.flat[self.starts[i]:self.starts[i + 1]]
+
+    def get(self, key: str):
+        if self._index is None:
+            self._index = dict(zip(self.keys, range(len(self.keys))))
+        i = self._index.get(key)
+        return None if i is None else self.at(i)
 
 
 class Plan:
     """What a delta build works: the targets downstream of the changes, and what the stamp's patch needs."""
 
-    def __init__(self, stamp, graph: dict, targets: set[int], packages: set[str], sources: list[str],
+    def __init__(self, stamp, graph: Graph, targets: set[int], packages: set[str], sources: list[str],
                  watched: list[tuple[str, tuple]], blobs: list[tuple[str, tuple]]):
         self.stamp = stamp
         self.graph = graph
@@ -121,13 +203,16 @@ def plan(stamp) -> Plan | None:
 
     if stamp.differences is None:
         return None
-    graph = memofile.load(stamp.root / STATE_DIR / GRAPH, KIND, VERSION)
+    memo = memofile.load(stamp.root / STATE_DIR / GRAPH, KIND, VERSION)
     data = stamp.data
-    if not isinstance(graph, dict) or graph.get("gen") != data["gen"] or graph.get("roles") != data["roles"]:
+    if not isinstance(memo, dict) or memo.get("gen") != data["gen"] or memo.get("roles") != data["roles"]:
         return None
-    rows = graph["targets"]
-    rels = {row[4]: t for t, row in enumerate(rows) if row[4]}
+    try:
+        graph = Graph(memo)
+    except (KeyError, TypeError, ValueError, IndexError):  # a damaged memo: the ordinary path
+        return None
     sources, watched, blobs, placed = [], [], [], set()
+    rels = None  # an output directory -> its target (for a placed file recorded unproven)
     for gi, found in stamp.differences.items():
         role = data["roles"][gi]
         base, _follow, paths, recorded = data["groups"][gi]
@@ -136,7 +221,7 @@ def plan(stamp) -> Plan | None:
             if role == "sources":
                 sources.append(path)
             elif role == "watched":
-                if path not in graph["watched"]:
+                if graph.watchers(path) is None:
                     return None  # a manifest, a directory a rule listed: analysis may change
                 watched.append((path, now))
             elif stat_at(recorded, i) != UNPROVEN:
@@ -146,28 +231,24 @@ def plan(stamp) -> Plan | None:
                     return None
                 blobs.append((path, now))
             else:  # placed, fresh from the last build: its target is placed again (checked, see module docstring)
+                if rels is None:
+                    rels = {rel: t for t, rel in enumerate(graph.outputs) if rel}
                 owner = _owner(path, rels)
                 if owner is None:
                     return None
                 placed.add(owner)
-    owner = [0] * len(graph["actions"])  # action -> its target's row
-    for t, (_label, _package, first, count, _rel) in enumerate(rows):
-        owner[first:first + count] = [t] * count
-    targets = placed | {owner[i] for p in sources for i in graph["readers"].get(p, ())}
+    targets = placed | {graph.owner(i) for p in sources for i in graph.readers(p) or ()}
     todo = list(targets)
     while todo:  # everything downstream: the readers of every action of a target in the delta
-        _label, _package, first, count, _rel = rows[todo.pop()]
-        for i in range(first, first + count):
-            for reader in graph["consumers"].get(str(i), ()):
-                t = owner[reader]
+        for i in graph.actions_of(todo.pop()):
+            for reader in graph.consumers(i):
+                t = graph.owner(reader)
                 if t not in targets:
                     targets.add(t)
                     todo.append(t)
-    packages = {rows[t][1] for t in targets}
-    for p, _now in watched:
-        packages.update(graph["watched"][p])
-    for p in sources:
-        packages.update(graph["watched"].get(p, ()))
+    packages = {graph.packages[t] for t in targets}
+    for p in [*sources, *(p for p, _now in watched)]:
+        packages.update(graph.watchers(p) or ())
     return Plan(stamp, graph, targets, packages, sources, watched, blobs)
 
 
@@ -215,12 +296,12 @@ def analyse(ws, p: Plan, memo_dir) -> bool:
         if rec is None:
             return False
         records.update((str(t.label), t) for t in rec.targets)
-    rows = p.graph["targets"]
-    if not all(rows[t][0] in records for t in p.targets):
+    labels = p.graph.labels
+    if not all(labels[t] in records for t in p.targets):
         return False
     order, infos, target_actions, declared = [], {}, {}, {}
     for row in sorted(p.targets):  # in build order, as the graph memo has them
-        t = records[rows[row][0]]
+        t = records[labels[row]]
         order.append(t.label)
         infos[t.label] = t.info
         target_actions[t.label] = t.actions
@@ -255,7 +336,7 @@ class Checked:
     placed tree intact (`outputs.Proof`: `intact`, `holds`), and what the stamp's patch must change
     (`patch`)."""
 
-    def __init__(self, stamp, graph: dict):
+    def __init__(self, stamp, graph: Graph):
         self.stamp = stamp
         self.graph = graph  # the graph memo the delta build was planned on (`plan`)
         self._groups = {role: gi for gi, (role, g) in enumerate(zip(stamp.data["roles"], stamp.data["groups"]))
@@ -326,7 +407,7 @@ class Checked:
         others)."""
         if self._trees is None:
             try:
-                trees = dict(zip(*self.graph["trees"]))
+                trees = dict(zip(*self.graph.trees))
                 trees.update(self.stamp.patch["trees"] if self.stamp.patch is not None else {})
             except (KeyError, TypeError, ValueError):  # a damaged memo: nothing is known this way
                 trees = {}
@@ -430,9 +511,10 @@ def report_rows(p: Plan, result, cache_dir):
     state = BuildState.load(p.stamp.root / STATE_DIR / "state", cache_id(cache_dir))
     worked = {str(label): label for label in p.analysis.order}
     rows, targets = [], {}
-    actions, mnemonics = p.graph["actions"], p.graph["mnemonics"]
-    for label, _package, first, count, rel in p.graph["targets"]:
-        acts = range(first, first + count)
+    g = p.graph
+    actions, mnemonics = g.actions, g.mnemonics
+    for t, (label, rel) in enumerate(zip(g.labels, g.outputs)):
+        acts = g.actions_of(t)
         if label in worked:
             t = result.targets[worked[label]]
             targets[label] = {"status": t.status.value, "outputs": t.outputs}
@@ -442,4 +524,4 @@ def report_rows(p: Plan, result, cache_dir):
         # A record that does not decode (a damaged state) is reported without its key.
         rows += ((label, mnemonics[i], Outcome(None, Status.CACHED, getattr(state.actions.get(actions[i]), "key", "")))
                  for i in acts)
-    return rows, targets, len(p.graph["targets"])
+    return rows, targets, len(p.graph)
