@@ -200,9 +200,14 @@ def linked(stamped):
     time.sleep(2.1)
     p, answered = _build(stamped)
     assert not answered and _executed(p) == 0
+    from tpbuild.layout import unpacked
+    from tpbuild.noop import linked_path
+
     data = json.loads((stamped.root / "tpbuild-out/.tpbuild/noop").read_bytes().partition(b"\n")[2])
     groups = dict(zip(data["roles"], data["groups"]))
-    assert "tpbuild-out/models/m/m/labels.txt" in groups["linked"][2]
+    linked = groups["linked"][:3] + [unpacked(text, "I") for text in groups["linked"][3:6]]
+    paths = [linked_path(linked, groups["placed_dirs"][2], j) for j in range(len(linked[3]))]
+    assert "tpbuild-out/models/m/m/labels.txt" in paths
     assert "tpbuild-out/models/m/m/labels.txt" not in groups["placed"][2]
     return stamped
 

@@ -43,9 +43,9 @@ _WRAP = 1 << 64
 
 
 def packed(ints, code: str = "q") -> array:
-    """Integers as one array of machine integers (`code`: "q" 64-bit signed, "i" 32-bit), for a memo
-    that holds hundreds of thousands of them (the no-op stamp's stats: `packed_text`): one object, not
-    one per integer, compared and sliced in C. A stat's inode number may be 2**63 or more (overlayfs
+    """Integers as one array of machine integers (`code`: "q" 64-bit signed, "I" 32-bit unsigned), for
+    a memo that holds hundreds of thousands of them (the no-op stamp's stats: `packed_text`): one
+    object, not one per integer, compared and sliced in C. A stat's inode number may be 2**63 or more (overlayfs
     with xino sets the top bits): stored as its two's complement, which `stat_at` undoes."""
     try:
         return array(code, ints)

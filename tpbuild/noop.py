@@ -76,7 +76,7 @@ from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_roo
     shared_device, sig, stat_at, stat_sig, unpacked
 from .observed import Observed
 
-KIND, VERSION = "noop", 10
+KIND, VERSION = "noop", 11
 PATCH, PATCH_KIND = "noop-patch", "noop-patch"  # beside the stamp: what delta builds amended (`Stamp.patch_with`)
 # The groups whose differences a delta build can answer (`incremental.py`): a source, a file the
 # analysis memo knows by its facts, a blob or a placed file recorded unproven. Any other difference
@@ -239,11 +239,13 @@ class Stamp:
                     unlinked = _unlinked(group, *(moved.get(r) for r in ("blobs", "placed_dirs")))
                     # A file placed again by a delta build since is in the placed group, at its stat now.
                     again = set(data["groups"][data["roles"].index("placed")][2]) if unlinked else ()
-                    base, paths, blob_index = group[0], group[2], group[3]
+                    dirs = data["groups"][data["roles"].index("placed_dirs")][2]
+                    base, blob_index = group[0], group[4]
                     try:
                         for j in unlinked:
-                            if paths[j] not in again:
-                                linked[j] = stat_sig(os.lstat(base + paths[j]))
+                            path = linked_path(group, dirs, j)
+                            if path not in again:
+                                linked[j] = stat_sig(os.lstat(base + path))
                                 if linked[j] != stat_at(blob_stats, blob_index[j]):
                                     same = confinable = False
                     except OSError:  # gone
@@ -303,7 +305,7 @@ class Stamp:
     def linked_stat(self, j: int) -> tuple:
         """The stat linked file `j` was recorded at (after a miss a delta build may answer): its blob's, as
         the stamp recorded that blob (`_Linked`)."""
-        return stat_at(self.linked_at, self.data["groups"][self.data["roles"].index("linked")][3][j])
+        return stat_at(self.linked_at, self.data["groups"][self.data["roles"].index("linked")][4][j])
 
     def forget(self) -> None:
         for path in (self.path, self.path.with_name(PATCH)):
@@ -466,24 +468,28 @@ class _Linked:
     for the same inodes (adding, removing or renaming an entry moves its mtime), and the blob's stat,
     taken anyway, is that inode's: so the file is as recorded when its directory and its blob are at
     the stats they had when it was linked, the ones their own groups recorded (a file is linked only
-    at those). Only where the store and
-    tpbuild-out are on one device (an inode number names one file there), checked again at each check;
-    a file whose proof does not hold is lstat'ed as the placed ones are (`Stamp.replay`).
+    at those). Only where the store and tpbuild-out are on one device (an inode number names one file
+    there), checked again at each check; a file whose proof does not hold is lstat'ed as the placed
+    ones are (`Stamp.replay`).
 
-    Stored as `[base, "linked", paths, blob indices, directory indices, [store, device]]`: the
-    indices into the blobs' and the placed directories' stat groups (a patch only appends to those, so
-    an index stays the path it was), each packed as the stats are (32-bit, `layout.packed_text`). No stat is repeated here: a file is linked at its directory's and
-    its blob's stats as their groups recorded them, and its own lstat is its blob's (one inode), the one
-    the stamp's blob group holds before a patch restates it (`Stamp.linked_stat`). At 10,000 models
-    the directories' stats were 240,000 integers that every check decoded (0.03 s), and the files' own
-    240,000 more (0.02-0.03 s)."""
+    Stored as `[base, "linked", names, name indices, blob indices, directory indices, [store, device]]`:
+    a file is named by its directory, an index into the placed directories' stat group, and its name
+    in that directory, an index into `names` (each once: at 10,000 models, 60,000 paths were decoded by
+    every check, which needs none of them unless a proof fails); its blob is an index into the blobs'
+    group (a patch only appends to those groups, so an index stays the path it was); the indices are
+    packed as the stats are (32-bit, `layout.packed_text`). No stat is repeated here: a file is linked
+    at its directory's and its blob's stats as their groups recorded them, and its own lstat is its
+    blob's (one inode), the one the stamp's blob group holds before a patch restates it
+    (`Stamp.linked_stat`). At 10,000 models the directories' stats were 240,000 integers that every
+    check decoded (0.03 s), and the files' own 240,000 more (0.02-0.03 s)."""
 
     refused = False
 
     def __init__(self, base: str, blobs: _Group, blob_ids, dirs: _Group, horizon: int, store: str, out: Path):
         self.base, self.horizon, self.blobs, self.dirs = base, horizon, blobs, dirs
         self.device = [store, shared_device(store, str(out))]
-        self.paths: list[str] = []
+        self.names: dict[str, int] = {}  # a file's name in its directory -> its index in the names
+        self.name_index: list[int] = []
         self.blob_index: list[int] = []
         self.dir_index: list[int] = []
         self._blob_at = dict(zip(blob_ids, range(len(blob_ids))))  # (digest, executable) -> its index in `blobs`
@@ -497,17 +503,18 @@ class _Linked:
         recorded = self.blobs.stats
         blob_stats = [tuple(recorded[i:i + 4]) for i in range(0, len(recorded), 4)]
         able = self.device[1] is not None
-        paths, blob_index, dir_index = self.paths, self.blob_index, self.dir_index
+        names, name_index, blob_index, dir_index = self.names, self.name_index, self.blob_index, self.dir_index
         rest = []
         for k, (_tree, files, _dirs) in records:
             for p, (kind, digest, s) in files.items():
                 path = f"{k}/{p}"
                 if able and kind != "l" and s[1] < horizon:
                     b = blob_at.get((digest, kind == "x"))
-                    d = dir_at.get(path.rpartition("/")[0])
+                    parent, _, name = path.rpartition("/")
+                    d = dir_at.get(parent)
                     # That blob's inode (not a copy, nor unproven), in a directory old enough to vouch for it.
                     if b is not None and d is not None and blob_stats[b] == s and dir_stats[4 * d + 1] < horizon:
-                        paths.append(path)
+                        name_index.append(names.setdefault(name, len(names)))
                         blob_index.append(b)
                         dir_index.append(d)
                         continue
@@ -515,8 +522,14 @@ class _Linked:
         placed.used(rest)
 
     def stored(self) -> list[list]:
-        return [[self.base, "linked", self.paths, packed_text(packed(self.blob_index, "i")),
-                 packed_text(packed(self.dir_index, "i")), self.device]]
+        return [[self.base, "linked", list(self.names), *(packed_text(packed(index, "I")) for index in
+                                                           (self.name_index, self.blob_index, self.dir_index)),
+                 self.device]]
+
+
+def linked_path(group: list, dirs: list[str], j: int) -> str:
+    """The path (from the base) of file `j` of a linked group (`_Linked`), given the placed directories'."""
+    return f"{dirs[group[5][j]]}/{group[2][group[3][j]]}"
 
 
 def _unlinked(group: list, blobs: tuple[int, set[int]] | None, dirs: tuple[int, set[int]] | None) -> list[int]:
@@ -526,12 +539,12 @@ def _unlinked(group: list, blobs: tuple[int, set[int]] | None, dirs: tuple[int, 
     linked at its blob's and its directory's stats as the stamp recorded them (`_Linked.sort`), so it is
     proven unless its blob or its directory moved since: known without comparing the stats of 60,000
     entries at 10,000 models."""
-    base, _kind, paths, blob_index, dir_index, (store, device) = group
-    if paths and not (len(blob_index) == len(dir_index) == len(paths) and min(blob_index) >= 0 and min(dir_index) >= 0
-                      and (blobs is None or max(blob_index) < blobs[0]) and (dirs is None or max(dir_index) < dirs[0])):
+    base, _kind, names, name_index, blob_index, dir_index, (store, device) = group
+    if name_index and not (len(blob_index) == len(dir_index) == len(name_index) and max(name_index) < len(names)
+                           and (blobs is None or max(blob_index) < blobs[0]) and (dirs is None or max(dir_index) < dirs[0])):
         raise ValueError("a damaged stamp")
     if blobs is None or dirs is None or device is None or shared_device(store, base + OUT_DIR) != device:
-        return list(range(len(paths)))
+        return list(range(len(name_index)))
     found = set()
     for moved, index in ((blobs[1], blob_index), (dirs[1], dir_index)):
         if moved:  # picked in C
@@ -544,7 +557,7 @@ def _unpack(groups: list) -> None:
     group, the indices of a linked one. Raises ValueError, TypeError or IndexError for a damaged stamp."""
     for g in groups:
         if g[1] == "linked":
-            g[3], g[4] = unpacked(g[3], "i"), unpacked(g[4], "i")
+            g[3:6] = (unpacked(text, "I") for text in g[3:6])
         elif g[1] is not None:
             g[3] = unpacked(g[3])
 
