@@ -282,7 +282,7 @@ def _stamp_stats(ws) -> list[int]:
     stats = [v for g in json.loads(body)["groups"] if len(g) == 4 for v in unpacked(g[3])]
     patch = ws.root / "tpbuild-out/.tpbuild/noop-patch"
     if patch.exists():
-        stats += [v for _paths, s in json.loads(patch.read_bytes().partition(b"\n")[2])["groups"].values() for v in s]
+        stats += [v for g in json.loads(patch.read_bytes().partition(b"\n")[2])["groups"].values() for v in g[1]]
     return stats
 
 

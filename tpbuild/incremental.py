@@ -441,20 +441,22 @@ class Checked:
             found.update(linked_path(linked, dirs, j) for j in self.stamp.linked)
         return found
 
-    def changed(self, role: str, items) -> tuple[int, list[str], list[int]]:
-        """Of (path, stat) items, those the stamp does not hold at that stat: its patch of the role's group."""
+    def changed(self, role: str, items) -> tuple[int, list[str], list[int], list[int | None]]:
+        """Of (path, stat) items, those the stamp does not hold at that stat, with their index in the
+        role's group (None for one it lacks): its patch of that group (`noop.Stamp.patch_with`)."""
         index, recorded, _now = self._view(role)
-        paths, stats = [], []
+        paths, stats, indices = [], [], []
         for path, s in items:
             i = index.get(path)
             if i is None and role == "placed":
-                if self._placed(path, False) != tuple(s):  # a linked file: placed again, it goes to the placed group
-                    paths.append(path)
-                    stats += s
-            elif i is None or stat_at(recorded, i) != tuple(s):
-                paths.append(path)
-                stats += s
-        return self._groups[role], paths, stats
+                if self._placed(path, False) == tuple(s):
+                    continue  # a linked file as it was; placed again, it goes to the placed group
+            elif i is not None and stat_at(recorded, i) == tuple(s):
+                continue
+            paths.append(path)
+            stats += s
+            indices.append(i)
+        return self._groups[role], paths, stats, indices
 
 
 def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
@@ -510,7 +512,7 @@ def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
         "placed_dirs": dirs,
     }
     groups = [checked.changed(role, items) for role, items in changes.items()]
-    if stamp.patch_with({gi: (paths, stats) for gi, paths, stats in groups if paths}, trees) is not None:
+    if stamp.patch_with({gi: entries for gi, *entries in groups if entries[0]}, trees) is not None:
         stamp.forget()  # not saved (a full disk): the next build takes the ordinary path
 
 

@@ -47,7 +47,7 @@ patch of a delta build.
 Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "gen", "roles",
 "groups", "summary"}. `gen` is a random generation, which the delta build's graph memo beside it
 (`noop-graph`) and the patch of delta builds since (`noop-patch`: {"gen", "groups": {index: [paths,
-stats]}, "trees": {record: tree digest}}, applied to the groups it names before they are compared, see
+stats, indices]}, "trees": {record: tree digest}}, applied to the groups it names before they are compared, see
 `Stamp.patch_with`; its trees amend the graph memo's, `incremental.Checked.holds`) carry too: another
 one is not of this stamp. `roles` names what each group holds (`Stamp._groups`; "kinds" for
 the kind groups). A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
@@ -76,7 +76,7 @@ from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_roo
     shared_device, sig, stat_at, stat_sig, unpacked
 from .observed import Observed
 
-KIND, VERSION = "noop", 11
+KIND, VERSION = "noop", 12
 PATCH, PATCH_KIND = "noop-patch", "noop-patch"  # beside the stamp: what delta builds amended (`Stamp.patch_with`)
 # The groups whose differences a delta build can answer (`incremental.py`): a source, a file the
 # analysis memo knows by its facts, a blob or a placed file recorded unproven. Any other difference
@@ -220,8 +220,8 @@ class Stamp:
                 if not isinstance(patch["trees"], dict):
                     raise ValueError("a damaged patch")
                 blob_stats = blob_stats[:]  # the patch restates blobs in place
-                for gi, (paths, stats) in patch["groups"].items():
-                    patched[int(gi)] = _apply(data["groups"][int(gi)], paths, stats)
+                for gi, (paths, stats, indices) in patch["groups"].items():
+                    patched[int(gi)] = _apply(data["groups"][int(gi)], paths, stats, indices)
             else:
                 patch = None
             same = self.replayable
@@ -314,20 +314,32 @@ class Stamp:
             except FileNotFoundError:
                 pass
 
-    def patch_with(self, groups: dict[int, tuple[list[str], list[int]]], trees: dict[str, str]) -> str | None:
+    def patch_with(self, groups: dict[int, tuple[list[str], list[int], list[int | None]]],
+                   trees: dict[str, str]) -> str | None:
         """Amend the stamp a miss was checked against (`differences`) with the stats a delta build used
-        (`incremental.py`), new paths added, and the digests of the trees it placed: a patch beside it,
-        rewritten whole (it holds what the delta builds since the stamp changed, a few paths each),
-        applied by the next check. The stamp itself, 13 MB at 10,000 models, is not written again. None
-        when saved, else a warning."""
+        (`incremental.py`) of paths, by their index in the group as checked, None for one it lacks (added),
+        and the digests of the trees it placed: a patch beside it, rewritten whole (it holds what the delta
+        builds since the stamp changed, a few paths each), applied by the next check. The stamp itself,
+        13 MB at 10,000 models, is not written again. None when saved, else a warning.
+
+        A patch's group is `[paths, stats, indices]`, in the order of their indices: each path's index
+        in the stamp's group, or for one it adds, the one it gets added at. So the check applies it
+        without a table of the group's paths (three of them, 70,000 paths at 10,000 models, were half
+        the time a check spent on anything but its stats and its decoding)."""
         merged: dict[str, list] = {}
         old = self.patch["groups"] if self.patch is not None else {}
         for gi in sorted({*map(int, old), *groups}):
-            paths, stats = old.get(str(gi), ([], []))
-            paths, stats = list(paths), packed(stats)
+            paths, stats, indices = old.get(str(gi), ([], [], []))
+            entries = {i: (path, stats[4 * k:4 * k + 4]) for k, (path, i) in enumerate(zip(paths, indices))}
             if gi in groups:
-                _apply([None, None, paths, stats], *groups[gi])
-            merged[str(gi)] = [paths, stats.tolist()]
+                end = len(self.data["groups"][gi][2])  # the group as checked, the old patch applied
+                paths, stats, indices = groups[gi]
+                for k, (path, i) in enumerate(zip(paths, indices)):
+                    if i is None:
+                        i, end = end, end + 1
+                    entries[i] = (path, stats[4 * k:4 * k + 4])
+            order = sorted(entries)
+            merged[str(gi)] = [[entries[i][0] for i in order], [v for i in order for v in entries[i][1]], order]
         trees = {**(self.patch["trees"] if self.patch is not None else {}), **trees}
         return memofile.save(self.path.with_name(PATCH), PATCH_KIND, VERSION,
                              {"gen": self.data["gen"], "groups": merged, "trees": trees}, self.path.parent / "tmp",
@@ -541,7 +553,8 @@ def _unlinked(group: list, blobs: tuple[int, set[int]] | None, dirs: tuple[int, 
     entries at 10,000 models."""
     base, _kind, names, name_index, blob_index, dir_index, (store, device) = group
     if name_index and not (len(blob_index) == len(dir_index) == len(name_index) and max(name_index) < len(names)
-                           and (blobs is None or max(blob_index) < blobs[0]) and (dirs is None or max(dir_index) < dirs[0])):
+                           and (blobs is None or max(blob_index) < blobs[0])
+                           and (dirs is None or max(dir_index) < dirs[0])):
         raise ValueError("a damaged stamp")
     if blobs is None or dirs is None or device is None or shared_device(store, base + OUT_DIR) != device:
         return list(range(len(name_index)))
@@ -591,20 +604,21 @@ def _differing(now: list[int], recorded: list[int]) -> list[tuple[int, tuple]]:
 _BLOCK = 4 * 256  # integers compared at a time by `_differing`: 256 stats
 
 
-def _apply(group: list, paths: list[str], stats: list[int]) -> set[int]:
-    """Amend a stat group (`[base, follow, paths, stats]`, its stats `packed`) with the stats of `paths`,
-    adding those it lacks; the indices of the paths it held whose stat it restated."""
+def _apply(group: list, paths: list[str], stats: list[int], indices: list[int]) -> set[int]:
+    """Amend a stat group (`[base, follow, paths, stats]`, its stats `packed`) with a patch's group
+    (`Stamp.patch_with`): the stats of `paths` at `indices`, those past its end added; the indices of
+    the paths it held whose stat it restated. Raises ValueError for a patch not of this group."""
     _base, _follow, have, recorded = group
-    index = dict(zip(have, range(len(have))))
-    restated = set()
+    held = len(have)
     stats = packed(stats)
-    for j, p in enumerate(paths):
-        i = index.get(p)
-        if i is None:
-            index[p] = len(have)
+    if not len(paths) == len(indices) == len(stats) // 4 or len(stats) % 4:
+        raise ValueError("a damaged patch")
+    for j, (p, i) in enumerate(zip(paths, indices)):
+        if i == len(have):
             have.append(p)
             recorded += stats[4 * j:4 * j + 4]
-        else:
+        elif 0 <= i < held and have[i] == p:
             recorded[4 * i:4 * i + 4] = stats[4 * j:4 * j + 4]
-            restated.add(i)
-    return restated
+        else:
+            raise ValueError("a damaged patch")
+    return {i for i in indices if i < held}
