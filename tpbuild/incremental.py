@@ -44,7 +44,7 @@ from . import memo as memofile
 from .analysiscache import Declared
 from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, packed, packed_text, stat_at, unpacked
 
-KIND, VERSION = "noop-graph", 4
+KIND, VERSION = "noop-graph", 5
 GRAPH = "noop-graph"  # beside the stamp
 SMALL_BLOB = 1 << 20  # an unproven blob up to this size is hashed again; a larger one: the ordinary path
 

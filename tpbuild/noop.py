@@ -76,7 +76,7 @@ from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_roo
     shared_device, sig, stat_at, stat_sig, unpacked
 from .observed import Observed
 
-KIND, VERSION = "noop", 12
+KIND, VERSION = "noop", 13
 PATCH, PATCH_KIND = "noop-patch", "noop-patch"  # beside the stamp: what delta builds amended (`Stamp.patch_with`)
 # The groups whose differences a delta build can answer (`incremental.py`): a source, a file the
 # analysis memo knows by its facts, a blob or a placed file recorded unproven. Any other difference
