@@ -464,9 +464,9 @@ class _Group:
         """Paths at the stat the build used, None for one it did not keep (unproven), in bulk: at
         10,000 models, 100,000 of them."""
         paths, stats, horizon = self.paths, self.stats, self.horizon
-        for rel, s in items:
+        for rel, s in items:  # `proof`, inline: a call each was a fifth of this loop
             paths.append(rel)
-            stats += proof(s, horizon)
+            stats += s if s is not None and s[1] < horizon else UNPROVEN
 
     def stored(self) -> list[list]:
         kinds = [[self.base, None, self.kinds]] if self.kinds else []
