@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import os
 import time
-from array import array
 from bisect import bisect_right
 from types import SimpleNamespace
 
 from . import memo as memofile
 from .analysiscache import Declared
-from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, packed, packed_text, stat_at, unpacked
+from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, packed, packed_text, positions, stat_at, unpacked
 
 KIND, VERSION = "noop-graph", 5
 GRAPH = "noop-graph"  # beside the stamp
@@ -368,14 +367,7 @@ class Checked:
         d, n = self._view("placed_dirs")[0].get(parent), self._index["names"].get(name)
         if d is None or n is None:
             return None
-        needle = array("I", (d,)).tobytes()
-        at = self._dirs.find(needle)
-        while at != -1:
-            j, misaligned = divmod(at, len(needle))
-            if not misaligned and group[3][j] == n:
-                return j
-            at = self._dirs.find(needle, at + 1)
-        return None
+        return next((j for j in positions(self._dirs, "I", d) if group[3][j] == n), None)
 
     def _placed(self, path: str, now: bool) -> tuple | None:
         """The stat the stamp holds for a placed file (`now`: as its check found it), None if it holds none:

@@ -89,6 +89,19 @@ def unpacked(text: str, code: str = "q") -> array:
     return stats
 
 
+def positions(packed_bytes: bytes, code: str, value: int):
+    """The indices at which a `packed` array (given as its bytes, `array.tobytes`) holds `value`, found
+    by a search of the bytes, in C: for a few values among 60,000 (the stamp's linked files at 10,000
+    models), far less than comparing each as an integer."""
+    needle = array(code, (value,)).tobytes()
+    at = packed_bytes.find(needle)
+    while at != -1:
+        i, misaligned = divmod(at, len(needle))
+        if not misaligned:
+            yield i
+        at = packed_bytes.find(needle, at + 1)
+
+
 def shared_device(store: str, out: str) -> int | None:
     """The device the store and tpbuild-out are both on, None if they are not on one (or not there): only
     there does a placed file's inode name its blob (a hardlink), which the no-op stamp and the ordinary

@@ -73,7 +73,7 @@ from pathlib import Path
 from . import memo as memofile
 from .errors import UserError
 from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, packed, packed_text, \
-    shared_device, sig, stat_at, stat_sig, unpacked
+    positions, shared_device, sig, stat_at, stat_sig, unpacked
 from .observed import Observed
 
 KIND, VERSION = "noop", 13
@@ -551,8 +551,9 @@ def _unlinked(group: list, blobs: tuple[int, set[int]] | None, dirs: tuple[int, 
     linked at its blob's and its directory's stats as the stamp recorded them (`_Linked.sort`), so it is
     proven unless its blob or its directory moved since: known without comparing the stats of 60,000
     entries at 10,000 models."""
-    base, _kind, names, name_index, blob_index, dir_index, (store, device) = group
-    if name_index and not (len(blob_index) == len(dir_index) == len(name_index) and max(name_index) < len(names)
+    base, _kind, _names, name_index, blob_index, dir_index, (store, device) = group
+    # (A name index out of range is an IndexError where it is used: a damaged stamp too.)
+    if name_index and not (len(blob_index) == len(dir_index) == len(name_index)
                            and (blobs is None or max(blob_index) < blobs[0])
                            and (dirs is None or max(dir_index) < dirs[0])):
         raise ValueError("a damaged stamp")
@@ -560,9 +561,16 @@ def _unlinked(group: list, blobs: tuple[int, set[int]] | None, dirs: tuple[int, 
         return list(range(len(name_index)))
     found = set()
     for moved, index in ((blobs[1], blob_index), (dirs[1], dir_index)):
-        if moved:  # picked in C
+        if len(moved) <= _FEW:  # each found by a search of the packed bytes (a delta build restates a few)
+            packed_bytes = index.tobytes() if moved else b""
+            for m in moved:
+                found.update(positions(packed_bytes, index.typecode, m))
+        else:  # picked in C
             found.update(compress(range(len(index)), map(moved.__contains__, index)))
     return sorted(found)
+
+
+_FEW = 64  # moved blobs or directories up to this many: `_unlinked` searches for each
 
 
 def _unpack(groups: list) -> None:
