@@ -365,3 +365,15 @@ def test_the_check_takes_stats_with_inode_numbers_from_2_to_the_63(tmp_path, mon
     now = noop._stats(os.stat, f"{tmp_path}/", ["a", "b"])
     assert noop._wide
     assert [stat_at(now, i)[2] for i in (0, 1)] == [(tmp_path / n).stat().st_ino | 1 << 63 for n in "ab"]
+
+
+def test_positions_of_a_packed_value_are_whole_items_only():
+    """layout.positions searches the bytes: a match across two items (here 1's bytes inside 256 and 0)
+    is not a position."""
+    from array import array
+
+    from tpbuild.layout import positions
+
+    index = array("I", [256, 0, 1, 7, 1])
+    assert list(positions(index.tobytes(), "I", 1)) == [2, 4]
+    assert list(positions(index.tobytes(), "I", 9)) == []
