@@ -85,7 +85,20 @@ def _path(ws):
     return lambda: True
 
 
-@pytest.mark.parametrize("change", [_manifest, _salt, _new_file, _delete_blob, _edited_output, _import_path, _path])
+def _damaged_graph(ws):
+    """The graph memo beside the stamp decodes as JSON but not as a graph (incremental.Graph): a miss."""
+    import json
+
+    p = ws.root / "tpbuild-out/.tpbuild/noop-graph"
+    head, _, body = p.read_bytes().partition(b"\n")
+    graph = json.loads(body)
+    graph["consumers"] = graph["consumers"][:1] + ["AAAA"]  # packed indices that do not inflate
+    p.write_bytes(head + b"\n" + json.dumps(graph).encode())
+    return lambda: True
+
+
+@pytest.mark.parametrize("change", [_manifest, _salt, _new_file, _delete_blob, _edited_output, _import_path, _path,
+                                    _damaged_graph])
 def test_with_any_other_change_the_build_takes_the_ordinary_path(ws, change):
     site = ws.root.parent / "site"
     site.mkdir()

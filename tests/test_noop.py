@@ -200,9 +200,14 @@ def linked(stamped):
     time.sleep(2.1)
     p, answered = _build(stamped)
     assert not answered and _executed(p) == 0
+    from tpbuild.layout import unpacked
+    from tpbuild.noop import linked_path
+
     data = json.loads((stamped.root / "tpbuild-out/.tpbuild/noop").read_bytes().partition(b"\n")[2])
     groups = dict(zip(data["roles"], data["groups"]))
-    assert "tpbuild-out/models/m/m/labels.txt" in groups["linked"][2]
+    linked = groups["linked"][:3] + [unpacked(text, "I") for text in groups["linked"][3:6]]
+    paths = [linked_path(linked, groups["placed_dirs"][2], j) for j in range(len(linked[3]))]
+    assert "tpbuild-out/models/m/m/labels.txt" in paths
     assert "tpbuild-out/models/m/m/labels.txt" not in groups["placed"][2]
     return stamped
 
@@ -271,11 +276,13 @@ def test_other_command_lines_are_left_to_argparse(argv):
 
 def _stamp_stats(ws) -> list[int]:
     """The stamp's stats, and those a delta build patched it with (`noop-patch`, incremental.py)."""
+    from tpbuild.layout import unpacked
+
     head, _, body = (ws.root / "tpbuild-out/.tpbuild/noop").read_bytes().partition(b"\n")
-    stats = [v for g in json.loads(body)["groups"] if len(g) == 4 for v in g[3]]
+    stats = [v for g in json.loads(body)["groups"] if len(g) == 4 for v in unpacked(g[3])]
     patch = ws.root / "tpbuild-out/.tpbuild/noop-patch"
     if patch.exists():
-        stats += [v for _paths, s in json.loads(patch.read_bytes().partition(b"\n")[2])["groups"].values() for v in s]
+        stats += [v for g in json.loads(patch.read_bytes().partition(b"\n")[2])["groups"].values() for v in g[1]]
     return stats
 
 
@@ -329,3 +336,44 @@ def test_a_same_size_rewrite_of_tpbuild_toml_within_the_racy_window_is_not_hidde
     os.utime(p, ns=(future, future))
     again, answered = _build(stamped)
     assert not answered and _executed(again) > 0, again.stdout
+
+
+def test_packed_stats_read_back_exactly_with_inode_numbers_from_2_to_the_63():
+    """The stamp packs its stats as 64-bit signed integers (layout.packed): an inode number overlayfs
+    gives with its top bit set is stored as its two's complement and read back as it was, and an
+    unproven entry stays one."""
+    from tpbuild.layout import packed, packed_text, stat_at, unpacked
+    from tpbuild.noop import UNPROVEN
+
+    stats = [(12, 1_796_186_062_744_585_804, (1 << 64) - 2, 0o100644), UNPROVEN, (0, -5, 7, 0o40755)]
+    back = unpacked(packed_text(packed([v for s in stats for v in s])))
+    assert [stat_at(back, i) for i in range(len(stats))] == stats
+    with pytest.raises(ValueError):
+        unpacked("not base64!")
+
+
+def test_the_check_takes_stats_with_inode_numbers_from_2_to_the_63(tmp_path, monkeypatch):
+    """The check packs its stats as it takes them (noop._stats); one that does not fit 64 signed bits
+    sends it, from then on, through the exact packing."""
+    from tpbuild import noop
+    from tpbuild.layout import stat_at
+
+    for name in "ab":
+        (tmp_path / name).write_text(name)
+    monkeypatch.setattr(noop, "_wide", False)
+    monkeypatch.setattr(noop, "stat_sig", lambda st: (st.st_size, st.st_mtime_ns, st.st_ino | 1 << 63, st.st_mode))
+    now = noop._stats(os.stat, f"{tmp_path}/", ["a", "b"])
+    assert noop._wide
+    assert [stat_at(now, i)[2] for i in (0, 1)] == [(tmp_path / n).stat().st_ino | 1 << 63 for n in "ab"]
+
+
+def test_positions_of_a_packed_value_are_whole_items_only():
+    """layout.positions searches the bytes: a match across two items (here 1's bytes inside 256 and 0)
+    is not a position."""
+    from array import array
+
+    from tpbuild.layout import positions
+
+    index = array("I", [256, 0, 1, 7, 1])
+    assert list(positions(index.tobytes(), "I", 1)) == [2, 4]
+    assert list(positions(index.tobytes(), "I", 9)) == []

@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_right
 from types import SimpleNamespace
 
 from . import memo as memofile
 from .analysiscache import Declared
-from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR
+from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, packed, packed_text, positions, stat_at, unpacked
 
-KIND, VERSION = "noop-graph", 3
+KIND, VERSION = "noop-graph", 5
 GRAPH = "noop-graph"  # beside the stamp
 SMALL_BLOB = 1 << 20  # an unproven blob up to this size is hashed again; a larger one: the ordinary path
 
@@ -54,20 +55,25 @@ def remember(root, gen: str, result, roles: list[str]) -> str | None:
 
     a = result.analysis
     # Actions by their index in one list (their ids are written once: at 10,000 models the memo was
-    # twice as large with them in every reference), and each target as a row: its label, package,
-    # actions (a run of the list) and output directory ("" for none).
+    # twice as large with them in every reference), and the targets by column: label, package, output
+    # directory ("" for none), and the first of their actions (a run of the list).
     actions: list[str] = []
     mnemonics: list[str] = []
-    targets = []
+    labels, packages, outputs, first = [], [], [], []
+    row: dict[str, int] = {}  # a package -> a row of it
     for label in a.order:
         ds = a.declared_of(label)
-        rel = f"{OUT_DIR}/{label.path}" if a.infos[label].output is not None else ""
-        targets.append([str(label), label.package, len(actions), len(ds), rel])
+        row.setdefault(label.package, len(labels))
+        labels.append(str(label))
+        packages.append(label.package)
+        outputs.append(f"{OUT_DIR}/{label.path}" if a.infos[label].output is not None else "")
+        first.append(len(actions))
         actions += (d.id for d in ds)
         mnemonics += (d.mnemonic for d in ds)
+    first.append(len(actions))
     index = {aid: i for i, aid in enumerate(actions)}
     readers: dict[str, list[int]] = {}
-    consumers: dict[str, list[int]] = {}  # the index of an action, as text -> the actions that read it
+    consumers: list[list[int]] = [[] for _ in actions]  # an action -> the actions that read it
     for label in a.order:
         for d in a.declared_of(label):
             i = index[d.id]
@@ -75,14 +81,14 @@ def remember(root, gen: str, result, roles: list[str]) -> str | None:
                 if isinstance(inp, Source):
                     readers.setdefault(inp.path, []).append(i)
                 else:
-                    consumers.setdefault(str(index[inp.action]), []).append(i)
-    watched: dict[str, list[str]] = {}
+                    consumers[index[inp.action]].append(i)
+    watched: dict[str, list[int]] = {}  # a path -> a row of each package that watches it
     cache = a.graph.cache
     for package in a.graph.loaded_packages:
         rec = cache.record(package)
         for p in rec.observed:
             if p in readers or p in rec.facts:
-                watched.setdefault(p, []).append(package)
+                watched.setdefault(p, []).append(row[package])
     # Each part of a composed output (a repository's models) by its record in the build state, with the
     # tree digest it holds: what `Checked.holds` knows a part by without its record. (An output a delta
     # build works is read anyway; its parts, 10,000 at 10,000 models, are what it need not read.)
@@ -93,16 +99,92 @@ def remember(root, gen: str, result, roles: list[str]) -> str | None:
                 trees[0].append(k)
                 trees[1].append(d)
     path = root / STATE_DIR / GRAPH
-    return memofile.save(path, KIND, VERSION, {"gen": gen, "roles": roles, "targets": targets, "actions": actions,
-                                               "mnemonics": mnemonics, "readers": readers, "consumers": consumers,
-                                               "watched": watched, "trees": trees},
-                         path.parent / "tmp", "the delta build's graph")
+    return memofile.save(path, KIND, VERSION, {
+        "gen": gen, "roles": roles, "labels": labels, "packages": packages, "outputs": outputs,
+        "first": packed_text(packed(first, "I")), "actions": actions, "mnemonics": mnemonics,
+        "readers": [list(readers), *_adjacency(readers.values())], "consumers": _adjacency(consumers),
+        "watched": [list(watched), *_adjacency(watched.values())], "trees": trees,
+    }, path.parent / "tmp", "the delta build's graph")
+
+
+def _adjacency(lists) -> list[str]:
+    """Lists of indices as two `layout.packed_text`: where each list starts (and the end of the last) in
+    the other, all of them one after another. Decoded, two arrays, not an object per index: as lists
+    and dicts, the targets' rows and their readers were most of the graph's decoding (0.03 s at
+    10,000 models), which each delta build reads to look at a few of them."""
+    starts, flat = [0], []
+    for indices in lists:
+        flat += indices
+        starts.append(len(flat))
+    return [packed_text(packed(starts, "I")), packed_text(packed(flat, "I"))]
+
+
+class Graph:
+    """The graph memo `remember` wrote, decoded (see there); raises KeyError, TypeError, ValueError or
+    IndexError when it is damaged."""
+
+    def __init__(self, data: dict):
+        self.labels, self.packages, self.outputs = data["labels"], data["packages"], data["outputs"]
+        self.first = unpacked(data["first"], "I")
+        self.actions, self.mnemonics, self.trees = data["actions"], data["mnemonics"], data["trees"]
+        self._readers, self._watched = _Adjacent(*data["readers"]), _Adjacent(*data["watched"])
+        self._consumers = _Adjacent(None, *data["consumers"])
+        if not (len(self.labels) == len(self.packages) == len(self.outputs) == len(self.first) - 1
+                and self.first[-1] == len(self.actions) == len(self.mnemonics) == len(self._consumers)):
+            raise ValueError("a damaged graph memo")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def actions_of(self, t: int) -> range:
+        """The indices of target `t`'s actions, in build order."""
+        return range(self.first[t], self.first[t + 1])
+
+    def owner(self, i: int) -> int:
+        """The target of action `i`."""
+        return bisect_right(self.first, i) - 1
+
+    def readers(self, path: str):
+        """The actions that read this source."""
+        return self._readers.get(path)
+
+    def consumers(self, i: int):
+        """The actions that read action `i`'s result."""
+        return self._consumers.at(i)
+
+    def watchers(self, path: str) -> list[str] | None:
+        """The packages whose analysis memo record watches this path (None: none)."""
+        rows = self._watched.get(path)
+        return None if rows is None else [self.packages[t] for t in rows]
+
+
+class _Adjacent:
+    """Lists of indices, `_adjacency` packed, each read by its index or by its key in `keys`."""
+
+    def __init__(self, keys: list[str] | None, starts: str, flat: str):
+        self.keys = keys
+        self.starts, self.flat = unpacked(starts, "I"), unpacked(flat, "I")
+        self._index: dict[str, int] | None = None
+        if (keys is not None and len(keys) != len(self)) or self.starts[-1] != len(self.flat):
+            raise ValueError("a damaged graph memo")
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def at(self, i: int):
+        return self.flat[self.starts[i]:self.starts[i + 1]]
+
+    def get(self, key: str):
+        if self._index is None:
+            self._index = dict(zip(self.keys, range(len(self.keys))))
+        i = self._index.get(key)
+        return None if i is None else self.at(i)
 
 
 class Plan:
     """What a delta build works: the targets downstream of the changes, and what the stamp's patch needs."""
 
-    def __init__(self, stamp, graph: dict, targets: set[int], packages: set[str], sources: list[str],
+    def __init__(self, stamp, graph: Graph, targets: set[int], packages: set[str], sources: list[str],
                  watched: list[tuple[str, tuple]], blobs: list[tuple[str, tuple]]):
         self.stamp = stamp
         self.graph = graph
@@ -121,13 +203,16 @@ def plan(stamp) -> Plan | None:
 
     if stamp.differences is None:
         return None
-    graph = memofile.load(stamp.root / STATE_DIR / GRAPH, KIND, VERSION)
+    memo = memofile.load(stamp.root / STATE_DIR / GRAPH, KIND, VERSION)
     data = stamp.data
-    if not isinstance(graph, dict) or graph.get("gen") != data["gen"] or graph.get("roles") != data["roles"]:
+    if not isinstance(memo, dict) or memo.get("gen") != data["gen"] or memo.get("roles") != data["roles"]:
         return None
-    rows = graph["targets"]
-    rels = {row[4]: t for t, row in enumerate(rows) if row[4]}
+    try:
+        graph = Graph(memo)
+    except (KeyError, TypeError, ValueError, IndexError):  # a damaged memo: the ordinary path
+        return None
     sources, watched, blobs, placed = [], [], [], set()
+    rels = None  # an output directory -> its target (for a placed file recorded unproven)
     for gi, found in stamp.differences.items():
         role = data["roles"][gi]
         base, _follow, paths, recorded = data["groups"][gi]
@@ -136,38 +221,34 @@ def plan(stamp) -> Plan | None:
             if role == "sources":
                 sources.append(path)
             elif role == "watched":
-                if path not in graph["watched"]:
+                if graph.watchers(path) is None:
                     return None  # a manifest, a directory a rule listed: analysis may change
                 watched.append((path, now))
-            elif tuple(recorded[4 * i:4 * i + 4]) != UNPROVEN:
+            elif stat_at(recorded, i) != UNPROVEN:
                 return None  # a blob or a placed file that changed since the build that recorded it
             elif role == "blobs":
                 if not _sound(base + path, now):
                     return None
                 blobs.append((path, now))
             else:  # placed, fresh from the last build: its target is placed again (checked, see module docstring)
+                if rels is None:
+                    rels = {rel: t for t, rel in enumerate(graph.outputs) if rel}
                 owner = _owner(path, rels)
                 if owner is None:
                     return None
                 placed.add(owner)
-    owner = [0] * len(graph["actions"])  # action -> its target's row
-    for t, (_label, _package, first, count, _rel) in enumerate(rows):
-        owner[first:first + count] = [t] * count
-    targets = placed | {owner[i] for p in sources for i in graph["readers"].get(p, ())}
+    targets = placed | {graph.owner(i) for p in sources for i in graph.readers(p) or ()}
     todo = list(targets)
     while todo:  # everything downstream: the readers of every action of a target in the delta
-        _label, _package, first, count, _rel = rows[todo.pop()]
-        for i in range(first, first + count):
-            for reader in graph["consumers"].get(str(i), ()):
-                t = owner[reader]
+        for i in graph.actions_of(todo.pop()):
+            for reader in graph.consumers(i):
+                t = graph.owner(reader)
                 if t not in targets:
                     targets.add(t)
                     todo.append(t)
-    packages = {rows[t][1] for t in targets}
-    for p, _now in watched:
-        packages.update(graph["watched"][p])
-    for p in sources:
-        packages.update(graph["watched"].get(p, ()))
+    packages = {graph.packages[t] for t in targets}
+    for p in [*sources, *(p for p, _now in watched)]:
+        packages.update(graph.watchers(p) or ())
     return Plan(stamp, graph, targets, packages, sources, watched, blobs)
 
 
@@ -215,12 +296,12 @@ def analyse(ws, p: Plan, memo_dir) -> bool:
         if rec is None:
             return False
         records.update((str(t.label), t) for t in rec.targets)
-    rows = p.graph["targets"]
-    if not all(rows[t][0] in records for t in p.targets):
+    labels = p.graph.labels
+    if not all(labels[t] in records for t in p.targets):
         return False
     order, infos, target_actions, declared = [], {}, {}, {}
     for row in sorted(p.targets):  # in build order, as the graph memo has them
-        t = records[rows[row][0]]
+        t = records[labels[row]]
         order.append(t.label)
         infos[t.label] = t.info
         target_actions[t.label] = t.actions
@@ -255,7 +336,7 @@ class Checked:
     placed tree intact (`outputs.Proof`: `intact`, `holds`), and what the stamp's patch must change
     (`patch`)."""
 
-    def __init__(self, stamp, graph: dict):
+    def __init__(self, stamp, graph: Graph):
         self.stamp = stamp
         self.graph = graph  # the graph memo the delta build was planned on (`plan`)
         self._groups = {role: gi for gi, (role, g) in enumerate(zip(stamp.data["roles"], stamp.data["groups"]))
@@ -264,6 +345,7 @@ class Checked:
         self._now: dict[str, dict[int, tuple]] = {}
         self._trees: dict[str, str] | None = None  # record -> the tree digest the last build placed there
         self._touched: set[str] = set()  # the records at or above a path whose stat the check found changed
+        self._dirs: bytes | None = None  # the linked files' directory indices, packed (`_linked`)
 
     def _view(self, role: str) -> tuple[dict[str, int], list[int], dict[int, tuple]]:
         gi = self._groups[role]
@@ -273,12 +355,19 @@ class Checked:
             self._now[role] = dict(self.stamp.differences.get(gi, ()))
         return self._index[role], recorded, self._now[role]
 
-    def _linked(self) -> dict[str, int]:
-        """The stamp's linked files (`noop._Linked`): path -> index."""
-        if "linked" not in self._index:
-            paths = self.stamp.data["groups"][self._groups["linked"]][2]
-            self._index["linked"] = dict(zip(paths, range(len(paths))))
-        return self._index["linked"]
+    def _linked(self, path: str) -> int | None:
+        """The index of a file among the stamp's linked files (`noop._Linked`), None if it is not one: one
+        in its directory (by index) of its name, its directory's found by a search of the packed indices'
+        bytes, in C (a table of the 60,000 of them at 10,000 models took 0.01 s, for a few questions)."""
+        group = self.stamp.data["groups"][self._groups["linked"]]
+        if self._dirs is None:
+            self._dirs = group[5].tobytes()
+            self._index["names"] = dict(zip(group[2], range(len(group[2]))))
+        parent, _, name = path.rpartition("/")
+        d, n = self._view("placed_dirs")[0].get(parent), self._index["names"].get(name)
+        if d is None or n is None:
+            return None
+        return next((j for j in positions(self._dirs, "I", d) if group[3][j] == n), None)
 
     def _placed(self, path: str, now: bool) -> tuple | None:
         """The stat the stamp holds for a placed file (`now`: as its check found it), None if it holds none:
@@ -286,8 +375,8 @@ class Checked:
         index, recorded, found = self._view("placed")
         i = index.get(path)
         if i is not None:
-            return (now and found.get(i)) or tuple(recorded[4 * i:4 * i + 4])
-        j = self._linked().get(path)
+            return (now and found.get(i)) or stat_at(recorded, i)
+        j = self._linked(path)
         if j is None:
             return None
         return (now and self.stamp.linked.get(j)) or self.stamp.linked_stat(j)
@@ -313,7 +402,7 @@ class Checked:
         index, recorded, now = self._view("placed_dirs")
         for path, s in dirs:
             i = index.get(path)
-            if i is None or (now.get(i) or tuple(recorded[4 * i:4 * i + 4])) != tuple(s):
+            if i is None or (now.get(i) or stat_at(recorded, i)) != tuple(s):
                 return False
         return True
 
@@ -326,7 +415,7 @@ class Checked:
         others)."""
         if self._trees is None:
             try:
-                trees = dict(zip(*self.graph["trees"]))
+                trees = dict(zip(*self.graph.trees))
                 trees.update(self.stamp.patch["trees"] if self.stamp.patch is not None else {})
             except (KeyError, TypeError, ValueError):  # a damaged memo: nothing is known this way
                 trees = {}
@@ -342,25 +431,31 @@ class Checked:
         """The paths of a group (of the placed files: with the linked ones) whose stat the check found
         changed: an entry recorded unproven among them."""
         _index, _recorded, now = self._view(role)
-        found = set(map(self.stamp.data["groups"][self._groups[role]][2].__getitem__, now))
+        groups = self.stamp.data["groups"]
+        found = set(map(groups[self._groups[role]][2].__getitem__, now))
         if role == "placed":
-            found.update(map(self.stamp.data["groups"][self._groups["linked"]][2].__getitem__, self.stamp.linked))
+            from .noop import linked_path
+
+            linked, dirs = groups[self._groups["linked"]], groups[self._groups["placed_dirs"]][2]
+            found.update(linked_path(linked, dirs, j) for j in self.stamp.linked)
         return found
 
-    def changed(self, role: str, items) -> tuple[int, list[str], list[int]]:
-        """Of (path, stat) items, those the stamp does not hold at that stat: its patch of the role's group."""
+    def changed(self, role: str, items) -> tuple[int, list[str], list[int], list[int | None]]:
+        """Of (path, stat) items, those the stamp does not hold at that stat, with their index in the
+        role's group (None for one it lacks): its patch of that group (`noop.Stamp.patch_with`)."""
         index, recorded, _now = self._view(role)
-        paths, stats = [], []
+        paths, stats, indices = [], [], []
         for path, s in items:
             i = index.get(path)
             if i is None and role == "placed":
-                if self._placed(path, False) != tuple(s):  # a linked file: placed again, it goes to the placed group
-                    paths.append(path)
-                    stats += s
-            elif i is None or recorded[4 * i:4 * i + 4] != s:
-                paths.append(path)
-                stats += s
-        return self._groups[role], paths, stats
+                if self._placed(path, False) == tuple(s):
+                    continue  # a linked file as it was; placed again, it goes to the placed group
+            elif i is not None and stat_at(recorded, i) == tuple(s):
+                continue
+            paths.append(path)
+            stats += s
+            indices.append(i)
+        return self._groups[role], paths, stats, indices
 
 
 def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
@@ -416,7 +511,7 @@ def patch(p: Plan, checked: Checked, result, cache_dir) -> None:
         "placed_dirs": dirs,
     }
     groups = [checked.changed(role, items) for role, items in changes.items()]
-    if stamp.patch_with({gi: (paths, stats) for gi, paths, stats in groups if paths}, trees) is not None:
+    if stamp.patch_with({gi: entries for gi, *entries in groups if entries[0]}, trees) is not None:
         stamp.forget()  # not saved (a full disk): the next build takes the ordinary path
 
 
@@ -430,9 +525,10 @@ def report_rows(p: Plan, result, cache_dir):
     state = BuildState.load(p.stamp.root / STATE_DIR / "state", cache_id(cache_dir))
     worked = {str(label): label for label in p.analysis.order}
     rows, targets = [], {}
-    actions, mnemonics = p.graph["actions"], p.graph["mnemonics"]
-    for label, _package, first, count, rel in p.graph["targets"]:
-        acts = range(first, first + count)
+    g = p.graph
+    actions, mnemonics = g.actions, g.mnemonics
+    for t, (label, rel) in enumerate(zip(g.labels, g.outputs)):
+        acts = g.actions_of(t)
         if label in worked:
             t = result.targets[worked[label]]
             targets[label] = {"status": t.status.value, "outputs": t.outputs}
@@ -442,4 +538,4 @@ def report_rows(p: Plan, result, cache_dir):
         # A record that does not decode (a damaged state) is reported without its key.
         rows += ((label, mnemonics[i], Outcome(None, Status.CACHED, getattr(state.actions.get(actions[i]), "key", "")))
                  for i in acts)
-    return rows, targets, len(p.graph["targets"])
+    return rows, targets, len(p.graph)

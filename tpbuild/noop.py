@@ -47,12 +47,13 @@ patch of a delta build.
 Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "gen", "roles",
 "groups", "summary"}. `gen` is a random generation, which the delta build's graph memo beside it
 (`noop-graph`) and the patch of delta builds since (`noop-patch`: {"gen", "groups": {index: [paths,
-stats]}, "trees": {record: tree digest}}, applied to the groups it names before they are compared, see
+stats, indices]}, "trees": {record: tree digest}}, applied to the groups it names before they are compared, see
 `Stamp.patch_with`; its trees amend the graph memo's, `incremental.Checked.holds`) carry too: another
 one is not of this stamp. `roles` names what each group holds (`Stamp._groups`; "kinds" for
 the kind groups). A group is `[base, follow, paths, stats]`: `follow` says stat (true) or lstat (false), and `stats` is
-the `layout.stat_sig` of each path, flattened into one list of integers (four per path), which a
-no-op decodes and compares as one list rather than as ten thousand small ones; or, for the paths
+the `layout.stat_sig` of each path, four integers a path, packed into one text (`layout.packed_text`:
+64-bit integers in base64), which a check decodes into one array and compares with the one it took in
+one go (at 10,000 models, 400,000 JSON numbers decoded were an object each); or, for the paths
 analysis only checked the kind of, and those that must stay absent, `[base, null, [[path, kind or null],
 ...]]`; or, for the linked files, `[base, "linked", ...]` (`_Linked`), checked after the blobs and the
 placed directories.
@@ -65,16 +66,17 @@ import fcntl
 import os
 import sys
 import time
+from array import array
 from itertools import chain, compress
 from pathlib import Path
 
 from . import memo as memofile
 from .errors import UserError
-from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, shared_device, sig, \
-    stat_sig
+from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, packed, packed_text, \
+    positions, shared_device, sig, stat_at, stat_sig, unpacked
 from .observed import Observed
 
-KIND, VERSION = "noop", 9
+KIND, VERSION = "noop", 13
 PATCH, PATCH_KIND = "noop-patch", "noop-patch"  # beside the stamp: what delta builds amended (`Stamp.patch_with`)
 # The groups whose differences a delta build can answer (`incremental.py`): a source, a file the
 # analysis memo knows by its facts, a blob or a placed file recorded unproven. Any other difference
@@ -197,6 +199,10 @@ class Stamp:
         if not isinstance(data, dict) or data.get("key") != self.key or self.workspace_sig is None:
             return None
         try:
+            _unpack(data["groups"])
+        except (KeyError, TypeError, ValueError, IndexError):  # a damaged stamp: the ordinary path
+            return None
+        try:
             lock = open(self.root / STATE_DIR / "lock", "w")
         except OSError:
             return None
@@ -213,9 +219,9 @@ class Stamp:
             if isinstance(patch, dict) and patch.get("gen") == data["gen"]:
                 if not isinstance(patch["trees"], dict):
                     raise ValueError("a damaged patch")
-                blob_stats = list(blob_stats)  # the patch restates blobs in place
-                for gi, (paths, stats) in patch["groups"].items():
-                    patched[int(gi)] = _apply(data["groups"][int(gi)], paths, stats)
+                blob_stats = blob_stats[:]  # the patch restates blobs in place
+                for gi, (paths, stats, indices) in patch["groups"].items():
+                    patched[int(gi)] = _apply(data["groups"][int(gi)], paths, stats, indices)
             else:
                 patch = None
             same = self.replayable
@@ -233,13 +239,14 @@ class Stamp:
                     unlinked = _unlinked(group, *(moved.get(r) for r in ("blobs", "placed_dirs")))
                     # A file placed again by a delta build since is in the placed group, at its stat now.
                     again = set(data["groups"][data["roles"].index("placed")][2]) if unlinked else ()
-                    base, paths, blob_index = group[0], group[2], group[3]
+                    dirs = data["groups"][data["roles"].index("placed_dirs")][2]
+                    base, blob_index = group[0], group[4]
                     try:
                         for j in unlinked:
-                            if paths[j] not in again:
-                                linked[j] = stat_sig(os.lstat(base + paths[j]))
-                                b = 4 * blob_index[j]
-                                if list(linked[j]) != blob_stats[b:b + 4]:
+                            path = linked_path(group, dirs, j)
+                            if path not in again:
+                                linked[j] = stat_sig(os.lstat(base + path))
+                                if linked[j] != stat_at(blob_stats, blob_index[j]):
                                     same = confinable = False
                     except OSError:  # gone
                         same = confinable = False
@@ -259,9 +266,8 @@ class Stamp:
                 base, follow, paths, recorded = group
                 if not (same or follow or confinable):
                     continue  # tpbuild-out, after a difference: the ordinary path checks it (see above)
-                stat = os.stat if follow else os.lstat
-                try:  # stat_sig of each, flattened, in C: a Python loop cost a third more at 10,000 models
-                    now = list(chain.from_iterable(map(stat_sig, map(stat, map(base.__add__, paths)))))
+                try:
+                    now = _stats(os.stat if follow else os.lstat, base, paths)
                 except OSError:  # a path gone: each path's stat, one by one
                     same = confinable = False
                     if follow:
@@ -299,8 +305,7 @@ class Stamp:
     def linked_stat(self, j: int) -> tuple:
         """The stat linked file `j` was recorded at (after a miss a delta build may answer): its blob's, as
         the stamp recorded that blob (`_Linked`)."""
-        b = 4 * self.data["groups"][self.data["roles"].index("linked")][3][j]
-        return tuple(self.linked_at[b:b + 4])
+        return stat_at(self.linked_at, self.data["groups"][self.data["roles"].index("linked")][4][j])
 
     def forget(self) -> None:
         for path in (self.path, self.path.with_name(PATCH)):
@@ -309,20 +314,32 @@ class Stamp:
             except FileNotFoundError:
                 pass
 
-    def patch_with(self, groups: dict[int, tuple[list[str], list[int]]], trees: dict[str, str]) -> str | None:
+    def patch_with(self, groups: dict[int, tuple[list[str], list[int], list[int | None]]],
+                   trees: dict[str, str]) -> str | None:
         """Amend the stamp a miss was checked against (`differences`) with the stats a delta build used
-        (`incremental.py`), new paths added, and the digests of the trees it placed: a patch beside it,
-        rewritten whole (it holds what the delta builds since the stamp changed, a few paths each),
-        applied by the next check. The stamp itself, 13 MB at 10,000 models, is not written again. None
-        when saved, else a warning."""
+        (`incremental.py`) of paths, by their index in the group as checked, None for one it lacks (added),
+        and the digests of the trees it placed: a patch beside it, rewritten whole (it holds what the delta
+        builds since the stamp changed, a few paths each), applied by the next check. The stamp itself,
+        13 MB at 10,000 models, is not written again. None when saved, else a warning.
+
+        A patch's group is `[paths, stats, indices]`, in the order of their indices: each path's index
+        in the stamp's group, or for one it adds, the one it gets added at. So the check applies it
+        without a table of the group's paths (three of them, 70,000 paths at 10,000 models, were half
+        the time a check spent on anything but its stats and its decoding)."""
         merged: dict[str, list] = {}
         old = self.patch["groups"] if self.patch is not None else {}
         for gi in sorted({*map(int, old), *groups}):
-            paths, stats = old.get(str(gi), ([], []))
-            paths, stats = list(paths), list(stats)
+            paths, stats, indices = old.get(str(gi), ([], [], []))
+            entries = {i: (path, stats[4 * k:4 * k + 4]) for k, (path, i) in enumerate(zip(paths, indices))}
             if gi in groups:
-                _apply([None, None, paths, stats], *groups[gi])
-            merged[str(gi)] = [paths, stats]
+                end = len(self.data["groups"][gi][2])  # the group as checked, the old patch applied
+                paths, stats, indices = groups[gi]
+                for k, (path, i) in enumerate(zip(paths, indices)):
+                    if i is None:
+                        i, end = end, end + 1
+                    entries[i] = (path, stats[4 * k:4 * k + 4])
+            order = sorted(entries)
+            merged[str(gi)] = [[entries[i][0] for i in order], [v for i in order for v in entries[i][1]], order]
         trees = {**(self.patch["trees"] if self.patch is not None else {}), **trees}
         return memofile.save(self.path.with_name(PATCH), PATCH_KIND, VERSION,
                              {"gen": self.data["gen"], "groups": merged, "trees": trees}, self.path.parent / "tmp",
@@ -447,13 +464,13 @@ class _Group:
         """Paths at the stat the build used, None for one it did not keep (unproven), in bulk: at
         10,000 models, 100,000 of them."""
         paths, stats, horizon = self.paths, self.stats, self.horizon
-        for rel, s in items:
+        for rel, s in items:  # `proof`, inline: a call each was a fifth of this loop
             paths.append(rel)
-            stats += proof(s, horizon)
+            stats += s if s is not None and s[1] < horizon else UNPROVEN
 
     def stored(self) -> list[list]:
         kinds = [[self.base, None, self.kinds]] if self.kinds else []
-        return [*kinds, [self.base, self.follow, self.paths, self.stats]]
+        return [*kinds, [self.base, self.follow, self.paths, packed_text(packed(self.stats))]]
 
 
 class _Linked:
@@ -463,56 +480,72 @@ class _Linked:
     for the same inodes (adding, removing or renaming an entry moves its mtime), and the blob's stat,
     taken anyway, is that inode's: so the file is as recorded when its directory and its blob are at
     the stats they had when it was linked, the ones their own groups recorded (a file is linked only
-    at those). Only where the store and
-    tpbuild-out are on one device (an inode number names one file there), checked again at each check;
-    a file whose proof does not hold is lstat'ed as the placed ones are (`Stamp.replay`).
+    at those). Only where the store and tpbuild-out are on one device (an inode number names one file
+    there), checked again at each check; a file whose proof does not hold is lstat'ed as the placed
+    ones are (`Stamp.replay`).
 
-    Stored as `[base, "linked", paths, blob indices, directory indices, [store, device]]`: the
-    indices into the blobs' and the placed directories' stat groups (a patch only appends to those, so
-    an index stays the path it was). No stat is repeated here: a file is linked at its directory's and
-    its blob's stats as their groups recorded them, and its own lstat is its blob's (one inode), the one
-    the stamp's blob group holds before a patch restates it (`Stamp.linked_stat`). At 10,000 models
-    the directories' stats were 240,000 integers that every check decoded (0.03 s), and the files' own
-    240,000 more (0.02-0.03 s)."""
+    Stored as `[base, "linked", names, name indices, blob indices, directory indices, [store, device]]`:
+    a file is named by its directory, an index into the placed directories' stat group, and its name
+    in that directory, an index into `names` (each once: at 10,000 models, 60,000 paths were decoded by
+    every check, which needs none of them unless a proof fails); its blob is an index into the blobs'
+    group (a patch only appends to those groups, so an index stays the path it was); the indices are
+    packed as the stats are (32-bit, `layout.packed_text`). No stat is repeated here: a file is linked
+    at its directory's and its blob's stats as their groups recorded them, and its own lstat is its
+    blob's (one inode), the one the stamp's blob group holds before a patch restates it
+    (`Stamp.linked_stat`). At 10,000 models the directories' stats were 240,000 integers that every
+    check decoded (0.03 s), and the files' own 240,000 more (0.02-0.03 s)."""
 
     refused = False
 
     def __init__(self, base: str, blobs: _Group, blob_ids, dirs: _Group, horizon: int, store: str, out: Path):
         self.base, self.horizon, self.blobs, self.dirs = base, horizon, blobs, dirs
         self.device = [store, shared_device(store, str(out))]
-        self.paths: list[str] = []
+        self.names: dict[str, int] = {}  # a file's name in its directory -> its index in the names
+        self.name_index: list[int] = []
         self.blob_index: list[int] = []
         self.dir_index: list[int] = []
         self._blob_at = dict(zip(blob_ids, range(len(blob_ids))))  # (digest, executable) -> its index in `blobs`
-        self._dir_at = dict(zip(dirs.paths, range(len(dirs.paths))))
 
     def sort(self, records: list[tuple[str, tuple]], placed: _Group) -> None:
-        """Each file of the placed `records` (`(record, (tree digest, files, directories))`) into
-        this group if it can be linked, at the lstat placement recorded, else into `placed`: in one loop
-        (a call per file was a good part of a stamp's writing at 10,000 models, 100,000 files)."""
-        horizon, blob_at, dir_at, dir_stats = self.horizon, self._blob_at, self._dir_at, self.dirs.stats
+        """Each file of the placed `records` (`(record, (tree digest, files, directories))`, the placed
+        directories' group made of their directories in this order) into this group if it can be
+        linked, at the lstat placement recorded, else into `placed`: in one loop (a call per file was a
+        good part of a stamp's writing at 10,000 models, 100,000 files), a file's directory found among
+        its record's (a table of the 40,000 placed directories' paths, and each file's full path, cost
+        a third of it)."""
+        horizon, blob_at, dir_stats = self.horizon, self._blob_at, self.dirs.stats
         recorded = self.blobs.stats
         blob_stats = [tuple(recorded[i:i + 4]) for i in range(0, len(recorded), 4)]
         able = self.device[1] is not None
-        paths, blob_index, dir_index = self.paths, self.blob_index, self.dir_index
+        names, name_index, blob_index, dir_index = self.names, self.name_index, self.blob_index, self.dir_index
         rest = []
-        for k, (_tree, files, _dirs) in records:
+        first = 0  # the index of the record's first directory in the placed directories' group
+        for k, (_tree, files, dirs) in records:
+            local = dict(zip(dirs, range(first, first + len(dirs))))  # a directory in the record -> its index
+            first += len(dirs)
             for p, (kind, digest, s) in files.items():
-                path = f"{k}/{p}"
                 if able and kind != "l" and s[1] < horizon:
                     b = blob_at.get((digest, kind == "x"))
-                    d = dir_at.get(path.rpartition("/")[0])
+                    parent, _, name = p.rpartition("/")
+                    d = local.get(parent)
                     # That blob's inode (not a copy, nor unproven), in a directory old enough to vouch for it.
                     if b is not None and d is not None and blob_stats[b] == s and dir_stats[4 * d + 1] < horizon:
-                        paths.append(path)
+                        name_index.append(names.setdefault(name, len(names)))
                         blob_index.append(b)
                         dir_index.append(d)
                         continue
-                rest.append((path, s))
+                rest.append((f"{k}/{p}", s))
         placed.used(rest)
 
     def stored(self) -> list[list]:
-        return [[self.base, "linked", self.paths, self.blob_index, self.dir_index, self.device]]
+        return [[self.base, "linked", list(self.names), *(packed_text(packed(index, "I")) for index in
+                                                           (self.name_index, self.blob_index, self.dir_index)),
+                 self.device]]
+
+
+def linked_path(group: list, dirs: list[str], j: int) -> str:
+    """The path (from the base) of file `j` of a linked group (`_Linked`), given the placed directories'."""
+    return f"{dirs[group[5][j]]}/{group[2][group[3][j]]}"
 
 
 def _unlinked(group: list, blobs: tuple[int, set[int]] | None, dirs: tuple[int, set[int]] | None) -> list[int]:
@@ -522,17 +555,51 @@ def _unlinked(group: list, blobs: tuple[int, set[int]] | None, dirs: tuple[int, 
     linked at its blob's and its directory's stats as the stamp recorded them (`_Linked.sort`), so it is
     proven unless its blob or its directory moved since: known without comparing the stats of 60,000
     entries at 10,000 models."""
-    base, _kind, paths, blob_index, dir_index, (store, device) = group
-    if paths and not (len(blob_index) == len(dir_index) == len(paths) and min(blob_index) >= 0 and min(dir_index) >= 0
-                      and (blobs is None or max(blob_index) < blobs[0]) and (dirs is None or max(dir_index) < dirs[0])):
+    base, _kind, _names, name_index, blob_index, dir_index, (store, device) = group
+    # (A name index out of range is an IndexError where it is used: a damaged stamp too.)
+    if name_index and not (len(blob_index) == len(dir_index) == len(name_index)
+                           and (blobs is None or max(blob_index) < blobs[0])
+                           and (dirs is None or max(dir_index) < dirs[0])):
         raise ValueError("a damaged stamp")
     if blobs is None or dirs is None or device is None or shared_device(store, base + OUT_DIR) != device:
-        return list(range(len(paths)))
+        return list(range(len(name_index)))
     found = set()
     for moved, index in ((blobs[1], blob_index), (dirs[1], dir_index)):
-        if moved:  # picked in C
+        if len(moved) <= _FEW:  # each found by a search of the packed bytes (a delta build restates a few)
+            packed_bytes = index.tobytes() if moved else b""
+            for m in moved:
+                found.update(positions(packed_bytes, index.typecode, m))
+        else:  # picked in C
             found.update(compress(range(len(index)), map(moved.__contains__, index)))
     return sorted(found)
+
+
+_FEW = 64  # moved blobs or directories up to this many: `_unlinked` searches for each
+
+
+def _unpack(groups: list) -> None:
+    """The stamp's `packed` integers (see the module docstring) as arrays, in place: the stats of a stat
+    group, the indices of a linked one. Raises ValueError, TypeError or IndexError for a damaged stamp."""
+    for g in groups:
+        if g[1] == "linked":
+            g[3:6] = (unpacked(text, "I") for text in g[3:6])
+        elif g[1] is not None:
+            g[3] = unpacked(g[3])
+
+
+def _stats(stat, base: str, paths: list[str]) -> array:
+    """`stat_sig` of each path (`stat` of `base + path`), flattened and `packed`, in C: a Python loop cost a
+    third more at 10,000 models. Raises OSError for a path that is not there."""
+    global _wide
+    if not _wide:
+        try:
+            return array("q", chain.from_iterable(map(stat_sig, map(stat, map(base.__add__, paths)))))
+        except OverflowError:  # an inode number from 2**63 on (`packed`): taken again, and from now on so
+            _wide = True
+    return packed(list(chain.from_iterable(map(stat_sig, map(stat, map(base.__add__, paths))))))
+
+
+_wide = False  # an inode number from 2**63 on was seen: `_stats` packs through a list
 
 
 def _differing(now: list[int], recorded: list[int]) -> list[tuple[int, tuple]]:
@@ -541,7 +608,7 @@ def _differing(now: list[int], recorded: list[int]) -> list[tuple[int, tuple]]:
     found = []
     for b in range(0, len(now), _BLOCK):
         if now[b:b + _BLOCK] != recorded[b:b + _BLOCK]:
-            found += ((i // 4, tuple(now[i:i + 4])) for i in range(b, min(b + _BLOCK, len(now)), 4)
+            found += ((i // 4, stat_at(now, i // 4)) for i in range(b, min(b + _BLOCK, len(now)), 4)
                       if now[i:i + 4] != recorded[i:i + 4])
     return found
 
@@ -549,19 +616,21 @@ def _differing(now: list[int], recorded: list[int]) -> list[tuple[int, tuple]]:
 _BLOCK = 4 * 256  # integers compared at a time by `_differing`: 256 stats
 
 
-def _apply(group: list, paths: list[str], stats: list[int]) -> set[int]:
-    """Amend a stat group (`[base, follow, paths, stats]`) with the stats of `paths`, adding those it
-    lacks; the indices of the paths it held whose stat it restated."""
+def _apply(group: list, paths: list[str], stats: list[int], indices: list[int]) -> set[int]:
+    """Amend a stat group (`[base, follow, paths, stats]`, its stats `packed`) with a patch's group
+    (`Stamp.patch_with`): the stats of `paths` at `indices`, those past its end added; the indices of
+    the paths it held whose stat it restated. Raises ValueError for a patch not of this group."""
     _base, _follow, have, recorded = group
-    index = dict(zip(have, range(len(have))))
-    restated = set()
-    for j, p in enumerate(paths):
-        i = index.get(p)
-        if i is None:
-            index[p] = len(have)
+    held = len(have)
+    stats = packed(stats)
+    if not len(paths) == len(indices) == len(stats) // 4 or len(stats) % 4:
+        raise ValueError("a damaged patch")
+    for j, (p, i) in enumerate(zip(paths, indices)):
+        if i == len(have):
             have.append(p)
             recorded += stats[4 * j:4 * j + 4]
-        else:
+        elif 0 <= i < held and have[i] == p:
             recorded[4 * i:4 * i + 4] = stats[4 * j:4 * j + 4]
-            restated.add(i)
-    return restated
+        else:
+            raise ValueError("a damaged patch")
+    return {i for i in indices if i < held}

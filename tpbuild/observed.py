@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from stat import S_ISDIR
 
-from .layout import kind, sig
+from .layout import kind, sig, stat_at
 
 
 class Observed:
@@ -43,8 +43,8 @@ class Observed:
         self.scanned = 0  # directories whose entries discovery listed
 
     def add(self, base: str, paths: list[str], stats: list[int]) -> None:
-        """The stats the check took of `base + path` for each of `paths`, as one flat list of four
-        integers a path (`layout.stat_sig`), kept as they are."""
+        """The stats the check took of `base + path` for each of `paths`, four integers a path
+        (`layout.stat_sig`) in one flat list or `layout.packed` array, kept as they are."""
         self._groups.append([base, paths, stats, None])
 
     def _found(self, full: str) -> tuple | None:
@@ -58,7 +58,7 @@ class Observed:
                 index = group[3] = dict(zip(group[1], range(len(group[1]))))
             i = index.get(full[len(base):])
             if i is not None:
-                s = tuple(group[2][4 * i:4 * i + 4])
+                s = stat_at(group[2], i)
                 return s if s[1] < self.horizon else None
         return None
 
