@@ -634,6 +634,7 @@ def _profile(recorder, result, path: Path) -> None:
     from . import critical
 
     chain, total = critical.path(result.analysis.declared, {a: o.seconds for a, o in result.outcomes.items()})
+    total = round(total, 4)  # as the profile holds it, so the line printed and the file agree at a rounding edge
     on_path = set(chain)
     recorder.again([e for e in recorder.events if e["cat"] == "action" and e["args"]["id"] in on_path],
                    recorder.lane("critical path"), "critical_path")
@@ -642,7 +643,7 @@ def _profile(recorder, result, path: Path) -> None:
         recorder.write(path, {"critical_path": [{"id": o.action.id, "mnemonic": o.action.mnemonic,
                                                  "target": str(o.action.owner), "seconds": round(o.seconds, 4)}
                                                 for o in outcomes],
-                              "critical_path_seconds": round(total, 4)})
+                              "critical_path_seconds": total})
     except OSError as e:
         print(f"warning: could not write the profile {path}: {e.strerror}", file=sys.stderr)
     print(f"Critical path: {total:.2f}s over {len(chain)} action{'s' * (len(chain) != 1)} (profile: {path})")
