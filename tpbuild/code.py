@@ -33,7 +33,13 @@ ENGINE = ("tpbuild.action", "tpbuild.cas", "tpbuild.digest", "tpbuild.executor",
 def digest_of(modules: tuple[str, ...], follow: bool = True) -> str:
     """Digest of the source of `modules` and (`follow`) of the modules of their own packages they
     import, transitively."""
-    return digest.of_value(sorted(module_digests(modules, follow).items()))
+    return combined(module_digests(modules, follow))
+
+
+def combined(digests: dict[str, str]) -> str:
+    """`digest_of` from what `module_digests` (or `traced`) gave: the one formula, also for a caller
+    that recorded the digests (`facts.unchanged`)."""
+    return digest.of_value(sorted(digests.items()))
 
 
 @functools.lru_cache(maxsize=None)

@@ -42,7 +42,7 @@ def unchanged(recorded: list, data: bytes) -> bool:
     try:
         ref, args, code_digest, facts_digest, modules, absent = recorded
         module, _, name = ref.partition(":")
-        if digest.of_value(sorted(modules.items())) != code_digest or not code.holds(modules, absent):
+        if code.combined(modules) != code_digest or not code.holds(modules, absent):
             return False
         fn = importlib.import_module(module)
         for part in name.split("."):

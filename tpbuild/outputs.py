@@ -273,10 +273,11 @@ def in_place(state: BuildState, root: Path, rel: str, entries: Sequence[OutputEn
     """`root/rel` holds, intact, the tree `entries` as this state placed it, each part of a composed
     tree checked by its own record. `proven`: see `materialize`."""
     parts = _parts(entries)
-    if proven is not None and proven.holds(rel, digest or tree_digest(entries)):
+    digest = digest or tree_digest(entries)
+    if proven is not None and proven.holds(rel, digest):
         return True
     rec = state.outputs.get(rel)
-    return (rec is not None and rec[0] == (digest or tree_digest(entries)) and _same_shape(state, rel, rec, parts)
+    return (rec is not None and rec[0] == digest and _same_shape(state, rel, rec, parts)
             and _intact(root, rel, rec, proven)
             and all(in_place(state, root, f"{rel}/{p.prefix}", p.tree, proven, p.digest) for p in parts))
 
