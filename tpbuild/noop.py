@@ -67,7 +67,8 @@ import os
 import sys
 import time
 from array import array
-from itertools import chain, compress
+from itertools import chain, compress, repeat
+from operator import ne
 from pathlib import Path
 
 from . import memo as memofile
@@ -350,59 +351,67 @@ class Stamp:
         from . import incremental
 
         self.forget()
-        groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS)
-        if groups is None or any(g.refused for _role, g in groups):
+        a = result.analysis
+        if not result.success or result.warnings or "remote" in result.cache or result.statcache is None:
             return
-        requested = set(result.analysis.requested)
+        cache = a.graph.cache
+        analysed = [(package, cache.record(package) if cache is not None else None) for package in a.graph.loaded_packages]
+        if any(rec is None or any(t.volatile for t in rec.targets) for _package, rec in analysed):
+            return
+        # Each record placed once, a composed output's parts by their own (merged into their output's
+        # record, the repository's 10,000 parts were copied twice at 10,000 models).
+        placed, parts = [], []
+        for t in result.targets.values():
+            for rel in t.outputs:
+                records = result.placed.records(rel)
+                placed += records
+                parts += ((k, rec[0]) for k, rec in records[1:])
+        graph = incremental.drawn(result, analysed, parts)  # its walk of the actions names their sources
+        groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS, analysed, placed,
+                              graph["readers"][0])
+        if any(g.refused for _role, g in groups):
+            return
+        requested = set(a.requested)
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
                    "shown": [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]}
         stamped = [(role if stored[1] is not None else "kinds", stored) for role, g in groups for stored in g.stored()]
         gen = os.urandom(8).hex()  # ties the stamp to the graph a delta build reads (incremental.py)
-        if incremental.remember(self.root, gen, result, [role for role, _ in stamped]) is not None:
+        if incremental.remember(self.root, gen, [role for role, _ in stamped], graph) is not None:
             return
         # Not saved (a full disk): no stamp, and the next build takes the ordinary path.
         memofile.save(self.path, KIND, VERSION, {"key": self.key, "gen": gen, "roles": [r for r, _ in stamped],
                                                  "groups": [g for _, g in stamped], "summary": summary},
                       self.path.parent / "tmp", "the no-op stamp")
 
-    def _groups(self, result, cache_dir: Path, horizon: int) -> list[tuple[str, _Group]] | None:
-        from .action import Source
+    def _groups(self, result, cache_dir: Path, horizon: int, analysed: list, records: list,
+                sources: list[str]) -> list[tuple[str, _Group]]:
+        """The stamp's groups of a successful build: `analysed`, (package, analysis memo record) of each
+        package it loaded; `records`, each record of the build state it placed (`outputs.Placed.records`);
+        `sources`, each source its actions read."""
         from .cas import Cas
 
         a = result.analysis
-        if not result.success or result.warnings or "remote" in result.cache:
-            return None
-        cache = a.graph.cache
         observed: dict = {}
-        for package in a.graph.loaded_packages:
-            rec = cache.record(package) if cache is not None else None
-            if rec is None or any(t.volatile for t in rec.targets):
-                return None
+        for _package, rec in analysed:
             observed.update(rec.observed)
         root = f"{self.root}/"
         ws = [(WORKSPACE_FILE, self.workspace_sig), *a.graph.walked]
-
-        statcache = result.statcache  # as build.run saved it: the stats the digests belong to
-        if statcache is None:
-            return None
         # What the build used, as it used it: each source and blob at the stat its digest was taken at
         # (unproven if the stat memo did not keep it: racy), each placed file and directory at the
         # lstat placement recorded. A path that changed since differs from it at the next check, so
         # nothing is stat'ed again here.
-        peek = statcache.peek
-        known = {p: peek(p) for p in dict.fromkeys(inp.path for act in a.declared.values()  # as declared:
-                                                    for _dest, inp in act.inputs if isinstance(inp, Source))}
-        sources = _Group(root, True, horizon=horizon)
-        sources.used(known.items())
+        peek = result.statcache.peek  # as build.run saved it: the stats the digests belong to
+        known = dict(zip(sources, map(peek, sources)))
+        sourced = _Group(root, True, horizon=horizon)
+        sourced.used(known.items())
         cas = Cas(cache_dir)
         # A tree names its parts' blobs again (the repository: every model's): each once.
         blobs = dict.fromkeys(b for o in result.outcomes.values() for b in o.blobs())
+        blob_paths = [cas.path_text(d, exe) for d, exe in blobs]
+        blob_stats = list(map(peek, blob_paths))
         stores = _Group("", True, horizon=horizon)
-        stores.used((p, peek(p)) for p in (cas.path_text(d, exe) for d, exe in blobs))
+        stores.used(zip(blob_paths, blob_stats))
         code = _Group("", True, horizon=horizon)
-        # Each record placed once, a composed output's parts by their own (merged into their output's
-        # record, the repository's 10,000 parts were copied twice at 10,000 models).
-        records = [kr for t in result.targets.values() for rel in t.outputs for kr in result.placed.records(rel)]
         placed = _Group(root, False, horizon=horizon)
         # The directories too: a file added to an output (a killed build) moves its directory's mtime.
         # They are exempt from the racy window: they are tpbuild's own, fresh after any placement, and
@@ -410,7 +419,7 @@ class Stamp:
         # granularity.
         placed_dirs = _Group(root, False)
         placed_dirs.used((f"{k}/{path}" if path else k, st) for k, (_t, _f, dirs) in records for path, st in dirs.items())
-        linked = _Linked(root, stores, blobs, placed_dirs, horizon, str(cas.root), self.root / OUT_DIR)
+        linked = _Linked(root, blobs, blob_stats, placed_dirs, horizon, str(cas.root), self.root / OUT_DIR)
         linked.sort(records, placed)
         for d in a.graph.rules.code_dirs:
             code.add(str(d), sig(str(d)))
@@ -421,13 +430,14 @@ class Stamp:
                 code.add(p, sig(p))
         code.add(str(cache_dir / "id"), sig(str(cache_dir / "id")))
         # A manifest or model.py the analysis memo watches is mostly a directory walked or a source
-        # too, recorded alike: one stat of it is enough.
+        # too, recorded alike: one stat of it is enough (compared in C: 30,000 paths at 10,000 models).
         known.update((rel.rstrip("/"), s) for rel, s in ws)
+        watched = compress(observed.items(), map(ne, map(known.get, map(str.rstrip, observed, repeat("/")), repeat(())),
+                                                 observed.values()))
         return [
             ("workspace", _Group(root, True, ws, horizon)),
-            ("watched", _Group(root, True, ((rel, s) for rel, s in observed.items()
-                                            if known.get(rel.rstrip("/"), ()) != s), horizon)),
-            ("sources", sources),
+            ("watched", _Group(root, True, watched, horizon)),
+            ("sources", sourced),
             ("blobs", stores),
             ("code", code),
             ("placed", placed),
@@ -448,17 +458,23 @@ class _Group:
         self.stats: list[int] = []
         self.kinds: list = []
         self.refused = False  # an absent path in an lstat group: not a shape the stamp has
-        for rel, s in items:
-            self.add(rel, s)
+        self.add_all(items)
 
     def add(self, rel: str, s: tuple | None) -> None:
-        if s is not None and len(s) > 1:
-            self.paths.append(rel)
-            self.stats += proof(s, self.horizon)
-        elif self.follow is False and s is None:
-            self.refused = True
-        else:  # a kind, or absent: `observe` stats an absent path as a stat group would
-            self.kinds.append([rel, s])
+        self.add_all(((rel, s),))
+
+    def add_all(self, items) -> None:
+        """Paths at their `sig` (or `kind`, or None for an absent path), in one loop (a call each was a
+        tenth of writing the stamp at 10,000 models: the 20,000 directories walked, the 10,000 manifests)."""
+        paths, stats, kinds, horizon = self.paths, self.stats, self.kinds, self.horizon
+        for rel, s in items:
+            if s is not None and len(s) > 1:
+                paths.append(rel)
+                stats += s if s[1] < horizon else UNPROVEN  # `proof`, inline
+            elif self.follow is False and s is None:
+                self.refused = True
+            else:  # a kind, or absent: `observe` stats an absent path as a stat group would
+                kinds.append([rel, s])
 
     def used(self, items) -> None:
         """Paths at the stat the build used, None for one it did not keep (unproven), in bulk: at
@@ -497,44 +513,52 @@ class _Linked:
 
     refused = False
 
-    def __init__(self, base: str, blobs: _Group, blob_ids, dirs: _Group, horizon: int, store: str, out: Path):
-        self.base, self.horizon, self.blobs, self.dirs = base, horizon, blobs, dirs
+    def __init__(self, base: str, blob_ids, blob_stats: list, dirs: _Group, horizon: int, store: str, out: Path):
+        self.base, self.horizon, self.dirs = base, horizon, dirs
         self.device = [store, shared_device(store, str(out))]
         self.names: dict[str, int] = {}  # a file's name in its directory -> its index in the names
         self.name_index: list[int] = []
         self.blob_index: list[int] = []
         self.dir_index: list[int] = []
-        self._blob_at = dict(zip(blob_ids, range(len(blob_ids))))  # (digest, executable) -> its index in `blobs`
+        # (digest, executable) -> its index in the blobs' group, a plain file's by its digest alone (a
+        # tuple made and hashed for each of 60,000 files was a fifth of `sort`)
+        self._blob_at = {d if not exe else (d, True): i for i, (d, exe) in enumerate(blob_ids)}
+        # Each blob's stat as the stat memo holds it (None: none). A file is linked only at its blob's
+        # stat and older than the racy window: then the blobs' group records that stat too (not unproven).
+        self._blob_stats = blob_stats
 
     def sort(self, records: list[tuple[str, tuple]], placed: _Group) -> None:
         """Each file of the placed `records` (`(record, (tree digest, files, directories))`, the placed
         directories' group made of their directories in this order) into this group if it can be
         linked, at the lstat placement recorded, else into `placed`: in one loop (a call per file was a
-        good part of a stamp's writing at 10,000 models, 100,000 files), a file's directory found among
-        its record's (a table of the 40,000 placed directories' paths, and each file's full path, cost
-        a third of it)."""
-        horizon, blob_at, dir_stats = self.horizon, self._blob_at, self.dirs.stats
-        recorded = self.blobs.stats
-        blob_stats = [tuple(recorded[i:i + 4]) for i in range(0, len(recorded), 4)]
-        able = self.device[1] is not None
+        good part of a stamp's writing at 10,000 models, 100,000 files). Records alike (a model's: the
+        same files in the same directories) share their files' names and directories, each found once
+        for all of them (by each file's path, they were a third of this loop)."""
+        horizon, blob_at, blob_stats = self.horizon, self._blob_at, self._blob_stats
         names, name_index, blob_index, dir_index = self.names, self.name_index, self.blob_index, self.dir_index
+        old = list(map(horizon.__gt__, self.dirs.stats[1::4]))  # a placed directory old enough to vouch for its files
+        able = self.device[1] is not None
+        shapes: dict[tuple, list[tuple[int, int]]] = {}  # files and directories -> each file's name and directory
         rest = []
         first = 0  # the index of the record's first directory in the placed directories' group
         for k, (_tree, files, dirs) in records:
-            local = dict(zip(dirs, range(first, first + len(dirs))))  # a directory in the record -> its index
-            first += len(dirs)
-            for p, (kind, digest, s) in files.items():
-                if able and kind != "l" and s[1] < horizon:
-                    b = blob_at.get((digest, kind == "x"))
-                    parent, _, name = p.rpartition("/")
-                    d = local.get(parent)
-                    # That blob's inode (not a copy, nor unproven), in a directory old enough to vouch for it.
-                    if b is not None and d is not None and blob_stats[b] == s and dir_stats[4 * d + 1] < horizon:
-                        name_index.append(names.setdefault(name, len(names)))
+            shape = (*files, None, *dirs)
+            where = shapes.get(shape)
+            if where is None:
+                at = dict(zip(dirs, range(len(dirs))))
+                where = shapes[shape] = [(names.setdefault(name, len(names)), at.get(parent, -1))
+                                         for parent, _, name in (p.rpartition("/") for p in files)]
+            for (p, (kind, digest, s)), (n, d) in zip(files.items(), where):
+                # That blob's inode (not a copy, nor unproven), in a directory old enough to vouch for it.
+                if able and d >= 0 and old[first + d] and kind != "l" and s[1] < horizon:
+                    b = blob_at.get(digest if kind == "f" else (digest, True))
+                    if b is not None and blob_stats[b] == s:
+                        name_index.append(n)
                         blob_index.append(b)
-                        dir_index.append(d)
+                        dir_index.append(first + d)
                         continue
                 rest.append((f"{k}/{p}", s))
+            first += len(dirs)
         placed.used(rest)
 
     def stored(self) -> list[list]:
