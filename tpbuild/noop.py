@@ -68,7 +68,7 @@ import sys
 import time
 from array import array
 from itertools import chain, compress, repeat
-from operator import ne
+from operator import methodcaller, ne
 from pathlib import Path
 
 from . import memo as memofile
@@ -406,7 +406,7 @@ class Stamp:
         sourced.used(known.items())
         cas = Cas(cache_dir)
         # A tree names its parts' blobs again (the repository: every model's): each once.
-        blobs = dict.fromkeys(b for o in result.outcomes.values() for b in o.blobs())
+        blobs = dict.fromkeys(chain.from_iterable(map(methodcaller("blobs"), result.outcomes.values())))
         blob_paths = [cas.path_text(d, exe) for d, exe in blobs]
         blob_stats = list(map(peek, blob_paths))
         stores = _Group("", True, horizon=horizon)
