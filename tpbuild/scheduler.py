@@ -169,7 +169,7 @@ class Scheduler:
         self.outcomes: dict[str, Outcome] = {a: self.settled.get(a) or Outcome(actions[a]) for a in actions}
 
     def run(self) -> dict[str, Outcome]:
-        if len(self.settled) == len(self.outcomes):  # nothing to run (a no-op): no graph to walk
+        if self.settled.keys() == self.outcomes.keys():  # nothing to run (a no-op): no graph to walk
             clock = self.ctx.clock
             for o in self.settled.values():
                 self._done(o, clock())
