@@ -127,8 +127,7 @@ def test_engine_code_and_key_version_settle_nothing(built, monkeypatch):
     def settled() -> set[str]:
         state = BuildState(ws.root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
         stats = StatCache(memo / "statcache")
-        walk = critical.topological(analysis.declared)
-        return set(delta.settle(analysis.declared, walk, state, stats, cas.Cas(built.cache, stats), ws.root,
+        return set(delta.settle(analysis.declared, state, stats, cas.Cas(built.cache, stats), ws.root,
                                 ws.cache.salt))
 
     assert len(settled()) == ACTIONS
@@ -137,6 +136,28 @@ def test_engine_code_and_key_version_settle_nothing(built, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(action, "KEY_VERSION", action.KEY_VERSION + 1)
     assert settled() == set()
+
+
+def test_an_action_declared_before_one_it_reads_from_is_settled_all_the_same(built, monkeypatch):
+    """In process: analysis declares a target's actions after its dependencies', and `delta.settle`
+    walks them as declared, without a walk of the graph; should an action come before one it reads from
+    (a rule may declare them so), the graph is walked and the same actions settle, at the same keys."""
+    ws = workspace.load(built.root)
+    memo = workspace.memo_dir(built.cache, ws.root)
+    analysis = analyze(ws, ["//..."], memo)
+    walks = []
+    topological = critical.topological
+    monkeypatch.setattr(critical, "topological", lambda declared: walks.append(1) or topological(declared))
+
+    def settled(declared) -> dict[str, str]:
+        state = BuildState(ws.root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
+        stats = StatCache(memo / "statcache")
+        return {aid: o.key for aid, o in delta.settle(declared, state, stats, cas.Cas(built.cache, stats), ws.root,
+                                                      ws.cache.salt).items()}
+
+    forward = settled(analysis.declared)
+    assert len(forward) == ACTIONS and not walks
+    assert settled(dict(reversed(analysis.declared.items()))) == forward and walks == [1]
 
 
 def test_a_placed_link_is_proven_by_its_directory_and_its_blob(built, monkeypatch):

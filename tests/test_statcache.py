@@ -58,3 +58,28 @@ def test_a_settled_file_is_answered_from_its_stat_and_a_changed_one_is_read(tmp_
     assert again.digest(str(settled))[0] == digest.of_bytes(b"x\n")
     assert again.digest(str(edited))[0] == digest.of_bytes(b"xy\n")
     assert seen == [str(edited)]
+
+
+def test_many_files_at_once_are_answered_as_one_at_a_time(tmp_path, monkeypatch):
+    """`digests` (a no-op build's sources and blobs, in one loop) answers each file as `digest` does:
+    from the stat when it is the recorded one, read again when it moved, None when it is gone."""
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_text(name)
+    memo = tmp_path / "memo"
+    first = StatCache(memo)
+    base = f"{tmp_path}/"
+    recorded = first.digests(["a", "b", "c"], base)
+    assert recorded == [first.digest("a", base + "a"), first.digest("b", base + "b"), first.digest("c", base + "c")]
+    assert first.save() is None
+    old = time.time_ns() - 10**10  # older than the racy window: the memo keeps it
+    for name in ("a", "b", "c"):
+        os.utime(tmp_path / name, ns=(old, old))
+    again = StatCache(memo)
+    again.digests(["a", "b", "c"], base)
+    assert again.save() is None
+    (tmp_path / "b").write_text("B!")
+    (tmp_path / "c").unlink()
+    seen = reads(monkeypatch)
+    a, b, c = StatCache(memo).digests(["a", "b", "c"], base)
+    assert seen == [base + "b"]  # a from its stat; b moved, read again; c gone
+    assert a[0] == digest.of_bytes(b"a") and b[0] == digest.of_bytes(b"B!") and c is None

@@ -282,6 +282,17 @@ class Tree(Sequence):
                 return inner.moved(path) if inner is not None else None
         return None
 
+    def input_digest(self, path: str) -> str | None:
+        """`input_digest` of the one file at `path` (None if it has none), from the record's JSON when
+        the entries are not built (a no-op build at 10,000 models reads 20,000 files of upstream trees
+        so: each model's config, and the one labels file every model ships)."""
+        if self._raw is not None:
+            for e in self._raw:
+                if e[0] == path:
+                    return e[1] + e[2]  # kind letter and digest (of a link, its target), as `identity`
+        hit = self.entry(path)
+        return input_digest((hit,), whole_tree=False) if hit is not None else None
+
     def __len__(self) -> int:
         return len(self.flat())
 

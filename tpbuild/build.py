@@ -154,8 +154,6 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             cas = Cas(opts.cache_dir, statcache)
             ac = ActionCache(opts.cache_dir)
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
-            durations = critical.Durations(memo / "durations", memo / "tmp", eager=boundary is None)
-            walk = critical.topological(analysis.declared)
         rex = opts.remote_executor
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,
@@ -164,14 +162,18 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks,
                            trace=trace)
         with trace.span("settle unchanged", "phase"):
-            settled = delta.settle(analysis.declared, walk, state, statcache, cas, ws.root, ctx.salt,
-                                   boundary or frozenset())
-        # The ready queue's order matters only if something is left for the scheduler: not for a no-op.
-        if len(settled) < len(walk[0]):
+            settled = delta.settle(analysis.declared, state, statcache, cas, ws.root, ctx.salt, boundary or frozenset())
+        # The graph's walk and the ready queue's order matter only if something is left for the
+        # scheduler: not for a no-op, which reads of the durations only their keys (`Durations.save`
+        # drops the records of the actions that are gone), so it does not decode them.
+        worked_any = len(settled) < len(analysis.declared)
+        durations = critical.Durations(memo / "durations", memo / "tmp", eager=boundary is None and worked_any)
+        if worked_any:
+            walk = critical.topological(analysis.declared)
             worked, worked_walk = _worked(analysis.declared, walk, boundary)
             priority = critical.priorities(worked, durations, worked_walk)
         else:
-            priority = {}
+            walk, priority = None, {}
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority,
                           settled=settled, declared=analysis.declared, walk=walk)
         records = explain.Records(state_dir / "why", state_dir / "tmp")

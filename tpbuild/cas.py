@@ -22,7 +22,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from . import atomic, digest
@@ -163,6 +163,18 @@ class Cas:
         with self._lock:
             self._verified[(d, executable)] = s
         return True
+
+    def verify_all(self, blobs: Iterable[tuple[str, bool]]) -> set[tuple[str, bool]]:
+        """`verify` of many (digest, executable) blobs, through the stat memo in one loop
+        (`StatCache.digests`): those that are not whole (missing, or damaged and quarantined). A blob
+        not found whole so is asked of `verify` again, which says why as ever."""
+        todo = [b for b in blobs if b not in self._verified]
+        found = self.statcache.digests([self.path_text(d, x) for d, x in todo]) if self.statcache is not None \
+            else [None] * len(todo)
+        whole = {b: f[1] for b, f in zip(todo, found) if f is not None and f[0] == b[0]}
+        with self._lock:
+            self._verified.update(whole)
+        return {b for b in todo if b not in whole and not self.verify(*b)}
 
     def verified_stat(self, d: str, executable: bool = False) -> tuple | None:
         """The stat (`layout.stat_sig`) the blob had when this build verified it, None if this build did

@@ -49,6 +49,29 @@ class StatCache:
         hit = self._entry(path)
         if hit is not None and tuple(hit[:4]) == sig and path not in self._racy:
             return hit[4], sig
+        return self._hashed(path, full, sig), sig
+
+    def digests(self, paths: list[str], base: str = "") -> list[tuple[str, Sig] | None]:
+        """`digest` of many files, in one loop (`base + path` read, `path` the memo key), None for one
+        that could not be read (its caller asks `digest` again for the reason): a no-op build at 10,000
+        models checks 30,000 files so, its sources and the blobs its results name."""
+        stat, new, get, racy = self._stat, self._new, self._journal.get, self._racy
+        out: list[tuple[str, Sig] | None] = []
+        for path in paths:
+            full = base + path
+            try:
+                sig = stat(full)
+                hit = new.get(path) or get(path)
+                if hit.__class__ is list and len(hit) == 5 and tuple(hit[:4]) == sig and path not in racy:
+                    out.append((hit[4], sig))
+                else:
+                    out.append((self._hashed(path, full, sig), sig))
+            except OSError:
+                out.append(None)
+        return out
+
+    def _hashed(self, path: str, full: str, sig: Sig) -> str:
+        """Hash a file whose stat is not the recorded one, and record it at that stat."""
         d = digest.of_file(full)
         with self._lock:
             self._new[path] = [*sig, d]
@@ -56,7 +79,7 @@ class StatCache:
                 self._racy.add(path)
             else:
                 self._racy.discard(path)
-        return d, sig
+        return d
 
     def peek(self, path: str) -> Sig | None:
         """The signature recorded when `path` was last hashed."""
