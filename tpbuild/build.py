@@ -381,16 +381,21 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
     order = analysis.order if lane is None else sorted(analysis.order,
                                                         key=lambda lbl: f"{OUT_DIR}/{lbl.path}" in lane.sent)
     # The outputs settled unchanged, checked together (`outputs.in_place_all`): those in place are not
-    # even built (their entries), let alone placed.
+    # even built (their entries), let alone placed. Each target's info and output path found once.
+    targets = []
     settled = []
+    infos = analysis.infos
     for label in order:
-        info = analysis.infos[label]
-        if info.output is not None and not info.output.path:
-            o = outcomes[info.output.action]
-            if isinstance(o, Settled):
-                settled.append((f"{OUT_DIR}/{label.path}", o.entries))
+        info = infos[label]
+        rel = None
+        if info.output is not None:
+            rel = f"{OUT_DIR}/{label.path}"
+            o = outcomes.get(info.output.action)
+            if not info.output.path and isinstance(o, Settled):
+                settled.append((rel, o.entries))
+        targets.append((label, info, rel))
     intact = outputs.in_place_all(state, ws.root, settled, proven)
-    for label in order:
+    for label, info, rel in targets:
         statuses = {outcomes[d.id].status for d in analysis.declared_of(label)}
         if Status.FAILED in statuses:
             results[label] = TargetResult(TargetStatus.FAILED)
@@ -398,17 +403,13 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
         if Status.SKIPPED in statuses:
             results[label] = TargetResult(TargetStatus.SKIPPED)
             continue
-        info = analysis.infos[label]
-        res = TargetResult(TargetStatus.BUILT)
-        if info.output is not None:
-            o = outcomes[info.output.action]
-            rel = f"{OUT_DIR}/{label.path}"
-            if rel in intact:
-                res.outputs.append(rel)
-                results[label] = res
-                continue
+        if rel is None:
+            results[label] = TargetResult(TargetStatus.BUILT)
+            continue
+        if rel not in intact:
             try:
-                wrote, parts = materialize(state, ws.root, rel, _output_entries(info, o), cas, proven)
+                wrote, parts = materialize(state, ws.root, rel, _output_entries(info, outcomes[info.output.action]),
+                                           cas, proven)
                 placed += wrote or bool(parts)
                 placed_parts += parts
             except OSError as e:
@@ -417,8 +418,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
                      "names left the cache meanwhile (evicted by another build?): run the build again")
                 results[label] = TargetResult(TargetStatus.FAILED)
                 continue
-            res.outputs.append(rel)
-        results[label] = res
+        results[label] = TargetResult(TargetStatus.BUILT, [rel])
     return (results if lane is None else {label: results[label] for label in analysis.order}), placed, placed_parts
 
 
