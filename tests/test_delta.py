@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tpbuild import action, build, cas, code, critical, delta, workspace
+from tpbuild import action, build, cas, code, critical, delta, outputs, workspace
 from tpbuild.analysis import analyze
 from tpbuild.outputs import BuildState, cache_id
 from tpbuild.statcache import StatCache
@@ -185,3 +185,42 @@ def test_a_placed_link_is_proven_by_its_directory_and_its_blob(built, monkeypatc
     (d / "extra.txt").write_text("x")  # an entry added: its directory's mtime moved
     os.chmod(d, mode)
     assert not build._linked(root, store).intact(rel, rec)
+
+
+def test_trees_proven_together_leave_out_the_one_damaged(built, monkeypatch):
+    """The ordinary path proves the settled trees together (outputs.in_place_all, build._Linked.intact_all:
+    a column of lstats, a column of blob stats, per group of trees): one tree damaged among them is
+    found and left out by itself, the others of its group still in place; so is a tree whose file was
+    replaced by a copy of the same bytes (its directory's mtime moved)."""
+    root = built.root
+    stats = StatCache(workspace.memo_dir(built.cache, root) / "statcache")
+    store = cas.Cas(built.cache, stats)
+    state = BuildState(root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
+    outs = [(f"tpbuild-out/{t}", state.actions[f"//:{t}%Genrule"].result(tuple)) for t in ("up", "down", "other", "cut")]
+    for _rel, tree in outs:
+        for e in tree:
+            assert store.verify(e.digest, e.executable)
+    later = time.time_ns() + 3 * 10**9
+    monkeypatch.setattr(build.time, "time_ns", lambda: later)  # the trees placed more than 2 s ago
+    monkeypatch.setattr(outputs, "_PROVEN_AT_ONCE", 2)  # two groups: (up, down), (other, cut)
+    asked = []
+    monkeypatch.setattr(build._Linked, "intact", lambda self, rel, rec: asked.append(rel) or self.intact_all([(rel, rec)]))
+    every = {rel for rel, _tree in outs}
+    assert outputs.in_place_all(state, root, outs, build._linked(root, store)) == every
+    assert asked == []  # each group proven in one pass
+
+    d = root / "tpbuild-out/down"
+    mode = d.stat().st_mode
+    os.chmod(d, 0o755)
+    (d / "extra.txt").write_text("x")  # an entry added: its directory's mtime moved
+    os.chmod(d, mode)
+    assert outputs.in_place_all(state, root, outs, build._linked(root, store)) == every - {"tpbuild-out/down"}
+    assert sorted(asked) == ["tpbuild-out/down", "tpbuild-out/up"]  # its group alone, tree by tree
+
+    os.chmod(d, 0o755)
+    (d / "extra.txt").unlink()
+    copy = (d / "down.txt").read_bytes()
+    (d / "down.txt").unlink()
+    (d / "down.txt").write_bytes(copy)  # the same bytes, not the blob's inode
+    os.chmod(d, mode)
+    assert "tpbuild-out/down" not in outputs.in_place_all(state, root, outs, build._linked(root, store))

@@ -90,14 +90,14 @@ def test_a_changed_part_alone_is_placed_and_recorded_again(tmp_path):
     assert f'"o:{rel}/m1"' in appended and f'"o:{rel}/m2"' not in appended  # the changed part's record alone
     assert (root / rel / "m2/sub/b.txt").stat().st_ino == kept
     assert _files(root / rel) == {"m1/a.txt": b"one", "m2/a.txt": b"2", "m2/sub/b.txt": b"b"}
-    assert outputs.in_place(state, root, rel, Tree((), (new_m1, m2)))
+    assert rel in outputs.in_place_all(state, root, [(rel, Tree((), (new_m1, m2)))])
     merged = outputs.Placed(state)[rel]
     assert sorted(merged[1]) == ["m1/a.txt", "m2/a.txt", "m2/sub/b.txt"] and "m2/sub" in merged[2]
 
     # A part removed, a part damaged by hand, then the same files as a flat tree (a remote cache's
     # answer) and back: each time exactly the tree's files, and no record of a part that is gone.
     (root / rel / "m2/a.txt").unlink()
-    assert not outputs.in_place(state, root, rel, Tree((), (new_m1, m2)))
+    assert rel not in outputs.in_place_all(state, root, [(rel, Tree((), (new_m1, m2)))])
     outputs.materialize(state, root, rel, Tree((), (new_m1, m2)), cas)
     assert _files(root / rel)["m2/a.txt"] == b"2"
     outputs.materialize(state, root, rel, Tree((), (m2,)), cas)
@@ -109,6 +109,7 @@ def test_a_changed_part_alone_is_placed_and_recorded_again(tmp_path):
     assert sorted(state.outputs) == [rel]
     outputs.materialize(state, root, rel, both, cas)
     assert _files(root / rel) == {"m1/a.txt": b"one", "m2/a.txt": b"2", "m2/sub/b.txt": b"b"}
-    assert outputs.in_place(state, root, rel, both) and sorted(state.outputs) == [rel, f"{rel}/m1", f"{rel}/m2"]
+    assert rel in outputs.in_place_all(state, root, [(rel, both)])
+    assert sorted(state.outputs) == [rel, f"{rel}/m1", f"{rel}/m2"]
     assert outputs.prune(state, root, {rel}) == [] and outputs.prune(state, root, set()) == [rel]
     assert len(state.outputs) == 0 and not (root / rel).exists()

@@ -19,6 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import itemgetter
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
@@ -317,28 +318,39 @@ class _Linked:
     would not move it); a tree with a file that is not such a link (a copy across devices, a symlink, a
     blob this build did not verify) is not proven here, and `outputs` lstats it file by file. Only where
     the store and tpbuild-out are on one device: an inode number names one file there. `_linked` gives
-    None when they are not."""
+    None when they are not.
+
+    Trees are proven together (`intact_all`), a column at a time: their directories' lstats taken in
+    one pass and compared with their recorded stats in one comparison, their files' blob stats likewise
+    (a no-op at 10,000 models checks 20,000 trees, 40,000 directories and 60,000 files), not a call and
+    two loops per tree."""
 
     def __init__(self, root: Path, cas: Cas):
-        self.root = root
+        self.base = f"{root}/"
         self.horizon = time.time_ns() - RACY_WINDOW_NS
-        self.blob = cas.verified_stat
+        self.verified = cas.verified.get  # (digest, executable) -> the stat this build verified the blob at
 
     def intact(self, rel: str, rec: tuple) -> bool:
         """`outputs.Proof.intact`."""
-        base = f"{self.root}/{rel}/"
-        lstat, horizon = os.lstat, self.horizon
+        return self.intact_all([(rel, rec)])
+
+    def intact_all(self, records: list[tuple[str, tuple]]) -> bool:
+        """`outputs.Proof.intact_all`."""
+        base = self.base
+        recorded = [s for _rel, rec in records for s in rec[2].values()]
+        if max(map(itemgetter(1), recorded), default=0) >= self.horizon:
+            return False
         try:
-            for path, recorded in rec[2].items():
-                if recorded[1] >= horizon or stat_sig(lstat(base + path)) != recorded:
-                    return False
+            if list(map(stat_sig, map(os.lstat, [f"{base}{rel}/{path}" for rel, rec in records
+                                                  for path in rec[2]]))) != recorded:
+                return False
         except OSError:
             return False
-        blob = self.blob
-        for kind, d, recorded in rec[1].values():
-            if kind == "l" or blob(d, kind == "x") != recorded:
-                return False
-        return True
+        files = [f for _rel, rec in records for f in rec[1].values()]
+        if not files:
+            return True
+        kinds, blobs, stats = zip(*files)
+        return "l" not in kinds and list(map(self.verified, zip(blobs, map("x".__eq__, kinds)))) == list(stats)
 
     def holds(self, rel: str, digest: str) -> bool:
         """`outputs.Proof.holds`: never known without the tree's record."""
@@ -370,7 +382,22 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
     materialize = outputs.materialize if lane is None else lane.materialize
     order = analysis.order if lane is None else sorted(analysis.order,
                                                         key=lambda lbl: f"{OUT_DIR}/{lbl.path}" in lane.sent)
+    # The outputs settled unchanged, checked together (`outputs.in_place_all`): those in place are not
+    # even built (their entries), let alone placed. Each target's info and output path found once.
+    targets = []
+    settled = []
+    infos = analysis.infos
     for label in order:
+        info = infos[label]
+        rel = None
+        if info.output is not None:
+            rel = f"{OUT_DIR}/{label.path}"
+            o = outcomes.get(info.output.action)
+            if not info.output.path and isinstance(o, Settled):
+                settled.append((rel, o.entries))
+        targets.append((label, info, rel))
+    intact = outputs.in_place_all(state, ws.root, settled, proven)
+    for label, info, rel in targets:
         statuses = {outcomes[d.id].status for d in analysis.declared_of(label)}
         if Status.FAILED in statuses:
             results[label] = TargetResult(TargetStatus.FAILED)
@@ -378,18 +405,13 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
         if Status.SKIPPED in statuses:
             results[label] = TargetResult(TargetStatus.SKIPPED)
             continue
-        info = analysis.infos[label]
-        res = TargetResult(TargetStatus.BUILT)
-        if info.output is not None:
-            o = outcomes[info.output.action]
-            rel = f"{OUT_DIR}/{label.path}"
-            if (not info.output.path and isinstance(o, Settled)
-                    and outputs.in_place(state, ws.root, rel, o.entries, proven)):
-                res.outputs.append(rel)  # unchanged and intact: its entries are not even built
-                results[label] = res
-                continue
+        if rel is None:
+            results[label] = TargetResult(TargetStatus.BUILT)
+            continue
+        if rel not in intact:
             try:
-                wrote, parts = materialize(state, ws.root, rel, _output_entries(info, o), cas, proven)
+                wrote, parts = materialize(state, ws.root, rel, _output_entries(info, outcomes[info.output.action]),
+                                           cas, proven)
                 placed += wrote or bool(parts)
                 placed_parts += parts
             except OSError as e:
@@ -398,8 +420,7 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
                      "names left the cache meanwhile (evicted by another build?): run the build again")
                 results[label] = TargetResult(TargetStatus.FAILED)
                 continue
-            res.outputs.append(rel)
-        results[label] = res
+        results[label] = TargetResult(TargetStatus.BUILT, [rel])
     return (results if lane is None else {label: results[label] for label in analysis.order}), placed, placed_parts
 
 

@@ -404,6 +404,10 @@ class Checked:
                 return False
         return True
 
+    def intact_all(self, records: list[tuple[str, tuple]]) -> bool:
+        """`outputs.Proof.intact_all`: each as `intact` finds it (a delta build asks of few trees)."""
+        return all(self.intact(rel, rec) for rel, rec in records)
+
     def holds(self, rel: str, digest: str) -> bool:
         """`outputs.Proof.holds`: the graph memo (or the stamp's patch since) has the tree at `rel` at
         this digest, and the check found none of the paths at or below it changed (a file or a
