@@ -122,7 +122,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
     graph = TargetGraph(ws, rules, make_context, cache)
     graph.keep_going = keep_going
     requested = graph.expand(patterns)
-    order = graph.close(requested)
+    order = graph.close(requested, memo / "closure")
     result = Analysis(graph, requested, order, infos)
     errors = graph.errors
     failed = set(graph.blocked)  # targets not analysed: broken themselves, or depending on what is
@@ -148,7 +148,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
                 graph.parse_package(label.package)  # real targets for the whole package
                 target = graph.targets[label]
             ctx = contexts[label]
-            ctx.expanded = graph.expanded.get(label, {})
+            ctx.expanded = graph.expanded_of(target)
             try:
                 infos[label] = target.rule.analyze(ctx, target.attrs)
             except TpbuildError as e:
@@ -174,6 +174,8 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
     for package in graph.bad_packages | {lbl.package for lbl in failed}:
         fresh.pop(package, None)
     _remember(cache, graph, fresh, contexts, infos, info_digests, result.target_actions)
+    if not errors:
+        graph.save_closure(memo / "closure")
     # The graph keeps `make_context`, and through it every context (a manifest's source, what the
     # rule observed): done with them, so at 10,000 models they do not stay for the whole build.
     contexts.clear()

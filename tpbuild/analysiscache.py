@@ -8,9 +8,10 @@ Another version, fingerprint or identity is a miss; so is a record that does not
 package alone).
 
 A record is plain JSON in a fixed positional shape (`_record_json`), not the tagged form `memo.encode`
-gives any value: [observed {path: stat}, targets, facts {path: entry}], a target [name, rule, refs,
-keypath, manifest, deps_digest, actions, info, info_digest, volatile], an action [id, kind, mnemonic,
-inputs as (destination, upstream action or null for a source, path) triples, definition, code, text].
+gives any value: [observed {path: stat}, targets, facts {path: entry}, generation], a target [name,
+rule, refs, keypath, manifest, deps_digest, actions, info, info_digest, volatile], an action [id, kind,
+mnemonic, inputs as (destination, upstream action or null for a source, path) triples, definition,
+code, text].
 A no-op build of 10,000 models decodes every record: tagged, the parser called back into Python for
 each of their 260,000 objects (0.45 s); plain, it builds lists in C and this module makes the few
 objects a record holds. The open-ended parts (a target's info values, a fact's arguments) are inline
@@ -57,7 +58,7 @@ from .observed import Observed
 from .rulesets import ENGINE_DIR, code_digest
 from .targetinfo import TargetInfo
 
-KIND, VERSION = "analysis", 6
+KIND, VERSION = "analysis", 7
 UNSETTLED = (-1, -1, -1, -1)  # the stat of a file known by its facts, recorded within the racy window
 
 
@@ -164,6 +165,10 @@ class PackageRecord:
     observed: dict  # workspace-relative path -> sig
     targets: list = field(default_factory=list)
     facts: dict = field(default_factory=dict)  # path -> facts.entry, for the files known by their facts
+    # Drawn at random each time the package's targets are recorded (kept when only its stats are brought
+    # up to date): the same generation is the same targets, which is how the target graph knows the
+    # closure it recorded (graph.py) is still the one these records make.
+    gen: str = ""
 
 
 def info_digest(info) -> str:
@@ -243,7 +248,7 @@ class AnalysisCache:
         # content yet: recorded with a stat no file has, its facts are derived again on the next build.
         observed = {**observed, **dict.fromkeys(fresh, UNSETTLED)}
         try:
-            self._journal.put(package, PackageRecord(observed, targets, facts))
+            self._journal.put(package, PackageRecord(observed, targets, facts, os.urandom(8).hex()))
         except TypeError as e:  # a rule put a value of its own type into its info: analyse it again next time
             self.warnings.append(f"the analysis memo does not keep {package or 'the root package'}: {e}")
 
@@ -273,7 +278,7 @@ def memo_types() -> tuple[type, ...]:
 def _record_json(_package: str, rec: PackageRecord) -> list:
     """A record in the memo's form (see the module docstring)."""
     return [rec.observed, [_target_json(t) for t in rec.targets],
-            {p: _open(entry, list) for p, entry in rec.facts.items()}]
+            {p: _open(entry, list) for p, entry in rec.facts.items()}, rec.gen]
 
 
 def _target_json(t: TargetRecord) -> list:
@@ -289,10 +294,12 @@ def _target_json(t: TargetRecord) -> list:
 
 def _record(package: str, v: list) -> PackageRecord:
     """A record from the memo's form; raises (ValueError, TypeError, ...) for one of another shape: a miss."""
-    observed, targets, facts = v
+    observed, targets, facts, gen = v
+    if not isinstance(gen, str):
+        raise TypeError("a record's generation is a string")
     return PackageRecord({p: tuple(s) if s is not None else None for p, s in observed.items()},
                          [_target(package, t) for t in targets],
-                         {p: _opened(entry, list) for p, entry in facts.items()})
+                         {p: _opened(entry, list) for p, entry in facts.items()}, gen)
 
 
 def _target(package: str, v: list) -> TargetRecord:
