@@ -194,7 +194,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
 def _remember(cache, graph, fresh, contexts, infos, info_digests, declared) -> None:
     """Record every package analysed this time whose targets were all analysed (so the record is whole)."""
     by_package: dict[str, list] = {}
-    for t in graph.targets.values():
+    for t in graph.targets.values() if fresh else ():  # nothing analysed (a no-op): nothing to group
         by_package.setdefault(t.label.package, []).append(t)
     for package in fresh:
         targets = by_package[package]

@@ -100,6 +100,8 @@ class TargetGraph:
         if self._all_packages is None:
             misnamed: list[str] = []
             self._all_packages = self.ws.packages(self.walked, misnamed)
+            if self.cache is not None:
+                self.cache.seen = dict(self.walked)
             self.warnings.extend(f"{m} is not read: only files named exactly BUILD.toml declare targets; "
                                  "rename it" for m in misnamed)
         return self._all_packages
