@@ -177,3 +177,22 @@ def test_a_damaged_closure_memo_is_a_miss(models, damage):
         path.write_bytes(b"tpbuild-memo closure v1\n" + json.dumps(data).encode())
     again = _analysis(models, "//models/a:a")
     assert not again.graph.from_memo and _closed(again) == expected
+
+
+def test_a_target_analysed_again_under_the_recorded_closure_gets_its_patterns_resolved(models):
+    """A target whose record holds but whose dependencies' infos moved (here: its record's deps digest
+    changed by hand, its generation kept) runs its rule under the recorded closure, with its pattern
+    attributes resolved as the closing would have (`TargetGraph.expanded_of`)."""
+    from dataclasses import replace
+
+    first = _analysis(models)
+    cache = first.graph.cache
+    root = cache.record("")
+    cache._journal.put("", replace(root, targets=[replace(t, deps_digest="moved") for t in root.targets]))
+    cache.save()
+    again = _analysis(models)
+    assert again.graph.from_memo and again.reanalysed_packages == {""}
+    repo = Label("", "repo")
+    assert list(again.graph.expanded[repo].values()) == [[Label("models/a", "a"), Label("models/b", "b")]]
+    assert [(d.id, d.inputs) for d in again.declared_of(repo)] == [(d.id, d.inputs) for d in first.declared_of(repo)]
+    assert again.infos[repo] == first.infos[repo]

@@ -131,18 +131,22 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
     # targets share their dependencies (10,000 models, one genrule), so each list is hashed once.
     deps_digests: dict[tuple, str] = {}
     fresh: dict[str, list[Label]] = {}  # package -> its targets analysed this time
+    edges, targets, declared, target_actions = graph.edges, graph.targets, result.declared, result.target_actions
     for label in order:
-        if failed and (label in failed or any(d in failed for d in graph.edges[label])):
+        deps = edges[label]
+        if failed and (label in failed or any(d in failed for d in deps)):
             failed.add(label)
             continue
-        target = graph.targets[label]
-        deps = tuple(graph.edges[label])
+        target = targets[label]
+        deps = tuple(deps)
         deps_digest = deps_digests.get(deps)
         if deps_digest is None:
             deps_digest = deps_digests[deps] = digest.of_value([[str(d), info_digests[d]] for d in deps])
-        if isinstance(target, CachedTarget) and target.rec.deps_digest == deps_digest and not target.rec.volatile:
-            infos[label], info_digests[label] = target.rec.info, target.rec.info_digest
-            actions = target.rec.actions
+        rec = target.rec if target.__class__ is CachedTarget else None
+        if rec is not None and rec.deps_digest == deps_digest and not rec.volatile:
+            infos[label] = rec.info
+            info_digests[label] = rec.info_digest
+            actions = rec.actions
         else:
             if isinstance(target, CachedTarget):
                 graph.parse_package(label.package)  # real targets for the whole package
@@ -166,9 +170,9 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
             fresh.setdefault(label.package, []).append(label)
             result.reanalysed += 1
             result.reanalysed_packages.add(label.package)
-        result.target_actions[label] = actions
+        target_actions[label] = actions
         for d in actions:
-            result.declared[d.id] = d
+            declared[d.id] = d
     # A package with an error is never recorded: its record would lack the broken targets, and the
     # next build would take the package as whole and pass over them silently.
     for package in graph.bad_packages | {lbl.package for lbl in failed}:
