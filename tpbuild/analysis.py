@@ -180,6 +180,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
     _remember(cache, graph, fresh, contexts, infos, info_digests, result.target_actions)
     if not errors:
         graph.save_closure(memo / "closure")
+    cache.release()
     # The graph keeps `make_context`, and through it every context (a manifest's source, what the
     # rule observed): done with them, so at 10,000 models they do not stay for the whole build.
     contexts.clear()

@@ -224,6 +224,12 @@ class AnalysisCache:
                                      convert=(self._record, _record_json), lazy=lazy)
         self.warnings: list[str] = []  # a save that failed, for the build to show
 
+    def release(self) -> None:
+        """Drop what only the analysis reads (the directories' stats, the tables of shared labels and
+        artifacts): the build after it holds the records for its whole length, not these."""
+        self.seen = {}
+        self._shared = ({}, {})
+
     def _record(self, package: str, v: list) -> PackageRecord:
         return _record(package, v, *self._shared)
 

@@ -224,6 +224,7 @@ class TargetGraph:
         if recorded is not None:
             rec = memo.load(recorded, CLOSURE_KIND, CLOSURE_VERSION)
             order = self._recorded(roots, rec) if isinstance(rec, dict) else None
+            self._gens = {}  # read by `_recorded` alone
             if order is not None:
                 return order
         start = len(self._load_order)
