@@ -11,6 +11,8 @@ import pytest
 from test_edit_sequence import MANIFEST, _model_py, _workspace
 from test_noop import _settle as _age
 
+from tpbuild.label import Label
+
 
 def _model(ws, name: str) -> None:
     ws.write(f"models/{name}/1/model.py", _model_py("v0"))
@@ -101,3 +103,96 @@ def test_rule_code_runs_with_the_cyclic_collector_and_the_memo_without_it(models
         assert analyze(workspace.load(models.root), ["//..."], memo).reanalysed > 0 and gc.isenabled()
     finally:
         gc.enable()
+
+
+def _analysis(models, *patterns: str):
+    from tpbuild import workspace
+    from tpbuild.analysis import analyze
+
+    ws = workspace.load(models.root)
+    return analyze(ws, list(patterns or ["//..."]), workspace.memo_dir(models.cache, ws.root))
+
+
+def _closed(a) -> tuple:
+    """What a closure decides: the roots, the order, each target's dependencies."""
+    return a.requested, a.order, {lbl: a.graph.edges[lbl] for lbl in a.order}
+
+
+@pytest.mark.parametrize("patterns", [("//...",), ("//models/a:a",), ("//...", "-//models/b/...")])
+def test_the_closure_of_unchanged_records_is_the_recorded_one_and_the_same(models, patterns):
+    """The closure memo (graph.py): taken when the same records make the graph, for any patterns (a
+    target's own: its dependency's package is loaded from its record as the closing would), equal to
+    the closure made again without it."""
+    first = _analysis(models, *patterns)
+    again = _analysis(models, *patterns)
+    assert again.graph.from_memo and again.reanalysed == 0
+    (models.cache / "workspaces").joinpath(again.graph.cache._journal.path.parent.name, "closure").unlink()
+    fresh = _analysis(models, *patterns)
+    assert not fresh.graph.from_memo
+    assert _closed(again) == _closed(fresh) == _closed(first)
+    assert again.graph.loaded_packages == fresh.graph.loaded_packages
+
+
+def test_a_changed_record_closes_the_graph_again(models):
+    """A manifest edit (a new dependency), a new package, a package the closing loaded beyond the patterns
+    changed: not the recorded closure, and the one made is right."""
+    assert _analysis(models).graph.from_memo
+    models.write("shared/BUILD.toml", (models.root / "shared/BUILD.toml").read_text()
+                 + '[genrule.other]\nsrcs = ["classes.txt"]\nouts = ["other.txt"]\ncmd = "cp $SRCS $OUT"\n')
+    models.write("models/a/BUILD.toml", MANIFEST.format(name="a", dims=1).replace(
+        'files = ["//shared:labels"]', 'files = ["//shared:labels", "//shared:other"]'))
+    _age(models.root / "shared")
+    _age(models.root / "models/a/BUILD.toml")
+    a = _analysis(models)
+    assert not a.graph.from_memo and a.reanalysed_packages == {"models/a", "shared"}
+    assert Label("shared", "other") in a.graph.edges[Label("models/a", "a")]
+    assert a.order.index(Label("shared", "other")) < a.order.index(Label("models/a", "a"))
+    assert _analysis(models).graph.from_memo
+    _model(models, "c")
+    _age(models.root / "models/c")
+    a = _analysis(models)
+    assert not a.graph.from_memo and Label("models/c", "c") in a.graph.edges[Label("", "repo")]
+    assert _analysis(models, "//models/a:a").graph.from_memo is False  # another set of roots
+    assert _analysis(models, "//models/a:a").graph.from_memo
+    models.write("shared/BUILD.toml", (models.root / "shared/BUILD.toml").read_text() + "# edited\n")
+    _age(models.root / "shared/BUILD.toml")
+    assert not _analysis(models, "//models/a:a").graph.from_memo  # //shared, loaded by the closing, moved
+
+
+@pytest.mark.parametrize("damage", [b"", b"tpbuild-memo closure v1\n{}", b"tpbuild-memo closure v1\n[1]",
+                                    "order", "deps", "then"])
+def test_a_damaged_closure_memo_is_a_miss(models, damage):
+    import json
+
+    from tpbuild import memo
+
+    a = _analysis(models, "//models/a:a")
+    path = a.graph.cache._journal.path.parent / "closure"
+    expected = _closed(a)
+    if isinstance(damage, bytes):
+        path.write_bytes(damage)
+    else:
+        data = memo.load(path, "closure", 1)
+        data[damage] = [["nowhere", "x"]] if damage == "then" else "AAAA"
+        path.write_bytes(b"tpbuild-memo closure v1\n" + json.dumps(data).encode())
+    again = _analysis(models, "//models/a:a")
+    assert not again.graph.from_memo and _closed(again) == expected
+
+
+def test_a_target_analysed_again_under_the_recorded_closure_gets_its_patterns_resolved(models):
+    """A target whose record holds but whose dependencies' infos moved (here: its record's deps digest
+    changed by hand, its generation kept) runs its rule under the recorded closure, with its pattern
+    attributes resolved as the closing would have (`TargetGraph.expanded_of`)."""
+    from dataclasses import replace
+
+    first = _analysis(models)
+    cache = first.graph.cache
+    root = cache.record("")
+    cache._journal.put("", replace(root, targets=[replace(t, deps_digest="moved") for t in root.targets]))
+    cache.save()
+    again = _analysis(models)
+    assert again.graph.from_memo and again.reanalysed_packages == {""}
+    repo = Label("", "repo")
+    assert list(again.graph.expanded[repo].values()) == [[Label("models/a", "a"), Label("models/b", "b")]]
+    assert [(d.id, d.inputs) for d in again.declared_of(repo)] == [(d.id, d.inputs) for d in first.declared_of(repo)]
+    assert again.infos[repo] == first.infos[repo]

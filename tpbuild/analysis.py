@@ -122,7 +122,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
     graph = TargetGraph(ws, rules, make_context, cache)
     graph.keep_going = keep_going
     requested = graph.expand(patterns)
-    order = graph.close(requested)
+    order = graph.close(requested, memo / "closure")
     result = Analysis(graph, requested, order, infos)
     errors = graph.errors
     failed = set(graph.blocked)  # targets not analysed: broken themselves, or depending on what is
@@ -131,24 +131,28 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
     # targets share their dependencies (10,000 models, one genrule), so each list is hashed once.
     deps_digests: dict[tuple, str] = {}
     fresh: dict[str, list[Label]] = {}  # package -> its targets analysed this time
+    edges, targets, declared, target_actions = graph.edges, graph.targets, result.declared, result.target_actions
     for label in order:
-        if failed and (label in failed or any(d in failed for d in graph.edges[label])):
+        deps = edges[label]
+        if failed and (label in failed or any(d in failed for d in deps)):
             failed.add(label)
             continue
-        target = graph.targets[label]
-        deps = tuple(graph.edges[label])
+        target = targets[label]
+        deps = tuple(deps)
         deps_digest = deps_digests.get(deps)
         if deps_digest is None:
             deps_digest = deps_digests[deps] = digest.of_value([[str(d), info_digests[d]] for d in deps])
-        if isinstance(target, CachedTarget) and target.rec.deps_digest == deps_digest and not target.rec.volatile:
-            infos[label], info_digests[label] = target.rec.info, target.rec.info_digest
-            actions = target.rec.actions
+        rec = target.rec if target.__class__ is CachedTarget else None
+        if rec is not None and rec.deps_digest == deps_digest and not rec.volatile:
+            infos[label] = rec.info
+            info_digests[label] = rec.info_digest
+            actions = rec.actions
         else:
             if isinstance(target, CachedTarget):
                 graph.parse_package(label.package)  # real targets for the whole package
                 target = graph.targets[label]
             ctx = contexts[label]
-            ctx.expanded = graph.expanded.get(label, {})
+            ctx.expanded = graph.expanded_of(target)
             try:
                 infos[label] = target.rule.analyze(ctx, target.attrs)
             except TpbuildError as e:
@@ -166,14 +170,17 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
             fresh.setdefault(label.package, []).append(label)
             result.reanalysed += 1
             result.reanalysed_packages.add(label.package)
-        result.target_actions[label] = actions
+        target_actions[label] = actions
         for d in actions:
-            result.declared[d.id] = d
+            declared[d.id] = d
     # A package with an error is never recorded: its record would lack the broken targets, and the
     # next build would take the package as whole and pass over them silently.
     for package in graph.bad_packages | {lbl.package for lbl in failed}:
         fresh.pop(package, None)
     _remember(cache, graph, fresh, contexts, infos, info_digests, result.target_actions)
+    if not errors:
+        graph.save_closure(memo / "closure")
+    cache.release()
     # The graph keeps `make_context`, and through it every context (a manifest's source, what the
     # rule observed): done with them, so at 10,000 models they do not stay for the whole build.
     contexts.clear()
@@ -192,7 +199,7 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
 def _remember(cache, graph, fresh, contexts, infos, info_digests, declared) -> None:
     """Record every package analysed this time whose targets were all analysed (so the record is whole)."""
     by_package: dict[str, list] = {}
-    for t in graph.targets.values():
+    for t in graph.targets.values() if fresh else ():  # nothing analysed (a no-op): nothing to group
         by_package.setdefault(t.label.package, []).append(t)
     for package in fresh:
         targets = by_package[package]

@@ -8,9 +8,10 @@ Another version, fingerprint or identity is a miss; so is a record that does not
 package alone).
 
 A record is plain JSON in a fixed positional shape (`_record_json`), not the tagged form `memo.encode`
-gives any value: [observed {path: stat}, targets, facts {path: entry}], a target [name, rule, refs,
-keypath, manifest, deps_digest, actions, info, info_digest, volatile], an action [id, kind, mnemonic,
-inputs as (destination, upstream action or null for a source, path) triples, definition, code, text].
+gives any value: [observed {path: stat}, targets, facts {path: entry}, generation], a target [name,
+rule, refs, keypath, manifest, deps_digest, actions, info, info_digest, volatile], an action [id, kind,
+mnemonic, inputs as (destination, upstream action or null for a source, path) triples, definition,
+code, text].
 A no-op build of 10,000 models decodes every record: tagged, the parser called back into Python for
 each of their 260,000 objects (0.45 s); plain, it builds lists in C and this module makes the few
 objects a record holds. The open-ended parts (a target's info values, a fact's arguments) are inline
@@ -57,7 +58,7 @@ from .observed import Observed
 from .rulesets import ENGINE_DIR, code_digest
 from .targetinfo import TargetInfo
 
-KIND, VERSION = "analysis", 6
+KIND, VERSION = "analysis", 7
 UNSETTLED = (-1, -1, -1, -1)  # the stat of a file known by its facts, recorded within the racy window
 
 
@@ -121,14 +122,26 @@ class Declared:
         return [self.id, self.kind, self.mnemonic, flat, definition, self.code, text]
 
     @staticmethod
-    def from_json(v: list) -> "Declared":
+    def from_json(v: list, artifacts: dict | None = None) -> "Declared":
+        """`artifacts`: (action, path) -> the Artifact, shared by the records decoded with it (most
+        actions of 10,000 models read the one genrule's output)."""
         flat = v[3]
         if len(flat) % 3:
             raise ValueError("an action's inputs are triples")
+        if artifacts is None:
+            artifacts = {}
         it = iter(flat)
-        inputs = tuple((dest, Source(path) if up is None else Artifact(up, path)) for dest, up, path in zip(it, it, it))
+        inputs = []
+        for dest, up, path in zip(it, it, it):
+            if up is None:
+                inputs.append((dest, Source(path)))
+            else:
+                a = artifacts.get((up, path))
+                if a is None:
+                    a = artifacts[up, path] = Artifact(up, path)
+                inputs.append((dest, a))
         aid, kind, mnemonic, _, definition, code, text = v
-        return Declared(aid, kind, mnemonic, inputs, definition, code, text)
+        return Declared(aid, kind, mnemonic, tuple(inputs), definition, code, text)
 
 
 _KINDS = {k.value: k for k in ActionKind}  # a dict lookup: calling the enum costs 1 us a key (20,000 a no-op)
@@ -164,6 +177,10 @@ class PackageRecord:
     observed: dict  # workspace-relative path -> sig
     targets: list = field(default_factory=list)
     facts: dict = field(default_factory=dict)  # path -> facts.entry, for the files known by their facts
+    # Drawn at random each time the package's targets are recorded (kept when only its stats are brought
+    # up to date): the same generation is the same targets, which is how the target graph knows the
+    # closure it recorded (graph.py) is still the one these records make.
+    gen: str = ""
 
 
 def info_digest(info) -> str:
@@ -197,9 +214,24 @@ class AnalysisCache:
         self.root = root
         self._base = os.path.join(root, "")
         self._observe = observed.observe if observed is not None else observe  # stats the stamp took (observed.py)
+        # Directory -> its `sig`, as package discovery took it in this build (`TargetGraph.all_packages`):
+        # a record that watches a directory (one a rule listed) compares the same stat, not one taken again.
+        self.seen: dict[str, tuple | None] = {}
+        # The labels and artifacts of the records decoded, one object each however many records name
+        # it (10,000 models name the genrule they ship): made once, and found by identity in a dict.
+        self._shared: tuple[dict, dict] = ({}, {})
         self._journal = memo.Journal(path, KIND, VERSION, [fp, identity], path.parent / "tmp", f"the analysis memo {path}",
-                                     convert=(_record, _record_json), lazy=lazy)
+                                     convert=(self._record, _record_json), lazy=lazy)
         self.warnings: list[str] = []  # a save that failed, for the build to show
+
+    def release(self) -> None:
+        """Drop what only the analysis reads (the directories' stats, the tables of shared labels and
+        artifacts): the build after it holds the records for its whole length, not these."""
+        self.seen = {}
+        self._shared = ({}, {})
+
+    def _record(self, package: str, v: list) -> PackageRecord:
+        return _record(package, v, *self._shared)
 
     def record(self, package: str) -> PackageRecord | None:
         """The package's record as it stands (not checked against the files: see `valid`)."""
@@ -214,10 +246,14 @@ class AnalysisCache:
         if rec is None:
             return None
         base = self._base
+        seen = self.seen
         moved = {}
         for p, s in rec.observed.items():
             full = base + p  # os.path.join(root, p): recorded paths are relative to the root
-            now = self._observe(full, s)
+            if p in seen and (s is None or len(s) > 1):
+                now = seen[p]  # taken once in this build (and counted there: `Observed.taken`)
+            else:
+                now = self._observe(full, s)
             if now != s:
                 if now is None or p not in rec.facts or not _same_facts(full, rec.facts[p]):
                     self._journal.remove(package)
@@ -243,7 +279,7 @@ class AnalysisCache:
         # content yet: recorded with a stat no file has, its facts are derived again on the next build.
         observed = {**observed, **dict.fromkeys(fresh, UNSETTLED)}
         try:
-            self._journal.put(package, PackageRecord(observed, targets, facts))
+            self._journal.put(package, PackageRecord(observed, targets, facts, os.urandom(8).hex()))
         except TypeError as e:  # a rule put a value of its own type into its info: analyse it again next time
             self.warnings.append(f"the analysis memo does not keep {package or 'the root package'}: {e}")
 
@@ -273,7 +309,7 @@ def memo_types() -> tuple[type, ...]:
 def _record_json(_package: str, rec: PackageRecord) -> list:
     """A record in the memo's form (see the module docstring)."""
     return [rec.observed, [_target_json(t) for t in rec.targets],
-            {p: _open(entry, list) for p, entry in rec.facts.items()}]
+            {p: _open(entry, list) for p, entry in rec.facts.items()}, rec.gen]
 
 
 def _target_json(t: TargetRecord) -> list:
@@ -287,22 +323,34 @@ def _target_json(t: TargetRecord) -> list:
             info, t.info_digest, t.volatile]
 
 
-def _record(package: str, v: list) -> PackageRecord:
-    """A record from the memo's form; raises (ValueError, TypeError, ...) for one of another shape: a miss."""
-    observed, targets, facts = v
+def _record(package: str, v: list, labels: dict | None = None, artifacts: dict | None = None) -> PackageRecord:
+    """A record from the memo's form; raises (ValueError, TypeError, ...) for one of another shape: a miss.
+    `labels`, `artifacts`: the objects already made for records decoded before (`AnalysisCache._shared`)."""
+    observed, targets, facts, gen = v
+    if not isinstance(gen, str):
+        raise TypeError("a record's generation is a string")
+    labels = {} if labels is None else labels
+    artifacts = {} if artifacts is None else artifacts
     return PackageRecord({p: tuple(s) if s is not None else None for p, s in observed.items()},
-                         [_target(package, t) for t in targets],
-                         {p: _opened(entry, list) for p, entry in facts.items()})
+                         [_target(package, t, labels, artifacts) for t in targets],
+                         {p: _opened(entry, list) for p, entry in facts.items()}, gen)
 
 
-def _target(package: str, v: list) -> TargetRecord:
+def _label(labels: dict, package: str, name: str) -> Label:
+    label = labels.get((package, name))
+    if label is None:
+        label = labels[package, name] = Label(package, name)
+    return label
+
+
+def _target(package: str, v: list, labels: dict, artifacts: dict) -> TargetRecord:
     name, rule, refs, keypath, manifest, deps_digest, actions, info, info_digest, volatile = v
-    refs = [Label(*r) if len(r) == 2 else Pattern(*r) for r in refs]
+    refs = [_label(labels, *r) if len(r) == 2 else Pattern(*r) for r in refs]
     if info is not None:
         info_rule, out, values = info
         info = TargetInfo(info_rule, Artifact(*out) if out is not None else None, _opened(values, dict))
-    return TargetRecord(Label(package, name), rule, refs, tuple(keypath), manifest, deps_digest,
-                        [Declared.from_json(d) for d in actions], info, info_digest, volatile)
+    return TargetRecord(_label(labels, package, name), rule, refs, tuple(keypath), manifest, deps_digest,
+                        [Declared.from_json(d, artifacts) for d in actions], info, info_digest, volatile)
 
 
 def _open(value, plain: type):

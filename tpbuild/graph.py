@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import graphlib
 from functools import cached_property
+from itertools import accumulate
+from pathlib import Path
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
-from . import tomlsource
-from .analysiscache import AnalysisCache, TargetRecord
+from . import digest, memo, tomlsource
+from .analysiscache import AnalysisCache, PackageRecord, TargetRecord
 from .errors import TpbuildError, UserError, at
 from .label import Label, Pattern
+from .layout import packed, packed_text, unpacked
 from .rulesets import RuleSets
 from .workspace import Workspace
 
@@ -30,6 +33,8 @@ if TYPE_CHECKING:  # imported when a manifest is parsed: it brings pydantic, whi
 # Labels sorted by this key sort as Label's own order, comparing tuples in C: sorting 10,000 labels
 # through the dataclass's __lt__ made 360,000 Python calls (a tenth of the analysis of a no-op build).
 BY_LABEL = attrgetter("package", "name")
+
+CLOSURE_KIND, CLOSURE_VERSION = "closure", 1  # the closure memo, in the workspace's memo directory (`close`)
 
 
 class CachedTarget:
@@ -64,11 +69,16 @@ class TargetGraph:
         self.cache = cache
         self.targets: dict[Label, manifest.Target | CachedTarget] = {}
         self._loaded: set[str] = set()
+        self._load_order: list[str] = []  # the packages loaded, in the order they were (the closure memo's key)
+        self._gens: dict[str, str] = {}  # package -> the generation of the record it was loaded from
+        self._closed: tuple | None = None  # what `close` found, for `closure` to record
+        self._by_id: dict[int, int] | None = None  # id of a target's label -> its position (`_indices`)
         self._declared: dict[str, list[Label]] = {}  # package -> the labels of its targets, once loaded
         self._all_packages: list[str] | None = None
         self.walked: list[tuple[str, tuple]] = []  # directories package discovery looked into, with their sig
         self.edges: dict[Label, list[Label]] = {}  # target -> its dependencies, in attribute order
         self.expanded: dict[Label, dict[Pattern, list[Label]]] = {}  # pattern attributes, resolved
+        self.from_memo = False  # the closure was the one recorded (`close`)
         self.keep_going = False  # a command-line pattern matching nothing is then a warning, not an error
         self.errors: list[TpbuildError] = []
         self.warnings: list[str] = []
@@ -92,6 +102,8 @@ class TargetGraph:
         if self._all_packages is None:
             misnamed: list[str] = []
             self._all_packages = self.ws.packages(self.walked, misnamed)
+            if self.cache is not None:
+                self.cache.seen = dict(self.walked)
             self.warnings.extend(f"{m} is not read: only files named exactly BUILD.toml declare targets; "
                                  "rename it" for m in misnamed)
         return self._all_packages
@@ -104,14 +116,21 @@ class TargetGraph:
         if package in self._loaded:
             return
         self._loaded.add(package)
-        rec = self.cache.valid(package) if self.cache is not None else None
-        if rec is not None and all(t.rule in self.rules for t in rec.targets):
-            labels = self._declared[package] = []
-            for tr in rec.targets:
-                self.targets[tr.label] = CachedTarget(tr, self.rules, self.ws.root)
-                labels.append(tr.label)
+        self._load_order.append(package)
+        rec = self._valid(package)
+        if rec is None:
+            self.parse_package(package)
             return
-        self.parse_package(package)
+        self._gens[package] = rec.gen
+        labels = self._declared[package] = []
+        for tr in rec.targets:
+            self.targets[tr.label] = CachedTarget(tr, self.rules, self.ws.root)
+            labels.append(tr.label)
+
+    def _valid(self, package: str) -> PackageRecord | None:
+        """The package's analysis record, if it is valid and of rules that exist."""
+        rec = self.cache.valid(package) if self.cache is not None else None
+        return rec if rec is not None and all(t.rule in self.rules for t in rec.targets) else None
 
     def parse_package(self, package: str) -> list[manifest.Target]:
         """Parse and validate a manifest for real (also to re-analyse a package known from the cache)."""
@@ -201,8 +220,16 @@ class TargetGraph:
                 out.append(ref)
         return out
 
-    def close(self, roots: list[Label]) -> list[Label]:
-        """Add every dependency of `roots`, check it exists, reject cycles; return a dependency-first order."""
+    def close(self, roots: list[Label], recorded: Path | None = None) -> list[Label]:
+        """Add every dependency of `roots`, check it exists, reject cycles; return a dependency-first order.
+        `recorded`: the closure memo (`save_closure`), taken instead when it is of the same records."""
+        if recorded is not None:
+            rec = memo.load(recorded, CLOSURE_KIND, CLOSURE_VERSION)
+            order = self._recorded(roots, rec) if isinstance(rec, dict) else None
+            self._gens = {}  # read by `_recorded` alone
+            if order is not None:
+                return order
+        start = len(self._load_order)
         stack = list(roots)
         seen = set(roots)
         while stack:
@@ -234,7 +261,115 @@ class TargetGraph:
             first = self.targets[cycle[0]]
             raise UserError(f"dependency cycle: {' -> '.join(map(str, cycle))}; remove one of these dependencies",
                             at(first.source.path, first.source.line_of(first.keypath)))
+        self._closed = (roots, order, start)
         return order
+
+    # The closure memo. Closing 10,000 targets (each one's dependencies looked up, the repository's pattern
+    # matched against every package, the order sorted out) was a fifth of the analysis of a build whose
+    # records are all valid, and it is a function of the roots and of the loaded packages' records alone
+    # (each target's references; a pattern attribute matches the packages loaded for it). So the closure
+    # of a build without errors is recorded with the generation of each record it was made of
+    # (`PackageRecord.gen`), and taken again while the same records make the graph.
+
+    @staticmethod
+    def _key(packages: list[str], gens: list) -> str | None:
+        """The packages and their records' generations; None when one was not loaded from a record."""
+        return None if None in gens or "" in gens else digest.of_value([packages, gens])
+
+    def closure(self) -> dict | None:
+        """What `close` found, for a memo (`memo.save`), once every package it loaded is recorded (call it
+        after the records are put); None when there is nothing to record: an error, a package without a
+        record, or the closure was taken from the memo."""
+        if self._closed is None or self.errors or self.blocked or self.cache is None:
+            return None
+        roots, order, start = self._closed
+        self._by_id = None
+        records = [self.cache.record(p) for p in self._load_order]  # as recorded now, after this analysis
+        if None in records:
+            return None
+        key = self._key(self._load_order[:start], [r.gen for r in records[:start]])
+        then, gens = self._load_order[start:], records[start:]
+        if key is None or "" in (r.gen for r in gens):
+            return None
+        edges = self.edges
+        lists = [edges[lbl] for lbl in order]
+        return {"key": key, "then": [[p, r.gen] for p, r in zip(then, gens)], "targets": len(self.targets),
+                "roots": packed_text(packed(self._indices(roots), "I")),
+                "order": packed_text(packed(self._indices(order), "I")),
+                "starts": packed_text(packed([0, *accumulate(map(len, lists))], "I")),
+                "deps": packed_text(packed(self._indices([d for deps in lists for d in deps]), "I"))}
+
+    def _indices(self, labels: list[Label]) -> list[int]:
+        """Each label's position among the targets: by the object where it is the target's own (the
+        analysis memo makes one object of a label, `AnalysisCache._shared`), an int's hash and not a
+        Label's (a Python call: 60,000 of them were most of recording 10,000 targets' closure)."""
+        if self._by_id is None:
+            self._by_id = {id(lbl): i for i, lbl in enumerate(self.targets)}
+        by_id = self._by_id
+        out = [by_id.get(id(lbl)) for lbl in labels]
+        if None in out:  # an equal label, not the same object (a parsed manifest's)
+            index = {lbl: i for i, lbl in enumerate(self.targets)}
+            out = [index[lbl] for lbl in labels]
+        return out
+
+    def save_closure(self, path: Path) -> None:
+        """Record the closure (`closure`) in the memo at `path`, unless there is nothing to record."""
+        closure = self.closure()
+        if closure is not None:
+            warning = memo.save(path, CLOSURE_KIND, CLOSURE_VERSION, closure, path.parent / "tmp", "the closure memo")
+            if warning is not None:
+                self.cache.warnings.append(warning)
+
+    def _recorded(self, roots: list[Label], rec: dict) -> list[Label] | None:
+        """The recorded closure (`closure`) if the graph is made of the records it was made of: those the
+        patterns loaded, and those the closing loaded beyond them (loaded here, each from its record, when
+        every one is the recorded one; else nothing is loaded and None is returned: the closing loads
+        what it needs, as without the memo)."""
+        if self.errors or self.blocked or self.broken:
+            return None
+        if rec.get("key") != self._key(self._load_order, [self._gens.get(p) for p in self._load_order]):
+            return None
+        try:
+            then = [(p, self._valid(p)) for p, gen in rec["then"] if p not in self._loaded]
+            if len(then) != len(rec["then"]) or any(r is None or r.gen != gen for (_, r), (_, gen)
+                                                     in zip(then, rec["then"])):
+                return None
+            if then and not (len({p for p, _ in then}) == len(then) and {p for p, _ in then} <= set(self.all_packages)):
+                return None
+            n = len(self.targets) + sum(len(r.targets) for _, r in then)
+            if rec["targets"] != n:
+                return None
+            order, req = unpacked(rec["order"], "I"), unpacked(rec["roots"], "I")
+            starts, flat = unpacked(rec["starts"], "I"), unpacked(rec["deps"], "I")
+            if len(starts) != len(order) + 1 or starts[-1] != len(flat) or max(order, default=0) >= n \
+                    or max(flat, default=0) >= n:
+                return None
+            labels = list(self.targets)
+            if [labels[i] for i in req] != roots:  # an index past them: an IndexError
+                return None
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None
+        for package, r in then:
+            self._loaded.add(package)
+            self._load_order.append(package)
+            names = self._declared[package] = []
+            for tr in r.targets:
+                self.targets[tr.label] = CachedTarget(tr, self.rules, self.ws.root)
+                names.append(tr.label)
+                labels.append(tr.label)
+        order = [labels[i] for i in order]
+        deps = [labels[i] for i in flat]
+        edges = self.edges
+        for i, lbl in enumerate(order):
+            edges[lbl] = deps[starts[i]:starts[i + 1]]
+        self.from_memo = True
+        return order
+
+    def expanded_of(self, target) -> dict[Pattern, list[Label]]:
+        """A target's pattern attributes, resolved (a closure from the memo resolved none)."""
+        if target.label not in self.expanded and self.from_memo:
+            self.deps(target)
+        return self.expanded.get(target.label, {})
 
     def _require(self, t: manifest.Target, dep: Label) -> None:
         if dep.package in self.all_packages:
