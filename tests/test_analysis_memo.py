@@ -159,6 +159,23 @@ def test_a_changed_record_closes_the_graph_again(models):
     assert not _analysis(models, "//models/a:a").graph.from_memo  # //shared, loaded by the closing, moved
 
 
+@pytest.mark.parametrize("stamp", [True, False])
+def test_a_new_package_joins_a_pattern_of_the_recorded_closure(models, stamp):
+    """A closure is also a function of the workspace's packages: with the repository alone as the root,
+    every record it was made of is unchanged when a new model package appears, yet the repository's
+    pattern attribute (`//models/...`) now matches it. Built through the CLI, with the no-op stamp and
+    without it (the ordinary path then decides alone)."""
+    assert models.build("//:repo", check=True).report["analysis"]["reanalysed"] == 0
+    assert models.build("//:repo", check=True).report["analysis"]["reanalysed"] == 0
+    _model(models, "c")
+    _age(models.root / "models/c")
+    if not stamp:
+        (models.root / "tpbuild-out/.tpbuild/noop").unlink(missing_ok=True)
+    models.build("//:repo", check=True)
+    assert models.out("repo/c/config.pbtxt").exists()
+    assert Label("models/c", "c") in _analysis(models, "//:repo").graph.edges[Label("", "repo")]
+
+
 @pytest.mark.parametrize("damage", [b"", b"tpbuild-memo closure v1\n{}", b"tpbuild-memo closure v1\n[1]",
                                     "order", "deps", "then"])
 def test_a_damaged_closure_memo_is_a_miss(models, damage):

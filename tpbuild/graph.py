@@ -266,15 +266,17 @@ class TargetGraph:
 
     # The closure memo. Closing 10,000 targets (each one's dependencies looked up, the repository's pattern
     # matched against every package, the order sorted out) was a fifth of the analysis of a build whose
-    # records are all valid, and it is a function of the roots and of the loaded packages' records alone
-    # (each target's references; a pattern attribute matches the packages loaded for it). So the closure
-    # of a build without errors is recorded with the generation of each record it was made of
-    # (`PackageRecord.gen`), and taken again while the same records make the graph.
+    # records are all valid, and it is a function of the roots, of the loaded packages' records (each
+    # target's references) and of the workspace's packages (a pattern attribute, `//models/...`, matches
+    # among them: a new model package joins the repository whose records are all unchanged). So the
+    # closure of a build without errors is recorded with the generation of each record it was made of
+    # (`PackageRecord.gen`) and the packages discovered, and taken again while the same records make the
+    # graph among the same packages.
 
-    @staticmethod
-    def _key(packages: list[str], gens: list) -> str | None:
-        """The packages and their records' generations; None when one was not loaded from a record."""
-        return None if None in gens or "" in gens else digest.of_value([packages, gens])
+    def _key(self, packages: list[str], gens: list) -> str | None:
+        """The packages loaded, their records' generations and the workspace's packages; None when one
+        was not loaded from a record."""
+        return None if None in gens or "" in gens else digest.of_value([packages, gens, self.all_packages])
 
     def closure(self) -> dict | None:
         """What `close` found, for a memo (`memo.save`), once every package it loaded is recorded (call it
