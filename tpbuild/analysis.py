@@ -127,8 +127,10 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
     errors = graph.errors
     failed = set(graph.blocked)  # targets not analysed: broken themselves, or depending on what is
     info_digests: dict[Label, str] = {}
-    # Dependencies -> their deps_digest: a label's info digest is final once it is ordered, and most
-    # targets share their dependencies (10,000 models, one genrule), so each list is hashed once.
+    # Dependencies (their label objects' ids: the graph holds them for the whole loop, and the memo's
+    # labels are one object each, so no Label.__hash__ call per target) -> their deps_digest: a label's
+    # info digest is final once it is ordered, and most targets share their dependencies (10,000
+    # models, one genrule), so each list is hashed once.
     deps_digests: dict[tuple, str] = {}
     fresh: dict[str, list[Label]] = {}  # package -> its targets analysed this time
     edges, targets, declared, target_actions = graph.edges, graph.targets, result.declared, result.target_actions
@@ -138,10 +140,10 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
             failed.add(label)
             continue
         target = targets[label]
-        deps = tuple(deps)
-        deps_digest = deps_digests.get(deps)
+        ids = tuple(map(id, deps))
+        deps_digest = deps_digests.get(ids)
         if deps_digest is None:
-            deps_digest = deps_digests[deps] = digest.of_value([[str(d), info_digests[d]] for d in deps])
+            deps_digest = deps_digests[ids] = digest.of_value([[str(d), info_digests[d]] for d in deps])
         rec = target.rec if target.__class__ is CachedTarget else None
         if rec is not None and rec.deps_digest == deps_digest and not rec.volatile:
             infos[label] = rec.info

@@ -125,7 +125,9 @@ class Declared:
     def from_json(v: list, artifacts: dict | None = None) -> "Declared":
         """`artifacts`: (action, path) -> the Artifact, shared by the records decoded with it (most
         actions of 10,000 models read the one genrule's output)."""
-        flat = v[3]
+        aid, kind, mnemonic, flat, definition, code, text = v
+        if not flat:  # a write action's (half of them at 10,000 models)
+            return Declared(aid, kind, mnemonic, (), definition, code, text)
         if len(flat) % 3:
             raise ValueError("an action's inputs are triples")
         if artifacts is None:
@@ -140,7 +142,6 @@ class Declared:
                 if a is None:
                     a = artifacts[up, path] = Artifact(up, path)
                 inputs.append((dest, a))
-        aid, kind, mnemonic, _, definition, code, text = v
         return Declared(aid, kind, mnemonic, tuple(inputs), definition, code, text)
 
 

@@ -96,6 +96,9 @@ class Observed:
                 return self._kinds[full]
             self.taken += 1
             return kind(full)
+        if not self._groups:  # nothing handed over (no stamp): the stat, one call fewer (20,000 at 10,000 models)
+            self.taken += 1
+            return sig(full)
         return self.sig(full)
 
     def forget(self) -> None:
