@@ -55,14 +55,14 @@ class StatCache:
         """`digest` of many files, in one loop (`base + path` read, `path` the memo key), None for one
         that could not be read (its caller asks `digest` again for the reason): a no-op build at 10,000
         models checks 30,000 files so, its sources and the blobs its results name."""
-        stat, new, get, racy = self._stat, self._new, self._journal.get, self._racy
+        stat, entry, racy = self._stat, self._entry, self._racy
         out: list[tuple[str, Sig] | None] = []
         for path in paths:
             full = base + path
             try:
                 sig = stat(full)
-                hit = new.get(path) or get(path)
-                if hit.__class__ is list and len(hit) == 5 and tuple(hit[:4]) == sig and path not in racy:
+                hit = entry(path)
+                if hit is not None and tuple(hit[:4]) == sig and path not in racy:
                     out.append((hit[4], sig))
                 else:
                     out.append((self._hashed(path, full, sig), sig))
