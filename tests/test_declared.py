@@ -95,11 +95,14 @@ def _actions() -> list:
         WriteAction(id="w", mnemonic="W", out="c.txt", content="é\n".encode(), tools={"t": "1"}, **common),
         TreeAction(id="t", mnemonic="T", inputs=(("c.txt", Artifact("w", "c.txt")), ("s", Source("p/s"))), **common),
         RunAction(id="r", mnemonic="R", inputs=(("", Artifact("t")),), argv=("sh", "-c", "x"), outs=("o",),
-                  env=(("A", "b"),), exec_properties=(("pool", "p"),), code="xxh3_128:c", **common),
+                  env=(("A", "b"),), exec_properties=(("pool", "p"),), code="xxh3_128:c", timeout=2.5,
+                  local_only=True, description="d", log_hint="h", code_modules=("m",), **common),
+        # Not made again from its definition (which holds its env as a mapping, sorted): kept whole.
+        RunAction(id="u", mnemonic="U", argv=("true",), outs=(), env=(("B", "1"), ("A", "2")), **common),
     ]
 
 
-@pytest.mark.parametrize("act", _actions(), ids=lambda a: a.kind.value)
+@pytest.mark.parametrize("act", _actions(), ids=lambda a: a.id)
 def test_a_declared_action_keys_as_the_action_does(act):
     """The key material is the canonical JSON of the named parts `explain` compares, and the memo's
     declaration of an action (recorded, written, read back) makes the same bytes and decodes to it."""
@@ -114,6 +117,9 @@ def test_a_declared_action_keys_as_the_action_does(act):
     assert back.material(inputs, salt) == material and not back.decoded
     assert back.upstream() == act.upstream()
     assert back.action == act and back.decoded
+    assert memo.encode_text(back.action, analysiscache.action_types()) == \
+        memo.encode_text(act, analysiscache.action_types())  # the fields equality passes over too
+    assert (act.id == "u") == ("RunAction" in back.text)  # only what its definition does not make again: whole
     assert action.key_of(back.action.key_material(inputs, salt)) == action.key_of(material)
 
 
@@ -134,8 +140,8 @@ def test_a_hand_damaged_declaration_is_an_error_naming_the_way_out(built):
     inside a record that parses is damaged only by hand; decoding it is then an error saying what to do."""
     (memo_file,) = built.cache.glob("workspaces/*/analysis")
     text = memo_file.read_text()
-    assert text.count("'RunAction'") == 4
-    memo_file.write_text(text.replace("'RunAction'", "'Bogus'", 1))
+    assert text.count("['Label',['p1','p1']]") == 1  # the owner of p1's action, in its text
+    memo_file.write_text(text.replace("['Label',['p1','p1']]", "['Bogus',['p1','p1']]"))
     built.write("p1/in.txt", "p1, edited\n")  # its action's key moves: decoded for the scheduler
     run = built.build()
     assert run.returncode == 1 and "is damaged" in run.stderr and "tpbuild clean" in run.stderr

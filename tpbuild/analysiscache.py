@@ -11,11 +11,12 @@ A record is plain JSON in a fixed positional shape (`_record_json`), not the tag
 gives any value: [observed {path: stat}, targets, facts {path: entry}, generation], a target [name,
 rule, refs, keypath, manifest, deps_digest, actions, info, info_digest, volatile], an action [id, kind,
 mnemonic, inputs as (destination, upstream action or null for a source, path) triples, definition,
-code, text].
+code, text (the action's fields besides those, `_rest`)].
 A no-op build of 10,000 models decodes every record: tagged, the parser called back into Python for
 each of their 260,000 objects (0.45 s); plain, it builds lists in C and this module makes the few
 objects a record holds. The open-ended parts (a target's info values, a fact's arguments) are inline
-when they are plain JSON, else their `memo.encode_text` (rebuilt only as `memo_types`).
+when they are plain JSON, else their `memo.encode_text` (rebuilt only as `memo_types`; a target's
+info values so when first read, `TargetInfo.deferred`).
 
 A package's record holds what analysing it produced (each target's references, actions and
 `TargetInfo`) and the stat of everything analysis looked at: the manifest, each source it checked or
@@ -25,8 +26,8 @@ re-runs exactly the rules downstream of it. The meta covers the engine's and the
 stat), the rule sets' entry points, tpbuild.toml and the key version: new rule code means fresh analysis.
 
 An action is recorded as declared (`Declared`): what the build's walk of the action graph and its
-key need, with the action itself as text inside the record, decoded only for an action the scheduler
-must key or run. So a valid package whose actions' keys did not move costs the parse of its record,
+key need, with the rest of the action as text inside the record, made only for an action the scheduler
+must key or run (from that text and the definition: each field is recorded once). So a valid package whose actions' keys did not move costs the parse of its record,
 not the construction of its actions.
 
 A file a rule knows only through `AnalysisContext.file_facts` (a model.py: its grammar, its model
@@ -58,7 +59,7 @@ from .observed import Observed
 from .rulesets import ENGINE_DIR, code_digest
 from .targetinfo import TargetInfo
 
-KIND, VERSION = "analysis", 7
+KIND, VERSION = "analysis", 8
 UNSETTLED = (-1, -1, -1, -1)  # the stat of a file known by its facts, recorded within the racy window
 
 
@@ -80,7 +81,7 @@ class Declared:
     # escapes instead of unescaping it.
     definition: str  # `Action.definition`, swapped; "" for one analysed now (its action says it)
     code: str
-    text: str = ""  # the action without its inputs (`memo.encode_text`), swapped; "" for one analysed now
+    text: str = ""  # the action's other fields (`_rest`), swapped; "" for one analysed now
     _action: object = field(default=None, init=False, repr=False, compare=False)
     decoded: bool = field(default=False, init=False, repr=False, compare=False)  # from `text`, in this process
 
@@ -95,9 +96,12 @@ class Declared:
         """The action, decoded from the record's text on first use."""
         if self._action is None:
             try:
-                self._action = replace(memo.decode(_json(self.text), action_types()), inputs=self.inputs)
+                stored = memo.decode(_json(self.text), action_types())
+                self._action = _rebuilt(self.id, self.kind, self.inputs, self.code, _json(self.definition), stored) \
+                    if isinstance(stored, list) else replace(stored, inputs=self.inputs)
                 self.decoded = True
-            except ValueError as e:  # the record parsed, its text did not: only a hand-edited memo does that
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                # The record parsed, its text did not: only a hand-edited memo does that.
                 raise BuildError(f"the analysis memo's record of {self.id} is damaged ({e}); run `tpbuild clean` "
                                  "and build again") from None
         return self._action
@@ -115,7 +119,7 @@ class Declared:
     def to_json(self) -> list:
         """The memo's form (see the module docstring): the action as text, without the inputs declared here."""
         definition = self.definition or _swapped(self._action.definition())
-        text = self.text or _swapped(memo.encode_text(replace(self._action, inputs=()), action_types()))
+        text = self.text or _swapped(_rest(self._action, _json(definition)))
         flat: list = []
         for dest, inp in self.inputs:
             flat += (dest, inp.action, inp.path) if isinstance(inp, Artifact) else (dest, None, inp.path)
@@ -133,20 +137,50 @@ class Declared:
         if artifacts is None:
             artifacts = {}
         it = iter(flat)
-        inputs = []
-        for dest, up, path in zip(it, it, it):
-            if up is None:
-                inputs.append((dest, Source(path)))
-            else:
-                a = artifacts.get((up, path))
-                if a is None:
-                    a = artifacts[up, path] = Artifact(up, path)
-                inputs.append((dest, a))
+        inputs = [(dest, Source(path) if up is None else _artifact(artifacts, up, path)) for dest, up, path in zip(it, it, it)]
         return Declared(aid, kind, mnemonic, tuple(inputs), definition, code, text)
 
 
 _KINDS = {k.value: k for k in ActionKind}  # a dict lookup: calling the enum costs 1 us a key (20,000 a no-op)
 _SWAP = bytes.maketrans(b"\"'", b"'\"")  # bytes: translated in C, a tenth of what str.translate costs
+
+
+def _rest(action, definition: bytes) -> str:
+    """The memo text of what an action holds besides its inputs and its definition (`Action.definition`,
+    which the record keeps for its key): its owner, presentation, code modules and a write's content or a
+    run's `local_only`, from which `_rebuilt` makes it again. So the record holds its fields once, not
+    a second time in a whole encoding of the action (a third of the memo at 10,000 models). An action
+    that the definition and these do not make again exactly (a rule's value of a type JSON changes,
+    such as a list for a tuple) is kept whole, as its `memo.encode_text` without its inputs."""
+    special = action.content if action.kind is ActionKind.WRITE else \
+        action.local_only if action.kind is ActionKind.RUN else None
+    types = action_types()
+    rest = memo.encode_text([action.owner, action.description, action.log_hint, action.code_modules, special], types)
+    try:
+        again = _rebuilt(action.id, action.kind.value, action.inputs, action.code, definition, memo.decode(rest, types))
+        same = memo.encode_text(again, types) == memo.encode_text(action, types)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        same = False
+    return rest if same else memo.encode_text(replace(action, inputs=()), types)
+
+
+def _rebuilt(aid: str, kind: str, inputs: tuple, code: str, definition: bytes, rest: list):
+    """The action of a declaration whose text holds its fields besides its definition (`_rest`)."""
+    from .action import RunAction, TreeAction, WriteAction
+
+    _kind, rule, rule_version, mnemonic, spec, _content, tools = json.loads(b"[" + definition + b"]")
+    owner, description, log_hint, code_modules, special = rest
+    common = dict(id=aid, owner=owner, mnemonic=mnemonic, rule=rule, rule_version=rule_version, inputs=inputs,
+                  tools=tools, description=description, log_hint=log_hint, code=code, code_modules=code_modules)
+    if kind == ActionKind.WRITE:
+        return WriteAction(out=spec["out"], executable=spec["executable"], content=special, **common)
+    if kind == ActionKind.RUN:
+        return RunAction(argv=tuple(spec["argv"]), env=tuple(spec["env"].items()), outs=tuple(spec["outs"]),
+                         timeout=spec["timeout"], exec_properties=tuple(spec.get("exec_properties", {}).items()),
+                         local_only=special, **common)
+    if kind == ActionKind.TREE:
+        return TreeAction(**common)
+    raise ValueError(f"no action of kind {kind!r}")
 
 
 def _swapped(text: str) -> str:
@@ -349,9 +383,32 @@ def _target(package: str, v: list, labels: dict, artifacts: dict) -> TargetRecor
     refs = [_label(labels, *r) if len(r) == 2 else Pattern(*r) for r in refs]
     if info is not None:
         info_rule, out, values = info
-        info = TargetInfo(info_rule, Artifact(*out) if out is not None else None, _opened(values, dict))
+        if out is not None:
+            out = _artifact(artifacts, *out)
+        if values.__class__ is dict:
+            info = TargetInfo(info_rule, out, values)
+        elif isinstance(values, str):  # tagged text: decoded when something reads it
+            info = TargetInfo.deferred(info_rule, out, functools.partial(_values, values, f"{package}:{name}"))
+        else:
+            raise TypeError(f"not an open-ended value: {type(values).__name__}")
     return TargetRecord(_label(labels, package, name), rule, refs, tuple(keypath), manifest, deps_digest,
                         [Declared.from_json(d, artifacts) for d in actions], info, info_digest, volatile)
+
+
+def _artifact(artifacts: dict, action: str, path: str) -> Artifact:
+    a = artifacts.get((action, path))
+    if a is None:
+        a = artifacts[action, path] = Artifact(action, path)
+    return a
+
+
+def _values(text: str, label: str) -> dict:
+    """A target's info values the memo holds as tagged text (`_open`)."""
+    try:
+        return memo.decode(text, memo_types())
+    except ValueError as e:  # the record parsed, this text did not: only a hand-edited memo does that
+        raise BuildError(f"the analysis memo's record of //{label} is damaged ({e}); run `tpbuild clean` "
+                         "and build again") from None
 
 
 def _open(value, plain: type):

@@ -3,6 +3,7 @@ it) so that the analysis memo decodes it without importing pydantic and the attr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .action import Artifact
@@ -19,3 +20,24 @@ class TargetInfo:
     rule: str
     output: Artifact | None
     values: dict = field(default_factory=dict)
+
+    @classmethod
+    def deferred(cls, rule: str, output: Artifact | None, values: Callable[[], dict]) -> "TargetInfo":
+        """One whose `values` are made by `values()` when first read: the analysis memo's, of a value
+        that is not plain JSON (a repository's models by name: 10,000 labels at 10,000 models), which a
+        build whose targets' analyses are all reused never reads."""
+        info = object.__new__(cls)
+        object.__setattr__(info, "rule", rule)
+        object.__setattr__(info, "output", output)
+        object.__setattr__(info, "_values", values)
+        return info
+
+    def __getattr__(self, name: str):
+        # Only for an attribute the instance lacks: `values` of a deferred one, not read yet.
+        make = self.__dict__.get("_values")
+        if name != "values" or make is None:
+            raise AttributeError(name)
+        values = make()
+        object.__setattr__(self, "values", values)
+        del self.__dict__["_values"]
+        return values
