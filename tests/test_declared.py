@@ -15,6 +15,7 @@ import pytest
 from tpbuild import action, analysiscache, digest, memo
 from tpbuild.action import Artifact, RunAction, Source, TreeAction, WriteAction
 from tpbuild.analysiscache import Declared, PackageRecord, TargetRecord
+from tpbuild.errors import BuildError
 from tpbuild.label import Label
 
 PACKAGES = ("p1", "p2", "p3")
@@ -148,3 +149,22 @@ def test_a_hand_damaged_declaration_is_an_error_naming_the_way_out(built):
     assert built.run("clean").returncode == 0
     assert counts(built.build(check=True))[0] == 4  # analysed again from nothing
     assert built.out("all/all.txt").read_text() == "p1, edited\np2\np3\n"
+
+
+def test_info_values_that_are_not_plain_json_are_decoded_when_read():
+    """A target's info values holding labels (a repository's models by name) are kept as text and made
+    when first read: equal to what was recorded, and to an info made with them."""
+    from tpbuild.targetinfo import TargetInfo
+
+    values = {"models": {"m": Label("p", "m")}, "n": (1, 2)}
+    info = TargetInfo("r", Artifact("p:t%T"), values)
+    rec = PackageRecord({}, [TargetRecord(Label("p", "t"), "r", [], ("r", "t"), "p/BUILD.toml", "", [], info,
+                                          analysiscache.info_digest(info), False)])
+    back = analysiscache._record("p", json.loads(json.dumps(analysiscache._record_json("p", rec)))).targets[0].info
+    assert "values" not in vars(back)  # not decoded yet
+    assert back == info and back.values == values and back.values["models"]["m"] == Label("p", "m")
+    assert analysiscache.info_digest(back) == analysiscache.info_digest(info)
+    damaged = analysiscache._record("p", json.loads(json.dumps(analysiscache._record_json("p", rec)).replace(
+        "Label", "Bogus"))).targets[0].info
+    with pytest.raises(BuildError, match="damaged.*tpbuild clean"):
+        damaged.values
