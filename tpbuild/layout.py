@@ -122,6 +122,14 @@ def sig(path: str, follow: bool = True) -> tuple | None:
     return stat_sig(st)
 
 
+def sigs(paths: list[str]) -> list[tuple | None]:
+    """`sig` of each path: stat'ed and signed in C, one at a time only when some path is not there."""
+    try:
+        return list(map(stat_sig, map(os.stat, paths)))
+    except OSError:
+        return list(map(sig, paths))
+
+
 def kind(path: str) -> tuple | None:
     """Existence and type only, for paths whose content analysis does not look at."""
     try:

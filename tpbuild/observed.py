@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from stat import S_ISDIR
 
-from .layout import kind, sig, stat_at
+from .layout import kind, sig, sigs, stat_at
 
 
 class Observed:
@@ -80,6 +80,14 @@ class Observed:
                 return s if S_ISDIR(s[3]) else None
         self.taken += 1
         return sig(full)
+
+    def sigs(self, fulls: list[str]) -> list[tuple | None]:
+        """`sig` of each path; without the check's stats, in C (`layout.sigs`): package discovery's
+        20,000 directories at 10,000 models, a Python call chain each before."""
+        if self._groups:
+            return list(map(self.sig, fulls))
+        self.taken += len(fulls)
+        return sigs(fulls)
 
     def stat(self, full: str) -> tuple:
         """As `sig`, raising FileNotFoundError for a path that is not there (as `os.stat` would)."""
