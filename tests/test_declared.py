@@ -168,3 +168,23 @@ def test_info_values_that_are_not_plain_json_are_decoded_when_read():
         "Label", "Bogus"))).targets[0].info
     with pytest.raises(BuildError, match="damaged.*tpbuild clean"):
         damaged.values
+
+
+def test_facts_are_kept_as_text_and_a_damaged_one_is_a_change(tmp_path):
+    """A file's facts are read from the memo only when its stat moved: kept as their text, written
+    back as read; a text that does not decode is a change (the package is analysed again), not an error."""
+    from tpbuild.facts import entry as fact_entry
+
+    f = tmp_path / "m.py"
+    f.write_text("x = 1\n")
+    entry = fact_entry(digest.of_bytes, (), digest.of_bytes(b"x = 1\n"))  # a pure module-level function
+    rec = PackageRecord({"m.py": (1, 2, 3, 4)}, [], {"m.py": entry}, "g")
+    line = json.dumps(analysiscache._record_json("p", rec))
+    back = analysiscache._record("p", json.loads(line))
+    assert isinstance(back.facts["m.py"], str)
+    assert json.dumps(analysiscache._record_json("p", back)) == line  # written back as read
+    assert memo.decode(analysiscache._json(back.facts["m.py"]), analysiscache.memo_types()) == entry
+    assert analysiscache._same_facts(str(f), back.facts["m.py"])
+    assert not analysiscache._same_facts(str(f), back.facts["m.py"][:-3])  # damaged: a change
+    f.write_text("x = 2\n")
+    assert not analysiscache._same_facts(str(f), back.facts["m.py"])

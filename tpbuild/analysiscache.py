@@ -8,15 +8,15 @@ Another version, fingerprint or identity is a miss; so is a record that does not
 package alone).
 
 A record is plain JSON in a fixed positional shape (`_record_json`), not the tagged form `memo.encode`
-gives any value: [observed {path: stat}, targets, facts {path: entry}, generation], a target [name,
+gives any value: [observed {path: stat}, targets, facts {path: entry as text}, generation], a target [name,
 rule, refs, keypath, manifest, deps_digest, actions, info, info_digest, volatile], an action [id, kind,
 mnemonic, inputs as (destination, upstream action or null for a source, path) triples, definition,
 code, text (the action's fields besides those, `_rest`)].
 A no-op build of 10,000 models decodes every record: tagged, the parser called back into Python for
 each of their 260,000 objects (0.45 s); plain, it builds lists in C and this module makes the few
-objects a record holds. The open-ended parts (a target's info values, a fact's arguments) are inline
-when they are plain JSON, else their `memo.encode_text` (rebuilt only as `memo_types`; a target's
-info values so when first read, `TargetInfo.deferred`).
+objects a record holds. A target's info values are inline when they are plain JSON, else their
+`memo.encode_text` (rebuilt only as `memo_types`, when first read: `TargetInfo.deferred`); a file's
+facts are always their text, read only when the file's stat moved.
 
 A package's record holds what analysing it produced (each target's references, actions and
 `TargetInfo`) and the stat of everything analysis looked at: the manifest, each source it checked or
@@ -211,7 +211,9 @@ class TargetRecord:
 class PackageRecord:
     observed: dict  # workspace-relative path -> sig
     targets: list = field(default_factory=list)
-    facts: dict = field(default_factory=dict)  # path -> facts.entry, for the files known by their facts
+    # Path -> `facts.entry`, for the files known by their facts; read from the memo, as its text (swapped):
+    # only a file whose stat moved needs its facts (`_same_facts`), which cost a tenth of a record's parse.
+    facts: dict = field(default_factory=dict)
     # Drawn at random each time the package's targets are recorded (kept when only its stats are brought
     # up to date): the same generation is the same targets, which is how the target graph knows the
     # closure it recorded (graph.py) is still the one these records make.
@@ -324,14 +326,17 @@ class AnalysisCache:
             self.warnings.append(err)
 
 
-def _same_facts(full: str, recorded: list) -> bool:
-    """The file (read after its stat was taken) still has the recorded facts."""
+def _same_facts(full: str, recorded: list | str) -> bool:
+    """The file (read after its stat was taken) still has the recorded facts (`recorded` as the memo's
+    text, `PackageRecord.facts`: one that does not decode is a change)."""
     from .facts import unchanged
 
     try:
+        if isinstance(recorded, str):
+            recorded = memo.decode(_json(recorded), memo_types())
         with open(full, "rb") as f:
             data = f.read()
-    except OSError:
+    except (OSError, ValueError):
         return False
     return unchanged(recorded, data)
 
@@ -344,7 +349,8 @@ def memo_types() -> tuple[type, ...]:
 def _record_json(_package: str, rec: PackageRecord) -> list:
     """A record in the memo's form (see the module docstring)."""
     return [rec.observed, [_target_json(t) for t in rec.targets],
-            {p: _open(entry, list) for p, entry in rec.facts.items()}, rec.gen]
+            {p: entry if entry.__class__ is str else _swapped(memo.encode_text(entry, memo_types()))
+             for p, entry in rec.facts.items()}, rec.gen]
 
 
 def _target_json(t: TargetRecord) -> list:
@@ -362,13 +368,13 @@ def _record(package: str, v: list, labels: dict | None = None, artifacts: dict |
     """A record from the memo's form; raises (ValueError, TypeError, ...) for one of another shape: a miss.
     `labels`, `artifacts`: the objects already made for records decoded before (`AnalysisCache._shared`)."""
     observed, targets, facts, gen = v
-    if not isinstance(gen, str):
-        raise TypeError("a record's generation is a string")
+    if not isinstance(gen, str) or not all(e.__class__ is str for e in facts.values()):
+        raise TypeError("a record's generation and facts are strings")
     labels = {} if labels is None else labels
     artifacts = {} if artifacts is None else artifacts
     return PackageRecord({p: tuple(s) if s is not None else None for p, s in observed.items()},
                          [_target(package, t, labels, artifacts) for t in targets],
-                         {p: _opened(entry, list) for p, entry in facts.items()}, gen)
+                         facts, gen)
 
 
 def _label(labels: dict, package: str, name: str) -> Label:
@@ -415,15 +421,6 @@ def _open(value, plain: type):
     """An open-ended value (of type `plain`) inline when it is plain JSON, else as its tagged text."""
     encoded = memo.encode(value, memo_types())
     return value if isinstance(value, plain) and encoded == value else memo.encode_text(value, memo_types())
-
-
-def _opened(stored, plain: type):
-    """The value `_open` stored."""
-    if isinstance(stored, plain):
-        return stored
-    if not isinstance(stored, str):
-        raise TypeError(f"not an open-ended value: {type(stored).__name__}")
-    return memo.decode(stored, memo_types())
 
 
 @functools.cache
