@@ -168,7 +168,9 @@ def _load(path: Path, root: str, ignores: list[str]) -> dict | None:
             and all(isinstance(v, list) and set(map(type, v)) <= {str} for v in odd.values())):
         return None
     # Relative paths below the root only, as the walk makes them: no empty, hidden or parent component.
-    if any(r.startswith((".", "/")) or "/." in r or "//" in r or r.endswith("/") for r in dirs[1:]):
+    # Looked for in them all at once, each between NULs (which no path holds: one that does is refused).
+    joined = "\0" + "\0".join(dirs[1:]) + "\0"
+    if "\0." in joined or "\0/" in joined or "/." in joined or "//" in joined or "/\0" in joined:
         return None
     return data
 
