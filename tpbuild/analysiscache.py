@@ -27,8 +27,8 @@ stat), the rule sets' entry points, tpbuild.toml and the key version: new rule c
 
 An action is recorded as declared (`Declared`): what the build's walk of the action graph and its
 key need, with the rest of the action as text inside the record, made only for an action the scheduler
-must key or run (from that text and the definition: each field is recorded once). So a valid package whose actions' keys did not move costs the parse of its record,
-not the construction of its actions.
+must key or run (from that text and the definition: each field is recorded once). So a valid package
+whose actions' keys did not move costs the parse of its record, not the construction of its actions.
 
 A file a rule knows only through `AnalysisContext.file_facts` (a model.py: its grammar, its model
 class, its imports) is recorded with its facts too (`tpbuild.facts`): when its stat moved, the fact
@@ -47,7 +47,7 @@ import functools
 import json
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from . import digest, memo
@@ -117,7 +117,7 @@ class Declared:
                         input_digests, salt)
 
     def to_json(self) -> list:
-        """The memo's form (see the module docstring): the action as text, without the inputs declared here."""
+        """The memo's form (see the module docstring): the action's fields besides those declared here as text."""
         definition = self.definition or _swapped(self._action.definition())
         text = self.text or _swapped(_rest(self._action, _json(definition)))
         flat: list = []
@@ -154,14 +154,20 @@ def _rest(action, definition: bytes) -> str:
     such as a list for a tuple) is kept whole, as its `memo.encode_text` without its inputs."""
     special = action.content if action.kind is ActionKind.WRITE else \
         action.local_only if action.kind is ActionKind.RUN else None
-    types = action_types()
-    rest = memo.encode_text([action.owner, action.description, action.log_hint, action.code_modules, special], types)
+    rest = [action.owner, action.description, action.log_hint, action.code_modules, special]
     try:
-        again = _rebuilt(action.id, action.kind.value, action.inputs, action.code, definition, memo.decode(rest, types))
-        same = memo.encode_text(again, types) == memo.encode_text(action, types)
+        # Made again from the definition's JSON and these values as they are (the memo gives them back
+        # as they are, `memo.decode`): every field equal, those equality passes over too. Equal JSON
+        # values are of the same JSON type, and a container JSON changes (a tuple) is unequal.
+        again = _rebuilt(action.id, action.kind.value, action.inputs, action.code, definition, rest)
+        same = again.__class__ is action.__class__ and _fields(again) == _fields(action)
     except (ValueError, TypeError, KeyError, AttributeError):
         same = False
-    return rest if same else memo.encode_text(replace(action, inputs=()), types)
+    return memo.encode_text(rest if same else replace(action, inputs=()), action_types())
+
+
+def _fields(action) -> list:
+    return [getattr(action, f.name) for f in fields(action)]
 
 
 def _rebuilt(aid: str, kind: str, inputs: tuple, code: str, definition: bytes, rest: list):
