@@ -171,3 +171,33 @@ def test_the_build_after_an_edit_hands_its_stats_to_the_next_edit(stamped):
     r, files = _observing(stamped)
     assert stamped.out("shared/labels/labels.txt").read_text() == "a\nb\nc\nd\n", r.output
     assert r.report["execution"]["path"] == "delta" and files["discovery"] == "skipped", files
+
+
+def test_without_a_stamp_a_stat_the_analysis_memo_took_answers_the_next_memo_once(tmp_path):
+    """No stamp: the stat `observe` took (the analysis memo's check of a file it watches) is the one the
+    next memo asking for it gets (the stat memo's check of a source), once; a stat within the racy
+    window of the object's making, a path that is not there and the tables dropped (`forget`) are
+    stat'ed again."""
+    settled, fresh, gone = tmp_path / "settled", tmp_path / "fresh", tmp_path / "gone"
+    settled.write_text("a")
+    fresh.write_text("b")
+    t = os.stat(settled).st_mtime_ns
+    os.utime(settled, ns=(t - 3 * 10**9, t - 3 * 10**9))
+    observed = Observed()
+    taken = observed.observe(str(settled), (1, 0, 0, 0o100644))
+    assert taken == sig(str(settled))
+    assert observed.observe(str(fresh), None) == sig(str(fresh))
+    assert observed.observe(str(gone), None) is None
+    settled.write_text("changed")  # after the analysis memo's check: the build is one that looked a moment earlier
+    assert observed.sig(str(settled)) == taken != sig(str(settled))
+    assert observed.sig(str(settled)) == sig(str(settled))  # once
+    fresh.write_text("bigger")
+    assert observed.sig(str(fresh)) == sig(str(fresh))  # within the racy window: not handed over
+    gone.write_text("new")
+    assert observed.sig(str(gone)) == sig(str(gone))  # absent when observed: not handed over
+    assert (observed.reused, observed.taken) == (0, 6)
+    os.utime(fresh, ns=(t - 3 * 10**9, t - 3 * 10**9))
+    observed.observe(str(fresh), None)
+    observed.forget()
+    assert observed.sig(str(fresh)) == sig(str(fresh))
+    assert observed.taken == 8
