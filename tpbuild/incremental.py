@@ -53,9 +53,10 @@ SMALL_BLOB = 1 << 20  # an unproven blob up to this size is hashed again; a larg
 
 
 class Walk:
-    """The build's actions in one list, walked once for what reads what: the sources (`readers`: each
-    path once, with the indices of the actions that read it), which the stamp records (`noop.Stamp.record`),
-    and the readers of each action's result (`consumers`), which only the graph (`drawn`) needs."""
+    """The build's actions in one list (`flat`), walked for what reads what: the sources (`readers`: each
+    path once, with the indices of the actions that read it), which the stamp records
+    (`noop.Stamp.record`), and only when the graph is drawn (`drawn`), the readers of each action's result
+    (`consumers`): a stamp that keeps the graph memo it had (`remembered`) needs no more."""
 
     def __init__(self, result):
         from .action import Source
@@ -65,16 +66,23 @@ class Walk:
         # twice as large with them in every reference).
         self.declared = list(map(a.target_actions.__getitem__, a.order))  # `Analysis.declared_of`, in C
         self.flat = flat = list(chain.from_iterable(self.declared))
-        self.actions = actions = list(map(attrgetter("id"), flat))
-        index = dict(zip(actions, range(len(actions))))
         self.readers = readers = {}
-        self.consumers = consumers = [[] for _ in actions]  # an action -> the actions that read it
         for i, d in enumerate(flat):
             for _dest, inp in d.inputs:
                 if inp.__class__ is Source:
                     readers.setdefault(inp.path, []).append(i)
-                else:
+
+    def consumers(self, actions: list[str]) -> list[list[int]]:
+        """Of each action (`actions`: their ids, in order), the actions that read its result."""
+        from .action import Source
+
+        index = dict(zip(actions, range(len(actions))))
+        consumers = [[] for _ in actions]
+        for i, d in enumerate(self.flat):
+            for _dest, inp in d.inputs:
+                if inp.__class__ is not Source:
                     consumers[index[inp.action]].append(i)
+        return consumers
 
 
 def drawn(result, walk: Walk, records: list, parts: list[tuple[str, str]]) -> dict:
@@ -89,6 +97,7 @@ def drawn(result, walk: Walk, records: list, parts: list[tuple[str, str]]) -> di
     # actions (a run of the list). Column by column, in C where it can (a loop over the targets
     # building each cost half again as much).
     flat, readers = walk.flat, walk.readers
+    actions = list(map(attrgetter("id"), flat))
     packages = list(map(attrgetter("package"), order))
     infos = a.infos
     first = [0, *accumulate(map(len, walk.declared))]
@@ -105,9 +114,9 @@ def drawn(result, walk: Walk, records: list, parts: list[tuple[str, str]]) -> di
     return {
         "labels": list(map(str, order)), "packages": packages,
         "outputs": [f"{OUT_DIR}/{label.path}" if infos[label].output is not None else "" for label in order],
-        "first": packed_text(packed(first, "I")), "actions": walk.actions,
+        "first": packed_text(packed(first, "I")), "actions": actions,
         "mnemonics": list(map(attrgetter("mnemonic"), flat)),
-        "readers": [list(readers), *_adjacency(readers.values())], "consumers": _adjacency(walk.consumers),
+        "readers": [list(readers), *_adjacency(readers.values())], "consumers": _adjacency(walk.consumers(actions)),
         "watched": [list(watched), *_adjacency(watched.values())],
         "trees": [list(map(itemgetter(0), parts)), list(map(itemgetter(1), parts))],
     }

@@ -372,7 +372,8 @@ class Stamp:
             for rel in t.outputs:
                 records = result.placed.records(rel)
                 placed += records
-                parts += ((k, rec[0]) for k, rec in records[1:])
+                if len(records) > 1:  # a composed output (no generator for each of 10,000 others)
+                    parts += ((k, rec[0]) for k, rec in records[1:])
         walk = incremental.Walk(result)  # names the sources its actions read
         groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS, analysed, placed,
                               list(walk.readers))
