@@ -77,6 +77,18 @@ def load(path: Path, kind: str, version: int, types: tuple[type, ...] = ()):
         return None
 
 
+def prefix(path: Path, kind: str, version: int, size: int) -> bytes | None:
+    """The first `size` bytes of the memo's value (its JSON text), not decoded; None when it is missing or
+    of another kind or version. For a value whose first keys say whether the rest is worth reading."""
+    try:
+        with open(path, "rb") as f:
+            if f.readline() != _header(kind, version):
+                return None
+            return f.read(size)
+    except OSError:
+        return None
+
+
 def save(path: Path, kind: str, version: int, value, tmp_parent: Path, what: str) -> str | None:
     """Write the memo; None when saved, else a warning naming what was not saved and why."""
     from . import atomic

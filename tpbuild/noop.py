@@ -46,7 +46,8 @@ patch of a delta build.
 
 Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "gen", "roles",
 "groups", "summary"}. `gen` is a random generation, which the delta build's graph memo beside it
-(`noop-graph`) and the patch of delta builds since (`noop-patch`: {"gen", "groups": {index: [paths,
+(`noop-graph`; a stamp of the same content as the one it was saved with keeps it and its generation,
+`incremental.remembered`) and the patch of delta builds since (`noop-patch`: {"gen", "groups": {index: [paths,
 stats, indices]}, "trees": {record: tree digest}}, applied to the groups it names before they are compared, see
 `Stamp.patch_with`; its trees amend the graph memo's, `incremental.Checked.holds`) carry too: another
 one is not of this stamp. `roles` names what each group holds (`Stamp._groups`; "kinds" for
@@ -355,7 +356,9 @@ class Stamp:
         if not result.success or result.warnings or "remote" in result.cache or result.statcache is None:
             return
         cache = a.graph.cache
-        analysed = [(package, cache.record(package) if cache is not None else None) for package in a.graph.loaded_packages]
+        # In order (a set's is the process's string hashes'): a stamp is the same for the same build.
+        analysed = [(package, cache.record(package) if cache is not None else None)
+                    for package in sorted(a.graph.loaded_packages)]
         # A package not in the memo, or a rule that probes the machine: looked for in C (a generator per
         # package, 10,000 at 10,000 models, cost a third more).
         recs = list(map(itemgetter(1), analysed))
@@ -369,10 +372,11 @@ class Stamp:
             for rel in t.outputs:
                 records = result.placed.records(rel)
                 placed += records
-                parts += ((k, rec[0]) for k, rec in records[1:])
-        graph = incremental.drawn(result, analysed, parts)  # its walk of the actions names their sources
+                if len(records) > 1:  # a composed output (no generator for each of 10,000 others)
+                    parts += ((k, rec[0]) for k, rec in records[1:])
+        walk = incremental.Walk(result)  # names the sources its actions read
         groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS, analysed, placed,
-                              graph["readers"][0])
+                              list(walk.readers))
         if any(g.refused for _role, g in groups):
             return
         requested = set(a.requested)
@@ -380,12 +384,20 @@ class Stamp:
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
                    "shown": list(chain.from_iterable(map(attrgetter("outputs"), shown)))}
         stamped = [(role if stored[1] is not None else "kinds", stored) for role, g in groups for stored in g.stored()]
-        gen = os.urandom(8).hex()  # ties the stamp to the graph a delta build reads (incremental.py)
-        if incremental.remember(self.root, gen, [role for role, _ in stamped], graph) is not None:
-            return
+        content = {"key": self.key, "roles": [r for r, _ in stamped], "groups": [g for _, g in stamped],
+                   "summary": summary}
+        # The generation ties the stamp to the graph a delta build reads (incremental.py): the one of the
+        # graph memo there when it was saved with a stamp of this very content, none unproven (its
+        # graph is this build's, `incremental.remembered`), else a new one, with the graph saved again.
+        digest = _digest(content)
+        gen = incremental.remembered(self.root, digest) if all(g.proven() for _role, g in groups) else None
+        if gen is None:
+            gen = os.urandom(8).hex()
+            graph = incremental.drawn(result, walk, analysed, parts)
+            if incremental.remember(self.root, gen, digest, content["roles"], graph) is not None:
+                return
         # Not saved (a full disk): no stamp, and the next build takes the ordinary path.
-        memofile.save(self.path, KIND, VERSION, {"key": self.key, "gen": gen, "roles": [r for r, _ in stamped],
-                                                 "groups": [g for _, g in stamped], "summary": summary},
+        memofile.save(self.path, KIND, VERSION, {"key": self.key, "gen": gen, **content},
                       self.path.parent / "tmp", "the no-op stamp")
 
     def _groups(self, result, cache_dir: Path, horizon: int, analysed: list, records: list,
@@ -489,6 +501,10 @@ class _Group:
             paths.append(rel)
             stats += s if s is not None and s[1] < horizon else UNPROVEN
 
+    def proven(self) -> bool:
+        """No stat is recorded unproven (nor has a -1 in it, as no stat of a real path does)."""
+        return -1 not in self.stats
+
     def stored(self) -> list[list]:
         kinds = [[self.base, None, self.kinds]] if self.kinds else []
         return [*kinds, [self.base, self.follow, self.paths, packed_text(packed(self.stats))]]
@@ -517,6 +533,10 @@ class _Linked:
     check decoded (0.03 s), and the files' own 240,000 more (0.02-0.03 s)."""
 
     refused = False
+
+    def proven(self) -> bool:
+        """Its files have no stat of their own (`_Group.proven`): proven by their blobs' and directories'."""
+        return True
 
     def __init__(self, base: str, blob_ids, blob_stats: list, dirs: _Group, horizon: int, store: str, out: Path):
         self.base, self.horizon, self.dirs = base, horizon, dirs
@@ -570,6 +590,44 @@ class _Linked:
         return [[self.base, "linked", list(self.names), *(packed_text(packed(index, "I")) for index in
                                                            (self.name_index, self.blob_index, self.dir_index)),
                  self.device]]
+
+
+def _digest(content) -> str:
+    """The digest of a stamp's content but for its generation (JSON data) that `incremental.remembered`
+    compares: sha256 of the content in a form that tells any two such values apart (a list of strings,
+    the paths, joined by NUL, which no path, name or environment variable holds; a string whole, the
+    packed stats; each with its type and length), not of its JSON text (encoding the stamp of 10,000
+    models to JSON cost as much as writing it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def feed(v) -> None:
+        if v.__class__ is str:
+            h.update(b"s%d:" % len(v))
+            h.update(v.encode("utf-8", "surrogatepass"))
+        elif v.__class__ in (list, tuple):  # alike in JSON
+            try:
+                text = "\0".join(v)
+            except TypeError:  # not only strings: each item
+                h.update(b"[%d:" % len(v))
+                for x in v:
+                    feed(x)
+            else:
+                h.update(b"L%d:" % len(v))
+                h.update(text.encode("utf-8", "surrogatepass"))
+        elif v.__class__ is dict:
+            h.update(b"{%d:" % len(v))
+            for k, x in v.items():
+                feed(k)
+                feed(x)
+        elif v is None or v.__class__ in (bool, int):
+            h.update(b"r%s;" % repr(v).encode())
+        else:
+            raise TypeError(f"not a stamp's content: {v!r}")
+
+    feed(content)
+    return h.hexdigest()
 
 
 def linked_path(group: list, dirs: list[str], j: int) -> str:
