@@ -137,10 +137,10 @@ HEAVY = ("pydantic", "google.protobuf", "tritonclient", "numpy", "tpbuild.plugin
 # What a build after an edit of a model's source (a delta build, tpbuild/incremental.py) does not
 # import: the command line's parser, archives, the thread pool and the process machinery that only
 # commands need, file-tree copies and removal, the scan of installed distributions, the TOML parser (no
-# manifest changed). Each took 1-4 ms of a 0.19 s edit at 1,000 models; tests/test_incremental.py
-# checks a real edit against this list.
+# manifest changed), SHA-256 (OpenSSL: only the remote cache names content by it). Each took 1-4 ms of
+# a 0.19 s edit at 1,000 models; tests/test_incremental.py checks a real edit against this list.
 NOT_ON_AN_EDIT = ("argparse", "tarfile", "zipfile", "concurrent.futures", "logging", "subprocess", "shutil",
-                  "email", "importlib.metadata", "tomli")
+                  "email", "importlib.metadata", "tomli", "hashlib")
 
 
 def heavy_imports(imported: set[str], heavy: tuple[str, ...]) -> set[str]:

@@ -27,7 +27,6 @@ entries and those parts, never a flat copy, so one changed part costs one part (
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -531,4 +530,6 @@ def key_of(material: bytes) -> str:
 
 
 def wire_key_of(material: bytes) -> str:
+    import hashlib  # here, as only the remote cache needs SHA-256: loading it (OpenSSL) took 2 ms of every build
+
     return hashlib.sha256(material).hexdigest()

@@ -8,7 +8,6 @@ machines (the remote cache), where collision resistance matters.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -33,6 +32,8 @@ def of_file(path: str | Path) -> str:
 
 def of_file_both(path: str | Path) -> tuple[str, str]:
     """XXH3 and SHA-256 in one read, for blobs that may be uploaded."""
+    import hashlib  # here, as only the remote cache needs SHA-256: loading it (OpenSSL) took 2 ms of every build
+
     h = xxhash.xxh3_128()
     s = hashlib.sha256()
     with open(path, "rb") as f:
