@@ -113,3 +113,66 @@ def test_a_changed_part_alone_is_placed_and_recorded_again(tmp_path):
     assert sorted(state.outputs) == [rel, f"{rel}/m1", f"{rel}/m2"]
     assert outputs.prune(state, root, {rel}) == [] and outputs.prune(state, root, set()) == [rel]
     assert len(state.outputs) == 0 and not (root / rel).exists()
+
+
+# -- the ordinary path's check of every placed tree (outputs.in_place_all) ---------------------------
+
+def test_trees_alike_are_compared_as_text_and_a_damaged_one_is_looked_at_alone(tmp_path, monkeypatch):
+    """Placed trees of one shape (a model's: the same files in the same directories) are checked by
+    their records' texts against the records they would have at the stats build._Linked vouches for,
+    none decoded, and those records are then held as their decoded values would be; a tree with an entry
+    added, its directory gone or its record changed is found all the same, and the others still are in
+    place (its thousand, `_PROVEN_AT_ONCE`, looked at record by record when a directory is gone)."""
+    import os
+    import time
+
+    from tpbuild import build
+
+    cas = Cas(tmp_path / "cache")
+    root = tmp_path / "ws"
+    root.mkdir()
+    state = outputs.BuildState(tmp_path / "state", "id")
+    trees = {}
+    for i in range(5):
+        entries = (Entry("1/model.py", "f", cas.put_bytes(b"model %d" % i), 7), Entry("config", "x", cas.put_bytes(b"c", True), 1))
+        rel = f"tpbuild-out/m{i}"
+        outputs.materialize(state, root, rel, entries, cas)
+        trees[rel] = Tree(raw=[e.to_json() for e in entries], digest_=tree_digest(entries))
+    assert state.save() is None
+    cas = Cas(tmp_path / "cache")  # a build's after: each blob verified at its stat
+    for tree in trees.values():
+        assert all(cas.verify(e.digest, e.executable) for e in tree)
+    later = time.time_ns() + 3 * 10**9
+    monkeypatch.setattr(build.time, "time_ns", lambda: later)  # the trees placed more than 2 s ago
+    monkeypatch.setattr(outputs, "_PROVEN_AT_ONCE", 2)
+    decoded = []
+    from_json = outputs._from_json
+    monkeypatch.setattr(outputs, "_from_json", lambda key, v: decoded.append(key) or from_json(key, v))
+
+    def in_place() -> tuple[set[str], outputs.BuildState]:
+        fresh = outputs.BuildState(tmp_path / "state", "id")
+        found = outputs.in_place_all(fresh, root, list(trees.items()), build._linked(root, cas))
+        return found, fresh
+
+    found, fresh = in_place()
+    assert found == set(trees) and decoded == []
+    assert {rel: fresh.outputs[rel] for rel in trees} == {rel: state.outputs[rel] for rel in trees}  # as decoded
+
+    (root / "tpbuild-out/m1/1/extra.txt").write_text("x")  # an entry added: its directory's mtime moved
+    found, _fresh = in_place()
+    assert found == set(trees) - {"tpbuild-out/m1"} and decoded == ["o:tpbuild-out/m1"]  # alone
+    (root / "tpbuild-out/m1/1/extra.txt").unlink()
+
+    decoded.clear()
+    os.rename(root / "tpbuild-out/m2/1", root / "tpbuild-out/m2/one")  # a directory gone
+    found, _fresh = in_place()
+    assert found == set(trees) - {"tpbuild-out/m1", "tpbuild-out/m2"}  # m1's directory moved back then
+    assert sorted(decoded) == ["o:tpbuild-out/m1", "o:tpbuild-out/m2", "o:tpbuild-out/m3"]  # m2's pair, and m1
+    os.rename(root / "tpbuild-out/m2/one", root / "tpbuild-out/m2/1")
+
+    text = (tmp_path / "state").read_text()
+    other = trees["tpbuild-out/m4"].digest
+    (tmp_path / "state").write_text(text.replace(f'"o:tpbuild-out/m3"\t["{trees["tpbuild-out/m3"].digest}"',
+                                                 f'"o:tpbuild-out/m3"\t["{other}"'))  # its record changed
+    found, _fresh = in_place()
+    assert "tpbuild-out/m3" not in found and "tpbuild-out/m4" in found

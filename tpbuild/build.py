@@ -308,22 +308,21 @@ def _lane(ws: Workspace, analysis: Analysis, opts: Options, state: outputs.Build
 
 
 class _Linked:
-    """The proof of a placed tree (an `outputs.BuildState.outputs` record) the no-op stamp takes for its
-    linked files (`noop._Linked`), for the ordinary path's check of what tpbuild-out holds: a file that
-    was placed as a hardlink of a blob is intact when its blob is at that stat now (the same inode, as
-    this build verified the blob) and its directory at its recorded one (adding, removing or renaming an
-    entry moves a directory's mtime), so it needs no lstat of its own: at 10,000 models, 60,000 of the
-    100,000 lstats of a no-op build. Every directory of the tree is still lstat'ed, and must be older than
-    the racy window (an entry renamed within the timestamp granularity of the directory's last change
-    would not move it); a tree with a file that is not such a link (a copy across devices, a symlink, a
-    blob this build did not verify) is not proven here, and `outputs` lstats it file by file. Only where
-    the store and tpbuild-out are on one device: an inode number names one file there. `_linked` gives
-    None when they are not.
+    """The proof of placed trees (`outputs.Proof`) the no-op stamp takes for its linked files
+    (`noop._Linked`), for the ordinary path's check of what tpbuild-out holds: a file that was placed as
+    a hardlink of a blob is at its blob's stat now (the same inode, as this build verified the blob) when
+    its directory is at its recorded stat (adding, removing or renaming an entry moves a directory's
+    mtime), so it needs no lstat of its own: at 10,000 models, 60,000 of the 100,000 lstats of a no-op
+    build. Every directory of a tree is still lstat'ed, and vouched for only when older than the racy
+    window (an entry renamed within the timestamp granularity of the directory's last change would not
+    move it), as is a file's blob; a file that is no such link (a copy across devices, a symlink, a blob
+    this build did not verify) is not, and `outputs` lstats its tree file by file. Only where the store and
+    tpbuild-out are on one device: an inode number names one file there. `_linked` gives None when they
+    are not.
 
-    Trees are proven together (`intact_all`), a column at a time: their directories' lstats taken in
-    one pass and compared with their recorded stats in one comparison, their files' blob stats likewise
-    (a no-op at 10,000 models checks 20,000 trees, 40,000 directories and 60,000 files), not a call and
-    two loops per tree."""
+    Trees are vouched for together (`vouch`), a column at a time: their directories' lstats taken in one
+    pass, their files' blob stats likewise (a no-op at 10,000 models checks 20,000 trees, 40,000
+    directories and 60,000 files), not a call and two loops per tree."""
 
     def __init__(self, root: Path, cas: Cas):
         self.base = f"{root}/"
@@ -331,26 +330,25 @@ class _Linked:
         self.verified = cas.verified.get  # (digest, executable) -> the stat this build verified the blob at
 
     def intact(self, rel: str, rec: tuple) -> bool:
-        """`outputs.Proof.intact`."""
-        return self.intact_all([(rel, rec)])
+        """`outputs.Proof.intact`: its files and directories at the stats vouched for."""
+        files = list(rec[1].values())
+        now = self.vouch([f[0] for f in files], [f[1] for f in files], [f"{rel}/{d}" for d in rec[2]])
+        return now is not None and now[0] == [f[2] for f in files] and now[1] == list(rec[2].values())
 
-    def intact_all(self, records: list[tuple[str, tuple]]) -> bool:
-        """`outputs.Proof.intact_all`."""
-        base = self.base
-        recorded = [s for _rel, rec in records for s in rec[2].values()]
-        if max(map(itemgetter(1), recorded), default=0) >= self.horizon:
-            return False
+    def vouch(self, kinds: list[str], targets: list[str], dirs: list[str]) -> tuple[list, list] | None:
+        """`outputs.Proof.vouch`."""
+        base, horizon = self.base, self.horizon
         try:
-            if list(map(stat_sig, map(os.lstat, [f"{base}{rel}/{path}" for rel, rec in records
-                                                  for path in rec[2]]))) != recorded:
-                return False
+            dir_stats = list(map(stat_sig, map(os.lstat, [f"{base}{d}" for d in dirs])))
         except OSError:
-            return False
-        files = [f for _rel, rec in records for f in rec[1].values()]
-        if not files:
-            return True
-        kinds, blobs, stats = zip(*files)
-        return "l" not in kinds and list(map(self.verified, zip(blobs, map("x".__eq__, kinds)))) == list(stats)
+            return None
+        file_stats = list(map(self.verified, zip(targets, map("x".__eq__, kinds))))
+        if "l" in kinds:  # a link's target names no blob
+            file_stats = [None if k == "l" else s for k, s in zip(kinds, file_stats)]
+        for stats in (file_stats, dir_stats):
+            if max(map(itemgetter(1), filter(None, stats)), default=0) >= horizon:
+                stats[:] = [s if s is None or s[1] < horizon else None for s in stats]
+        return file_stats, dir_stats
 
     def holds(self, rel: str, digest: str) -> bool:
         """`outputs.Proof.holds`: never known without the tree's record."""
@@ -397,14 +395,18 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
                 settled.append((rel, o.entries))
         targets.append((label, info, rel))
     intact = outputs.in_place_all(state, ws.root, settled, proven)
+    # A target's actions are looked at only when some action failed or was skipped (a no-op build at
+    # 10,000 models does not ask 10,000 targets of theirs).
+    troubled = not {o.status for o in outcomes.values()}.isdisjoint((Status.FAILED, Status.SKIPPED))
     for label, info, rel in targets:
-        statuses = {outcomes[d.id].status for d in analysis.declared_of(label)}
-        if Status.FAILED in statuses:
-            results[label] = TargetResult(TargetStatus.FAILED)
-            continue
-        if Status.SKIPPED in statuses:
-            results[label] = TargetResult(TargetStatus.SKIPPED)
-            continue
+        if troubled:
+            statuses = {outcomes[d.id].status for d in analysis.declared_of(label)}
+            if Status.FAILED in statuses:
+                results[label] = TargetResult(TargetStatus.FAILED)
+                continue
+            if Status.SKIPPED in statuses:
+                results[label] = TargetResult(TargetStatus.SKIPPED)
+                continue
         if rel is None:
             results[label] = TargetResult(TargetStatus.BUILT)
             continue

@@ -448,9 +448,9 @@ class Checked:
                 return False
         return True
 
-    def intact_all(self, records: list[tuple[str, tuple]]) -> bool:
-        """`outputs.Proof.intact_all`: each as `intact` finds it (a delta build asks of few trees)."""
-        return all(self.intact(rel, rec) for rel, rec in records)
+    def vouch(self, kinds: list[str], targets: list[str], dirs: list[str]) -> None:
+        """`outputs.Proof.vouch`: nothing, each tree is asked of alone (`intact`: a delta build asks of few)."""
+        return None
 
     def holds(self, rel: str, digest: str) -> bool:
         """`outputs.Proof.holds`: the graph memo (or the stamp's patch since) has the tree at `rel` at

@@ -33,7 +33,10 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from itertools import chain, compress, repeat
+from json.encoder import encode_basestring
+from operator import eq, itemgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -163,6 +166,18 @@ class _Records(MutableMapping):
         """Decode these records in one parse (see `memo.Journal.preload`)."""
         self._journal.preload([self._prefix + k for k in keys])
 
+    def texts(self, keys: list[str]) -> list[str | None]:
+        """These records' texts, not decoded (`memo.Journal.texts`)."""
+        return self._journal.texts(list(map(self._prefix.__add__, keys)))
+
+    def text_of(self, key: str, value) -> str:
+        """The text of a record of this value (`memo.Journal.text_of`)."""
+        return self._journal.text_of(self._prefix + key, value)
+
+    def matched(self, keys: list[str], values: list) -> None:
+        """These records are of these values, as their texts showed (`memo.Journal.matched`)."""
+        self._journal.matched(list(map(self._prefix.__add__, keys)), values)
+
     def __contains__(self, key: object) -> bool:
         # without decoding it (a record that does not decode is found absent later); once the keys are
         # listed, by them (`recorded_below` asks of each of a repository's 10,000 parts)
@@ -259,10 +274,12 @@ class Proof(Protocol):
     def intact(self, rel: str, record: tuple) -> bool:
         """The tree at `rel` is intact as `record` (the build state's) has it; False: not known."""
 
-    def intact_all(self, records: list[tuple[str, tuple]]) -> bool:
-        """Every tree of `records` ((rel, record) each) is intact, as `intact` would find each; False: not
-        known of some (each is then asked alone). The ordinary path checks the 20,000 trees of a no-op at
-        10,000 models together, a column at a time, rather than a call per tree."""
+    def vouch(self, kinds: list[str], targets: list[str], dirs: list[str]) -> tuple[list, list] | None:
+        """The stats placed files (each by its kind letter and its blob's digest or its link's target) and
+        directories (each by its path from the workspace root) have now, as far as known without a look
+        at the files: each None where not known; None when nothing is (a directory gone). The ordinary
+        path checks the 20,000 trees of a no-op at 10,000 models so (`in_place_all`): a record of each
+        tree at these stats, compared with the state's as text, a column of stats at a time."""
 
     def holds(self, rel: str, digest: str) -> bool:
         """The tree at `rel` holds the tree of this digest, intact, known without reading its record;
@@ -293,48 +310,47 @@ def in_place_all(state: BuildState, root: Path, outs: list[tuple[str, Sequence[O
                  proven: Proof | None = None) -> set[str]:
     """The outputs of `outs` ((rel, entries) each) that `root` holds, intact, as this state placed them,
     each part of a composed tree checked by its own record (`proven`: see `materialize`). Checked
-    together: the records each needs are gathered first, then proven at once (`Proof.intact_all`), and
-    only when that does not hold is each record looked at alone."""
+    together: the records each needs are found first (by their keys), then compared with the records
+    their trees would have now, as `proven` vouches for their stats (`_as_placed`), and only a record
+    that differs is decoded and looked at alone."""
     needs = {}
     for rel, entries in outs:
-        records: list[tuple[str, tuple]] = []
+        records: list[tuple] = []
         if _records_of(state, rel, entries, None, proven, records):
             needs[rel] = records
     every = [r for records in needs.values() for r in records]
-    damaged = set()  # the records not intact
-    for i in range(0, len(every), _PROVEN_AT_ONCE):
-        some = every[i:i + _PROVEN_AT_ONCE]
-        if proven is None or not proven.intact_all(some):
-            damaged.update(r for r, rec in some if not _intact(root, r, rec, proven))
+    same = _as_placed(state, every, proven) if proven is not None else set()
+    damaged = {rel for rel, digest, _entries, parts in every
+               if rel not in same and not _recorded_intact(state, root, rel, digest, parts, proven)}
     if not damaged:
         return set(needs)
-    return {rel for rel, records in needs.items() if damaged.isdisjoint(r for r, _rec in records)}
+    return {rel for rel, records in needs.items() if damaged.isdisjoint(r[0] for r in records)}
 
 
-# Records proven at once (`in_place_all`): a damaged tree costs the others of its thousand a second look,
-# not the whole build's, and the columns held at once stay small.
-_PROVEN_AT_ONCE = 1000
+def _recorded_intact(state: BuildState, root: Path, rel: str, digest: str, parts: tuple[Part, ...],
+                     proven: Proof | None) -> bool:
+    """The record at `rel` is of the tree of `digest` (of these parts: `_same_shape`), and the tree is
+    intact as it records it (`_intact`): one record, decoded."""
+    rec = state.outputs.get(rel)
+    return (rec is not None and rec[0] == digest and _same_shape(state, rel, rec[1], parts)
+            and _intact(root, rel, rec, proven))
 
 
 def _records_of(state: BuildState, rel: str, entries: Sequence[OutputEntry], digest: str | None,
-                proven: Proof | None, into: list[tuple[str, tuple]]) -> bool:
-    """False when the state's records show that `root/rel` does not hold the tree `entries` as placed
-    (none, another digest, another shape); else True, with `into` given the records whose trees must
-    be intact for it to (`_intact`): its own and its parts', those `proven` knows to hold theirs left
-    out."""
+                proven: Proof | None, into: list[tuple]) -> bool:
+    """False when the state's records show by their keys alone that `root/rel` does not hold the tree
+    `entries` as placed (no record, records below a flat tree's or a flat part's); else True, with `into`
+    given `(rel, digest, entries, parts)` of each record that must be of its tree, intact, for it to:
+    its own and its parts', those `proven` knows to hold theirs left out."""
     parts = _parts(entries)
     digest = digest or tree_digest(entries)
     if proven is not None and proven.holds(rel, digest):
         return True
-    rec = state.outputs.get(rel)
-    if rec is None or rec[0] != digest:
+    if rel not in state.outputs:
         return False
+    into.append((rel, digest, entries, parts))
     if not parts:
-        into.append((rel, rec))
         return not state.recorded_below(rel)
-    if not _same_shape(state, rel, rec, parts):
-        return False
-    into.append((rel, rec))
     # The parts, in one pass over the records below `rel`: a flat part is of its shape when no record
     # is below its own (a repository's 10,000 parts are one listing of the records below it, not a
     # search of all of them for each part).
@@ -345,7 +361,7 @@ def _records_of(state: BuildState, rel: str, entries: Sequence[OutputEntry], dig
             nested.add(k)
             k = k.rpartition("/")[0]
     base = f"{rel}/"
-    get = state.outputs.get
+    recorded = state.outputs
     for p in parts:
         at = base + p.prefix
         if _parts(p.tree):
@@ -354,11 +370,106 @@ def _records_of(state: BuildState, rel: str, entries: Sequence[OutputEntry], dig
             continue
         if proven is not None and proven.holds(at, p.digest):
             continue
-        rec = get(at)
-        if rec is None or rec[0] != p.digest or at in nested:
+        if at not in recorded or at in nested:
             return False
-        into.append((at, rec))
+        into.append((at, p.digest, p.tree, ()))
     return True
+
+
+def _as_placed(state: BuildState, expected: list[tuple], proven: Proof) -> set[str]:
+    """The records of `expected` (`_records_of`) that the state holds exactly as their trees would be
+    recorded now, at the stats `proven` vouches for (`Proof.vouch`): each compared as text, not decoded
+    (at 10,000 models, decoding the 20,000 records of a no-op build cost more than checking them), and
+    the records alike (a model's: the same files in the same directories, `_Shape`) a column at a time,
+    a thousand at once (a directory gone costs its thousand a look each, not the whole build's). Each
+    record found so is taken as decoded, its value made of what was compared (`Journal.matched`)."""
+    alike: dict[tuple, list[tuple]] = {}
+    for rel, digest, entries, parts in expected:
+        own = entries.own_json() if isinstance(entries, Tree) else [e.to_json() for e in entries]
+        if parts and not _same_shape(state, rel, map(itemgetter(0), own), parts):
+            continue  # its record looked at alone tells
+        # its files, and the parts that lead through directories of its own (`_dirs`: not one at the top)
+        shape = (tuple(map(_PATH_KIND, own)), tuple(p.prefix for p in parts if "/" in p.prefix) if parts else ())
+        records = alike.get(shape)
+        if records is None:
+            records = alike[shape] = []
+        records.append((rel, digest, own))
+    same: set[str] = set()
+    for (files, below), records in alike.items():
+        shape = _Shape(files, below)
+        for i in range(0, len(records), _PROVEN_AT_ONCE):
+            same.update(shape.compare(state, records[i:i + _PROVEN_AT_ONCE], proven))
+    return same
+
+
+_PATH_KIND = itemgetter(0, 1)  # of an entry as JSON
+# Records compared at once (`_as_placed`): a directory gone costs the others of its thousand a second
+# look, not the whole build's, and the columns held at once stay small.
+_PROVEN_AT_ONCE = 1000
+_SIG_FIELDS = 4  # the integers of a `stat_sig`
+
+
+class _Shape:
+    """The files (path and kind) and directories of a placed tree's record (those of a tree's own
+    entries, and for a composed tree the directories that lead to its parts, see `_dirs`), and the
+    record's text with its tree digest, its files' blobs or link targets and every stat left to be filled
+    in (`%`): the records of 10,000 models' trees are written out by one format each, in C, where
+    encoding their values took as long as decoding them (their stats' 400,000 integers)."""
+
+    def __init__(self, files: tuple[tuple[str, str], ...], below: tuple[str, ...]):
+        self.paths = [p for p, _k in files]
+        self.kinds = [k for _p, k in files]
+        self.dirs = _dir_names(self.paths + list(below))
+        sig = ",".join(["%d"] * _SIG_FIELDS)
+
+        def text(s: str) -> str:
+            return encode_basestring(s).replace("%", "%%")
+
+        self.template = "".join(("[%s,{", ",".join(f"{text(p)}:[{text(k)},%s,[{sig}]]" for p, k in files), "},{",
+                                 ",".join(f"{text(d)}:[{sig}]" for d in self.dirs), "}]"))
+        self.checked = False  # its text found to be the journal's own for a record (`compare`)
+
+    def compare(self, state: BuildState, records: list[tuple[str, str, list]], proven: Proof) -> list[str]:
+        """The records of `records` ((rel, tree digest, own entries as JSON) each) whose text in the state
+        is the text of their tree's record at the stats `proven` vouches for now; each is taken as
+        decoded so. None of them when a stat is not vouched for (the file-by-file check tells)."""
+        rels, digests, owns = (list(map(itemgetter(i), records)) for i in range(3))
+        n, m = len(self.paths), len(self.dirs)
+        targets = list(map(itemgetter(2), chain.from_iterable(owns)))
+        now = proven.vouch(self.kinds * len(records), targets, [f"{rel}/{d}" for rel in rels for d in self.dirs])
+        if now is None:
+            return []
+        file_stats, dir_stats = now
+        if None in file_stats or None in dir_stats or \
+                not {*map(len, file_stats), *map(len, dir_stats)} <= {_SIG_FIELDS}:
+            return []
+        try:
+            # Each record's values in the order its text holds them: its digest, each file's blob and stat,
+            # each directory's stat (zip takes as many from an iterator given as many times).
+            files = chain.from_iterable(map(tuple.__add__, zip(map(encode_basestring, targets)), file_stats))
+            stats = chain.from_iterable(dir_stats)
+            texts = list(map(self.template.__mod__, zip(map(encode_basestring, digests),
+                                                        *[files] * ((1 + _SIG_FIELDS) * n),
+                                                        *[stats] * (_SIG_FIELDS * m))))
+        except TypeError:  # a digest or target that is not text: left to the records themselves
+            return []
+        same = list(map(eq, texts, state.outputs.texts(rels)))
+        if not any(same):
+            return []
+        # The records' values, as `_from_json` makes them of their texts: (digest, {path: (kind, blob, stat)},
+        # {directory: stat}).
+        placed = map(dict, repeat(()))
+        if n:
+            placed = map(dict, map(zip, repeat(self.paths), map(zip, repeat(self.kinds), zip(*[iter(targets)] * n),
+                                                                zip(*[iter(file_stats)] * n))))
+        values = list(zip(digests, placed, map(dict, map(zip, repeat(self.dirs), zip(*[iter(dir_stats)] * m)))))
+        if not self.checked:  # the format is the journal's own encoding, for a first record of this shape
+            if state.outputs.text_of(rels[0], values[0]) != texts[0]:
+                return []
+            self.checked = True
+        rels, values = list(compress(rels, same)), list(compress(values, same))
+        state.outputs.matched(rels, values)
+        return rels
 
 
 def materialize(state: BuildState, root: Path, rel: str, entries: Sequence[OutputEntry], cas: Cas,
@@ -380,7 +491,7 @@ def materialize(state: BuildState, root: Path, rel: str, entries: Sequence[Outpu
     parts = _parts(entries)
     own = entries.own if parts else entries
     rec = state.outputs.get(rel)
-    intact = rec is not None and _same_shape(state, rel, rec, parts) and _intact(root, rel, rec, proven)
+    intact = rec is not None and _same_shape(state, rel, rec[1], parts) and _intact(root, rel, rec, proven)
     wrote = not (intact and rec[0] == digest)
     placed, dirs = (rec[1], rec[2]) if rec is not None else ({}, {})
     whole = False  # assembled whole just now: its parts are gone, each is placed again
@@ -424,14 +535,15 @@ def _parts(entries: Sequence[OutputEntry]) -> tuple[Part, ...]:
     return entries.parts if isinstance(entries, Tree) else ()
 
 
-def _same_shape(state: BuildState, rel: str, rec: tuple, parts: tuple[Part, ...]) -> bool:
-    """The record at `rel` is of a tree made as this one is: a flat tree's has no part records below it,
-    a composed one's holds none of its parts' files (a flat record of the same files, placed by the
-    placement lane or from a remote cache's answer, is updated into a composed one, and back)."""
+def _same_shape(state: BuildState, rel: str, files: Iterable[str], parts: tuple[Part, ...]) -> bool:
+    """The record at `rel`, of these files' paths, is of a tree made as this one is: a flat tree's has no
+    part records below it, a composed one's holds none of its parts' files (a flat record of the same
+    files, placed by the placement lane or from a remote cache's answer, is updated into a composed one,
+    and back)."""
     if not parts:
         return not state.recorded_below(rel)
     prefixes = tuple(f"{p.prefix}/" for p in parts)
-    return not any(path.startswith(prefixes) for path in rec[1])
+    return not any(path.startswith(prefixes) for path in files)
 
 
 def _drop_parts(state: BuildState, root: Path, rel: str, keep: set[str]) -> None:
@@ -468,18 +580,24 @@ def _dirs(dest: Path, entries: Sequence[OutputEntry], old: dict | None = None,
     the directories' stats before an update in place, which touched only the entries of `touched`:
     when the tree has the same directories, the others are at their old stat (a repository of 10,000
     models, one model changed, is not 30,000 lstats)."""
+    names = _dir_names([e.path for e in entries] + [p.prefix for p in parts])
+    base = f"{dest}/"
+    if old is not None and old.keys() == set(names):
+        return {d: stat_sig(os.lstat(base + d)) if d in touched else old[d] for d in names}
+    return {d: stat_sig(os.lstat(base + d)) for d in names}
+
+
+def _dir_names(paths: list[str]) -> list[str]:
+    """The directories of a tree that hold these paths ("" its top), sorted."""
     names = {""}
-    for path in [e.path for e in entries] + [p.prefix for p in parts]:
+    for path in paths:
         if "/" not in path:  # at the top (a repository's 10,000 parts): no directory of its own
             continue
         d = os.path.dirname(path)
         while d and d not in names:
             names.add(d)
             d = os.path.dirname(d)
-    base = f"{dest}/"
-    if old is not None and names == old.keys():
-        return {d: stat_sig(os.lstat(base + d)) if d in touched else old[d] for d in sorted(names)}
-    return {d: stat_sig(os.lstat(base + d)) for d in sorted(names)}
+    return sorted(names)
 
 
 def _work(root: Path) -> Path:
