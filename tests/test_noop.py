@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import sys
@@ -377,3 +378,19 @@ def test_positions_of_a_packed_value_are_whole_items_only():
     index = array("I", [256, 0, 1, 7, 1])
     assert list(positions(index.tobytes(), "I", 1)) == [2, 4]
     assert list(positions(index.tobytes(), "I", 9)) == []
+
+
+def test_a_build_killed_after_its_stamp_leaves_nothing_behind_the_hit_after_it(stamped):
+    """Killed after it saved its stamp, before its exit removed its own temp directory (`atomic.py`): the
+    builds after it are the stamp's hits, which sweep a dead build's leftovers as the ordinary path does
+    (`noop._sweep`), so a kill -9 anywhere leaves nothing behind the next build."""
+    (stamped.root / "tpbuild-out/.tpbuild/noop").unlink()
+    time.sleep(2.1)  # past the racy window: the stamp the killed build saves vouches for everything
+    p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", str(stamped.root), "build", "//..."],
+                       capture_output=True, text=True, env={**stamped.env, "TPBUILD_TEST_KILL_AT": "stamped"})
+    assert p.returncode == -signal.SIGKILL, p.stdout + p.stderr
+    tmp = stamped.root / "tpbuild-out/.tpbuild/tmp"
+    assert os.listdir(tmp), "the killed build left no temp directory: nothing to test"
+    _, answered = _build(stamped)
+    assert answered
+    assert os.listdir(tmp) == []

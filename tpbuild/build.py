@@ -36,7 +36,7 @@ from .scheduler import BuildContext, Hooks, Outcome, Scheduler, Settled, Status
 from .statcache import StatCache
 from .layout import RACY_WINDOW_NS, STATE_DIR, shared_device, stat_sig
 from .trace import NULL, Trace
-from .workspace import OUT_DIR, Workspace, memo_dir
+from .workspace import OUT_DIR, Workspace, memo_dir, temp_dirs
 
 
 @dataclass
@@ -149,7 +149,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         state_dir = ws.root / STATE_DIR
         memo = memo_dir(opts.cache_dir, ws.root)
         with trace.span("load state", "phase"):
-            for tmp in (opts.cache_dir / "tmp", memo / "tmp", state_dir / "tmp"):
+            for tmp in temp_dirs(opts.cache_dir, ws.root):
                 atomic.sweep(tmp)
             statcache = StatCache(memo / "statcache", observed=ws.observed, eager=boundary is None)
             cas = Cas(opts.cache_dir, statcache)

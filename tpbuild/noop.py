@@ -45,7 +45,9 @@ build may answer it (which relies on them); the ordinary path checks the placed 
 patch of a delta build.
 
 Format: `tpbuild-out/.tpbuild/noop`, a memo (`memo.py`) of kind `noop`: {"key", "gen", "roles",
-"groups", "summary"}. `gen` is a random generation, which the delta build's graph memo beside it
+"groups", "summary", "tmp"}. `tmp` lists the temp directories the build wrote in (`workspace.temp_dirs`),
+which a hit sweeps of dead builds' leftovers, as every build that reads its memos does: a build killed
+after it saved its stamp, before its exit removed its own, is followed by hits alone. `gen` is a random generation, which the delta build's graph memo beside it
 (`noop-graph`; a stamp of the same content as the one it was saved with keeps it and its generation,
 `incremental.remembered`) and the patch of delta builds since (`noop-patch`: {"gen", "groups": {index: [paths,
 stats, indices]}, "trees": {record: tree digest}}, applied to the groups it names before they are compared, see
@@ -78,7 +80,7 @@ from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_roo
     positions, shared_device, sig, stat_at, stat_sig, unpacked
 from .observed import Observed
 
-KIND, VERSION = "noop", 13
+KIND, VERSION = "noop", 14
 PATCH, PATCH_KIND = "noop-patch", "noop-patch"  # beside the stamp: what delta builds amended (`Stamp.patch_with`)
 # The groups whose differences a delta build can answer (`incremental.py`): a source, a file the
 # analysis memo knows by its facts, a blob or a placed file recorded unproven. Any other difference
@@ -202,6 +204,9 @@ class Stamp:
             return None
         try:
             _unpack(data["groups"])
+            tmp = data["tmp"]
+            if not (tmp.__class__ is list and all(d.__class__ is str for d in tmp)):
+                raise TypeError("a damaged stamp")
         except (KeyError, TypeError, ValueError, IndexError):  # a damaged stamp: the ordinary path
             return None
         try:
@@ -290,6 +295,7 @@ class Stamp:
                     if confinable:
                         differences[gi] = _differing(now, recorded)
             if same:
+                _sweep(tmp)
                 return data["summary"]
             for base, paths, now in taken:
                 observed.add(base, paths, now)
@@ -350,6 +356,7 @@ class Stamp:
     def record(self, result, cache_dir: Path) -> None:
         """Stamp a finished build, or leave no stamp if it cannot be trusted (see the module docstring)."""
         from . import incremental
+        from .workspace import temp_dirs
 
         self.forget()
         a = result.analysis
@@ -397,8 +404,12 @@ class Stamp:
             if incremental.remember(self.root, gen, digest, content["roles"], graph) is not None:
                 return
         # Not saved (a full disk): no stamp, and the next build takes the ordinary path.
-        memofile.save(self.path, KIND, VERSION, {"key": self.key, "gen": gen, **content},
-                      self.path.parent / "tmp", "the no-op stamp")
+        tmp = list(map(str, temp_dirs(cache_dir, self.root)))
+        if memofile.save(self.path, KIND, VERSION, {"key": self.key, "gen": gen, **content, "tmp": tmp},
+                         self.path.parent / "tmp", "the no-op stamp") is None:
+            from . import atomic
+
+            atomic.crash_point("stamped")  # test-only: killed before its exit removes its temp directories
 
     def _groups(self, result, cache_dir: Path, horizon: int, analysed: list, records: list,
                 sources: list[str]) -> list[tuple[str, _Group]]:
@@ -590,6 +601,20 @@ class _Linked:
         return [[self.base, "linked", list(self.names), *(packed_text(packed(index, "I")) for index in
                                                            (self.name_index, self.blob_index, self.dir_index)),
                  self.device]]
+
+
+def _sweep(dirs: list[str]) -> None:
+    """What dead builds left in these temp directories (`atomic.sweep`, which tells a dead build's from a
+    live one's by its lock): one listing of each, `atomic` imported only when one holds something."""
+    for d in dirs:
+        try:
+            if not os.listdir(d):
+                continue
+        except OSError:  # not there (yet): nothing left in it
+            continue
+        from . import atomic
+
+        atomic.sweep(Path(d))
 
 
 def _digest(content) -> str:

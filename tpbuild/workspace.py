@@ -315,3 +315,9 @@ def memo_dir(cache_dir: Path, root: Path) -> Path:
     import xxhash
 
     return cache_dir / "workspaces" / xxhash.xxh3_64_hexdigest(str(root).encode())
+
+
+def temp_dirs(cache_dir: Path, root: Path) -> tuple[Path, ...]:
+    """The temp space a build of `root` writes in (`atomic.py`), where a build sweeps away what dead
+    builds left: every build that reads its memos, and a no-op stamp's hit (`noop.Stamp.replay`)."""
+    return cache_dir / "tmp", memo_dir(cache_dir, root) / "tmp", root / STATE_DIR / "tmp"
