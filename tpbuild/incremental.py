@@ -47,7 +47,7 @@ from . import memo as memofile
 from .analysiscache import Declared
 from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, packed, packed_text, positions, stat_at, unpacked
 
-KIND, VERSION = "noop-graph", 6
+KIND, VERSION = "noop-graph", 7
 GRAPH = "noop-graph"  # beside the stamp
 SMALL_BLOB = 1 << 20  # an unproven blob up to this size is hashed again; a larger one: the ordinary path
 
@@ -148,7 +148,7 @@ def remembered(root, stamp: str) -> str | None:
 
 
 # The memo's first bytes as `remember` writes them (`memo.save`: compact JSON, its keys in order).
-_REMEMBERED = re.compile(rb'\{"gen":"(?P<gen>[0-9a-f]{16})","stamp":"(?P<stamp>[0-9a-f]{64})",')
+_REMEMBERED = re.compile(rb'\{"gen":"(?P<gen>[0-9a-f]{16})","stamp":"(?P<stamp>[0-9a-f]{32})",')
 
 
 def _adjacency(lists) -> list[str]:

@@ -619,13 +619,14 @@ def _sweep(dirs: list[str]) -> None:
 
 def _digest(content) -> str:
     """The digest of a stamp's content but for its generation (JSON data) that `incremental.remembered`
-    compares: sha256 of the content in a form that tells any two such values apart (a list of strings,
-    the paths, joined by NUL, which no path, name or environment variable holds; a string whole, the
-    packed stats; each with its type and length), not of its JSON text (encoding the stamp of 10,000
-    models to JSON cost as much as writing it)."""
-    import hashlib
+    compares: XXH3-128, as every local digest (`digest.py`; SHA-256 is the remote cache's, and loading
+    OpenSSL for it cost an ordinary build 4 ms), of the content in a form that tells any two such values
+    apart (a list of strings, the paths, joined by NUL, which no path, name or environment variable holds;
+    a string whole, the packed stats; each with its type and length), not of its JSON text (encoding the
+    stamp of 10,000 models to JSON cost as much as writing it)."""
+    import xxhash
 
-    h = hashlib.sha256()
+    h = xxhash.xxh3_128()
 
     def feed(v) -> None:
         if v.__class__ is str:
