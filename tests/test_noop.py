@@ -394,3 +394,23 @@ def test_a_build_killed_after_its_stamp_leaves_nothing_behind_the_hit_after_it(s
     _, answered = _build(stamped)
     assert answered
     assert os.listdir(tmp) == []
+
+
+def test_a_hit_sweeps_no_directory_a_hand_written_stamp_names(stamped, tmp_path):
+    """The temp directories a hit sweeps are read from the stamp, but a stamp naming others (damaged,
+    hand-written) sweeps nothing: they must be this workspace's with a tpbuild cache (`noop._sweep`).
+    Here a directory of someone's holds what a sweep removes (an unlocked directory named as a dead
+    build's, a file older than an hour), and stays as it was."""
+    mine = tmp_path / "mine"
+    (mine / "123.keep").mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine\n")
+    old = time.time() - 7200
+    os.utime(mine / "notes.txt", (old, old))
+    path = stamped.root / "tpbuild-out/.tpbuild/noop"
+    header, _, body = path.read_bytes().partition(b"\n")
+    data = json.loads(body)
+    data["tmp"] = [str(mine), *data["tmp"][1:]]
+    path.write_bytes(header + b"\n" + json.dumps(data, separators=(",", ":")).encode())
+    _, answered = _build(stamped)
+    assert answered
+    assert sorted(os.listdir(mine)) == ["123.keep", "notes.txt"]

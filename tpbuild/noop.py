@@ -295,7 +295,7 @@ class Stamp:
                     if confinable:
                         differences[gi] = _differing(now, recorded)
             if same:
-                _sweep(tmp)
+                _sweep(tmp, self.root)
                 return data["summary"]
             for base, paths, now in taken:
                 observed.add(base, paths, now)
@@ -603,17 +603,27 @@ class _Linked:
                  self.device]]
 
 
-def _sweep(dirs: list[str]) -> None:
+def _sweep(dirs: list[str], root: Path) -> None:
     """What dead builds left in these temp directories (`atomic.sweep`, which tells a dead build's from a
-    live one's by its lock): one listing of each, `atomic` imported only when one holds something."""
+    live one's by its lock): one listing of each, the rest only when one holds something. The stamp is
+    not trusted with what to delete: they are swept only when they are this workspace's temp directories
+    with the cache the first one is in (`workspace.temp_dirs`), and that cache carries tpbuild's marker
+    (`workspace.is_cache`), so a damaged or hand-written stamp sweeps no directory a build would not."""
     for d in dirs:
         try:
-            if not os.listdir(d):
-                continue
+            if os.listdir(d):
+                break
         except OSError:  # not there (yet): nothing left in it
             continue
-        from . import atomic
+    else:
+        return
+    from . import atomic
+    from .workspace import is_cache, temp_dirs
 
+    cache = Path(dirs[0]).parent
+    if list(map(str, temp_dirs(cache, root))) != dirs or not is_cache(cache):
+        return
+    for d in dirs:
         atomic.sweep(Path(d))
 
 
