@@ -418,14 +418,19 @@ def _age(cache: Path, seconds: float) -> None:
                 os.utime(p, (then, then))
 
 
-def test_eviction_keeps_the_cache_under_max_size(tmp_path):
+def _three_outputs_under_40kb(tmp_path: Path) -> Workspace:
+    """Three genrules of ~9 kB outputs each, from e/seed.txt, in a cache limited to 40 kB."""
     files = {"e/BUILD.toml": "".join(f"""
         [genrule.g{i}]
         srcs = ["seed.txt"]
         outs = ["o.bin"]
         cmd = "s=$(cat e/seed.txt); for n in $(seq 400); do echo {i} $s $n padding-padding-padding; done > $OUT"
     """ for i in range(3)), "e/seed.txt": "v1"}
-    w = workspace(tmp_path, "w", '[cache]\nmax_size = "40KB"\n', files)
+    return workspace(tmp_path, "w", '[cache]\nmax_size = "40KB"\n', files)
+
+
+def test_eviction_keeps_the_cache_under_max_size(tmp_path):
+    w = _three_outputs_under_40kb(tmp_path)
     w.build(check=True)
     first = _cache_bytes(w.cache)
     assert 25_000 < first < 40_000  # three outputs of ~9 kB and their entries: under the limit
@@ -442,6 +447,32 @@ def test_eviction_keeps_the_cache_under_max_size(tmp_path):
     w.write("e/seed.txt", "v1")
     r = w.build(check=True)
     assert len(r.statuses("executed")) == 3 and "2 v1 400" in w.out("e/g2/o.bin").read_text()
+
+
+def test_eviction_removes_old_quarantined_blobs_first_and_nothing_else_there(tmp_path):
+    """Damaged blobs are kept for inspection, but count against max_size and go first once older than
+    the grace period; a file of someone else's in the quarantine directory is left alone."""
+    w = _three_outputs_under_40kb(tmp_path)
+    w.build(check=True)
+    out = w.out("e/g0/o.bin")
+    os.chmod(out, 0o644)
+    with open(out, "a") as f:  # through the hardlink, into the blob: the next build quarantines it
+        f.write("edited\n")
+    r = w.build(check=True)
+    assert r.statuses("executed") == ["//e:g0%Genrule"]
+    quarantine = w.cache / "quarantine"
+    [damaged] = list(quarantine.iterdir())
+    assert r.report["cache"]["evicted"]["quarantined"] == 0  # fresh: kept for inspection
+    # As if quarantined an hour ago (the name records when), beside a file that is not tpbuild's.
+    old = damaged.with_name(f"{damaged.name.rsplit('.', 1)[0]}.{time.time_ns() - 3600 * 10**9}")
+    damaged.rename(old)
+    (quarantine / "notes.txt").write_text("x" * 20_000)
+    _age(w.cache, 3600)
+    w.write("e/seed.txt", "v2")
+    r = w.build(check=True)
+    assert r.report["cache"]["evicted"]["quarantined"] == 1
+    assert sorted(p.name for p in quarantine.iterdir()) == ["notes.txt"]
+    assert _cache_bytes(w.cache) + sum(p.stat().st_size for p in quarantine.iterdir()) - 20_000 <= 40_000
 
 
 def _peak_rss_mb(w: Workspace, env: dict) -> float:

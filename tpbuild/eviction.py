@@ -5,7 +5,8 @@ scans the cache, and a build that only restored outputs adds nothing, so neither
 Measured: the blob store and the action cache (the stat and analysis memos are small and kept).
 
 What goes: the cache is trimmed to `LOW_WATER` of the limit, so the next builds do not each evict a
-little. First blobs no entry names (left by interrupted builds), then action entries, least recently
+little. First the damaged blobs `Cas.quarantine` moved aside (kept for inspection, but without this a
+cache under a limit would grow by every one of them forever), oldest first, then blobs no entry names (left by interrupted builds), then action entries, least recently
 used first (last use = the later of a file's mtime and atime), each with the blobs that only it named:
 an entry always goes before the blobs it references, so no reader finds an entry whose blobs are gone
 because of us. Never evicted: the entries this build used and every blob they name, and anything
@@ -17,6 +18,7 @@ older than that at the very moment it is evicted can fail to place an output; th
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ from .shaindex import ShaIndex
 
 LOW_WATER = 0.9
 GRACE = 600.0
+# The names `Cas.quarantine` gives (<blob>.<ns>): anything else in the directory is not ours to delete.
+QUARANTINED = re.compile(r"[0-9a-f]+(\.x)?\.([0-9]+)")
 
 
 def max_size(ws) -> int | None:
@@ -53,6 +57,7 @@ class Evicted:
     entries: int = 0
     blobs: int = 0
     bytes: int = 0
+    quarantined: int = 0
 
 
 @dataclass
@@ -68,7 +73,9 @@ def evict(cache_dir: Path, limit: int, live_keys: set[str], live_blobs: set[tupl
     entries = {f"{digest.ALGO}:{f.path.name}": f for f in _scan(ac.root)}
     blobs = {(f"{digest.ALGO}:{f.path.name.removesuffix('.x')}", f.path.name.endswith(".x")): f
              for f in _scan(cache_dir / "cas")}
-    total = sum(f.size for f in entries.values()) + sum(f.size for f in blobs.values())
+    quarantined = _quarantined(cache_dir / "quarantine")
+    total = sum(f.size for f in entries.values()) + sum(f.size for f in blobs.values()) + \
+        sum(f.size for f in quarantined)
     done = Evicted()
     if total <= limit:
         return done
@@ -102,6 +109,11 @@ def evict(cache_dir: Path, limit: int, live_keys: set[str], live_blobs: set[tupl
         if not f.path.with_name(hx if b[1] else f"{hx}.x").exists():  # the map is per content:
             index.forget(b[0])  # keep it while the same bytes stay stored in the other mode
 
+    for f in sorted(quarantined, key=lambda f: f.used):
+        if total <= target:
+            return done
+        if f.used <= fresh and drop(f):
+            done.quarantined += 1
     for b in sorted((b for b in blobs if refs.get(b, 0) == 0), key=lambda b: blobs[b].used):
         if total <= target:
             return done
@@ -118,6 +130,26 @@ def evict(cache_dir: Path, limit: int, live_keys: set[str], live_blobs: set[tupl
             if refs[b] == 0 and b in blobs:
                 drop_blob(b)
     return done
+
+
+def _quarantined(root: Path) -> list[_File]:
+    """The blobs quarantined in `root`, each last used when it was moved there, as its name says (its
+    times are the blob's, or those of whatever wrote into it through an output's hardlink)."""
+    found = []
+    try:
+        listed = list(os.scandir(root))
+    except FileNotFoundError:
+        return found
+    for e in listed:
+        m = QUARANTINED.fullmatch(e.name)
+        try:
+            if m is None or not e.is_file(follow_symlinks=False):
+                continue
+            st = e.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        found.append(_File(Path(e.path), st.st_size, int(m.group(2)) / 1e9))
+    return found
 
 
 def _scan(root: Path) -> list[_File]:
