@@ -177,19 +177,20 @@ def _handle_interrupts() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    ends = argv is None and _command_word(sys.argv[1:]) == "build"  # the process, by `_end`
     before = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         if _handle_interrupts():
             try:
-                code = _guarded(argv)
+                code = _guarded(argv, ends)
             finally:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
         else:
-            code = _guarded(argv)
+            code = _guarded(argv, ends)
     finally:
         gc.set_threshold(*before)  # main called in-process (tests) leaves its caller's collector as it was
-    if argv is None and _command_word(sys.argv[1:]) == "build":
+    if ends:
         _end(code)
     return code
 
@@ -211,9 +212,12 @@ def _end(code: int) -> None:
     os._exit(code)
 
 
-def _guarded(argv: list[str] | None) -> int:
-    """Runs a command; every error it raises becomes a message and an exit code here, once."""
-    collecting = gc.isenabled()  # a build may switch the collector off (`_main`): as it was for a caller in-process
+def _guarded(argv: list[str] | None, ends: bool) -> int:
+    """Runs a command; every error it raises becomes a message and an exit code here, once. `ends`: the
+    process ends right after (`_end`), so a collector the build switched off stays off: switched on, it
+    collected at the next allocation its youngest generation, which held every object the build made
+    without it (0.2-0.4 s at the end of an ordinary no-op build of 10,000 models, freeing nothing)."""
+    collecting = gc.isenabled() and not ends  # a build may switch the collector off (`_main`): as it was for a caller in-process
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
     except TpbuildError as e:
