@@ -205,7 +205,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         if opts.prune:
             live = {f"{OUT_DIR}/{lbl.path}" for lbl in analysis.order if analysis.infos[lbl].output is not None}
             outputs.prune(state, ws.root, live)
-            for aid in state.actions.keys() - analysis.declared.keys():
+            for aid in set(state.actions).difference(analysis.declared):  # in C, unlike a Mapping's keys() - ...
                 del state.actions[aid]
         ws.observed.forget()  # the memos and the actions are done with the stamp's stats (Observed.forget)
         with trace.span("place outputs", "phase"):
