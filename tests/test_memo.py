@@ -3,6 +3,8 @@ another version or another meta is never a wrong answer."""
 
 from __future__ import annotations
 
+import pytest
+
 from tpbuild import memo
 
 
@@ -260,3 +262,39 @@ def test_the_live_records_size_follows_puts_removals_and_a_split(tmp_path):
         j.put("new", {"a": 1})
         j.keys()
         assert j._live == count(j)
+
+
+def test_a_plain_class_is_recorded_by_its_match_args_as_a_dataclass_by_its_fields():
+    """Label is a plain immutable class (label.py), recorded by `__match_args__`; an action (a dataclass
+    with keyword-only fields) by name; both read back equal, and a type not named is a miss."""
+    from tpbuild.action import Artifact, RunAction, Source
+    from tpbuild.analysiscache import action_types
+    from tpbuild.label import Label
+
+    label = Label("models/m1", "m1")
+    assert memo.encode(label, (Label,)) == {"$o": ["Label", ["models/m1", "m1"]]}
+    again = memo.decode(memo.encode_text({"l": label, "t": (label,)}, (Label,)), (Label,))
+    assert again == {"l": label, "t": (label,)} and hash(again["l"]) == hash(label)
+    act = RunAction(id="//p:t%Gen", owner=label, mnemonic="Gen", rule="genrule", rule_version="1",
+                    inputs=(("a", Source("p/a")), ("b", Artifact("//p:u%Gen", "o"))), argv=("true",), outs=("o",))
+    assert memo.decode(memo.encode_text(act, action_types()), action_types()) == act
+    with pytest.raises(ValueError):
+        memo.decode(memo.encode_text(label, (Label,)), ())
+
+
+def test_a_label_is_an_immutable_value():
+    import copy
+    import pickle
+
+    from tpbuild.label import Label
+
+    a, b = Label("p", "a"), Label("p", "b")
+    assert a == Label("p", "a") and a != b and a != ("p", "a") and len({a, Label("p", "a"), b}) == 2
+    assert a < b <= b and b > a >= a and sorted([b, a]) == [a, b] and Label("", "z") < a
+    assert repr(a) == "Label(package='p', name='a')" and str(a) == "//p:a"
+    assert copy.deepcopy(a) == a and pickle.loads(pickle.dumps(a)) == a
+    for change in (lambda: setattr(a, "name", "c"), lambda: delattr(a, "name")):
+        with pytest.raises(AttributeError):
+            change()
+    with pytest.raises(TypeError):
+        a < ("p", "b")

@@ -353,9 +353,11 @@ class ActionKind(StrEnum):
     RUN = "run"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)
 class Action:
-    """What every variant has. Never instantiated itself: see the three variants below."""
+    """What every variant has. Never instantiated itself: see the three variants below, each a dataclass
+    that makes its own constructor, repr, equality and hash (so this one makes none: each was compiled
+    at every start for nothing)."""
 
     kind: ClassVar[ActionKind]
     id: str
@@ -417,6 +419,9 @@ class Action:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WriteAction(Action):
+    """A file whose content analysis knows. (Each variant has a docstring: for one without, @dataclass
+    writes one with inspect.signature, at every start.)"""
+
     kind: ClassVar[ActionKind] = ActionKind.WRITE
     out: str
     content: bytes
@@ -431,6 +436,8 @@ class WriteAction(Action):
 
 @dataclass(frozen=True, slots=True)
 class TreeAction(Action):
+    """A directory assembled from files and other trees."""
+
     kind: ClassVar[ActionKind] = ActionKind.TREE
 
 
@@ -481,6 +488,8 @@ def _ancestors(path: str) -> Iterable[str]:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunAction(Action):
+    """A subprocess in a scratch directory, its declared inputs placed in it, its declared outputs taken."""
+
     kind: ClassVar[ActionKind] = ActionKind.RUN
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()   # sorted

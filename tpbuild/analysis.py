@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,23 +50,26 @@ class Actions(Mapping):
         return len(self._declared)
 
 
-@dataclass
 class Analysis:
-    graph: TargetGraph
-    requested: list[Label]
-    order: list[Label]  # dependency-first closure of `requested`
-    infos: dict[Label, TargetInfo] = field(default_factory=dict)
-    # Every action, as declared (enough to walk the action graph and key each action); `actions` holds
-    # the same decoded, which only what runs or reports on an action needs.
-    declared: dict[str, Declared] = field(default_factory=dict)
-    target_actions: dict[Label, list[Declared]] = field(default_factory=dict)
-    reanalysed: int = 0  # targets whose rule ran (the rest came from the analysis cache)
-    reanalysed_packages: set[str] = field(default_factory=set)  # the packages those targets are in
-    errors: list[TpbuildError] = field(default_factory=list)  # only with keep_going; else raised
-    warnings: list[str] = field(default_factory=list)  # what the rules that ran warned about
+    """What analysis found: the targets in build order with their infos and actions. (A plain class, not
+    a dataclass: its generated methods were compiled on every start, and nothing compares analyses.)"""
 
-    def __post_init__(self) -> None:
+    def __init__(self, graph: TargetGraph, requested: list[Label], order: list[Label],
+                 infos: dict[Label, TargetInfo] | None = None, declared: dict[str, Declared] | None = None,
+                 target_actions: dict[Label, list[Declared]] | None = None):
+        self.graph = graph
+        self.requested = requested
+        self.order = order  # dependency-first closure of `requested`
+        self.infos = infos if infos is not None else {}
+        # Every action, as declared (enough to walk the action graph and key each action); `actions` holds
+        # the same decoded, which only what runs or reports on an action needs.
+        self.declared = declared if declared is not None else {}
+        self.target_actions = target_actions if target_actions is not None else {}
         self.actions: Mapping[str, Action] = Actions(self.declared)
+        self.reanalysed = 0  # targets whose rule ran (the rest came from the analysis cache)
+        self.reanalysed_packages: set[str] = set()  # the packages those targets are in
+        self.errors: list[TpbuildError] = []  # only with keep_going; else raised
+        self.warnings: list[str] = []  # what the rules that ran warned about
 
     def actions_of(self, label: Label) -> list[Action]:
         return [d.action for d in self.target_actions[label]]

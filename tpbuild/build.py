@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from enum import StrEnum
 from operator import itemgetter
 from pathlib import Path
@@ -39,24 +38,30 @@ from .trace import NULL, Trace
 from .workspace import OUT_DIR, Workspace, memo_dir, temp_dirs
 
 
-@dataclass
 class Options:
-    cache_dir: Path
-    jobs: int = os.cpu_count() or 1
-    keep_going: bool = False
-    remote: RemoteCacheClient | None = None  # a remote.RemoteCache, or a REAPI one
-    # A REAPI service (tpbuild.reapi.service.Service): remote execution, or its ActionCache as a remote
-    # cache; its runner wraps local execution (handing it what stays local). See runner.stack.
-    remote_executor: RemoteExecutor | None = None
-    max_size: int | None = None  # bytes; the local cache is trimmed to it after a build that added to it
-    prune: bool = False  # the build covers every target (`//...`): remove outputs of targets that are gone
-    trace: Trace = NULL  # --profile: the phases, every action and the caches' work, as trace spans
-    # A delta build's proof of the placed trees it knows intact, from the stamp's check (`incremental.py`):
-    # those it does not know are checked.
-    proven: outputs.Proof | None = None
-    # A delta build's test, under the workspace lock, that no other build ran since the stamp's check
-    # (`noop.witness`); false: delta.Unsettled before anything is done, and the ordinary path builds.
-    unchanged: Callable[[], bool] | None = None
+    """How to build: the command line's choices (plain classes, not dataclasses, for the records of this
+    module: a dataclass's generated methods were compiled on every start, nothing compares these)."""
+
+    def __init__(self, cache_dir: Path, jobs: int = os.cpu_count() or 1, keep_going: bool = False,
+                 remote: RemoteCacheClient | None = None, remote_executor: RemoteExecutor | None = None,
+                 max_size: int | None = None, prune: bool = False, trace: Trace = NULL,
+                 proven: outputs.Proof | None = None, unchanged: Callable[[], bool] | None = None):
+        self.cache_dir = cache_dir
+        self.jobs = jobs
+        self.keep_going = keep_going
+        self.remote = remote  # a remote.RemoteCache, or a REAPI one
+        # A REAPI service (tpbuild.reapi.service.Service): remote execution, or its ActionCache as a remote
+        # cache; its runner wraps local execution (handing it what stays local). See runner.stack.
+        self.remote_executor = remote_executor
+        self.max_size = max_size  # bytes; the local cache is trimmed to it after a build that added to it
+        self.prune = prune  # the build covers every target (`//...`): remove outputs of targets that are gone
+        self.trace = trace  # --profile: the phases, every action and the caches' work, as trace spans
+        # A delta build's proof of the placed trees it knows intact, from the stamp's check
+        # (`incremental.py`): those it does not know are checked.
+        self.proven = proven
+        # A delta build's test, under the workspace lock, that no other build ran since the stamp's check
+        # (`noop.witness`); false: delta.Unsettled before anything is done, and the ordinary path builds.
+        self.unchanged = unchanged
 
 
 class RemoteExecutor(Protocol):
@@ -73,30 +78,34 @@ class TargetStatus(StrEnum):
     SKIPPED = "skipped"
 
 
-@dataclass
 class TargetResult:
-    status: TargetStatus
-    outputs: list[str] = field(default_factory=list)
+    __slots__ = ("status", "outputs")
+
+    def __init__(self, status: TargetStatus, outputs: list[str] | None = None):
+        self.status = status
+        self.outputs = outputs if outputs is not None else []
 
 
-@dataclass
 class BuildResult:
-    analysis: Analysis
-    outcomes: dict[str, Outcome]
-    targets: dict[Label, TargetResult]
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-    cache: dict = field(default_factory=dict)  # "remote": its stats, "evicted": what eviction removed
-    placed: Mapping = field(default_factory=dict)  # outputs.Placed: what tpbuild-out holds, file by file
-    # What the build had to look at: actions "settled" from the build state before the run (`delta`),
-    # actions "keyed" by the scheduler, outputs "placed" (written into tpbuild-out), and of those,
-    # "placed_parts": the parts of composed outputs written (a repository's changed models).
-    execution: dict = field(default_factory=dict)
-    # The stat memo as the build saved it: the stats its digests belong to (the no-op stamp reads them).
-    statcache: StatCache | None = None
-    # How the build looked at the workspace's files (observed.Observed.counters): package discovery, and
-    # the stats the no-op stamp's check handed over against those taken again.
-    files: dict = field(default_factory=dict)
+    def __init__(self, analysis: Analysis, outcomes: dict[str, Outcome], targets: dict[Label, TargetResult],
+                 seconds: float, warnings: list[str], cache: dict, placed: Mapping, execution: dict,
+                 statcache: StatCache | None, files: dict):
+        self.analysis = analysis
+        self.outcomes = outcomes
+        self.targets = targets
+        self.seconds = seconds
+        self.warnings = warnings
+        self.cache = cache  # "remote": its stats, "evicted": what eviction removed
+        self.placed = placed  # outputs.Placed: what tpbuild-out holds, file by file
+        # What the build had to look at: actions "settled" from the build state before the run (`delta`),
+        # actions "keyed" by the scheduler, outputs "placed" (written into tpbuild-out), and of those,
+        # "placed_parts": the parts of composed outputs written (a repository's changed models).
+        self.execution = execution
+        # The stat memo as the build saved it: the stats its digests belong to (the no-op stamp reads them).
+        self.statcache = statcache
+        # How the build looked at the workspace's files (observed.Observed.counters): package discovery,
+        # and the stats the no-op stamp's check handed over against those taken again.
+        self.files = files
 
     @property
     def success(self) -> bool:

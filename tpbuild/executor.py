@@ -17,7 +17,6 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic
@@ -26,17 +25,22 @@ from .action import (OUT, PYTHON, RUN_ENV, SCRATCH, TOOL_LOG, USER_CACHE, Action
 from .cas import Cas
 from .errors import BuildError
 
-@dataclass(frozen=True)
 class Resolved:
-    """An input with what the key needs (`digest`) and what execution needs (`entries` or `path`)."""
+    """An input with what the key needs (`digest`) and what execution needs (`entries` or `path`). (A
+    plain class, not a dataclass: its generated methods were compiled at every start, and nothing
+    compares these.)"""
 
-    dest: str
-    input: Source | Artifact
-    digest: str
-    # Artifact inputs: the file, or the whole tree (a `Tree` read only as far as the action needs it).
-    entries: Sequence[OutputEntry] = ()
-    full_path: str = ""              # source inputs: where to read it
-    executable: bool = False
+    __slots__ = ("dest", "input", "digest", "entries", "full_path", "executable")
+
+    def __init__(self, dest: str, input: Source | Artifact, digest: str, entries: Sequence[OutputEntry] = (),
+                 full_path: str = "", executable: bool = False):
+        self.dest = dest
+        self.input = input
+        self.digest = digest
+        # Artifact inputs: the file, or the whole tree (a `Tree` read only as far as the action needs it).
+        self.entries = entries
+        self.full_path = full_path  # source inputs: where to read it
+        self.executable = executable
 
 
 class Executor:

@@ -33,7 +33,6 @@ so after a crash they are at least as new as it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Container, Iterable, Mapping
 
@@ -59,14 +58,21 @@ _ATTRIBUTES = 7
 Parts = dict[str, str]
 
 
-@dataclass(frozen=True)
 class Record:
-    """What went into one key: `shared` is interned under `ref` when saved."""
+    """What went into one key: `shared` is interned under `ref` when saved. Equal by value (a plain
+    class: a dataclass's generated methods were compiled on every start)."""
 
-    key: str   # the key, shortened
-    ref: str
-    shared: Parts
-    own: Parts
+    __slots__ = ("key", "ref", "shared", "own")
+
+    def __init__(self, key: str, ref: str, shared: Parts, own: Parts):
+        self.key = key  # the key, shortened
+        self.ref = ref
+        self.shared = shared
+        self.own = own
+
+    def __eq__(self, other) -> bool:
+        return other.__class__ is Record and (self.key, self.ref, self.shared, self.own) == \
+            (other.key, other.ref, other.shared, other.own)
 
     def parts(self) -> Parts:
         return {**self.shared, **self.own}

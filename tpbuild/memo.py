@@ -15,12 +15,12 @@ Saving a whole memo goes through `atomic.write_bytes` (temp file in the process'
 rename). A save that fails (a full disk, a read-only or foreign directory) leaves no temp file and returns a
 warning for the build to show: losing a memo only costs the next build some re-checking.
 
-Values that are not plain JSON (tuples, bytes, the engine's frozen dataclasses) are written tagged
-(`{"$t": [...]}`, `{"$o": [type, [field values in order]]}`) and rebuilt on load only from the
-dataclass types the caller names, so loading a memo never constructs anything else. Fields are
-positional (half the objects to decode, which a no-op build of 1,000 models notices): a memo that
-holds dataclasses must be invalidated whenever their definitions change, as the analysis memo is by
-its fingerprint of the engine's code.
+Values that are not plain JSON (tuples, bytes, the engine's frozen dataclasses, and the immutable
+classes that name their fields in `__match_args__`) are written tagged (`{"$t": [...]}`, `{"$o":
+[type, [field values in order]]}`) and rebuilt on load only from the types the caller names, so
+loading a memo never constructs anything else. Fields are positional (half the objects to decode,
+which a no-op build of 1,000 models notices): a memo that holds such values must be invalidated
+whenever their definitions change, as the analysis memo is by its fingerprint of the engine's code.
 """
 
 from __future__ import annotations
@@ -196,16 +196,21 @@ class _Decoder:
 def _constructor(t: type):
     """values -> an instance of `t`: by position (a quarter cheaper, for the many small values of a
     record), or by name for a type with keyword-only fields (the action variants')."""
-    import dataclasses
+    if hasattr(t, "__dataclass_fields__"):
+        import dataclasses
 
-    if any(f.kw_only for f in dataclasses.fields(t) if f.init):
-        names = _init_fields(t)
-        return lambda values: t(**dict(zip(names, values)))
+        if any(f.kw_only for f in dataclasses.fields(t) if f.init):
+            names = _init_fields(t)
+            return lambda values: t(**dict(zip(names, values)))
     return lambda values: t(*values)
 
 
 @functools.lru_cache(maxsize=None)
 def _init_fields(t: type) -> tuple[str, ...]:
+    """The fields of `t` a memo records, in order: a dataclass's that its constructor takes, or a plain
+    class's `__match_args__`, which its constructor takes in that order (`label.Label`)."""
+    if not hasattr(t, "__dataclass_fields__"):
+        return t.__match_args__
     import dataclasses
 
     return tuple(f.name for f in dataclasses.fields(t) if f.init)

@@ -24,7 +24,6 @@ again. A remote cache client returns entries only after verifying each blob it f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Callable, Mapping, Protocol, Sequence
 
@@ -49,38 +48,57 @@ class Where(StrEnum):
     REMOTE = "remote"
 
 
-@dataclass(frozen=True)
 class ExecutedBy:
-    """Who executed an action: this machine, or a remote executor and (when it says) its worker."""
+    """Who executed an action: this machine, or a remote executor and (when it says) its worker. Equal by
+    value. (This module's records are plain classes, not dataclasses: a dataclass's generated methods
+    were compiled on every start, a millisecond for the three.)"""
 
-    where: Where
-    worker: str = ""
+    __slots__ = ("where", "worker")
+
+    def __init__(self, where: Where, worker: str = ""):
+        self.where = where
+        self.worker = worker
+
+    def __eq__(self, other) -> bool:
+        return other.__class__ is ExecutedBy and (self.where, self.worker) == (other.where, other.worker)
+
+    def __hash__(self) -> int:
+        return hash((self.where, self.worker))
+
+    def __repr__(self) -> str:
+        return f"ExecutedBy({self.where!r}, {self.worker!r})"
 
 
 LOCAL = ExecutedBy(Where.LOCAL)
 
 
-@dataclass(frozen=True)
 class Request:
     """One action ready to run: its inputs resolved, its key computed."""
 
-    action: Action
-    inputs: tuple[Resolved, ...]
-    key: str          # the local key (`action.key_of(material)`)
-    material: bytes   # what the key hashes; remote caches name it by its SHA-256 (`action.wire_key_of`)
-    # Called by whoever executes, just before the action starts (the console's progress line).
-    started: Callable[[], None] = field(default=lambda: None, compare=False)
-    # True while every source input still has the stat it was hashed with. An executed result
-    # whose sources moved meanwhile belongs to no key: it is used for this build, never stored.
-    stable: Callable[[], bool] = field(default=lambda: True, compare=False)
+    __slots__ = ("action", "inputs", "key", "material", "started", "stable")
+
+    def __init__(self, action: Action, inputs: tuple[Resolved, ...], key: str, material: bytes,
+                 started: Callable[[], None] = lambda: None, stable: Callable[[], bool] = lambda: True):
+        self.action = action
+        self.inputs = inputs
+        self.key = key  # the local key (`action.key_of(material)`)
+        self.material = material  # what the key hashes; remote caches name it by its SHA-256 (`action.wire_key_of`)
+        # Called by whoever executes, just before the action starts (the console's progress line).
+        self.started = started
+        # True while every source input still has the stat it was hashed with. An executed result
+        # whose sources moved meanwhile belongs to no key: it is used for this build, never stored.
+        self.stable = stable
 
 
-@dataclass(frozen=True)
 class Result:
-    entries: tuple[OutputEntry, ...]
-    origin: Origin
-    executed_by: ExecutedBy | None = None  # set when origin is EXECUTED
-    unstable: bool = False                 # an input moved while it ran: not to be stored
+    __slots__ = ("entries", "origin", "executed_by", "unstable")
+
+    def __init__(self, entries: tuple[OutputEntry, ...], origin: Origin, executed_by: ExecutedBy | None = None,
+                 unstable: bool = False):
+        self.entries = entries
+        self.origin = origin
+        self.executed_by = executed_by  # set when origin is EXECUTED
+        self.unstable = unstable  # an input moved while it ran: not to be stored
 
     @property
     def storable(self) -> bool:

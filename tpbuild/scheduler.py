@@ -22,7 +22,6 @@ import heapq
 import os
 import stat as statmod
 import time
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from queue import SimpleQueue
@@ -51,18 +50,25 @@ class Status(StrEnum):
         return self in (Status.EXECUTED, Status.CACHED, Status.REMOTE)
 
 
-@dataclass
 class Outcome:
-    action: Action
-    status: Status = Status.SKIPPED
-    key: str = ""
+    """An action's result in this build. Its fields start as the class's defaults, set on the instance
+    as the build learns them (a plain class, not a dataclass: its generated methods were compiled on
+    every start, and nothing compares or prints outcomes)."""
+
+    status = Status.SKIPPED
+    key = ""
     entries: Sequence[OutputEntry] = ()  # a tuple, or a `Tree` (read as far as its readers read it)
-    seconds: float = 0.0
+    seconds = 0.0
     error: TpbuildError | None = None
-    unstable: bool = False  # an input moved while it ran: not recorded
+    unstable = False  # an input moved while it ran: not recorded
     executed_by: ExecutedBy | None = None  # who ran it, when it was executed
     input_digests: list[tuple[str, str]] | tuple = ()  # (dest, digest) of each input, as its key has them
-    why: str = ""  # why it ran (or its key moved), set after the build by `explain`
+    why = ""  # why it ran (or its key moved), set after the build by `explain`
+
+    def __init__(self, action: Action | None, status: Status = Status.SKIPPED, key: str = ""):
+        self.action = action
+        self.status = status
+        self.key = key
 
     def blobs(self) -> list[tuple[str, bool]]:
         """(digest, executable) of every blob its result names (`action.blobs_of`)."""
@@ -106,24 +112,26 @@ class Settled(Outcome):
         """Outcome's constructor: the action is the declaration's."""
 
 
-@dataclass
 class Hooks:
     """Observers the CLI plugs in; the scheduler does not print."""
 
-    started: Callable[[Action], None] | None = None
-    finished: Callable[[Outcome], None] | None = None
-    warn: Callable[[str], None] | None = None
+    def __init__(self, started: Callable[[Action], None] | None = None,
+                 finished: Callable[[Outcome], None] | None = None, warn: Callable[[str], None] | None = None):
+        self.started = started
+        self.finished = finished
+        self.warn = warn
 
 
-@dataclass
 class BuildContext:
-    root: Path
-    statcache: StatCache
-    runner: Runner
-    salt: str = ""
-    hooks: Hooks = field(default_factory=Hooks)
-    clock: Callable[[], float] = time.monotonic  # for the outcomes' seconds
-    trace: Trace = NULL  # every action's span, on the lane of the thread that settled it
+    def __init__(self, root: Path, statcache: StatCache, runner: Runner, salt: str = "", hooks: Hooks | None = None,
+                 clock: Callable[[], float] = time.monotonic, trace: Trace = NULL):
+        self.root = root
+        self.statcache = statcache
+        self.runner = runner
+        self.salt = salt
+        self.hooks = hooks if hooks is not None else Hooks()
+        self.clock = clock  # for the outcomes' seconds
+        self.trace = trace  # every action's span, on the lane of the thread that settled it
 
 
 class _Workers:

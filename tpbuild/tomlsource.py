@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError, at
@@ -38,13 +37,20 @@ def _split_dotted(text: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-@dataclass
 class TomlSource:
-    """A TOML file's data and the line of each key, for errors that name the line to change."""
+    """A TOML file's data and the line of each key, for errors that name the line to change. Equal by
+    value (a plain class: a dataclass's generated methods were compiled on every start)."""
 
-    path: str  # as shown to the user: relative to the workspace root
-    data: dict
-    lines: dict[KeyPath, int] = field(default_factory=dict)
+    __slots__ = ("path", "data", "lines")
+
+    def __init__(self, path: str, data: dict, lines: dict[KeyPath, int] | None = None):
+        self.path = path  # as shown to the user: relative to the workspace root
+        self.data = data
+        self.lines = lines if lines is not None else {}
+
+    def __eq__(self, other) -> bool:
+        return other.__class__ is TomlSource and (self.path, self.data, self.lines) == \
+            (other.path, other.data, other.lines)
 
     def line_of(self, keypath: KeyPath) -> int | None:
         """The line of the deepest recorded prefix of `keypath`."""
