@@ -67,7 +67,10 @@ class Walk:
         a = result.analysis
         # Actions by their index in one list (their ids are written once: at 10,000 models the memo was
         # twice as large with them in every reference).
-        self.declared = list(map(a.target_actions.__getitem__, a.order))  # `Analysis.declared_of`, in C
+        # `Analysis.declared_of` of each, in C: the mapping's own order when it is the build order (a
+        # label's hash is a Python call: 10,000 of them cost more than the walk of the inputs).
+        actions = a.target_actions
+        self.declared = list(actions.values()) if list(actions) == a.order else list(map(actions.__getitem__, a.order))
         self.flat = flat = list(chain.from_iterable(self.declared))
         inputs = list(map(itemgetter(1), chain.from_iterable(map(attrgetter("inputs"), flat))))
         self.sources = list(dict.fromkeys(map(attrgetter("path"), compress(inputs, map(is_, map(type, inputs),

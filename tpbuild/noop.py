@@ -387,8 +387,11 @@ class Stamp:
                               walk.sources)
         if any(g.refused for _role, g in groups):
             return
-        requested = set(a.requested)
-        shown = compress(result.targets.values(), map(requested.__contains__, result.targets))
+        # The targets hold the requested ones (and those they depend on), each once: as many means every
+        # one requested (`//...`), known without hashing 10,000 labels twice (a Python call each).
+        targets = result.targets
+        shown = targets.values() if len(a.requested) == len(targets) else \
+            compress(targets.values(), map(set(a.requested).__contains__, targets))
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
                    "shown": list(chain.from_iterable(map(attrgetter("outputs"), shown)))}
         stamped = [(role if stored[1] is not None else "kinds", stored) for role, g in groups for stored in g.stored()]
@@ -417,7 +420,7 @@ class Stamp:
         """The stamp's groups of a successful build: `analysed`, (package, analysis memo record) of each
         package it loaded; `records`, each record of the build state it placed (`outputs.Placed.records`);
         `sources`, each source its actions read."""
-        from .action import blobs_of
+        from .action import Tree, blobs_of
         from .cas import Cas
 
         a = result.analysis
@@ -437,7 +440,11 @@ class Stamp:
         sourced.used(sources, source_stats)
         cas = Cas(cache_dir)
         # A tree names its parts' blobs again (the repository: every model's): each once.
-        blobs = dict.fromkeys(chain.from_iterable(map(blobs_of, map(attrgetter("entries"), result.outcomes.values()))))
+        entries = list(map(attrgetter("entries"), result.outcomes.values()))
+        if {*map(type, entries)} == {Tree}:  # every result a tree (as settled ones are): its blobs, one call each
+            blobs = dict.fromkeys(chain.from_iterable(map(Tree.blobs, entries)))
+        else:
+            blobs = dict.fromkeys(chain.from_iterable(map(blobs_of, entries)))
         blob_paths = list(map(cas.path_text, map(itemgetter(0), blobs), map(itemgetter(1), blobs)))
         blob_stats = peeks(blob_paths)
         stores = _Group("", True, horizon=horizon)
@@ -498,6 +505,14 @@ class _Group:
     def add_all(self, items) -> None:
         """Paths at their `sig` (or `kind`, or None for an absent path), in one loop (a call each was a
         tenth of writing the stamp at 10,000 models: the 20,000 directories walked, the 10,000 manifests)."""
+        items = list(items)
+        sigs = list(map(itemgetter(1), items))
+        try:
+            if min(map(len, sigs), default=2) > 1:  # every one a stat (no kind, none absent): in C
+                self.used(list(map(itemgetter(0), items)), sigs)
+                return
+        except TypeError:  # one absent (None)
+            pass
         paths, sigs, kinds = self.paths, self.sigs, self.kinds
         for rel, s in items:
             if s is not None and len(s) > 1:
@@ -614,14 +629,20 @@ class _Linked:
         keys = list(map(itemgetter(0), records))
         values = list(map(itemgetter(1), records))
         n = len(keys)
-        first: dict[str, int] = {}  # a directory of the shape -> the index of its first record's in `dirs`
+        # The directories record by record (each record's together, as they were placed: their stats
+        # compress better so), made a column at a time and interleaved in C.
+        m, start = len(dir_paths), len(dirs.paths)
+        rows: dict[str, range] = {}  # a directory of the shape -> its index in `dirs`, of each record
         old: dict[str, bool | list[bool]] = {}  # -> of each record, whether it is old enough to vouch for its files
         dir_stats = list(map(itemgetter(2), values))
-        for d in dir_paths:
-            first[d] = len(dirs.paths)
+        columns = []
+        for j, d in enumerate(dir_paths):
+            rows[d] = range(start + j, start + n * m, m)
             stats = list(map(itemgetter(d), dir_stats))
-            dirs.used(list(map(str.__add__, keys, repeat(f"/{d}"))) if d else keys, stats)
+            columns.append((map(str.__add__, keys, repeat(f"/{d}")) if d else keys, stats))
             old[d] = _older(stats, horizon)
+        dirs.used(list(chain.from_iterable(zip(*map(itemgetter(0), columns)))),
+                  list(chain.from_iterable(zip(*map(itemgetter(1), columns)))))
         able = self.device[1] is not None
         files = list(map(itemgetter(1), values))
         for p in paths:
@@ -629,7 +650,7 @@ class _Linked:
             stats = list(map(itemgetter(2), column))
             parent, _, name = p.rpartition("/")
             linked: bool | list[bool] = False  # of each record, whether its file is linked (all, none, or a list)
-            if able and parent in first:
+            if able and parent in rows:
                 if {*map(itemgetter(0), column)} == {"f"}:
                     digests = list(map(itemgetter(1), column))
                 else:  # an executable's blob by its digest and True; a link's target names none
@@ -649,9 +670,8 @@ class _Linked:
                 at = self.names.setdefault(name, len(self.names))
                 count = n if linked is True else linked.count(True)
                 self.name_index += repeat(at, count)
-                rows = range(first[parent], first[parent] + n)
                 self.blob_index += blobs if linked is True else compress(blobs, linked)
-                self.dir_index += rows if linked is True else compress(rows, linked)
+                self.dir_index += rows[parent] if linked is True else compress(rows[parent], linked)
                 if linked is True:
                     continue
             rest = list(map(not_, linked)) if linked is not False else repeat(True)
