@@ -68,7 +68,7 @@ class Walk:
         # Actions by their index in one list (their ids are written once: at 10,000 models the memo was
         # twice as large with them in every reference).
         # `Analysis.declared_of` of each, in C: the mapping's own order when it is the build order (a
-        # label's hash is a Python call: 10,000 of them cost more than the walk of the inputs).
+        # label's hash is a Python call: 10,000 of them cost as much as the walk of the inputs).
         actions = a.target_actions
         self.declared = list(actions.values()) if list(actions) == a.order else list(map(actions.__getitem__, a.order))
         self.flat = flat = list(chain.from_iterable(self.declared))

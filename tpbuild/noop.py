@@ -612,11 +612,11 @@ class _Linked:
         # Each record's shape, its files then its directories (made in C); the records of each shape in
         # order, picked in C while there are few shapes (a model's records are all of one), else in a loop.
         shapes = list(map(tuple, map(chain, map(itemgetter(1), values), repeat((None,)), map(itemgetter(2), values))))
-        kinds = dict.fromkeys(shapes)
-        if len(kinds) <= _SHAPES:
-            alike = {shape: list(compress(records, map(eq, shapes, repeat(shape)))) for shape in kinds}
+        distinct = dict.fromkeys(shapes)
+        if len(distinct) <= _SHAPES:
+            alike = {shape: list(compress(records, map(eq, shapes, repeat(shape)))) for shape in distinct}
         else:
-            alike = {shape: [] for shape in kinds}
+            alike = {shape: [] for shape in distinct}
             for shape, rec in zip(shapes, records):
                 alike[shape].append(rec)
         for shape, recs in alike.items():
