@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import struct
 import sys
 import time
 from array import array
@@ -533,6 +532,8 @@ class _Group:
         """The stats flattened and packed (`layout.packed`), each `proof`'s, and whether none is unproven:
         looked at one by one only when one is (a None, or the newest from `horizon` on)."""
         if self._stats is None:
+            import struct  # a stamp's writing only: a hit imports no more than it reads with
+
             sigs, horizon = self.sigs, self.horizon
             try:
                 fresh = max(map(itemgetter(1), sigs), default=0) >= horizon
