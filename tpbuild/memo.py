@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import operator
 from pathlib import Path
 
 # `atomic` (shutil, signal, threading), `dataclasses` and `base64` are imported where a memo is
@@ -445,6 +446,14 @@ class Journal:
             self.remove(key)
             return default
         return self._decoded(key, raw, value, default)
+
+    def get_all(self, keys: list[str]) -> list:
+        """`get` of each key (None for one absent): the records decoded found in C, the others one by one
+        (the stat memo's, decoded at once, answer 30,000 questions of the no-op stamp at 10,000 models)."""
+        values = list(map(self._values.get, keys, itertools.repeat(_ABSENT)))
+        if any(map(operator.is_, values, itertools.repeat(_ABSENT))):
+            values = [self.get(k) if v is _ABSENT else v for k, v in zip(keys, values)]
+        return values
 
     def preload(self, keys) -> None:
         """Decode, in one parse, the records of `keys` not decoded yet (for a build about to read most

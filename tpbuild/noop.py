@@ -71,7 +71,7 @@ import sys
 import time
 from array import array
 from itertools import chain, compress, repeat
-from operator import attrgetter, is_, itemgetter, methodcaller, ne
+from operator import and_, attrgetter, eq, is_, itemgetter, ne, not_
 from pathlib import Path
 
 from . import memo as memofile
@@ -383,11 +383,14 @@ class Stamp:
                     parts += ((k, rec[0]) for k, rec in records[1:])
         walk = incremental.Walk(result)  # names the sources its actions read
         groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS, analysed, placed,
-                              list(walk.readers))
+                              walk.sources)
         if any(g.refused for _role, g in groups):
             return
-        requested = set(a.requested)
-        shown = compress(result.targets.values(), map(requested.__contains__, result.targets))
+        # The targets hold the requested ones (and those they depend on), each once: as many means every
+        # one requested (`//...`), known without hashing 10,000 labels twice (a Python call each).
+        targets = result.targets
+        shown = targets.values() if len(a.requested) == len(targets) else \
+            compress(targets.values(), map(set(a.requested).__contains__, targets))
         summary = {"targets": len(result.targets), "actions": len(result.outcomes),
                    "shown": list(chain.from_iterable(map(attrgetter("outputs"), shown)))}
         stamped = [(role if stored[1] is not None else "kinds", stored) for role, g in groups for stored in g.stored()]
@@ -416,6 +419,7 @@ class Stamp:
         """The stamp's groups of a successful build: `analysed`, (package, analysis memo record) of each
         package it loaded; `records`, each record of the build state it placed (`outputs.Placed.records`);
         `sources`, each source its actions read."""
+        from .action import Tree, blobs_of
         from .cas import Cas
 
         a = result.analysis
@@ -428,25 +432,29 @@ class Stamp:
         # (unproven if the stat memo did not keep it: racy), each placed file and directory at the
         # lstat placement recorded. A path that changed since differs from it at the next check, so
         # nothing is stat'ed again here.
-        peek = result.statcache.peek  # as build.run saved it: the stats the digests belong to
-        known = dict(zip(sources, map(peek, sources)))
+        peeks = result.statcache.peeks  # as build.run saved it: the stats the digests belong to
+        source_stats = peeks(sources)
+        known = dict(zip(sources, source_stats))
         sourced = _Group(root, True, horizon=horizon)
-        sourced.used(known.items())
+        sourced.used(sources, source_stats)
         cas = Cas(cache_dir)
         # A tree names its parts' blobs again (the repository: every model's): each once.
-        blobs = dict.fromkeys(chain.from_iterable(map(methodcaller("blobs"), result.outcomes.values())))
-        blob_paths = [cas.path_text(d, exe) for d, exe in blobs]
-        blob_stats = list(map(peek, blob_paths))
+        entries = list(map(attrgetter("entries"), result.outcomes.values()))
+        if {*map(type, entries)} == {Tree}:  # every result a tree (as settled ones are): its blobs, one call each
+            blobs = dict.fromkeys(chain.from_iterable(map(Tree.blobs, entries)))
+        else:
+            blobs = dict.fromkeys(chain.from_iterable(map(blobs_of, entries)))
+        blob_paths = list(map(cas.path_text, map(itemgetter(0), blobs), map(itemgetter(1), blobs)))
+        blob_stats = peeks(blob_paths)
         stores = _Group("", True, horizon=horizon)
-        stores.used(zip(blob_paths, blob_stats))
+        stores.used(blob_paths, blob_stats)
         code = _Group("", True, horizon=horizon)
         placed = _Group(root, False, horizon=horizon)
         # The directories too: a file added to an output (a killed build) moves its directory's mtime.
         # They are exempt from the racy window: they are tpbuild's own, fresh after any placement, and
         # what could change them unseen (a build killed while placing) starts later than the timestamp
         # granularity.
-        placed_dirs = _Group(root, False)
-        placed_dirs.used((f"{k}/{path}" if path else k, st) for k, (_t, _f, dirs) in records for path, st in dirs.items())
+        placed_dirs = _Group(root, False)  # filled by the linked files' `sort`, which reads them
         linked = _Linked(root, blobs, blob_stats, placed_dirs, horizon, str(cas.root), self.root / OUT_DIR)
         linked.sort(records, placed)
         for d in a.graph.rules.code_dirs:
@@ -459,7 +467,7 @@ class Stamp:
         code.add(str(cache_dir / "id"), sig(str(cache_dir / "id")))
         # A manifest or model.py the analysis memo watches is mostly a directory walked or a source
         # too, recorded alike: one stat of it is enough (compared in C: 30,000 paths at 10,000 models).
-        known.update((rel.rstrip("/"), s) for rel, s in ws)
+        known.update(zip(map(str.rstrip, map(itemgetter(0), ws), repeat("/")), map(itemgetter(1), ws)))
         watched = compress(observed.items(), map(ne, map(known.get, map(str.rstrip, observed, repeat("/")), repeat(())),
                                                  observed.values()))
         return [
@@ -475,17 +483,19 @@ class Stamp:
 
 
 class _Group:
-    """One group of the stamp, built in the form it is stored in: its paths and their stats as one
-    flat list of integers (a tuple per stat held most of an ordinary no-op's peak memory at 10,000
-    models), and apart, the paths checked by kind only or that must stay absent (`observe`). A stat from
-    `horizon` on (the racy window) is stored as `UNPROVEN`."""
+    """One group of the stamp: its paths, each path's stat as the build used it (a `stat_sig` tuple the
+    build holds anyway, or None: not kept), taken in bulk (`used`), and apart, the paths checked by kind
+    only or that must stay absent (`observe`). Stored with its stats flattened into one packed array, a
+    stat from `horizon` on (the racy window), or None, as `UNPROVEN`: a build whose stats are all older
+    (every no-op) packs them in C without a look at each (`_packed`)."""
 
     def __init__(self, base: str, follow: bool, items=(), horizon: int = 1 << 64):
         self.base, self.follow, self.horizon = base, follow, horizon
         self.paths: list[str] = []
-        self.stats: list[int] = []
+        self.sigs: list[tuple | None] = []
         self.kinds: list = []
         self.refused = False  # an absent path in an lstat group: not a shape the stamp has
+        self._stats: tuple[array, bool] | None = None  # packed, and whether none is unproven (`_packed`)
         self.add_all(items)
 
     def add(self, rel: str, s: tuple | None) -> None:
@@ -494,31 +504,57 @@ class _Group:
     def add_all(self, items) -> None:
         """Paths at their `sig` (or `kind`, or None for an absent path), in one loop (a call each was a
         tenth of writing the stamp at 10,000 models: the 20,000 directories walked, the 10,000 manifests)."""
-        paths, stats, kinds, horizon = self.paths, self.stats, self.kinds, self.horizon
+        items = list(items)
+        sigs = list(map(itemgetter(1), items))
+        try:
+            if min(map(len, sigs), default=2) > 1:  # every one a stat (no kind, none absent): in C
+                self.used(list(map(itemgetter(0), items)), sigs)
+                return
+        except TypeError:  # one absent (None)
+            pass
+        paths, sigs, kinds = self.paths, self.sigs, self.kinds
         for rel, s in items:
             if s is not None and len(s) > 1:
                 paths.append(rel)
-                stats += s if s[1] < horizon else UNPROVEN  # `proof`, inline
+                sigs.append(s)
             elif self.follow is False and s is None:
                 self.refused = True
             else:  # a kind, or absent: `observe` stats an absent path as a stat group would
                 kinds.append([rel, s])
 
-    def used(self, items) -> None:
-        """Paths at the stat the build used, None for one it did not keep (unproven), in bulk: at
-        10,000 models, 100,000 of them."""
-        paths, stats, horizon = self.paths, self.stats, self.horizon
-        for rel, s in items:  # `proof`, inline: a call each was a fifth of this loop
-            paths.append(rel)
-            stats += s if s is not None and s[1] < horizon else UNPROVEN
+    def used(self, paths: list[str], sigs: list) -> None:
+        """Paths at the stat the build used, None for one it did not keep (unproven): lists extended, in C
+        (at 10,000 models, 100,000 paths)."""
+        self.paths += paths
+        self.sigs += sigs
+
+    def _packed(self) -> tuple[array, bool]:
+        """The stats flattened and packed (`layout.packed`), each `proof`'s, and whether none is unproven:
+        looked at one by one only when one is (a None, or the newest from `horizon` on)."""
+        if self._stats is None:
+            import struct  # a stamp's writing only: a hit imports no more than it reads with
+
+            sigs, horizon = self.sigs, self.horizon
+            try:
+                fresh = max(map(itemgetter(1), sigs), default=0) >= horizon
+            except TypeError:  # a None among them
+                fresh = True
+            if fresh:
+                sigs = [s if s is not None and s[1] < horizon else UNPROVEN for s in sigs]
+            try:  # through struct's one call: an array made of 400,000 integers took one call each
+                stats = array("q", struct.pack(f"{4 * len(sigs)}q", *chain.from_iterable(sigs)))
+            except struct.error:  # an inode number from 2**63 on (`packed`)
+                stats = packed(list(chain.from_iterable(sigs)))
+            self._stats = stats, not (fresh and UNPROVEN in sigs)
+        return self._stats
 
     def proven(self) -> bool:
-        """No stat is recorded unproven (nor has a -1 in it, as no stat of a real path does)."""
-        return -1 not in self.stats
+        """No stat is recorded unproven."""
+        return self._packed()[1]
 
     def stored(self) -> list[list]:
         kinds = [[self.base, None, self.kinds]] if self.kinds else []
-        return [*kinds, [self.base, self.follow, self.paths, packed_text(packed(self.stats))]]
+        return [*kinds, [self.base, self.follow, self.paths, packed_text(self._packed()[0])]]
 
 
 class _Linked:
@@ -556,46 +592,91 @@ class _Linked:
         self.name_index: list[int] = []
         self.blob_index: list[int] = []
         self.dir_index: list[int] = []
-        # (digest, executable) -> its index in the blobs' group, a plain file's by its digest alone (a
-        # tuple made and hashed for each of 60,000 files was a fifth of `sort`)
-        self._blob_at = {d if not exe else (d, True): i for i, (d, exe) in enumerate(blob_ids)}
-        # Each blob's stat as the stat memo holds it (None: none). A file is linked only at its blob's
-        # stat and older than the racy window: then the blobs' group records that stat too (not unproven).
-        self._blob_stats = blob_stats
+        # (digest, executable) -> its index in the blobs' group, a plain file's by its digest alone (looked
+        # up by a column of digests, in C)
+        blob_ids = list(blob_ids)
+        keys = map(itemgetter(0), blob_ids) if not any(map(itemgetter(1), blob_ids)) else \
+            [d if not exe else (d, True) for d, exe in blob_ids]
+        self._blob_at = dict(zip(keys, range(len(blob_ids))))
+        # Each blob's stat as the stat memo holds it (None: none), and a None last: the stat of no blob
+        # (index -1). A file is linked only at its blob's stat and older than the racy window: then the
+        # blobs' group records that stat too (not unproven).
+        self._blob_stats = [*blob_stats, None]
 
     def sort(self, records: list[tuple[str, tuple]], placed: _Group) -> None:
-        """Each file of the placed `records` (`(record, (tree digest, files, directories))`, the placed
-        directories' group made of their directories in this order) into this group if it can be
-        linked, at the lstat placement recorded, else into `placed`: in one loop (a call per file was a
-        good part of a stamp's writing at 10,000 models, 100,000 files). Records alike (a model's: the
-        same files in the same directories) share their files' names and directories, each found once
-        for all of them (by each file's path, they were a third of this loop)."""
-        horizon, blob_at, blob_stats = self.horizon, self._blob_at, self._blob_stats
-        names, name_index, blob_index, dir_index = self.names, self.name_index, self.blob_index, self.dir_index
-        old = list(map(horizon.__gt__, self.dirs.stats[1::4]))  # a placed directory old enough to vouch for its files
+        """The placed `records` (`(record, (tree digest, files, directories))`): their directories into
+        the placed directories' group, each file into this group if it can be linked, else into `placed`,
+        at the lstat placement recorded. Records alike (a model's: the same files in the same
+        directories) a column at a time: a file's path of all of them, its blobs and its stats, compared
+        in C (a loop over the 100,000 files at 10,000 models was a good part of a stamp's writing)."""
+        values = list(map(itemgetter(1), records))
+        # Each record's shape, its files then its directories (made in C); the records of each shape in
+        # order, picked in C while there are few shapes (a model's records are all of one), else in a loop.
+        shapes = list(map(tuple, map(chain, map(itemgetter(1), values), repeat((None,)), map(itemgetter(2), values))))
+        distinct = dict.fromkeys(shapes)
+        if len(distinct) <= _SHAPES:
+            alike = {shape: list(compress(records, map(eq, shapes, repeat(shape)))) for shape in distinct}
+        else:
+            alike = {shape: [] for shape in distinct}
+            for shape, rec in zip(shapes, records):
+                alike[shape].append(rec)
+        for shape, recs in alike.items():
+            cut = shape.index(None)
+            self._sort_alike(shape[:cut], shape[cut + 1:], recs, placed)
+
+    def _sort_alike(self, paths: tuple[str, ...], dir_paths: tuple[str, ...], records: list, placed: _Group) -> None:
+        """`sort` of records of one shape (these files and directories, in this order), column by column."""
+        horizon, dirs, blob_at, blob_stats = self.horizon, self.dirs, self._blob_at, self._blob_stats
+        keys = list(map(itemgetter(0), records))
+        values = list(map(itemgetter(1), records))
+        n = len(keys)
+        # The directories record by record (each record's together, as they were placed: their stats
+        # compress better so), made a column at a time and interleaved in C.
+        m, start = len(dir_paths), len(dirs.paths)
+        rows: dict[str, range] = {}  # a directory of the shape -> its index in `dirs`, of each record
+        old: dict[str, bool | list[bool]] = {}  # -> of each record, whether it is old enough to vouch for its files
+        dir_stats = list(map(itemgetter(2), values))
+        columns = []
+        for j, d in enumerate(dir_paths):
+            rows[d] = range(start + j, start + n * m, m)
+            stats = list(map(itemgetter(d), dir_stats))
+            columns.append((map(str.__add__, keys, repeat(f"/{d}")) if d else keys, stats))
+            old[d] = _older(stats, horizon)
+        dirs.used(list(chain.from_iterable(zip(*map(itemgetter(0), columns)))),
+                  list(chain.from_iterable(zip(*map(itemgetter(1), columns)))))
         able = self.device[1] is not None
-        shapes: dict[tuple, list[tuple[int, int]]] = {}  # files and directories -> each file's name and directory
-        rest = []
-        first = 0  # the index of the record's first directory in the placed directories' group
-        for k, (_tree, files, dirs) in records:
-            shape = (*files, None, *dirs)
-            where = shapes.get(shape)
-            if where is None:
-                at = dict(zip(dirs, range(len(dirs))))
-                where = shapes[shape] = [(names.setdefault(name, len(names)), at.get(parent, -1))
-                                         for parent, _, name in (p.rpartition("/") for p in files)]
-            for (p, (kind, digest, s)), (n, d) in zip(files.items(), where):
-                # That blob's inode (not a copy, nor unproven), in a directory old enough to vouch for it.
-                if able and d >= 0 and old[first + d] and kind != "l" and s[1] < horizon:
-                    b = blob_at.get(digest if kind == "f" else (digest, True))
-                    if b is not None and blob_stats[b] == s:
-                        name_index.append(n)
-                        blob_index.append(b)
-                        dir_index.append(first + d)
-                        continue
-                rest.append((f"{k}/{p}", s))
-            first += len(dirs)
-        placed.used(rest)
+        files = list(map(itemgetter(1), values))
+        for p in paths:
+            column = list(map(itemgetter(p), files))  # (kind, blob digest or link target, stat) of each record
+            stats = list(map(itemgetter(2), column))
+            parent, _, name = p.rpartition("/")
+            linked: bool | list[bool] = False  # of each record, whether its file is linked (all, none, or a list)
+            if able and parent in rows:
+                if {*map(itemgetter(0), column)} == {"f"}:
+                    digests = list(map(itemgetter(1), column))
+                else:  # an executable's blob by its digest and True; a link's target names none
+                    digests = [d if k == "f" else (d, True) if k != "l" else None for k, d, _s in column]
+                blobs = list(map(blob_at.get, digests, repeat(-1)))
+                # That blob's inode (its stat, not a copy's, nor unproven), older than the racy window,
+                # in a directory old enough to vouch for it.
+                linked = list(map(eq, map(blob_stats.__getitem__, blobs), stats))
+                for also in (_older(stats, horizon), old[parent]):
+                    if also is not True:
+                        linked = list(map(and_, linked, also))
+                if all(linked):
+                    linked = True
+                elif not any(linked):
+                    linked = False
+            if linked is not False:
+                at = self.names.setdefault(name, len(self.names))
+                count = n if linked is True else linked.count(True)
+                self.name_index += repeat(at, count)
+                self.blob_index += blobs if linked is True else compress(blobs, linked)
+                self.dir_index += rows[parent] if linked is True else compress(rows[parent], linked)
+                if linked is True:
+                    continue
+            rest = list(map(not_, linked)) if linked is not False else repeat(True)
+            placed.used(list(compress(map(str.__add__, keys, repeat(f"/{p}")), rest)), list(compress(stats, rest)))
 
     def stored(self) -> list[list]:
         return [[self.base, "linked", list(self.names), *(packed_text(packed(index, "I")) for index in
@@ -698,6 +779,13 @@ def _unlinked(group: list, blobs: tuple[int, set[int]] | None, dirs: tuple[int, 
 
 
 _FEW = 64  # moved blobs or directories up to this many: `_unlinked` searches for each
+_SHAPES = 8  # placed records of up to this many shapes are sorted by shape in C (`_Linked.sort`)
+
+
+def _older(stats: list[tuple], horizon: int) -> bool | list[bool]:
+    """Of each stat, whether it is older than `horizon`: True when all are (a no-op's, found in one pass)."""
+    mtimes = list(map(itemgetter(1), stats))
+    return True if max(mtimes, default=0) < horizon else list(map(horizon.__gt__, mtimes))
 
 
 def _unpack(groups: list) -> None:

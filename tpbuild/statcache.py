@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from operator import itemgetter
 from pathlib import Path
 
 from . import digest, memo
@@ -85,6 +86,16 @@ class StatCache:
         """The signature recorded when `path` was last hashed."""
         hit = self._entry(path)
         return tuple(hit[:4]) if hit is not None else None
+
+    def peeks(self, paths: list[str]) -> list[Sig | None]:
+        """`peek` of each path, in C while every one has a well-formed entry (the no-op stamp asks of
+        every source and blob, 30,000 at 10,000 models)."""
+        hits = self._journal.get_all(paths)
+        if self._new:
+            hits = list(map(self._new.get, paths, hits))
+        if {*map(type, hits)} == {list} and {*map(len, hits)} == {5}:
+            return list(map(tuple, map(itemgetter(slice(0, 4)), hits)))
+        return list(map(self.peek, paths))
 
     def _entry(self, path: str) -> list | None:
         hit = self._new.get(path)
