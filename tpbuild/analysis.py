@@ -186,8 +186,12 @@ def analyze(ws: Workspace, pattern_texts: list[str], memo: Path, keep_going: boo
         graph.save_closure(memo / "closure")
     cache.release()
     # The graph keeps `make_context`, and through it every context (a manifest's source, what the
-    # rule observed): done with them, so at 10,000 models they do not stay for the whole build.
+    # rule observed), and its parsed targets their manifests: done with them, so at 10,000 models they
+    # do not stay for the whole build.
     contexts.clear()
+    for t in graph.targets.values():
+        if t.__class__ is not CachedTarget:
+            t.release()
     result.warnings[:0] = graph.warnings  # the workspace's (misnamed manifests) before the rules'
     if errors:
         result.errors = list(errors)
