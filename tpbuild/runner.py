@@ -66,7 +66,7 @@ class ExecutedBy:
         return hash((self.where, self.worker))
 
     def __repr__(self) -> str:
-        return f"ExecutedBy({self.where!r}, {self.worker!r})"
+        return f"ExecutedBy(where={self.where!r}, worker={self.worker!r})"
 
 
 LOCAL = ExecutedBy(Where.LOCAL)
