@@ -58,6 +58,17 @@ def _loads(text: str, scan=_SCAN):
     return value
 
 
+def values_of(joined: str, n: int) -> list | None:
+    """The values of `n` plain records (of a journal without `types`) whose texts (`Journal.texts`) are
+    `joined` by commas, in one parse, as `Journal.preload` reads them; None when they are not `n` JSON
+    values so."""
+    try:
+        values = json.loads(f"[{joined}]")
+    except _UNDECODABLE:
+        return None
+    return values if len(values) == n else None
+
+
 def _header(kind: str, version: int) -> bytes:
     return f"tpbuild-memo {kind} v{version}\n".encode()
 
@@ -440,6 +451,14 @@ class Journal:
             self.remove(key)
             return default
         return self._decoded(key, raw, value, default)
+
+    def values(self, keys: list[str]) -> list:
+        """`get` of each key (None when absent): those decoded already (an eager journal's, every record)
+        looked up in C, not a call each."""
+        found = list(map(self._values.get, keys))
+        if self._indexed and len(self._values) == len(self._raw):  # every record decoded: the others are absent
+            return found
+        return [v if v is not None else self.get(k) for k, v in zip(keys, found)]
 
     def preload(self, keys) -> None:
         """Decode, in one parse, the records of `keys` not decoded yet (for a build about to read most
