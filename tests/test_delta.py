@@ -228,3 +228,45 @@ def test_trees_proven_together_leave_out_the_one_damaged(built, monkeypatch):
     (d / "down.txt").write_bytes(copy)  # the same bytes, not the blob's inode
     os.chmod(d, mode)
     assert "tpbuild-out/down" not in outputs.in_place_all(state, root, outs, build._linked(root, store))
+
+
+def test_a_recorded_premise_settles_only_while_every_ingredient_of_a_key_is_unchanged(built):
+    """The settle memo (delta.Premise): a no-op after a build that settled everything settles from it;
+    each ingredient of a key changed since (a source, a dependency's output, an attribute, PATH, the salt)
+    is a miss, and the actions it moves are keyed and run as without the memo."""
+    memo = built.root / "tpbuild-out/.tpbuild/settled"
+    assert execution(built.build(check=True)) == (ACTIONS, 0, 0) and memo.exists()  # recorded
+    recorded = memo.read_bytes()
+    assert execution(built.build(check=True)) == (ACTIONS, 0, 0) and memo.read_bytes() == recorded  # a hit
+    built.write("a.txt", "a2\n")  # a source: up, and down through up's output
+    assert sorted(built.build(check=True).statuses("executed")) == ["//:down%Genrule", "//:up%Genrule"]
+    built.build(check=True)  # records the premise again
+    text = (built.root / "BUILD.toml").read_text()
+    (built.root / "BUILD.toml").write_text(text.replace("head -c 1", "head -c 2"))  # an attribute
+    assert sorted(built.build(check=True).statuses("executed")) == ["//:cut%Genrule", "//:other%Genrule"]
+    built.build(check=True)
+    path = f"{Path(os.__file__).parent}:{os.environ['PATH']}"  # PATH enters every run action's key
+    assert execution(built.build(check=True, env={"PATH": path}))[:2] == (0, ACTIONS)
+    built.build(check=True)
+    (built.root / "tpbuild.toml").write_text('[cache]\nsalt = "2"\n')
+    assert execution(built.build(check=True))[:2] == (0, ACTIONS)
+
+
+def test_a_premise_covers_the_state_records(built, monkeypatch):
+    """In process: a record changed since the premise was recorded (another result at the same key, as
+    a build killed after it re-recorded one leaves) is a miss: settled by keying, which finds it."""
+    built.build(check=True)
+    ws = workspace.load(built.root)
+    memo = workspace.memo_dir(built.cache, ws.root)
+    analysis = analyze(ws, ["//..."], memo)
+    path = built.root / "tpbuild-out/.tpbuild/state"
+    state = BuildState(path, cache_id(built.cache))
+    last = state.actions["//:up%Genrule"]
+    state.actions["//:up%Genrule"] = outputs.Last("xxh3_128:" + "0" * 32, last.tree, last.entries)
+    state.save()
+    premise = delta.Premise(built.root / "tpbuild-out/.tpbuild/settled")
+    assert premise.recorded is not None
+    stats = StatCache(memo / "statcache")
+    settled = delta.settle(analysis.declared, BuildState(path, cache_id(built.cache)), stats,
+                           cas.Cas(built.cache, stats), ws.root, ws.cache.salt, frozenset(), premise)
+    assert premise.now != premise.recorded and "//:up%Genrule" not in settled and len(settled) == ACTIONS - 2

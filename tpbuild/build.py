@@ -164,6 +164,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             cas = Cas(opts.cache_dir, statcache)
             ac = ActionCache(opts.cache_dir)
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
+            premise = delta.Premise(state_dir / "settled") if boundary is None else None
         rex = opts.remote_executor
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,
@@ -172,7 +173,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         ctx = BuildContext(root=ws.root, statcache=statcache, runner=runner, salt=ws.cache.salt, hooks=hooks,
                            trace=trace)
         with trace.span("settle unchanged", "phase"):
-            settled = delta.settle(analysis.declared, state, statcache, cas, ws.root, ctx.salt, boundary or frozenset())
+            settled = delta.settle(analysis.declared, state, statcache, cas, ws.root, ctx.salt, boundary or frozenset(),
+                                   premise)
         # The graph's walk and the ready queue's order matter only if something is left for the
         # scheduler: not for a no-op, which reads of the durations only their keys (`Durations.save`
         # drops the records of the actions that are gone), so it does not decode them.
@@ -209,6 +211,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
                 _saved(records.save(keep), warn)
                 _saved(statcache.save(), warn)
                 _saved(state.save(), warn)
+                if premise is not None:
+                    _saved(premise.save(), warn)
                 _saved(durations.save(((a, o.seconds) for a, o in sched.outcomes.items()
                                        if o.status is Status.EXECUTED), keep), warn)
         if opts.prune:

@@ -35,17 +35,27 @@ the scheduler nothing to walk.
 from __future__ import annotations
 
 import os
+from array import array
+from itertools import chain, compress, repeat
+from operator import attrgetter, itemgetter, not_
 from pathlib import Path
 from stat import S_IXUSR
 from typing import Mapping
 
-from . import critical
-from .action import Source, key_of, parts_of
-from .analysiscache import Declared
+from xxhash import xxh3_128
+
+from . import code, critical, memo
+from .action import ActionKind, Source, Tree, key_of, material, parts_of, recorded as recorded_tree
+from .analysiscache import Declared, _swapped
 from .cas import Cas
-from .outputs import BuildState
+from .outputs import BuildState, Last
 from .scheduler import Settled
 from .statcache import StatCache
+
+
+KIND, VERSION = "settled", 1  # the settle memo (`Premise`)
+# The modules that key an action besides the engine's (`code.ENGINE`): from its declaration (`Declared.material`), here.
+_KEYING = ("tpbuild.analysiscache", "tpbuild.delta")
 
 
 class Unsettled(Exception):
@@ -57,28 +67,49 @@ class _Unordered(Exception):
 
 
 def settle(declared: Mapping[str, Declared], state: BuildState, statcache: StatCache, cas: Cas, root: Path,
-           salt: str, boundary: set[str] = frozenset()) -> dict[str, Settled]:
+           salt: str, boundary: set[str] = frozenset(), premise: Premise | None = None) -> dict[str, Settled]:
     """The actions whose key did not move and whose recorded result is whole in the store, in the
     order declared. `boundary`: actions a delta build reads from without working them
     (`incremental.py`), settled as recorded, unkeyed and unchecked (the no-op stamp proved their inputs
-    and blobs unchanged); raises Unsettled if one has no record.
+    and blobs unchanged); raises Unsettled if one has no record. `premise`: of an ordinary build (no
+    boundary), the settle memo (see `Premise`): when nothing that enters a key moved since the last
+    build that settled every action, every action is settled at its recorded key, none keyed.
 
     Analysis declares the actions of a target after its dependencies' (`analysis.Analysis.order`), so
     the declared order is a walk of the action graph unless a rule declared an action before one it
     reads from: only then is the graph walked (`critical.topological`), which a no-op build at
     10,000 models spares (0.07 s)."""
-    state.actions.preload(declared)
-    try:
-        settled = _settle(declared, declared, state, statcache, root, salt, boundary)
-    except _Unordered:
-        settled = _settle(declared, critical.topological(declared)[0], state, statcache, root, salt, boundary)
-    # Every blob a settled result names, once (a flat tree names its inputs' blobs again), in one pass.
-    blobs: dict[tuple[str, bool], None] = {}  # in order: a damaged blob's warning comes where it always did
-    for aid, o in settled.items():
-        if aid not in boundary:
-            for b in o.entries.blobs():
-                blobs[b] = None
-    bad = cas.verify_all(blobs)
+    records = state.actions
+    values = [a for aid, a in declared.items() if aid not in boundary] if boundary else list(declared.values())
+    # Every declared input, in order, and which are sources: by column, each made in C.
+    per_action = list(map(attrgetter("inputs"), values))
+    inputs = list(map(itemgetter(1), chain.from_iterable(per_action)))
+    sourced = list(map(isinstance, inputs, repeat(Source)))
+    # The sources, each once (a file many actions read is stat'ed once), through the stat memo in one
+    # loop; None: gone (the scheduler says so).
+    paths = list(dict.fromkeys(map(attrgetter("path"), compress(inputs, sourced))))
+    sources = dict(zip(paths, (None if f is None else ("x" if f[1][3] & S_IXUSR else "f") + f[0]
+                               for f in statcache.digests(paths, os.path.join(root, "")))))
+    settled = None
+    if premise is not None:
+        ids = list(declared)
+        texts = records.texts(ids)
+        joined = None if None in texts else ",".join(texts)
+        premise.now = None if joined is None else _premise(ids, values, per_action, inputs, sourced, sources,
+                                                           joined, salt)
+        if premise.now is not None and premise.now == premise.recorded:
+            found = memo.values_of(joined, len(ids))  # as they were read when the premise was recorded
+            if found is not None:
+                settled = _walked(_recorded, declared, dict(zip(ids, found)))
+    if settled is None:
+        records.preload(declared)
+        settled = _walked(_settle, declared, records, sources, salt, boundary)
+        if premise is not None and len(settled) < len(declared):
+            premise.now = None  # what it would vouch for is not every action settled: not saved
+    # Every blob a settled result names, once (a flat tree names its inputs' blobs again), in one pass, in
+    # order: a damaged blob's warning comes where it always did.
+    bad = cas.verify_all(dict.fromkeys(chain.from_iterable(o.entries.blobs() for aid, o in settled.items()
+                                                           if aid not in boundary)))
     if bad:
         dependents = critical.edges(declared)[1]
         for aid in list(settled):
@@ -88,17 +119,87 @@ def settle(declared: Mapping[str, Declared], state: BuildState, statcache: StatC
     return settled
 
 
-def _settle(declared: Mapping[str, Declared], order, state: BuildState, statcache: StatCache, root: Path,
+class Premise:
+    """The settle memo (`tpbuild-out/.tpbuild/settled`, kind `settled`): the digest of everything that
+    decided the keys of the last ordinary build that settled every action it declared, keyed each one
+    (`_settle`) and found each at its recorded key. What decides them (`_premise`): what enters every
+    key material besides an action's own parts and inputs (the key version, the salt, the engine's
+    code, a run action's environment and PATH); each action's own parts (its kind, definition and
+    code) and declared inputs (destination, source or upstream action, path); the sources' digests;
+    and the build state's record of every action, which holds its key and the result its readers'
+    input digests are read from. `_settle` reads nothing else, so a build whose premise is that one
+    would key every action as that build did and find every key the recorded one: it settles them all
+    from their records (`_recorded`) and makes no key material. At 10,000 models that spares a no-op
+    build the keying of 20,000 actions and the decoding of their records into objects; any other
+    premise is keyed action by action as ever.
+
+    It vouches for nothing by itself: an older memo (a build killed after the state changed), or one
+    of another workspace's, is a different premise, a miss. The blobs are checked in the store as
+    always (`cas.verify_all`)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.recorded = memo.load(path, KIND, VERSION)
+        self.now: str | None = None  # this build's, when every action settled: what `save` records
+
+    def save(self) -> str | None:
+        """None when saved (or nothing to save), else a warning (see memo.save)."""
+        if self.now is None or self.now == self.recorded:
+            return None
+        return memo.save(self.path, KIND, VERSION, self.now, self.path.parent / "tmp", f"the settle memo {self.path}")
+
+
+def _premise(ids: list[str], values: list[Declared], per_action: list[tuple], inputs: list, sourced: list[bool],
+             sources: Mapping[str, str | None], records: str, salt: str) -> str | None:
+    """The digest of what decides every action's key (see `Premise`), by columns each made and joined in
+    C, not by a loop over the actions: `ids` and `values` the declared actions, `per_action` their
+    inputs, `inputs` those in one list and `sourced` which of them are sources, `records` the state's
+    records of the actions, their texts joined. None when some source is gone, which no build that
+    settles everything has.
+
+    What enters a key besides an action's own parts and inputs is taken from the key material itself,
+    an action's of each kind made without them (`action.material`), so that a part added to every key
+    is a part of the premise too; and the code that makes a key of those parts besides the engine's
+    (which its digest in the material covers) is: a change to how they are keyed is a miss."""
+    if None in sources.values():
+        return None
+    definitions = list(map(attrgetter("definition"), values))
+    if "" in definitions:  # analysed now: its action's definition, in the form the memo keeps
+        definitions = [d or _swapped(a.action.definition()) for d, a in zip(definitions, values)]
+    h = xxh3_128()
+    _column(h, [code.digest_of(_KEYING, follow=False), *(material(kind, b"", "", [], salt).decode() for kind in ActionKind)])
+    for column in (ids, list(map(attrgetter("kind"), values)), definitions, list(map(attrgetter("code"), values)),
+                   list(map(itemgetter(0), chain.from_iterable(per_action))), list(map(attrgetter("path"), inputs)),
+                   list(map(attrgetter("action"), compress(inputs, map(not_, sourced)))), list(sources),
+                   list(sources.values()), [records]):
+        _column(h, column)
+    h.update(array("q", [len(per_action), *map(len, per_action)]).tobytes())  # how many inputs each action has
+    h.update(bytes(sourced))  # and which of them are sources
+    return h.hexdigest()
+
+
+def _column(h, items: list[str]) -> None:
+    """Hash a column of texts so that no other column hashes the same: how many, each one's length, and
+    their characters (as UTF-8, a path's undecodable bytes too), with how many bytes those are."""
+    text = "".join(items).encode(errors="surrogatepass")
+    h.update(array("q", [len(items), len(text), *map(len, items)]).tobytes())
+    h.update(text)
+
+
+def _walked(walk, declared: Mapping[str, Declared], *args):
+    """`walk(declared, order, *args)` in the declared order, or, should an action come before one it
+    reads from (`_Unordered`), in a walk of the graph."""
+    try:
+        return walk(declared, declared, *args)
+    except _Unordered:
+        return walk(declared, critical.topological(declared)[0], *args)
+
+
+def _settle(declared: Mapping[str, Declared], order, records: Mapping[str, Last], sources: Mapping[str, str | None],
             salt: str, boundary) -> dict[str, Settled]:
-    """`settle` before the blobs are checked, walking the actions in `order`; raises _Unordered when an
-    action comes before one it reads from."""
-    # The sources, each once (a file many actions read is stat'ed once), through the stat memo in one
-    # loop; None: gone (the scheduler says so).
-    paths = list(dict.fromkeys(inp.path for aid in order if aid not in boundary
-                               for _dest, inp in declared[aid].inputs if inp.__class__ is Source))
-    sources = dict(zip(paths, (None if f is None else ("x" if f[1][3] & S_IXUSR else "f") + f[0]
-                               for f in statcache.digests(paths, os.path.join(root, "")))))
-    records = state.actions
+    """`settle` before the blobs are checked, walking the actions in `order`, each keyed from its
+    definition and its inputs' digests (`sources`: each source's); raises _Unordered when an action
+    comes before one it reads from."""
     settled: dict[str, Settled] = {}
     if boundary:  # upstream of the rest, whatever the order
         for aid in order:
@@ -142,6 +243,32 @@ def _settle(declared: Mapping[str, Declared], order, state: BuildState, statcach
                     settled[aid] = Settled(a, last.key, result)
                     continue
         unsettled.add(aid)
+    return settled
+
+
+def _recorded(declared: Mapping[str, Declared], order, recorded: Mapping[str, list]) -> dict[str, Settled]:
+    """Every action settled at its recorded key, from `recorded` (its state record's value, not
+    decoded into an `outputs.Last`), walking them in `order`: `settle` when the premise of every key
+    is the recorded one, so that `_settle` would find every key and result as it did when it recorded
+    it, these records having been read and checked then (`outputs.Last`'s reading of a record: a flat
+    result straight from its entries, a composed one with the parts its action composes, see
+    `action.recorded`). Raises _Unordered when a composed tree comes before an upstream of it."""
+    settled: dict[str, Settled] = {}
+    for aid in order:
+        a = declared[aid]
+        key, own, tree, parts = recorded[aid]
+        if parts:
+            trees = []
+            for dest, inp in a.inputs:
+                if inp.__class__ is not Source and not inp.path:
+                    up = settled.get(inp.action)
+                    if up is None:
+                        raise _Unordered(inp.action)
+                    trees.append((dest, up.entries.digest, up.entries))
+            settled[aid] = Settled(a, key, recorded_tree(Tree(raw=own), parts, lambda: parts_of(a.kind, a.inputs, trees),
+                                                         tree))
+        else:
+            settled[aid] = Settled(a, key, Tree(raw=own, digest_=tree))
     return settled
 
 

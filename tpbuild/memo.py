@@ -59,6 +59,17 @@ def _loads(text: str, scan=_SCAN):
     return value
 
 
+def values_of(joined: str, n: int) -> list | None:
+    """The values of `n` plain records (of a journal without `types`) whose texts (`Journal.texts`) are
+    `joined` by commas, in one parse, as `Journal.preload` reads them; None when they are not `n` JSON
+    values so."""
+    try:
+        values = json.loads(f"[{joined}]")
+    except _UNDECODABLE:
+        return None
+    return values if len(values) == n else None
+
+
 def _header(kind: str, version: int) -> bytes:
     return f"tpbuild-memo {kind} v{version}\n".encode()
 
@@ -449,7 +460,8 @@ class Journal:
 
     def get_all(self, keys: list[str]) -> list:
         """`get` of each key (None for one absent): the records decoded found in C, the others one by one
-        (the stat memo's, decoded at once, answer 30,000 questions of the no-op stamp at 10,000 models)."""
+        (the stat memo's, decoded at once, answer 30,000 questions of the no-op stamp and as many of an
+        ordinary build's check of its sources and blobs at 10,000 models)."""
         values = list(map(self._values.get, keys, itertools.repeat(_ABSENT)))
         if any(map(operator.is_, values, itertools.repeat(_ABSENT))):
             values = [self.get(k) if v is _ABSENT else v for k, v in zip(keys, values)]

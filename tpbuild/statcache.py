@@ -19,7 +19,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from . import digest, memo
-from .layout import RACY_WINDOW_NS, stat_sig as signature  # noqa: F401 (the signature the memo keys by)
+from .layout import RACY_WINDOW_NS, sigs, stat_sig as signature  # noqa: F401 (the signature the memo keys by)
 from .observed import Observed
 
 KIND, VERSION = "statcache", 3
@@ -37,6 +37,7 @@ class StatCache:
         `lazy`)."""
         self.path = path
         self._stat = observed.stat if observed is not None else lambda full: signature(os.stat(full))
+        self._sigs = observed.sigs if observed is not None else sigs  # of many paths, None for one not there
         self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent or path.parent / "tmp",
                                      f"the stat memo {path}", eager=eager, lazy=not eager)
         self._new: dict[str, list] = {}  # hashed by this build: saved unless racy
@@ -53,22 +54,25 @@ class StatCache:
         return self._hashed(path, full, sig), sig
 
     def digests(self, paths: list[str], base: str = "") -> list[tuple[str, Sig] | None]:
-        """`digest` of many files, in one loop (`base + path` read, `path` the memo key), None for one
-        that could not be read (its caller asks `digest` again for the reason): a no-op build at 10,000
-        models checks 30,000 files so, its sources and the blobs its results name."""
-        stat, entry, racy = self._stat, self._entry, self._racy
+        """`digest` of many files (`base + path` read, `path` the memo key), None for one that could not
+        be read (its caller asks `digest` again for the reason): a no-op build at 10,000 models checks
+        30,000 files so, its sources and the blobs its results name. By column: the stats taken in C
+        (`Observed.sigs`, `layout.sigs`) and the records looked up in C (`memo.Journal.get_all`), then
+        compared in one loop, not a call chain a file."""
+        fulls = list(map(base.__add__, paths)) if base else paths
+        hits = self._entries(paths)
+        racy = self._racy
         out: list[tuple[str, Sig] | None] = []
-        for path in paths:
-            full = base + path
-            try:
-                sig = stat(full)
-                hit = entry(path)
-                if hit is not None and tuple(hit[:4]) == sig and path not in racy:
-                    out.append((hit[4], sig))
-                else:
-                    out.append((self._hashed(path, full, sig), sig))
-            except OSError:
+        for path, full, sig, hit in zip(paths, fulls, self._sigs(fulls), hits):
+            if sig is None:
                 out.append(None)
+            elif isinstance(hit, list) and len(hit) == 5 and tuple(hit[:4]) == sig and path not in racy:
+                out.append((hit[4], sig))
+            else:
+                try:
+                    out.append((self._hashed(path, full, sig), sig))
+                except OSError:
+                    out.append(None)
         return out
 
     def _hashed(self, path: str, full: str, sig: Sig) -> str:
@@ -90,12 +94,16 @@ class StatCache:
     def peeks(self, paths: list[str]) -> list[Sig | None]:
         """`peek` of each path, in C while every one has a well-formed entry (the no-op stamp asks of
         every source and blob, 30,000 at 10,000 models)."""
-        hits = self._journal.get_all(paths)
-        if self._new:
-            hits = list(map(self._new.get, paths, hits))
+        hits = self._entries(paths)
         if {*map(type, hits)} == {list} and {*map(len, hits)} == {5}:
             return list(map(tuple, map(itemgetter(slice(0, 4)), hits)))
         return list(map(self.peek, paths))
+
+    def _entries(self, paths: list[str]) -> list:
+        """Each path's entry as read, not checked (None when absent): hashed by this build, before the
+        memo's record (looked up in C, `memo.Journal.get_all`)."""
+        hits = self._journal.get_all(paths)
+        return list(map(self._new.get, paths, hits)) if self._new else hits
 
     def _entry(self, path: str) -> list | None:
         hit = self._new.get(path)
