@@ -6,13 +6,14 @@ Measured: the blob store and the action cache (the stat and analysis memos are s
 
 What goes: the cache is trimmed to `LOW_WATER` of the limit, so the next builds do not each evict a
 little. First the damaged blobs `Cas.quarantine` moved aside (kept for inspection, but without this a
-cache under a limit would grow by every one of them forever), oldest first, then blobs no entry names (left by interrupted builds), then action entries, least recently
-used first (last use = the later of a file's mtime and atime), each with the blobs that only it named:
-an entry always goes before the blobs it references, so no reader finds an entry whose blobs are gone
-because of us. Never evicted: the entries this build used and every blob they name, and anything
-written or used within `GRACE` seconds — which keeps what concurrent builds are producing (a blob the
-store already holds is touched when it is stored again). A concurrent build that restores an entry
-older than that at the very moment it is evicted can fail to place an output; the next build reruns it.
+cache under a limit would grow by every one of them forever), oldest first, then blobs no entry names
+(left by interrupted builds), then action entries, least recently used first (last use = the later
+of a file's mtime and atime), each with the blobs that only it named: an entry always goes before the
+blobs it references, so no reader finds an entry whose blobs are gone because of us. Never evicted:
+the entries this build used and every blob they name, and anything written or used within `GRACE`
+seconds — which keeps what concurrent builds are producing (a blob the store already holds is touched
+when it is stored again). A concurrent build that restores an entry older than that at the very
+moment it is evicted can fail to place an output; the next build reruns it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
@@ -34,7 +36,7 @@ from .shaindex import ShaIndex
 LOW_WATER = 0.9
 GRACE = 600.0
 # The names `Cas.quarantine` gives (<blob>.<ns>): anything else in the directory is not ours to delete.
-QUARANTINED = re.compile(r"[0-9a-f]+(\.x)?\.([0-9]+)")
+QUARANTINED = re.compile(r"[0-9a-f]+(\.x)?\.[0-9]+")
 
 
 def max_size(ws) -> int | None:
@@ -135,30 +137,35 @@ def evict(cache_dir: Path, limit: int, live_keys: set[str], live_blobs: set[tupl
 def _quarantined(root: Path) -> list[_File]:
     """The blobs quarantined in `root`, each last used when it was moved there, as its name says (its
     times are the blob's, or those of whatever wrote into it through an output's hardlink)."""
-    found = []
-    try:
-        listed = list(os.scandir(root))
-    except FileNotFoundError:
-        return found
-    for e in listed:
-        m = QUARANTINED.fullmatch(e.name)
-        try:
-            if m is None or not e.is_file(follow_symlinks=False):
-                continue
-            st = e.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        found.append(_File(Path(e.path), st.st_size, int(m.group(2)) / 1e9))
-    return found
+    named = [e for e in _listing(root) if QUARANTINED.fullmatch(e.name)]
+    return [_File(Path(e.path), st.st_size, int(e.name.rpartition(".")[2]) / 1e9)
+            for e, st in _stats(named) if S_ISREG(st.st_mode)]
 
 
 def _scan(root: Path) -> list[_File]:
     """Every file two levels below `root` (`<aa>/<name>`), with its size and last use."""
-    found = []
+    return [_File(Path(e.path), st.st_size, max(st.st_atime, st.st_mtime))
+            for shard in _listing(root) if shard.is_dir(follow_symlinks=False)
+            for e, st in _stats(_listing(shard.path))]
+
+
+def _listing(directory: Path | str) -> list[os.DirEntry]:
+    """The entries of `directory`, none when it is not there."""
     try:
-        shards = list(os.scandir(root))
+        return list(os.scandir(directory))
     except FileNotFoundError:
-        return found
+        return []
+
+
+def _stats(entries: list[os.DirEntry]) -> list[tuple[os.DirEntry, os.stat_result]]:
+    """Each entry with its lstat, less those gone meanwhile (another build evicted them first)."""
+    found = []
+    for e in entries:
+        try:
+            found.append((e, e.stat(follow_symlinks=False)))
+        except FileNotFoundError:
+            continue
+    return found
     for shard in shards:
         if not shard.is_dir(follow_symlinks=False):
             continue
