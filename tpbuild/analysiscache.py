@@ -116,9 +116,13 @@ class Declared:
         return material(_KINDS.get(self.kind) or ActionKind(self.kind), _json(self.definition), self.code,
                         input_digests, salt)
 
+    def stored_definition(self) -> str:
+        """Its definition as the memo holds it (swapped), made from its action for one analysed now."""
+        return self.definition or _swapped(self._action.definition())
+
     def to_json(self) -> list:
         """The memo's form (see the module docstring): the action's fields besides those declared here as text."""
-        definition = self.definition or _swapped(self._action.definition())
+        definition = self.stored_definition()
         text = self.text or _swapped(_rest(self._action, _json(definition)))
         flat: list = []
         for dest, inp in self.inputs:

@@ -46,7 +46,7 @@ from xxhash import xxh3_128
 
 from . import code, critical, memo
 from .action import ActionKind, Source, Tree, key_of, material, parts_of, recorded as recorded_tree
-from .analysiscache import Declared, _swapped
+from .analysiscache import Declared
 from .cas import Cas
 from .outputs import BuildState, Last
 from .scheduler import Settled
@@ -165,7 +165,7 @@ def _premise(ids: list[str], values: list[Declared], per_action: list[tuple], in
         return None
     definitions = list(map(attrgetter("definition"), values))
     if "" in definitions:  # analysed now: its action's definition, in the form the memo keeps
-        definitions = [d or _swapped(a.action.definition()) for d, a in zip(definitions, values)]
+        definitions = list(map(Declared.stored_definition, values))
     h = xxh3_128()
     _column(h, [code.digest_of(_KEYING, follow=False), *(material(kind, b"", "", [], salt).decode() for kind in ActionKind)])
     for column in (ids, list(map(attrgetter("kind"), values)), definitions, list(map(attrgetter("code"), values)),
