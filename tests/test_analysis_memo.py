@@ -212,12 +212,10 @@ def test_a_target_analysed_again_under_the_recorded_closure_gets_its_patterns_re
     """A target whose record holds but whose dependencies' infos moved (here: its record's deps digest
     changed by hand, its generation kept) runs its rule under the recorded closure, with its pattern
     attributes resolved as the closing would have (`TargetGraph.expanded_of`)."""
-    from dataclasses import replace
-
     first = _analysis(models)
     cache = first.graph.cache
     root = cache.record("")
-    cache._journal.put("", replace(root, targets=[replace(t, deps_digest="moved") for t in root.targets]))
+    cache._journal.put("", root.replace(targets=[t.replace(deps_digest="moved") for t in root.targets]))
     cache.save()
     again = _analysis(models)
     assert again.graph.from_memo and again.reanalysed_packages == {""}

@@ -11,7 +11,7 @@ try hundreds of random graphs. The CLI's behaviour stays covered by the subproce
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -366,11 +366,9 @@ def test_the_progress_lines_say_which_worker_ran_a_remote_action(tmp_path):
 def test_exec_properties_enter_the_key_and_local_only_does_not():
     base = run_action("A", Source("a.txt"))
     key = key_of(base.key_material([], ""))
-    from dataclasses import replace
-
-    assert key_of(replace(base, local_only=True).key_material([], "")) == key
-    assert replace(base, local_only=True) == base
-    on_image = replace(base, exec_properties=(("container-image", "docker://x"),))
+    assert key_of(base.replace(local_only=True).key_material([], "")) == key
+    assert base.replace(local_only=True) == base
+    on_image = base.replace(exec_properties=(("container-image", "docker://x"),))
     assert key_of(on_image.key_material([], "")) != key and on_image != base
     assert b'"exec_properties":{"container-image":"docker://x"}' in on_image.key_material([], "")
     assert b"exec_properties" not in base.key_material([], "")
@@ -554,7 +552,7 @@ def test_the_long_chain_starts_first_by_the_last_build_s_durations(tmp_path):
 
 
 def test_an_action_never_timed_is_estimated_by_its_mnemonic_and_the_path_of_a_build_is_its_longest_chain():
-    acts = graph(*(replace(run_action(f"G{i}", Source("a.txt")), mnemonic="Gen") for i in range(3)),
+    acts = graph(*(run_action(f"G{i}", Source("a.txt")).replace(mnemonic="Gen") for i in range(3)),
                  run_action("X", art("G0")))
     prio = critical.priorities(acts, {"//p:t%G0": 0.5, "//p:t%G1": 1.5})
     assert prio["//p:t%G2"] == pytest.approx(1.0)  # never timed: the average of its mnemonic's

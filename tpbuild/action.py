@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
 from enum import StrEnum
-from collections.abc import Sequence
-from typing import ClassVar, Iterable
+from collections.abc import Iterable, Sequence
 
 from . import code, digest
 from .label import Label
+from .value import Frozen
+
+_set = object.__setattr__  # a field, in a constructor (value.Frozen refuses assignment)
 
 KEY_VERSION = 2
 
@@ -61,19 +62,23 @@ def run_path() -> str:
 OUT = "out"
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(Frozen):
     """A file of the workspace, by its path from the root."""
 
-    path: str
+    __slots__ = __match_args__ = ("path",)
+
+    def __init__(self, path: str):
+        _set(self, "path", path)
 
 
-@dataclass(frozen=True, slots=True)
-class Artifact:
+class Artifact(Frozen):
     """An output of an action: one file of its tree, or the whole tree when `path` is empty."""
 
-    action: str
-    path: str = ""
+    __slots__ = __match_args__ = ("action", "path")
+
+    def __init__(self, action: str, path: str = ""):
+        _set(self, "action", action)
+        _set(self, "path", path)
 
 
 Input = Source | Artifact
@@ -87,20 +92,19 @@ class EntryKind(StrEnum):
     SYMLINK = "l"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(Frozen):
     """A file of an output tree, held in the blob store under `digest`."""
 
-    path: str
-    kind: EntryKind
-    digest: str
-    size: int
+    __slots__ = __match_args__ = ("path", "kind", "digest", "size")
 
-    def __post_init__(self) -> None:
-        kind = self.kind if self.kind.__class__ is EntryKind else EntryKind(self.kind)
+    def __init__(self, path: str, kind: EntryKind, digest: str, size: int):
+        kind = kind if kind.__class__ is EntryKind else EntryKind(kind)
         if kind is EntryKind.SYMLINK:
-            raise ValueError(f"{self.path}: a symlink is a Symlink, not an Entry")
-        object.__setattr__(self, "kind", kind)
+            raise ValueError(f"{path}: a symlink is a Symlink, not an Entry")
+        _set(self, "path", path)
+        _set(self, "kind", kind)
+        _set(self, "digest", digest)
+        _set(self, "size", size)
 
     @staticmethod
     def file(path: str, digest_: str, size: int, executable: bool) -> "Entry":
@@ -129,14 +133,16 @@ class Entry:
         return Entry(v[0], EntryKind(v[1]), v[2], int(v[3]))
 
 
-@dataclass(frozen=True, slots=True)
-class Symlink:
+class Symlink(Frozen):
     """A symbolic link of an output tree; its target is kept verbatim and names no blob."""
 
-    path: str
-    target: str
-    kind: ClassVar[EntryKind] = EntryKind.SYMLINK
-    size: ClassVar[int] = 0
+    __slots__ = __match_args__ = ("path", "target")
+    kind = EntryKind.SYMLINK
+    size = 0
+
+    def __init__(self, path: str, target: str):
+        _set(self, "path", path)
+        _set(self, "target", target)
 
     @property
     def identity(self) -> tuple[EntryKind, str]:
@@ -193,14 +199,16 @@ def _directory_digest(node: dict) -> str:
 EMPTY_TREE = _directory_digest({})
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(Frozen):
     """A whole upstream tree placed at `prefix` of a composed tree: its digest, and its result as the
     upstream has it (a `Tree` or a tuple of entries, read only when a reader needs its files)."""
 
-    prefix: str
-    digest: str
-    tree: Sequence[OutputEntry]
+    __slots__ = __match_args__ = ("prefix", "digest", "tree")
+
+    def __init__(self, prefix: str, digest: str, tree: Sequence[OutputEntry]):
+        _set(self, "prefix", prefix)
+        _set(self, "digest", digest)
+        _set(self, "tree", tree)
 
 
 class Tree(Sequence):
@@ -353,27 +361,33 @@ class ActionKind(StrEnum):
     RUN = "run"
 
 
-@dataclass(frozen=True, slots=True, init=False, repr=False, eq=False)
-class Action:
-    """What every variant has. Never instantiated itself: see the three variants below, each a dataclass
-    that makes its own constructor, repr, equality and hash (so this one makes none: each was compiled
-    at every start for nothing)."""
+class Action(Frozen):
+    """What every variant has (never instantiated itself: see the three variants below). `tools`,
+    `description`, `log_hint` and `code_modules` are presentation, not identity: equality and the hash
+    pass over them."""
 
-    kind: ClassVar[ActionKind]
-    id: str
-    owner: Label
-    mnemonic: str
-    rule: str
-    rule_version: str
-    # (destination, input): for a tree, where the input lands in the output; for a run, where it is
-    # placed in the scratch directory before the command runs.
-    inputs: tuple[tuple[str, Input], ...] = ()
-    tools: dict = field(default_factory=dict, hash=False, compare=False)
-    description: str = field(default="", hash=False, compare=False)  # presentation, not identity
-    log_hint: str = field(default="", hash=False, compare=False)
-    code: str = ""  # run actions: digest of the modules the command runs (code.digest_of)
-    # Those modules by name: not identity (`code` is), kept so an explanation can name the one edited.
-    code_modules: tuple[str, ...] = field(default=(), hash=False, compare=False)
+    kind: ActionKind  # each variant's
+    __slots__ = __match_args__ = ("id", "owner", "mnemonic", "rule", "rule_version", "inputs", "tools",
+                                  "description", "log_hint", "code", "code_modules")
+    _compared = ("id", "owner", "mnemonic", "rule", "rule_version", "inputs", "code")
+
+    def __init__(self, id: str, owner: Label, mnemonic: str, rule: str, rule_version: str,
+                 inputs: tuple[tuple[str, Input], ...] = (), tools: dict | None = None, description: str = "",
+                 log_hint: str = "", code: str = "", code_modules: tuple[str, ...] = ()):
+        _set(self, "id", id)
+        _set(self, "owner", owner)
+        _set(self, "mnemonic", mnemonic)
+        _set(self, "rule", rule)
+        _set(self, "rule_version", rule_version)
+        # (destination, input): for a tree, where the input lands in the output; for a run, where it is
+        # placed in the scratch directory before the command runs.
+        _set(self, "inputs", inputs)
+        _set(self, "tools", {} if tools is None else tools)
+        _set(self, "description", description)
+        _set(self, "log_hint", log_hint)
+        _set(self, "code", code)  # run actions: digest of the modules the command runs (code.digest_of)
+        # Those modules by name: not identity (`code` is), kept so an explanation can name the one edited.
+        _set(self, "code_modules", code_modules)
 
     def upstream(self) -> set[str]:
         return {i.action for _, i in self.inputs if isinstance(i, Artifact)}
@@ -417,15 +431,19 @@ class Action:
         return parts_of(self.kind, self.inputs, resolved)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
 class WriteAction(Action):
-    """A file whose content analysis knows. (Each variant has a docstring: for one without, @dataclass
-    writes one with inspect.signature, at every start.)"""
+    """A file whose content analysis knows."""
 
-    kind: ClassVar[ActionKind] = ActionKind.WRITE
-    out: str
-    content: bytes
-    executable: bool = False
+    kind = ActionKind.WRITE
+    __slots__ = ("out", "content", "executable")
+    __match_args__ = Action.__match_args__ + __slots__
+    _compared = Action._compared + __slots__
+
+    def __init__(self, *args, out: str, content: bytes, executable: bool = False, **common):
+        Action.__init__(self, *args, **common)
+        _set(self, "out", out)
+        _set(self, "content", content)
+        _set(self, "executable", executable)
 
     def spec(self) -> dict:
         return {"out": self.out, "executable": self.executable}
@@ -434,12 +452,11 @@ class WriteAction(Action):
         return digest.of_bytes(self.content)
 
 
-@dataclass(frozen=True, slots=True)
 class TreeAction(Action):
     """A directory assembled from files and other trees."""
 
-    kind: ClassVar[ActionKind] = ActionKind.TREE
-
+    kind = ActionKind.TREE
+    __slots__ = ()
 
 
 def part_dests(inputs: tuple[tuple[str, Input], ...]) -> frozenset[str]:
@@ -486,19 +503,26 @@ def _ancestors(path: str) -> Iterable[str]:
         yield path
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
 class RunAction(Action):
     """A subprocess in a scratch directory, its declared inputs placed in it, its declared outputs taken."""
 
-    kind: ClassVar[ActionKind] = ActionKind.RUN
-    argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...] = ()   # sorted
-    outs: tuple[str, ...]                   # sorted, below the scratch directory's `out/`
-    timeout: float | None = None            # seconds; the process group is killed after it
-    # Platform properties (REAPI's, e.g. container-image, OSFamily, a pool), sorted: where it must run.
-    exec_properties: tuple[tuple[str, str], ...] = ()
-    # Declared by the rule: too small to be worth shipping to a remote executor.
-    local_only: bool = field(default=False, compare=False)
+    kind = ActionKind.RUN
+    __slots__ = ("argv", "env", "outs", "timeout", "exec_properties", "local_only")
+    __match_args__ = Action.__match_args__ + __slots__
+    _compared = Action._compared + __slots__[:-1]  # not `local_only`
+
+    def __init__(self, *args, argv: tuple[str, ...], env: tuple[tuple[str, str], ...] = (), outs: tuple[str, ...],
+                 timeout: float | None = None, exec_properties: tuple[tuple[str, str], ...] = (),
+                 local_only: bool = False, **common):
+        Action.__init__(self, *args, **common)
+        _set(self, "argv", argv)
+        _set(self, "env", env)  # sorted
+        _set(self, "outs", outs)  # sorted, below the scratch directory's `out/`
+        _set(self, "timeout", timeout)  # seconds; the process group is killed after it
+        # Platform properties (REAPI's, e.g. container-image, OSFamily, a pool), sorted: where it must run.
+        _set(self, "exec_properties", exec_properties)
+        # Declared by the rule: too small to be worth shipping to a remote executor.
+        _set(self, "local_only", local_only)
 
     @property
     def remotable(self) -> bool:

@@ -47,7 +47,6 @@ import functools
 import json
 import os
 import time
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from . import digest, memo
@@ -58,13 +57,13 @@ from .layout import RACY_WINDOW_NS, observe
 from .observed import Observed
 from .rulesets import ENGINE_DIR, code_digest
 from .targetinfo import TargetInfo
+from .value import Value
 
 KIND, VERSION = "analysis", 8
 UNSETTLED = (-1, -1, -1, -1)  # the stat of a file known by its facts, recorded within the racy window
 
 
-@dataclass(slots=True)
-class Declared:
+class Declared(Value):
     """An action as analysis declared it: what the build needs of every action, decoded with the
     package's record (its id, kind, mnemonic and inputs for the walk of the action graph, its
     `Action.definition` and code digest for its key, `action.material`), and the action itself,
@@ -72,18 +71,22 @@ class Declared:
     for an action whose key moved). So a package whose record is valid and whose actions' keys did not
     move costs its record's parse, not the construction of its actions."""
 
-    id: str
-    kind: str  # ActionKind's value
-    mnemonic: str
-    inputs: tuple
-    # JSON texts are held as the memo writes them, their quote characters swapped (`_swapped`): inside
-    # the record's JSON they then need almost no escapes, and the parser copies a string without
-    # escapes instead of unescaping it.
-    definition: str  # `Action.definition`, swapped; "" for one analysed now (its action says it)
-    code: str
-    text: str = ""  # the action's other fields (`_rest`), swapped; "" for one analysed now
-    _action: object = field(default=None, init=False, repr=False, compare=False)
-    decoded: bool = field(default=False, init=False, repr=False, compare=False)  # from `text`, in this process
+    __match_args__ = ("id", "kind", "mnemonic", "inputs", "definition", "code", "text")
+    __slots__ = (*__match_args__, "_action", "decoded")
+
+    def __init__(self, id: str, kind: str, mnemonic: str, inputs: tuple, definition: str, code: str, text: str = ""):
+        self.id = id
+        self.kind = kind  # ActionKind's value
+        self.mnemonic = mnemonic
+        self.inputs = inputs
+        # JSON texts are held as the memo writes them, their quote characters swapped (`_swapped`): inside
+        # the record's JSON they then need almost no escapes, and the parser copies a string without
+        # escapes instead of unescaping it.
+        self.definition = definition  # `Action.definition`, swapped; "" for one analysed now (its action says it)
+        self.code = code
+        self.text = text  # the action's other fields (`_rest`), swapped; "" for one analysed now
+        self._action = None
+        self.decoded = False  # from `text`, in this process
 
     @staticmethod
     def of(action) -> "Declared":
@@ -98,7 +101,7 @@ class Declared:
             try:
                 stored = memo.decode(_json(self.text), action_types())
                 self._action = _rebuilt(self.id, self.kind, self.inputs, self.code, _json(self.definition), stored) \
-                    if isinstance(stored, list) else replace(stored, inputs=self.inputs)
+                    if isinstance(stored, list) else stored.replace(inputs=self.inputs)
                 self.decoded = True
             except (ValueError, TypeError, KeyError, AttributeError) as e:
                 # The record parsed, its text did not: only a hand-edited memo does that.
@@ -167,11 +170,11 @@ def _rest(action, definition: bytes) -> str:
         same = again.__class__ is action.__class__ and _fields(again) == _fields(action)
     except (ValueError, TypeError, KeyError, AttributeError):
         same = False
-    return memo.encode_text(rest if same else replace(action, inputs=()), action_types())
+    return memo.encode_text(rest if same else action.replace(inputs=()), action_types())
 
 
 def _fields(action) -> list:
-    return [getattr(action, f.name) for f in fields(action)]
+    return [getattr(action, name) for name in action.__match_args__]
 
 
 def _rebuilt(aid: str, kind: str, inputs: tuple, code: str, definition: bytes, rest: list):
@@ -203,31 +206,37 @@ def _json(swapped: str) -> bytes:
     return swapped.encode().translate(_SWAP)
 
 
-@dataclass
-class TargetRecord:
-    label: object
-    rule: str
-    refs: list
-    keypath: tuple
-    manifest: str  # workspace-relative path of its BUILD.toml
-    deps_digest: str
-    actions: list  # Declared
-    info: object
-    info_digest: str
-    volatile: bool  # its rule probes the machine (tool versions): always re-analysed
+class TargetRecord(Value):
+    __match_args__ = ("label", "rule", "refs", "keypath", "manifest", "deps_digest", "actions", "info", "info_digest",
+                      "volatile")
+
+    def __init__(self, label, rule: str, refs: list, keypath: tuple, manifest: str, deps_digest: str, actions: list,
+                 info, info_digest: str, volatile: bool):
+        self.label = label
+        self.rule = rule
+        self.refs = refs
+        self.keypath = keypath
+        self.manifest = manifest  # workspace-relative path of its BUILD.toml
+        self.deps_digest = deps_digest
+        self.actions = actions  # Declared
+        self.info = info
+        self.info_digest = info_digest
+        self.volatile = volatile  # its rule probes the machine (tool versions): always re-analysed
 
 
-@dataclass
-class PackageRecord:
-    observed: dict  # workspace-relative path -> sig
-    targets: list = field(default_factory=list)
-    # Path -> `facts.entry`, for the files known by their facts; read from the memo, as its text (swapped):
-    # only a file whose stat moved needs its facts (`_same_facts`), which cost a tenth of a record's parse.
-    facts: dict = field(default_factory=dict)
-    # Drawn at random each time the package's targets are recorded (kept when only its stats are brought
-    # up to date): the same generation is the same targets, which is how the target graph knows the
-    # closure it recorded (graph.py) is still the one these records make.
-    gen: str = ""
+class PackageRecord(Value):
+    __match_args__ = ("observed", "targets", "facts", "gen")
+
+    def __init__(self, observed: dict, targets: list | None = None, facts: dict | None = None, gen: str = ""):
+        self.observed = observed  # workspace-relative path -> sig
+        self.targets = [] if targets is None else targets
+        # Path -> `facts.entry`, for the files known by their facts; read from the memo, as its text (swapped):
+        # only a file whose stat moved needs its facts (`_same_facts`), which cost a tenth of a record's parse.
+        self.facts = {} if facts is None else facts
+        # Drawn at random each time the package's targets are recorded (kept when only its stats are brought
+        # up to date): the same generation is the same targets, which is how the target graph knows the
+        # closure it recorded (graph.py) is still the one these records make.
+        self.gen = gen
 
 
 def info_digest(info) -> str:

@@ -402,9 +402,7 @@ def _affected(ws, args, cache_dir: Path) -> int:
 def _build(ws, args, cache_dir: Path, stamp, kept: list | None) -> int:
     kept = kept if kept is not None else []  # (`_main`)
     if stamp is not None and stamp.observed is not None:
-        import dataclasses
-
-        ws = dataclasses.replace(ws, observed=stamp.observed)  # the stats its check took, not taken again
+        ws = ws.replace(observed=stamp.observed)  # the stats its check took, not taken again
     session = Session(ws, cache_dir, args)
     kept += (session, stamp)
     if stamp is not None and stamp.differences is not None and not (args.summary or args.profile):

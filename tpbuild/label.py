@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+
+from .value import Frozen
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _PKG_PART_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -113,14 +114,16 @@ def parse_label(text: str, current_package: str | None = None) -> Label:
     return Label(check_package(package), check_name(name))
 
 
-@dataclass(frozen=True)
-class Pattern:
+class Pattern(Frozen):
     """One command-line pattern. `recursive` covers `pkg/...`; `all_in_package` covers `pkg:all`."""
 
-    package: str
-    name: str | None = None
-    recursive: bool = False
-    negative: bool = False
+    __slots__ = __match_args__ = ("package", "name", "recursive", "negative")
+
+    def __init__(self, package: str, name: str | None = None, recursive: bool = False, negative: bool = False):
+        object.__setattr__(self, "package", package)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "recursive", recursive)
+        object.__setattr__(self, "negative", negative)
 
     def covers(self, package: str) -> bool:
         """A recursive pattern's test of a package: it or a package below it."""

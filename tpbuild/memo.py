@@ -15,8 +15,8 @@ Saving a whole memo goes through `atomic.write_bytes` (temp file in the process'
 rename). A save that fails (a full disk, a read-only or foreign directory) leaves no temp file and returns a
 warning for the build to show: losing a memo only costs the next build some re-checking.
 
-Values that are not plain JSON (tuples, bytes, the engine's frozen dataclasses, and the immutable
-classes that name their fields in `__match_args__`) are written tagged (`{"$t": [...]}`, `{"$o":
+Values that are not plain JSON (tuples, bytes, and the engine's immutable classes, which name their
+fields in `__match_args__`: `value.Frozen`, `label.Label`) are written tagged (`{"$t": [...]}`, `{"$o":
 [type, [field values in order]]}`) and rebuilt on load only from the types the caller names, so
 loading a memo never constructs anything else. Fields are positional (half the objects to decode,
 which a no-op build of 1,000 models notices): a memo that holds such values must be invalidated
@@ -31,8 +31,8 @@ import json
 import operator
 from pathlib import Path
 
-# `atomic` (shutil, signal, threading), `dataclasses` and `base64` are imported where a memo is
-# written or holds typed values: the no-op stamp only reads a plain one, before anything else loads.
+# `atomic` (shutil, signal, threading) and `base64` are imported where a memo is written or holds
+# typed values: the no-op stamp only reads a plain one, before anything else loads.
 
 
 _PIECE = 1 << 20  # bytes a journal is read in at a time (`Journal`)
@@ -138,7 +138,7 @@ def encode(value, types: tuple[type, ...]):
         name = names.get(type(v))
         if name is None:
             raise TypeError(f"a {type(v).__name__} value cannot be memoized")
-        return {"$o": [name, [enc(getattr(v, f)) for f in _init_fields(type(v))]]}
+        return {"$o": [name, [enc(getattr(v, f)) for f in type(v).__match_args__]]}
 
     return enc(value)
 
@@ -206,26 +206,14 @@ class _Decoder:
 
 @functools.lru_cache(maxsize=None)
 def _constructor(t: type):
-    """values -> an instance of `t`: by position (a quarter cheaper, for the many small values of a
-    record), or by name for a type with keyword-only fields (the action variants')."""
-    if hasattr(t, "__dataclass_fields__"):
-        import dataclasses
-
-        if any(f.kw_only for f in dataclasses.fields(t) if f.init):
-            names = _init_fields(t)
-            return lambda values: t(**dict(zip(names, values)))
+    """values -> an instance of `t` (a class that names its fields in `__match_args__`, in its
+    constructor's order: `value.Value`, `label.Label`): by position (a quarter cheaper, for the many
+    small values of a record), or by name for a constructor with keyword-only arguments (the action
+    variants')."""
+    if t.__init__.__code__.co_kwonlyargcount:
+        names = t.__match_args__
+        return lambda values: t(**dict(zip(names, values)))
     return lambda values: t(*values)
-
-
-@functools.lru_cache(maxsize=None)
-def _init_fields(t: type) -> tuple[str, ...]:
-    """The fields of `t` a memo records, in order: a dataclass's that its constructor takes, or a plain
-    class's `__match_args__`, which its constructor takes in that order (`label.Label`)."""
-    if not hasattr(t, "__dataclass_fields__"):
-        return t.__match_args__
-    import dataclasses
-
-    return tuple(f.name for f in dataclasses.fields(t) if f.init)
 
 
 def _hashable(k):
@@ -253,7 +241,7 @@ class Journal:
     def __init__(self, path: Path, kind: str, version: int, meta, tmp_parent: Path, what: str,
                  types: tuple[type, ...] = (), convert=None, eager: bool = False, keep_text: bool = False,
                  lazy: bool = False):
-        """`types`: the dataclasses records may hold (see `encode`). `convert`: a pair of functions
+        """`types`: the classes records may hold (see `encode`). `convert`: a pair of functions
         (key, JSON value) -> value and (key, value) -> JSON value, for records held in another form
         than JSON's (tuples, the engine's value types); only the converted value is kept. `eager`:
         decode every record at once (for small plain records that a build mostly reads, such as the

@@ -4,22 +4,24 @@ it) so that the analysis memo decodes it without importing pydantic and the attr
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .action import Artifact
+from .value import Frozen
 
 
-@dataclass(frozen=True)
-class TargetInfo:
+class TargetInfo(Frozen):
     """What a target offers the targets that depend on it (buck2's providers, kept to one value).
 
     `output` is the target's default output, materialized at `tpbuild-out/<package>/<name>`.
     `values` carries rule-specific facts (a model's name, an env's Python) for dependents to read.
     """
 
-    rule: str
-    output: Artifact | None
-    values: dict = field(default_factory=dict)
+    __match_args__ = ("rule", "output", "values")  # no slots: a deferred one holds `_values` until read
+
+    def __init__(self, rule: str, output: Artifact | None, values: dict | None = None):
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "output", output)
+        object.__setattr__(self, "values", {} if values is None else values)
 
     @classmethod
     def deferred(cls, rule: str, output: Artifact | None, values: Callable[[], dict]) -> "TargetInfo":

@@ -8,31 +8,45 @@ ignorant of what rule sets configure.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import memo, tomlsource
 from .errors import UserError, at
 from .layout import BUILD_FILE, OUT_DIR, STATE_DIR, WORKSPACE_FILE, find_root, sig  # noqa: F401 (re-exported)
 from .observed import Observed
+from .value import Frozen
+
+
+class _Table(Frozen):
+    """An engine table of tpbuild.toml. Its fields are its class's annotated attributes, each with its
+    default (a dict's copied); `_bounds` are pydantic's constraints of a field (`Field(gt=...)`)."""
+
+    _bounds: dict[str, dict] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        cls.__match_args__ = tuple(cls.__dict__.get("__annotations__", {}))
+        super().__init_subclass__(**kwargs)
+
+    def __init__(self, **values):
+        for name in self.__match_args__:
+            value = values.pop(name) if name in values else getattr(self.__class__, name)
+            object.__setattr__(self, name, dict(value) if value.__class__ is dict else value)
+        if values:
+            raise TypeError(f"{self.__class__.__name__} has no field {next(iter(values))!r}")
 
 
 # The engine's tables. A table whose values are plainly of their field's type (as nearly every
 # tpbuild.toml is) is taken as is; anything else goes to pydantic, which converts what it may and
-# reports what it may not, so pydantic is imported only for a tpbuild.toml that needs it. Each class
-# has a docstring: for one without, @dataclass writes one with inspect.signature (0.1 ms at each import).
-@dataclass(frozen=True)
-class WorkspaceSection:
+# reports what it may not, so pydantic is imported only for a tpbuild.toml that needs it.
+class WorkspaceSection(_Table):
     """`[workspace]`: the patterns package discovery does not look into."""
 
     ignore: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class CacheSection:
+class CacheSection(_Table):
     """`[cache]`: the local cache's place and bound, the shared one, and the salt every key holds."""
 
     dir: str | None = None
@@ -42,14 +56,14 @@ class CacheSection:
     max_size: str | None = None
 
 
-@dataclass(frozen=True)
-class RemoteSection:
+class RemoteSection(_Table):
     """Remote execution (REAPI); see tpbuild/reapi/service.py for where each value may also come from."""
 
     executor: str | None = None
     instance_name: str = ""
-    exec_properties: dict[str, str] = field(default_factory=dict)
-    queue_timeout: float = field(default=600.0, metadata={"gt": 0})
+    exec_properties: dict[str, str] = {}  # (each instance's a copy)
+    queue_timeout: float = 600.0
+    _bounds = {"queue_timeout": {"gt": 0}}
 
 
 def _plain(kind: str, value):
@@ -69,20 +83,20 @@ def _plain(kind: str, value):
 
 
 def _section(src: tomlsource.TomlSource, name: str, cls: type, value: dict):
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kinds = cls.__annotations__  # their text (annotations are not evaluated: `from __future__`)
     plain = {}
     for key, v in value.items():
-        f = fields.get(key)
-        made = _plain(f.type, v) if f is not None else None
-        if made is None or made != made or ("gt" in f.metadata and not made > f.metadata["gt"]):
+        made = _plain(kinds[key], v) if key in kinds else None
+        bounds = cls._bounds.get(key, {})
+        if made is None or made != made or ("gt" in bounds and not made > bounds["gt"]):
             return _validated(src, name, cls, value)
         plain[key] = made
     return cls(**plain)
 
 
 def _validated(src: tomlsource.TomlSource, name: str, cls: type, value: dict):
-    """The table checked by pydantic, as a model with the dataclass's fields: the value it converts
-    to, or the error at the line to change."""
+    """The table checked by pydantic, as a model with the table's fields: the value it converts to, or
+    the error at the line to change."""
     import typing
 
     from pydantic import ConfigDict, Field, ValidationError, create_model
@@ -90,9 +104,7 @@ def _validated(src: tomlsource.TomlSource, name: str, cls: type, value: dict):
     from .manifest import validation_error
 
     types = typing.get_type_hints(cls)
-    spec = {f.name: (types[f.name], Field(f.default_factory() if f.default is dataclasses.MISSING else f.default,
-                                          **f.metadata))
-            for f in dataclasses.fields(cls)}
+    spec = {name: (types[name], Field(getattr(cls, name), **cls._bounds.get(name, {}))) for name in cls.__match_args__}
     model = create_model(cls.__name__, __config__=ConfigDict(extra="forbid", frozen=True), **spec)
     try:
         checked = model.model_validate(value)
@@ -101,19 +113,22 @@ def _validated(src: tomlsource.TomlSource, name: str, cls: type, value: dict):
     return cls(**{k: getattr(checked, k) for k in spec})
 
 
-@dataclass(frozen=True)
-class Workspace:
+class Workspace(Frozen):
     """A loaded tpbuild.toml with its root."""
 
-    root: Path
-    workspace: WorkspaceSection
-    cache: CacheSection
-    remote: RemoteSection
-    sections: dict  # rule-set tables, by name
-    source: tomlsource.TomlSource
+    __slots__ = __match_args__ = ("root", "workspace", "cache", "remote", "sections", "source", "observed")
+    _compared = __match_args__[:-1]
 
-    # What this build has seen of the workspace's files (the no-op stamp's stats, see observed.py).
-    observed: Observed = field(default_factory=Observed, compare=False)
+    def __init__(self, root: Path, workspace: WorkspaceSection, cache: CacheSection, remote: RemoteSection,
+                 sections: dict, source: tomlsource.TomlSource, observed: Observed | None = None):
+        object.__setattr__(self, "root", root)
+        object.__setattr__(self, "workspace", workspace)
+        object.__setattr__(self, "cache", cache)
+        object.__setattr__(self, "remote", remote)
+        object.__setattr__(self, "sections", sections)  # rule-set tables, by name
+        object.__setattr__(self, "source", source)
+        # What this build has seen of the workspace's files (the no-op stamp's stats, see observed.py).
+        object.__setattr__(self, "observed", Observed() if observed is None else observed)
 
     def packages(self, walked: list[tuple[str, tuple]] | None = None, misnamed: list[str] | None = None) -> list[str]:
         """Package paths, sorted (see discovery.py). `walked` collects each directory looked into with
