@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .action import Action
 from .errors import TpbuildError, UserError, collected
@@ -27,6 +26,7 @@ from .targetinfo import TargetInfo
 from .rulesets import rule_sets
 from .workspace import WORKSPACE_FILE, Workspace
 
+TYPE_CHECKING = False  # as `typing` has it (which a delta build does not otherwise import), for type checkers
 if TYPE_CHECKING:  # imported by `analyze`: a delta build's Analysis has no graph
     from .graph import TargetGraph
 

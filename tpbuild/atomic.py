@@ -31,7 +31,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 _KILL_AT = os.environ.get("TPBUILD_TEST_KILL_AT")
 _NEW = ".new."  # a process directory being made: locked, then renamed to its real name

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from operator import itemgetter
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from . import atomic, critical, delta, explain, outputs, placement
 from .action import Entry, OutputEntry, Tree
@@ -64,7 +64,9 @@ class Options:
         self.unchanged = unchanged
 
 
-class RemoteExecutor(Protocol):
+class RemoteExecutor:
+    """A remote executor (`reapi.service`): the interface, described (as `runner.Runner`)."""
+
     def wrap(self, local: LocalExecution, cache_dir: Path, warn: Callable[[str], None]) -> Runner: ...
 
     def stats(self) -> dict: ...

@@ -40,7 +40,7 @@ from itertools import chain, compress, repeat
 from operator import attrgetter, itemgetter, not_
 from pathlib import Path
 from stat import S_IXUSR
-from typing import Mapping
+from collections.abc import Mapping
 
 from xxhash import xxh3_128
 

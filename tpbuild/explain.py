@@ -34,7 +34,7 @@ so after a crash they are at least as new as it is.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 
 from . import code, digest, memo
 from .action import Action, Artifact, Entry, OutputEntry, Source, blobs_of, tree_digest

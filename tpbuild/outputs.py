@@ -38,7 +38,6 @@ from itertools import chain, compress, repeat
 from json.encoder import encode_basestring
 from operator import eq, itemgetter
 from pathlib import Path
-from typing import Protocol
 
 from . import atomic, memo
 from .action import EntryKind, OutputEntry, Part, Symlink, Tree, recorded, tree_digest
@@ -266,10 +265,11 @@ def cache_id(cache_root: Path) -> str:
         return p.read_text().strip()
 
 
-class Proof(Protocol):
+class Proof:
     """What a caller knows of the placed trees without looking at them (a delta build, from the no-op
     stamp's check of every placed path: `incremental.Checked`; the ordinary path, from the stats of
-    the trees' directories and of the blobs their files are links of: `build._Linked`)."""
+    the trees' directories and of the blobs their files are links of: `build._Linked`). The interface,
+    described (as `runner.Runner`): nothing subclasses it."""
 
     def intact(self, rel: str, record: tuple) -> bool:
         """The tree at `rel` is intact as `record` (the build state's) has it; False: not known."""

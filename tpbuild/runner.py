@@ -25,7 +25,7 @@ again. A remote cache client returns entries only after verifying each blob it f
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Callable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .action import Action, OutputEntry, RunAction, Tree, blobs_of, recorded
 from .actioncache import ActionCache
@@ -105,7 +105,11 @@ class Result:
         return not self.unstable
 
 
-class Runner(Protocol):
+class Runner:
+    """What the scheduler runs actions through (the interface, described: `LocalExecution` and the
+    wrappers below have these methods; nothing subclasses it, and `typing.Protocol` cost every build the
+    import of `typing`)."""
+
     def lookup(self, req: Request) -> Result | None:
         """A result known without waiting (no network, no process), or None."""
 
@@ -117,9 +121,10 @@ class Runner(Protocol):
         """Whether `run` may wait on a process or the network (then the scheduler calls it on a worker)."""
 
 
-class RemoteCacheClient(Protocol):
+class RemoteCacheClient:
     """A shared cache (`remote.RemoteCache`, a REAPI ActionCache+CAS): key material -> entries.
-    A lookup returns entries whose blobs are already in `cas`; failures are warnings inside it."""
+    A lookup returns entries whose blobs are already in `cas`; failures are warnings inside it. (The
+    interface, described, as `Runner`.)"""
 
     def lookup(self, material: bytes, cas: Cas) -> tuple[OutputEntry, ...] | None: ...
 

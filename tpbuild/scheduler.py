@@ -25,7 +25,7 @@ import time
 from enum import StrEnum
 from pathlib import Path
 from queue import SimpleQueue
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from . import action as actionmod, critical
 from .action import Action, Artifact, Entry, OutputEntry, Source, Tree, blobs_of, entry_of, input_digest

@@ -20,7 +20,7 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 PID = 1
 _NOTHING = nullcontext()
