@@ -4,6 +4,7 @@ schema machinery (pydantic, the rule sets), so the no-op stamp (`noop.py`) can a
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from array import array
 from binascii import a2b_base64, b2a_base64
@@ -46,10 +47,16 @@ def packed(ints, code: str = "q") -> array:
     """Integers as one array of machine integers (`code`: "q" 64-bit signed, "I" 32-bit unsigned), for
     a memo that holds hundreds of thousands of them (the no-op stamp's stats: `packed_text`): one
     object, not one per integer, compared and sliced in C. A stat's inode number may be 2**63 or more (overlayfs
-    with xino sets the top bits): stored as its two's complement, which `stat_at` undoes."""
+    with xino sets the top bits): stored as its two's complement, which `stat_at` undoes.
+
+    Made through struct's one call: an array made of the integers themselves converts each through a
+    call of its own (at 1,000 models the check of the no-op stamp's 40,000 stats took 18 M instructions
+    so, 3% of an edit's build). Anything struct refuses (such a number, or no integer: a damaged memo's)
+    goes the array's way, which raises what it raised before (TypeError, OverflowError)."""
+    ints = ints if ints.__class__ is list else list(ints)
     try:
-        return array(code, ints)
-    except OverflowError:
+        return array(code, struct.pack(f"{len(ints)}{code}", *ints))
+    except struct.error:
         return array(code, [v - _WRAP if v >= _WRAP >> 1 else v for v in ints])
 
 

@@ -801,16 +801,7 @@ def _unpack(groups: list) -> None:
 def _stats(stat, base: str, paths: list[str]) -> array:
     """`stat_sig` of each path (`stat` of `base + path`), flattened and `packed`, in C: a Python loop cost a
     third more at 10,000 models. Raises OSError for a path that is not there."""
-    global _wide
-    if not _wide:
-        try:
-            return array("q", chain.from_iterable(map(stat_sig, map(stat, map(base.__add__, paths)))))
-        except OverflowError:  # an inode number from 2**63 on (`packed`): taken again, and from now on so
-            _wide = True
     return packed(list(chain.from_iterable(map(stat_sig, map(stat, map(base.__add__, paths))))))
-
-
-_wide = False  # an inode number from 2**63 on was seen: `_stats` packs through a list
 
 
 def _differing(now: list[int], recorded: list[int]) -> list[tuple[int, tuple]]:
