@@ -362,7 +362,8 @@ class Records:
                 actions = {aid: v for aid, v in actions.items() if aid in live}
             refs = {v[1] for v in actions.values() if isinstance(v, list) and len(v) == 3}
             value = {"shared": {r: s for r, s in shard["shared"].items() if r in refs}, "actions": actions}
-            err = memo.save(self.dir / name, KIND, VERSION, value, self.tmp, f"the explain records {self.dir / name}")
+            err = memo.save(self.dir / name, KIND, VERSION, value, self.tmp, f"the explain records {self.dir / name}",
+                            depth=0)  # a shard: one of SHARDS
             warning = warning or err
         self._dirty.clear()
         return warning

@@ -101,13 +101,16 @@ def prefix(path: Path, kind: str, version: int, size: int) -> bytes | None:
         return None
 
 
-def save(path: Path, kind: str, version: int, value, tmp_parent: Path, what: str) -> str | None:
-    """Write the memo; None when saved, else a warning naming what was not saved and why."""
+def save(path: Path, kind: str, version: int, value, tmp_parent: Path, what: str, depth: int = 3) -> str | None:
+    """Write the memo; None when saved, else a warning naming what was not saved and why. `depth`: the
+    levels of `value` taken apart as it is written (`_chunks`); 0 for a memo of a few kilobytes, one
+    `json.dumps` (taken apart, the explain records' shard an edit rewrote cost 400 calls of it, 3% of
+    the edit's build at 1,000 models)."""
     from . import atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(path, itertools.chain((_header(kind, version),), _chunks(value, 3)), tmp_parent, kind)
+        atomic.write_bytes(path, itertools.chain((_header(kind, version),), _chunks(value, depth)), tmp_parent, kind)
     except (TypeError, ValueError, RecursionError) as e:  # not JSON: nothing is left (write_bytes removes its temp)
         return f"could not save {what} ({e}); the next build re-checks what it would have remembered"
     except OSError as e:

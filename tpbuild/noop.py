@@ -351,7 +351,7 @@ class Stamp:
         trees = {**(self.patch["trees"] if self.patch is not None else {}), **trees}
         return memofile.save(self.path.with_name(PATCH), PATCH_KIND, VERSION,
                              {"gen": self.data["gen"], "groups": merged, "trees": trees}, self.path.parent / "tmp",
-                             "the no-op stamp's patch")
+                             "the no-op stamp's patch", depth=0)  # the few paths delta builds restated
 
     def record(self, result, cache_dir: Path) -> None:
         """Stamp a finished build, or leave no stamp if it cannot be trusted (see the module docstring)."""
