@@ -264,9 +264,10 @@ def test_the_live_records_size_follows_puts_removals_and_a_split(tmp_path):
         assert j._live == count(j)
 
 
-def test_a_plain_class_is_recorded_by_its_match_args_as_a_dataclass_by_its_fields():
-    """Label is a plain immutable class (label.py), recorded by `__match_args__`; an action (a dataclass
-    with keyword-only fields) by name; both read back equal, and a type not named is a miss."""
+def test_a_class_is_recorded_by_its_match_args_and_one_with_keyword_only_fields_read_by_name():
+    """Label (label.py) and the action variants (value.Frozen) are recorded by `__match_args__`; an
+    action, whose constructor takes keyword-only fields, is made again by name; both read back equal,
+    and a type not named is a miss."""
     from tpbuild.action import Artifact, RunAction, Source
     from tpbuild.analysiscache import action_types
     from tpbuild.label import Label
