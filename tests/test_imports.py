@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Lowest first. Each module may import from its own layer and the ones above it in this list.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("values", {"errors", "label", "digest", "atomic", "tomlsource", "layout", "memo", "code", "facts", "trace",
-                "observed"}),
+    ("values", {"errors", "value", "label", "digest", "atomic", "tomlsource", "layout", "memo", "code", "facts",
+                "trace", "observed"}),
     ("model", {"workspace", "discovery", "manifest", "action", "targetinfo", "plugin", "genrule"}),
     ("analysis and stores", {"graph", "analysis", "analysiscache", "statcache", "cas", "actioncache", "outputs",
                              "placement", "shaindex", "remotestore", "remote", "eviction", "critical", "rulesets"}),
