@@ -396,10 +396,11 @@ def _record(package: str, v: list, labels: dict | None = None, artifacts: dict |
         if info is not None:
             info_rule, out, values = info
             if out is not None:
-                key = tuple(out)
+                action, path = out
+                key = (action, path)
                 out = artifacts.get(key)
                 if out is None:
-                    out = artifacts[key] = Artifact(*key)
+                    out = artifacts[key] = Artifact(action, path)
             if values.__class__ is dict:
                 info = TargetInfo(info_rule, out, values)
             elif isinstance(values, str):  # tagged text: decoded when something reads it
