@@ -188,24 +188,42 @@ def test_a_new_package_joins_a_pattern_of_the_recorded_closure(models, stamp):
     assert Label("models/c", "c") in _analysis(models, "//:repo").graph.edges[Label("", "repo")]
 
 
-@pytest.mark.parametrize("damage", [b"", b"tpbuild-memo closure v1\n{}", b"tpbuild-memo closure v1\n[1]",
-                                    "order", "deps", "then"])
+@pytest.mark.parametrize("damage", [b"", b"{}", b"[1]", "order", "deps", "then"])
 def test_a_damaged_closure_memo_is_a_miss(models, damage):
     import json
 
     from tpbuild import memo
+    from tpbuild.graph import CLOSURE_KIND, CLOSURE_VERSION
+
+    header = f"tpbuild-memo {CLOSURE_KIND} v{CLOSURE_VERSION}\n".encode()
 
     a = _analysis(models, "//models/a:a")
     path = a.graph.cache._journal.path.parent / "closure"
     expected = _closed(a)
     if isinstance(damage, bytes):
-        path.write_bytes(damage)
+        path.write_bytes(header + damage if damage else damage)
     else:
-        data = memo.load(path, "closure", 1)
+        data = memo.load(path, CLOSURE_KIND, CLOSURE_VERSION)
         data[damage] = [["nowhere", "x"]] if damage == "then" else "AAAA"
-        path.write_bytes(b"tpbuild-memo closure v1\n" + json.dumps(data).encode())
+        path.write_bytes(header + json.dumps(data).encode())
     again = _analysis(models, "//models/a:a")
     assert not again.graph.from_memo and _closed(again) == expected
+
+
+def test_the_closure_key_tells_apart_lists_that_join_alike():
+    """The closure memo's key (`TargetGraph._key`) joins the loaded packages, their records' generations
+    and the workspace's packages into one text: the same texts split another way between the lists (a
+    package loaded, or only discovered) are another key; a generation no record has is none."""
+    from tpbuild.graph import TargetGraph
+
+    def key(loaded, gens, discovered):
+        g = object.__new__(TargetGraph)
+        g._all_packages = discovered
+        return g._key(loaded, gens)
+
+    assert key(["a"], ["g"], ["b", "c"]) != key(["a", "g"], ["b", "c"], []) != key([], [], ["a", "g", "b", "c"])
+    assert key(["a"], ["g"], ["a"]) == key(["a"], ["g"], ["a"])
+    assert key(["a"], ["g\0b"], []) is None and key(["a"], [""], []) is None and key(["a"], [None], []) is None
 
 
 def test_a_target_analysed_again_under_the_recorded_closure_gets_its_patterns_resolved(models):

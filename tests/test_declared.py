@@ -170,6 +170,32 @@ def test_info_values_that_are_not_plain_json_are_decoded_when_read():
         damaged.values
 
 
+def test_a_record_of_another_shape_is_not_decoded():
+    """A record whose parts are not of the memo's shape does not decode (the journal then drops it: a
+    miss, the package analysed again), rather than decoding to something the build never recorded."""
+    from tpbuild.targetinfo import TargetInfo
+
+    info = TargetInfo("r", Artifact("p:t%T"), {})
+    act = _actions()[0]
+    rec = PackageRecord({"p/BUILD.toml": (1, 2, 3, 4)}, [TargetRecord(Label("p", "t"), "r", [Label("q", "u")],
+                        ("r", "t"), "p/BUILD.toml", "", [Declared.of(act)], info, "", False)], {}, "g")
+    good = analysiscache._record_json("p", rec)
+    assert analysiscache._record_json("p", analysiscache._record("p", json.loads(json.dumps(good)))) == good
+
+    def damaged(change):
+        v = json.loads(json.dumps(good))
+        change(v, v[1][0])
+        with pytest.raises(memo._UNDECODABLE):
+            analysiscache._record("p", v)
+
+    damaged(lambda v, t: t[7].__setitem__(1, ["p:t%T"]))  # an output not an (action, path) pair
+    damaged(lambda v, t: t[6][0].__setitem__(3, ["x", None]))  # inputs not triples
+    damaged(lambda v, t: v.__setitem__(3, 7))  # a generation not text
+    damaged(lambda v, t: v.__setitem__(2, {"m.py": 1}))  # facts not text
+    damaged(lambda v, t: v[0].__setitem__("p/BUILD.toml", 5))  # a stat not a list
+    damaged(lambda v, t: v.__setitem__(1, [t[:9]]))  # a target of nine fields
+
+
 def test_facts_are_kept_as_text_and_a_damaged_one_is_a_change(tmp_path):
     """A file's facts are read from the memo only when its stat moved: kept as their text, written
     back as read; a text that does not decode is a change (the package is analysed again), not an error."""
