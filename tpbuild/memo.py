@@ -177,8 +177,9 @@ def _chunks(value, depth: int):
 
 
 # What a JSON string escapes, as `_dumps` writes it (UTF-8 as is): the control characters, the quote and
-# the backslash. Any other character, and so any byte of its UTF-8, is written as it is.
-_ESCAPED = bytes(range(0x20)) + b'"\\'
+# the backslash, each mapped to a NUL (itself one) by this table, every other byte to itself. Any other
+# character, and so any byte of its UTF-8, is written as it is.
+_ESCAPED = bytes.maketrans(bytes(range(0x20)) + b'"\\', bytes(0x22))
 _VERBATIM = 256  # a string of at least this many characters, a list of at least this many strings
 
 
@@ -202,7 +203,7 @@ def _verbatim(value) -> bytes | None:
         text = joined.encode()
     except UnicodeEncodeError:  # a lone surrogate: as json.dumps has it
         return None
-    if len(text.translate(None, _ESCAPED)) != len(text):
+    if b"\0" in text.translate(_ESCAPED):
         return None
     return b'"' + text + b'"' if parts is None else ('["' + '","'.join(parts) + '"]').encode()
 
