@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from tpbuild import outputs
-from tpbuild.action import EMPTY_TREE, Artifact, Entry, EntryKind, Part, Source, Symlink, Tree, TreeAction, part_dests, \
-    tree_digest
+from tpbuild.action import EMPTY_TREE, Artifact, Entry, EntryKind, Part, Source, Symlink, Tree, TreeAction, \
+    part_dests, tree_digest
 from tpbuild.cas import Cas
 from tpbuild.label import Label
 
