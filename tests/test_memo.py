@@ -299,3 +299,34 @@ def test_a_label_is_an_immutable_value():
             change()
     with pytest.raises(TypeError):
         a < ("p", "b")
+
+
+def test_long_strings_and_lists_of_strings_are_written_as_json_writes_them():
+    """`memo._verbatim` writes a long string or list of strings without json's encoder: the same bytes
+    as `_dumps` whatever the characters (escaped ones, non-ASCII, a lone surrogate), or leaves it to it."""
+    import random
+
+    from tpbuild.memo import _VERBATIM, _chunks, _dumps, _verbatim
+
+    rng = random.Random(7)
+    alphabet = ["a", "/", "é", "字", "\U0001f600", " ", "\x7f"]
+    escaped = ['"', "\\", "\n", "\x00", "\x1f"]
+    values = []
+    for odd in [None, *escaped, "\ud800"]:
+        words = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))) for _ in range(_VERBATIM)]
+        if odd is not None:
+            words[rng.randrange(len(words))] += odd
+        values += [words, "".join(words), words[:_VERBATIM - 1]]
+    values += [[*["x"] * _VERBATIM, 1], [*["x"] * _VERBATIM, None], ["x"] * _VERBATIM, [""] * _VERBATIM]
+    plain = 0
+    for v in values:
+        try:
+            expected = _dumps(v).encode()
+        except UnicodeEncodeError:  # a lone surrogate: not UTF-8, as ever
+            assert _verbatim(v) is None
+            continue
+        got = _verbatim(v)
+        assert got is None or b"".join(got) == expected
+        plain += got is not None
+        assert b"".join(_chunks({"k": [v]}, 3)) == _dumps({"k": [v]}).encode()
+    assert plain == 4  # the plain list of words and its string, and the lists of "x" and of ""

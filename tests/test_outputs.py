@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from tpbuild import outputs
-from tpbuild.action import EMPTY_TREE, Artifact, Entry, Part, Source, Symlink, Tree, TreeAction, part_dests, tree_digest
+from tpbuild.action import EMPTY_TREE, Artifact, Entry, EntryKind, Part, Source, Symlink, Tree, TreeAction, \
+    part_dests, tree_digest
 from tpbuild.cas import Cas
 from tpbuild.label import Label
 
@@ -176,3 +177,33 @@ def test_trees_alike_are_compared_as_text_and_a_damaged_one_is_looked_at_alone(t
                                                  f'"o:tpbuild-out/m3"\t["{other}"'))  # its record changed
     found, _fresh = in_place()
     assert "tpbuild-out/m3" not in found and "tpbuild-out/m4" in found
+
+
+def test_the_blobs_results_name_are_those_of_each_result_in_order_whatever_their_form():
+    """`blobs_named` takes the digests from the entries' JSON by column only while every result is a tree
+    of plain files held as read; an executable, a symlink, a tree read into entries or a result that is
+    not a tree gives what `blobs_of` of each gives, each blob once, in order."""
+    from itertools import chain
+
+    from tpbuild.action import blobs_named, blobs_of
+
+    def d(i: int) -> str:
+        return f"xxh3_128:{i:032x}"
+
+    plain = [Entry("a", EntryKind.FILE, d(1), 1), Entry("b", EntryKind.FILE, d(2), 1)]
+    mixed = [Entry("c", EntryKind.EXECUTABLE, d(2), 1), Symlink("l", "a"), Entry("e", EntryKind.FILE, d(3), 1)]
+
+    def raw(entries) -> Tree:
+        return Tree(raw=[e.to_json() for e in entries])
+
+    def expected(results) -> list:
+        return list(dict.fromkeys(chain.from_iterable(map(blobs_of, results))))
+
+    for results in ([raw(plain), raw(plain[1:])],  # by column
+                    [raw(plain), raw(mixed)],  # an executable and a symlink
+                    [raw(plain), Tree(tuple(mixed))],  # a tree read into entries
+                    [raw(plain), tuple(mixed)],  # not a tree
+                    []):
+        assert list(blobs_named(results)) == expected(results)
+    assert list(blobs_named([raw(plain), raw(plain[1:])])) == [(d(1), False), (d(2), False)]
+    assert list(blobs_named([raw(plain), raw(mixed)])) == [(d(1), False), (d(2), False), (d(2), True), (d(3), False)]

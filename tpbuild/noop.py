@@ -419,13 +419,12 @@ class Stamp:
         """The stamp's groups of a successful build: `analysed`, (package, analysis memo record) of each
         package it loaded; `records`, each record of the build state it placed (`outputs.Placed.records`);
         `sources`, each source its actions read."""
-        from .action import Tree, blobs_of
+        from .action import blobs_named
         from .cas import Cas
 
         a = result.analysis
-        observed: dict = {}
-        for _package, rec in analysed:
-            observed.update(rec.observed)
+        # Every path the analysis memo's records watch, a later record's stat of one winning (in C).
+        observed = dict(chain.from_iterable(map(dict.items, map(attrgetter("observed"), map(itemgetter(1), analysed)))))
         root = f"{self.root}/"
         ws = [(WORKSPACE_FILE, self.workspace_sig), *a.graph.walked]
         # What the build used, as it used it: each source and blob at the stat its digest was taken at
@@ -439,11 +438,7 @@ class Stamp:
         sourced.used(sources, source_stats)
         cas = Cas(cache_dir)
         # A tree names its parts' blobs again (the repository: every model's): each once.
-        entries = list(map(attrgetter("entries"), result.outcomes.values()))
-        if {*map(type, entries)} == {Tree}:  # every result a tree (as settled ones are): its blobs, one call each
-            blobs = dict.fromkeys(chain.from_iterable(map(Tree.blobs, entries)))
-        else:
-            blobs = dict.fromkeys(chain.from_iterable(map(blobs_of, entries)))
+        blobs = blobs_named(list(map(attrgetter("entries"), result.outcomes.values())))
         blob_paths = list(map(cas.path_text, map(itemgetter(0), blobs), map(itemgetter(1), blobs)))
         blob_stats = peeks(blob_paths)
         stores = _Group("", True, horizon=horizon)
