@@ -36,7 +36,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from itertools import chain, compress, repeat
 from json.encoder import encode_basestring
-from operator import attrgetter, eq, itemgetter, not_
+from operator import eq, itemgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -113,19 +113,6 @@ class BuildState:
             return []
         return [k for k in keys[lo:bisect_left(keys, f"{rel}0", lo)] if k in self.outputs]  # some maybe removed since
 
-    def nested(self) -> set[str]:
-        """The paths that have output records below them (a composed output's, and a composed part's):
-        every record's ancestors, found a level at a time in C (a look for records below each of the
-        10,000 flat trees a no-op build checks cost it 0.02 s)."""
-        found: set[str] = set()
-        level = set(self.outputs)
-        while level:
-            level = set(map(itemgetter(0), map(str.rpartition, level, repeat("/"))))
-            level.discard("")
-            level -= found
-            found |= level
-        return found
-
     def place(self, rel: str, record: tuple) -> None:
         """Record an output (or a part of one) as placed."""
         keys = self._sorted
@@ -178,11 +165,6 @@ class _Records(MutableMapping):
     def preload(self, keys) -> None:
         """Decode these records in one parse (see `memo.Journal.preload`)."""
         self._journal.preload([self._prefix + k for k in keys])
-
-    def recorded(self, keys: list[str]) -> list[bool]:
-        """Of each key, whether it has a record (by the keys listed, in C: `__contains__` of each of
-        10,000 cost a no-op build a Python call each)."""
-        return list(map(self._listed().__contains__, keys))
 
     def texts(self, keys: list[str]) -> list[str | None]:
         """These records' texts, not decoded (`memo.Journal.texts`)."""
@@ -328,27 +310,21 @@ def in_place_all(state: BuildState, root: Path, outs: list[tuple[str, Sequence[O
                  proven: Proof | None = None) -> set[str]:
     """The outputs of `outs` ((rel, entries) each) that `root` holds, intact, as this state placed them,
     each part of a composed tree checked by its own record (`proven`: see `materialize`). Checked
-    together: the records each needs are found first (by their keys, `_records_of`), then compared with
-    the records their trees would have now, as `proven` vouches for their stats (`_as_placed`), and
-    only a record that differs is decoded and looked at alone."""
-    rels = list(map(itemgetter(0), outs))
-    trees = list(map(itemgetter(1), outs))
-    below: set[str] | None = None
-
-    def nested() -> set[str]:
-        nonlocal below
-        if below is None:
-            below = state.nested()
-        return below
-
-    every: list[tuple] = []
-    found = _records_of(state, rels, trees, list(map(tree_digest, trees)), proven, nested, every)
-    same = _as_placed(state, every, proven) if proven is not None and every else set()
-    for rel, digest, _entries, parts in compress(every, map(not_, map(same.__contains__, map(itemgetter(0), every)))):
-        if not _recorded_intact(state, root, rel, digest, parts, proven):
-            found.discard(rel)  # and the output it is a part of (outputs never nest)
-            found.difference_update(_ancestors(rel))
-    return found
+    together: the records each needs are found first (by their keys), then compared with the records
+    their trees would have now, as `proven` vouches for their stats (`_as_placed`), and only a record
+    that differs is decoded and looked at alone."""
+    needs = {}
+    for rel, entries in outs:
+        records: list[tuple] = []
+        if _records_of(state, rel, entries, None, proven, records):
+            needs[rel] = records
+    every = [r for records in needs.values() for r in records]
+    same = _as_placed(state, every, proven) if proven is not None else set()
+    damaged = {rel for rel, digest, _entries, parts in every
+               if rel not in same and not _recorded_intact(state, root, rel, digest, parts, proven)}
+    if not damaged:
+        return set(needs)
+    return {rel for rel, records in needs.items() if damaged.isdisjoint(r[0] for r in records)}
 
 
 def _recorded_intact(state: BuildState, root: Path, rel: str, digest: str, parts: tuple[Part, ...],
@@ -360,32 +336,44 @@ def _recorded_intact(state: BuildState, root: Path, rel: str, digest: str, parts
             and _intact(root, rel, rec, proven))
 
 
-def _records_of(state: BuildState, rels: list[str], trees: list[Sequence[OutputEntry]], digests: list[str],
-                proven: Proof | None, nested: Callable[[], set[str]], into: list[tuple]) -> set[str]:
-    """Of the trees at `rels` (of these digests), those the state's records do not show by their keys
-    alone not to be placed (no record, records below a flat tree's or a flat part's); `into` given
-    `(rel, digest, entries, parts)` of each record that must be of its tree, intact, for it to be: its
-    own and its parts', those `proven` knows to hold theirs left out. `nested`: the paths with records
-    below them (`BuildState.nested`). A column at a time, in C (a call or two for each of the 10,000
-    models' trees and the 10,000 parts of their repository cost a no-op build 0.06 s); a composed tree's
-    parts alike."""
-    parts = list(map(_parts, trees))
-    held = list(map(proven.holds, rels, digests)) if proven is not None else [False] * len(rels)
-    found = set(compress(rels, held))
-    at = list(compress(range(len(rels)), map(not_, held)))
-    at = list(compress(at, state.outputs.recorded(list(map(rels.__getitem__, at)))))
-    if not at:
-        return found
-    into += zip(*(list(map(column.__getitem__, at)) for column in (rels, digests, trees, parts)))
-    flat = list(compress(map(rels.__getitem__, at), map(not_, map(parts.__getitem__, at))))
-    found.update(compress(flat, map(not_, map(nested().__contains__, flat))))
-    for i in compress(at, map(parts.__getitem__, at)):
-        base = f"{rels[i]}/"
-        subs = list(map(base.__add__, map(attrgetter("prefix"), parts[i])))
-        if len(_records_of(state, subs, list(map(attrgetter("tree"), parts[i])), list(map(attrgetter("digest"), parts[i])),
-                           proven, nested, into)) == len(subs):
-            found.add(rels[i])
-    return found
+def _records_of(state: BuildState, rel: str, entries: Sequence[OutputEntry], digest: str | None,
+                proven: Proof | None, into: list[tuple]) -> bool:
+    """False when the state's records show by their keys alone that `root/rel` does not hold the tree
+    `entries` as placed (no record, records below a flat tree's or a flat part's); else True, with `into`
+    given `(rel, digest, entries, parts)` of each record that must be of its tree, intact, for it to:
+    its own and its parts', those `proven` knows to hold theirs left out."""
+    parts = _parts(entries)
+    digest = digest or tree_digest(entries)
+    if proven is not None and proven.holds(rel, digest):
+        return True
+    if rel not in state.outputs:
+        return False
+    into.append((rel, digest, entries, parts))
+    if not parts:
+        return not state.recorded_below(rel)
+    # The parts, in one pass over the records below `rel`: a flat part is of its shape when no record
+    # is below its own (a repository's 10,000 parts are one listing of the records below it, not a
+    # search of all of them for each part).
+    nested = set()  # the records below `rel` that have records below them
+    for k in state.recorded_below(rel):
+        k = k.rpartition("/")[0]
+        while len(k) > len(rel) and k not in nested:
+            nested.add(k)
+            k = k.rpartition("/")[0]
+    base = f"{rel}/"
+    recorded = state.outputs
+    for p in parts:
+        at = base + p.prefix
+        if _parts(p.tree):
+            if not _records_of(state, at, p.tree, p.digest, proven, into):
+                return False
+            continue
+        if proven is not None and proven.holds(at, p.digest):
+            continue
+        if at not in recorded or at in nested:
+            return False
+        into.append((at, p.digest, p.tree, ()))
+    return True
 
 
 def _as_placed(state: BuildState, expected: list[tuple], proven: Proof) -> set[str]:
@@ -395,38 +383,23 @@ def _as_placed(state: BuildState, expected: list[tuple], proven: Proof) -> set[s
     the records alike (a model's: the same files in the same directories, `_Shape`) a column at a time,
     a thousand at once (a directory gone costs its thousand a look each, not the whole build's). Each
     record found so is taken as decoded, its value made of what was compared (`Journal.matched`)."""
-    rels = list(map(itemgetter(0), expected))
-    digests = list(map(itemgetter(1), expected))
-    owns = list(map(_own_json, map(itemgetter(2), expected)))
-    # Its files, and the parts that lead through directories of its own (`_dirs`: not one at the top);
-    # made in C but for a composed tree's.
-    shapes: list[tuple | None] = list(zip(map(tuple, map(map, repeat(_PATH_KIND), owns)), repeat(())))
-    for i in compress(range(len(expected)), map(itemgetter(3), expected)):
-        rel, _digest, _entries, parts = expected[i]
-        if _same_shape(state, rel, map(itemgetter(0), owns[i]), parts):
-            shapes[i] = (shapes[i][0], tuple(p.prefix for p in parts if "/" in p.prefix))
-        else:
-            shapes[i] = None  # its record looked at alone tells
-    alike: dict[tuple, list[int]] = {}
-    for i, shape in enumerate(shapes):
-        at = alike.get(shape)
-        if at is None:
-            at = alike[shape] = []
-        at.append(i)
-    alike.pop(None, None)
+    alike: dict[tuple, list[tuple]] = {}
+    for rel, digest, entries, parts in expected:
+        own = entries.own_json() if isinstance(entries, Tree) else [e.to_json() for e in entries]
+        if parts and not _same_shape(state, rel, map(itemgetter(0), own), parts):
+            continue  # its record looked at alone tells
+        # its files, and the parts that lead through directories of its own (`_dirs`: not one at the top)
+        shape = (tuple(map(_PATH_KIND, own)), tuple(p.prefix for p in parts if "/" in p.prefix) if parts else ())
+        records = alike.get(shape)
+        if records is None:
+            records = alike[shape] = []
+        records.append((rel, digest, own))
     same: set[str] = set()
-    for (files, below), at in alike.items():
+    for (files, below), records in alike.items():
         shape = _Shape(files, below)
-        for i in range(0, len(at), _PROVEN_AT_ONCE):
-            chunk = at[i:i + _PROVEN_AT_ONCE]
-            same.update(shape.compare(state, list(map(rels.__getitem__, chunk)), list(map(digests.__getitem__, chunk)),
-                                      list(map(owns.__getitem__, chunk)), proven))
+        for i in range(0, len(records), _PROVEN_AT_ONCE):
+            same.update(shape.compare(state, records[i:i + _PROVEN_AT_ONCE], proven))
     return same
-
-
-def _own_json(entries: Sequence[OutputEntry]) -> list:
-    """A tree's own entries as records keep them (`Tree.own_json`)."""
-    return entries.own_json() if isinstance(entries, Tree) else [e.to_json() for e in entries]
 
 
 _PATH_KIND = itemgetter(0, 1)  # of an entry as JSON
@@ -438,60 +411,48 @@ _SIG_FIELDS = 4  # the integers of a `stat_sig`
 
 class _Shape:
     """The files (path and kind) and directories of a placed tree's record (those of a tree's own
-    entries, and for a composed tree the directories that lead to its parts, see `_dirs`), and the
-    record's text with its tree digest, its files' blobs or link targets and every stat left to be filled
-    in (`%`): the records of 10,000 models' trees are written out by one format each, in C, where
-    encoding their values took as long as decoding them (their stats' 400,000 integers)."""
+    entries, and for a composed tree the directories that lead to its parts, see `_dirs`), and two
+    functions of a record's values (`_makers`): its text, and its value as `_from_json` makes it. The
+    records of 10,000 models' trees are written out so, one call each, where encoding their values took
+    as long as decoding them (their stats' 400,000 integers). Its strings are written as they are: a
+    record whose digest, blob or link target has a character JSON escapes is left to itself."""
 
     def __init__(self, files: tuple[tuple[str, str], ...], below: tuple[str, ...]):
         self.paths = [p for p, _k in files]
         self.kinds = [k for _p, k in files]
         self.dirs = _dir_names(self.paths + list(below))
-        sig = ",".join(["%d"] * _SIG_FIELDS)
-
-        def text(s: str) -> str:
-            return encode_basestring(s).replace("%", "%%")
-
-        self.template = "".join(("[%s,{", ",".join(f"{text(p)}:[{text(k)},%s,[{sig}]]" for p, k in files), "},{",
-                                 ",".join(f"{text(d)}:[{sig}]" for d in self.dirs), "}]"))
+        self.text, self.value = _makers(self.paths, self.kinds, self.dirs)
         self.checked = False  # its text found to be the journal's own for a record (`compare`)
 
-    def compare(self, state: BuildState, rels: list[str], digests: list[str], owns: list[list],
-                proven: Proof) -> list[str]:
-        """The records at `rels` (of trees of these digests and own entries as JSON) whose text in the
-        state is the text of their tree's record at the stats `proven` vouches for now; each is taken as
+    def compare(self, state: BuildState, records: list[tuple[str, str, list]], proven: Proof) -> list[str]:
+        """The records of `records` ((rel, tree digest, own entries as JSON) each) whose text in the state
+        is the text of their tree's record at the stats `proven` vouches for now; each is taken as
         decoded so. None of them when a stat is not vouched for (the file-by-file check tells)."""
+        rels, digests, owns = (list(map(itemgetter(i), records)) for i in range(3))
         n, m = len(self.paths), len(self.dirs)
         targets = list(map(itemgetter(2), chain.from_iterable(owns)))
-        # each record's directories together, as its text holds their stats (a column each, interleaved in C)
-        dirs = list(chain.from_iterable(zip(*[map(str.__add__, rels, repeat(f"/{d}")) for d in self.dirs])))
-        now = proven.vouch(self.kinds * len(rels), targets, dirs)
+        now = proven.vouch(self.kinds * len(records), targets, [f"{rel}/{d}" for rel in rels for d in self.dirs])
         if now is None:
             return []
         file_stats, dir_stats = now
         if None in file_stats or None in dir_stats or \
                 not {*map(len, file_stats), *map(len, dir_stats)} <= {_SIG_FIELDS}:
             return []
+        # Each record's values, a column each (sliced in C): its digest, each file's blob and stat, each
+        # directory's stat.
+        columns = [digests, *chain.from_iterable((targets[i::n], file_stats[i::n]) for i in range(n)),
+                   *(dir_stats[j::m] for j in range(m))]
         try:
-            # Each record's values in the order its text holds them: its digest, each file's blob and stat,
-            # each directory's stat (zip takes as many from an iterator given as many times).
-            files = chain.from_iterable(map(tuple.__add__, zip(map(encode_basestring, targets)), file_stats))
-            stats = chain.from_iterable(dir_stats)
-            texts = list(map(self.template.__mod__, zip(map(encode_basestring, digests),
-                                                        *[files] * ((1 + _SIG_FIELDS) * n),
-                                                        *[stats] * (_SIG_FIELDS * m))))
+            strings = "".join(chain(digests, targets))
         except TypeError:  # a digest or target that is not text: left to the records themselves
             return []
+        if '"' in strings or "\\" in strings or not strings.isprintable():  # one JSON escapes: likewise
+            return []
+        texts = list(map(self.text, *columns))
         same = list(map(eq, texts, state.outputs.texts(rels)))
         if not any(same):
             return []
-        # The records' values, as `_from_json` makes them of their texts: (digest, {path: (kind, blob, stat)},
-        # {directory: stat}).
-        placed = map(dict, repeat(()))
-        if n:
-            placed = map(dict, map(zip, repeat(self.paths), map(zip, repeat(self.kinds), zip(*[iter(targets)] * n),
-                                                                zip(*[iter(file_stats)] * n))))
-        values = list(zip(digests, placed, map(dict, map(zip, repeat(self.dirs), zip(*[iter(dir_stats)] * m)))))
+        values = list(map(self.value, *columns))
         if not self.checked:  # the format is the journal's own encoding, for a first record of this shape
             if state.outputs.text_of(rels[0], values[0]) != texts[0]:
                 return []
@@ -499,6 +460,47 @@ class _Shape:
         rels, values = list(compress(rels, same)), list(compress(values, same))
         state.outputs.matched(rels, values)
         return rels
+
+
+def _makers(paths: list[str], kinds: list[str], dirs: list[str]) -> tuple[Callable[..., str], Callable[..., tuple]]:
+    """Of a record of these files (paths and kinds) and directories, given its values a column each
+    (`_Shape.compare`: its digest; each file's blob or link target, and stat; each directory's stat):
+    its text as the journal writes it (of strings JSON writes as they are, `_Shape`), and its value
+    as `_from_json` makes it (`(digest, {path: (kind, blob, stat)}, {directory: stat})`). Each is a
+    function made for the shape, an f-string or a display of its values, called once a record: a
+    format of a tuple of its 25 values a record, and zips of its files into dicts, took a no-op build
+    at 10,000 models twice as long. The made source holds names only; the shape's paths and kinds,
+    and the text between the values, are constants it is given (`c<i>`, `p<i>`, `k<i>`, `e<j>`)."""
+    n, m = len(paths), len(dirs)
+    files = [f"t{i}" for i in range(n)], [f"s{i}" for i in range(n)]
+    params = ", ".join(["d", *chain.from_iterable(zip(*files)), *(f"u{j}" for j in range(m))])
+    # The text: constants between the values, each value's place after the constant before it.
+    sig = ",".join(["{%s[" + str(x) + "]}" for x in range(_SIG_FIELDS)])
+    constants = ['["']
+    places = ["{d}"]
+    for i, (p, k) in enumerate(zip(paths, kinds)):
+        constants.append(('",{' if i == 0 else "]],") + f"{encode_basestring(p)}:[{encode_basestring(k)},\"")
+        places.append(f"{{t{i}}}")
+        constants.append('",[')
+        places.append(sig.replace("%s", f"s{i}"))
+    constants.append(("]]},{" if n else '",{},{'))
+    for j, d in enumerate(dirs):
+        constants[-1] += ("" if j == 0 else "],") + f"{encode_basestring(d)}:["
+        places.append(sig.replace("%s", f"u{j}"))
+        constants.append("")
+    constants[-1] += ("]}]" if m else "}]")
+    fstring = "".join(f"{{c{x}}}{place}" for x, place in enumerate(places)) + f"{{c{len(places)}}}"
+    value = "(d, {%s}, {%s})" % (", ".join(f"p{i}: (k{i}, t{i}, s{i})" for i in range(n)),
+                                 ", ".join(f"e{j}: u{j}" for j in range(m)))
+    names = [f"c{x}" for x in range(len(constants))] + [f"p{i}" for i in range(n)] + [f"k{i}" for i in range(n)] + \
+        [f"e{j}" for j in range(m)]
+    source = (f"def make({', '.join(names)}):\n"
+              f"    def text({params}):\n        return f'{fstring}'\n"
+              f"    def value({params}):\n        return {value}\n"
+              f"    return text, value\n")
+    scope: dict = {}
+    exec(compile(source, "<outputs._makers>", "exec"), scope)
+    return scope["make"](*constants, *paths, *kinds, *dirs)
 
 
 def materialize(state: BuildState, root: Path, rel: str, entries: Sequence[OutputEntry], cas: Cas,
