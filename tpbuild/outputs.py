@@ -421,7 +421,7 @@ class _Shape:
         self.paths = [p for p, _k in files]
         self.kinds = [k for _p, k in files]
         self.dirs = _dir_names(self.paths + list(below))
-        self.text, self.value = _makers(self.paths, self.kinds, self.dirs)
+        self._makers: tuple[Callable[..., str], Callable[..., tuple]] | None = None  # made when first vouched for
         self.checked = False  # its text found to be the journal's own for a record (`compare`)
 
     def compare(self, state: BuildState, records: list[tuple[str, str, list]], proven: Proof) -> list[str]:
@@ -448,11 +448,14 @@ class _Shape:
             return []
         if '"' in strings or "\\" in strings or not strings.isprintable():  # one JSON escapes: likewise
             return []
-        texts = list(map(self.text, *columns))
+        if self._makers is None:
+            self._makers = _makers(self.paths, self.kinds, self.dirs)
+        text, value = self._makers
+        texts = list(map(text, *columns))
         same = list(map(eq, texts, state.outputs.texts(rels)))
         if not any(same):
             return []
-        values = list(map(self.value, *columns))
+        values = list(map(value, *columns))
         if not self.checked:  # the format is the journal's own encoding, for a first record of this shape
             if state.outputs.text_of(rels[0], values[0]) != texts[0]:
                 return []
