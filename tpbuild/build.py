@@ -18,7 +18,6 @@ import threading
 import time
 from contextlib import contextmanager
 from enum import StrEnum
-from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
@@ -353,10 +352,10 @@ class _Linked:
         """`outputs.Proof.vouch`."""
         base, horizon = self.base, self.horizon
         try:
-            dir_stats = list(map(stat_sig, map(os.lstat, map(base.__add__, dirs))))
+            dir_stats = list(map(stat_sig, map(os.lstat, [f"{base}{d}" for d in dirs])))
         except OSError:
             return None
-        file_stats = list(map(self.verified, zip(targets, map("x".__eq__, kinds) if "x" in kinds else repeat(False))))
+        file_stats = list(map(self.verified, zip(targets, map("x".__eq__, kinds))))
         if "l" in kinds:  # a link's target names no blob
             file_stats = [None if k == "l" else s for k, s in zip(kinds, file_stats)]
         for stats in (file_stats, dir_stats):
