@@ -207,3 +207,27 @@ def test_the_blobs_results_name_are_those_of_each_result_in_order_whatever_their
         assert list(blobs_named(results)) == expected(results)
     assert list(blobs_named([raw(plain), raw(plain[1:])])) == [(d(1), False), (d(2), False)]
     assert list(blobs_named([raw(plain), raw(mixed)])) == [(d(1), False), (d(2), False), (d(2), True), (d(3), False)]
+
+
+def test_a_record_of_strings_json_escapes_is_left_to_itself(tmp_path):
+    """A record is compared with the text of its tree's record at the stats vouched for, its strings
+    written as they are (outputs._makers): a digest or blob JSON would escape leaves it to itself, else
+    the tree of digest `x\\"y` would pass for the record of the tree of digest `x"y` (their texts alike)."""
+    stat = (1, 2, 3, 4)
+
+    class Vouched:
+        def vouch(self, kinds, targets, dirs):
+            return [stat] * len(targets), [stat] * len(dirs)
+
+    state = outputs.BuildState(tmp_path / "state", "id")
+    state.outputs["tpbuild-out/plain"] = ("xy", {"a": ("f", "blob", stat)}, {"": stat})
+    state.outputs["tpbuild-out/quoted"] = ('x"y', {"a": ("f", "blob", stat)}, {"": stat})
+    assert state.save() is None
+    fresh = outputs.BuildState(tmp_path / "state", "id")
+    shape = outputs._Shape((("a", "f"),), ())
+    own = [["a", "f", "blob", 1]]
+    assert shape.compare(fresh, [("tpbuild-out/plain", "xy", own)], Vouched()) == ["tpbuild-out/plain"]
+    assert fresh.outputs["tpbuild-out/plain"] == state.outputs["tpbuild-out/plain"]  # as decoded
+    assert shape.compare(fresh, [("tpbuild-out/quoted", 'x\\"y', own)], Vouched()) == []
+    assert shape.compare(fresh, [("tpbuild-out/quoted", 'x"y', own)], Vouched()) == []
+    assert fresh.outputs["tpbuild-out/quoted"][0] == 'x"y'  # decoded from its text: not taken as matched

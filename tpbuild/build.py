@@ -390,40 +390,40 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
     """Each target's result, how many outputs were written, and how many parts of composed ones.
     `proven`: `Options.proven`. With a placement lane, the trees it was not given come first, placed
     here while it finishes what it was given."""
-    results: dict[Label, TargetResult] = {}
     placed = placed_parts = 0
     materialize = outputs.materialize if lane is None else lane.materialize
     order = analysis.order if lane is None else sorted(analysis.order,
                                                         key=lambda lbl: f"{OUT_DIR}/{lbl.path}" in lane.sent)
     # The outputs settled unchanged, checked together (`outputs.in_place_all`): those in place are not
-    # even built (their entries), let alone placed. Each target's info and output path found once.
-    targets = []
-    settled = []
+    # even built (their entries), let alone placed. Each target's info and output path found once: the
+    # infos in order as analysis made them (no Label.__hash__ call of each of 10,000 targets).
     infos = analysis.infos
-    for label in order:
-        info = infos[label]
-        rel = None
-        if info.output is not None:
-            rel = f"{OUT_DIR}/{label.path}"
-            o = outcomes.get(info.output.action)
-            if not info.output.path and isinstance(o, Settled):
+    infos = list(infos.values()) if list(infos) == order else list(map(infos.__getitem__, order))
+    rels = [f"{OUT_DIR}/{label.path}" if info.output is not None else None for label, info in zip(order, infos)]
+    settled = []
+    get = outcomes.get
+    for rel, info in zip(rels, infos):
+        if rel is not None and not info.output.path:
+            o = get(info.output.action)
+            if o.__class__ is Settled:
                 settled.append((rel, o.entries))
-        targets.append((label, info, rel))
     intact = outputs.in_place_all(state, ws.root, settled, proven)
     # A target's actions are looked at only when some action failed or was skipped (a no-op build at
     # 10,000 models does not ask 10,000 targets of theirs).
     troubled = not {o.status for o in outcomes.values()}.isdisjoint((Status.FAILED, Status.SKIPPED))
-    for label, info, rel in targets:
+    results: list[TargetResult] = []
+    built, result = TargetStatus.BUILT, TargetResult
+    for label, info, rel in zip(order, infos, rels):
         if troubled:
             statuses = {outcomes[d.id].status for d in analysis.declared_of(label)}
             if Status.FAILED in statuses:
-                results[label] = TargetResult(TargetStatus.FAILED)
+                results.append(TargetResult(TargetStatus.FAILED))
                 continue
             if Status.SKIPPED in statuses:
-                results[label] = TargetResult(TargetStatus.SKIPPED)
+                results.append(TargetResult(TargetStatus.SKIPPED))
                 continue
         if rel is None:
-            results[label] = TargetResult(TargetStatus.BUILT)
+            results.append(result(built))
             continue
         if rel not in intact:
             try:
@@ -435,10 +435,11 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
                 # A blob verified moments ago is gone: another build sharing the cache evicted it.
                 warn(f"{label}: could not place its output in {rel} ({e.strerror}: {e.filename}); a blob it "
                      "names left the cache meanwhile (evicted by another build?): run the build again")
-                results[label] = TargetResult(TargetStatus.FAILED)
+                results.append(TargetResult(TargetStatus.FAILED))
                 continue
-        results[label] = TargetResult(TargetStatus.BUILT, [rel])
-    return (results if lane is None else {label: results[label] for label in analysis.order}), placed, placed_parts
+        results.append(result(built, [rel]))
+    by_label = dict(zip(order, results))
+    return (by_label if lane is None else {label: by_label[label] for label in analysis.order}), placed, placed_parts
 
 
 def _check_overlaps(analysis: Analysis) -> None:

@@ -411,22 +411,17 @@ _SIG_FIELDS = 4  # the integers of a `stat_sig`
 
 class _Shape:
     """The files (path and kind) and directories of a placed tree's record (those of a tree's own
-    entries, and for a composed tree the directories that lead to its parts, see `_dirs`), and the
-    record's text with its tree digest, its files' blobs or link targets and every stat left to be filled
-    in (`%`): the records of 10,000 models' trees are written out by one format each, in C, where
-    encoding their values took as long as decoding them (their stats' 400,000 integers)."""
+    entries, and for a composed tree the directories that lead to its parts, see `_dirs`), and two
+    functions of a record's values (`_makers`): its text, and its value as `_from_json` makes it. The
+    records of 10,000 models' trees are written out so, one call each, where encoding their values took
+    as long as decoding them (their stats' 400,000 integers). Its strings are written as they are: a
+    record whose digest, blob or link target has a character JSON escapes is left to itself."""
 
     def __init__(self, files: tuple[tuple[str, str], ...], below: tuple[str, ...]):
         self.paths = [p for p, _k in files]
         self.kinds = [k for _p, k in files]
         self.dirs = _dir_names(self.paths + list(below))
-        sig = ",".join(["%d"] * _SIG_FIELDS)
-
-        def text(s: str) -> str:
-            return encode_basestring(s).replace("%", "%%")
-
-        self.template = "".join(("[%s,{", ",".join(f"{text(p)}:[{text(k)},%s,[{sig}]]" for p, k in files), "},{",
-                                 ",".join(f"{text(d)}:[{sig}]" for d in self.dirs), "}]"))
+        self._makers: tuple[Callable[..., str], Callable[..., tuple]] | None = None  # made when first vouched for
         self.checked = False  # its text found to be the journal's own for a record (`compare`)
 
     def compare(self, state: BuildState, records: list[tuple[str, str, list]], proven: Proof) -> list[str]:
@@ -443,26 +438,24 @@ class _Shape:
         if None in file_stats or None in dir_stats or \
                 not {*map(len, file_stats), *map(len, dir_stats)} <= {_SIG_FIELDS}:
             return []
+        # Each record's values, a column each (sliced in C): its digest, each file's blob and stat, each
+        # directory's stat.
+        columns = [digests, *chain.from_iterable((targets[i::n], file_stats[i::n]) for i in range(n)),
+                   *(dir_stats[j::m] for j in range(m))]
         try:
-            # Each record's values in the order its text holds them: its digest, each file's blob and stat,
-            # each directory's stat (zip takes as many from an iterator given as many times).
-            files = chain.from_iterable(map(tuple.__add__, zip(map(encode_basestring, targets)), file_stats))
-            stats = chain.from_iterable(dir_stats)
-            texts = list(map(self.template.__mod__, zip(map(encode_basestring, digests),
-                                                        *[files] * ((1 + _SIG_FIELDS) * n),
-                                                        *[stats] * (_SIG_FIELDS * m))))
+            strings = "".join(chain(digests, targets))
         except TypeError:  # a digest or target that is not text: left to the records themselves
             return []
+        if '"' in strings or "\\" in strings or not strings.isprintable():  # one JSON escapes: likewise
+            return []
+        if self._makers is None:
+            self._makers = _makers(self.paths, self.kinds, self.dirs)
+        text, value = self._makers
+        texts = list(map(text, *columns))
         same = list(map(eq, texts, state.outputs.texts(rels)))
         if not any(same):
             return []
-        # The records' values, as `_from_json` makes them of their texts: (digest, {path: (kind, blob, stat)},
-        # {directory: stat}).
-        placed = map(dict, repeat(()))
-        if n:
-            placed = map(dict, map(zip, repeat(self.paths), map(zip, repeat(self.kinds), zip(*[iter(targets)] * n),
-                                                                zip(*[iter(file_stats)] * n))))
-        values = list(zip(digests, placed, map(dict, map(zip, repeat(self.dirs), zip(*[iter(dir_stats)] * m)))))
+        values = list(map(value, *columns))
         if not self.checked:  # the format is the journal's own encoding, for a first record of this shape
             if state.outputs.text_of(rels[0], values[0]) != texts[0]:
                 return []
@@ -470,6 +463,47 @@ class _Shape:
         rels, values = list(compress(rels, same)), list(compress(values, same))
         state.outputs.matched(rels, values)
         return rels
+
+
+def _makers(paths: list[str], kinds: list[str], dirs: list[str]) -> tuple[Callable[..., str], Callable[..., tuple]]:
+    """Of a record of these files (paths and kinds) and directories, given its values a column each
+    (`_Shape.compare`: its digest; each file's blob or link target, and stat; each directory's stat):
+    its text as the journal writes it (of strings JSON writes as they are, `_Shape`), and its value
+    as `_from_json` makes it (`(digest, {path: (kind, blob, stat)}, {directory: stat})`). Each is a
+    function made for the shape, an f-string or a display of its values, called once a record: a
+    format of a tuple of its 25 values a record, and zips of its files into dicts, took a no-op build
+    at 10,000 models twice as long. The made source holds names only; the shape's paths and kinds,
+    and the text between the values, are constants it is given (`c<i>`, `p<i>`, `k<i>`, `e<j>`)."""
+    n, m = len(paths), len(dirs)
+    files = [f"t{i}" for i in range(n)], [f"s{i}" for i in range(n)]
+    params = ", ".join(["d", *chain.from_iterable(zip(*files)), *(f"u{j}" for j in range(m))])
+    # The text: constants between the values, each value's place after the constant before it.
+    sig = ",".join(["{%s[" + str(x) + "]}" for x in range(_SIG_FIELDS)])
+    constants = ['["']
+    places = ["{d}"]
+    for i, (p, k) in enumerate(zip(paths, kinds)):
+        constants.append(('",{' if i == 0 else "]],") + f"{encode_basestring(p)}:[{encode_basestring(k)},\"")
+        places.append(f"{{t{i}}}")
+        constants.append('",[')
+        places.append(sig.replace("%s", f"s{i}"))
+    constants.append(("]]},{" if n else '",{},{'))
+    for j, d in enumerate(dirs):
+        constants[-1] += ("" if j == 0 else "],") + f"{encode_basestring(d)}:["
+        places.append(sig.replace("%s", f"u{j}"))
+        constants.append("")
+    constants[-1] += ("]}]" if m else "}]")
+    fstring = "".join(f"{{c{x}}}{place}" for x, place in enumerate(places)) + f"{{c{len(places)}}}"
+    value = "(d, {%s}, {%s})" % (", ".join(f"p{i}: (k{i}, t{i}, s{i})" for i in range(n)),
+                                 ", ".join(f"e{j}: u{j}" for j in range(m)))
+    names = [f"c{x}" for x in range(len(constants))] + [f"p{i}" for i in range(n)] + [f"k{i}" for i in range(n)] + \
+        [f"e{j}" for j in range(m)]
+    source = (f"def make({', '.join(names)}):\n"
+              f"    def text({params}):\n        return f'{fstring}'\n"
+              f"    def value({params}):\n        return {value}\n"
+              f"    return text, value\n")
+    scope: dict = {}
+    exec(compile(source, "<outputs._makers>", "exec"), scope)
+    return scope["make"](*constants, *paths, *kinds, *dirs)
 
 
 def materialize(state: BuildState, root: Path, rel: str, entries: Sequence[OutputEntry], cas: Cas,
