@@ -489,7 +489,9 @@ class Journal:
         a caller that compares a record's text with the text of the value it expects (`text_of`) rather
         than decoding it: at 10,000 models, decoding the build state's 20,000 output records cost a
         no-op build more than comparing them (`outputs.in_place_all`)."""
-        raw = map(self._raw.get, keys) if self._indexed else map(self._lookup, keys)
+        raw = list(map(self._raw.get, keys) if self._indexed else map(self._lookup, keys))
+        if {*map(type, raw)} <= {str}:  # every one a text (the common case): no loop
+            return raw
         return [r if r.__class__ is str else None for r in raw]
 
     def text_of(self, key: str, value) -> str:
