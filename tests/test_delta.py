@@ -5,6 +5,7 @@ state, actions `keyed` by the scheduler, outputs `placed`."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -270,3 +271,48 @@ def test_a_premise_covers_the_state_records(built, monkeypatch):
     settled = delta.settle(analysis.declared, BuildState(path, cache_id(built.cache)), stats,
                            cas.Cas(built.cache, stats), ws.root, ws.cache.salt, frozenset(), premise)
     assert premise.now != premise.recorded and "//:up%Genrule" not in settled and len(settled) == ACTIONS - 2
+
+
+def test_a_premise_hit_still_checks_in_the_store_every_blob_its_records_name(built):
+    """The settle memo names the blobs of the results it settles (delta.Premise), which are checked in
+    the store from those columns on a hit (`cas.verify_all`) as they were from the results: a blob
+    deleted from the cache, or edited in place through its hardlinked output, makes its action run again
+    and its readers be keyed again, while the memo, whose premise still holds, stays as it is."""
+    memo = built.root / "tpbuild-out/.tpbuild/settled"
+    assert execution(built.build(check=True)) == (ACTIONS, 0, 0)  # records the premise
+    recorded = memo.read_bytes()
+    out = built.out("up/up.txt")
+    os.chmod(out, 0o644)
+    with open(out, "a") as f:  # through the hardlink, into the blob
+        f.write("edited\n")
+    again = built.build(check=True)
+    assert again.statuses("executed") == ["//:up%Genrule"] and execution(again)[:2] == (ACTIONS - 2, 2)
+    assert any("no longer matched" in w for w in again.report["warnings"]) and out.read_text() == "a1\n"
+    assert memo.read_bytes() == recorded
+    assert execution(built.build(check=True)) == (ACTIONS, 0, 0)
+
+    state = BuildState(built.root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
+    (up,) = state.actions["//:up%Genrule"].entries
+    blob = cas.Cas(built.cache).path(up.digest, up.executable)
+    os.unlink(blob)
+    again = built.build(check=True)
+    assert again.statuses("executed") == ["//:up%Genrule"] and execution(again)[:2] == (ACTIONS - 2, 2)
+    assert memo.read_bytes() == recorded and blob.read_bytes() == b"a1\n"
+
+
+def test_a_settle_memo_of_another_version_or_damaged_is_a_miss(built):
+    """A settle memo of the version before its blob columns, or whose columns do not hold together, is
+    read as none: every action keyed and settled as without it, and the memo written anew."""
+    memo = built.root / "tpbuild-out/.tpbuild/settled"
+    built.build(check=True)
+    recorded = memo.read_bytes()
+    header, value = recorded.split(b"\n", 1)
+    premise, digests, executable, names = json.loads(value)
+    for text in (b"tpbuild-memo settled v1\n" + json.dumps(premise).encode(),  # the premise alone, as v1 had it
+                 header + b"\n" + json.dumps([premise, digests, "2" + executable[1:], names]).encode(),  # a flag neither
+                 header + b"\n" + json.dumps([premise, digests[1:], executable, names]).encode(),  # a blob short
+                 header + b"\n" + value[:len(value) // 2]):  # torn
+        memo.write_bytes(text)
+        assert delta.Premise(memo).recorded is None
+        assert execution(built.build(check=True)) == (ACTIONS, 0, 0)
+        assert memo.read_bytes() == recorded

@@ -238,13 +238,14 @@ def test_a_delta_build_places_and_records_the_edited_models_part_of_the_reposito
 
 
 # The build under test, with its console asking every action that finished for the action itself,
-# the settled ones too: a delta build's boundary (read from, never analysed) is then asked for.
+# the settled ones too (given to it at once): a delta build's boundary (read from, never analysed) is
+# then asked for.
 ASKING = """
 import os, sys
 sys.path[0] = os.getcwd()  # as `python -m` has it: the import path is part of the stamp's key
 from tpbuild import cli, console
 
-finished = console.Console.finished
+finished, settled = console.Console.finished, console.Console.settled
 
 
 def asking(self, o):
@@ -252,7 +253,13 @@ def asking(self, o):
     finished(self, o)
 
 
-console.Console.finished = asking
+def asking_each(self, outcomes):
+    for o in outcomes:
+        o.action
+    settled(self, outcomes)
+
+
+console.Console.finished, console.Console.settled = asking, asking_each
 sys.exit(cli.main(["-C", sys.argv[1], "build", "//...", "--report", sys.argv[2]]))
 """
 

@@ -242,7 +242,7 @@ def test_a_lazy_journal_finds_each_record_as_the_split_one_reads_it(tmp_path, mo
 
 
 def test_the_live_records_size_follows_puts_removals_and_a_split(tmp_path):
-    """What decides compaction (`Journal._live`), kept as records come and go, equals a count of them."""
+    """What decides compaction (`Journal._live`), as records come and go, equals a count of them."""
     path = tmp_path / "j"
     j = _journal(path)
     for i in range(20):
@@ -261,7 +261,7 @@ def test_the_live_records_size_follows_puts_removals_and_a_split(tmp_path):
         j.remove("k7")
         j.put("new", {"a": 1})
         j.keys()
-        assert j._live == count(j)
+        assert j._live() == count(j)
 
 
 def test_a_class_is_recorded_by_its_match_args_and_one_with_keyword_only_fields_read_by_name():

@@ -22,7 +22,9 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from itertools import compress
+from operator import itemgetter
 from pathlib import Path
 
 from . import atomic, digest
@@ -166,17 +168,36 @@ class Cas:
             self.verified[(d, executable)] = s
         return True
 
-    def verify_all(self, blobs: Iterable[tuple[str, bool]]) -> set[tuple[str, bool]]:
-        """`verify` of many (digest, executable) blobs, through the stat memo in one loop
-        (`StatCache.digests`): those that are not whole (missing, or damaged and quarantined). A blob
-        not found whole so is asked of `verify` again, which says why as ever."""
-        todo = [b for b in blobs if b not in self.verified]
-        found = self.statcache.digests([self.path_text(d, x) for d, x in todo]) if self.statcache is not None \
-            else [None] * len(todo)
-        whole = {b: f[1] for b, f in zip(todo, found) if f is not None and f[0] == b[0]}
+    def names(self, blobs: list[tuple[str, bool]]) -> list[str]:
+        """Where each (digest, executable) blob is below the store's root (`path_text` less the root), for
+        a memo that names the blobs it checks again (`verify_all`)."""
+        start = len(self._root_text) + 1
+        return [self.path_text(d, x)[start:] for d, x in blobs]
+
+    def verify_all(self, blobs: list[tuple[str, bool]], names: list[str] | None = None) -> set[tuple[str, bool]]:
+        """`verify` of many (digest, executable) blobs, through the stat memo in one pass
+        (`StatCache.digests`, by column): those that are not whole (missing, or damaged and quarantined).
+        A blob not found whole so is asked of `verify` again, which says why as ever. `names`: the blobs'
+        `names`, when a memo kept them (a no-op build at 10,000 models checks 20,000 blobs)."""
+        verified = self.verified
+        if verified and not verified.keys().isdisjoint(blobs):
+            unknown = [b not in verified for b in blobs]
+            blobs = list(compress(blobs, unknown))
+            names = None if names is None else list(compress(names, unknown))
+        if not blobs:
+            return set()
+        paths = [self.path_text(d, x) for d, x in blobs] if names is None else \
+            list(map(f"{self._root_text}/".__add__, names))
+        found, sigs = self.statcache.digests(paths) if self.statcache is not None else ([None] * len(paths), None)
+        if found == list(map(itemgetter(0), blobs)):  # every one whole: the common case, compared in C
+            whole = dict(zip(blobs, sigs))
+        else:
+            whole = {b: s for b, d, s in zip(blobs, found, sigs or found) if d == b[0]}
         with self._lock:
-            self.verified.update(whole)
-        return {b for b in todo if b not in whole and not self.verify(*b)}
+            verified.update(whole)
+        if len(whole) == len(blobs):
+            return set()
+        return {b for b in blobs if b not in whole and not self.verify(*b)}
 
     def quarantine(self, d: str, executable: bool = False, ino: int | None = None) -> Path | None:
         """Move a blob that does not match its name out of the store; where it went (None if it was

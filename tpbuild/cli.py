@@ -559,7 +559,7 @@ class Session:
 
         logs = self.ws.root / build.STATE_DIR / "logs"
         console = Console(len(a.actions), step_of=lambda action: current_step(logs, action))
-        hooks = Hooks(started=console.started, finished=console.finished, warn=console.warn)
+        hooks = Hooks(started=console.started, finished=console.finished, warn=console.warn, settled=console.settled)
         try:
             result = build.run(self.ws, a, opts, hooks, boundary)
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Collection
 
 from .action import Action
 from .runner import Where
@@ -44,6 +45,11 @@ class Console:
             self.running[a.id] = (time.monotonic(), a)
             if self.tty:
                 self._status(a.description)
+
+    def settled(self, outcomes: Collection[Outcome]) -> None:
+        """Outcomes settled before the run: done, never started or shown (`scheduler.Hooks.settled`)."""
+        with self._lock:
+            self.done += len(outcomes)
 
     def finished(self, o: Outcome) -> None:
         with self._lock:

@@ -26,10 +26,12 @@ it, and the scheduler runs them (the blob comes back, a damaged one is quarantin
 
 What a no-op build at 10,000 models does here is in proportion to its 20,000 actions, so it is done
 by column where it can be: the sources' stats and the blobs' (30,000 files) are each compared with
-the stat memo in one loop (`StatCache.digests`), not a call chain per file; the actions are walked in
-the order analysis declared them (no walk of the graph, see `settle`); a settled action's outcome is
-its key and its result, nothing more (`scheduler.Settled`); and a build that settles everything gives
-the scheduler nothing to walk.
+the stat memo by column (`StatCache.digests`), not a call chain per file; the blobs to check are the
+settle memo's column when its premise holds (`Premise`), not gathered from 20,000 results; the actions
+are walked in the order analysis declared them (no walk of the graph, see `settle`), and on a hit of
+the settle memo their outcomes made by column (`_recorded`); a settled action's outcome is its key and
+its result, nothing more (`scheduler.Settled`); and a build that settles everything gives the
+scheduler nothing to walk.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from .scheduler import Settled
 from .statcache import StatCache
 
 
-KIND, VERSION = "settled", 1  # the settle memo (`Premise`)
+KIND, VERSION = "settled", 2  # the settle memo (`Premise`)
 # The modules that key an action besides the engine's (`code.ENGINE`): from its declaration (`Declared.material`), here.
 _KEYING = ("tpbuild.analysiscache", "tpbuild.delta")
 
@@ -73,7 +75,8 @@ def settle(declared: Mapping[str, Declared], state: BuildState, statcache: StatC
     (`incremental.py`), settled as recorded, unkeyed and unchecked (the no-op stamp proved their inputs
     and blobs unchanged); raises Unsettled if one has no record. `premise`: of an ordinary build (no
     boundary), the settle memo (see `Premise`): when nothing that enters a key moved since the last
-    build that settled every action, every action is settled at its recorded key, none keyed.
+    build that settled every action, every action is settled at its recorded key, none keyed, and
+    the blobs their results name are the ones it names.
 
     Analysis declares the actions of a target after its dependencies' (`analysis.Analysis.order`), so
     the declared order is a walk of the action graph unless a rule declared an action before one it
@@ -83,33 +86,41 @@ def settle(declared: Mapping[str, Declared], state: BuildState, statcache: StatC
     values = [a for aid, a in declared.items() if aid not in boundary] if boundary else list(declared.values())
     # Every declared input, in order, and which are sources: by column, each made in C.
     per_action = list(map(attrgetter("inputs"), values))
-    inputs = list(map(itemgetter(1), chain.from_iterable(per_action)))
+    pairs = list(chain.from_iterable(per_action))
+    inputs = list(map(itemgetter(1), pairs))
     sourced = list(map(isinstance, inputs, repeat(Source)))
-    # The sources, each once (a file many actions read is stat'ed once), through the stat memo in one
-    # loop; None: gone (the scheduler says so).
+    # The sources, each once (a file many actions read is stat'ed once), through the stat memo by column;
+    # None: gone (the scheduler says so).
     paths = list(dict.fromkeys(map(attrgetter("path"), compress(inputs, sourced))))
-    sources = dict(zip(paths, (None if f is None else ("x" if f[1][3] & S_IXUSR else "f") + f[0]
-                               for f in statcache.digests(paths, os.path.join(root, "")))))
-    settled = None
+    digests, sigs = statcache.digests(paths, os.path.join(root, ""))
+    named = [None if d is None else ("x" if s[3] & S_IXUSR else "f") + d for d, s in zip(digests, sigs)]
+    settled = blobs = None
     if premise is not None:
         ids = list(declared)
         texts = records.texts(ids)
         joined = None if None in texts else ",".join(texts)
-        premise.now = None if joined is None else _premise(ids, values, per_action, inputs, sourced, sources,
-                                                           joined, salt)
+        premise.now = None if joined is None else _premise(ids, values, per_action, pairs, inputs, sourced, paths,
+                                                           named, joined, salt)
         if premise.now is not None and premise.now == premise.recorded:
             found = memo.values_of(joined, len(ids))  # as they were read when the premise was recorded
             if found is not None:
-                settled = _walked(_recorded, declared, dict(zip(ids, found)))
+                settled = _walked(_recorded, declared, values, ids, found)
+                blobs, names = premise.blobs, premise.names
     if settled is None:
         records.preload(declared)
-        settled = _walked(_settle, declared, records, sources, salt, boundary)
+        settled = _walked(_settle, declared, records, dict(zip(paths, named)), salt, boundary)
         if premise is not None and len(settled) < len(declared):
             premise.now = None  # what it would vouch for is not every action settled: not saved
-    # Every blob a settled result names, once (a flat tree names its inputs' blobs again), in one pass, in
-    # order: a damaged blob's warning comes where it always did.
-    bad = cas.verify_all(dict.fromkeys(chain.from_iterable(o.entries.blobs() for aid, o in settled.items()
-                                                           if aid not in boundary)))
+    if blobs is None:
+        # Every blob a settled result names, once (a flat tree names its inputs' blobs again), in order: a
+        # damaged blob's warning comes where it always did.
+        blobs = list(dict.fromkeys(chain.from_iterable(o.entries.blobs() for aid, o in settled.items()
+                                                       if aid not in boundary)))
+        names = None
+        if premise is not None and premise.now is not None:
+            premise.blobs, premise.names = blobs, cas.names(blobs)  # what it names, for the next build
+            names = premise.names
+    bad = cas.verify_all(blobs, names)
     if bad:
         dependents = critical.edges(declared)[1]
         for aid in list(settled):
@@ -133,35 +144,54 @@ class Premise:
     build the keying of 20,000 actions and the decoding of their records into objects; any other
     premise is keyed action by action as ever.
 
+    With it, the blobs those records name (`blobs`, each (digest, executable), in the order `settle`
+    finds them) and where each is in the store (`names`, `cas.Cas.names`): the records are part of the
+    premise, so a build of the same premise would find the same blobs; it checks them in the store
+    (`cas.verify_all`) from these columns, not from 20,000 results' entries and as many paths made
+    again (at 10,000 models).
+
     It vouches for nothing by itself: an older memo (a build killed after the state changed), or one
     of another workspace's, is a different premise, a miss. The blobs are checked in the store as
-    always (`cas.verify_all`)."""
+    always. Format: [premise, [digest of each blob], "0" or "1" a blob (executable), [name of each]]."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.recorded = memo.load(path, KIND, VERSION)
-        self.now: str | None = None  # this build's, when every action settled: what `save` records
+        self.recorded: str | None = None
+        self.blobs: list[tuple[str, bool]] = []
+        self.names: list[str] = []
+        value = memo.load(path, KIND, VERSION)
+        if isinstance(value, list) and len(value) == 4:
+            recorded, digests, executable, names = value
+            if recorded.__class__ is str and executable.__class__ is str and digests.__class__ is names.__class__ \
+                    is list and len(digests) == len(executable) == len(names) and set(executable) <= {"0", "1"} \
+                    and {*map(type, digests), *map(type, names)} <= {str}:
+                self.recorded, self.names = recorded, names
+                self.blobs = list(zip(digests, map("1".__eq__, executable)))
+        self.now: str | None = None  # this build's, when every action settled: what `save` records, with its blobs
 
     def save(self) -> str | None:
         """None when saved (or nothing to save), else a warning (see memo.save)."""
         if self.now is None or self.now == self.recorded:
             return None
-        return memo.save(self.path, KIND, VERSION, self.now, self.path.parent / "tmp", f"the settle memo {self.path}")
+        value = [self.now, list(map(itemgetter(0), self.blobs)), "".join("1" if x else "0" for _d, x in self.blobs),
+                 self.names]
+        return memo.save(self.path, KIND, VERSION, value, self.path.parent / "tmp", f"the settle memo {self.path}")
 
 
-def _premise(ids: list[str], values: list[Declared], per_action: list[tuple], inputs: list, sourced: list[bool],
-             sources: Mapping[str, str | None], records: str, salt: str) -> str | None:
+def _premise(ids: list[str], values: list[Declared], per_action: list[tuple], pairs: list[tuple], inputs: list,
+             sourced: list[bool], paths: list[str], named: list[str | None], records: str, salt: str) -> str | None:
     """The digest of what decides every action's key (see `Premise`), by columns each made and joined in
     C, not by a loop over the actions: `ids` and `values` the declared actions, `per_action` their
-    inputs, `inputs` those in one list and `sourced` which of them are sources, `records` the state's
-    records of the actions, their texts joined. None when some source is gone, which no build that
-    settles everything has.
+    inputs, `pairs` those in one list and `inputs` their inputs, `sourced` which of them are sources,
+    `paths` the sources and `named` their digests as keys take them, `records` the state's records of
+    the actions, their texts joined. None when some source is gone, which no build that settles
+    everything has.
 
     What enters a key besides an action's own parts and inputs is taken from the key material itself,
     an action's of each kind made without them (`action.material`), so that a part added to every key
     is a part of the premise too; and the code that makes a key of those parts besides the engine's
     (which its digest in the material covers) is: a change to how they are keyed is a miss."""
-    if None in sources.values():
+    if None in named:
         return None
     definitions = list(map(attrgetter("definition"), values))
     if "" in definitions:  # analysed now: its action's definition, in the form the memo keeps
@@ -169,9 +199,8 @@ def _premise(ids: list[str], values: list[Declared], per_action: list[tuple], in
     h = xxh3_128()
     _column(h, [code.digest_of(_KEYING, follow=False), *(material(kind, b"", "", [], salt).decode() for kind in ActionKind)])
     for column in (ids, list(map(attrgetter("kind"), values)), definitions, list(map(attrgetter("code"), values)),
-                   list(map(itemgetter(0), chain.from_iterable(per_action))), list(map(attrgetter("path"), inputs)),
-                   list(map(attrgetter("action"), compress(inputs, map(not_, sourced)))), list(sources),
-                   list(sources.values()), [records]):
+                   list(map(itemgetter(0), pairs)), list(map(attrgetter("path"), inputs)),
+                   list(map(attrgetter("action"), compress(inputs, map(not_, sourced)))), paths, named, [records]):
         _column(h, column)
     h.update(array("q", [len(per_action), *map(len, per_action)]).tobytes())  # how many inputs each action has
     h.update(bytes(sourced))  # and which of them are sources
@@ -246,29 +275,33 @@ def _settle(declared: Mapping[str, Declared], order, records: Mapping[str, Last]
     return settled
 
 
-def _recorded(declared: Mapping[str, Declared], order, recorded: Mapping[str, list]) -> dict[str, Settled]:
-    """Every action settled at its recorded key, from `recorded` (its state record's value, not
-    decoded into an `outputs.Last`), walking them in `order`: `settle` when the premise of every key
-    is the recorded one, so that `_settle` would find every key and result as it did when it recorded
-    it, these records having been read and checked then (`outputs.Last`'s reading of a record: a flat
-    result straight from its entries, a composed one with the parts its action composes, see
-    `action.recorded`). Raises _Unordered when a composed tree comes before an upstream of it."""
-    settled: dict[str, Settled] = {}
-    for aid in order:
+def _recorded(declared: Mapping[str, Declared], order, values: list[Declared], ids: list[str],
+              found: list[list]) -> dict[str, Settled]:
+    """Every action settled at its recorded key, from `found` (the state record's value of each of
+    `ids`, the declared actions, whose declarations are `values`; not decoded into an `outputs.Last`):
+    `settle` when the premise of every key is the recorded one, so that `_settle` would find every key
+    and result as it did when it recorded it, these records having been read and checked then
+    (`outputs.Last`'s reading of a record: a flat result straight from its entries, a composed one with
+    the parts its action composes, see `action.recorded`). The flat results by column (20,000 at
+    10,000 models); a composed one (a repository's) then, walking them in `order`, from the upstream
+    results it takes as parts. Raises _Unordered when a composed tree comes before a composed upstream."""
+    flat = map(Tree, repeat(()), repeat(()), map(itemgetter(1), found), map(itemgetter(2), found))  # own, digest
+    settled = dict(zip(ids, map(Settled, values, map(itemgetter(0), found), flat)))
+    composed = {ids[i]: found[i] for i in compress(range(len(ids)), map(itemgetter(3), found))}
+    pending = set(composed)  # made as flat above, not yet as composed
+    for aid in composed if order is declared else [aid for aid in order if aid in composed]:
         a = declared[aid]
-        key, own, tree, parts = recorded[aid]
-        if parts:
-            trees = []
-            for dest, inp in a.inputs:
-                if inp.__class__ is not Source and not inp.path:
-                    up = settled.get(inp.action)
-                    if up is None:
-                        raise _Unordered(inp.action)
-                    trees.append((dest, up.entries.digest, up.entries))
-            settled[aid] = Settled(a, key, recorded_tree(Tree(raw=own), parts, lambda: parts_of(a.kind, a.inputs, trees),
-                                                         tree))
-        else:
-            settled[aid] = Settled(a, key, Tree(raw=own, digest_=tree))
+        key, own, tree, parts = composed[aid]
+        trees = []
+        for dest, inp in a.inputs:
+            if inp.__class__ is not Source and not inp.path:
+                up = settled.get(inp.action)
+                if up is None or inp.action in pending:
+                    raise _Unordered(inp.action)
+                trees.append((dest, up.entries.digest, up.entries))
+        settled[aid] = Settled(a, key, recorded_tree(Tree(raw=own), parts, lambda: parts_of(a.kind, a.inputs, trees),
+                                                     tree))
+        pending.discard(aid)
     return settled
 
 

@@ -308,7 +308,6 @@ class Journal:
         self._keep_text = keep_text
         self._changed: set[str] = set()
         self._size = 0  # bytes of records in the file, live or not
-        self._live = 0  # characters of the live records' values (of an indexed journal): when to compact
         self._appendable = False  # the file holds this memo and ends with a whole line
         self._body = b""  # a lazy journal's file, until it is split (`_index`)
         self._start = self._end = 0  # where in it its records start (at the meta line's newline), whole lines end
@@ -351,7 +350,7 @@ class Journal:
             except ValueError:
                 return  # a damaged record: each is decoded on its own when read
             self._values = dict(zip(raw, values))
-            self._raw = {k: len(v) for k, v in raw.items()}
+            self._raw = dict(zip(raw, map(len, raw.values())))
 
     def _index(self, pieces, torn: bytes = b"") -> None:
         """Split the file's records (`pieces` of its bytes after the meta line) into `_raw`, as they
@@ -364,7 +363,7 @@ class Journal:
         was loaded; a line at a time, a Python loop of 60,000 turns cost a delta build 0.1 s. A line is
         the key's JSON, a tab and the value's JSON (empty for a record removed), and JSON holds a tab
         only escaped, so each piece's text is one split into key, value, key, value..."""
-        found, self._raw, self._indexed, self._body, self._live = self._raw, {}, True, b"", 0
+        found, self._raw, self._indexed, self._body = self._raw, {}, True, b""
         self._appendable = False
         keys: list[str] = []  # as JSON, of each whole line
         values: list[str] = []
@@ -386,23 +385,23 @@ class Journal:
                 values += fields[1::2]
             joined = ",".join(keys)
             # keys whose JSON holds no escape and no quote but the two around it are those texts: no parse
-            plain = "\\" not in joined and joined.count('"') == 2 * joined.count('","') + 2 == 2 * len(keys) \
-                and joined[0] == joined[-1] == '"'
-            if plain:
-                keys = [k[1:-1] for k in keys]
+            texts = joined[1:-1].split('","')
+            if "\\" not in joined and len(texts) == len(keys) and joined.count('"') == 2 * len(keys) \
+                    and joined[0] == joined[-1] == '"':
+                keys = texts
             else:
                 keys = json.loads("[" + joined + "]")
                 if not all(isinstance(k, str) for k in keys):
                     return self._overlay(found)
         except (UnicodeDecodeError, ValueError):
             return self._overlay(found)
-        del joined
+        del joined, texts
         raw = self._raw = dict(zip(keys, values))  # a later line wins
-        for key in [k for k, v in raw.items() if not v]:  # removed
-            del raw[key]
+        if "" in raw.values():  # some removed (looked for in C: most journals have none)
+            for key in [k for k, v in raw.items() if not v]:
+                del raw[key]
         self._size = size
         self._appendable = not (rest or torn)
-        self._live = sum(map(len, raw.values()))
         self._overlay(found)
 
     def _split(self) -> None:
@@ -413,11 +412,9 @@ class Journal:
     def _overlay(self, found: dict) -> None:
         """Lay what a lazy journal found, put or removed before it was split over the file's records."""
         raw = self._raw
-        for key, r in found.items():
-            self._live += _length(r) - _length(raw.get(key, 0))
-            raw[key] = r
+        raw.update(found)
         for key in self._changed - found.keys():  # removed
-            self._live -= _length(raw.pop(key, 0))
+            raw.pop(key, None)
 
     def _lookup(self, key: str) -> str | int | None:
         """The record's entry in `_raw` (None: absent), of a lazy journal found by a scan of its bytes
@@ -518,7 +515,9 @@ class Journal:
         a caller that compares a record's text with the text of the value it expects (`text_of`) rather
         than decoding it: at 10,000 models, decoding the build state's 20,000 output records cost a
         no-op build more than comparing them (`outputs.in_place_all`)."""
-        raw = map(self._raw.get, keys) if self._indexed else map(self._lookup, keys)
+        raw = list(map(self._raw.get, keys) if self._indexed else map(self._lookup, keys))
+        if {*map(type, raw)} <= {str}:  # every one a text (the common case): no loop
+            return raw
         return [r if r.__class__ is str else None for r in raw]
 
     def text_of(self, key: str, value) -> str:
@@ -561,7 +560,6 @@ class Journal:
         self._put(key, value, text)
 
     def _put(self, key: str, value, text: str) -> None:
-        self._live += len(text) - _length(self._raw.get(key, 0))
         self._raw[key] = text
         self._values[key] = value
         self._changed.add(key)
@@ -575,7 +573,7 @@ class Journal:
     def _remove(self, key: str) -> None:
         self._values.pop(key, None)
         if self._lookup(key) is not None:
-            self._live -= _length(self._raw.pop(key))
+            del self._raw[key]
             self._changed.add(key)
 
     def save(self) -> str | None:
@@ -597,9 +595,9 @@ class Journal:
                 appended = self._append(sorted(self._changed))
             elif self._appendable:
                 changed = sorted(self._changed)
-                # In characters, as `live` is counted: the rule that decides when to compact.
+                # In characters, as `_live` counts: the rule that decides when to compact.
                 size = sum(len(self._line(key)) for key in changed)
-                appended = self._size + size <= 2 * self._live + (1 << 20) and self._append(changed)
+                appended = self._size + size <= 2 * self._live() + (1 << 20) and self._append(changed)
             if not appended:
                 self.keys()  # every record, to write them all
                 written = [0]
@@ -621,6 +619,11 @@ class Journal:
                 self._raw[key] = len(raw)
         self._changed.clear()
         return None
+
+    def _live(self) -> int:
+        """Characters of the live records' values (of an indexed journal), what decides compaction: summed
+        when a save asks, not kept up to date by every split, put and removal (a no-op build saves nothing)."""
+        return sum(v if v.__class__ is int else len(v) for v in self._raw.values())
 
     def _lines(self, keys: list[str], written: list[int]):
         """The records' lines as UTF-8, a thousand at a time; `written[0]` counts their bytes."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from operator import itemgetter
+from itertools import compress
+from operator import eq, itemgetter, not_
 from pathlib import Path
 
 from . import digest, memo
@@ -25,6 +26,7 @@ from .observed import Observed
 KIND, VERSION = "statcache", 3
 
 Sig = tuple  # layout.stat_sig
+_NO_RECORD = [None] * 5  # in place of a path's record when it has none, or one not of a stat and a digest
 
 
 class StatCache:
@@ -53,27 +55,29 @@ class StatCache:
             return hit[4], sig
         return self._hashed(path, full, sig), sig
 
-    def digests(self, paths: list[str], base: str = "") -> list[tuple[str, Sig] | None]:
-        """`digest` of many files (`base + path` read, `path` the memo key), None for one that could not
-        be read (its caller asks `digest` again for the reason): a no-op build at 10,000 models checks
-        30,000 files so, its sources and the blobs its results name. By column: the stats taken in C
-        (`Observed.sigs`, `layout.sigs`) and the records looked up in C (`memo.Journal.get_all`), then
-        compared in one loop, not a call chain a file."""
+    def digests(self, paths: list[str], base: str = "") -> tuple[list[str | None], list[Sig | None]]:
+        """`digest` of many files (`base + path` read, `path` the memo key), as two columns: their digests
+        and their stats, None for one that could not be read (its caller asks `digest` again for the
+        reason). A no-op build at 10,000 models checks 30,000 files so, its sources and the blobs its
+        results name, by column: the stats taken in C (`Observed.sigs`, `layout.sigs`), the records looked
+        up in C (`memo.Journal.get_all`) and compared with the stats in C; only a file whose stat is not
+        the one recorded (or whose record is not a whole one, or racy) goes through a Python loop."""
         fulls = list(map(base.__add__, paths)) if base else paths
         hits = self._entries(paths)
+        sigs = self._sigs(fulls)
+        if not ({*map(type, hits)} <= {list} and {*map(len, hits)} <= {5}):  # some record absent, or not whole
+            hits = [h if h.__class__ is list and len(h) == 5 else _NO_RECORD for h in hits]
+        found = list(map(itemgetter(4), hits))
+        same = list(map(eq, map(tuple, map(itemgetter(slice(0, 4)), hits)), sigs))
         racy = self._racy
-        out: list[tuple[str, Sig] | None] = []
-        for path, full, sig, hit in zip(paths, fulls, self._sigs(fulls), hits):
-            if sig is None:
-                out.append(None)
-            elif isinstance(hit, list) and len(hit) == 5 and tuple(hit[:4]) == sig and path not in racy:
-                out.append((hit[4], sig))
-            else:
-                try:
-                    out.append((self._hashed(path, full, sig), sig))
-                except OSError:
-                    out.append(None)
-        return out
+        if racy and not racy.isdisjoint(paths):
+            same = [s and p not in racy for s, p in zip(same, paths)]
+        for i in compress(range(len(paths)), map(not_, same)):
+            try:
+                found[i] = None if sigs[i] is None else self._hashed(paths[i], fulls[i], sigs[i])
+            except OSError:
+                found[i] = None
+        return found, sigs
 
     def _hashed(self, path: str, full: str, sig: Sig) -> str:
         """Hash a file whose stat is not the recorded one, and record it at that stat."""
