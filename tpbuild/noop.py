@@ -527,8 +527,6 @@ class _Group:
         """The stats flattened and packed (`layout.packed`), each `proof`'s, and whether none is unproven:
         looked at one by one only when one is (a None, or the newest from `horizon` on)."""
         if self._stats is None:
-            import struct  # a stamp's writing only: a hit imports no more than it reads with
-
             sigs, horizon = self.sigs, self.horizon
             try:
                 fresh = max(map(itemgetter(1), sigs), default=0) >= horizon
@@ -536,11 +534,7 @@ class _Group:
                 fresh = True
             if fresh:
                 sigs = [s if s is not None and s[1] < horizon else UNPROVEN for s in sigs]
-            try:  # through struct's one call: an array made of 400,000 integers took one call each
-                stats = array("q", struct.pack(f"{4 * len(sigs)}q", *chain.from_iterable(sigs)))
-            except struct.error:  # an inode number from 2**63 on (`packed`)
-                stats = packed(list(chain.from_iterable(sigs)))
-            self._stats = stats, not (fresh and UNPROVEN in sigs)
+            self._stats = packed(list(chain.from_iterable(sigs))), not (fresh and UNPROVEN in sigs)
         return self._stats
 
     def proven(self) -> bool:
