@@ -47,7 +47,7 @@ from collections.abc import Mapping
 from xxhash import xxh3_128
 
 from . import code, critical, memo
-from .action import ActionKind, Source, Tree, key_of, material, parts_of, recorded as recorded_tree
+from .action import ActionKind, Source, Tree, blobs_named, key_of, material, parts_of, recorded as recorded_tree
 from .analysiscache import Declared
 from .cas import Cas
 from .outputs import BuildState, Last
@@ -114,8 +114,7 @@ def settle(declared: Mapping[str, Declared], state: BuildState, statcache: StatC
     if blobs is None:
         # Every blob a settled result names, once (a flat tree names its inputs' blobs again), in order: a
         # damaged blob's warning comes where it always did.
-        blobs = list(dict.fromkeys(chain.from_iterable(o.entries.blobs() for aid, o in settled.items()
-                                                       if aid not in boundary)))
+        blobs = list(blobs_named([o.entries for aid, o in settled.items() if aid not in boundary]))
         names = None
         if premise is not None and premise.now is not None:
             premise.blobs, premise.names = blobs, cas.names(blobs)  # what it names, for the next build
