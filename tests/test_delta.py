@@ -238,7 +238,8 @@ def test_a_recorded_premise_settles_only_while_every_ingredient_of_a_key_is_unch
     memo = built.root / "tpbuild-out/.tpbuild/settled"
     assert execution(built.build(check=True)) == (ACTIONS, 0, 0) and memo.exists()  # recorded
     recorded = memo.read_bytes()
-    assert execution(built.build(check=True)) == (ACTIONS, 0, 0) and memo.read_bytes() == recorded  # a hit
+    assert execution(built.build(check=True)) == (ACTIONS, 0, 0)
+    assert premise_of(memo) == premise_of(recorded)  # a hit
     built.write("a.txt", "a2\n")  # a source: up, and down through up's output
     assert sorted(built.build(check=True).statuses("executed")) == ["//:down%Genrule", "//:up%Genrule"]
     built.build(check=True)  # records the premise again
@@ -265,11 +266,12 @@ def test_a_premise_covers_the_state_records(built, monkeypatch):
     last = state.actions["//:up%Genrule"]
     state.actions["//:up%Genrule"] = outputs.Last("xxh3_128:" + "0" * 32, last.tree, last.entries)
     state.save()
-    premise = delta.Premise(built.root / "tpbuild-out/.tpbuild/settled")
-    assert premise.recorded is not None
     stats = StatCache(memo / "statcache")
-    settled = delta.settle(analysis.declared, BuildState(path, cache_id(built.cache)), stats,
-                           cas.Cas(built.cache, stats), ws.root, ws.cache.salt, frozenset(), premise)
+    store = cas.Cas(built.cache, stats)
+    premise = delta.Premise(built.root / "tpbuild-out/.tpbuild/settled", str(store.root))
+    assert premise.recorded is not None
+    settled = delta.settle(analysis.declared, BuildState(path, cache_id(built.cache)), stats, store, ws.root,
+                           ws.cache.salt, frozenset(), premise)
     assert premise.now != premise.recorded and "//:up%Genrule" not in settled and len(settled) == ACTIONS - 2
 
 
@@ -277,7 +279,7 @@ def test_a_premise_hit_still_checks_in_the_store_every_blob_its_records_name(bui
     """The settle memo names the blobs of the results it settles (delta.Premise), which are checked in
     the store from those columns on a hit (`cas.verify_all`) as they were from the results: a blob
     deleted from the cache, or edited in place through its hardlinked output, makes its action run again
-    and its readers be keyed again, while the memo, whose premise still holds, stays as it is."""
+    and its readers be keyed again, while the memo's premise, which still holds, stays as it is."""
     memo = built.root / "tpbuild-out/.tpbuild/settled"
     assert execution(built.build(check=True)) == (ACTIONS, 0, 0)  # records the premise
     recorded = memo.read_bytes()
@@ -288,7 +290,7 @@ def test_a_premise_hit_still_checks_in_the_store_every_blob_its_records_name(bui
     again = built.build(check=True)
     assert again.statuses("executed") == ["//:up%Genrule"] and execution(again)[:2] == (ACTIONS - 2, 2)
     assert any("no longer matched" in w for w in again.report["warnings"]) and out.read_text() == "a1\n"
-    assert memo.read_bytes() == recorded
+    assert premise_of(memo) == premise_of(recorded)
     assert execution(built.build(check=True)) == (ACTIONS, 0, 0)
 
     state = BuildState(built.root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
@@ -297,22 +299,93 @@ def test_a_premise_hit_still_checks_in_the_store_every_blob_its_records_name(bui
     os.unlink(blob)
     again = built.build(check=True)
     assert again.statuses("executed") == ["//:up%Genrule"] and execution(again)[:2] == (ACTIONS - 2, 2)
-    assert memo.read_bytes() == recorded and blob.read_bytes() == b"a1\n"
+    assert premise_of(memo) == premise_of(recorded) and blob.read_bytes() == b"a1\n"
+
+
+def premise_of(memo: Path | bytes) -> list:
+    """A settle memo's value but for its blobs' stats (a blob stored again is at other stats)."""
+    header, value = (memo if isinstance(memo, bytes) else memo.read_bytes()).split(b"\n", 1)
+    return [header, *json.loads(value)[:5]]
+
+
+def _aged_blobs(cache: Path) -> None:
+    """Every blob's mtime set out of the racy window, as a build a while later finds it: a blob's stat
+    then vouches for its content (the stat memo hashes each once more, at its new stat)."""
+    old = time.time_ns() - 10 * 10**9
+    for p in (cache / "cas").rglob("*"):
+        if p.is_file():
+            os.utime(p, ns=(old, old))
+
+
+def test_a_premise_hit_takes_its_blobs_whole_at_their_recorded_stats(built, monkeypatch):
+    """The settle memo records the stats its blobs were found whole at, once none is within the racy
+    window; on a hit, blobs all at those stats are whole without the stat memo (`cas.Cas.whole_at`), and
+    a blob at any other stat (edited in place through its hardlinked output, removed) is checked as ever
+    (`cas.Cas.verify_all`): its action runs again, and the stats are recorded anew."""
+    memo = built.root / "tpbuild-out/.tpbuild/settled"
+    assert execution(built.build(check=True)) == (ACTIONS, 0, 0)
+    assert json.loads(memo.read_bytes().split(b"\n", 1)[1])[5] == ""  # the blobs just stored: racy
+    _aged_blobs(built.cache)
+    assert execution(built.build(check=True))[:2] == (ACTIONS, 0)  # (the outputs, their links, re-placed)
+    recorded = memo.read_bytes()
+    blobs = json.loads(recorded.split(b"\n", 1)[1])[1]
+    assert json.loads(recorded.split(b"\n", 1)[1])[5] != "" and len(blobs) == 3  # other's and cut's the same
+
+    def settled_in_process(check) -> tuple[dict, cas.Cas]:
+        ws = workspace.load(built.root)
+        memo_dir = workspace.memo_dir(built.cache, ws.root)
+        stats = StatCache(memo_dir / "statcache")
+        store = cas.Cas(built.cache, stats)
+        monkeypatch.setattr(store, "verify_all", lambda blobs, names=None: check(blobs) or set())
+        state = BuildState(built.root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
+        settled = delta.settle(analyze(ws, ["//..."], memo_dir).declared, state, stats, store, ws.root, ws.cache.salt,
+                               frozenset(), delta.Premise(memo, str(store.root)))
+        return settled, store
+
+    def unasked(blobs):
+        raise AssertionError(f"verify_all asked of {blobs}")
+
+    settled, store = settled_in_process(unasked)
+    assert len(settled) == ACTIONS and sorted(d for d, _x in store.verified) == sorted(blobs)
+    assert all(s is not None and s[1] < time.time_ns() - 2 * 10**9 for s in store.verified.values())
+
+    out = built.out("up/up.txt")
+    os.chmod(out, 0o644)
+    with open(out, "a") as f:  # through the hardlink, into the blob
+        f.write("edited\n")
+    asked = []
+    settled_in_process(asked.append)
+    assert len(asked) == 1 and len(asked[0]) == len(blobs)  # every blob, checked through the stat memo
+    again = built.build(check=True)
+    assert again.statuses("executed") == ["//:up%Genrule"] and execution(again)[:2] == (ACTIONS - 2, 2)
+    assert any("no longer matched" in w for w in again.report["warnings"]) and out.read_text() == "a1\n"
+    _aged_blobs(built.cache)
+    assert execution(built.build(check=True))[:2] == (ACTIONS, 0)
+    assert premise_of(memo) == premise_of(recorded) and memo.read_bytes() != recorded  # the stats anew
+
+    state = BuildState(built.root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
+    (up,) = state.actions["//:up%Genrule"].entries
+    os.unlink(cas.Cas(built.cache).path(up.digest, up.executable))
+    again = built.build(check=True)
+    assert again.statuses("executed") == ["//:up%Genrule"] and execution(again)[:2] == (ACTIONS - 2, 2)
 
 
 def test_a_settle_memo_of_another_version_or_damaged_is_a_miss(built):
-    """A settle memo of the version before its blob columns, or whose columns do not hold together, is
-    read as none: every action keyed and settled as without it, and the memo written anew."""
+    """A settle memo of a version before its blob columns or their stats, or whose columns do not hold
+    together, is read as none: every action keyed and settled as without it, and the memo written anew."""
     memo = built.root / "tpbuild-out/.tpbuild/settled"
     built.build(check=True)
     recorded = memo.read_bytes()
     header, value = recorded.split(b"\n", 1)
-    premise, digests, executable, names = json.loads(value)
+    premise, digests, executable, names, root, stats = json.loads(value)
     for text in (b"tpbuild-memo settled v1\n" + json.dumps(premise).encode(),  # the premise alone, as v1 had it
-                 header + b"\n" + json.dumps([premise, digests, "2" + executable[1:], names]).encode(),  # a flag neither
-                 header + b"\n" + json.dumps([premise, digests[1:], executable, names]).encode(),  # a blob short
+                 # the columns without the blobs' stats, as v2 had them
+                 b"tpbuild-memo settled v2\n" + json.dumps([premise, digests, executable, names]).encode(),
+                 header + b"\n" + json.dumps([premise, digests, "2" + executable[1:], names, root, stats]).encode(),
+                 header + b"\n" + json.dumps([premise, digests[1:], executable, names, root, stats]).encode(),
+                 header + b"\n" + json.dumps([premise, digests, executable, names, root, "AAAA"]).encode(),  # not stats
                  header + b"\n" + value[:len(value) // 2]):  # torn
         memo.write_bytes(text)
-        assert delta.Premise(memo).recorded is None
+        assert delta.Premise(memo, str(built.cache / "cas")).recorded is None
         assert execution(built.build(check=True)) == (ACTIONS, 0, 0)
-        assert memo.read_bytes() == recorded
+        assert premise_of(memo) == premise_of(recorded)  # (the stats recorded once out of the racy window)

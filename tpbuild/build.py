@@ -166,7 +166,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             cas = Cas(opts.cache_dir, statcache)
             ac = ActionCache(opts.cache_dir)
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
-            premise = delta.Premise(state_dir / "settled") if boundary is None else None
+            premise = delta.Premise(state_dir / "settled", str(cas.root)) if boundary is None else None
         rex = opts.remote_executor
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,

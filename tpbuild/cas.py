@@ -23,12 +23,12 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from itertools import compress
+from itertools import chain, compress
 from operator import itemgetter
 from pathlib import Path
 
 from . import atomic, digest
-from .layout import stat_sig
+from .layout import packed, stat_sig
 
 _FICLONE = 0x40049409  # linux/fs.h: share extents (reflink) where the filesystem can
 
@@ -170,9 +170,28 @@ class Cas:
 
     def names(self, blobs: list[tuple[str, bool]]) -> list[str]:
         """Where each (digest, executable) blob is below the store's root (`path_text` less the root), for
-        a memo that names the blobs it checks again (`verify_all`)."""
+        a memo that names the blobs it checks again (`verify_all`, `whole_at`)."""
         start = len(self._root_text) + 1
         return [self.path_text(d, x)[start:] for d, x in blobs]
+
+    def paths_of(self, blobs: list[tuple[str, bool]], names: list[str] | None = None) -> list[str]:
+        """`path_text` of each (digest, executable) blob; from their `names` when a memo kept them."""
+        if names is None:
+            return [self.path_text(d, x) for d, x in blobs]
+        return list(map(f"{self._root_text}/".__add__, names))
+
+    def whole_at(self, blobs: list[tuple[str, bool]], names: list[str], stats: bytes) -> bool:
+        """Whether every blob is at the stat a memo recorded it found whole at (`stats`: their `stat_sig`s
+        flattened and `layout.packed`, as bytes; none within the racy window, as the stat memo keeps a
+        digest), compared in one piece: if so each is verified, as `verify_all` would find it through the
+        stat memo's records at those same stats, without looking them up (the settle memo's 20,000 blobs
+        of a no-op build at 10,000 models). False: nothing is known, `verify_all` says which are whole."""
+        now = self.statcache.sigs(self.paths_of(blobs, names)) if self.statcache is not None else None
+        if now is None or None in now or packed(list(chain.from_iterable(now))).tobytes() != stats:
+            return False
+        with self._lock:
+            self.verified.update(zip(blobs, now))
+        return True
 
     def verify_all(self, blobs: list[tuple[str, bool]], names: list[str] | None = None) -> set[tuple[str, bool]]:
         """`verify` of many (digest, executable) blobs, through the stat memo in one pass
@@ -186,8 +205,7 @@ class Cas:
             names = None if names is None else list(compress(names, unknown))
         if not blobs:
             return set()
-        paths = [self.path_text(d, x) for d, x in blobs] if names is None else \
-            list(map(f"{self._root_text}/".__add__, names))
+        paths = self.paths_of(blobs, names)
         found, sigs = self.statcache.digests(paths) if self.statcache is not None else ([None] * len(paths), None)
         if found == list(map(itemgetter(0), blobs)):  # every one whole: the common case, compared in C
             whole = dict(zip(blobs, sigs))

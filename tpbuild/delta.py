@@ -37,6 +37,7 @@ scheduler nothing to walk.
 from __future__ import annotations
 
 import os
+import time
 from array import array
 from itertools import chain, compress, repeat
 from operator import attrgetter, itemgetter, not_
@@ -50,12 +51,13 @@ from . import code, critical, memo
 from .action import ActionKind, Source, Tree, blobs_named, key_of, material, parts_of, recorded as recorded_tree
 from .analysiscache import Declared
 from .cas import Cas
+from .layout import RACY_WINDOW_NS, packed, packed_text, unpacked
 from .outputs import BuildState, Last
 from .scheduler import Settled
 from .statcache import StatCache
 
 
-KIND, VERSION = "settled", 2  # the settle memo (`Premise`)
+KIND, VERSION = "settled", 3  # the settle memo (`Premise`)
 # The modules that key an action besides the engine's (`code.ENGINE`): from its declaration (`Declared.material`), here.
 _KEYING = ("tpbuild.analysiscache", "tpbuild.delta")
 
@@ -83,6 +85,7 @@ def settle(declared: Mapping[str, Declared], state: BuildState, statcache: StatC
     reads from: only then is the graph walked (`critical.topological`), which a no-op build at
     10,000 models spares (0.07 s)."""
     records = state.actions
+    horizon = time.time_ns() - RACY_WINDOW_NS  # before any blob is stat'ed (`Premise.whole`)
     values = [a for aid, a in declared.items() if aid not in boundary] if boundary else list(declared.values())
     # Every declared input, in order, and which are sources: by column, each made in C.
     per_action = list(map(attrgetter("inputs"), values))
@@ -119,7 +122,11 @@ def settle(declared: Mapping[str, Declared], state: BuildState, statcache: StatC
         if premise is not None and premise.now is not None:
             premise.blobs, premise.names = blobs, cas.names(blobs)  # what it names, for the next build
             names = premise.names
+    elif premise.stats is not None and cas.whole_at(blobs, names, premise.stats):
+        return settled  # every blob at the stat it was found whole at, as recorded
     bad = cas.verify_all(blobs, names)
+    if premise is not None and premise.now is not None:
+        premise.whole(None if bad else list(map(cas.verified.get, blobs)), horizon)
     if bad:
         dependents = critical.edges(declared)[1]
         for aid in list(settled):
@@ -145,35 +152,62 @@ class Premise:
 
     With it, the blobs those records name (`blobs`, each (digest, executable), in the order `settle`
     finds them) and where each is in the store (`names`, `cas.Cas.names`): the records are part of the
-    premise, so a build of the same premise would find the same blobs; it checks them in the store
-    (`cas.verify_all`) from these columns, not from 20,000 results' entries and as many paths made
-    again (at 10,000 models).
+    premise, so a build of the same premise would find the same blobs; it checks them in the store from
+    these columns, not from 20,000 results' entries and as many paths made again (at 10,000 models).
+    And the stats every one of them was last found whole at (`stats`, `whole`), in the store at `root`:
+    a blob at the very stat it was found whole at is whole, which is the stat memo's own rule, so a
+    build whose blobs are all at those stats takes them as whole in one compare of their stats
+    (`cas.Cas.whole_at`), not through the stat memo's 20,000 records; any other stat (a blob removed,
+    replaced, edited in place through a hardlink), and they are checked as ever (`cas.verify_all`),
+    then their stats recorded again once all are whole.
 
     It vouches for nothing by itself: an older memo (a build killed after the state changed), or one
     of another workspace's, is a different premise, a miss. The blobs are checked in the store as
-    always. Format: [premise, [digest of each blob], "0" or "1" a blob (executable), [name of each]]."""
+    always. Format: [premise, [digest of each blob], "0" or "1" a blob (executable), [name of each],
+    the store's root, their stats (`layout.packed_text`, "" for none)]."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, store: str):
+        """`store`: the root of the blob store this build checks its blobs in (`cas.Cas.root`): stats
+        recorded of another's are none."""
         self.path = path
+        self.store = store
         self.recorded: str | None = None
         self.blobs: list[tuple[str, bool]] = []
         self.names: list[str] = []
+        self.stats: bytes | None = None  # the blobs' stats (`whole`), as bytes of a `layout.packed` array
         value = memo.load(path, KIND, VERSION)
-        if isinstance(value, list) and len(value) == 4:
-            recorded, digests, executable, names = value
+        if isinstance(value, list) and len(value) == 6:
+            recorded, digests, executable, names, root, stats = value
             if recorded.__class__ is str and executable.__class__ is str and digests.__class__ is names.__class__ \
                     is list and len(digests) == len(executable) == len(names) and set(executable) <= {"0", "1"} \
-                    and {*map(type, digests), *map(type, names)} <= {str}:
-                self.recorded, self.names = recorded, names
-                self.blobs = list(zip(digests, map("1".__eq__, executable)))
+                    and {*map(type, digests), *map(type, names)} <= {str} and root.__class__ is str:
+                try:
+                    stats = None if stats == "" else unpacked(stats).tobytes()
+                    whole = stats is None or len(stats) == 32 * len(digests)  # four 64-bit integers a blob
+                except ValueError:
+                    whole = False
+                if whole:
+                    self.recorded, self.names = recorded, names
+                    self.blobs = list(zip(digests, map("1".__eq__, executable)))
+                    self.stats = stats if root == store else None
         self.now: str | None = None  # this build's, when every action settled: what `save` records, with its blobs
+        self._saved = self.recorded, self.stats
+
+    def whole(self, stats: list[tuple | None] | None, horizon: int) -> None:
+        """Record the stats its blobs were found whole at (as `cas.Cas.verified` holds them: None for one
+        this build stored; `stats` None when some blob is not whole), unless one is unknown or from
+        `horizon` on (the racy window before the build began, in which a rewrite may keep a file's stat:
+        a stat that does not vouch for content, as the stat memo has it)."""
+        fresh = stats is None or None in stats or max(map(itemgetter(1), stats), default=0) >= horizon
+        self.stats = None if fresh else packed(list(chain.from_iterable(stats))).tobytes()
 
     def save(self) -> str | None:
         """None when saved (or nothing to save), else a warning (see memo.save)."""
-        if self.now is None or self.now == self.recorded:
+        if self.now is None or (self.now, self.stats) == self._saved:
             return None
+        stats = "" if self.stats is None else packed_text(array("q", self.stats))
         value = [self.now, list(map(itemgetter(0), self.blobs)), "".join("1" if x else "0" for _d, x in self.blobs),
-                 self.names]
+                 self.names, self.store, stats]
         return memo.save(self.path, KIND, VERSION, value, self.path.parent / "tmp", f"the settle memo {self.path}")
 
 

@@ -79,6 +79,11 @@ class StatCache:
                 found[i] = None
         return found, sigs
 
+    def sigs(self, fulls: list[str]) -> list[Sig | None]:
+        """The stats of many files as `digests` takes them (the no-op stamp's check's, where it took them),
+        for a memo that compares them with stats of its own (`cas.Cas.whole_at`)."""
+        return self._sigs(fulls)
+
     def _hashed(self, path: str, full: str, sig: Sig) -> str:
         """Hash a file whose stat is not the recorded one, and record it at that stat."""
         d = digest.of_file(full)
