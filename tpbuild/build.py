@@ -177,17 +177,16 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         with trace.span("settle unchanged", "phase"):
             settled = delta.settle(analysis.declared, state, statcache, cas, ws.root, ctx.salt, boundary or frozenset(),
                                    premise)
-        # The graph's walk and the ready queue's order matter only if something is left for the
-        # scheduler: not for a no-op, which reads of the durations only their keys (`Durations.save`
-        # drops the records of the actions that are gone), so it does not decode them.
-        worked_any = len(settled) < len(analysis.declared)
-        durations = critical.Durations(memo / "durations", memo / "tmp", eager=boundary is None and worked_any)
-        if worked_any:
+        # The graph's walk, the ready queue's order and so the durations matter only if something is
+        # left for the scheduler: a no-op neither reads nor writes the durations memo (the records of
+        # actions that are gone are dropped by the next build that runs one, `Durations.save`).
+        if len(settled) < len(analysis.declared):
+            durations = critical.Durations(memo / "durations", memo / "tmp", eager=boundary is None)
             walk = critical.topological(analysis.declared)
             worked, worked_walk = _worked(analysis.declared, walk, boundary)
             priority = critical.priorities(worked, durations, worked_walk)
         else:
-            walk, priority = None, {}
+            durations, walk, priority = None, None, {}
         sched = Scheduler(ctx, analysis.actions, jobs=opts.jobs, keep_going=opts.keep_going, priority=priority,
                           settled=settled, declared=analysis.declared, walk=walk)
         records = explain.Records(state_dir / "why", state_dir / "tmp")
@@ -215,8 +214,9 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
                 _saved(state.save(), warn)
                 if premise is not None:
                     _saved(premise.save(), warn)
-                _saved(durations.save(((a, o.seconds) for a, o in sched.outcomes.items()
-                                       if o.status is Status.EXECUTED), keep), warn)
+                if durations is not None:
+                    _saved(durations.save(((a, o.seconds) for a, o in sched.outcomes.items()
+                                           if o.status is Status.EXECUTED), keep), warn)
         if opts.prune:
             live = {f"{OUT_DIR}/{lbl.path}" for lbl in analysis.order if analysis.infos[lbl].output is not None}
             outputs.prune(state, ws.root, live)
