@@ -694,21 +694,31 @@ def _explain(result) -> None:
 def _summary(result, whole: dict | None = None) -> None:
     """`whole`: for a delta build, the stamp's summary of the last build's whole graph, whose part the
     result holds (the rest as it was: built, its actions from cache)."""
+    from itertools import chain
+    from operator import attrgetter
+
     from .build import TargetStatus
     from .runner import Where
+    from .scheduler import Status
 
-    counts: dict[str, int] = {}
-    remote_runs = 0
-    for o in result.outcomes.values():
-        counts[o.status.value] = counts.get(o.status.value, 0) + 1
-        remote_runs += o.executed_by is not None and o.executed_by.where is Where.REMOTE
-    for o in result.errors():
-        print(f"error: {o.error.render()}", file=sys.stderr)
+    # By column, counted in C: a no-op build at 10,000 models has 20,000 outcomes and 10,000 targets, and
+    # an enum member's value, hash or a label's hash is a Python call each.
+    statuses = list(map(attrgetter("status"), result.outcomes.values()))
+    counts = {s.value: n for s in Status if (n := statuses.count(s))}
+    runs = list(filter(None, map(attrgetter("executed_by"), result.outcomes.values())))
+    remote_runs = sum(r.where is Where.REMOTE for r in runs)
+    if counts.get("failed"):
+        for o in result.errors():
+            print(f"error: {o.error.render()}", file=sys.stderr)
     n_targets = len(result.targets)
-    ok = sum(1 for t in result.targets.values() if t.status is TargetStatus.BUILT)
+    ok = list(map(attrgetter("status"), result.targets.values())).count(TargetStatus.BUILT)
     n_actions = len(result.outcomes)
-    requested = set(result.analysis.requested)
-    shown = [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]
+    requested = result.analysis.requested
+    if len(requested) == n_targets:  # every target (requested are distinct targets of the build's)
+        shown = list(chain.from_iterable(map(attrgetter("outputs"), result.targets.values())))
+    else:
+        requested = set(requested)
+        shown = [p for lbl, t in result.targets.items() if lbl in requested for p in t.outputs]
     if whole is not None:
         from .layout import OUT_DIR
 
