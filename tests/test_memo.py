@@ -75,6 +75,27 @@ def test_a_record_that_does_not_decode_is_absent_and_the_others_stand(tmp_path):
     assert list(_journal(path).keys()) == ["a"]
 
 
+def test_a_line_of_no_tab_or_of_two_is_a_damaged_journal_and_a_string_alone_is_no_record(tmp_path):
+    """A damaged line shifts the fields after it (`Journal._index`): the journal is read as holding none
+    (and rewritten by the next save), wherever the line is; values are never strings alone, which such a
+    shift could put in a key's place unnoticed."""
+    path = tmp_path / "j"
+    lines = [b'"a"\t[1]\n', b'"b"\t{"x":"y"}\n', b'"c"\t2\n', b'"d"\t\n', b'"e"\t[3]\n']
+    for i in range(len(lines)):
+        for damaged in (lines[i].replace(b"\t", b""), lines[i].replace(b"\t", b"\t\t"),
+                        lines[i].replace(b"\t", b"\t[0]\t")):
+            path.write_bytes(b'tpbuild-memo test v1\n"m"\n' + b"".join(lines[:i] + [damaged] + lines[i + 1:]))
+            assert list(_journal(path).keys()) == [], damaged
+    # one line of no tab and a later one of two: as many fields as whole lines make, shifted between them
+    path.write_bytes(b'tpbuild-memo test v1\n"m"\n' + lines[0].replace(b"\t", b"") + b"".join(lines[1:4])
+                     + lines[4].replace(b"\t", b"\t[0]\t"))
+    assert list(_journal(path).keys()) == []
+    j = _journal(path)
+    with pytest.raises(TypeError):
+        j.put("s", "a string")
+    assert "s" not in j
+
+
 def test_a_file_rewritten_for_another_meta_meanwhile_is_not_appended_to(tmp_path):
     """Two processes, one with the old fingerprint: its records never join the other's."""
     path = tmp_path / "j"
@@ -248,7 +269,7 @@ def test_the_live_records_size_follows_puts_removals_and_a_split(tmp_path):
     for i in range(20):
         j.put(f"k{i}", ["x" * i])
     j.save()
-    j.put("k3", "longer than before")
+    j.put("k3", ["longer than before"])
     j.remove("k4")
     j.save()
 
