@@ -223,6 +223,16 @@ def test_failure_shows_target_command_and_output(ws):
         ("failed", "skipped", "built")
 
 
+def test_targets_whose_outputs_would_nest_are_refused(ws):
+    """`//a:b` places tpbuild-out/a/b, which would hold `//a/b:c`'s tpbuild-out/a/b/c (build._check_overlaps)."""
+    ws.write("a/BUILD.toml", '[genrule.b]\nouts = ["x"]\ncmd = "touch $OUT"\n')
+    ws.write("a/b/BUILD.toml", '[genrule.c]\nouts = ["y"]\ncmd = "touch $OUT"\n')
+    r = ws.build()
+    assert r.returncode != 0 and not (ws.root / "tpbuild-out/a").exists()
+    assert "the outputs of //a:b and //a/b:c would nest (tpbuild-out/a/b/ holds tpbuild-out/a/b/c/): rename one " \
+        "of the targets" in r.stderr
+
+
 def test_missing_declared_output_fails(ws):
     ws.write("p/BUILD.toml", """
         [genrule.g]

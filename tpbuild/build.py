@@ -150,8 +150,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         warn(w)
     if opts.remote is not None:
         opts.remote.bind(warn)
-    trees = _trees(analysis)
-    _check_overlaps(trees)
+    placed_at = _placed_at(analysis)
+    _check_overlaps(analysis.order, placed_at[1])
     cache_memo = analysis.graph.cache
     for w in getattr(cache_memo, "warnings", ()):
         warn(w)
@@ -220,14 +220,15 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
                     _saved(durations.save(((a, o.seconds) for a, o in sched.outcomes.items()
                                            if o.status is Status.EXECUTED), keep), warn)
         if opts.prune:
-            live = {f"{OUT_DIR}/{path}" for _label, path in trees}
+            live = set(filter(None, placed_at[1]))
             outputs.prune(state, ws.root, live)
             for aid in set(state.actions).difference(analysis.declared):  # in C, unlike a Mapping's keys() - ...
                 del state.actions[aid]
         ws.observed.forget()  # the memos and the actions are done with the stamp's stats (Observed.forget)
         with trace.span("place outputs", "phase"):
             proven = opts.proven or _linked(ws.root, cas)
-            targets, placed, placed_parts = _materialize(ws, analysis, outcomes, state, cas, warn, proven, lane)
+            targets, placed, placed_parts = _materialize(ws, analysis, placed_at, outcomes, state, cas, warn, proven,
+                                                         lane)
             if lane is not None:
                 lane.close()  # every target failed: nothing asked for what it placed
         atomic.crash_point("placed")
@@ -386,21 +387,21 @@ def _output_entries(info, o: Outcome) -> Sequence[OutputEntry]:
     return o.entries
 
 
-def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome],
-                 state: outputs.BuildState, cas: Cas, warn, proven=None,
+def _materialize(ws: Workspace, analysis: Analysis, placed_at: tuple[list, list[str | None]],
+                 outcomes: dict[str, Outcome], state: outputs.BuildState, cas: Cas, warn, proven=None,
                  lane: placement.Lane | None = None) -> tuple[dict[Label, TargetResult], int, int]:
     """Each target's result, how many outputs were written, and how many parts of composed ones.
-    `proven`: `Options.proven`. With a placement lane, the trees it was not given come first, placed
-    here while it finishes what it was given."""
+    `placed_at`: `_placed_at`. `proven`: `Options.proven`. With a placement lane, the trees it was not
+    given come first, placed here while it finishes what it was given."""
     placed = placed_parts = 0
     materialize = outputs.materialize if lane is None else lane.materialize
-    order = analysis.order if lane is None else sorted(analysis.order,
-                                                        key=lambda lbl: f"{OUT_DIR}/{lbl.path}" in lane.sent)
+    order = analysis.order
+    infos, rels = placed_at
+    if lane is not None:
+        at = sorted(range(len(order)), key=lambda i: rels[i] in lane.sent)
+        order, infos, rels = [order[i] for i in at], [infos[i] for i in at], [rels[i] for i in at]
     # The outputs settled unchanged, checked together (`outputs.in_place_all`): those in place are not
-    # even built (their entries), let alone placed. Each target's info and output path found once: the
-    # infos in order as analysis made them (no Label.__hash__ call of each of 10,000 targets).
-    infos = _infos(analysis, order)
-    rels = [f"{OUT_DIR}/{label.path}" if info.output is not None else None for label, info in zip(order, infos)]
+    # even built (their entries), let alone placed.
     settled = []
     get = outcomes.get
     for rel, info in zip(rels, infos):
@@ -444,25 +445,20 @@ def _materialize(ws: Workspace, analysis: Analysis, outcomes: dict[str, Outcome]
     return (by_label if lane is None else {label: by_label[label] for label in analysis.order}), placed, placed_parts
 
 
-def _infos(analysis: Analysis, order: list[Label]) -> list:
-    """Each target's info in `order`: the infos in the order analysis made them when that is `order`
-    (no Label.__hash__ call of each of 10,000 targets)."""
-    infos = analysis.infos
-    return list(infos.values()) if list(infos) == order else list(map(infos.__getitem__, order))
+def _placed_at(analysis: Analysis) -> tuple[list, list[str | None]]:
+    """Each target's info in build order, and where its tree is placed (`tpbuild-out/<its path>`, None
+    for a target that places none): found once a build, for the overlap check, prune and placing, the
+    infos in the order analysis made them (no Label.__hash__ call of each of 10,000 targets)."""
+    order, infos = analysis.order, analysis.infos
+    infos = list(infos.values()) if list(infos) == order else list(map(infos.__getitem__, order))
+    return infos, [f"{OUT_DIR}/{label.path}" if info.output is not None else None for label, info in zip(order, infos)]
 
 
-def _trees(analysis: Analysis) -> list[tuple[Label, str]]:
-    """The targets that place a tree, in build order, with their trees' paths below tpbuild-out."""
-    order = analysis.order
-    return [(label, label.path) for label, info in zip(order, _infos(analysis, order)) if info.output is not None]
-
-
-def _check_overlaps(trees: list[tuple[Label, str]]) -> None:
-    paths = sorted(((f"{path}/", label) for label, path in trees), key=itemgetter(0))
+def _check_overlaps(order: list[Label], rels: list[str | None]) -> None:
+    paths = sorted(((f"{rel}/", label) for label, rel in zip(order, rels) if rel is not None), key=itemgetter(0))
     for (p1, l1), (p2, l2) in zip(paths, paths[1:]):
         if p2.startswith(p1):
-            raise UserError(f"the outputs of {l1} and {l2} would nest ({OUT_DIR}/{p1} holds {OUT_DIR}/{p2}): "
-                            "rename one of the targets")
+            raise UserError(f"the outputs of {l1} and {l2} would nest ({p1} holds {p2}): rename one of the targets")
 
 
 def clean(ws: Workspace, cache_dir: Path, wipe_cache: bool) -> None:
