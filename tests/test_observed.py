@@ -201,3 +201,19 @@ def test_without_a_stamp_a_stat_the_analysis_memo_took_answers_the_next_memo_onc
     observed.forget()
     assert observed.sig(str(fresh)) == sig(str(fresh))
     assert observed.taken == 8
+
+
+def test_a_discovery_memo_of_the_last_version_is_a_clean_miss(stamped):
+    """Version 2 held its stats as a list of JSON numbers, version 3 as one packed text: a version-2 memo
+    (or a version-3 one whose stats are not such a text) is not used, everything is listed again."""
+    from tpbuild import discovery, memo
+    from tpbuild.layout import unpacked
+
+    path = stamped.root / "tpbuild-out/.tpbuild/packages"
+    data = memo.load(path, discovery.KIND, discovery.VERSION)
+    data["stats"] = list(unpacked(data["stats"]))
+    for version in (2, discovery.VERSION):
+        (stamped.root / "tpbuild-out/.tpbuild/noop").unlink(missing_ok=True)  # the ordinary path: it discovers
+        memo.save(path, discovery.KIND, version, data, path.parent / "tmp", "the test's discovery memo")
+        assert stamped.build(check=True).report["files"]["discovery"] == "walked"
+        assert stamped.build(check=True).report["files"]["discovery"] == "reused"

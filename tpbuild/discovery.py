@@ -16,10 +16,12 @@ changing). Ignore patterns come from tpbuild.toml: other patterns, or another ro
 is not used.
 
 Format: `tpbuild-out/.tpbuild/packages`, a memo (`memo.py`) of kind `packages`: {"root", "ignore",
-"dirs": [every directory looked into, in the walk's order], "stats": [their `layout.stat_sig`s, four
-integers each, all zeros for one listed every time], "packages": [those with a manifest],
-"misnamed": {directory: [names]}}: flat lists, which decode fast. When no directory's stat moved (the
-usual build) they are checked in one pass, in order; otherwise the walk goes down the tree, listing
+"dirs": [every directory looked into, in the walk's order], "stats": their `layout.stat_sig`s, four
+integers each, all zeros for one listed every time, as one `layout.packed_text`, "packages": [those
+with a manifest], "misnamed": {directory: [names]}}: flat lists and one text, which decode fast. When no
+directory's stat moved (the usual build) they are checked in one pass, in order, the stats taken now
+packed and compared with the recorded ones as two arrays (80,000 JSON numbers at 10,000 models were an
+object each, and 20,000 tuples made of them to compare); otherwise the walk goes down the tree, listing
 what moved and taking the rest from the record. It is saved only into an existing state directory (a
 query in a workspace never built leaves nothing).
 """
@@ -29,13 +31,14 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
+from itertools import chain
 from pathlib import Path
 
 from . import memo
-from .layout import BUILD_FILE, OUT_DIR, RACY_WINDOW_NS, STATE_DIR
+from .layout import BUILD_FILE, OUT_DIR, RACY_WINDOW_NS, STATE_DIR, packed, packed_text, stat_at, unpacked
 from .observed import Observed
 
-KIND, VERSION = "packages", 2
+KIND, VERSION = "packages", 3
 UNTRUSTED = [0, 0, 0, 0]  # the stat of a directory listed every time: no directory has it
 
 
@@ -61,13 +64,11 @@ def _unchanged(base: str, last: dict, observed: Observed, walked: list) -> bool:
     """Every recorded directory has its recorded stat (collected into `walked`, in the walk's order).
     Stat'ed and compared a slice at a time (`Observed.sigs`: in C, without a stamp), so a change near
     the top stats little more than the walk that follows it does."""
-    dirs = last["dirs"]
-    stats = iter(last["stats"])
-    recorded = list(zip(stats, stats, stats, stats))
+    dirs, recorded = last["dirs"], last["stats"]
     for i in range(0, len(dirs), _SLICE):
         rels = dirs[i:i + _SLICE]
         now = observed.sigs([base + rel if rel else base[:-1] for rel in rels])
-        if now != recorded[i:i + _SLICE]:
+        if None in now or packed(chain.from_iterable(now)) != recorded[4 * i:4 * (i + len(rels))]:
             return False
         walked += zip(rels, now)
     return True
@@ -83,8 +84,8 @@ def _walk(root: Path, ignores: tuple[str, ...], observed: Observed, walked: list
     known: dict[str, tuple] = {}
     children: dict[str, list[str]] = {}
     if last is not None:
-        stats = iter(last["stats"])
-        known = dict(zip(last["dirs"], zip(stats, stats, stats, stats)))
+        stats = last["stats"]
+        known = {rel: stat_at(stats, i) for i, rel in enumerate(last["dirs"])}
         for rel in last["dirs"]:
             if rel:
                 parent, _, name = rel.rpartition("/")
@@ -121,7 +122,7 @@ def _walk(root: Path, ignores: tuple[str, ...], observed: Observed, walked: list
     if misnamed is not None:
         misnamed.extend(f"{rel}/{n}" if rel else n for rel, names in odd.items() for n in names)
     if path.parent.is_dir():  # a failed save (a full disk) only means listing again next time
-        memo.save(path, KIND, VERSION, {"root": str(root), "ignore": list(ignores), "dirs": dirs, "stats": stats_now,
+        memo.save(path, KIND, VERSION, {"root": str(root), "ignore": list(ignores), "dirs": dirs, "stats": packed_text(packed(stats_now)),
                                         "packages": found, "misnamed": odd},
                   path.parent / "tmp", "the package discovery memo")
     found.sort()
@@ -156,15 +157,19 @@ def _listed(dir_path: str, rel: str, ignores: tuple[str, ...]) -> tuple[bool, li
 
 def _load(path: Path, root: str, ignores: list[str]) -> dict | None:
     """The last discovery's record, if it is of this root and these ignore patterns and of the shape
-    `_walk` saves (a damaged one is not used: everything is listed again)."""
+    `_walk` saves (a damaged one is not used: everything is listed again), its stats unpacked."""
     data = memo.load(path, KIND, VERSION)
     if not isinstance(data, dict) or data.get("root") != root or data.get("ignore") != ignores:
         return None
-    dirs, stats, packages, odd = data.get("dirs"), data.get("stats"), data.get("packages"), data.get("misnamed")
-    if not (isinstance(dirs, list) and isinstance(stats, list) and isinstance(packages, list)
+    dirs, packages, odd = data.get("dirs"), data.get("packages"), data.get("misnamed")
+    try:
+        stats = data["stats"] = unpacked(data.get("stats"))
+    except ValueError:
+        return None
+    if not (isinstance(dirs, list) and isinstance(packages, list)
             and isinstance(odd, dict) and len(stats) == 4 * len(dirs) and dirs[:1] == [""]):
         return None
-    if not (set(map(type, stats)) == {int} and set(map(type, dirs)) == {str} and set(map(type, packages)) <= {str}
+    if not (set(map(type, dirs)) == {str} and set(map(type, packages)) <= {str}
             and all(isinstance(v, list) and set(map(type, v)) <= {str} for v in odd.values())):
         return None
     # Relative paths below the root only, as the walk makes them: no empty, hidden or parent component.
