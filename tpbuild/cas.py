@@ -62,6 +62,12 @@ class Cas:
         hx = digest.hex_part(d)
         return f"{self._root_text}/{hx[:2]}/{hx}{'.x' if executable else ''}"
 
+    def paths_of(self, digests) -> list[str]:
+        """`path_text` of many plain (not executable) blobs, by their hex digests (`digest.hex_part`), made
+        in C (the no-op stamp names 20,000 blobs at 10,000 models, a call each cost 10x more)."""
+        hexes = list(digests)
+        return list(map(f"{self._root_text}/{{}}/{{}}".format, map(itemgetter(slice(0, 2)), hexes), hexes))
+
     def temp_path(self, hint: str = "blob") -> Path:
         return atomic.temp_path(self.tmp, hint)
 
