@@ -785,8 +785,8 @@ class Placed(Mapping):
         own = self._outputs.get_all(rels)
         if None in own:
             raise KeyError(rels[own.index(None)])
-        outputs = self._outputs
-        return [[(rel, record), *((k, outputs[k]) for k in below)] if below else [(rel, record)]
+        get_all = self._outputs.get_all
+        return [[(rel, record), *zip(below, get_all(below))] if below else [(rel, record)]
                 for rel, record, below in zip(rels, own, self._state.recorded_below_all(rels))]
 
     def parts(self, rel: str) -> list[tuple[str, str]]:
