@@ -427,10 +427,30 @@ def test_a_build_ending_its_process_frees_and_collects_nothing_on_its_way_out_an
               "atexit.register(lambda: print('collections', n[0], 'kept',\n"
               "                              any(type(o).__name__ == 'BuildResult' for o in gc.get_objects())))\n"
               f"sys.argv = ['tpbuild', '-C', {str(ws.root)!r}, 'build', '//...']\ncli.main()\n")
-    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ws.env)
-    assert p.returncode == 0 and _executed(p) == 0, p.stdout + p.stderr
+    p = _ordinary_no_op(ws, script)
     assert p.stdout.splitlines()[-1] == "collections 0 kept True", p.stdout
     script = ("import gc\nfrom tpbuild import cli\n"
               f"code = cli.main(['-C', {str(ws.root)!r}, 'build', '//...'])\nprint(code, gc.isenabled())\n")
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ws.env)
     assert p.stdout.splitlines()[-1] == "0 True", p.stdout + p.stderr
+
+
+def test_the_stamp_of_the_settle_memos_blobs_is_the_one_of_the_blobs_the_results_name(stamped):
+    """An ordinary no-op settles every result with the settle memo's blobs (`build.BuildResult.blobs`): the
+    stamp written from them is, byte for byte, the one written from the blobs the results name."""
+    (ws := stamped).root.joinpath("tpbuild-out/.tpbuild/noop").unlink()  # the ordinary path
+    script = ("import sys\nfrom pathlib import Path\nfrom tpbuild import cli, noop\nrecord = noop.Stamp.record\n"
+              "def twice(self, result, cache_dir):\n"
+              "    record(self, result, cache_dir)\n    handed, result.blobs = result.blobs is not None, None\n"
+              "    first = Path(self.path).read_bytes()\n    record(self, result, cache_dir)\n"
+              "    print('handed', handed, 'same', first == Path(self.path).read_bytes())\n"
+              f"noop.Stamp.record = twice\ncli.main(['-C', {str(ws.root)!r}, 'build', '//...'])\n")
+    p = _ordinary_no_op(ws, script)
+    assert "handed True same True" in p.stdout, p.stdout + p.stderr
+
+
+def _ordinary_no_op(ws, script: str) -> subprocess.CompletedProcess:
+    """`script`, a build of `ws` in a process of its own, which executed nothing."""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ws.env)
+    assert p.returncode == 0 and _executed(p) == 0, p.stdout + p.stderr
+    return p

@@ -116,6 +116,28 @@ def test_a_changed_part_alone_is_placed_and_recorded_again(tmp_path):
     assert len(state.outputs) == 0 and not (root / rel).exists()
 
 
+def test_placed_records_in_bulk_are_each_outputs_own_then_its_parts(tmp_path):
+    """`Placed.records` of many outputs (the no-op stamp's): each one's record then its parts' (and theirs), as
+    `recorded_below` of each names them, whether it has parts or not, and `Cas.paths_of` the blobs' paths."""
+    cas = Cas(tmp_path / "cache")
+    root = tmp_path / "ws"
+    root.mkdir()
+    state = outputs.BuildState(tmp_path / "state", "id")
+    repo, flat, also = "tpbuild-out/repo", "tpbuild-out/re", "tpbuild-out/repo0"  # "re" and "repo0" beside, not below
+    m1, m2 = _part(cas, "m1", ("a.txt", b"1")), _part(cas, "m2", ("sub/b.txt", b"b"))
+    outputs.materialize(state, root, repo, Tree((), (m1, m2)), cas)
+    for rel in (flat, also):
+        outputs.materialize(state, root, rel, tuple(Tree((), (m1,))), cas)
+    rels = [flat, repo, also]
+    assert state.recorded_below_all(rels) == list(map(state.recorded_below, rels)) == [[], [f"{repo}/m1", f"{repo}/m2"], []]
+    placed = outputs.Placed(state)
+    assert placed.records(rels) == [[(k, state.outputs[k]) for k in (rel, *state.recorded_below(rel))] for rel in rels]
+    with pytest.raises(KeyError):
+        placed.records([flat, "tpbuild-out/none"])
+    digests = [d for _path, (_kind, d, _s) in placed[repo][1].items()]
+    assert cas.paths_of([(d, False) for d in digests]) == list(map(cas.path_text, digests))
+
+
 # -- the ordinary path's check of every placed tree (outputs.in_place_all) ---------------------------
 
 def test_trees_alike_are_compared_as_text_and_a_damaged_one_is_looked_at_alone(tmp_path, monkeypatch):

@@ -71,7 +71,7 @@ import sys
 import time
 from array import array
 from itertools import chain, compress, repeat
-from operator import and_, attrgetter, eq, is_, itemgetter, ne, not_
+from operator import and_, attrgetter, eq, is_, itemgetter, length_hint, ne, not_
 from pathlib import Path
 
 from . import memo as memofile
@@ -374,13 +374,11 @@ class Stamp:
             return
         # Each record placed once, a composed output's parts by their own (merged into their output's
         # record, the repository's 10,000 parts were copied twice at 10,000 models).
-        placed, parts = [], []
-        for t in result.targets.values():
-            for rel in t.outputs:
-                records = result.placed.records(rel)
-                placed += records
-                if len(records) > 1:  # a composed output (no generator for each of 10,000 others)
-                    parts += ((k, rec[0]) for k, rec in records[1:])
+        per_output = result.placed.records(list(chain.from_iterable(map(attrgetter("outputs"), result.targets.values()))))
+        placed = list(chain.from_iterable(per_output))
+        # The parts of each composed output (picked in C: no generator for each of 10,000 others).
+        parts = [(k, rec[0]) for records in compress(per_output, map((1).__lt__, map(len, per_output)))
+                 for k, rec in records[1:]]
         walk = incremental.Walk(result)  # names the sources its actions read
         groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS, analysed, placed,
                               walk.sources)
@@ -437,9 +435,11 @@ class Stamp:
         sourced = _Group(root, True, horizon=horizon)
         sourced.used(sources, source_stats)
         cas = Cas(cache_dir)
-        # A tree names its parts' blobs again (the repository: every model's): each once.
-        blobs = blobs_named(list(map(attrgetter("entries"), result.outcomes.values())))
-        blob_paths = list(map(cas.path_text, map(itemgetter(0), blobs), map(itemgetter(1), blobs)))
+        if result.blobs is not None:  # those the settle memo named (every result settled), and where they are
+            blobs, names = result.blobs
+        else:  # a tree names its parts' blobs again (the repository: every model's): each once
+            blobs, names = list(blobs_named(list(map(attrgetter("entries"), result.outcomes.values())))), None
+        blob_paths = cas.paths_of(blobs, names)
         blob_stats = peeks(blob_paths)
         stores = _Group("", True, horizon=horizon)
         stores.used(blob_paths, blob_stats)
@@ -497,25 +497,20 @@ class _Group:
         self.add_all(((rel, s),))
 
     def add_all(self, items) -> None:
-        """Paths at their `sig` (or `kind`, or None for an absent path), in one loop (a call each was a
+        """Paths at their `sig` (or `kind`, or None for an absent path), the stats picked in C (a call each was a
         tenth of writing the stamp at 10,000 models: the 20,000 directories walked, the 10,000 manifests)."""
         items = list(items)
         sigs = list(map(itemgetter(1), items))
-        try:
-            if min(map(len, sigs), default=2) > 1:  # every one a stat (no kind, none absent): in C
-                self.used(list(map(itemgetter(0), items)), sigs)
-                return
-        except TypeError:  # one absent (None)
-            pass
-        paths, sigs, kinds = self.paths, self.sigs, self.kinds
-        for rel, s in items:
-            if s is not None and len(s) > 1:
-                paths.append(rel)
-                sigs.append(s)
-            elif self.follow is False and s is None:
+        stats = list(map((1).__lt__, map(length_hint, sigs)))  # a stat, not a kind nor absent (None: 0)
+        if all(stats):  # the stats picked in C, the few others (the workspace's kinds) in a loop
+            self.used(list(map(itemgetter(0), items)), sigs)
+            return
+        self.used(list(map(itemgetter(0), compress(items, stats))), list(compress(sigs, stats)))
+        for rel, s in compress(items, map(not_, stats)):
+            if self.follow is False and s is None:
                 self.refused = True
             else:  # a kind, or absent: `observe` stats an absent path as a stat group would
-                kinds.append([rel, s])
+                self.kinds.append([rel, s])
 
     def used(self, paths: list[str], sigs: list) -> None:
         """Paths at the stat the build used, None for one it did not keep (unproven): lists extended, in C
