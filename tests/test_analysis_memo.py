@@ -241,3 +241,44 @@ def test_a_target_analysed_again_under_the_recorded_closure_gets_its_patterns_re
     assert list(again.graph.expanded[repo].values()) == [[Label("models/a", "a"), Label("models/b", "b")]]
     assert [(d.id, d.inputs) for d in again.declared_of(repo)] == [(d.id, d.inputs) for d in first.declared_of(repo)]
     assert again.infos[repo] == first.infos[repo]
+
+
+def _unstamped(models) -> None:
+    """The next build takes the ordinary path (the no-op stamp would answer it without analysis)."""
+    (models.root / "tpbuild-out/.tpbuild/noop").unlink(missing_ok=True)
+
+
+def test_a_record_without_its_texts_is_a_miss_of_its_package(models):
+    """A kill between the saves of the actions' texts and of the records keeps a record without its
+    texts (tpbuild/analysiscache.py): its package is analysed again, the others are not."""
+    (texts,) = models.cache.glob("workspaces/*/analysis-text")
+    lines = texts.read_text().splitlines(keepends=True)
+    assert sum('"models/a\\u0000' in line for line in lines) == 1
+    texts.write_text("".join(line for line in lines if '"models/a\\u0000' not in line))
+    models.write("models/a/1/model.py", _model_py("v1"))  # and a's action runs
+    _age(models.root / "models/a/1/model.py")
+    assert analysed(models.build(check=True)) == (4, 1)
+    assert models.out("repo/a/1/model.py").read_text() == _model_py("v1")
+    _unstamped(models)
+    assert analysed(models.build(check=True)) == (4, 0)
+
+
+def test_a_memo_of_the_version_before_is_a_miss(models):
+    from tpbuild.analysiscache import VERSION
+
+    for path in models.cache.glob("workspaces/*/analysis*"):
+        path.write_text(path.read_text().replace(f" v{VERSION}\n", f" v{VERSION - 1}\n", 1))
+    _unstamped(models)
+    assert analysed(models.build(check=True)) == (4, 4)
+
+
+def test_an_action_run_after_a_no_op_is_made_from_its_recorded_text(models):
+    """An edit that moves no analysis (a model's body) but an action's key: the action, declared by the
+    memo, is made from its text in the texts journal and runs."""
+    _unstamped(models)
+    assert analysed(models.build(check=True)) == (4, 0)
+    models.write("models/a/1/model.py", _model_py("v1"))
+    _age(models.root / "models/a/1/model.py")
+    assert analysed(models.build(check=True)) == (4, 0)
+    assert models.out("models/a/a/1/model.py").read_text() == _model_py("v1")
+    assert models.out("repo/a/1/model.py").read_text() == _model_py("v1")

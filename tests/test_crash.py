@@ -32,6 +32,7 @@ STEPS = [  # (publish step, prep): a step may be reached by more than one kind o
     ("update-file", "classes"),
     ("publish-statcache", "classes aged"),
     ("publish-analysis", "extra aged"),
+    ("publish-analysis-text", "extra aged"),  # the actions' texts, saved before the records
     ("replace-tree", "damage"),
     ("swap-tree", "damage"),
     ("save-state", "classes"),

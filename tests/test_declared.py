@@ -114,7 +114,8 @@ def test_a_declared_action_keys_as_the_action_does(act):
     rec = PackageRecord({}, [TargetRecord(act.owner, "r", [], ("r", "t"), "p/BUILD.toml", "", [
         Declared.of(act)], None, "", False)])
     line = json.dumps(analysiscache._record_json("p", rec))
-    (back,) = analysiscache._record("p", json.loads(line)).targets[0].actions
+    texts = {analysiscache._text_key("p", ""): json.loads(json.dumps([d.stored_text() for d in rec.targets[0].actions]))}
+    (back,) = analysiscache._record("p", json.loads(line), texts_journal=texts).targets[0].actions
     assert back.material(inputs, salt) == material and not back.decoded
     assert back.upstream() == act.upstream()
     assert back.action == act and back.decoded
@@ -138,8 +139,8 @@ def test_input_digests_enter_a_key_as_their_canonical_json(rows):
 
 def test_a_hand_damaged_declaration_is_an_error_naming_the_way_out(built):
     """A record is one line of the memo: a torn one does not parse and is a miss. An action's text
-    inside a record that parses is damaged only by hand; decoding it is then an error saying what to do."""
-    (memo_file,) = built.cache.glob("workspaces/*/analysis")
+    in a list of texts that parses is damaged only by hand; decoding it is then an error saying what to do."""
+    (memo_file,) = built.cache.glob("workspaces/*/analysis-text")
     text = memo_file.read_text()
     assert text.count("['Label',['p1','p1']]") == 1  # the owner of p1's action, in its text
     memo_file.write_text(text.replace("['Label',['p1','p1']]", "['Bogus',['p1','p1']]"))
