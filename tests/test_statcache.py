@@ -84,3 +84,23 @@ def test_many_files_at_once_are_answered_as_one_at_a_time(tmp_path, monkeypatch)
     (a, b, c), sigs = StatCache(memo).digests(["a", "b", "c"], base)
     assert seen == [base + "b"]  # a from its stat; b moved, read again; c gone
     assert a == digest.of_bytes(b"a") and b == digest.of_bytes(b"B!") and c is None and sigs[2] is None
+
+
+def test_the_stats_files_were_found_whole_at_are_their_entries_unless_racy(tmp_path):
+    """`proven` (the no-op stamp's blobs) answers as `peeks` after the save: a file found at a stat is
+    entered at it, one hashed within the racy window is not kept, one not found is looked up."""
+    old, fresh, other = (tmp_path / n for n in ("old", "fresh", "other"))
+    for f in (old, fresh, other):
+        f.write_text(f.name)
+    past = time.time_ns() - 10 * statcache.RACY_WINDOW_NS
+    for f in (old, other):
+        os.utime(f, ns=(past, past))
+    memo = tmp_path / "memo"
+    first = StatCache(memo)
+    first.digest(str(other))
+    assert first.save() is None
+    cache = StatCache(memo)
+    paths = [str(old), str(fresh), str(other)]
+    found = [cache.digest(str(old))[1], cache.digest(str(fresh))[1], None]
+    assert cache.save() is None
+    assert cache.proven(paths, found) == cache.peeks(paths) == [found[0], None, first.peek(str(other))]

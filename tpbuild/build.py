@@ -91,7 +91,8 @@ class TargetResult:
 class BuildResult:
     def __init__(self, analysis: Analysis, outcomes: dict[str, Outcome], targets: dict[Label, TargetResult],
                  seconds: float, warnings: list[str], cache: dict, placed: Mapping, execution: dict,
-                 statcache: StatCache | None, files: dict, blobs: tuple[list, list] | None = None):
+                 statcache: StatCache | None, files: dict, blobs: tuple[list, list] | None = None,
+                 verified: Mapping | None = None):
         self.analysis = analysis
         self.outcomes = outcomes
         self.targets = targets
@@ -112,6 +113,9 @@ class BuildResult:
         # (digest, executable) once in order, and their `cas.Cas.names`, which the no-op stamp records
         # rather than gathering them again from 20,000 results (10,000 models). None otherwise.
         self.blobs = blobs
+        # The blobs the build found whole and the stat each was found at (`cas.Cas.verified`), which the
+        # no-op stamp records them at without looking them up in the stat memo (`StatCache.proven`).
+        self.verified = verified if verified is not None else {}
 
     @property
     def success(self) -> bool:
@@ -252,7 +256,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
     named = (premise.blobs, premise.names) if premise is not None and premise.now is not None and \
         len(settled) == len(outcomes) else None  # every result settled: the blobs `settle` checked are theirs
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, outputs.Placed(state),
-                       execution, statcache, ws.observed.counters(), named)
+                       execution, statcache, ws.observed.counters(), named, cas.verified)
 
 
 def _worked(declared, walk, boundary: set[str] | None):

@@ -429,8 +429,7 @@ class Stamp:
         # (unproven if the stat memo did not keep it: racy), each placed file and directory at the
         # lstat placement recorded. A path that changed since differs from it at the next check, so
         # nothing is stat'ed again here.
-        peeks = result.statcache.peeks  # as build.run saved it: the stats the digests belong to
-        source_stats = peeks(sources)
+        source_stats = result.statcache.peeks(sources)  # as build.run saved it: the stats the digests belong to
         known = dict(zip(sources, source_stats))
         sourced = _Group(root, True, horizon=horizon)
         sourced.used(sources, source_stats)
@@ -440,7 +439,7 @@ class Stamp:
         else:  # a tree names its parts' blobs again (the repository: every model's): each once
             blobs, names = list(blobs_named(list(map(attrgetter("entries"), result.outcomes.values())))), None
         blob_paths = cas.paths_of(blobs, names)
-        blob_stats = peeks(blob_paths)
+        blob_stats = result.statcache.proven(blob_paths, list(map(result.verified.get, blobs)))
         stores = _Group("", True, horizon=horizon)
         stores.used(blob_paths, blob_stats)
         code = _Group("", True, horizon=horizon)
