@@ -23,12 +23,12 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from itertools import chain, compress
+from itertools import compress
 from operator import itemgetter
 from pathlib import Path
 
 from . import atomic, digest
-from .layout import packed, stat_sig
+from .layout import packed_sigs, stat_sig
 
 _FICLONE = 0x40049409  # linux/fs.h: share extents (reflink) where the filesystem can
 
@@ -187,7 +187,7 @@ class Cas:
         stat memo's records at those same stats, without looking them up (the settle memo's 20,000 blobs
         of a no-op build at 10,000 models). False: nothing is known, `verify_all` says which are whole."""
         now = self.statcache.sigs(self.paths_of(blobs, names)) if self.statcache is not None else None
-        if now is None or None in now or packed(list(chain.from_iterable(now))).tobytes() != stats:
+        if now is None or None in now or packed_sigs(now).tobytes() != stats:
             return False
         with self._lock:
             self.verified.update(zip(blobs, now))

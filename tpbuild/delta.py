@@ -51,7 +51,7 @@ from . import code, critical, memo
 from .action import ActionKind, Source, Tree, blobs_named, key_of, material, parts_of, recorded as recorded_tree
 from .analysiscache import Declared
 from .cas import Cas
-from .layout import RACY_WINDOW_NS, packed, packed_text, unpacked
+from .layout import RACY_WINDOW_NS, packed_sigs, packed_text, unpacked
 from .outputs import BuildState, Last
 from .scheduler import Settled
 from .statcache import StatCache
@@ -199,7 +199,7 @@ class Premise:
         `horizon` on (the racy window before the build began, in which a rewrite may keep a file's stat:
         a stat that does not vouch for content, as the stat memo has it)."""
         fresh = stats is None or None in stats or max(map(itemgetter(1), stats), default=0) >= horizon
-        self.stats = None if fresh else packed(list(chain.from_iterable(stats))).tobytes()
+        self.stats = None if fresh else packed_sigs(stats).tobytes()
 
     def save(self) -> str | None:
         """None when saved (or nothing to save), else a warning (see memo.save)."""

@@ -31,11 +31,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
-from itertools import chain
 from pathlib import Path
 
 from . import memo
-from .layout import BUILD_FILE, OUT_DIR, RACY_WINDOW_NS, STATE_DIR, packed, packed_text, stat_at, unpacked
+from .layout import BUILD_FILE, OUT_DIR, RACY_WINDOW_NS, STATE_DIR, packed, packed_sigs, packed_text, stat_at,\
+    unpacked
 from .observed import Observed
 
 KIND, VERSION = "packages", 3
@@ -68,7 +68,7 @@ def _unchanged(base: str, last: dict, observed: Observed, walked: list) -> bool:
     for i in range(0, len(dirs), _SLICE):
         rels = dirs[i:i + _SLICE]
         now = observed.sigs([base + rel if rel else base[:-1] for rel in rels])
-        if None in now or packed(chain.from_iterable(now)) != recorded[4 * i:4 * (i + len(rels))]:
+        if None in now or packed_sigs(now) != recorded[4 * i:4 * (i + len(rels))]:
             return False
         walked += zip(rels, now)
     return True

@@ -8,6 +8,7 @@ import struct
 import sys
 from array import array
 from binascii import a2b_base64, b2a_base64
+from itertools import chain
 from operator import attrgetter
 from pathlib import Path
 
@@ -58,6 +59,12 @@ def packed(ints, code: str = "q") -> array:
         return array(code, struct.pack(f"{len(ints)}{code}", *ints))
     except struct.error:
         return array(code, [v - _WRAP if v >= _WRAP >> 1 else v for v in ints])
+
+
+def packed_sigs(sigs) -> array:
+    """`stat_sig`s, four integers each, as one `packed` array, which `stat_at` reads back: how every
+    memo that compares many stats at once holds them (the no-op stamp, the settle memo, discovery)."""
+    return packed(list(chain.from_iterable(sigs)))
 
 
 def stat_at(stats, i: int) -> tuple:

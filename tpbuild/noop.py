@@ -76,7 +76,7 @@ from pathlib import Path
 
 from . import memo as memofile
 from .errors import UserError
-from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, packed, packed_text, \
+from .layout import OUT_DIR, RACY_WINDOW_NS, STATE_DIR, WORKSPACE_FILE, find_root, observe, packed, packed_sigs, packed_text, \
     positions, shared_device, sig, stat_at, stat_sig, unpacked
 from .observed import Observed
 
@@ -523,7 +523,7 @@ class _Group:
                 fresh = True
             if fresh:
                 sigs = [s if s is not None and s[1] < horizon else UNPROVEN for s in sigs]
-            self._stats = packed(list(chain.from_iterable(sigs))), not (fresh and UNPROVEN in sigs)
+            self._stats = packed_sigs(sigs), not (fresh and UNPROVEN in sigs)
         return self._stats
 
     def proven(self) -> bool:
@@ -777,7 +777,7 @@ def _unpack(groups: list) -> None:
 def _stats(stat, base: str, paths: list[str]) -> array:
     """`stat_sig` of each path (`stat` of `base + path`), flattened and `packed`, in C: a Python loop cost a
     third more at 10,000 models. Raises OSError for a path that is not there."""
-    return packed(list(chain.from_iterable(map(stat_sig, map(stat, map(base.__add__, paths))))))
+    return packed_sigs(map(stat_sig, map(stat, map(base.__add__, paths))))
 
 
 def _differing(now: list[int], recorded: list[int]) -> list[tuple[int, tuple]]:
