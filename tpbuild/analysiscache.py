@@ -249,8 +249,9 @@ def _json(swapped: str) -> bytes:
 
 
 class TargetRecord(Value):
-    __match_args__ = ("label", "rule", "refs", "keypath", "manifest", "deps_digest", "actions", "info", "info_digest",
-                      "volatile")
+    # Slotted, as the records below: the memo makes one of each for every target and package it decodes.
+    __slots__ = __match_args__ = ("label", "rule", "refs", "keypath", "manifest", "deps_digest", "actions", "info",
+                                  "info_digest", "volatile")
 
     def __init__(self, label, rule: str, refs: list, keypath: tuple, manifest: str, deps_digest: str, actions: list,
                  info, info_digest: str, volatile: bool):
@@ -268,6 +269,7 @@ class TargetRecord(Value):
 
 class PackageRecord(Value):
     __match_args__ = ("observed", "targets", "facts", "gen")
+    __slots__ = (*__match_args__, "texts")
 
     def __init__(self, observed: dict, targets: list | None = None, facts: dict | None = None, gen: str = "",
                  texts: _Texts | None = None):
