@@ -68,7 +68,7 @@ class Source(Frozen):
     __slots__ = __match_args__ = ("path",)
 
     def __init__(self, path: str):
-        _set_source(self, path)  # by the slot's own setter, as `label.Label` (see `_set_artifact`)
+        _set_source(self, path)  # by the slot's own setter, as `label.Label` (see below)
 
 
 class Artifact(Frozen):
