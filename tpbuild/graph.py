@@ -12,7 +12,6 @@ depends on a broken or missing one is `blocked` (its own error would only repeat
 
 from __future__ import annotations
 
-import graphlib
 from functools import cached_property
 from itertools import accumulate, chain
 from pathlib import Path
@@ -433,6 +432,8 @@ def _static_order(graph: dict[Label, list[Label]]) -> list[Label] | None:
 
 def _cycle(graph: dict[Label, list[Label]]) -> list[Label]:
     """A cycle of a graph that has one, each target followed by one it depends on."""
+    import graphlib  # here: only a graph with a cycle needs it (`_static_order` orders the others)
+
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as e:
