@@ -96,6 +96,17 @@ def test_a_line_of_no_tab_or_of_two_is_a_damaged_journal_and_a_string_alone_is_n
     assert "s" not in j
 
 
+def test_a_key_holding_a_quote_reads_as_its_json_says_and_a_bare_quote_in_one_is_a_damaged_journal(tmp_path):
+    """Keys are taken from their JSON without a parse only when none holds a quote or an escape (`_index`):
+    an escaped quote is read as JSON has it, and a bare one (no JSON) leaves the journal holding none."""
+    path = tmp_path / "j"
+    path.write_bytes(b'tpbuild-memo test v1\n"m"\n"a\\"b"\t[1]\n"c"\t[2]\n')
+    j = _journal(path)
+    assert list(j.keys()) == ['a"b', "c"] and j.get('a"b') == [1]
+    path.write_bytes(b'tpbuild-memo test v1\n"m"\n"a"b"\t[1]\n"c"\t[2]\n')
+    assert list(_journal(path).keys()) == []
+
+
 def test_a_file_rewritten_for_another_meta_meanwhile_is_not_appended_to(tmp_path):
     """Two processes, one with the old fingerprint: its records never join the other's."""
     path = tmp_path / "j"

@@ -83,7 +83,7 @@ def test_a_deferred_target_info_makes_its_values_when_read():
 def test_a_build_imports_no_dataclasses_nor_typing():
     """What the records were made plain for: the modules of a build's path import neither."""
     code = ("import sys; import tpbuild.cli, tpbuild.noop, tpbuild.incremental, tpbuild.delta, tpbuild.build, "
-            "tpbuild.analysis, tpbuild.explain, tpbuild.console; "
+            "tpbuild.analysis, tpbuild.graph, tpbuild.explain, tpbuild.console; "
             "print(sorted({'dataclasses', 'typing', 'inspect'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

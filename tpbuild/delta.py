@@ -51,7 +51,7 @@ from . import code, critical, memo
 from .action import ActionKind, Source, Tree, blobs_named, key_of, material, parts_of, recorded as recorded_tree
 from .analysiscache import Declared
 from .cas import Cas
-from .layout import RACY_WINDOW_NS, packed_sigs, packed_text, unpacked
+from .layout import RACY_WINDOW_NS, packed, packed_sigs, packed_text, unpacked
 from .outputs import BuildState, Last
 from .scheduler import Settled
 from .statcache import StatCache
@@ -235,16 +235,18 @@ def _premise(ids: list[str], values: list[Declared], per_action: list[tuple], pa
                    list(map(itemgetter(0), pairs)), list(map(attrgetter("path"), inputs)),
                    list(map(attrgetter("action"), compress(inputs, map(not_, sourced)))), paths, named, [records]):
         _column(h, column)
-    h.update(array("q", [len(per_action), *map(len, per_action)]).tobytes())  # how many inputs each action has
+    h.update(packed([len(per_action), *map(len, per_action)]))  # how many inputs each action has
     h.update(bytes(sourced))  # and which of them are sources
     return h.hexdigest()
 
 
 def _column(h, items: list[str]) -> None:
     """Hash a column of texts so that no other column hashes the same: how many, each one's length, and
-    their characters (as UTF-8, a path's undecodable bytes too), with how many bytes those are."""
+    their characters (as UTF-8, a path's undecodable bytes too), with how many bytes those are. The
+    lengths packed by struct's one call (`layout.packed`, the same bytes as an array made of them, which
+    converts each through a call: a third of hashing the columns of 2,000 models)."""
     text = "".join(items).encode(errors="surrogatepass")
-    h.update(array("q", [len(items), len(text), *map(len, items)]).tobytes())
+    h.update(packed([len(items), len(text), *map(len, items)]))
     h.update(text)
 
 

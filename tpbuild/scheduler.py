@@ -179,8 +179,10 @@ class Scheduler:
         self.settled = settled = settled or {}
         self.walk = walk
         ids = self.declared
-        if settled.keys() == ids.keys():  # every one settled (a no-op): in C
-            self.outcomes: dict[str, Outcome] = dict(zip(ids, map(settled.__getitem__, ids)))
+        if list(settled) == list(ids):  # every one settled, in the declared order (a no-op's): a copy, in C
+            self.outcomes: dict[str, Outcome] = dict(settled)
+        elif settled.keys() == ids.keys():  # every one settled, in another order: in C too, a look-up each
+            self.outcomes = dict(zip(ids, map(settled.__getitem__, ids)))
         else:
             self.outcomes = {a: settled.get(a) or Outcome(actions[a]) for a in actions}
 
