@@ -253,3 +253,8 @@ def test_a_record_of_strings_json_escapes_is_left_to_itself(tmp_path):
     assert shape.compare(fresh, [("tpbuild-out/quoted", 'x\\"y', own)], Vouched()) == []
     assert shape.compare(fresh, [("tpbuild-out/quoted", 'x"y', own)], Vouched()) == []
     assert fresh.outputs["tpbuild-out/quoted"][0] == 'x"y'  # decoded from its text: not taken as matched
+    state.outputs["tpbuild-out/tab"] = ("x\ty", {"a": ("f", "blob", stat)}, {"": stat})  # a control character
+    assert state.save() is None
+    fresh = outputs.BuildState(tmp_path / "state", "id")
+    assert shape.compare(fresh, [("tpbuild-out/tab", "x\\ty", own)], Vouched()) == []
+    assert shape.compare(fresh, [("tpbuild-out/tab", "x\ty", [["a", "f", "blob", 1]])], Vouched()) == []

@@ -424,6 +424,8 @@ _PATH_KIND = itemgetter(0, 1)  # of an entry as JSON
 # look, not the whole build's, and the columns held at once stay small.
 _PROVEN_AT_ONCE = 1000
 _SIG_FIELDS = 4  # the integers of a `stat_sig`
+_SIG_TEXT = ",".join(["%s"] * _SIG_FIELDS)  # a `stat_sig`'s integers as a record's JSON writes them, in its list
+_ESCAPED = (*map(chr, range(0x20)), '"', "\\")  # what JSON writes escaped (`memo._dumps`: not ensure_ascii)
 
 
 class _Shape:
@@ -452,27 +454,34 @@ class _Shape:
         if now is None:
             return []
         file_stats, dir_stats = now
-        if None in file_stats or None in dir_stats or \
+        # Each stat vouched for (a stat_sig is never empty: None is falsy, found in C without a
+        # comparison of each stat with None) and of a stat_sig's integers.
+        if not (all(file_stats) and all(dir_stats)) or \
                 not {*map(len, file_stats), *map(len, dir_stats)} <= {_SIG_FIELDS}:
             return []
-        # Each record's values, a column each (sliced in C): its digest, each file's blob and stat, each
-        # directory's stat.
-        columns = [digests, *chain.from_iterable((targets[i::n], file_stats[i::n]) for i in range(n)),
-                   *(dir_stats[j::m] for j in range(m))]
         try:
             strings = "".join(chain(digests, targets))
-        except TypeError:  # a digest or target that is not text: left to the records themselves
+            # A stat's text made once for each stat: the files linked to one blob are at its one stat
+            # (every model's labels; each model's files, in its tree and in the repository's).
+            file_texts = dict.fromkeys(file_stats)
+            file_texts = list(map(dict(zip(file_texts, map(_SIG_TEXT.__mod__, file_texts))).__getitem__, file_stats))
+            dir_texts = list(map(_SIG_TEXT.__mod__, dir_stats))
+        except TypeError:  # a digest or target that is not text, a stat not a tuple: left to the records themselves
             return []
-        if '"' in strings or "\\" in strings or not strings.isprintable():  # one JSON escapes: likewise
+        if any(map(strings.__contains__, _ESCAPED)):  # one JSON escapes: likewise (a search in C for each character)
             return []
         if self._makers is None:
             self._makers = _makers(self.paths, self.kinds, self.dirs)
         text, value = self._makers
-        texts = list(map(text, *columns))
+        # Each record's values, a column each (sliced in C): its digest, each file's blob and stat, each
+        # directory's stat; its text is of the stats' texts.
+        texts = list(map(text, digests, *chain.from_iterable((targets[i::n], file_texts[i::n]) for i in range(n)),
+                         *(dir_texts[j::m] for j in range(m))))
         same = list(map(eq, texts, state.outputs.texts(rels)))
         if not any(same):
             return []
-        values = list(map(value, *columns))
+        values = list(map(value, digests, *chain.from_iterable((targets[i::n], file_stats[i::n]) for i in range(n)),
+                          *(dir_stats[j::m] for j in range(m))))
         if not self.checked:  # the format is the journal's own encoding, for a first record of this shape
             if state.outputs.text_of(rels[0], values[0]) != texts[0]:
                 return []
@@ -485,31 +494,30 @@ class _Shape:
 def _makers(paths: list[str], kinds: list[str], dirs: list[str]) -> tuple[Callable[..., str], Callable[..., tuple]]:
     """Of a record of these files (paths and kinds) and directories, given its values a column each
     (`_Shape.compare`: its digest; each file's blob or link target, and stat; each directory's stat):
-    its text as the journal writes it (of strings JSON writes as they are, `_Shape`), and its value
-    as `_from_json` makes it (`(digest, {path: (kind, blob, stat)}, {directory: stat})`). Each is a
-    function made for the shape, an f-string or a display of its values, called once a record: a
-    format of a tuple of its 25 values a record, and zips of its files into dicts, took a no-op build
-    at 10,000 models twice as long. The made source holds names only; the shape's paths and kinds,
-    and the text between the values, are constants it is given (`c<i>`, `p<i>`, `k<i>`, `e<j>`)."""
+    its text as the journal writes it (of strings JSON writes as they are, `_Shape`), given each stat
+    as its text (`_SIG_TEXT`), and its value as `_from_json` makes it (`(digest, {path: (kind, blob,
+    stat)}, {directory: stat})`). Each is a function made for the shape, an f-string or a display of
+    its values, called once a record: a format of a tuple of its 25 values a record, and zips of its
+    files into dicts, took a no-op build at 10,000 models twice as long. The made source holds names
+    only; the shape's paths and kinds, and the text between the values, are constants it is given
+    (`c<i>`, `p<i>`, `k<i>`, `e<j>`)."""
     n, m = len(paths), len(dirs)
-    files = [f"t{i}" for i in range(n)], [f"s{i}" for i in range(n)]
-    params = ", ".join(["d", *chain.from_iterable(zip(*files)), *(f"u{j}" for j in range(m))])
+    params = ", ".join(["d", *chain.from_iterable((f"t{i}", f"s{i}") for i in range(n)), *(f"u{j}" for j in range(m))])
     # The text: constants between the values, each value's place after the constant before it.
-    sig = ",".join(["{%s[" + str(x) + "]}" for x in range(_SIG_FIELDS)])
     constants = ['["']
-    places = ["{d}"]
+    places = ["d"]
     for i, (p, k) in enumerate(zip(paths, kinds)):
         constants.append(('",{' if i == 0 else "]],") + f"{encode_basestring(p)}:[{encode_basestring(k)},\"")
-        places.append(f"{{t{i}}}")
+        places.append(f"t{i}")
         constants.append('",[')
-        places.append(sig.replace("%s", f"s{i}"))
+        places.append(f"s{i}")
     constants.append(("]]},{" if n else '",{},{'))
     for j, d in enumerate(dirs):
         constants[-1] += ("" if j == 0 else "],") + f"{encode_basestring(d)}:["
-        places.append(sig.replace("%s", f"u{j}"))
+        places.append(f"u{j}")
         constants.append("")
     constants[-1] += ("]}]" if m else "}]")
-    fstring = "".join(f"{{c{x}}}{place}" for x, place in enumerate(places)) + f"{{c{len(places)}}}"
+    fstring = "".join(f"{{c{x}}}{{{place}}}" for x, place in enumerate(places)) + f"{{c{len(places)}}}"
     value = "(d, {%s}, {%s})" % (", ".join(f"p{i}: (k{i}, t{i}, s{i})" for i in range(n)),
                                  ", ".join(f"e{j}: u{j}" for j in range(m)))
     names = [f"c{x}" for x in range(len(constants))] + [f"p{i}" for i in range(n)] + [f"k{i}" for i in range(n)] + \
