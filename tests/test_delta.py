@@ -9,12 +9,14 @@ import json
 import os
 import stat
 import time
+from array import array
 from pathlib import Path
 
 import pytest
 
 from tpbuild import action, build, cas, code, critical, delta, outputs, workspace
 from tpbuild.analysis import analyze
+from tpbuild.layout import packed_text, stat_at
 from tpbuild.outputs import BuildState, cache_id
 from tpbuild.statcache import StatCache
 
@@ -389,3 +391,29 @@ def test_a_settle_memo_of_another_version_or_damaged_is_a_miss(built):
         assert delta.Premise(memo, str(built.cache / "cas")).recorded is None
         assert execution(built.build(check=True)) == (ACTIONS, 0, 0)
         assert premise_of(memo) == premise_of(recorded)  # (the stats recorded once out of the racy window)
+
+
+def test_a_premise_holds_the_text_of_the_stats_it_holds(built):
+    """`delta.Premise.text` is the `layout.packed_text` of its blobs' stats as they stand, which the no-op
+    stamp records as its blobs' (`noop._Group.packed_as`): the memo's own while the stats are the memo's,
+    none once `whole` finds others, and the one it saves then."""
+    memo = built.root / "tpbuild-out/.tpbuild/settled"
+    built.build(check=True)
+    _aged_blobs(built.cache)
+    built.build(check=True)  # records the blobs' stats
+    root = str(cas.Cas(built.cache).root)
+    premise = delta.Premise(memo, root)
+    recorded = json.loads(memo.read_bytes().split(b"\n", 1)[1])[5]
+    assert premise.stats is not None and premise.text == recorded == packed_text(array("q", premise.stats))
+    stats = [stat_at(array("q", premise.stats), i) for i in range(len(premise.blobs))]
+    premise.whole(stats, time.time_ns())  # the same stats: the same text
+    assert premise.text == recorded
+    moved = [(*s[:3], s[3] ^ 1) for s in stats]
+    premise.whole(moved, time.time_ns())
+    assert premise.text is None
+    premise.now = "another premise"
+    assert premise.save() is None and premise.text == json.loads(memo.read_bytes().split(b"\n", 1)[1])[5] \
+        == packed_text(array("q", premise.stats)) != recorded
+    assert delta.Premise(memo, root).text == premise.text
+    premise.whole(None, time.time_ns())  # a blob not whole: no stats, no text
+    assert premise.stats is None and premise.text is None

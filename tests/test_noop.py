@@ -436,12 +436,15 @@ def test_a_build_ending_its_process_frees_and_collects_nothing_on_its_way_out_an
 
 
 def test_the_stamp_of_the_settle_memos_blobs_is_the_one_of_the_blobs_the_results_name(stamped):
-    """An ordinary no-op settles every result with the settle memo's blobs (`build.BuildResult.blobs`): the
-    stamp written from them is, byte for byte, the one written from the blobs the results name."""
+    """An ordinary no-op settles every result with the settle memo's blobs (`build.BuildResult.blobs`), and
+    the stats it found them whole at, packed and as text (`delta.Premise.stats`, `delta.Premise.text`): the
+    stamp written from them is, byte for byte, the one written from the blobs the results name, their
+    stats packed anew."""
     (ws := stamped).root.joinpath("tpbuild-out/.tpbuild/noop").unlink()  # the ordinary path
     script = ("import sys\nfrom pathlib import Path\nfrom tpbuild import cli, noop\nrecord = noop.Stamp.record\n"
               "def twice(self, result, cache_dir):\n"
-              "    record(self, result, cache_dir)\n    handed, result.blobs = result.blobs is not None, None\n"
+              "    record(self, result, cache_dir)\n"
+              "    handed, result.blobs = result.blobs is not None and None not in result.blobs, None\n"
               "    first = Path(self.path).read_bytes()\n    record(self, result, cache_dir)\n"
               "    print('handed', handed, 'same', first == Path(self.path).read_bytes())\n"
               f"noop.Stamp.record = twice\ncli.main(['-C', {str(ws.root)!r}, 'build', '//...'])\n")

@@ -91,7 +91,7 @@ class TargetResult:
 class BuildResult:
     def __init__(self, analysis: Analysis, outcomes: dict[str, Outcome], targets: dict[Label, TargetResult],
                  seconds: float, warnings: list[str], cache: dict, placed: Mapping, execution: dict,
-                 statcache: StatCache | None, files: dict, blobs: tuple[list, list] | None = None,
+                 statcache: StatCache | None, files: dict, blobs: tuple | None = None,
                  verified: Mapping | None = None):
         self.analysis = analysis
         self.outcomes = outcomes
@@ -111,7 +111,8 @@ class BuildResult:
         self.files = files
         # When every result was settled with the settle memo's blobs (`delta.Premise`): those blobs, each
         # (digest, executable) once in order, and their `cas.Cas.names`, which the no-op stamp records
-        # rather than gathering them again from 20,000 results (10,000 models). None otherwise.
+        # rather than gathering them again from 20,000 results (10,000 models); and the stats the memo
+        # records them found whole at and their text (`Premise.stats`, `Premise.text`), or None. None otherwise.
         self.blobs = blobs
         # The blobs the build found whole and the stat each was found at (`cas.Cas.verified`), which the
         # no-op stamp records them at without looking them up in the stat memo (`StatCache.proven`).
@@ -253,7 +254,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
                  "placed_parts": placed_parts}
     if lane is not None:
         execution["placed_by_lane"] = lane.placed
-    named = (premise.blobs, premise.names) if premise is not None and premise.now is not None and \
+    named = (premise.blobs, premise.names, premise.stats, premise.text) if premise is not None and premise.now is not None and \
         len(settled) == len(outcomes) else None  # every result settled: the blobs `settle` checked are theirs
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, outputs.Placed(state),
                        execution, statcache, ws.observed.counters(), named, cas.verified)

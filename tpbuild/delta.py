@@ -175,6 +175,7 @@ class Premise:
         self.blobs: list[tuple[str, bool]] = []
         self.names: list[str] = []
         self.stats: bytes | None = None  # the blobs' stats (`whole`), as bytes of a `layout.packed` array
+        self.text: str | None = None  # those stats' `layout.packed_text` when known (the no-op stamp's too)
         value = memo.load(path, KIND, VERSION)
         if isinstance(value, list) and len(value) == 6:
             recorded, digests, executable, names, root, stats = value
@@ -190,6 +191,7 @@ class Premise:
                     self.recorded, self.names = recorded, names
                     self.blobs = list(zip(digests, map("1".__eq__, executable)))
                     self.stats = stats if root == store else None
+                    self.text = value[5] if self.stats is not None else None
         self.now: str | None = None  # this build's, when every action settled: what `save` records, with its blobs
         self._saved = self.recorded, self.stats
 
@@ -199,13 +201,17 @@ class Premise:
         `horizon` on (the racy window before the build began, in which a rewrite may keep a file's stat:
         a stat that does not vouch for content, as the stat memo has it)."""
         fresh = stats is None or None in stats or max(map(itemgetter(1), stats), default=0) >= horizon
-        self.stats = None if fresh else packed_sigs(stats).tobytes()
+        stats = None if fresh else packed_sigs(stats).tobytes()
+        if stats != self.stats:
+            self.stats, self.text = stats, None
 
     def save(self) -> str | None:
         """None when saved (or nothing to save), else a warning (see memo.save)."""
         if self.now is None or (self.now, self.stats) == self._saved:
             return None
-        stats = "" if self.stats is None else packed_text(array("q", self.stats))
+        if self.stats is not None and self.text is None:
+            self.text = packed_text(array("q", self.stats))
+        stats = "" if self.stats is None else self.text
         value = [self.now, list(map(itemgetter(0), self.blobs)), "".join("1" if x else "0" for _d, x in self.blobs),
                  self.names, self.store, stats]
         return memo.save(self.path, KIND, VERSION, value, self.path.parent / "tmp", f"the settle memo {self.path}")

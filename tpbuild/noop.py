@@ -424,7 +424,6 @@ class Stamp:
         # Every path the analysis memo's records watch, a later record's stat of one winning (in C).
         observed = dict(chain.from_iterable(map(dict.items, map(attrgetter("observed"), map(itemgetter(1), analysed)))))
         root = f"{self.root}/"
-        ws = [(WORKSPACE_FILE, self.workspace_sig), *a.graph.walked]
         # What the build used, as it used it: each source and blob at the stat its digest was taken at
         # (unproven if the stat memo did not keep it: racy), each placed file and directory at the
         # lstat placement recorded. A path that changed since differs from it at the next check, so
@@ -435,13 +434,19 @@ class Stamp:
         sourced.used(sources, source_stats)
         cas = Cas(cache_dir)
         if result.blobs is not None:  # those the settle memo named (every result settled), and where they are
-            blobs, names = result.blobs
+            blobs, names, whole, text = result.blobs
         else:  # a tree names its parts' blobs again (the repository: every model's): each once
-            blobs, names = list(blobs_named(list(map(attrgetter("entries"), result.outcomes.values())))), None
+            blobs, names, whole, text = list(blobs_named(list(map(attrgetter("entries"), result.outcomes.values())))), \
+                None, None, None
         blob_paths = cas.paths_of(blobs, names)
-        blob_stats = result.statcache.proven(blob_paths, list(map(result.verified.get, blobs)))
+        found = list(map(result.verified.get, blobs))
+        blob_stats = result.statcache.proven(blob_paths, found)
         stores = _Group("", True, horizon=horizon)
         stores.used(blob_paths, blob_stats)
+        if whole is not None and blob_stats is found:
+            # Each at the stat it was found whole at, as the settle memo packed them (`delta.Premise.whole`:
+            # those stats, all older than the racy window before the build, so than this one's).
+            stores.packed_as(array("q", whole), text)
         code = _Group("", True, horizon=horizon)
         placed = _Group(root, False, horizon=horizon)
         # The directories too: a file added to an output (a killed build) moves its directory's mtime.
@@ -449,22 +454,27 @@ class Stamp:
         # what could change them unseen (a build killed while placing) starts later than the timestamp
         # granularity.
         placed_dirs = _Group(root, False)  # filled by the linked files' `sort`, which reads them
-        linked = _Linked(root, blobs, blob_stats, placed_dirs, horizon, str(cas.root), self.root / OUT_DIR)
+        linked = _Linked(root, blobs, stores, placed_dirs, horizon, str(cas.root), self.root / OUT_DIR)
         linked.sort(records, placed)
         code_paths = []
-        for d in a.graph.rules.code_dirs:
-            code_paths += [str(d), *map(str, sorted(d.glob("*.py")))]
+        for d in map(str, a.graph.rules.code_dirs):  # its modules as `Path.glob("*.py")` lists them, less its cost
+            code_paths += [d, *sorted(f"{d}/{name}" for name in os.listdir(d) if name.endswith(".py"))]
         code_paths += [p for p in sys.path if p and os.path.isdir(p)]
         code_paths.append(str(cache_dir / "id"))
-        code.add_all(zip(code_paths, map(sig, code_paths)))  # in one go: a call each cost 1M instructions
+        code.add_all(code_paths, list(map(sig, code_paths)))  # in one go: a call each cost 1M instructions
         # A manifest or model.py the analysis memo watches is mostly a directory walked or a source
         # too, recorded alike: one stat of it is enough (compared in C: 30,000 paths at 10,000 models).
-        known.update(zip(map(str.rstrip, map(itemgetter(0), ws), repeat("/")), map(itemgetter(1), ws)))
-        watched = compress(observed.items(), map(ne, map(known.get, map(str.rstrip, observed, repeat("/")), repeat(())),
-                                                 observed.values()))
+        walked = a.graph.walked
+        ws_paths, ws_sigs = [WORKSPACE_FILE, *map(itemgetter(0), walked)], [self.workspace_sig, *map(itemgetter(1), walked)]
+        ws = _Group(root, True, horizon)
+        ws.add_all(ws_paths, ws_sigs)
+        known.update(zip(_as_known(ws_paths), ws_sigs))
+        differ = list(map(ne, map(known.get, _as_known(observed), repeat(())), observed.values()))
+        watched = _Group(root, True, horizon)
+        watched.add_all(list(compress(observed, differ)), list(compress(observed.values(), differ)))
         return [
-            ("workspace", _Group(root, True, ws, horizon)),
-            ("watched", _Group(root, True, watched, horizon)),
+            ("workspace", ws),
+            ("watched", watched),
             ("sources", sourced),
             ("blobs", stores),
             ("code", code),
@@ -481,26 +491,30 @@ class _Group:
     stat from `horizon` on (the racy window), or None, as `UNPROVEN`: a build whose stats are all older
     (every no-op) packs them in C without a look at each (`_packed`)."""
 
-    def __init__(self, base: str, follow: bool, items=(), horizon: int = 1 << 64):
-        self.base, self.follow, self.horizon = base, follow, horizon
+    def __init__(self, base: str, follow: bool, horizon: int | None = None):
+        self.base, self.follow, self.horizon = base, follow, horizon  # horizon None: exempt (`_packed`)
         self.paths: list[str] = []
         self.sigs: list[tuple | None] = []
         self.kinds: list = []
         self.refused = False  # an absent path in an lstat group: not a shape the stamp has
         self._stats: tuple[array, bool] | None = None  # packed, and whether none is unproven (`_packed`)
-        self.add_all(items)
+        self._text: str | None = None  # the packed stats' `packed_text`, when another memo holds it
 
-    def add_all(self, items) -> None:
-        """Paths at their `sig` (or `kind`, or None for an absent path), the stats picked in C (a call each was a
-        tenth of writing the stamp at 10,000 models: the 20,000 directories walked, the 10,000 manifests)."""
-        items = list(items)
-        sigs = list(map(itemgetter(1), items))
+    def packed_as(self, stats: array, text: str | None) -> None:
+        """Its stats are these, packed, none unproven, as another memo holds them (and their text, if known):
+        not packed again (at 10,000 models, 20,000 blobs' stats packed and deflated were a tenth of this)."""
+        self._stats, self._text = (stats, True), text
+
+    def add_all(self, paths: list[str], sigs: list) -> None:
+        """Paths at their `sig` (or `kind`, or None for an absent path), a column each, the stats picked in C
+        (a call each was a tenth of writing the stamp at 10,000 models: the 20,000 directories walked, the
+        10,000 manifests; a (path, sig) pair each, made and taken apart again, a tenth of the rest)."""
         stats = list(map((1).__lt__, map(length_hint, sigs)))  # a stat, not a kind nor absent (None: 0)
         if all(stats):  # the stats picked in C, the few others (the workspace's kinds) in a loop
-            self.used(list(map(itemgetter(0), items)), sigs)
+            self.used(paths, sigs)
             return
-        self.used(list(map(itemgetter(0), compress(items, stats))), list(compress(sigs, stats)))
-        for rel, s in compress(items, map(not_, stats)):
+        self.used(list(compress(paths, stats)), list(compress(sigs, stats)))
+        for rel, s in compress(zip(paths, sigs), map(not_, stats)):
             if self.follow is False and s is None:
                 self.refused = True
             else:  # a kind, or absent: `observe` stats an absent path as a stat group would
@@ -517,8 +531,8 @@ class _Group:
         looked at one by one only when one is (a None, or the newest from `horizon` on)."""
         if self._stats is None:
             sigs, horizon = self.sigs, self.horizon
-            try:
-                fresh = max(map(itemgetter(1), sigs), default=0) >= horizon
+            try:  # a group exempt from the racy window (the placed directories) holds the state's stats: no None
+                fresh = horizon is not None and max(map(itemgetter(1), sigs), default=0) >= horizon
             except TypeError:  # a None among them
                 fresh = True
             if fresh:
@@ -532,7 +546,7 @@ class _Group:
 
     def stored(self) -> list[list]:
         kinds = [[self.base, None, self.kinds]] if self.kinds else []
-        return [*kinds, [self.base, self.follow, self.paths, packed_text(self._packed()[0])]]
+        return [*kinds, [self.base, self.follow, self.paths, self._text or packed_text(self._packed()[0])]]
 
 
 class _Linked:
@@ -563,7 +577,7 @@ class _Linked:
         """Its files have no stat of their own (`_Group.proven`): proven by their blobs' and directories'."""
         return True
 
-    def __init__(self, base: str, blob_ids, blob_stats: list, dirs: _Group, horizon: int, store: str, out: Path):
+    def __init__(self, base: str, blob_ids, blobs: _Group, dirs: _Group, horizon: int, store: str, out: Path):
         self.base, self.horizon, self.dirs = base, horizon, dirs
         self.device = [store, shared_device(store, str(out))]
         self.names: dict[str, int] = {}  # a file's name in its directory -> its index in the names
@@ -578,8 +592,10 @@ class _Linked:
         self._blob_at = dict(zip(keys, range(len(blob_ids))))
         # Each blob's stat as the stat memo holds it (None: none), and a None last: the stat of no blob
         # (index -1). A file is linked only at its blob's stat and older than the racy window: then the
-        # blobs' group records that stat too (not unproven).
-        self._blob_stats = [*blob_stats, None]
+        # blobs' group records that stat too (not unproven). When that group has none unproven, a file at
+        # its blob's stat is older than the window: not looked at again.
+        self._blob_stats = [*blobs.sigs, None]
+        self._blobs_older = blobs.proven()
 
     def sort(self, records: list[tuple[str, tuple]], placed: _Group) -> None:
         """The placed `records` (`(record, (tree digest, files, directories))`): their directories into
@@ -589,16 +605,24 @@ class _Linked:
         in C (a loop over the 100,000 files at 10,000 models was a good part of a stamp's writing)."""
         values = list(map(itemgetter(1), records))
         # Each record's shape, its files and its directories (made in C, a tuple of each: a chain of both
-        # cost a third more); the records of each shape in order, picked in C while there are few shapes
-        # (a model's records are all of one), else in a loop.
+        # cost a third more); the records of each shape in order, in order of their first: those of the
+        # first shape of the rest picked in C, each compared with it, while there are few shapes (a model's
+        # records are all of one: one pass, no shape hashed), else in a loop.
         shapes = list(zip(map(tuple, map(itemgetter(1), values)), map(tuple, map(itemgetter(2), values))))
-        distinct = dict.fromkeys(shapes)
-        if len(distinct) <= _SHAPES:
-            alike = {shape: list(compress(records, map(eq, shapes, repeat(shape)))) for shape in distinct}
-        else:
-            alike = {shape: [] for shape in distinct}
-            for shape, rec in zip(shapes, records):
-                alike[shape].append(rec)
+        alike: dict[tuple, list] = {}
+        while records:
+            if len(alike) == _SHAPES:
+                for shape, rec in zip(shapes, records):
+                    alike.setdefault(shape, []).append(rec)
+                break
+            shape = shapes[0]
+            these = list(map(eq, shapes, repeat(shape)))
+            if all(these):
+                alike[shape] = records
+                break
+            alike[shape] = list(compress(records, these))
+            others = list(map(not_, these))
+            shapes, records = list(compress(shapes, others)), list(compress(records, others))
         for (paths, dir_paths), recs in alike.items():
             self._sort_alike(paths, dir_paths, recs, placed)
 
@@ -630,7 +654,7 @@ class _Linked:
             # That blob's inode (its stat, not a copy's, nor unproven), older than the racy window.
             held = tuple(map(self._blob_stats.__getitem__, blobs))
             same = True if held == stats else list(map(eq, held, stats))
-            fresh = _older(stats, horizon)
+            fresh = True if same is True and self._blobs_older else _older(stats, horizon)
         for j, p in enumerate(paths):
             column = stats[j::k]
             parent, _, name = p.rpartition("/")
@@ -721,6 +745,13 @@ def _digest(content) -> str:
 
     feed(content)
     return h.hexdigest()
+
+
+def _as_known(paths):
+    """Each path as `Stamp._groups` looks it up among the paths it knows a stat of: a directory named `dir/`
+    as `dir`. Stripped only when some path ends so (none of a model's does): one search of them joined."""
+    joined = "\0".join(paths)
+    return map(str.rstrip, paths, repeat("/")) if "/\0" in joined or joined.endswith("/") else paths
 
 
 def linked_path(group: list, dirs: list[str], j: int) -> str:

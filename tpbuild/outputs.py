@@ -108,7 +108,8 @@ class BuildState:
         lo = bisect_left(keys, below)
         if lo == len(keys) or not keys[lo].startswith(below):  # none: each of 20,000 trees a no-op build checks
             return []
-        return [k for k in keys[lo:bisect_left(keys, f"{rel}0", lo)] if k in self.outputs]  # some maybe removed since
+        # Some maybe removed since: those still recorded, looked up in C (a repository's 10,000 parts)
+        return list(filter(self.outputs._listed().__contains__, keys[lo:bisect_left(keys, f"{rel}0", lo)]))
 
     def recorded_below_all(self, rels: list[str]) -> list[list[str]]:
         """`recorded_below` of each of `rels`: whether any record is below it found for all in C (the first
