@@ -13,6 +13,8 @@ from array import array
 from pathlib import Path
 
 import pytest
+from conftest import Run
+from test_incremental import _scripted
 
 from tpbuild import action, build, cas, code, critical, delta, outputs, workspace
 from tpbuild.analysis import analyze
@@ -319,13 +321,29 @@ def _aged_blobs(cache: Path) -> None:
             os.utime(p, ns=(old, old))
 
 
+# A build moments after the one before it, however slow the machine: its settle memo's horizon
+# (`delta.settle`) taken a minute early, so every blob that one stored is within its racy window.
+MOMENTS_AFTER = """
+import sys, time, types
+from tpbuild import cli, delta
+
+delta.time = types.SimpleNamespace(time_ns=lambda: time.time_ns() - 60 * 10**9)
+sys.exit(cli.main(["-C", sys.argv[1], "build", "//...", "--report", sys.argv[2]]))
+"""
+
+
+def _moments_after(ws) -> Run:
+    p, report = _scripted(ws, MOMENTS_AFTER)
+    return Run(p.returncode, p.stdout, p.stderr, report)
+
+
 def test_a_premise_hit_takes_its_blobs_whole_at_their_recorded_stats(built, monkeypatch):
     """The settle memo records the stats its blobs were found whole at, once none is within the racy
     window; on a hit, blobs all at those stats are whole without the stat memo (`cas.Cas.whole_at`), and
     a blob at any other stat (edited in place through its hardlinked output, removed) is checked as ever
     (`cas.Cas.verify_all`): its action runs again, and the stats are recorded anew."""
     memo = built.root / "tpbuild-out/.tpbuild/settled"
-    assert execution(built.build(check=True)) == (ACTIONS, 0, 0)
+    assert execution(_moments_after(built)) == (ACTIONS, 0, 0)
     assert json.loads(memo.read_bytes().split(b"\n", 1)[1])[5] == ""  # the blobs just stored: racy
     _aged_blobs(built.cache)
     assert execution(built.build(check=True))[:2] == (ACTIONS, 0)  # (the outputs, their links, re-placed)

@@ -126,7 +126,7 @@ def _touch(f, data: bytes, age: float = 60) -> None:
 
 def test_same_facts_keep_the_record_and_its_new_stat_once_settled(tmp_path):
     cache, f = _cache(tmp_path)
-    _touch(f, b"w\nx\ny\nz\n", age=0)  # same facts, a stat within the racy window
+    _touch(f, b"w\nx\ny\nz\n", age=-60)  # same facts, a stat within the racy window (however slow the machine)
     assert cache.valid("p") is not None
     assert cache.record("p").observed["p/file.txt"] != sig(str(f))  # not trusted yet: derived again next time
     _touch(f, b"a\nb\nc\nd\ne\n")  # 5 lines, capped at 3: the same facts

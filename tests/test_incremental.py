@@ -26,6 +26,15 @@ def _stamped(ws, n: int, env: dict | None = None) -> None:
     ws.build(check=True, report=False, env=env)
 
 
+def _linked(ws) -> None:
+    """Stamped again once the trees the last build placed are past the racy window: its stamp holds their
+    files linked (noop._Linked), as the stamp of any build after it does. Waited for, not dated back (a
+    placed directory's stat is its record's): a machine however slow only makes them older."""
+    (ws.root / "tpbuild-out/.tpbuild/noop").unlink()
+    time.sleep(2.1)
+    ws.build(check=True, report=False)
+
+
 def test_a_model_py_edit_decodes_its_package_and_keys_what_is_downstream_of_it(ws):
     _stamped(ws, N)
     ws.write("models/m7/1/model.py", _model_py("edited"))
@@ -102,6 +111,7 @@ def _damaged_graph(ws):
 def test_with_any_other_change_the_build_takes_the_ordinary_path(ws, change):
     site = ws.root.parent / "site"
     site.mkdir()
+    _settle(site)  # else the stamp holds it unproven (code), and any change at all takes the ordinary path
     env = {"PYTHONPATH": str(site)}
     _stamped(ws, 3, env)
     ws.write("models/m0/1/model.py", _model_py("edited"))  # with a source edit, which alone is a delta
@@ -336,6 +346,7 @@ def test_the_graph_memo_is_kept_for_a_stamp_of_the_same_content_and_drawn_again_
     import json
 
     _stamped(ws, 3)
+    _linked(ws)  # else the next build's stamp may link files this one's did not: another content
     state = ws.root / "tpbuild-out/.tpbuild"
 
     def gen(name: str) -> str:
@@ -359,19 +370,24 @@ def test_the_graph_memo_is_kept_for_a_stamp_of_the_same_content_and_drawn_again_
 
 
 def test_a_stamp_with_an_entry_unproven_never_keeps_the_graph_memo(ws):
-    """Two stamps alike, each with the entries of a fresh edit recorded unproven (a same-size rewrite
-    within the racy window keeps their stats): the graph memo of the first is not taken for the second.
-    (Fails without that condition only while the builds run within the racy window of the edit.)"""
+    """Two stamps alike, each with an entry recorded unproven (a model.py rewritten as it was, dated a
+    minute ahead: within the racy window of both builds, in which a same-size rewrite keeps its stat):
+    the graph memo of the first is not taken for the second. Every other entry is past the racy window
+    (`_linked`), so the two stamps hold the same content and only that condition tells them apart."""
     import json
 
     _stamped(ws, 3)
+    _linked(ws)
     state = ws.root / "tpbuild-out/.tpbuild"
 
     def gen(name: str) -> str:
         return json.loads((state / name).read_bytes().partition(b"\n")[2])["gen"]
 
-    ws.write("models/m0/1/model.py", _model_py("edited"))
-    (state / "noop").unlink()  # the ordinary path, which executes: its stamp holds the edit's entries unproven
+    p = ws.root / "models/m0/1/model.py"
+    future = time.time_ns() + 60 * 10**9
+    p.write_text(p.read_text())
+    os.utime(p, ns=(future, future))
+    (state / "noop").unlink()  # the ordinary path: its stamp holds the model.py unproven
     ws.build(check=True, report=False)
     first = gen("noop")
     (state / "noop").unlink()

@@ -289,11 +289,14 @@ def _stamp_stats(ws) -> list[int]:
 
 def test_a_build_that_executed_leaves_a_stamp_with_what_it_cannot_vouch_for_unproven(stamped):
     """The build after an edit is stamped too (its check hands the next build its stats), but what it
-    just wrote or read within the racy window is recorded unproven: the next build proves it again on the
-    ordinary path, executing nothing, and that one's stamp answers the build after it."""
+    just wrote or read within the racy window is recorded unproven (here the source edited, dated a
+    minute ahead: within the racy window of any build until then, however slow): the next build proves
+    it again, executing nothing, and once settled, that one's stamp answers the build after it."""
     from tpbuild.noop import UNPROVEN
 
     _edit_source(stamped)
+    future = time.time_ns() + 60 * 10**9
+    os.utime(stamped.root / "shared/classes.txt", ns=(future, future))
     p, answered = _build(stamped)
     assert not answered and _executed(p) > 0
     stats = _stamp_stats(stamped)
@@ -435,12 +438,13 @@ def test_a_build_ending_its_process_frees_and_collects_nothing_on_its_way_out_an
     assert p.stdout.splitlines()[-1] == "0 True", p.stdout + p.stderr
 
 
-def test_the_stamp_of_the_settle_memos_blobs_is_the_one_of_the_blobs_the_results_name(stamped):
+def test_the_stamp_of_the_settle_memos_blobs_is_the_one_of_the_blobs_the_results_name(linked):
     """An ordinary no-op settles every result with the settle memo's blobs (`build.BuildResult.blobs`), and
     the stats it found them whole at, packed and as text (`delta.Premise.stats`, `delta.Premise.text`): the
     stamp written from them is, byte for byte, the one written from the blobs the results name, their
-    stats packed anew."""
-    (ws := stamped).root.joinpath("tpbuild-out/.tpbuild/noop").unlink()  # the ordinary path
+    stats packed anew. (Every placed tree past the racy window, `linked`: else the two could fall on
+    either side of it.)"""
+    (ws := linked).root.joinpath("tpbuild-out/.tpbuild/noop").unlink()  # the ordinary path
     script = ("import sys\nfrom pathlib import Path\nfrom tpbuild import cli, noop\nrecord = noop.Stamp.record\n"
               "def twice(self, result, cache_dir):\n"
               "    record(self, result, cache_dir)\n"

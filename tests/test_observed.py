@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import pytest
 from test_noop import _delete_blob, _delete_output, _edit_source, _new_package, _salt, _settle, stamped  # noqa: F401
@@ -75,9 +76,12 @@ def _edited_output(ws):
 
 def _racy_edit(ws):
     """Rewritten twice within the timestamp granularity, the same size and mtime: only the racy window
-    tells the second from the first."""
+    tells the second from the first. (Dated a minute ahead: within the racy window of the first build
+    however slow the machine.)"""
     p = ws.root / "shared/classes.txt"
     p.write_text("c\na\n")
+    future = time.time_ns() + 60 * 10**9
+    os.utime(p, ns=(future, future))
     first = ws.build(check=True)
     assert ws.out("shared/labels/labels.txt").read_text() == "a\nc\n", first.output
     st = os.stat(p)
@@ -183,6 +187,7 @@ def test_without_a_stamp_a_stat_the_analysis_memo_took_answers_the_next_memo_onc
     fresh.write_text("b")
     t = os.stat(settled).st_mtime_ns
     os.utime(settled, ns=(t - 3 * 10**9, t - 3 * 10**9))
+    os.utime(fresh, ns=(t + 60 * 10**9, t + 60 * 10**9))  # within the racy window however slow the machine
     observed = Observed()
     taken = observed.observe(str(settled), (1, 0, 0, 0o100644))
     assert taken == sig(str(settled))

@@ -26,9 +26,12 @@ def reads(monkeypatch) -> list[str]:
 
 def test_a_same_size_rewrite_within_the_racy_window_is_read_again(tmp_path, monkeypatch):
     """git's racy clean: hashed in the same timestamp tick as written, rewritten with the same size and
-    mtime: the stat cannot tell, so such an entry is not persisted and the next run reads the file."""
+    mtime: the stat cannot tell, so such an entry is not persisted and the next run reads the file.
+    (Dated a minute ahead: within the racy window of the hash however slow the machine.)"""
     f = tmp_path / "names.txt"
     f.write_text("cat\ndog\n")
+    future = time.time_ns() + 60 * 10**9
+    os.utime(f, ns=(future, future))
     memo = tmp_path / "memo"
     first = StatCache(memo)
     before, _ = first.digest(str(f))
@@ -95,6 +98,8 @@ def test_the_stats_files_were_found_whole_at_are_their_entries_unless_racy(tmp_p
     past = time.time_ns() - 10 * statcache.RACY_WINDOW_NS
     for f in (old, other):
         os.utime(f, ns=(past, past))
+    future = time.time_ns() + 60 * 10**9  # within the racy window of the hash however slow the machine
+    os.utime(fresh, ns=(future, future))
     memo = tmp_path / "memo"
     first = StatCache(memo)
     first.digest(str(other))
