@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                 "trace", "observed"}),
     ("model", {"workspace", "discovery", "manifest", "action", "targetinfo", "plugin", "genrule"}),
     ("analysis and stores", {"graph", "analysis", "analysiscache", "statcache", "cas", "actioncache", "outputs",
-                             "placement", "shaindex", "remotestore", "remote", "eviction", "critical", "rulesets"}),
+                             "placement", "prefetch", "shaindex", "remotestore", "remote", "eviction", "critical", "rulesets"}),
     ("execution", {"executor", "runner", "scheduler", "delta", "explain", "reapi"}),
     ("commands", {"build", "noop", "incremental", "affected", "summary", "console", "report", "cli", "__main__", "__init__"}),
 ]

@@ -22,7 +22,7 @@ from operator import attrgetter, itemgetter
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 
-from . import atomic, critical, delta, explain, outputs, placement
+from . import atomic, critical, delta, explain, outputs, placement, prefetch
 from .action import Entry, OutputEntry, Tree
 from .actioncache import ActionCache
 from .analysis import Analysis
@@ -178,6 +178,9 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             ac = ActionCache(opts.cache_dir)
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
             premise = delta.Premise(state_dir / "settled", str(cas.root)) if boundary is None else None
+            # the ordinary path's check of tpbuild-out: its directories lstat'ed meanwhile, by a helper
+            prefetched = prefetch.start(f"{ws.root}/", state_dir / "state") \
+                if boundary is None and opts.proven is None and len(state.outputs) >= prefetch.WORTH else None
         rex = opts.remote_executor
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,
@@ -230,12 +233,13 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
                                            if o.status is Status.EXECUTED), keep), warn)
         if opts.prune:
             live = set(filter(None, placed_at[1]))
-            outputs.prune(state, ws.root, live)
+            if outputs.prune(state, ws.root, live) and prefetched is not None:
+                prefetched.close()  # it wrote into tpbuild-out: the check stats its directories now
             for aid in set(state.actions).difference(analysis.declared):  # in C, unlike a Mapping's keys() - ...
                 del state.actions[aid]
         ws.observed.forget()  # the memos and the actions are done with the stamp's stats (Observed.forget)
         with trace.span("place outputs", "phase"):
-            proven = opts.proven or _linked(ws.root, cas)
+            proven = opts.proven or _linked(ws.root, cas, prefetched)
             targets, placed, placed_parts = _materialize(ws, analysis, placed_at, outcomes, state, cas, warn, proven,
                                                          lane)
             if lane is not None:
@@ -353,8 +357,10 @@ class _Linked:
     pass, their files' blob stats likewise (a no-op at 10,000 models checks 20,000 trees, 40,000
     directories and 60,000 files), not a call and two loops per tree."""
 
-    def __init__(self, root: Path, cas: Cas):
+    def __init__(self, root: Path, cas: Cas, prefetched: prefetch.Prefetch | None = None):
         self.base = f"{root}/"
+        # the directories' lstats, from a helper process (`prefetch`) until the check is done
+        self.prefetched = prefetched
         self.horizon = time.time_ns() - RACY_WINDOW_NS
         self.verified = cas.verified.get  # (digest, executable) -> the stat this build verified the blob at
 
@@ -368,7 +374,8 @@ class _Linked:
         """`outputs.Proof.vouch`."""
         base, horizon = self.base, self.horizon
         try:
-            dir_stats = list(map(stat_sig, map(os.lstat, [f"{base}{d}" for d in dirs])))
+            dir_stats = self.prefetched.lstat_sigs(base, dirs) if self.prefetched is not None else \
+                list(map(stat_sig, map(os.lstat, [f"{base}{d}" for d in dirs])))
         except OSError:
             return None
         file_stats = list(map(self.verified, zip(targets, map("x".__eq__, kinds))))
@@ -384,10 +391,10 @@ class _Linked:
         return False
 
 
-def _linked(root: Path, cas: Cas) -> _Linked | None:
+def _linked(root: Path, cas: Cas, prefetched: prefetch.Prefetch | None = None) -> _Linked | None:
     """The ordinary path's proof of placed trees (`_Linked`); None where the store and tpbuild-out are
     on different devices."""
-    return _Linked(root, cas) if shared_device(str(cas.root), str(root / OUT_DIR)) is not None else None
+    return _Linked(root, cas, prefetched) if shared_device(str(cas.root), str(root / OUT_DIR)) is not None else None
 
 
 def _output_entries(info, o: Outcome) -> Sequence[OutputEntry]:
@@ -421,6 +428,8 @@ def _materialize(ws: Workspace, analysis: Analysis, placed_at: tuple[list, list[
             if o.__class__ is Settled:
                 settled.append((rel, o.entries))
     intact = outputs.in_place_all(state, ws.root, settled, proven)
+    if proven.__class__ is _Linked and proven.prefetched is not None:
+        proven.prefetched.close()  # placing writes into the directories it may ask about again: stat'ed now
     # A target's actions are looked at only when some action failed or was skipped (a no-op build at
     # 10,000 models does not ask 10,000 targets of theirs).
     statuses = list(map(attrgetter("status"), outcomes.values()))  # compared in C, not an enum member's hash each
