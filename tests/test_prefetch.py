@@ -51,7 +51,9 @@ def test_the_helpers_stats_are_the_in_process_ones(tmp_path):
     state = _placed(tmp_path, rels)
     (tmp_path / rels[1] / "1" / "new").mkdir()  # changed before the helper ran: its new stat
     base = f"{tmp_path}/"
-    p = _done(prefetch.start(base, state))
+    before = set((tmp_path / "tmp").iterdir())  # the state's save's
+    p = _done(prefetch.start(base, state, tmp_path / "tmp"))
+    assert set((tmp_path / "tmp").iterdir()) == before  # what it wrote, still open, has no name there
     assert sorted(p._read()) == sorted(_asked(rels))  # from the helper
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
     assert p._stats == {}  # every one handed over
@@ -62,7 +64,7 @@ def test_a_missing_directory_is_missing_and_a_path_not_taken_is_stat_ed(tmp_path
     state = _placed(tmp_path, rels)
     os.rmdir(tmp_path / rels[1] / "sub" / "dir")
     base = f"{tmp_path}/"
-    p = _done(prefetch.start(base, state))
+    p = _done(prefetch.start(base, state, tmp_path / "tmp"))
     assert p._read()[f"{rels[1]}/sub/dir"] is None
     with pytest.raises(FileNotFoundError):
         p.lstat_sigs(base, _asked(rels))
@@ -74,7 +76,7 @@ def test_each_stat_is_handed_over_once(tmp_path):
     rels = ["tpbuild-out/a"]
     state = _placed(tmp_path, rels)
     base = f"{tmp_path}/"
-    p = _done(prefetch.start(base, state))
+    p = _done(prefetch.start(base, state, tmp_path / "tmp"))
     first = p.lstat_sigs(base, _asked(rels))
     os.rename(tmp_path / rels[0] / "1", tmp_path / rels[0] / "2")
     (tmp_path / rels[0] / "1").mkdir()  # the build placed it again: asked again, stat'ed now
@@ -86,21 +88,21 @@ def test_a_failing_helper_leaves_every_path_to_the_build(tmp_path, monkeypatch):
     rels = ["tpbuild-out/a"]
     _placed(tmp_path, rels)
     base = f"{tmp_path}/"
-    p = _done(prefetch.start(base, tmp_path / "no-such-state"))  # the helper fails
+    p = _done(prefetch.start(base, tmp_path / "no-such-state", tmp_path / "tmp"))  # the helper fails
     assert p._proc.returncode != 0
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
-    assert prefetch.start(base, tmp_path / "state") is None  # none started
+    assert prefetch.start(base, tmp_path / "state", tmp_path / "tmp") is None  # none started
 
 
 def test_a_helper_closed_or_killed_hands_over_nothing(tmp_path):
     rels = ["tpbuild-out/a"]
     state = _placed(tmp_path, rels)
     base = f"{tmp_path}/"
-    p = prefetch.start(base, state)
+    p = prefetch.start(base, state, tmp_path / "tmp")
     p.close()
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
-    p = prefetch.start(base, state)
+    p = prefetch.start(base, state, tmp_path / "tmp")
     p._proc.kill()
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
 
@@ -118,7 +120,7 @@ def test_a_helper_not_done_is_not_waited_for(tmp_path, monkeypatch):
     state = _placed(tmp_path, rels)
     base = f"{tmp_path}/"
     monkeypatch.setattr(prefetch, "_HELPER", "import time; time.sleep(60)")
-    p = prefetch.start(base, state)
+    p = prefetch.start(base, state, tmp_path / "tmp")
     proc = p._proc
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
     assert proc.returncode is not None  # stopped and reaped

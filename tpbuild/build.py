@@ -179,7 +179,7 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
             premise = delta.Premise(state_dir / "settled", str(cas.root)) if boundary is None else None
             # the ordinary path's check of tpbuild-out: its directories lstat'ed meanwhile, by a helper
-            prefetched = prefetch.start(f"{ws.root}/", state_dir / "state") \
+            prefetched = prefetch.start(f"{ws.root}/", state_dir / "state", state_dir / "tmp") \
                 if boundary is None and opts.proven is None and len(state.outputs) >= prefetch.WORTH else None
         rex = opts.remote_executor
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
@@ -374,8 +374,7 @@ class _Linked:
         """`outputs.Proof.vouch`."""
         base, horizon = self.base, self.horizon
         try:
-            dir_stats = self.prefetched.lstat_sigs(base, dirs) if self.prefetched is not None else \
-                list(map(stat_sig, map(os.lstat, [f"{base}{d}" for d in dirs])))
+            dir_stats = (self.prefetched.lstat_sigs if self.prefetched is not None else prefetch.lstat_sigs)(base, dirs)
         except OSError:
             return None
         file_stats = list(map(self.verified, zip(targets, map("x".__eq__, kinds))))

@@ -38,7 +38,7 @@ from array import array
 from itertools import chain, repeat
 from pathlib import Path
 
-from .layout import stat_sig
+from .layout import sig, stat_sig
 
 # Placed trees' records a build must have to start the helper: it is done in time, before the check asks
 # (it is never waited for), from about 4,000 models on (8,000 records: each model's tree and its part of
@@ -70,7 +70,7 @@ class Prefetch:
         where it stat'ed the path, each path's stat handed over once."""
         stats = self._read()
         if not stats:
-            return list(map(stat_sig, map(os.lstat, map(base.__add__, paths))))
+            return lstat_sigs(base, paths)
         found = list(map(stats.pop, paths, repeat(_NONE)))
         if None in found:
             raise FileNotFoundError(2, "No such file or directory", base + paths[found.index(None)])
@@ -107,9 +107,16 @@ class Prefetch:
         self.close()
 
 
-def start(root: str, state: Path) -> Prefetch | None:
+def lstat_sigs(base: str, paths: list[str]) -> list[tuple]:
+    """`Prefetch.lstat_sigs` without a helper: each path lstat'ed here, in C (OSError for one not there)."""
+    return list(map(stat_sig, map(os.lstat, map(base.__add__, paths))))
+
+
+def start(root: str, state: Path, tmp: Path) -> Prefetch | None:
     """A helper lstat'ing the directories the build state's file `state` records of placed trees under
-    `root` (with its trailing slash); None where it cannot be started."""
+    `root` (with its trailing slash), writing into a nameless file in `tmp` (tpbuild's own temp
+    directory: nothing of it outside tpbuild's directories, nor left by a kill); None where it cannot
+    be started."""
     import subprocess  # here: a build that checks no placed tree (a delta build's) imports neither
     import tempfile
 
@@ -118,7 +125,8 @@ def start(root: str, state: Path) -> Prefetch | None:
     try:
         # a file, not a pipe: the helper writes its few megabytes and exits, not a pipe's 64 KB at a time
         # as the build reads them
-        out = tempfile.TemporaryFile()
+        tmp.mkdir(parents=True, exist_ok=True)
+        out = tempfile.TemporaryFile(dir=tmp)
     except OSError:
         return None
     try:
@@ -145,10 +153,10 @@ def main(state: str, root: str) -> None:
                     continue
     text = "\0".join(paths).encode("utf-8", "surrogatepass")
     try:
-        stats = list(map(stat_sig, map(os.lstat, map(root.__add__, paths))))
+        stats = lstat_sigs(root, paths)
         flat, kinds = struct.pack(f"={4 * len(stats)}q", *chain.from_iterable(stats)), bytes([_TAKEN]) * len(stats)
     except (OSError, struct.error):  # one not there, or not 64-bit integers: a path at a time
-        stats = list(map(_lstat, map(root.__add__, paths)))
+        stats = list(map(sig, map(root.__add__, paths), repeat(False)))
         kinds = bytes(_TAKEN if s is not None and _fits(s) else _ABSENT if s is None else 2 for s in stats)
         flat = struct.pack(f"={4 * len(stats)}q", *chain.from_iterable(s if k == _TAKEN else _ZEROS
                                                                       for s, k in zip(stats, kinds)))
@@ -172,13 +180,6 @@ def _unpacked(data: bytes) -> dict[str, tuple | None]:
     if kinds.count(_TAKEN) == n:  # every one taken: no loop
         return dict(zip(paths, stats))
     return {p: s if k == _TAKEN else None for p, s, k in zip(paths, stats, kinds) if k in (_TAKEN, _ABSENT)}
-
-
-def _lstat(path: str) -> tuple | None:
-    try:
-        return stat_sig(os.lstat(path))
-    except OSError:
-        return None
 
 
 def _fits(s: tuple) -> bool:
