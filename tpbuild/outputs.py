@@ -474,15 +474,18 @@ class _Shape:
         if self._makers is None:
             self._makers = _makers(self.paths, self.kinds, self.dirs)
         text, value = self._makers
-        # Each record's values, a column each (sliced in C): its digest, each file's blob and stat, each
-        # directory's stat; its text is of the stats' texts.
-        texts = list(map(text, digests, *chain.from_iterable((targets[i::n], file_texts[i::n]) for i in range(n)),
-                         *(dir_texts[j::m] for j in range(m))))
+
+        def columns(files: list, dirs: list) -> list:
+            """Each record's values, a column each (sliced in C): its digest, each file's blob and stat,
+            each directory's stat (the stats as `files` and `dirs` give them: their texts, or themselves)."""
+            return [digests, *chain.from_iterable((targets[i::n], files[i::n]) for i in range(n)),
+                    *(dirs[j::m] for j in range(m))]
+
+        texts = list(map(text, *columns(file_texts, dir_texts)))
         same = list(map(eq, texts, state.outputs.texts(rels)))
         if not any(same):
             return []
-        values = list(map(value, digests, *chain.from_iterable((targets[i::n], file_stats[i::n]) for i in range(n)),
-                          *(dir_stats[j::m] for j in range(m))))
+        values = list(map(value, *columns(file_stats, dir_stats)))
         if not self.checked:  # the format is the journal's own encoding, for a first record of this shape
             if state.outputs.text_of(rels[0], values[0]) != texts[0]:
                 return []
