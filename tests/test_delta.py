@@ -390,20 +390,64 @@ def test_a_premise_hit_takes_its_blobs_whole_at_their_recorded_stats(built, monk
     assert again.statuses("executed") == ["//:up%Genrule"] and execution(again)[:2] == (ACTIONS - 2, 2)
 
 
+def test_a_premise_hit_takes_its_sources_digests_at_their_recorded_stats(built):
+    """The settle memo records the digest of its sources' digests at their stats, once none is within the
+    racy window: a hit with every source at those stats asks the stat memo nothing, nor reads it, and its
+    stats are the ones the no-op stamp takes; a source at another stat (touched, the same bytes) is asked
+    of the stat memo, the premise still a hit, and recorded at its new stat."""
+    memo = built.root / "tpbuild-out/.tpbuild/settled"
+    assert execution(_moments_after(built)) == (ACTIONS, 0, 0)
+    assert json.loads(memo.read_bytes().split(b"\n", 1)[1])[6:] == ["", ""]  # the sources just written: racy
+    old = time.time_ns() - 10 * 10**9
+    for name in ("a.txt", "b.txt"):
+        os.utime(built.root / name, ns=(old, old))
+    _aged_blobs(built.cache)  # their stats recorded too (`cas.Cas.whole_at`): nothing asks the stat memo
+    assert execution(built.build(check=True))[:2] == (ACTIONS, 0)
+    recorded = json.loads(memo.read_bytes().split(b"\n", 1)[1])
+    assert "" not in recorded[5:]
+
+    def settled_in_process() -> tuple[dict, StatCache, delta.Premise]:
+        ws = workspace.load(built.root)
+        memo_dir = workspace.memo_dir(built.cache, ws.root)
+        stats = StatCache(memo_dir / "statcache")
+        store = cas.Cas(built.cache, stats)
+        premise = delta.Premise(memo, str(store.root))
+        state = BuildState(built.root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
+        settled = delta.settle(analyze(ws, ["//..."], memo_dir).declared, state, stats, store, ws.root, ws.cache.salt,
+                               frozenset(), premise)
+        return settled, stats, premise
+
+    settled, stats, premise = settled_in_process()
+    assert len(settled) == ACTIONS and premise.now == premise.recorded and stats._journal is None  # not read
+    assert stats.peeks(["a.txt"]) == [stats.sigs([str(built.root / "a.txt")])[0]] and stats._journal is None
+    os.utime(built.root / "a.txt", ns=(old - 10**9, old - 10**9))  # touched: its bytes the same
+    settled, stats, premise = settled_in_process()
+    assert len(settled) == ACTIONS and premise.now == premise.recorded and stats._journal is not None
+    assert premise.sources == recorded[7] and premise.at not in ("", recorded[6])
+    assert execution(built.build(check=True)) == (ACTIONS, 0, 0)
+    again = json.loads(memo.read_bytes().split(b"\n", 1)[1])
+    assert again[:6] == recorded[:6] and again[6] == premise.at and again[7] == recorded[7]
+
+
 def test_a_settle_memo_of_another_version_or_damaged_is_a_miss(built):
-    """A settle memo of a version before its blob columns or their stats, or whose columns do not hold
-    together, is read as none: every action keyed and settled as without it, and the memo written anew."""
+    """A settle memo of a version before its blob columns, their stats or its sources' stats, or whose
+    columns do not hold together, is read as none: every action keyed and settled as without it, and the
+    memo written anew."""
     memo = built.root / "tpbuild-out/.tpbuild/settled"
     built.build(check=True)
     recorded = memo.read_bytes()
     header, value = recorded.split(b"\n", 1)
-    premise, digests, executable, names, root, stats = json.loads(value)
+    premise, digests, executable, names, root, stats, at, sources = json.loads(value)
     for text in (b"tpbuild-memo settled v1\n" + json.dumps(premise).encode(),  # the premise alone, as v1 had it
                  # the columns without the blobs' stats, as v2 had them
                  b"tpbuild-memo settled v2\n" + json.dumps([premise, digests, executable, names]).encode(),
-                 header + b"\n" + json.dumps([premise, digests, "2" + executable[1:], names, root, stats]).encode(),
-                 header + b"\n" + json.dumps([premise, digests[1:], executable, names, root, stats]).encode(),
-                 header + b"\n" + json.dumps([premise, digests, executable, names, root, "AAAA"]).encode(),  # not stats
+                 # without the sources' stats, as v3 had it
+                 b"tpbuild-memo settled v3\n" + json.dumps([premise, digests, executable, names, root, stats]).encode(),
+                 header + b"\n" + json.dumps([premise, digests, "2" + executable[1:], names, root, stats, at,
+                                              sources]).encode(),
+                 header + b"\n" + json.dumps([premise, digests[1:], executable, names, root, stats, at, sources]).encode(),
+                 header + b"\n" + json.dumps([premise, digests, executable, names, root, "AAAA", at, sources]).encode(),
+                 header + b"\n" + json.dumps([premise, digests, executable, names, root, stats, at, None]).encode(),
                  header + b"\n" + value[:len(value) // 2]):  # torn
         memo.write_bytes(text)
         assert delta.Premise(memo, str(built.cache / "cas")).recorded is None

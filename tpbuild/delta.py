@@ -57,7 +57,7 @@ from .scheduler import Settled
 from .statcache import StatCache
 
 
-KIND, VERSION = "settled", 3  # the settle memo (`Premise`)
+KIND, VERSION = "settled", 4  # the settle memo (`Premise`)
 # The modules that key an action besides the engine's (`code.ENGINE`): from its declaration (`Declared.material`), here.
 _KEYING = ("tpbuild.analysiscache", "tpbuild.delta")
 
@@ -92,24 +92,33 @@ def settle(declared: Mapping[str, Declared], state: BuildState, statcache: StatC
     pairs = list(chain.from_iterable(per_action))
     inputs = list(map(itemgetter(1), pairs))
     sourced = list(map(isinstance, inputs, repeat(Source)))
-    # The sources, each once (a file many actions read is stat'ed once), through the stat memo by column;
-    # None: gone (the scheduler says so).
+    # The sources, each once (a file many actions read is stat'ed once); their digests through the stat
+    # memo by column, unless the settle memo vouches for them at these stats (`Premise.sourced`).
     paths = list(dict.fromkeys(map(attrgetter("path"), compress(inputs, sourced))))
-    digests, sigs = statcache.digests(paths, os.path.join(root, ""))
-    named = [None if d is None else ("x" if s[3] & S_IXUSR else "f") + d for d, s in zip(digests, sigs)]
+    base = os.path.join(root, "")
+    sigs = statcache.sigs(list(map(base.__add__, paths)))
+    named = None  # each source's digest as keys take it (None: gone, the scheduler says so), once asked
     settled = blobs = None
     if premise is not None:
         ids = list(declared)
         texts = records.texts(ids)
         joined = None if None in texts else ",".join(texts)
-        premise.now = None if joined is None else _premise(ids, values, per_action, pairs, inputs, sourced, paths,
-                                                           named, joined, salt)
+        sources = premise.sourced(paths, sigs, horizon)
+        if sources is None:
+            named = _named(statcache, paths, base, sigs)
+            sources = premise.digested(named)
+        else:
+            statcache.vouch(paths, sigs)  # the stats their digests were taken at, for the no-op stamp
+        premise.now = None if joined is None or sources is None else \
+            _premise(ids, values, per_action, pairs, inputs, sourced, paths, sources, joined, salt)
         if premise.now is not None and premise.now == premise.recorded:
             found = memo.values_of(joined, len(ids))  # as they were read when the premise was recorded
             if found is not None:
                 settled = _walked(_recorded, declared, values, ids, found)
                 blobs, names = premise.blobs, premise.names
     if settled is None:
+        if named is None:
+            named = _named(statcache, paths, base, sigs)
         records.preload(declared)
         settled = _walked(_settle, declared, records, dict(zip(paths, named)), salt, boundary)
         if premise is not None and len(settled) < len(declared):
@@ -161,10 +170,17 @@ class Premise:
     replaced, edited in place through a hardlink), and they are checked as ever (`cas.verify_all`),
     then their stats recorded again once all are whole.
 
+    And the digest of the sources' digests (`sources`, the premise's part of them) with the digest of
+    the sources' paths and the stats those digests were taken at (`at`, `sourced`), none within the
+    racy window: a file at the stat its digest was taken at has that digest, the stat memo's own rule,
+    so a build whose sources are all at those stats takes that digest without asking the stat memo for
+    their 10,000 digests (at 10,000 models), nor reading it.
+
     It vouches for nothing by itself: an older memo (a build killed after the state changed), or one
     of another workspace's, is a different premise, a miss. The blobs are checked in the store as
     always. Format: [premise, [digest of each blob], "0" or "1" a blob (executable), [name of each],
-    the store's root, their stats (`layout.packed_text`, "" for none)]."""
+    the store's root, their stats (`layout.packed_text`, "" for none), the sources' paths and stats'
+    digest, their digests' ("" for none)]."""
 
     def __init__(self, path: Path, store: str):
         """`store`: the root of the blob store this build checks its blobs in (`cas.Cas.root`): stats
@@ -176,12 +192,15 @@ class Premise:
         self.names: list[str] = []
         self.stats: bytes | None = None  # the blobs' stats (`whole`), as bytes of a `layout.packed` array
         self.text: str | None = None  # those stats' `layout.packed_text` when known (the no-op stamp's too)
+        self.at: str | None = None  # the sources' paths and stats, digested (`sourced`)
+        self.sources: str | None = None  # the digest of their digests at those stats
         value = memo.load(path, KIND, VERSION)
-        if isinstance(value, list) and len(value) == 6:
-            recorded, digests, executable, names, root, stats = value
+        if isinstance(value, list) and len(value) == 8:
+            recorded, digests, executable, names, root, stats, at, sources = value
             if recorded.__class__ is str and executable.__class__ is str and digests.__class__ is names.__class__ \
                     is list and len(digests) == len(executable) == len(names) and set(executable) <= {"0", "1"} \
-                    and {*map(type, digests), *map(type, names)} <= {str} and root.__class__ is str:
+                    and {*map(type, digests), *map(type, names)} <= {str} and root.__class__ is str \
+                    and at.__class__ is sources.__class__ is str:
                 try:
                     stats = None if stats == "" else unpacked(stats).tobytes()
                     whole = stats is None or len(stats) == 32 * len(digests)  # four 64-bit integers a blob
@@ -192,8 +211,29 @@ class Premise:
                     self.blobs = list(zip(digests, map("1".__eq__, executable)))
                     self.stats = stats if root == store else None
                     self.text = value[5] if self.stats is not None else None
+                    if at and sources:
+                        self.at, self.sources = at, sources
         self.now: str | None = None  # this build's, when every action settled: what `save` records, with its blobs
-        self._saved = self.recorded, self.stats
+        self._saved = self.recorded, self.stats, self.at, self.sources
+
+    def sourced(self, paths: list[str], stats: list[tuple | None], horizon: int) -> str | None:
+        """The digest of the sources' digests (`_sources`) when the memo recorded it at the stats `paths`
+        are at now (`stats`), else None: they are asked of the stat memo (`digested`). Stats from
+        `horizon` on (the racy window before the build began), or of a file not there, vouch for
+        nothing and are not recorded."""
+        fresh = None in stats or max(map(itemgetter(1), stats), default=0) >= horizon
+        at = None if fresh else _at(paths, stats)
+        if at is None or at != self.at:
+            self.at, self.sources = at, None
+        return self.sources
+
+    def digested(self, named: list[str | None]) -> str | None:
+        """The digest of the sources' digests `named` (None: one is gone), recorded at the stats `sourced`
+        was given, if it recorded them."""
+        self.sources = None if None in named else _sources(named)
+        if self.sources is None:
+            self.at = None
+        return self.sources
 
     def whole(self, stats: list[tuple | None] | None, horizon: int) -> None:
         """Record the stats its blobs were found whole at (as `cas.Cas.verified` holds them: None for one
@@ -207,31 +247,35 @@ class Premise:
 
     def save(self) -> str | None:
         """None when saved (or nothing to save), else a warning (see memo.save)."""
-        if self.now is None or (self.now, self.stats) == self._saved:
+        if self.now is None or (self.now, self.stats, self.at, self.sources) == self._saved:
             return None
         if self.stats is not None and self.text is None:
             self.text = packed_text(array("q", self.stats))
         stats = "" if self.stats is None else self.text
         value = [self.now, list(map(itemgetter(0), self.blobs)), "".join("1" if x else "0" for _d, x in self.blobs),
-                 self.names, self.store, stats]
+                 self.names, self.store, stats, self.at or "", self.sources if self.at else ""]
         return memo.save(self.path, KIND, VERSION, value, self.path.parent / "tmp", f"the settle memo {self.path}")
 
 
+def _named(statcache: StatCache, paths: list[str], base: str, sigs: list[tuple | None]) -> list[str | None]:
+    """Each source's digest as keys take it (its kind and its content's digest), through the stat memo
+    by column at `sigs`, the stats `settle` took of them (`base + path`); None: gone."""
+    digests, sigs = statcache.digests(paths, base, sigs)
+    return [None if d is None else ("x" if s[3] & S_IXUSR else "f") + d for d, s in zip(digests, sigs)]
+
+
 def _premise(ids: list[str], values: list[Declared], per_action: list[tuple], pairs: list[tuple], inputs: list,
-             sourced: list[bool], paths: list[str], named: list[str | None], records: str, salt: str) -> str | None:
+             sourced: list[bool], paths: list[str], sources: str, records: str, salt: str) -> str:
     """The digest of what decides every action's key (see `Premise`), by columns each made and joined in
     C, not by a loop over the actions: `ids` and `values` the declared actions, `per_action` their
     inputs, `pairs` those in one list and `inputs` their inputs, `sourced` which of them are sources,
-    `paths` the sources and `named` their digests as keys take them, `records` the state's records of
-    the actions, their texts joined. None when some source is gone, which no build that settles
-    everything has.
+    `paths` the sources and `sources` the digest of their digests as keys take them (`_sources`),
+    `records` the state's records of the actions, their texts joined.
 
     What enters a key besides an action's own parts and inputs is taken from the key material itself,
     an action's of each kind made without them (`action.material`), so that a part added to every key
     is a part of the premise too; and the code that makes a key of those parts besides the engine's
     (which its digest in the material covers) is: a change to how they are keyed is a miss."""
-    if None in named:
-        return None
     definitions = list(map(attrgetter("definition"), values))
     if "" in definitions:  # analysed now: its action's definition, in the form the memo keeps
         definitions = list(map(Declared.stored_definition, values))
@@ -239,10 +283,27 @@ def _premise(ids: list[str], values: list[Declared], per_action: list[tuple], pa
     _column(h, [code.digest_of(_KEYING, follow=False), *(material(kind, b"", "", [], salt).decode() for kind in ActionKind)])
     for column in (ids, list(map(attrgetter("kind"), values)), definitions, list(map(attrgetter("code"), values)),
                    list(map(itemgetter(0), pairs)), list(map(attrgetter("path"), inputs)),
-                   list(map(attrgetter("action"), compress(inputs, map(not_, sourced)))), paths, named, [records]):
+                   list(map(attrgetter("action"), compress(inputs, map(not_, sourced)))), paths, [sources], [records]):
         _column(h, column)
     h.update(packed([len(per_action), *map(len, per_action)]))  # how many inputs each action has
     h.update(bytes(sourced))  # and which of them are sources
+    return h.hexdigest()
+
+
+def _sources(named: list[str]) -> str:
+    """The digest of the sources' digests (`_named`), which the premise takes (`_premise`) and the settle
+    memo records (`Premise.sourced`)."""
+    h = xxh3_128()
+    _column(h, named)
+    return h.hexdigest()
+
+
+def _at(paths: list[str], stats: list[tuple]) -> str:
+    """The digest of the sources' paths and stats, what the settle memo records its sources' digests at
+    (`Premise.sourced`)."""
+    h = xxh3_128()
+    _column(h, paths)
+    h.update(packed_sigs(stats).tobytes())
     return h.hexdigest()
 
 

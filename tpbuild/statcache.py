@@ -37,17 +37,33 @@ class StatCache:
         every entry at once, for a build that looks at most of them (see `memo.Journal`); a delta build
         looks at a few (`incremental.py`), each then found and decoded when asked for (`memo.Journal`'s
         `lazy`). Either way an entry is decoded only when asked for, those `digests` asks for in one
-        parse: an ordinary no-op build asks for its sources' alone, its blobs being proven by the settle
-        memo (`cas.Cas.whole_at`) and stamped at the stats they were proven at (`proven`): at 10,000
-        models, 10,000 entries decoded of 30,000."""
+        parse; and the memo is read only when first asked (`_memo`): an ordinary no-op build asks it
+        nothing when the settle memo vouches for its sources' stats (`vouch`, `delta.Premise.sourced`) and
+        its blobs' (`cas.Cas.whole_at`, and stamped at the stats they were proven at: `proven`)."""
         self.path = path
         self._stat = observed.stat if observed is not None else lambda full: signature(os.stat(full))
         self._sigs = observed.sigs if observed is not None else sigs  # of many paths, None for one not there
-        self._journal = memo.Journal(path, KIND, VERSION, None, tmp_parent or path.parent / "tmp",
-                                     f"the stat memo {path}", lazy=not eager)
+        self._tmp_parent = tmp_parent or path.parent / "tmp"
+        self._lazy = not eager
+        # Read when first asked (`_memo`): a no-op build whose settle memo vouches for its sources' and its
+        # blobs' stats asks it nothing (at 10,000 models, 3.9 MB not read and split into 30,000 records).
+        self._journal: memo.Journal | None = None
         self._new: dict[str, list] = {}  # hashed by this build: saved unless racy
         self._racy: set[str] = set()
+        # Stats another memo vouches for the digests at (`vouch`): path -> stat.
+        self._vouched: dict[str, Sig] = {}
         self._lock = threading.Lock()
+        self._opening = threading.Lock()
+
+    @property
+    def _memo(self) -> memo.Journal:
+        """The journal, read on first use (the scheduler's threads may ask at once)."""
+        if self._journal is None:
+            with self._opening:
+                if self._journal is None:
+                    self._journal = memo.Journal(self.path, KIND, VERSION, None, self._tmp_parent,
+                                                 f"the stat memo {self.path}", lazy=self._lazy)
+        return self._journal
 
     def digest(self, path: str, full: str | None = None) -> tuple[str, Sig]:
         """Digest and stat signature of a file; `path` is the memo key, `full` where to read it."""
@@ -58,16 +74,19 @@ class StatCache:
             return hit[4], sig
         return self._hashed(path, full, sig), sig
 
-    def digests(self, paths: list[str], base: str = "") -> tuple[list[str | None], list[Sig | None]]:
+    def digests(self, paths: list[str], base: str = "", sigs: list[Sig | None] | None = None) \
+            -> tuple[list[str | None], list[Sig | None]]:
         """`digest` of many files (`base + path` read, `path` the memo key), as two columns: their digests
         and their stats, None for one that could not be read (its caller asks `digest` again for the
         reason). A no-op build at 10,000 models checks 30,000 files so, its sources and the blobs its
         results name, by column: the stats taken in C (`Observed.sigs`, `layout.sigs`), the records looked
         up in C (`memo.Journal.get_all`) and compared with the stats in C; only a file whose stat is not
-        the one recorded (or whose record is not a whole one, or racy) goes through a Python loop."""
+        the one recorded (or whose record is not a whole one, or racy) goes through a Python loop.
+        `sigs`: their stats, when the caller took them (`sigs`) before it knew it needed their digests."""
         fulls = list(map(base.__add__, paths)) if base else paths
         hits = self._entries(paths)
-        sigs = self._sigs(fulls)
+        if sigs is None:
+            sigs = self._sigs(fulls)
         if not ({*map(type, hits)} <= {list} and {*map(len, hits)} <= {5}):  # some record absent, or not whole
             hits = [h if h.__class__ is list and len(h) == 5 else _NO_RECORD for h in hits]
         found = list(map(itemgetter(4), hits))
@@ -103,9 +122,19 @@ class StatCache:
         hit = self._entry(path)
         return tuple(hit[:4]) if hit is not None else None
 
+    def vouch(self, paths: list[str], stats: list[Sig]) -> None:
+        """Take `stats` as the ones the files' digests were taken at, as another memo found them (the
+        settle memo: `delta.Premise.sourced`), so that `peeks` answers them without reading this memo."""
+        self._vouched.update(zip(paths, stats))
+
     def peeks(self, paths: list[str]) -> list[Sig | None]:
         """`peek` of each path, in C while every one has a well-formed entry (the no-op stamp asks of
-        every source and blob, 30,000 at 10,000 models)."""
+        every source and blob, 30,000 at 10,000 models), or is at a stat vouched for (`vouch`) and none
+        was hashed since."""
+        if self._vouched and not self._new:
+            found = list(map(self._vouched.get, paths))
+            if None not in found:
+                return found
         hits = self._entries(paths)
         if {*map(type, hits)} == {list} and {*map(len, hits)} == {5}:
             return list(map(tuple, map(itemgetter(slice(0, 4)), hits)))
@@ -126,28 +155,34 @@ class StatCache:
     def _entries(self, paths: list[str]) -> list:
         """Each path's entry as read, not checked (None when absent): hashed by this build, before the
         memo's record (looked up in C, `memo.Journal.get_all`)."""
-        self._journal.preload(paths)
-        hits = self._journal.get_all(paths)
+        journal = self._memo
+        journal.preload(paths)
+        hits = journal.get_all(paths)
         return list(map(self._new.get, paths, hits)) if self._new else hits
 
     def _entry(self, path: str) -> list | None:
         hit = self._new.get(path)
         if hit is None:
-            hit = self._journal.get(path)
+            hit = self._memo.get(path)
         return hit if isinstance(hit, list) and len(hit) == 5 else None
 
     def forget(self, path: str) -> None:
+        journal = self._memo
         with self._lock:
-            self._journal.remove(path)
+            journal.remove(path)
             self._new.pop(path, None)
 
     def save(self) -> str | None:
-        """None when saved (or nothing to save), else a warning (see memo.Journal.save)."""
+        """None when saved (or nothing to save), else a warning (see memo.Journal.save). A memo never read
+        is left as it is: nothing was asked of it, so nothing hashed nor forgotten."""
+        if self._journal is None:
+            return None
+        journal = self._memo
         with self._lock:
             for path, entry in self._new.items():
                 if path in self._racy:
-                    self._journal.remove(path)  # hashed too soon after its last change: not trusted later
+                    journal.remove(path)  # hashed too soon after its last change: not trusted later
                 else:
-                    self._journal.put(path, entry)
+                    journal.put(path, entry)
             self._new.clear()
-        return self._journal.save()
+        return journal.save()
