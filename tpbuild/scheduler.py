@@ -18,13 +18,11 @@ older content.
 
 from __future__ import annotations
 
-import heapq
 import os
 import stat as statmod
 import time
 from enum import StrEnum
 from pathlib import Path
-from queue import SimpleQueue
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from . import action as actionmod, critical
@@ -190,6 +188,9 @@ class Scheduler:
         if self.settled.keys() == self.outcomes.keys():  # nothing to run (a no-op): no graph to walk
             self._report_settled()
             return self.outcomes
+        import heapq  # here, as the queues below: a no-op build has none (2.6 M instructions to import)
+        from queue import SimpleQueue
+
         if self.walk is not None:
             dependents = self.walk[1]
             waiting = critical.waiting(dependents)
