@@ -282,8 +282,8 @@ class PackageRecord(Value):
                  texts: _Texts | None = None, watched: list | None = None):
         self._observed = observed  # workspace-relative path -> sig; None: still `watched`
         # As the memo holds them (`_watched`), until `observed` is first read: [paths recorded with a `sig`,
-        # those sigs as one text, {path: its other state}]. A no-op build compares every record's sigs with
-        # the stats taken now as one column (`AnalysisCache.check_all`), and never reads `observed`.
+        # those sigs as one text, {path: its other state}]. A build of `//...` compares every record's sigs
+        # with the stats taken now as one column, and keeps those as `observed` (`AnalysisCache.check_all`).
         self.watched = watched
         self.targets = [] if targets is None else targets
         # Path -> `facts.entry`, for the files known by their facts; read from the memo, as its text (swapped):
@@ -294,12 +294,6 @@ class PackageRecord(Value):
         # closure it recorded (graph.py) is still the one these records make.
         self.gen = gen
         self.texts = texts  # its actions' texts (not compared: they are the generation's)
-
-    def paths(self):
-        """The paths it watches (`observed`'s keys), without decoding their sigs."""
-        if self._observed is None:
-            return chain(self.watched[0], self.watched[2])
-        return self._observed.keys()
 
     @property
     def observed(self) -> dict:
@@ -556,27 +550,6 @@ def _sigs_of(text: str) -> list[tuple]:
     return stats
 
 
-def watched_of(records: list[PackageRecord]) -> dict:
-    """Every path the records watch -> its state, a later record's winning, as the union of their
-    `observed`: the sigs of those not read yet decoded at once (a no-op build's stamp takes those of
-    every record, 10,000 at 10,000 models, which each decoded apart cost more than their JSON once did)."""
-    unread = [r for r in records if r._observed is None]
-    try:
-        sigs = iter(_sigs_of("".join(r.watched[1] for r in unread)))
-    except ValueError:  # not every record judged (`valid`): each one's own
-        return dict(chain.from_iterable(r.observed.items() for r in records))
-    found = {}
-    for r in records:
-        if r._observed is None:
-            paths, _, others = r.watched
-            found.update(zip(paths, sigs))  # zip stops at the record's last path: the rest are the next's
-            if others:
-                found.update((p, tuple(s) if s is not None else None) for p, s in others.items())
-        else:
-            found.update(r._observed)
-    return found
-
-
 def _target_json(t: TargetRecord) -> list:
     refs = [[r.package, r.name] if isinstance(r, Label) else [r.package, r.name, r.recursive, r.negative]
             for r in t.refs]
@@ -602,7 +575,8 @@ def _record(package: str, v: list, labels: dict | None = None, artifacts: dict |
     if gen.__class__ is not str or facts and not all(map(isinstance, facts.values(), repeat(str))):
         raise TypeError("a record's generation and facts are strings")
     paths, stats, others = watched
-    if stats.__class__ is not str or len(stats) != 64 * len(paths) or others.__class__ is not dict:
+    if paths.__class__ is not list or stats.__class__ is not str or len(stats) != 64 * len(paths) \
+            or others.__class__ is not dict:
         raise ValueError("a record's watched paths are not as recorded")
     "".join(paths)  # each a string, else a TypeError
     labels = {} if labels is None else labels

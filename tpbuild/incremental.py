@@ -121,7 +121,7 @@ def drawn(result, walk: Walk, records: list, parts: list[tuple[str, str]]) -> di
     watched: dict[str, list[int]] = {}  # a path -> a row of each package that watches it
     for package, rec in records:
         facts = rec.facts
-        for p in rec.paths():
+        for p in rec.observed:
             if p in readers or p in facts:
                 watched.setdefault(p, []).append(row[package])
     # Each part of a composed output (a repository's models) by its record in the build state, with the

@@ -422,9 +422,7 @@ class Stamp:
 
         a = result.analysis
         # Every path the analysis memo's records watch, a later record's stat of one winning (in C).
-        from .analysiscache import watched_of  # loaded by the analysis: the stamp's check imports none of it
-
-        observed = watched_of(list(map(itemgetter(1), analysed)))
+        observed = dict(chain.from_iterable(map(dict.items, map(attrgetter("observed"), map(itemgetter(1), analysed)))))
         root = f"{self.root}/"
         # What the build used, as it used it: each source and blob at the stat its digest was taken at
         # (unproven if the stat memo did not keep it: racy), each placed file and directory at the
