@@ -263,6 +263,25 @@ def test_a_record_without_its_texts_is_a_miss_of_its_package(models):
     assert analysed(models.build(check=True)) == (4, 0)
 
 
+def test_a_record_whose_sigs_do_not_decode_is_a_miss_of_its_package(models):
+    """A record's watched sigs are one hex text, compared with the others' as one column
+    (`AnalysisCache.check_all`): one that is not hex (a hand-edited memo) is that package's miss alone."""
+    import json
+
+    (memo,) = models.cache.glob("workspaces/*/analysis")
+    lines = memo.read_text().splitlines(keepends=True)
+    (i,) = [i for i, line in enumerate(lines) if line.startswith('"models/a"\t')]
+    key, value = lines[i].split("\t")
+    record = json.loads(value)
+    record[0][1] = "z" * len(record[0][1])
+    lines[i] = f"{key}\t{json.dumps(record, separators=(',', ':'))}\n"
+    memo.write_text("".join(lines))
+    _unstamped(models)
+    assert analysed(models.build(check=True)) == (4, 1)
+    _unstamped(models)
+    assert analysed(models.build(check=True)) == (4, 0)
+
+
 def test_a_memo_of_the_version_before_is_a_miss(models):
     from tpbuild.analysiscache import VERSION
 

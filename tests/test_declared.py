@@ -193,7 +193,14 @@ def test_a_record_of_another_shape_is_not_decoded():
     damaged(lambda v, t: t[6][0].__setitem__(3, ["x", None]))  # inputs not triples
     damaged(lambda v, t: v.__setitem__(3, 7))  # a generation not text
     damaged(lambda v, t: v.__setitem__(2, {"m.py": 1}))  # facts not text
-    damaged(lambda v, t: v[0].__setitem__("p/BUILD.toml", 5))  # a stat not a list
+    damaged(lambda v, t: v[0].__setitem__(1, v[0][1][:-2]))  # sigs not one a watched path
+    damaged(lambda v, t: v[0].__setitem__(0, [5]))  # a watched path not text
+    damaged(lambda v, t: v[0].__setitem__(2, []))  # other states not by path
+    # Sigs of the right length that are not hex: found when first read (a no-op build compares their text).
+    v = json.loads(json.dumps(good))
+    v[0][1] = "z" * 64
+    with pytest.raises(ValueError):
+        analysiscache._record("p", v).observed
     damaged(lambda v, t: v.__setitem__(1, [t[:9]]))  # a target of nine fields
 
 

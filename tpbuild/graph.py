@@ -175,6 +175,8 @@ class TargetGraph:
                 raise UserError(f"no package {p.package or '(root)'}: "
                                 f"{p.package + '/' if p.package else ''}BUILD.toml does not exist")
             pkgs = [p.package]
+        if self.cache is not None and len(pkgs) > 1:
+            self.cache.check_all([k for k in pkgs if k not in self._loaded])
         matched: set[Label] = set()
         for k in pkgs:
             self.load_package(k)

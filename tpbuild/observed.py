@@ -138,6 +138,19 @@ class Observed:
             return s
         return self.sig(full)
 
+    def observe_all(self, fulls: list[str]) -> list[tuple | None]:
+        """`observe` of each path, each recorded as a `sig` (the analysis memo's check of every record,
+        `AnalysisCache.check_all`): without a check's stats, stat'ed in C (`layout.sigs`)."""
+        if self._groups:
+            return list(map(self.sig, fulls))
+        self.taken += len(fulls)
+        found = sigs(fulls)
+        horizon, own = self.horizon, self._own
+        for full, s in zip(fulls, found):
+            if s is not None and s[1] < horizon:
+                own[full] = s  # for the next memo that asks (see the module docstring)
+        return found
+
     def forget(self) -> None:
         """Drop the tables once the memos have checked their records and the actions have run
         (`build.run`): at 10,000 models they hold 35 MB, which placing the outputs, the build's peak
