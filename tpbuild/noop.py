@@ -373,12 +373,8 @@ class Stamp:
                 any(map(attrgetter("volatile"), chain.from_iterable(map(attrgetter("targets"), recs)))):
             return
         # Each record placed once, a composed output's parts by their own (merged into their output's
-        # record, the repository's 10,000 parts were copied twice at 10,000 models).
-        per_output = result.placed.records(list(chain.from_iterable(map(attrgetter("outputs"), result.targets.values()))))
-        placed = list(chain.from_iterable(per_output))
-        # The parts of each composed output (picked in C: no generator for each of 10,000 others).
-        parts = [(k, rec[0]) for records in compress(per_output, map((1).__lt__, map(len, per_output)))
-                 for k, rec in records[1:]]
+        # record, the repository's 10,000 parts were copied twice at 10,000 models), and the parts.
+        placed, parts = result.placed.records(list(chain.from_iterable(map(attrgetter("outputs"), result.targets.values()))))
         walk = incremental.Walk(result)  # names the sources its actions read
         groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS, analysed, placed,
                               walk.sources)
