@@ -118,7 +118,8 @@ def test_a_changed_part_alone_is_placed_and_recorded_again(tmp_path):
 
 def test_placed_records_in_bulk_are_each_outputs_own_then_its_parts(tmp_path):
     """`Placed.records` of many outputs (the no-op stamp's): each one's record then its parts' (and theirs), as
-    `recorded_below` of each names them, whether it has parts or not, and `Cas.paths_of` the blobs' paths."""
+    `recorded_below` of each names them, whether it has parts or not, in one list, with the parts' tree
+    digests; and `Cas.paths_of` the blobs' paths."""
     cas = Cas(tmp_path / "cache")
     root = tmp_path / "ws"
     root.mkdir()
@@ -129,9 +130,12 @@ def test_placed_records_in_bulk_are_each_outputs_own_then_its_parts(tmp_path):
     for rel in (flat, also):
         outputs.materialize(state, root, rel, tuple(Tree((), (m1,))), cas)
     rels = [flat, repo, also]
-    assert state.recorded_below_all(rels) == list(map(state.recorded_below, rels)) == [[], [f"{repo}/m1", f"{repo}/m2"], []]
+    assert list(map(state.recorded_below, rels)) == [[], [f"{repo}/m1", f"{repo}/m2"], []]
+    assert state.recorded_below_all(rels) == {1: state.recorded_below(repo)}
     placed = outputs.Placed(state)
-    assert placed.records(rels) == [[(k, state.outputs[k]) for k in (rel, *state.recorded_below(rel))] for rel in rels]
+    assert placed.records(rels) == ([(k, state.outputs[k]) for rel in rels for k in (rel, *state.recorded_below(rel))],
+                                    [(k, state.outputs[k][0]) for k in state.recorded_below(repo)])
+    assert placed.records([flat, also]) == ([(k, state.outputs[k]) for k in (flat, also)], [])
     with pytest.raises(KeyError):
         placed.records([flat, "tpbuild-out/none"])
     digests = [d for _path, (_kind, d, _s) in placed[repo][1].items()]

@@ -111,15 +111,15 @@ class BuildState:
         # Some maybe removed since: those still recorded, looked up in C (a repository's 10,000 parts)
         return list(filter(self.outputs._listed().__contains__, keys[lo:bisect_left(keys, f"{rel}0", lo)]))
 
-    def recorded_below_all(self, rels: list[str]) -> list[list[str]]:
-        """`recorded_below` of each of `rels`: whether any record is below it found for all in C (the first
-        path from `rel/` on starts with it), the others' asked one by one (the no-op stamp asks of every
-        output, 20,000 at 10,000 models, and a call each was a tenth of its writing)."""
+    def recorded_below_all(self, rels: list[str]) -> dict[int, list[str]]:
+        """`recorded_below` of those of `rels` with records below them, by their index in `rels`: whether any
+        is found for all in C (the first path from `rel/` on starts with it), only those asked one by one
+        (the no-op stamp asks of every output, 20,000 at 10,000 models, and a call each was a tenth of its
+        writing): no empty list made, nor a step of a loop taken, for each of the others."""
         keys = self._sorted_outputs()
         belows = list(map(str.__add__, rels, repeat("/")))
         firsts = map([*keys, ""].__getitem__, map(bisect_left, repeat(keys), belows))
-        some = list(map(str.startswith, firsts, belows))
-        return [self.recorded_below(rel) if any_below else [] for rel, any_below in zip(rels, some)]
+        return {i: self.recorded_below(rels[i]) for i in compress(range(len(rels)), map(str.startswith, firsts, belows))}
 
     def _sorted_outputs(self) -> list[str]:
         if self._sorted is None:
@@ -793,17 +793,27 @@ class Placed(Mapping):
     def __len__(self) -> int:
         return len(self._outputs)
 
-    def records(self, rels: list[str]) -> list[list[tuple[str, tuple]]]:
-        """Each output at `rels` as placed, record by record: its own and each of its parts' (and theirs),
-        `(record, (tree digest, files, directories))`, none merged (`__getitem__` merges them). Their own
-        records and whether they have parts looked up for all at once (the no-op stamp's 20,000 outputs at
-        10,000 models); KeyError for one not recorded."""
+    def records(self, rels: list[str]) -> tuple[list[tuple[str, tuple]], list[tuple[str, str]]]:
+        """Each output at `rels` as placed, record by record, in one list: its own and then each of its parts'
+        (and theirs), `(record, (tree digest, files, directories))`, none merged (`__getitem__` merges
+        them); and `(record, tree digest)` of each part. Their own records and whether they have parts
+        looked up for all at once, and the list made a run of outputs without parts at a time, in C (the
+        no-op stamp's 20,000 outputs at 10,000 models, of which one, the repository, has parts: no list
+        of each, nor a step of a loop); KeyError for one not recorded."""
         own = self._outputs.get_all(rels)
         if None in own:
             raise KeyError(rels[own.index(None)])
-        get_all = self._outputs.get_all
-        return [[(rel, record), *zip(below, get_all(below))] if below else [(rel, record)]
-                for rel, record, below in zip(rels, own, self._state.recorded_below_all(rels))]
+        placed: list[tuple[str, tuple]] = []
+        parts: list[tuple[str, str]] = []
+        start = 0
+        for i, below in self._state.recorded_below_all(rels).items():
+            records = self._outputs.get_all(below)
+            placed += zip(rels[start:i + 1], own[start:i + 1])
+            placed += zip(below, records)
+            parts += zip(below, map(itemgetter(0), records))
+            start = i + 1
+        placed += zip(rels[start:], own[start:])
+        return placed, parts
 
     def parts(self, rel: str) -> list[tuple[str, str]]:
         """(record, tree digest) of each part's record below the output at `rel` (none for a flat one)."""
