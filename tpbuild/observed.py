@@ -34,6 +34,7 @@ It also carries what package discovery did (`discovery.py`), for `--report`.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from itertools import compress, repeat
@@ -79,20 +80,23 @@ class Observed:
         if self.checked:
             return
         self._helper, self._wanted, self._asked = helper, list(sections), []
+        self._polling = threading.Lock()
         # only now the questions look at the helper's stats: a build without one asks as it did
         self.observe, self.sigs, self.sig = self._observe_helped, self._sigs_helped, self._sig_helped
 
     def _poll(self) -> None:
-        """The helper's sections written since, in their order, less the paths stat'ed here meanwhile."""
-        while self._wanted:
-            got = self._helper.stats(self._wanted[0])
-            if got is None:
-                return
-            del self._wanted[0]
-            if got:
-                deque(map(got.pop, self._asked, repeat(None)), 0)
-                self._pre.update(got)
-        self._helper = self._asked = None
+        """The helper's sections written since, in their order, less the paths stat'ed here meanwhile
+        (under a lock: a section late for settling may come while the actions' threads ask)."""
+        with self._polling:
+            while self._wanted:
+                got = self._helper.stats(self._wanted[0])
+                if got is None:
+                    return
+                del self._wanted[0]
+                if got:
+                    deque(map(got.pop, self._asked, repeat(None)), 0)
+                    self._pre.update(got)
+            self._helper = self._asked = None
 
     def _observe_helped(self, full: str, recorded: tuple | None) -> tuple | None:
         """`observe` with a helper's stats."""
