@@ -92,6 +92,15 @@ def test_a_missing_directory_is_missing_and_a_path_not_taken_is_stat_ed(tmp_path
     assert p.lstat_sigs(base, ["other", f"{rels[0]}/1"]) == _in_process(base, ["other", f"{rels[0]}/1"])
 
 
+def test_a_record_with_an_escaped_name_is_left_to_the_build(tmp_path):
+    rels = ['tpbuild-out/q"uote', "tpbuild-out/back\\slash", "tpbuild-out/plain"]
+    state = _placed(tmp_path, rels)
+    base = f"{tmp_path}/"
+    assert prefetch._placed(str(state)) == _asked(rels[2:])  # found by a search of the text: not the others
+    p = _done(_start(base, state, tmp_path / "tmp"))
+    assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
+
+
 def test_each_stat_is_handed_over_once(tmp_path):
     rels = ["tpbuild-out/a"]
     state = _placed(tmp_path, rels)

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import sys
 from array import array
@@ -77,7 +78,6 @@ _END = struct.Struct("=q")
 _TAKEN, _ABSENT = 1, 0
 _ZEROS = (0, 0, 0, 0)
 _GO = b"g"  # the build's word to stat what needs the workspace lock
-_OUTPUT = '"o:'  # the start of a placed tree's line in the build state's journal (`outputs.BuildState`)
 _WATCHED = '\t[{'  # the start of an analysis memo's record, its watched paths first (`analysiscache`)
 # The helper's command: an isolated Python (no site, no environment, no bytecode written) importing this module.
 _HELPER = "import sys; sys.path.insert(0, sys.argv[1]); from tpbuild.prefetch import main; main(*sys.argv[2:])"
@@ -316,21 +316,26 @@ def _blobs(settled: str) -> list[str]:
 
 
 def _placed(state: str) -> list[str]:
-    """The directories of each placed tree's record in the build state (below the workspace's root)."""
-    paths: list[str] = []
+    """The directories of each placed tree's record in the build state (below the workspace's root),
+    found by a search of its text (a third less than decoding each record's key and directories): a
+    record whose key or directories' names hold an escape is left to the build."""
     try:
         with open(state, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(_OUTPUT):
-                    try:
-                        key, text = line.rstrip("\n").split("\t", 1)
-                        at = f"{json.loads(key)[len(_OUTPUT) - 1:]}/"
-                        paths.extend(map(at.__add__, json.loads(text[text.rindex("},{") + 2:-1])))
-                    except ValueError:  # not a record as `_Shape` writes it: left to the build
-                        continue
+            text = f.read()
     except (OSError, ValueError):
-        pass
+        return []
+    paths: list[str] = []
+    for m in _RECORD.finditer(text):
+        if "\\" not in m.group(2):
+            at = m.group(1) + "/"
+            paths += map(at.__add__, _NAME.findall(m.group(2)))
     return paths
+
+
+# A placed tree's line in the build state's journal (`outputs.BuildState`, `outputs._Shape`): its key,
+# then its digest, files and, last, its directories.
+_RECORD = re.compile(r'^"o:([^"\\\n]*)"\t[^\n]*\},(\{[^{}\n]*\})\]$', re.M)
+_NAME = re.compile(r'"([^"]*)":\[')
 
 
 def _section(out, told, paths: list[str], base: str, follow: bool) -> None:
