@@ -1,6 +1,9 @@
-"""The prefetch of placed directories' lstats (tpbuild/prefetch.py): what its helper hands over is what
-stat'ing in process gives (a directory missing, one changed before it ran), each path once; a helper
-that fails or cannot start leaves every path to be stat'ed in process; a build's answer is unchanged."""
+"""The prefetch of a build's stats (tpbuild/prefetch.py): what its helper hands over is what stat'ing in
+process gives, for each kind (the sources the analysis memo watches, the blobs the settle memo names,
+the placed directories: one missing, one changed before it ran), each path once, the blobs and
+directories only once the build holds the lock; a helper that fails, is late or cannot start leaves
+every path to be stat'ed in process; a build's answer is unchanged, a source edited after the helper's
+stat is seen by the next build."""
 
 from __future__ import annotations
 
@@ -9,12 +12,15 @@ import os
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from test_placement import _snapshot, _workspace
 
-from tpbuild import outputs, prefetch
+from tpbuild import memo, outputs, prefetch
 from tpbuild.layout import stat_sig
+from tpbuild.observed import Observed
 
 DIRS = ["", "1", "sub/dir"]
 
@@ -36,10 +42,26 @@ def _asked(rels):
     return [f"{rel}/{d}" for rel in rels for d in DIRS]
 
 
+def _start(base, state, tmp, analysis=None, settled=None) -> prefetch.Prefetch:
+    return prefetch.start(base, analysis, settled or state.with_name("settled"), state, tmp)
+
+
 def _done(p: prefetch.Prefetch) -> prefetch.Prefetch:
-    """`p`, its helper finished (the build asks only later, and never waits for it)."""
+    """`p` told to go on (the build holds the lock), its helper finished (the build asks only later,
+    and never waits for it)."""
+    p.go()
     p._proc.wait()
     return p
+
+
+def _written(p: prefetch.Prefetch, k: int) -> None:
+    """Wait until the helper has written section `k` (the build never waits)."""
+    for _ in range(2000):
+        p._listen()
+        if len(p._ends) > k:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"section {k} not written")
 
 
 def _in_process(base, paths):
@@ -52,11 +74,10 @@ def test_the_helpers_stats_are_the_in_process_ones(tmp_path):
     (tmp_path / rels[1] / "1" / "new").mkdir()  # changed before the helper ran: its new stat
     base = f"{tmp_path}/"
     before = set((tmp_path / "tmp").iterdir())  # the state's save's
-    p = _done(prefetch.start(base, state, tmp_path / "tmp"))
+    p = _done(_start(base, state, tmp_path / "tmp"))
     assert set((tmp_path / "tmp").iterdir()) == before  # what it wrote, still open, has no name there
-    assert sorted(p._read()) == sorted(_asked(rels))  # from the helper
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
-    assert p._stats == {}  # every one handed over
+    assert p._placed == {}  # every one handed over
 
 
 def test_a_missing_directory_is_missing_and_a_path_not_taken_is_stat_ed(tmp_path):
@@ -64,19 +85,27 @@ def test_a_missing_directory_is_missing_and_a_path_not_taken_is_stat_ed(tmp_path
     state = _placed(tmp_path, rels)
     os.rmdir(tmp_path / rels[1] / "sub" / "dir")
     base = f"{tmp_path}/"
-    p = _done(prefetch.start(base, state, tmp_path / "tmp"))
-    assert p._read()[f"{rels[1]}/sub/dir"] is None
+    p = _done(_start(base, state, tmp_path / "tmp"))
     with pytest.raises(FileNotFoundError):
         p.lstat_sigs(base, _asked(rels))
     (tmp_path / "other").mkdir()
     assert p.lstat_sigs(base, ["other", f"{rels[0]}/1"]) == _in_process(base, ["other", f"{rels[0]}/1"])
 
 
+def test_a_record_with_an_escaped_name_is_left_to_the_build(tmp_path):
+    rels = ['tpbuild-out/q"uote', "tpbuild-out/back\\slash", "tpbuild-out/plain"]
+    state = _placed(tmp_path, rels)
+    base = f"{tmp_path}/"
+    assert prefetch._placed(str(state)) == _asked(rels[2:])  # found by a search of the text: not the others
+    p = _done(_start(base, state, tmp_path / "tmp"))
+    assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
+
+
 def test_each_stat_is_handed_over_once(tmp_path):
     rels = ["tpbuild-out/a"]
     state = _placed(tmp_path, rels)
     base = f"{tmp_path}/"
-    p = _done(prefetch.start(base, state, tmp_path / "tmp"))
+    p = _done(_start(base, state, tmp_path / "tmp"))
     first = p.lstat_sigs(base, _asked(rels))
     os.rename(tmp_path / rels[0] / "1", tmp_path / rels[0] / "2")
     (tmp_path / rels[0] / "1").mkdir()  # the build placed it again: asked again, stat'ed now
@@ -88,21 +117,24 @@ def test_a_failing_helper_leaves_every_path_to_the_build(tmp_path, monkeypatch):
     rels = ["tpbuild-out/a"]
     _placed(tmp_path, rels)
     base = f"{tmp_path}/"
-    p = _done(prefetch.start(base, tmp_path / "no-such-state", tmp_path / "tmp"))  # the helper fails
+    monkeypatch.setattr(prefetch, "_HELPER", "import sys; sys.exit(3)")
+    p = _done(_start(base, tmp_path / "state", tmp_path / "tmp"))  # the helper fails
     assert p._proc.returncode != 0
+    assert p.stats(prefetch.SOURCES) == {} and p.stats(prefetch.BLOBS) == {}  # never coming
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
-    assert prefetch.start(base, tmp_path / "state", tmp_path / "tmp") is None  # none started
+    assert _start(base, tmp_path / "state", tmp_path / "tmp") is None  # none started
 
 
 def test_a_helper_closed_or_killed_hands_over_nothing(tmp_path):
     rels = ["tpbuild-out/a"]
     state = _placed(tmp_path, rels)
     base = f"{tmp_path}/"
-    p = prefetch.start(base, state, tmp_path / "tmp")
+    p = _start(base, state, tmp_path / "tmp")
+    p.go()
     p.close()
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
-    p = prefetch.start(base, state, tmp_path / "tmp")
+    p = _start(base, state, tmp_path / "tmp")
     p._proc.kill()
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
 
@@ -110,7 +142,7 @@ def test_a_helper_closed_or_killed_hands_over_nothing(tmp_path):
 def test_what_the_helper_writes_whole_or_not_at_all():
     data = b"".join([prefetch._HEADER.pack(2, 3), b"a\0b", bytes([prefetch._TAKEN, prefetch._ABSENT]),
                      prefetch.struct.pack("=8q", 1, 2, 3, 4, 0, 0, 0, 0)])
-    assert prefetch._unpacked(data) == {"a": (1, 2, 3, 4), "b": None}
+    assert prefetch._unpacked(data) == (["a", "b"], [(1, 2, 3, 4), (0, 0, 0, 0)], bytes([1, 0]))
     with pytest.raises(ValueError):
         prefetch._unpacked(data[:-1])
 
@@ -120,38 +152,140 @@ def test_a_helper_not_done_is_not_waited_for(tmp_path, monkeypatch):
     state = _placed(tmp_path, rels)
     base = f"{tmp_path}/"
     monkeypatch.setattr(prefetch, "_HELPER", "import time; time.sleep(60)")
-    p = prefetch.start(base, state, tmp_path / "tmp")
+    p = _start(base, state, tmp_path / "tmp")
+    p.go()
     proc = p._proc
+    assert p.stats(prefetch.SOURCES) is None  # still to come
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
     assert proc.returncode is not None  # stopped and reaped
 
 
-def _build(w, prefetching: bool) -> dict:
-    """An ordinary build (no stamp) of `w`, its helper started whatever the number of trees, or never."""
+def _old(*paths) -> None:
+    """Files and directories last changed an hour ago: out of the racy window."""
+    for path in paths:
+        t = time.time_ns() - 3600 * 10 ** 9
+        os.utime(path, ns=(t, t))
+
+
+def _memos(tmp_path):
+    """Sources below tmp_path/ws that an analysis memo watches (a directory and a file gone among them),
+    blobs that a settle memo names (one gone), and the memos' paths."""
+    ws = tmp_path / "ws"
+    for rel in ("a/BUILD.toml", "a/1/model.py", "b/BUILD.toml"):
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text(rel)
+    store = tmp_path / "cas"
+    for rel in ("ab/cd", "ef/gh"):
+        (store / rel).parent.mkdir(parents=True, exist_ok=True)
+        (store / rel).write_text(rel)
+    _old(*(ws / r for r in ("a/BUILD.toml", "a/1/model.py", "b/BUILD.toml")))
+    f, d = [1, 2, 3, 0o100644], [4096, 2, 3, 0o40755]
+    records = {"a": [{"a/BUILD.toml": f, "a/1": d, "a/1/model.py": f}, []], "b": [{"b/BUILD.toml": f, "b/gone.py": f}, []]}
+    analysis = tmp_path / "analysis"
+    analysis.write_text("tpbuild-memo analysis v9\n[]\n" + "".join(f"{json.dumps(k)}\t{json.dumps(v, separators=(',', ':'))}\n"
+                                                                   for k, v in records.items()))
+    settled = tmp_path / "settled"
+    assert memo.save(settled, "settled", 3, ["x", ["d1", "d2", "d3"], "000", ["ab/cd", "ef/gh", "no/such"], str(store), ""],
+                     tmp_path / "tmp", "the settle memo") is None
+    return ws, store, analysis, settled
+
+
+def test_the_helpers_stats_of_sources_and_blobs_are_the_in_process_ones(tmp_path):
+    ws, store, analysis, settled = _memos(tmp_path)
+    base = f"{ws}/"
+    p = prefetch.start(base, analysis, settled, tmp_path / "no-state", tmp_path / "tmp")
+    _written(p, prefetch.SOURCES)
+    files = [f"{base}{r}" for r in ("a/BUILD.toml", "a/1/model.py", "b/BUILD.toml")]  # not the directory, not the one gone
+    assert p.stats(prefetch.SOURCES) == {f: stat_sig(os.stat(f)) for f in files}
+    assert p.stats(prefetch.SOURCES) == {}  # handed over once
+    time.sleep(0.2)
+    p._listen()
+    assert len(p._ends) == 1 and p.stats(prefetch.BLOBS) is None  # no blob stat'ed before the build holds the lock
+    os.unlink(store / "ef" / "gh")  # gone before then: not there
+    p.go()
+    _written(p, prefetch.BLOBS)
+    assert p.stats(prefetch.BLOBS) == {f"{store}/ab/cd": stat_sig(os.stat(store / "ab" / "cd"))}
+
+
+def test_observed_takes_each_helpers_stat_once_and_never_one_older_than_its_own(tmp_path):
+    ws, store, analysis, settled = _memos(tmp_path)
+    base = f"{ws}/"
+    changed, kept = f"{base}a/BUILD.toml", f"{base}a/1/model.py"
+    p = prefetch.start(base, analysis, settled, tmp_path / "no-state", tmp_path / "tmp")
+    _written(p, prefetch.SOURCES)
+    helpers = dict(p.stats(prefetch.SOURCES))
+    p._taken.clear()  # as if not yet read
+    o = Observed()
+    listen, p._listen = p._listen, lambda: None  # the helper's sections not seen yet
+    ends = p._ends[:]
+    p._ends.clear()
+    o.helped(p, [prefetch.SOURCES, prefetch.BLOBS])
+    Path(changed).write_text("a longer text")  # changed after the helper's stat, stat'ed here first
+    _old(changed)
+    mine = o.observe(changed, (1, 2, 3, 4))
+    assert mine == stat_sig(os.stat(changed)) != helpers[changed]
+    p._listen, p._ends[:] = listen, ends
+    o._until = 0
+    Path(kept).write_text("changed after the helper's stat, before the question")
+    assert o.observe(kept, (1, 2, 3, 4)) == helpers[kept]  # the helper's: a stat taken in this build
+    assert o.sigs([changed, kept]) == [mine, helpers[kept]]  # to the stat memo, each the one analysis used
+    assert o.sig(kept) == stat_sig(os.stat(kept)) != helpers[kept]  # and then asked again: stat'ed now
+    assert o.counters()["stats"] == {"reused": 0, "taken": 3}  # as without the helper
+    p.go()
+    _written(p, prefetch.BLOBS)
+    blobs = [f"{store}/ab/cd", f"{store}/ef/gh", f"{store}/no/such"]
+    assert o.sigs(blobs) == [stat_sig(os.stat(blobs[0])), stat_sig(os.stat(blobs[1])), None]
+    assert o._helper is None  # every section taken
+    o.forget()  # the memos and actions are done: what is left unasked is dropped
+    assert o._pre == {} and o.sigs([f"{base}b/BUILD.toml"]) == [stat_sig(os.stat(f"{base}b/BUILD.toml"))]
+
+
+def test_a_check_s_stats_leave_no_room_for_a_helper(tmp_path):
+    o = Observed()
+    o.add(f"{tmp_path}/", ["x"], [1, 2, 3, 4])
+    assert o.checked and prefetch.ahead(tmp_path, tmp_path, o) is None
+
+
+def _build(w, prefetching: bool, edit: str | None = None) -> dict:
+    """An ordinary build (no stamp) of `w`, its helper started whatever the workspace's size, or never;
+    `edit`: a file changed once the helper has stat'ed the sources, before analysis asks."""
     (w.root / "tpbuild-out" / ".tpbuild" / "noop").unlink(missing_ok=True)
     report = w.root.parent / f"{w.root.name}-report.json"
-    # the helper waited for before its stats are read (the build never waits: a small one would not use them)
-    code = (f"import sys, tpbuild.prefetch as p\np.WORTH = {0 if prefetching else 10 ** 9}\n"
-            "read = p.Prefetch._read\n"
-            "def waited(self):\n"
-            "    if self._proc is not None: self._proc.wait()\n"
-            "    stats = read(self)\n"
-            "    print('prefetched', len(stats), file=sys.stderr)\n"
-            "    return stats\n"
-            "p.Prefetch._read = waited\n"
+    # each section waited for before it is asked (the build never waits: a small one would not use
+    # them), but the blobs and directories before the build holds the lock (the helper waits for it)
+    code = (f"import sys, time, tpbuild.prefetch as p\np.WORTH_MEMO = p.WORTH = {0 if prefetching else 10 ** 12}\n"
+            "section, go, ahead = p.Prefetch._section, p.Prefetch.go, p.ahead\n"
+            "def waited(self, k):\n"
+            "    if k == 0 or getattr(self, 'went', False):\n"
+            "        while len(self._ends) <= k and self._proc is not None:\n"
+            "            self._listen(); time.sleep(0.002)\n"
+            "    got = section(self, k)\n"
+            "    if got: print('prefetched', k, len(got[0]), file=sys.stderr)\n"
+            "    return got\n"
+            "def went(self):\n"
+            "    self.went = True\n"
+            "    go(self)\n"
+            "def edited(root, memo, observed):\n"
+            "    helper = ahead(root, memo, observed)\n"
+            "    while helper is not None and not helper._ends and helper._proc is not None:\n"
+            "        helper._listen(); time.sleep(0.002)\n"
+            f"    if {edit!r}: (root / {edit!r}).write_text('class TritonPythonModel:\\n    pass\\n')\n"
+            "    return helper\n"
+            "p.Prefetch._section, p.Prefetch.go, p.ahead = waited, went, edited\n"
             "from tpbuild.cli import main\nsys.exit(main(sys.argv[1:]))")
     p = subprocess.run([sys.executable, "-c", code, "-C", str(w.root), "build", "//...", "--report", str(report)],
                        capture_output=True, text=True, env=w.env)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stdout + p.stderr
     r = json.loads(report.read_text())
-    handed = re.findall(r"prefetched (\d+)", p.stderr)  # at the first question: every tree's directories
-    assert (int(handed[0]) > 2 * 6 if prefetching else not handed), p.stderr
-    return {"targets": r["targets"], "placed": (r["execution"]["placed"], r["execution"]["placed_parts"])}
+    handed = dict(re.findall(r"prefetched (\d) (\d+)", p.stderr))  # each section at its first question
+    assert (set(handed) == {"0", "1", "2"} and int(handed["2"]) > 2 * 6 if prefetching else not handed), p.stderr
+    return {"targets": r["targets"], "placed": (r["execution"]["placed"], r["execution"]["placed_parts"]),
+            "executed": sum(a["status"] == "executed" for a in r["actions"])}
 
 
 def test_a_build_with_the_helper_answers_as_one_without(tmp_path):
-    """Twin workspaces, one tree changed in each after a build: the build that takes its directories'
-    stats from the helper places what the one that stats them itself places."""
+    """Twin workspaces, one tree changed in each after a build: the build that takes its stats from the
+    helper places what the one that stats them itself places."""
     twins = [_workspace(tmp_path, name, models=6) for name in ("with", "without")]
     for w in twins:
         assert _build(w, False)["placed"][0] > 0
@@ -160,3 +294,21 @@ def test_a_build_with_the_helper_answers_as_one_without(tmp_path):
     assert with_ == without and with_["placed"] != (0, 0)
     assert _snapshot(twins[0].out("")) == _snapshot(twins[1].out(""))
     assert _build(twins[0], True)["placed"] == (0, 0)  # and then in place
+
+
+def test_a_source_edited_after_the_helpers_stat_is_seen_by_the_next_build(tmp_path):
+    """An edit the helper's stat came before is one this build did not see, as an edit right after its
+    check: the memos and the stamp keep the stat it used, so the next build finds the file moved and
+    builds what the twin workspace, edited before its build, builds."""
+    model = "models/m001/1/model.py"
+    twins = [_workspace(tmp_path, name, models=6) for name in ("late", "early")]
+    for w in twins:
+        _old(*w.root.rglob("*"), w.root)  # memos that trust their stats
+        _build(w, False)
+    late = _build(twins[0], True, edit=model)
+    assert late["executed"] == 0  # the stat it used is the one from before the edit
+    (twins[1].root / model).write_text((twins[0].root / model).read_text())
+    assert twins[1].build(check=True).statuses("executed")
+    assert twins[0].build(check=True).statuses("executed")  # its stamp's check finds the edit
+    assert _snapshot(twins[0].out("")) == _snapshot(twins[1].out(""))
+    assert not twins[0].build(check=True).statuses("executed")

@@ -62,6 +62,8 @@ class Options:
         # A delta build's test, under the workspace lock, that no other build ran since the stamp's check
         # (`noop.witness`); false: delta.Unsettled before anything is done, and the ordinary path builds.
         self.unchanged = unchanged
+        # The ordinary path's helper process, started before analysis (`prefetch.ahead`), if any.
+        self.prefetched: prefetch.Prefetch | None = None
 
 
 class RemoteExecutor:
@@ -173,14 +175,14 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
         with trace.span("load state", "phase"):
             for tmp in temp_dirs(opts.cache_dir, ws.root):
                 atomic.sweep(tmp)
+            state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
+            # the ordinary path's blobs and its check of tpbuild-out: stat'ed meanwhile, by a helper
+            prefetched = prefetch.at_lock(ws.root, opts.prefetched, ws.observed, boundary is None and opts.proven is None
+                                          and len(state.outputs) >= prefetch.WORTH)
             statcache = StatCache(memo / "statcache", observed=ws.observed, eager=boundary is None)
             cas = Cas(opts.cache_dir, statcache)
             ac = ActionCache(opts.cache_dir)
-            state = outputs.BuildState.load(state_dir / "state", outputs.cache_id(opts.cache_dir))
             premise = delta.Premise(state_dir / "settled", str(cas.root)) if boundary is None else None
-            # the ordinary path's check of tpbuild-out: its directories lstat'ed meanwhile, by a helper
-            prefetched = prefetch.start(f"{ws.root}/", state_dir / "state", state_dir / "tmp") \
-                if boundary is None and opts.proven is None and len(state.outputs) >= prefetch.WORTH else None
         rex = opts.remote_executor
         runner = stack(Executor(ws.root, cas, state_dir / "logs"), ac=ac, cas=cas, last=state.actions,
                        remote_cache=opts.remote,

@@ -471,7 +471,7 @@ class Session:
     def run_build(self, patterns: list[str], *, jobs: int, keep_going: bool = False, report_path: str | None = None,
                   changed_since: str | None = None, summary_path: str | None = None):
         """None when `changed_since` leaves nothing to build (a success: the line says so)."""
-        from . import report, summary, trace
+        from . import prefetch, report, summary, trace
         from .analysis import analyze
         from .workspace import memo_dir
 
@@ -497,9 +497,11 @@ class Session:
         opts = self._options(jobs, keep_going)
         opts.prune = changed_since is None and set(patterns or ["//..."]) == {"//..."}
         opts.trace = recorder
+        memo = memo_dir(self.cache_dir, self.ws.root)
+        opts.prefetched = prefetch.ahead(self.ws.root, memo, self.ws.observed)
         try:
             with recorder.span("analysis", "phase"):
-                a = analyze(self.ws, patterns, memo_dir(self.cache_dir, self.ws.root), keep_going=keep_going)
+                a = analyze(self.ws, patterns, memo, keep_going=keep_going)
         except TpbuildError as e:
             if rpath:
                 _report(rpath, report.to_json(None, e.render()))

@@ -24,17 +24,27 @@ object's making). A source an action reads is mostly a file the analysis memo wa
 model.py of 10,000 models), so the stat memo's check of the sources (`delta.settle`) takes 10,000
 stats fewer; a build that asks the second time is one that stat'ed a moment earlier, as with a stamp.
 
+A helper process may take the build's stats of the sources and blobs ahead of it (`prefetch.py`), when
+no check handed any over: each is handed to the first question about its path (`observe`, `sigs`) as
+the stat that question would have taken, under the same rules (one taken here before it is later and
+wins; one of a path absent is not handed over).
+
 It also carries what package discovery did (`discovery.py`), for `--report`.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from itertools import compress, repeat
 from operator import is_
 from stat import S_ISDIR
 
 from .layout import RACY_WINDOW_NS, kind, sig, sigs, stat_at
+
+
+_POLL = 256  # `observe` calls between two looks at what the helper wrote (a system call each)
 
 
 class Observed:
@@ -48,10 +58,91 @@ class Observed:
         self._groups: list[list] = []
         self._kinds: dict[str, tuple | None] = {}  # full path -> layout.kind
         self._own: dict[str, tuple] = {}  # without a stamp: full path -> the stat `observe` took, until asked again
+        self._helper = None  # a `prefetch.Prefetch` whose sections `_wanted` are still to come
+        self._wanted: list[int] = []
+        self._pre: dict[str, tuple] = {}  # full path -> the helper's stat of it, until asked
+        # While a section is still to come, the paths stat'ed here: the helper's stats of them are older.
+        self._asked: list[str] | None = None
+        self._until = 0  # `observe` calls until the helper is asked again
         self.reused = 0  # stats answered from the check
         self.taken = 0  # stats taken again by a memo (not covered by the check, or too fresh)
         self.discovery = "walked"  # how package discovery found the packages (discovery.py)
         self.scanned = 0  # directories whose entries discovery listed
+
+    @property
+    def checked(self) -> bool:
+        """Whether this holds a stamp's check's stats (which cover what a helper would take)."""
+        return bool(self._groups or self._kinds)
+
+    def helped(self, helper, sections: list[int]) -> None:
+        """Take the `sections` of a helper's stats (`prefetch.Prefetch.stats`) as they come, unless this
+        holds a check's stats."""
+        if self.checked:
+            return
+        self._helper, self._wanted, self._asked = helper, list(sections), []
+        self._polling = threading.Lock()
+        # only now the questions look at the helper's stats: a build without one asks as it did
+        self.observe, self.sigs, self.sig = self._observe_helped, self._sigs_helped, self._sig_helped
+
+    def _poll(self) -> None:
+        """The helper's sections written since, in their order, less the paths stat'ed here meanwhile
+        (under a lock: a section late for settling may come while the actions' threads ask)."""
+        with self._polling:
+            while self._wanted:
+                got = self._helper.stats(self._wanted[0])
+                if got is None:
+                    return
+                del self._wanted[0]
+                if got:
+                    deque(map(got.pop, self._asked, repeat(None)), 0)
+                    self._pre.update(got)
+            self._helper = self._asked = None
+
+    def _observe_helped(self, full: str, recorded: tuple | None) -> tuple | None:
+        """`observe` with a helper's stats."""
+        if self._helper is not None:
+            self._until -= 1
+            if self._until <= 0:
+                self._until = _POLL
+                self._poll()
+        if recorded is not None and len(recorded) == 1 or full not in self._pre:
+            if self._asked is not None:
+                self._asked.append(full)
+            return Observed.observe(self, full, recorded)
+        self.taken += 1
+        s = self._pre.pop(full)
+        if s[1] < self.horizon:
+            self._own[full] = s  # as `observe` keeps its own
+        return s
+
+    def _sig_helped(self, full: str) -> tuple | None:
+        """`sig` with a helper's stats (those written by the last look: few paths are asked about alone)."""
+        s = self._pre.pop(full, None) if self._pre else None
+        if s is not None:
+            self.taken += 1
+            return s
+        if self._asked is not None:
+            self._asked.append(full)
+        return Observed.sig(self, full)
+
+    def _sigs_helped(self, fulls: list[str]) -> list[tuple | None]:
+        """`sigs` with a helper's stats."""
+        if self._helper is not None:
+            self._poll()
+        if not self._pre:
+            if self._asked is not None:
+                self._asked += fulls
+            return Observed.sigs(self, fulls)
+        found = list(map(self._pre.pop, fulls, repeat(None)))
+        if None not in found:
+            self.taken += len(found)
+            return found
+        missing = list(compress(fulls, map(is_, found, repeat(None))))
+        self.taken += len(found) - len(missing)
+        if self._asked is not None:
+            self._asked += missing
+        taken = iter(Observed.sigs(self, missing))
+        return [s if s is not None else next(taken) for s in found]
 
     def add(self, base: str, paths: list[str], stats: list[int]) -> None:
         """The stats the check took of `base + path` for each of `paths`, four integers a path
@@ -158,6 +249,9 @@ class Observed:
         self._groups = []
         self._kinds = {}
         self._own = {}
+        self._pre = {}
+        self._helper = self._asked = None
+        self._wanted = []
 
     def counters(self) -> dict:
         return {"discovery": self.discovery, "dirs_scanned": self.scanned,

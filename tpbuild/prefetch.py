@@ -1,74 +1,155 @@
-"""The placed trees' directories lstat'ed by a helper process while the build settles and runs its
-actions, for the ordinary path's check of tpbuild-out (`build._Linked.vouch`): at 10,000 models that
-check lstats 40,000 directories, a quarter of a no-op build's 100,000 stat calls, which a thread could
-not overlap with the build's Python (each stat gives up the GIL and waits for it back) but a process on
-another core can.
+"""A build's stats taken by a helper process on another core while the build's Python does the rest,
+in the order the ordinary path (no valid no-op stamp) asks for them: at 10,000 models, the 20,000
+sources the analysis memo watches (each `BUILD.toml` and `model.py`: `Observed.observe`), the 20,000
+blobs the settle memo names (`cas.Cas.whole_at`, through `Observed.sigs`), and the placed trees'
+40,000 directories (`build._Linked.vouch`): 80,000 of a no-op build's 100,000 stat calls, which a
+thread could not overlap with the build's Python (each stat gives up the GIL and waits for it back)
+but a process on another core can. Package discovery's 20,000 directories are not among them: it asks
+first (60 ms into the build, 45 ms after the helper is started, which has then just begun to stat),
+and takes them in C.
 
-The helper is a Python of its own (spawned, not forked: a fork of the build, a few hundred megabytes by
-then, cost the build more in copied page tables and pages written after it than the stats saved). It
-reads the build state's file for the directories of each placed tree's record (`Journal` lines, parsed
-only as far as that) and lstats exactly the strings the check will (`{root}/{rel}/{directory}`). What
-it names decides nothing: a path the check asks about is answered with the helper's lstat of that very
-string, or stat'ed here when the helper did not take it; any failure (no helper, one that died or wrote
-nothing whole) is every path stat'ed here, as without it.
+The helper is a Python of its own (spawned, not forked: a fork of the build costs it in copied page
+tables and pages written after it), started as soon as the build is known to take the ordinary path
+with nothing handed over by a stamp's check (`Session.run_build`, before analysis). It reads the names
+from the memos (the analysis memo's watched files; the settle memo's blobs; the build state's placed
+trees' directories, parsed only as far as that) and stats exactly the strings the build will ask
+about (`os.stat` of the sources and blobs, as `layout.sig`/`sigs`; `os.lstat` of the directories).
+What it names decides nothing: a path the build asks about is answered with the helper's stat of that
+very string, or stat'ed here when the helper did not take it; any failure (no helper, one that died or
+is late) is every path stat'ed here, as without it. Each kind is a section of its own, which the build
+takes when it first needs it if the helper has written it whole by then (it is told so through a
+pipe, after the section is written): the helper is never waited for.
 
 Why a stat taken earlier decides as the later one would:
-- Nothing a build writes into tpbuild-out comes before the check: the workspace lock keeps other
-  tpbuild builds out; the actions run in the store's temp directories; the placement lane (which places
-  while actions run) runs only when no tree is recorded, when nothing is prefetched. `prune`, which
-  removes the trees of targets that are gone, does write before it: a build that pruned anything drops
-  the helper's stats (`close`) before the check.
-- Each stat answers the check's first question about its path only (`lstat_sigs` takes it out), and
-  only the check's: placing, which follows, writes into the directories it asks about again
-  (`build._materialize` drops the rest once the check is done).
-- The racy window is applied to these stats as to any (`_Linked.vouch`, the same tuples): a directory
-  changed within it is not vouched for.
-- A directory the user changes after the helper's stat is one the build did not see changing, as one
-  changed right after the check: the no-op stamp records the stats placement recorded, so the next
-  build's check finds it moved and takes the ordinary path.
+- Sources: the user may edit them at any time, and analysis reads them without the workspace lock; a
+  stat the helper took is one taken during this build, after its start (after `Observed`'s horizon
+  was fixed), as the one `Observed.observe` would take is. It is handed over once, to the first
+  question about that path, and only if no stat of the path was taken here before (one taken here is
+  later, and wins); the racy window applies to it as to that stat (`Observed.observe`: the same tuple,
+  the same horizon, before it answers the stat memo). An edit after the helper's stat is one this
+  build did not see, as an edit right after analysis: the memos record the stat it used, and the next
+  build sees the file moved.
+- Blobs and placed directories are stat'ed only once the build holds the workspace lock (`go`, sent
+  from `build.run`): the lock keeps other tpbuild builds of this workspace out (builds of other
+  workspaces sharing the store never were: a blob is named by its content and published whole by a
+  rename, and one evicted after its stat is one evicted after the check, as eviction.py allows for).
+  Until the check of tpbuild-out nothing writes there: the actions run in the store's temp
+  directories; the placement lane runs only when no tree is recorded, when nothing is prefetched;
+  `prune`, which does write before it, drops the helper's stats (`close`) when it removed anything.
+  A blob the helper found absent is not handed over (the build may store it again, as `Observed` says
+  of a stamp's check); a blob is asked about before any action runs, and what is left unasked is
+  dropped when the actions are done (`Observed.forget`).
+- Each placed directory's stat answers the check's first question about its path only (`lstat_sigs`
+  takes it out), and only the check's: placing, which follows, writes into the directories it asks
+  about again (`build._materialize` drops the rest once the check is done). The racy window is applied
+  to these stats as to any (`_Linked.vouch`, the same tuples); a directory changed after the helper's
+  stat is one changed right after the check: the no-op stamp records the stats placement recorded, so
+  the next build's check finds it moved and takes the ordinary path.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import sys
 from array import array
 from itertools import chain, repeat
 from pathlib import Path
+from stat import S_ISDIR
 
-from .layout import sig, stat_sig
+from .layout import STATE_DIR, sig, stat_sig
 
-# Placed trees' records a build must have to start the helper: it is done in time, before the check asks
-# (it is never waited for), from about 4,000 models on (8,000 records: each model's tree and its part of
-# the repository); below, it was not, or not always (3,000), and its start cost the build (1,000).
+# What a build must have for the helper: its analysis memo this large (bytes: 4,000 models' is 5.6 MB)
+# for it to start before analysis, or else this many placed trees' records to start it at the lock (for
+# those alone); below, the helper was not done in time, or not always (3,000 models), and its start cost
+# the build (1,000).
+WORTH_MEMO = 5_000_000
 WORTH = 8_000
+SOURCES, BLOBS, PLACED = range(3)  # the sections, in the order the helper writes them
 _NONE = object()  # a path the helper did not stat
-# What the helper writes: how many paths, the length of their text; their text (UTF-8, NUL between
-# them); a byte each (`_TAKEN`, `_ABSENT`, or neither: a stat that is no 64-bit integers, left to the
-# build); four 64-bit integers each (`stat_sig`, zeros when not taken), in this machine's order.
+# A section: how many paths, the length of their text; their text (UTF-8, NUL between them); a byte
+# each (`_TAKEN`, `_ABSENT`, or neither: a stat that is no 64-bit integers, left to the build); four
+# 64-bit integers each (`stat_sig`, zeros when not taken), in this machine's order. Through the pipe,
+# after each section is written: the file's length with it.
 _HEADER = struct.Struct("=qq")
+_END = struct.Struct("=q")
 _TAKEN, _ABSENT = 1, 0
 _ZEROS = (0, 0, 0, 0)
-_OUTPUT = '"o:'  # the start of a placed tree's line in the build state's journal (`outputs.BuildState`)
+_GO = b"g"  # the build's word to stat what needs the workspace lock
+_WATCHED = '\t[{'  # the start of an analysis memo's record, its watched paths first (`analysiscache`)
 # The helper's command: an isolated Python (no site, no environment, no bytecode written) importing this module.
 _HELPER = "import sys; sys.path.insert(0, sys.argv[1]); from tpbuild.prefetch import main; main(*sys.argv[2:])"
 
 
 class Prefetch:
-    """A helper's lstats of the placed directories (`start`)."""
+    """A helper's stats (`start`), a section at a time."""
 
     def __init__(self, proc, out):
-        self._proc = proc  # a subprocess.Popen, until read or stopped
+        self._proc = proc  # a subprocess.Popen, until it ended or was stopped
         self._out = out  # the file it writes, nameless (a build killed leaves none)
-        self._stats: dict[str, tuple | None] | None = None  # path -> its lstat, None: absent; once read
+        self._ends: list[int] = []  # where each section written whole ends in it
+        self._taken: set[int] = set()  # sections handed over, or given up
+        self._placed: dict[str, tuple | None] | None = None  # PLACED: path -> its lstat, None: absent; once read
+
+    def go(self) -> None:
+        """The build holds the workspace lock: the helper may stat the blobs and the placed directories."""
+        try:
+            self._proc.stdin.write(_GO)
+            self._proc.stdin.close()
+        except (AttributeError, OSError, ValueError):  # a helper gone: nothing more from it
+            pass
+
+    def stats(self, k: int) -> dict[str, tuple] | None:
+        """The stats of the paths of section `k` the helper found there, once; None while it is still to
+        come, {} when it never will (the helper is gone, or it was handed over or given up)."""
+        got = self._section(k)
+        if not got:
+            return got
+        paths, stats, kinds = got
+        if kinds.count(_TAKEN) == len(paths):  # every one taken: no loop
+            return dict(zip(paths, stats))
+        return {p: s for p, s, kind in zip(paths, stats, kinds) if kind == _TAKEN}
+
+    def _section(self, k: int) -> tuple | dict | None:
+        """Section `k` as the helper wrote it (paths, stats, kinds), once (see `stats`)."""
+        if k in self._taken:
+            return {}
+        if len(self._ends) <= k:
+            self._listen()
+            if len(self._ends) <= k:
+                return None if self._proc is not None else {}
+        self._taken.add(k)
+        try:
+            start = self._ends[k - 1] if k else 0
+            return _unpacked(os.pread(self._out.fileno(), self._ends[k] - start, start))
+        except (OSError, ValueError):  # not whole after all: every path stat'ed here
+            return {}
+
+    def _listen(self) -> None:
+        """What the helper said of the sections it wrote since, never waiting for it."""
+        try:
+            told = os.read(self._proc.stdout.fileno(), 4096) if self._proc is not None else None
+        except BlockingIOError:
+            return
+        except OSError:
+            told = b""
+        if told:
+            self._ends += (_END.unpack_from(told, i)[0] for i in range(0, len(told), _END.size))
+        elif told is not None:  # it ended: what it wrote stays readable
+            self._stop()
 
     def lstat_sigs(self, base: str, paths: list[str]) -> list[tuple]:
         """`stat_sig(os.lstat(base + path))` of each path (`base`: the workspace's root, with its
         trailing slash), raising OSError when one is not there, as stat'ing them would; from the helper
         where it stat'ed the path, each path's stat handed over once."""
-        stats = self._read()
+        if self._placed is None:
+            got = self._section(PLACED)
+            if not got:
+                self.close()  # not done: stat'ing here is no slower than waiting
+            self._placed = dict(zip(got[0], _or_none(*got))) if got else {}
+        stats = self._placed
         if not stats:
             return lstat_sigs(base, paths)
         found = list(map(stats.pop, paths, repeat(_NONE)))
@@ -78,33 +159,28 @@ class Prefetch:
             found = [stat_sig(os.lstat(base + p)) if s is _NONE else s for p, s in zip(paths, found)]
         return found
 
-    def _read(self) -> dict:
-        """The helper's stats if it is done (never waited for: stat'ing here is no slower than waiting)."""
-        if self._stats is None:
-            try:
-                if self._proc.poll() == 0:
-                    self._out.seek(0)
-                    self._stats = _unpacked(self._out.read())
-            except Exception:  # a helper that wrote nothing whole: every path stat'ed here
-                pass
-            stats = self._stats
-            self.close()
-            self._stats = stats or {}
-        return self._stats
-
     def close(self) -> None:
         """Drop the helper's stats, unread ones too (stopping it if it still runs): from here the build
         writes into tpbuild-out, and a stat is taken when asked."""
+        self._placed = {}
+        self._taken.update(range(PLACED + 1))
+        self._stop()
+
+    def _stop(self) -> None:
         proc, self._proc = self._proc, None
-        self._stats = {}
         if proc is not None:
-            if proc.returncode is None:
+            if proc.poll() is None:
                 proc.kill()
             proc.wait()
-            self._out.close()
+            for f in (proc.stdin, proc.stdout):
+                try:
+                    f.close()
+                except OSError:  # the helper stopped before reading its word
+                    pass
 
     def __del__(self):
         self.close()
+        self._out.close()
 
 
 def lstat_sigs(base: str, paths: list[str]) -> list[tuple]:
@@ -112,11 +188,57 @@ def lstat_sigs(base: str, paths: list[str]) -> list[tuple]:
     return list(map(stat_sig, map(os.lstat, map(base.__add__, paths))))
 
 
-def start(root: str, state: Path, tmp: Path) -> Prefetch | None:
-    """A helper lstat'ing the directories the build state's file `state` records of placed trees under
-    `root` (with its trailing slash), writing into a nameless file in `tmp` (tpbuild's own temp
-    directory: nothing of it outside tpbuild's directories, nor left by a kill); None where it cannot
-    be started."""
+def _or_none(paths: list[str], stats: list, kinds: bytes) -> list:
+    """A `section`'s stats, None for a path it found absent and `_NONE` for one it left to the build."""
+    if kinds.count(_TAKEN) == len(paths):
+        return stats
+    return [s if k == _TAKEN else None if k == _ABSENT else _NONE for s, k in zip(stats, kinds)]
+
+
+def ahead(root: Path, memo: Path, observed) -> Prefetch | None:
+    """A helper started before analysis, its sources' and blobs' stats for `observed` (`Observed.helped`),
+    when no check handed any over and the analysis memo in `memo` (`workspace.memo_dir`) is worth it;
+    its temp file in that directory's (tpbuild-out may not be there yet)."""
+    if observed.checked:
+        return None
+    try:
+        if os.stat(memo / "analysis").st_size < WORTH_MEMO:
+            return None
+    except OSError:
+        return None
+    state = root / STATE_DIR
+    p = start(f"{root}/", memo / "analysis", state / "settled", state / "state", memo / "tmp")
+    if p is not None:
+        observed.helped(p, [SOURCES, BLOBS])
+    return p
+
+
+def at_lock(root: Path, early: Prefetch | None, observed, worth: bool) -> Prefetch | None:
+    """Once the build holds the workspace lock: the helper (`early`, or one started now when `worth`:
+    its blobs' stats for `observed`) told to stat the blobs and the placed directories; `early`
+    stopped when not `worth` (a delta build, or few placed trees: then tpbuild-out was deleted, and
+    the placement lane may write there)."""
+    if not worth:
+        if early is not None:
+            early.close()
+        return None
+    p = early
+    if p is None:
+        state = root / STATE_DIR
+        p = start(f"{root}/", None, state / "settled", state / "state", state / "tmp")
+        if p is None:
+            return None
+        observed.helped(p, [BLOBS])
+    p.go()
+    return p
+
+
+def start(base: str, analysis: Path | None, settled: Path, state: Path, tmp: Path) -> Prefetch | None:
+    """A helper stat'ing (`main`) the files the analysis memo `analysis` watches below `base` (the
+    workspace's root, with its trailing slash), then, once told to (`go`), the blobs the settle memo
+    `settled` names and the directories of the placed trees the build state `state` records, writing
+    into a nameless file in `tmp` (tpbuild's own temp directory: nothing of it outside tpbuild's
+    directories, nor left by a kill); None where it cannot be started."""
     import subprocess  # here: a build that checks no placed tree (a delta build's) imports neither
     import tempfile
 
@@ -131,43 +253,113 @@ def start(root: str, state: Path, tmp: Path) -> Prefetch | None:
         return None
     try:
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-B", "-c", _HELPER, str(Path(__file__).parent.parent),
-                                 str(state), root], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.DEVNULL)
+                                 str(out.fileno()), base, str(analysis or ""), str(settled), str(state)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                pass_fds=(out.fileno(),))
     except OSError:
         out.close()
         return None
+    os.set_blocking(proc.stdout.fileno(), False)
     return Prefetch(proc, out)
 
 
-def main(state: str, root: str) -> None:
-    """The helper: the lstats of the directories (below `root`) of each placed tree's record in
-    `state`, to stdout (`_HEADER`)."""
+def main(out: str, base: str, analysis: str, settled: str, state: str) -> None:
+    """The helper: the sections (`_HEADER`) to the file `out` (a descriptor), each one's end to stdout
+    once it is written. The blobs and the directories only once stdin says `_GO` (see the module's
+    docstring); their names read before."""
+    import select
+
+    out = os.fdopen(int(out), "wb")
+    told = sys.stdout.buffer
+    _section(out, told, _watched(analysis, base) if analysis else [], "", True)
+    blobs = _blobs(settled)
+    # the directories' names read while the build analyses, unless it holds the lock already: the blobs first then
+    dirs = _placed(state) if not select.select([sys.stdin], [], [], 0)[0] else None
+    if sys.stdin.buffer.read(1) != _GO:
+        return
+    _section(out, told, blobs, "", True)
+    _section(out, told, _placed(state) if dirs is None else dirs, base, False)
+
+
+def _watched(analysis: str, base: str) -> list[str]:
+    """The files (not directories: discovery's stats answer those) the analysis memo's records watch,
+    each as the memo checks it (`base + path`)."""
     paths: list[str] = []
-    with open(state, encoding="utf-8") as f:
-        for line in f:
-            if line.startswith(_OUTPUT):
-                try:
-                    key, text = line.rstrip("\n").split("\t", 1)
-                    at = f"{json.loads(key)[len(_OUTPUT) - 1:]}/"
-                    paths.extend(map(at.__add__, json.loads(text[text.rindex("},{") + 2:-1])))
-                except ValueError:  # not a record as `_Shape` writes it: left to the build
-                    continue
-    text = "\0".join(paths).encode("utf-8", "surrogatepass")
+    decode = json.JSONDecoder().raw_decode
     try:
-        stats = lstat_sigs(root, paths)
+        with open(analysis, encoding="utf-8") as f:
+            for line in f:
+                at = line.find(_WATCHED)
+                if at != -1:
+                    try:
+                        watched = decode(line, at + 2)[0]
+                        paths += (base + p for p, s in watched.items()
+                                  if s.__class__ is list and len(s) == 4 and not S_ISDIR(s[3]))
+                    except (ValueError, TypeError, AttributeError):  # not a record as `analysiscache` writes it
+                        continue
+    except (OSError, ValueError):
+        pass
+    return list(dict.fromkeys(paths))
+
+
+def _blobs(settled: str) -> list[str]:
+    """Where each blob the settle memo names is (`cas.Cas.paths_of`, `delta.Premise`'s format)."""
+    try:
+        with open(settled, encoding="utf-8") as f:
+            f.readline()
+            value = json.loads(f.read())
+        root, names = value[4], value[3]
+        return list(map(f"{root}/".__add__, names)) if root.__class__ is str and names.__class__ is list and \
+            {*map(type, names)} <= {str} else []
+    except (OSError, ValueError, TypeError, IndexError, KeyError):
+        return []
+
+
+def _placed(state: str) -> list[str]:
+    """The directories of each placed tree's record in the build state (below the workspace's root),
+    found by a search of its text (a third less than decoding each record's key and directories): a
+    record whose key or directories' names hold an escape is left to the build."""
+    try:
+        with open(state, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, ValueError):
+        return []
+    paths: list[str] = []
+    for m in _RECORD.finditer(text):
+        if "\\" not in m.group(2):
+            at = m.group(1) + "/"
+            paths += map(at.__add__, _NAME.findall(m.group(2)))
+    return paths
+
+
+# A placed tree's line in the build state's journal (`outputs.BuildState`, `outputs._Shape`): its key,
+# then its digest, files and, last, its directories.
+_RECORD = re.compile(r'^"o:([^"\\\n]*)"\t[^\n]*\},(\{[^{}\n]*\})\]$', re.M)
+_NAME = re.compile(r'"([^"]*)":\[')
+
+
+def _section(out, told, paths: list[str], base: str, follow: bool) -> None:
+    """The stats of `base + path` for each of `paths` (`os.stat` if `follow`, else `os.lstat`), as a
+    section of `out`; its end then to `told`."""
+    text = "\0".join(paths).encode("utf-8", "surrogatepass")
+    take = os.stat if follow else os.lstat
+    try:
+        stats = list(map(stat_sig, map(take, map(base.__add__, paths))))
         flat, kinds = struct.pack(f"={4 * len(stats)}q", *chain.from_iterable(stats)), bytes([_TAKEN]) * len(stats)
     except (OSError, struct.error):  # one not there, or not 64-bit integers: a path at a time
-        stats = list(map(sig, map(root.__add__, paths), repeat(False)))
+        stats = list(map(sig, map(base.__add__, paths), repeat(follow)))
         kinds = bytes(_TAKEN if s is not None and _fits(s) else _ABSENT if s is None else 2 for s in stats)
         flat = struct.pack(f"={4 * len(stats)}q", *chain.from_iterable(s if k == _TAKEN else _ZEROS
                                                                       for s, k in zip(stats, kinds)))
-    out = sys.stdout.buffer
     out.write(_HEADER.pack(len(paths), len(text)))
     out.writelines((text, kinds, flat))
+    out.flush()
+    told.write(_END.pack(out.tell()))
+    told.flush()
 
 
-def _unpacked(data: bytes) -> dict[str, tuple | None]:
-    """The helper's stats (`main`) as the path of each to its stat, None for one absent; a path left
-    to the build is not there."""
+def _unpacked(data: bytes) -> tuple[list[str], list, bytes]:
+    """A section (`_section`) as its paths, their stats and each one's kind."""
     n, size = _HEADER.unpack_from(data)
     at = _HEADER.size
     paths = data[at:at + size].decode("utf-8", "surrogatepass").split("\0") if n else []
@@ -176,10 +368,7 @@ def _unpacked(data: bytes) -> dict[str, tuple | None]:
     if len(paths) != n or len(kinds) != n or len(flat) != 4 * n:
         raise ValueError("the helper's stats are not whole")
     it = iter(flat)
-    stats = zip(it, it, it, it)
-    if kinds.count(_TAKEN) == n:  # every one taken: no loop
-        return dict(zip(paths, stats))
-    return {p: s if k == _TAKEN else None for p, s, k in zip(paths, stats, kinds) if k in (_TAKEN, _ABSENT)}
+    return paths, list(zip(it, it, it, it)), kinds
 
 
 def _fits(s: tuple) -> bool:
