@@ -231,11 +231,10 @@ class Observed:
 
     def observe_all(self, fulls: list[str]) -> list[tuple | None]:
         """`observe` of each path, each recorded as a `sig` (the analysis memo's check of every record,
-        `AnalysisCache.check_all`): without a check's stats, stat'ed in C (`layout.sigs`)."""
+        `AnalysisCache.check_all`): without a check's stats, a helper's or stat'ed in C (`sigs`)."""
         if self._groups:
             return list(map(self.sig, fulls))
-        self.taken += len(fulls)
-        found = sigs(fulls)
+        found = self.sigs(fulls)  # counted there
         horizon, own = self.horizon, self._own
         for full, s in zip(fulls, found):
             if s is not None and s[1] < horizon:

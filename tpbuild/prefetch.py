@@ -78,7 +78,8 @@ _END = struct.Struct("=q")
 _TAKEN, _ABSENT = 1, 0
 _ZEROS = (0, 0, 0, 0)
 _GO = b"g"  # the build's word to stat what needs the workspace lock
-_WATCHED = '\t[{'  # the start of an analysis memo's record, its watched paths first (`analysiscache`)
+_WATCHED = '\t[[['  # the start of an analysis memo's record: [[paths, their sigs as hex, others], ...] (`analysiscache`)
+_SIG = struct.Struct("<4q")  # one packed sig of that hex text (`analysiscache._hexed`)
 # The helper's command: an isolated Python (no site, no environment, no bytecode written) importing this module.
 _HELPER = "import sys; sys.path.insert(0, sys.argv[1]); from tpbuild.prefetch import main; main(*sys.argv[2:])"
 
@@ -292,10 +293,11 @@ def _watched(analysis: str, base: str) -> list[str]:
                 at = line.find(_WATCHED)
                 if at != -1:
                     try:
-                        watched = decode(line, at + 2)[0]
-                        paths += (base + p for p, s in watched.items()
-                                  if s.__class__ is list and len(s) == 4 and not S_ISDIR(s[3]))
-                    except (ValueError, TypeError, AttributeError):  # not a record as `analysiscache` writes it
+                        watched, text, _ = decode(line, at + 2)[0]
+                        modes = [s[3] for s in _SIG.iter_unpack(bytes.fromhex(text))]
+                        if len(modes) == len(watched):
+                            paths += (base + p for p, m in zip(watched, modes) if not S_ISDIR(m))
+                    except (ValueError, TypeError, AttributeError, struct.error):  # not a record as `analysiscache` writes it
                         continue
     except (OSError, ValueError):
         pass
