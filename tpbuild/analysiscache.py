@@ -60,18 +60,16 @@ from __future__ import annotations
 import functools
 import json
 import os
-import struct
-import sys
 import time
 from itertools import chain, compress, islice, repeat
-from operator import is_, itemgetter
+from operator import is_
 from pathlib import Path
 
 from . import digest, memo
 from .action import KEY_VERSION, ActionKind, Artifact, Source, material
 from .errors import BuildError
 from .label import Label, Pattern
-from .layout import RACY_WINDOW_NS, observe, packed_sigs, sigs, stat_at
+from .layout import RACY_WINDOW_NS, hexed_sigs, observe, sigs, unhexed_sigs
 from .observed import Observed
 from .rulesets import ENGINE_DIR, code_digest
 from .targetinfo import TargetInfo
@@ -301,7 +299,7 @@ class PackageRecord(Value):
         damaged text."""
         if self._observed is None:
             paths, stats, others = self.watched
-            stats = _sigs_of(stats)
+            stats = unhexed_sigs(stats)
             if len(stats) != len(paths):
                 raise ValueError("a record's watched paths and sigs differ in number")
             observed = dict(zip(paths, stats))
@@ -406,7 +404,7 @@ class AnalysisCache:
             base = self._base
             taken = iter(self._observe_all([base + p for p in compress(paths, map(is_, now, repeat(_UNCHECKED)))]))
             now = [next(taken) if s is _UNCHECKED else s for s in now]
-        same = None not in now and _hexed(now) == "".join(r.watched[1] for _, r in column)
+        same = None not in now and hexed_sigs(now) == "".join(r.watched[1] for _, r in column)
         checked = self._checked
         taken = iter(now)
         for p, r in column:
@@ -418,7 +416,7 @@ class AnalysisCache:
                 checked[p] = r
             else:
                 mine = list(islice(taken, len(paths)))
-                if not others and None not in mine and _hexed(mine) == text:
+                if not others and None not in mine and hexed_sigs(mine) == text:
                     r._observed = dict(zip(paths, mine))
                     checked[p] = r
                 else:
@@ -521,33 +519,10 @@ def _record_json(_package: str, rec: PackageRecord) -> list:
 
 def _watched(observed: dict) -> list:
     """What a record watches in the memo's form: [the paths recorded with a `sig`, their sigs as one text
-    (`_hexed`), {every other path: its state}]."""
+    (`layout.hexed_sigs`), {every other path: its state}]."""
     paths = [p for p, s in observed.items() if s is not None and len(s) == 4]
     others = {p: s for p, s in observed.items() if s is None or len(s) != 4}
-    return [paths, _hexed([observed[p] for p in paths]), others]
-
-
-_SIGS = struct.Struct("<4q")  # a sig as `_hexed` packs it
-
-
-def _hexed(stats: list[tuple]) -> str:
-    """Sigs as text: their `layout.packed_sigs`, little-endian, in hex, so that the texts of many joined
-    are the text of their sigs joined (`AnalysisCache.check_all`)."""
-    packed = packed_sigs(stats)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tobytes().hex()
-
-
-def _sigs_of(text: str) -> list[tuple]:
-    """The sigs `_hexed` wrote, each a tuple (made in C); ValueError when it is not such a text."""
-    try:
-        stats = list(_SIGS.iter_unpack(bytes.fromhex(text)))
-    except struct.error as e:
-        raise ValueError(f"not sigs: {e}") from None
-    if stats and min(map(itemgetter(2), stats)) < -1:  # an inode number from 2**63 on (`layout.stat_at`)
-        stats = list(map(stat_at, stats, repeat(0)))
-    return stats
+    return [paths, hexed_sigs([observed[p] for p in paths]), others]
 
 
 def _target_json(t: TargetRecord) -> list:

@@ -8,8 +8,8 @@ import struct
 import sys
 from array import array
 from binascii import a2b_base64, b2a_base64
-from itertools import chain, starmap
-from operator import attrgetter
+from itertools import chain, repeat, starmap
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 from .errors import UserError
@@ -110,6 +110,31 @@ def unpacked(text: str, code: str = "q") -> array:
         raise ValueError(f"not packed integers: {e}") from None
     if sys.byteorder == "big":
         stats.byteswap()
+    return stats
+
+
+def hexed_sigs(stats: list[tuple]) -> str:
+    """Sigs as text: their `packed_sigs`, little-endian, in hex, so that the texts of many joined are
+    the text of their sigs joined (the analysis memo's watched files, `AnalysisCache.check_all`, one
+    compare of joined texts in C). Here, not in analysiscache.py, for the prefetch helper, which reads
+    that memo without importing the analysis's modules."""
+    packed = packed_sigs(stats)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes().hex()
+
+
+_HEX_SIG = struct.Struct("<4q")  # a sig as `hexed_sigs` packs it
+
+
+def unhexed_sigs(text: str) -> list[tuple]:
+    """The sigs `hexed_sigs` wrote, each a tuple (made in C); ValueError when it is not such a text."""
+    try:
+        stats = list(_HEX_SIG.iter_unpack(bytes.fromhex(text)))
+    except (struct.error, TypeError) as e:
+        raise ValueError(f"not sigs: {e}") from None
+    if stats and min(map(itemgetter(2), stats)) < -1:  # an inode number from 2**63 on (`stat_at`)
+        stats = list(map(stat_at, stats, repeat(0)))
     return stats
 
 

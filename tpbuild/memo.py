@@ -70,7 +70,7 @@ def values_of(joined: str, n: int) -> list | None:
     return values if len(values) == n else None
 
 
-def _header(kind: str, version: int) -> bytes:
+def header(kind: str, version: int) -> bytes:
     return f"tpbuild-memo {kind} v{version}\n".encode()
 
 
@@ -78,7 +78,7 @@ def load(path: Path, kind: str, version: int, types: tuple[type, ...] = ()):
     """The memo's value, or None when it is missing, of another kind or version, or damaged."""
     try:
         with open(path, "rb") as f:
-            if f.readline() != _header(kind, version):
+            if f.readline() != header(kind, version):
                 return None
             body = f.read()
     except OSError:
@@ -94,7 +94,7 @@ def prefix(path: Path, kind: str, version: int, size: int) -> bytes | None:
     of another kind or version. For a value whose first keys say whether the rest is worth reading."""
     try:
         with open(path, "rb") as f:
-            if f.readline() != _header(kind, version):
+            if f.readline() != header(kind, version):
                 return None
             return f.read(size)
     except OSError:
@@ -110,7 +110,7 @@ def save(path: Path, kind: str, version: int, value, tmp_parent: Path, what: str
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(path, itertools.chain((_header(kind, version),), _chunks(value, depth)), tmp_parent, kind)
+        atomic.write_bytes(path, itertools.chain((header(kind, version),), _chunks(value, depth)), tmp_parent, kind)
     except (TypeError, ValueError, RecursionError) as e:  # not JSON: nothing is left (write_bytes removes its temp)
         return f"could not save {what} ({e}); the next build re-checks what it would have remembered"
     except OSError as e:
@@ -316,7 +316,7 @@ class Journal:
         self._lock = None  # a lazy journal's, until it is split (the scheduler's threads use the stat memo)
         try:
             with open(path, "rb") as f:
-                if f.readline() != _header(kind, version):
+                if f.readline() != header(kind, version):
                     return
                 meta_line = f.readline()
                 try:
@@ -454,7 +454,7 @@ class Journal:
         """The meta a journal file holds, read without its records (None when it holds none)."""
         try:
             with open(path, "rb") as f:
-                if f.readline() != _header(kind, version):
+                if f.readline() != header(kind, version):
                     return None
                 return json.loads(f.readline())
         except (OSError, ValueError):
@@ -613,9 +613,9 @@ class Journal:
             if not appended:
                 self.keys()  # every record, to write them all
                 written = [0]
-                header = _header(self.kind, self.version) + json.dumps(self.meta).encode() + b"\n"
+                head = header(self.kind, self.version) + json.dumps(self.meta).encode() + b"\n"
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                atomic.write_bytes(self.path, itertools.chain((header,), self._lines(list(self._raw), written)),
+                atomic.write_bytes(self.path, itertools.chain((head,), self._lines(list(self._raw), written)),
                                    self.tmp_parent, self.kind)
                 self._size = written[0]
                 self._appendable = True
@@ -651,7 +651,7 @@ class Journal:
 
         with open(self.path, "a+b") as f:
             f.seek(0)
-            if f.readline() != _header(self.kind, self.version) or f.readline() != json.dumps(self.meta).encode() + b"\n":
+            if f.readline() != header(self.kind, self.version) or f.readline() != json.dumps(self.meta).encode() + b"\n":
                 return False
             written = [0]
             half = len(keys) // 2

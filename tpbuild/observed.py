@@ -133,16 +133,13 @@ class Observed:
             if self._asked is not None:
                 self._asked += fulls
             return Observed.sigs(self, fulls)
-        found = list(map(self._pre.pop, fulls, repeat(None)))
-        if None not in found:
-            self.taken += len(found)
-            return found
-        missing = list(compress(fulls, map(is_, found, repeat(None))))
+        found, missing = _popped(self._pre, fulls)
         self.taken += len(found) - len(missing)
+        if not missing:
+            return found
         if self._asked is not None:
-            self._asked += missing
-        taken = iter(Observed.sigs(self, missing))
-        return [s if s is not None else next(taken) for s in found]
+            self._asked += missing  # before they are stat'ed: a section read meanwhile holds older stats of them
+        return _filled(found, Observed.sigs(self, missing))
 
     def add(self, base: str, paths: list[str], stats: list[int]) -> None:
         """The stats the check took of `base + path` for each of `paths`, four integers a path
@@ -194,15 +191,11 @@ class Observed:
         if self._groups:
             return list(map(self.sig, fulls))
         if self._own:
-            found = list(map(self._own.pop, fulls, repeat(None)))  # taken by `observe` (counted there)
-            if None in found:
-                missing = list(compress(fulls, map(is_, found, repeat(None))))
-                self.taken += len(missing)
-                if len(missing) == len(fulls):  # none taken by `observe` (the blobs, 20,000 at 10,000 models): no loop
-                    return sigs(fulls)
-                taken = iter(sigs(missing))
-                found = [s if s is not None else next(taken) for s in found]
-            return found
+            found, missing = _popped(self._own, fulls)  # taken by `observe` (counted there)
+            self.taken += len(missing)
+            if len(missing) == len(fulls):  # none taken by `observe` (the blobs, 20,000 at 10,000 models): no loop
+                return sigs(fulls)
+            return _filled(found, sigs(missing)) if missing else found
         self.taken += len(fulls)
         return sigs(fulls)
 
@@ -255,3 +248,16 @@ class Observed:
     def counters(self) -> dict:
         return {"discovery": self.discovery, "dirs_scanned": self.scanned,
                 "stats": {"reused": self.reused, "taken": self.taken}}
+
+
+def _popped(table: dict, fulls: list[str]) -> tuple[list, list[str]]:
+    """The stats `table` holds of `fulls`, taken out of it (None for a path it has none of), and the
+    paths it has none of: one pass in C when it has them all."""
+    found = list(map(table.pop, fulls, repeat(None)))
+    return found, [] if None not in found else list(compress(fulls, map(is_, found, repeat(None))))
+
+
+def _filled(found: list, stats: list) -> list:
+    """`found` (`_popped`) with the stats of its missing paths, `stats`, in their order."""
+    taken = iter(stats)
+    return [s if s is not None else next(taken) for s in found]

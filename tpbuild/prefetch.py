@@ -59,7 +59,7 @@ from itertools import chain, repeat
 from pathlib import Path
 from stat import S_ISDIR
 
-from .layout import STATE_DIR, sig, stat_sig
+from .layout import STATE_DIR, sig, stat_sig, unhexed_sigs
 
 # What a build must have for the helper: its analysis memo this large (bytes: 4,000 models' is 5.6 MB)
 # for it to start before analysis, or else this many placed trees' records to start it at the lock (for
@@ -79,7 +79,6 @@ _TAKEN, _ABSENT = 1, 0
 _ZEROS = (0, 0, 0, 0)
 _GO = b"g"  # the build's word to stat what needs the workspace lock
 _WATCHED = '\t[[['  # the start of an analysis memo's record: [[paths, their sigs as hex, others], ...] (`analysiscache`)
-_SIG = struct.Struct("<4q")  # one packed sig of that hex text (`analysiscache._hexed`)
 # The helper's command: an isolated Python (no site, no environment, no bytecode written) importing this module.
 _HELPER = "import sys; sys.path.insert(0, sys.argv[1]); from tpbuild.prefetch import main; main(*sys.argv[2:])"
 
@@ -109,7 +108,7 @@ class Prefetch:
         if not got:
             return got
         paths, stats, kinds = got
-        if kinds.count(_TAKEN) == len(paths):  # every one taken: no loop
+        if kinds is None:  # every one taken: no loop
             return dict(zip(paths, stats))
         return {p: s for p, s, kind in zip(paths, stats, kinds) if kind == _TAKEN}
 
@@ -191,7 +190,7 @@ def lstat_sigs(base: str, paths: list[str]) -> list[tuple]:
 
 def _or_none(paths: list[str], stats: list, kinds: bytes) -> list:
     """A `section`'s stats, None for a path it found absent and `_NONE` for one it left to the build."""
-    if kinds.count(_TAKEN) == len(paths):
+    if kinds is None:
         return stats
     return [s if k == _TAKEN else None if k == _ABSENT else _NONE for s, k in zip(stats, kinds)]
 
@@ -254,7 +253,7 @@ def start(base: str, analysis: Path | None, settled: Path, state: Path, tmp: Pat
         return None
     try:
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-B", "-c", _HELPER, str(Path(__file__).parent.parent),
-                                 str(out.fileno()), base, str(analysis or ""), str(settled), str(state)],
+                                 str(out.fileno()), base, str(analysis or ""), str(settled), str(state), *_headers()],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 pass_fds=(out.fileno(),))
     except OSError:
@@ -264,51 +263,67 @@ def start(base: str, analysis: Path | None, settled: Path, state: Path, tmp: Pat
     return Prefetch(proc, out)
 
 
-def main(out: str, base: str, analysis: str, settled: str, state: str) -> None:
+def _headers() -> list[str]:
+    """The first line of each memo the helper reads (the analysis memo, the settle memo, the build state):
+    their kinds and versions, which the helper, parsing them by hand, checks before it reads on: a memo
+    of another format is one it finds nothing in, not one it misreads. Named by their modules, which the
+    build has imported by now, and the helper never does (their graph of modules would delay its start)."""
+    from . import analysiscache, delta, outputs
+    from .memo import header
+
+    return [header(m.KIND, m.VERSION).decode() for m in (analysiscache, delta, outputs)]
+
+
+def main(out: str, base: str, analysis: str, settled: str, state: str, *headers: str) -> None:
     """The helper: the sections (`_HEADER`) to the file `out` (a descriptor), each one's end to stdout
     once it is written. The blobs and the directories only once stdin says `_GO` (see the module's
-    docstring); their names read before."""
+    docstring); their names read before. `headers`: the memos' first lines (`_headers`)."""
     import select
 
     out = os.fdopen(int(out), "wb")
     told = sys.stdout.buffer
-    _section(out, told, _watched(analysis, base) if analysis else [], "", True)
-    blobs = _blobs(settled)
+    analysis_head, settled_head, state_head = headers
+    _section(out, told, _watched(analysis, analysis_head, base) if analysis else [], "", True)
+    blobs = _blobs(settled, settled_head)
     # the directories' names read while the build analyses, unless it holds the lock already: the blobs first then
-    dirs = _placed(state) if not select.select([sys.stdin], [], [], 0)[0] else None
+    dirs = _placed(state, state_head) if not select.select([sys.stdin], [], [], 0)[0] else None
     if sys.stdin.buffer.read(1) != _GO:
         return
     _section(out, told, blobs, "", True)
-    _section(out, told, _placed(state) if dirs is None else dirs, base, False)
+    _section(out, told, _placed(state, state_head) if dirs is None else dirs, base, False)
 
 
-def _watched(analysis: str, base: str) -> list[str]:
+def _watched(analysis: str, head: str, base: str) -> list[str]:
     """The files (not directories: discovery's stats answer those) the analysis memo's records watch,
-    each as the memo checks it (`base + path`)."""
+    each as the memo checks it (`base + path`); none from a memo whose first line is not `head`."""
     paths: list[str] = []
     decode = json.JSONDecoder().raw_decode
     try:
         with open(analysis, encoding="utf-8") as f:
+            if f.readline() != head:
+                return []
             for line in f:
                 at = line.find(_WATCHED)
                 if at != -1:
                     try:
                         watched, text, _ = decode(line, at + 2)[0]
-                        modes = [s[3] for s in _SIG.iter_unpack(bytes.fromhex(text))]
+                        modes = [s[3] for s in unhexed_sigs(text)]
                         if len(modes) == len(watched):
                             paths += (base + p for p, m in zip(watched, modes) if not S_ISDIR(m))
-                    except (ValueError, TypeError, AttributeError, struct.error):  # not a record as `analysiscache` writes it
+                    except (ValueError, TypeError, AttributeError):  # not a record as `analysiscache` writes it
                         continue
     except (OSError, ValueError):
         pass
     return list(dict.fromkeys(paths))
 
 
-def _blobs(settled: str) -> list[str]:
-    """Where each blob the settle memo names is (`cas.Cas.paths_of`, `delta.Premise`'s format)."""
+def _blobs(settled: str, head: str) -> list[str]:
+    """Where each blob the settle memo names is (`cas.Cas.paths_of`, `delta.Premise`'s format); none when
+    its first line is not `head`."""
     try:
         with open(settled, encoding="utf-8") as f:
-            f.readline()
+            if f.readline() != head:
+                return []
             value = json.loads(f.read())
         root, names = value[4], value[3]
         return list(map(f"{root}/".__add__, names)) if root.__class__ is str and names.__class__ is list and \
@@ -317,14 +332,17 @@ def _blobs(settled: str) -> list[str]:
         return []
 
 
-def _placed(state: str) -> list[str]:
+def _placed(state: str, head: str) -> list[str]:
     """The directories of each placed tree's record in the build state (below the workspace's root),
     found by a search of its text (a third less than decoding each record's key and directories): a
-    record whose key or directories' names hold an escape is left to the build."""
+    record whose key or directories' names hold an escape is left to the build; none from a state
+    whose first line is not `head`."""
     try:
         with open(state, encoding="utf-8") as f:
             text = f.read()
     except (OSError, ValueError):
+        return []
+    if not text.startswith(head):
         return []
     paths: list[str] = []
     for m in _RECORD.finditer(text):
@@ -360,8 +378,10 @@ def _section(out, told, paths: list[str], base: str, follow: bool) -> None:
     told.flush()
 
 
-def _unpacked(data: bytes) -> tuple[list[str], list, bytes]:
-    """A section (`_section`) as its paths, their stats and each one's kind."""
+def _unpacked(data: bytes) -> tuple[list[str], list, bytes | None]:
+    """A section (`_section`) as its paths, their stats and each one's kind (None when every one is
+    `_TAKEN`: then the stats are the paths' as they are, which `Prefetch.stats` and `_or_none` hand
+    over without a loop)."""
     n, size = _HEADER.unpack_from(data)
     at = _HEADER.size
     paths = data[at:at + size].decode("utf-8", "surrogatepass").split("\0") if n else []
@@ -370,7 +390,7 @@ def _unpacked(data: bytes) -> tuple[list[str], list, bytes]:
     if len(paths) != n or len(kinds) != n or len(flat) != 4 * n:
         raise ValueError("the helper's stats are not whole")
     it = iter(flat)
-    return paths, list(zip(it, it, it, it)), kinds
+    return paths, list(zip(it, it, it, it)), None if kinds.count(_TAKEN) == n else kinds
 
 
 def _fits(s: tuple) -> bool:
