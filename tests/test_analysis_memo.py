@@ -263,9 +263,21 @@ def test_a_record_without_its_texts_is_a_miss_of_its_package(models):
     assert analysed(models.build(check=True)) == (4, 0)
 
 
-def test_a_record_whose_sigs_do_not_decode_is_a_miss_of_its_package(models):
-    """A record's watched sigs are one hex text, compared with the others' as one column
-    (`AnalysisCache.check_all`): one that is not hex (a hand-edited memo) is that package's miss alone."""
+def _not_hex(record: list) -> None:
+    record[0][1] = "z" * len(record[0][1])
+
+
+def _nine_fields(record: list) -> None:
+    record[1][0] = record[1][0][:9]
+
+
+@pytest.mark.parametrize("damage", [_not_hex, _nine_fields])
+def test_a_damaged_record_is_a_miss_of_its_package_alone(models, damage):
+    """A hand-edited record of models/a, among the others'. Sigs that are not hex: the records' watched sigs
+    are one hex text each, compared with the others' as one column (`AnalysisCache.check_all`). A target of
+    nine fields: a build of every package decodes their records in one call (`AnalysisCache._records`),
+    which fails, and each record is then decoded on its own. Either way that package is analysed again,
+    the others are taken from the memo."""
     import json
 
     (memo,) = models.cache.glob("workspaces/*/analysis")
@@ -273,7 +285,7 @@ def test_a_record_whose_sigs_do_not_decode_is_a_miss_of_its_package(models):
     (i,) = [i for i, line in enumerate(lines) if line.startswith('"models/a"\t')]
     key, value = lines[i].split("\t")
     record = json.loads(value)
-    record[0][1] = "z" * len(record[0][1])
+    damage(record)
     lines[i] = f"{key}\t{json.dumps(record, separators=(',', ':'))}\n"
     memo.write_text("".join(lines))
     _unstamped(models)

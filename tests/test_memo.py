@@ -150,6 +150,35 @@ def test_preloaded_records_are_the_ones_get_reads_and_a_damaged_one_stays_absent
     assert (j.get("a"), j.get("b")) == ([1], {"c": 2})
 
 
+def test_records_preloaded_are_converted_at_once_and_one_that_does_not_convert_alone_is_absent(tmp_path):
+    """`convert_all` converts every record preload parsed in one call; when it raises (one record does not
+    convert), each is converted on its own by `convert`, as `get` would: that one absent, the others kept."""
+    path = tmp_path / "j"
+    path.write_bytes(b'tpbuild-memo test v1\n"m"\n"a"\t[1]\n"b"\t[2]\n"x"\t{"not": "a list"}\n')
+    calls = []
+
+    def one(key, value):
+        if not isinstance(value, list):
+            raise TypeError("not a list")
+        return (key, *value)
+
+    def every(keys, values):
+        calls.append(list(keys))
+        return list(map(one, keys, values))
+
+    def journal():
+        return memo.Journal(path, "test", 1, "m", tmp_path / "tmp", "x", convert=(one, None), convert_all=every)
+
+    j = journal()
+    j.preload(["a", "b"])
+    assert calls == [["a", "b"]] and (j.get("a"), j.get("b")) == (("a", 1), ("b", 2))
+    j = journal()
+    j.preload(["a", "b", "x"])
+    assert calls[1:] == [["a", "b", "x"]]  # raised: converted one by one
+    assert (j.get("a"), j.get("b"), j.get("x")) == (("a", 1), ("b", 2), None)
+    assert "x" not in j and "a" in j
+
+
 def test_a_rewrite_of_many_records_is_written_in_pieces_and_reads_back_whole(tmp_path):
     """More records than one piece holds (1,000): the file is the same as one written at once."""
     path = tmp_path / "j"

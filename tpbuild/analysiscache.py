@@ -349,7 +349,7 @@ class AnalysisCache:
         # it (10,000 models name the genrule they ship): made once, and found by identity in a dict.
         self._shared: tuple[dict, dict] = ({}, {})
         self._journal = memo.Journal(path, KIND, VERSION, [fp, identity], path.parent / "tmp", f"the analysis memo {path}",
-                                     convert=(self._record, _record_json), lazy=lazy)
+                                     convert=(self._record, _record_json), convert_all=self._records, lazy=lazy)
         self._texts = memo.Journal(path.with_name(path.name + "-text"), TEXT_KIND, VERSION, [fp, identity],
                                    path.parent / "tmp", f"the analysis memo's texts {path}-text", lazy=lazy)
         self.warnings: list[str] = []  # a save that failed, for the build to show
@@ -362,6 +362,13 @@ class AnalysisCache:
 
     def _record(self, package: str, v: list) -> PackageRecord:
         return _record(package, v, *self._shared, self._texts)
+
+    def _records(self, packages: list[str], values: list) -> list[PackageRecord]:
+        """`_record` of each, for `memo.Journal.preload` (a no-op build decodes every record): one call for
+        them all, where the journal's way to `_record` was three Python calls a record (2,000 models: 4.5 M
+        of the 240 M instructions of decoding them)."""
+        labels, artifacts = self._shared
+        return list(map(_record, packages, values, repeat(labels), repeat(artifacts), repeat(self._texts)))
 
     def record(self, package: str) -> PackageRecord | None:
         """The package's record as it stands (not checked against the files: see `valid`), if its texts

@@ -277,11 +277,13 @@ class Journal:
     """
 
     def __init__(self, path: Path, kind: str, version: int, meta, tmp_parent: Path, what: str,
-                 types: tuple[type, ...] = (), convert=None, eager: bool = False, keep_text: bool = False,
-                 lazy: bool = False):
+                 types: tuple[type, ...] = (), convert=None, convert_all=None, eager: bool = False,
+                 keep_text: bool = False, lazy: bool = False):
         """`types`: the classes records may hold (see `encode`). `convert`: a pair of functions
         (key, JSON value) -> value and (key, value) -> JSON value, for records held in another form
-        than JSON's (tuples, the engine's value types); only the converted value is kept. `eager`:
+        than JSON's (tuples, the engine's value types); only the converted value is kept. `convert_all`:
+        (keys, JSON values) -> their values, as the first of `convert` makes each, raising as it does if any
+        one does not convert: `preload`'s, one call for all its records. `eager`:
         decode every record at once (for small plain records that a build mostly reads, such as the
         stat memo's, one parse of them all costs less than one per record). `keep_text`: keep a record's
         text once it is decoded, so compacting writes it as read instead of encoding it again (for a memo
@@ -300,6 +302,7 @@ class Journal:
         self.types = types
         self._scan = json.JSONDecoder(object_hook=_Decoder(types)).scan_once if types else _SCAN
         self._from_json, self._to_json = convert or (None, None)
+        self._from_all = convert_all
         # key -> its value's JSON as in the file, or once decoded (the value is then in `_values`) the
         # JSON's length: a build that reads every record does not also hold every record's text. Of a
         # lazy journal not split yet, the records found so far, put or removed (`_lookup`).
@@ -511,13 +514,24 @@ class Journal:
             values = json.loads("[" + ",".join(texts) + "]", object_hook=_Decoder(self.types) if self.types else None)
         except _UNDECODABLE:
             return  # a damaged record among them: each is decoded on its own when read
-        if self._from_json is None:  # kept as decoded (the stat memo's 10,000 sources at 10,000 models): in C
-            self._values.update(zip(todo, values))
-            if not self._keep_text:
-                raw.update(zip(todo, map(len, texts)))
+        converted = values if self._from_json is None else self._all_converted(todo, values)
+        if converted is None:  # converted one by one: a record that does not convert is absent
+            for key, text, value in zip(todo, texts, values):
+                self._decoded(key, text, value, None)
             return
-        for key, text, value in zip(todo, texts, values):
-            self._decoded(key, text, value, None)
+        # Kept as decoded (the stat memo's 10,000 sources at 10,000 models) or converted at once: in C
+        self._values.update(zip(todo, converted))
+        if not self._keep_text:
+            raw.update(zip(todo, map(len, texts)))
+
+    def _all_converted(self, keys: list[str], values: list) -> list | None:
+        """The records' values converted by `convert_all`; None without it, or when one does not convert."""
+        if self._from_all is None:
+            return None
+        try:
+            return self._from_all(keys, values)
+        except _UNDECODABLE:
+            return None
 
     def texts(self, keys: list[str]) -> list[str | None]:
         """The records' texts as held, not decoded (None: absent, or decoded and its text not kept), for
