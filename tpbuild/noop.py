@@ -376,7 +376,7 @@ class Stamp:
         # Each record placed once, a composed output's parts by their own (merged into their output's
         # record, the repository's 10,000 parts were copied twice at 10,000 models), and the parts.
         placed, parts = result.placed.records(list(chain.from_iterable(map(attrgetter("outputs"), result.targets.values()))))
-        walk = incremental.Walk(result)  # names the sources its actions read
+        walk = incremental.Walk(result, result.sources)  # names the sources its actions read
         groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS, analysed, placed,
                               walk.sources)
         if any(g.refused for _role, g in groups):
