@@ -363,10 +363,10 @@ class Stamp:
         if not result.success or result.warnings or "remote" in result.cache or result.statcache is None:
             return
         cache = a.graph.cache
-        # In order (a set's is the process's string hashes'): a stamp is the same for the same build. Each
-        # record asked by a map, not a comprehension's step per package (10,000 at 10,000 models).
+        # In order (a set's is the process's string hashes'): a stamp is the same for the same build. The
+        # records asked for at once (`AnalysisCache.records`: 10,000 at 10,000 models).
         packages = sorted(a.graph.loaded_packages)
-        recs = list(map(cache.record, packages)) if cache is not None else [None] * len(packages)
+        recs = cache.records(packages) if cache is not None else [None] * len(packages)
         analysed = list(zip(packages, recs))
         # A package not in the memo, or a rule that probes the machine: looked for in C (a generator per
         # package, 10,000 at 10,000 models, cost a third more).
