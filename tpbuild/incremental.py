@@ -87,7 +87,8 @@ class Walk:
         from .action import Source
 
         inputs = list(map(itemgetter(1), chain.from_iterable(map(attrgetter("inputs"), self.flat))))
-        return list(dict.fromkeys(map(attrgetter("path"), compress(inputs, map(is_, map(type, inputs), repeat(Source))))))
+        sourced = map(is_, map(type, inputs), repeat(Source))
+        return list(dict.fromkeys(map(attrgetter("path"), compress(inputs, sourced))))
 
     @cached_property
     def readers(self) -> dict[str, list[int]]:

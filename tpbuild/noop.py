@@ -688,7 +688,8 @@ def _alike(records: list[tuple[str, tuple]]) -> list[tuple]:
         values = list(map(itemgetter(1), recs))
         # (kind, blob digest or link target, stat) of each file, record by record
         cells = list(chain.from_iterable(map(dict.values, map(itemgetter(1), values))))
-        columns.append((paths, dir_paths, list(map(itemgetter(0), recs)), *(list(map(itemgetter(i), cells)) for i in range(3)),
+        columns.append((paths, dir_paths, list(map(itemgetter(0), recs)),
+                        *(list(map(itemgetter(i), cells)) for i in range(3)),
                         list(chain.from_iterable(map(dict.values, map(itemgetter(2), values))))))
     return columns
 
@@ -718,7 +719,8 @@ def _as_compared(records: list[tuple[str, tuple]], compared: list[tuple]) -> lis
     if len({run[:2] for run in runs}) < len(runs) or len(every) != len(records) or None in every \
             or not all(all(map(lt, f, f[1:])) for f in found) \
             or not all(map(lt, (f[0] for f in found), (f[0] for f in found[1:]))) or len(set(every)) != len(records) \
-            or not all(map(is_, chain.from_iterable(map(itemgetter(7), runs)), map(itemgetter(1), map(records.__getitem__, every)))):
+            or not all(map(is_, chain.from_iterable(map(itemgetter(7), runs)),
+                           map(itemgetter(1), map(records.__getitem__, every)))):
         return None
     return [run[:7] for run in runs]
 
