@@ -263,6 +263,20 @@ def test_a_record_without_its_texts_is_a_miss_of_its_package(models):
     assert analysed(models.build(check=True)) == (4, 0)
 
 
+def test_the_records_of_packages_asked_at_once_are_those_asked_one_by_one(models):
+    """`AnalysisCache.records` (the no-op stamp's question) answers as `record` of each would: the records
+    looked up at once while every one's texts are there, else one by one (a record without them: None)."""
+    from tpbuild.analysiscache import _text_key
+
+    cache = _analysis(models).graph.cache
+    packages = sorted(cache._journal.keys())
+    assert len(packages) >= 3 and cache.records(packages) == list(map(cache.record, packages))
+    cache._texts.remove(_text_key("models/a", cache.record("models/a").gen))
+    found = cache.records(packages)
+    assert found[packages.index("models/a")] is None and None not in found[:packages.index("models/a")]
+    assert found == list(map(cache.record, packages))
+
+
 def _not_hex(record: list) -> None:
     record[0][1] = "z" * len(record[0][1])
 

@@ -444,11 +444,34 @@ def test_the_stamp_of_the_settle_memos_blobs_is_the_one_of_the_blobs_the_results
     stamp written from them is, byte for byte, the one written from the blobs the results name, their
     stats packed anew. (Every placed tree past the racy window, `linked`: else the two could fall on
     either side of it.)"""
-    (ws := linked).root.joinpath("tpbuild-out/.tpbuild/noop").unlink()  # the ordinary path
+    _same_stamp_without(linked, "result.blobs is not None and None not in result.blobs", "result.blobs = None")
+
+
+def test_the_stamp_of_the_sources_settling_found_is_the_one_of_the_walk_of_the_actions(linked):
+    """The sources settling found the actions read (`build.BuildResult.sources`, `delta.Premise.paths`)
+    make, byte for byte, the stamp the walk of the actions' inputs makes (`incremental.Walk`)."""
+    _same_stamp_without(linked, "bool(result.sources)", "result.sources = None")
+
+
+def test_the_stamp_of_the_place_checks_columns_is_the_one_of_the_records(linked):
+    """The placed records sorted by the columns the place check compared them by (`outputs.Placed.compared`)
+    make, byte for byte, the stamp their records make (`noop._alike`); a run not of these records, or
+    of a record placed again since, is not taken."""
+    taken = ("noop._as_compared(result.placed.records([o for t in result.targets.values() for o in t.outputs])[0], "
+             "result.placed.compared()) is not None")
+    for unset in ("result.placed.compared().clear()", "result.placed.compared().reverse()"):
+        _same_stamp_without(linked, taken, unset)
+
+
+def _same_stamp_without(ws, handed: str, unset: str) -> None:
+    """An ordinary no-op of `ws` that writes its stamp twice: from what the build handed it (`handed` holds),
+    then after `unset` (the stamp finds it itself): the same bytes."""
+    ws.root.joinpath("tpbuild-out/.tpbuild/noop").unlink()  # the ordinary path
     script = ("import sys\nfrom pathlib import Path\nfrom tpbuild import cli, noop\nrecord = noop.Stamp.record\n"
               "def twice(self, result, cache_dir):\n"
               "    record(self, result, cache_dir)\n"
-              "    handed, result.blobs = result.blobs is not None and None not in result.blobs, None\n"
+              f"    handed = {handed}\n"
+              f"    {unset}\n"
               "    first = Path(self.path).read_bytes()\n    record(self, result, cache_dir)\n"
               "    print('handed', handed, 'same', first == Path(self.path).read_bytes())\n"
               f"noop.Stamp.record = twice\ncli.main(['-C', {str(ws.root)!r}, 'build', '//...'])\n")

@@ -94,7 +94,7 @@ class BuildResult:
     def __init__(self, analysis: Analysis, outcomes: dict[str, Outcome], targets: dict[Label, TargetResult],
                  seconds: float, warnings: list[str], cache: dict, placed: Mapping, execution: dict,
                  statcache: StatCache | None, files: dict, blobs: tuple | None = None,
-                 verified: Mapping | None = None):
+                 verified: Mapping | None = None, sources: list[str] | None = None):
         self.analysis = analysis
         self.outcomes = outcomes
         self.targets = targets
@@ -119,6 +119,9 @@ class BuildResult:
         # The blobs the build found whole and the stat each was found at (`cas.Cas.verified`), which the
         # no-op stamp records them at without looking them up in the stat memo (`StatCache.proven`).
         self.verified = verified if verified is not None else {}
+        # The sources the actions read, each once in the order they read them, as settling found them
+        # (`delta.Premise.paths`), which the no-op stamp records; None: not known (a delta build).
+        self.sources = sources
 
     @property
     def success(self) -> bool:
@@ -263,7 +266,8 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
     named = (premise.blobs, premise.names, premise.stats, premise.text) if premise is not None and premise.now is not None and \
         len(settled) == len(outcomes) else None  # every result settled: the blobs `settle` checked are theirs
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, outputs.Placed(state),
-                       execution, statcache, ws.observed.counters(), named, cas.verified)
+                       execution, statcache, ws.observed.counters(), named, cas.verified,
+                       premise.paths if premise is not None else None)
 
 
 def _worked(declared, walk, boundary: set[str] | None):

@@ -100,6 +100,7 @@ def settle(declared: Mapping[str, Declared], state: BuildState, statcache: StatC
     named = None  # each source's digest as keys take it (None: gone, the scheduler says so), once asked
     settled = blobs = None
     if premise is not None:
+        premise.paths = paths
         ids = list(declared)
         texts = records.texts(ids)
         joined = None if None in texts else ",".join(texts)
@@ -194,6 +195,7 @@ class Premise:
         self.text: str | None = None  # those stats' `layout.packed_text` when known (the no-op stamp's too)
         self.at: str | None = None  # the sources' paths and stats, digested (`sourced`)
         self.sources: str | None = None  # the digest of their digests at those stats
+        self.paths: list[str] | None = None  # the sources this build's actions read, each once, in order (`settle`)
         value = memo.load(path, KIND, VERSION)
         if isinstance(value, list) and len(value) == 8:
             recorded, digests, executable, names, root, stats, at, sources = value

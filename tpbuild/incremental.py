@@ -58,23 +58,37 @@ class Walk:
     path once, in the order actions read them), which the stamp records (`noop.Stamp.record`), and only
     when the graph is drawn (`drawn`), the indices of the actions that read each (`readers`) and the
     readers of each action's result (`consumers`): a stamp that keeps the graph memo it had
-    (`remembered`) needs the sources alone, found in C (a loop over the 20,000 actions' inputs at
-    10,000 models cost a tenth of writing the stamp)."""
+    (`remembered`) needs the sources alone, which settling the actions found (`delta.Premise.paths`:
+    no walk of the 20,000 actions' inputs at 10,000 models, a tenth of writing the stamp), else found
+    here in C."""
 
-    def __init__(self, result):
+    def __init__(self, result, sources: list[str] | None = None):
+        self._analysis = result.analysis
+        if sources is not None:
+            self.sources = sources
+
+    @cached_property
+    def declared(self) -> list[list]:
+        """`Analysis.declared_of` of each target in the build order, in C: the mapping's own order when it
+        is the build order (a label's hash is a Python call: 10,000 of them cost as much as the walk of
+        the inputs)."""
+        a = self._analysis
+        actions = a.target_actions
+        return list(actions.values()) if list(actions) == a.order else list(map(actions.__getitem__, a.order))
+
+    @cached_property
+    def flat(self) -> list:
+        """Actions by their index in one list (their ids are written once: at 10,000 models the memo was
+        twice as large with them in every reference)."""
+        return list(chain.from_iterable(self.declared))
+
+    @cached_property
+    def sources(self) -> list[str]:
         from .action import Source
 
-        a = result.analysis
-        # Actions by their index in one list (their ids are written once: at 10,000 models the memo was
-        # twice as large with them in every reference).
-        # `Analysis.declared_of` of each, in C: the mapping's own order when it is the build order (a
-        # label's hash is a Python call: 10,000 of them cost as much as the walk of the inputs).
-        actions = a.target_actions
-        self.declared = list(actions.values()) if list(actions) == a.order else list(map(actions.__getitem__, a.order))
-        self.flat = flat = list(chain.from_iterable(self.declared))
-        inputs = list(map(itemgetter(1), chain.from_iterable(map(attrgetter("inputs"), flat))))
-        self.sources = list(dict.fromkeys(map(attrgetter("path"), compress(inputs, map(is_, map(type, inputs),
-                                                                                      repeat(Source))))))
+        inputs = list(map(itemgetter(1), chain.from_iterable(map(attrgetter("inputs"), self.flat))))
+        sourced = map(is_, map(type, inputs), repeat(Source))
+        return list(dict.fromkeys(map(attrgetter("path"), compress(inputs, sourced))))
 
     @cached_property
     def readers(self) -> dict[str, list[int]]:

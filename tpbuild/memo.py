@@ -466,6 +466,12 @@ class Journal:
     def __contains__(self, key: str) -> bool:
         return self._lookup(key) is not None
 
+    def holds_all(self, keys: list[str]) -> bool:
+        """Whether every key has a record (`__contains__` of each), found in C once the file is split."""
+        if not self._indexed:
+            return all(map(self.__contains__, keys))
+        return all(map(self._raw.__contains__, keys))  # a record's entry is never None nor absent
+
     def keys(self):
         if not self._indexed:
             with self._lock:

@@ -71,7 +71,7 @@ import sys
 import time
 from array import array
 from itertools import chain, compress, repeat
-from operator import and_, attrgetter, eq, is_, itemgetter, length_hint, ne, not_
+from operator import and_, attrgetter, eq, is_, itemgetter, length_hint, lt, ne, not_
 from pathlib import Path
 
 from . import memo as memofile
@@ -363,10 +363,10 @@ class Stamp:
         if not result.success or result.warnings or "remote" in result.cache or result.statcache is None:
             return
         cache = a.graph.cache
-        # In order (a set's is the process's string hashes'): a stamp is the same for the same build. Each
-        # record asked by a map, not a comprehension's step per package (10,000 at 10,000 models).
+        # In order (a set's is the process's string hashes'): a stamp is the same for the same build. The
+        # records asked for at once (`AnalysisCache.records`: 10,000 at 10,000 models).
         packages = sorted(a.graph.loaded_packages)
-        recs = list(map(cache.record, packages)) if cache is not None else [None] * len(packages)
+        recs = cache.records(packages) if cache is not None else [None] * len(packages)
         analysed = list(zip(packages, recs))
         # A package not in the memo, or a rule that probes the machine: looked for in C (a generator per
         # package, 10,000 at 10,000 models, cost a third more).
@@ -376,7 +376,7 @@ class Stamp:
         # Each record placed once, a composed output's parts by their own (merged into their output's
         # record, the repository's 10,000 parts were copied twice at 10,000 models), and the parts.
         placed, parts = result.placed.records(list(chain.from_iterable(map(attrgetter("outputs"), result.targets.values()))))
-        walk = incremental.Walk(result)  # names the sources its actions read
+        walk = incremental.Walk(result, result.sources)  # names the sources its actions read
         groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS, analysed, placed,
                               walk.sources)
         if any(g.refused for _role, g in groups):
@@ -452,7 +452,7 @@ class Stamp:
         # granularity.
         placed_dirs = _Group(root, False)  # filled by the linked files' `sort`, which reads them
         linked = _Linked(root, blobs, stores, placed_dirs, horizon, str(cas.root), self.root / OUT_DIR)
-        linked.sort(records, placed)
+        linked.sort(records, placed, result.placed.compared())
         code_paths = []
         for d in map(str, a.graph.rules.code_dirs):  # its modules as `Path.glob("*.py")` lists them, less its cost
             code_paths += [d, *sorted(f"{d}/{name}" for name in os.listdir(d) if name.endswith(".py"))]
@@ -594,62 +594,41 @@ class _Linked:
         self._blob_stats = [*blobs.sigs, None]
         self._blobs_older = blobs.proven()
 
-    def sort(self, records: list[tuple[str, tuple]], placed: _Group) -> None:
+    def sort(self, records: list[tuple[str, tuple]], placed: _Group, compared: list[tuple] = ()) -> None:
         """The placed `records` (`(record, (tree digest, files, directories))`): their directories into
         the placed directories' group, each file into this group if it can be linked, else into `placed`,
         at the lstat placement recorded. Records alike (a model's: the same files in the same
         directories) a column at a time: a file's path of all of them, its blobs and its stats, compared
-        in C (a loop over the 100,000 files at 10,000 models was a good part of a stamp's writing)."""
-        values = list(map(itemgetter(1), records))
-        # Each record's shape, its files and its directories (made in C, a tuple of each: a chain of both
-        # cost a third more); the records of each shape in order, in order of their first: those of the
-        # first shape of the rest picked in C, each compared with it, while there are few shapes (a model's
-        # records are all of one: one pass, no shape hashed), else in a loop.
-        shapes = list(zip(map(tuple, map(itemgetter(1), values)), map(tuple, map(itemgetter(2), values))))
-        alike: dict[tuple, list] = {}
-        while records:
-            if len(alike) == _SHAPES:
-                for shape, rec in zip(shapes, records):
-                    alike.setdefault(shape, []).append(rec)
-                break
-            shape = shapes[0]
-            these = list(map(eq, shapes, repeat(shape)))
-            if all(these):
-                alike[shape] = records
-                break
-            alike[shape] = list(compress(records, these))
-            others = list(map(not_, these))
-            shapes, records = list(compress(shapes, others)), list(compress(records, others))
-        for (paths, dir_paths), recs in alike.items():
-            self._sort_alike(paths, dir_paths, recs, placed)
+        in C (a loop over the 100,000 files at 10,000 models was a good part of a stamp's writing). The
+        columns are the place check's when it compared these very records, alike, in this order
+        (`compared`: `outputs.Placed.compared`), else made of the records."""
+        for paths, dir_paths, keys, kinds, digests, stats, dir_stats in _as_compared(records, compared) or \
+                _alike(records):
+            self._sort_alike(paths, dir_paths, keys, kinds, digests, stats, dir_stats, placed)
 
-    def _sort_alike(self, paths: tuple[str, ...], dir_paths: tuple[str, ...], records: list, placed: _Group) -> None:
-        """`sort` of records of one shape (these files and directories, in this order). Each record's
-        entries flattened in one pass (record by record, a dict's values in the shape's order), every
-        test made on all of them at once, and a column taken from them as a slice: a pass per column
-        and test, each a C call per entry, cost 80M instructions at 2,000 models."""
+    def _sort_alike(self, paths: tuple[str, ...], dir_paths: tuple[str, ...], keys: list[str], kinds: list[str],
+                    digests: list[str], stats: list[tuple], dir_stats: list[tuple], placed: _Group) -> None:
+        """`sort` of records of one shape (these files and directories, in this order), given as columns
+        (`_alike`): their keys; each file's kind, blob digest or link target, and stat, record by record;
+        each directory's stat, record by record. Every test made on all of them at once, and a column
+        taken from them as a slice: a pass per column and test, each a C call per entry, cost 80M
+        instructions at 2,000 models."""
         horizon, dirs = self.horizon, self.dirs
-        keys = list(map(itemgetter(0), records))
-        values = list(map(itemgetter(1), records))
         n, k, m = len(keys), len(paths), len(dir_paths)
         # The directories record by record (each record's together, as they were placed: their stats
         # compress better so), their paths made a column at a time and interleaved in C.
         start = len(dirs.paths)
-        dir_stats = list(chain.from_iterable(map(dict.values, map(itemgetter(2), values))))
         dirs.used(list(chain.from_iterable(zip(*(map(str.__add__, keys, repeat(f"/{d}")) if d else keys
                                                  for d in dir_paths)))), dir_stats)
         at = {d: j for j, d in enumerate(dir_paths)}  # a directory of the shape -> its column
         old_dirs = _older(dir_stats, horizon)  # of each, whether it is old enough to vouch for its files
-        # (kind, blob digest or link target, stat) of each file, record by record
-        cells = list(chain.from_iterable(map(dict.values, map(itemgetter(1), values))))
-        kinds, digests, stats = zip(*cells) if cells else ((), (), ())
         linkable = self.device[1] is not None and any(p.rpartition("/")[0] in at for p in paths)
         if linkable:
             if {*kinds} != {"f"}:  # an executable's blob by its digest and True; a link's target names none
-                digests = [d if k == "f" else (d, True) if k != "l" else None for k, d, _s in cells]
+                digests = [d if k == "f" else (d, True) if k != "l" else None for k, d in zip(kinds, digests)]
             blobs = list(map(self._blob_at.get, digests, repeat(-1)))
             # That blob's inode (its stat, not a copy's, nor unproven), older than the racy window.
-            held = tuple(map(self._blob_stats.__getitem__, blobs))
+            held = list(map(self._blob_stats.__getitem__, blobs))
             same = True if held == stats else list(map(eq, held, stats))
             fresh = True if same is True and self._blobs_older else _older(stats, horizon)
         for j, p in enumerate(paths):
@@ -679,6 +658,71 @@ class _Linked:
         return [[self.base, "linked", list(self.names), *(packed_text(packed(index, "I")) for index in
                                                            (self.name_index, self.blob_index, self.dir_index)),
                  self.device]]
+
+
+def _alike(records: list[tuple[str, tuple]]) -> list[tuple]:
+    """The placed `records` (`_Linked.sort`) of each shape (these files, these directories, in this order), in
+    order, in order of their first, as columns (`_Linked._sort_alike`). Each record's shape, its files and
+    its directories made in C, a tuple of each (a chain of both cost a third more); the records of the first
+    shape of the rest picked in C, each compared with it, while there are few shapes (a model's records are
+    all of one: one pass, no shape hashed), else in a loop. Each shape's entries flattened in one pass
+    (record by record, a dict's values in the shape's order) and a column taken of them in C."""
+    values = list(map(itemgetter(1), records))
+    shapes = list(zip(map(tuple, map(itemgetter(1), values)), map(tuple, map(itemgetter(2), values))))
+    alike: dict[tuple, list] = {}
+    while records:
+        if len(alike) == _SHAPES:
+            for shape, rec in zip(shapes, records):
+                alike.setdefault(shape, []).append(rec)
+            break
+        shape = shapes[0]
+        these = list(map(eq, shapes, repeat(shape)))
+        if all(these):
+            alike[shape] = records
+            break
+        alike[shape] = list(compress(records, these))
+        others = list(map(not_, these))
+        shapes, records = list(compress(shapes, others)), list(compress(records, others))
+    columns = []
+    for (paths, dir_paths), recs in alike.items():
+        values = list(map(itemgetter(1), recs))
+        # (kind, blob digest or link target, stat) of each file, record by record
+        cells = list(chain.from_iterable(map(dict.values, map(itemgetter(1), values))))
+        columns.append((paths, dir_paths, list(map(itemgetter(0), recs)),
+                        *(list(map(itemgetter(i), cells)) for i in range(3)),
+                        list(chain.from_iterable(map(dict.values, map(itemgetter(2), values))))))
+    return columns
+
+
+def _as_compared(records: list[tuple[str, tuple]], compared: list[tuple]) -> list[tuple] | None:
+    """`_alike` of the placed `records` as the place check's columns (`outputs.Placed.compared`), or None
+    when they are not `_alike`'s runs: consecutive runs of a shape joined, each shape must be one run, the
+    runs must hold these very records (their values, the same objects: none placed again since), each
+    once, in their order, the runs in the order of their first. At 10,000 models, making the columns of
+    20,000 records again, and telling their shapes apart, was a third of sorting them."""
+    if not compared:
+        return None
+    runs: list[tuple] = []
+    for paths, kinds, dir_paths, keys, values, targets, file_stats, dir_stats in compared:
+        paths, dir_paths = tuple(paths), tuple(dir_paths)
+        if runs and runs[-1][:2] == (paths, dir_paths):
+            columns = runs[-1][2:]
+        else:
+            columns = ([], [], [], [], [], [])
+            runs.append((paths, dir_paths, *columns))
+        for column, more in zip(columns, (keys, kinds * len(keys), targets, file_stats, dir_stats, values)):
+            column += more
+    # Where each run's records are among `records`: each once, in order, the runs by their first.
+    at = dict(zip(map(itemgetter(0), records), range(len(records))))
+    found = [list(map(at.get, run[2])) for run in runs]
+    every = list(chain.from_iterable(found))
+    if len({run[:2] for run in runs}) < len(runs) or len(every) != len(records) or None in every \
+            or not all(all(map(lt, f, f[1:])) for f in found) \
+            or not all(map(lt, (f[0] for f in found), (f[0] for f in found[1:]))) or len(set(every)) != len(records) \
+            or not all(map(is_, chain.from_iterable(map(itemgetter(7), runs)),
+                           map(itemgetter(1), map(records.__getitem__, every)))):
+        return None
+    return [run[:7] for run in runs]
 
 
 def _sweep(dirs: list[str], root: Path) -> None:

@@ -97,6 +97,9 @@ class BuildState:
         self.outputs: MutableMapping[str, tuple] = _Records(self._journal, "o:")
         self._sorted: list[str] | None = None  # the output records' paths, sorted, once asked for (`recorded_below`)
         self.placed_now: list[str] = []  # the output records this process placed (`place`), in order
+        # Runs of records the place check found to be their trees' records now, each all of one shape, as
+        # the columns it compared them by (`_Shape.compare`), which the no-op stamp sorts them by (`Placed.compared`)
+        self.compared: list[tuple] = []
 
     def recorded_below(self, rel: str) -> list[str]:
         """The output records below `rel` (a composed output's parts, and theirs), in path order: those
@@ -490,7 +493,10 @@ class _Shape:
             if state.outputs.text_of(rels[0], values[0]) != texts[0]:
                 return []
             self.checked = True
-        rels, values = list(compress(rels, same)), list(compress(values, same))
+        if all(same):
+            state.compared.append((self.paths, self.kinds, self.dirs, rels, values, targets, file_stats, dir_stats))
+        else:
+            rels, values = list(compress(rels, same)), list(compress(values, same))
         state.outputs.matched(rels, values)
         return rels
 
@@ -814,6 +820,14 @@ class Placed(Mapping):
             start = i + 1
         placed += zip(rels[start:], own[start:])
         return placed, parts
+
+    def compared(self) -> list[tuple]:
+        """Runs of records the place check found to be their trees' records now, in the order it found them,
+        each all of one shape, as the columns it compared them by: (file paths, their kinds, directories,
+        records, their values, each file's blob digest or link target and stat, each directory's stat), a
+        record's files and directories a run at a time (`_Shape.compare`). A record placed again since
+        has another value."""
+        return self._state.compared
 
     def parts(self, rel: str) -> list[tuple[str, str]]:
         """(record, tree digest) of each part's record below the output at `rel` (none for a flat one)."""
