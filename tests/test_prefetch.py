@@ -7,6 +7,7 @@ stat is seen by the next build."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -79,6 +80,28 @@ def test_the_helpers_stats_are_the_in_process_ones(tmp_path):
     assert set((tmp_path / "tmp").iterdir()) == before  # what it wrote, still open, has no name there
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
     assert p._placed == {}  # every one handed over
+
+
+@pytest.mark.skipif(not hasattr(os, "O_TMPFILE"), reason="Linux's")
+@pytest.mark.parametrize("tmpfile", [True, False])
+def test_the_helpers_file_has_no_name_with_or_without_o_tmpfile(tmp_path, monkeypatch, tmpfile):
+    """By O_TMPFILE, or through tempfile where the file system has none: a file to write and read back,
+    nameless."""
+    if not tmpfile:
+        real = os.open
+
+        def without(path, flags, *args):
+            if flags & os.O_TMPFILE == os.O_TMPFILE:
+                raise OSError(errno.EOPNOTSUPP, "not on this file system")
+            return real(path, flags, *args)
+
+        monkeypatch.setattr(os, "open", without)
+    (tmp_path / "tmp").mkdir()
+    with prefetch._nameless(tmp_path / "tmp") as f:
+        assert list((tmp_path / "tmp").iterdir()) == []
+        f.write(b"sections")
+        f.flush()
+        assert os.pread(f.fileno(), 8, 0) == b"sections"
 
 
 def test_a_missing_directory_is_missing_and_a_path_not_taken_is_stat_ed(tmp_path):
