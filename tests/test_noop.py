@@ -94,6 +94,25 @@ def test_settled_noop_is_answered_from_the_stamp_with_the_same_summary(stamped):
     assert stamped.build(check=True).report["success"]
 
 
+def test_another_copy_of_tpbuild_is_not_answered_by_the_stamp_of_this_one(stamped, tmp_path):
+    """The stamp records the stats of the code the build ran; a build by another copy of the engine
+    (here found first through PYTHONPATH, one of its key modules edited: its actions' keys move) must not
+    be told "nothing to do" by stats of code it does not run."""
+    import shutil
+
+    import tpbuild
+
+    copy = tmp_path / "other"
+    shutil.copytree(Path(tpbuild.__file__).parent, copy / "tpbuild")
+    with open(copy / "tpbuild" / "action.py", "a") as f:
+        f.write("\n# another version of the engine\n")
+    assert _build(stamped)[1]  # this copy's stamp answers this copy
+    env = dict(stamped.env, PYTHONPATH=os.pathsep.join(filter(None, [str(copy), stamped.env.get("PYTHONPATH")])))
+    p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", str(stamped.root), "build", "//..."],
+                       capture_output=True, text=True, env=env, cwd=tmp_path)  # not this checkout's first on the path
+    assert p.returncode == 0 and _executed(p) > 0, p.stdout + p.stderr  # the other engine's keys: built again
+
+
 def _edit_source(ws):
     (ws.root / "shared/classes.txt").write_text("c\nb\na\n")
     return lambda: (ws.out("shared/labels/labels.txt").read_text() == "a\nb\nc\n", None)

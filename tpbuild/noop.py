@@ -14,8 +14,8 @@ name; every file and directory placed in tpbuild-out (hardlinks of blobs, lstat)
 rule sets' code and the interpreter's import path (a rule set installed or upgraded). A placed file that
 is a hardlink of a blob, in a placed directory older than the racy window, is recorded *linked*: proven
 by the stats of its directory and its blob, not by one of its own (`_Linked`). The command line's
-patterns, the cache location settings, PATH (it enters run actions' keys) and the interpreter are the
-stamp's key.
+patterns, the cache location settings, PATH (it enters run actions' keys), the interpreter, the engine's
+directory and the import path are the stamp's key.
 
 A stamp is written only when it can be trusted to be complete, else the file is removed: the build
 succeeded without warnings and without a remote cache; every package came from (or went into) the
@@ -186,8 +186,11 @@ class Stamp:
             root = find_root(start)
         except UserError:  # the ordinary path reports it
             return None
+        # The engine that runs (its directory) and where rule sets are imported from: another copy of
+        # tpbuild, or one found through another PYTHONPATH, finds its own code unrecorded (the groups
+        # below record the stats of the code paths this one used, which another never changes).
         key = [list(args.patterns), getattr(args, "cache_dir", None), *(os.environ.get(k) for k in ENV),
-               sys.executable, sys.version]
+               sys.executable, sys.version, os.path.dirname(__file__), sys.path]
         return cls(root, key, sig(str(root / WORKSPACE_FILE)), not any(extra.values()))
 
     def replay(self) -> dict | None:
