@@ -7,6 +7,7 @@ stat is seen by the next build."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -81,6 +82,23 @@ def test_the_helpers_stats_are_the_in_process_ones(tmp_path):
     assert set((tmp_path / "tmp").iterdir()) == before  # what it wrote, still open, has no name there
     assert p.lstat_sigs(base, _asked(rels)) == _in_process(base, _asked(rels))
     assert p._placed == {}  # every one handed over
+
+
+@pytest.mark.parametrize("tmpfile", [True, False])
+def test_the_helpers_file_has_no_name(tmp_path, monkeypatch, tmpfile):
+    if not tmpfile:  # a file system without O_TMPFILE: tempfile's way
+        real = os.open
+
+        def without(path, flags, *args, **kw):
+            if flags & getattr(os, "O_TMPFILE", 0):
+                raise OSError(errno.EOPNOTSUPP, "no O_TMPFILE here")
+            return real(path, flags, *args, **kw)
+
+        monkeypatch.setattr(os, "open", without)
+    f = prefetch._nameless(tmp_path)
+    os.write(f.fileno(), b"stats")
+    assert list(tmp_path.iterdir()) == [] and os.pread(f.fileno(), 5, 0) == b"stats"
+    f.close()
 
 
 def test_a_missing_directory_is_missing_and_a_path_not_taken_is_stat_ed(tmp_path):
@@ -245,16 +263,17 @@ def test_observed_takes_each_helpers_stat_once_and_never_one_older_than_its_own(
     assert o._pre == {} and o.sigs([f"{base}b/BUILD.toml"]) == [stat_sig(os.stat(f"{base}b/BUILD.toml"))]
 
 
-def test_a_record_whose_paths_hold_an_escape_is_left_to_the_build(tmp_path):
+def test_the_sources_are_the_files_each_record_watches_with_a_sig_a_path(tmp_path):
     ws, store, analysis, settled = _memos(tmp_path)
     f = (1, 2, 3, 0o100644)
     odd = {'q"uote/BUILD.toml': f, "é/BUILD.toml": f, "short/BUILD.toml": f}
     with open(analysis, "a", encoding="utf-8") as out:
         for i, (path, stat) in enumerate(odd.items()):
-            text = _hexed([stat])[:-2] if path.startswith("short") else _hexed([stat])  # one sig cut short
+            text = _hexed([stat])[:-32] if path.startswith("short") else _hexed([stat])  # half a sig: not a record
             out.write(f"{json.dumps(f'p{i}')}\t{memo._dumps([[[path], text, {}], []])}\n")
     found = prefetch._watched(str(analysis), "/ws/")
-    assert found == [f"/ws/{r}" for r in ("a/BUILD.toml", "a/1/model.py", "b/BUILD.toml", "b/gone.py", "é/BUILD.toml")]
+    assert found == [f"/ws/{r}" for r in ("a/BUILD.toml", "a/1/model.py", "b/BUILD.toml", "b/gone.py",
+                                           'q"uote/BUILD.toml', "é/BUILD.toml")]
 
 
 def _discovered(root) -> list[str]:

@@ -12,9 +12,8 @@ takes as it goes (`Observed.dir_sigs`), until it reaches what the helper did and
 The helper is a Python of its own (spawned, not forked: a fork of the build costs it in copied page
 tables and pages written after it), started as soon as the build is known to take the ordinary path
 with nothing handed over by a stamp's check (`Session.run_build`, before analysis). It reads the names
-from the memos, each found by a search of its text, not decoded (the packages memo's directories; the
-analysis memo's watched files; the settle memo's blobs; the build state's placed trees' directories),
-and stats exactly the strings the build will ask about (`os.stat` of discovery's directories, the
+from the memos (the packages memo's directories and the build state's placed trees' directories,
+found by a search of their text; the analysis memo's watched files; the settle memo's blobs), and stats exactly the strings the build will ask about (`os.stat` of discovery's directories, the
 sources and blobs, as `layout.sig`/`sigs`; `os.lstat` of the placed directories).
 What it names decides nothing: a path the build asks about is answered with the helper's stat of that
 very string, or stat'ed here when the helper did not take it; any failure (no helper, one that died or
@@ -66,8 +65,7 @@ import os
 import struct
 import sys
 from array import array
-from itertools import chain, compress, repeat
-from operator import not_
+from itertools import chain, repeat
 from stat import S_ISDIR
 
 from .layout import STATE_DIR, sig, stat_sig
@@ -101,7 +99,8 @@ _TAKEN, _ABSENT = 1, 0
 _ZEROS = (0, 0, 0, 0)
 _GO = b"g"  # the build's word to stat what needs the workspace lock
 _ENOUGH = b"d"  # the build's word that discovery is done with its directories
-_SIG = struct.Struct("<4q")  # one packed sig of the analysis memo's hex text (`analysiscache._hexed`)
+_WATCHED = '\t[[['  # the start of an analysis memo's record: [[paths, their sigs as hex, others], ...] (`analysiscache`)
+_SIG = struct.Struct("<4q")  # one packed sig of that hex text (`analysiscache._hexed`)
 # The helper's command: an isolated Python (no site, no environment, no bytecode written) importing this module.
 _HELPER = "import sys; sys.path.insert(0, sys.argv[1]); from tpbuild.prefetch import main; main(*sys.argv[2:])"
 
@@ -312,8 +311,7 @@ def start(base: str, analysis: Path | None, settled: Path, state: Path, tmp: Pat
     `settled` names and the directories of the placed trees the build state `state` records, writing
     into a nameless file in `tmp` (tpbuild's own temp directory: nothing of it outside tpbuild's
     directories, nor left by a kill); None where it cannot be started."""
-    import subprocess  # here: a build that checks no placed tree (a delta build's) imports neither
-    import tempfile
+    import subprocess  # here: a build that checks no placed tree (a delta build's) does not import it
 
     if not sys.executable:  # an embedded Python: no helper to start
         return None
@@ -321,7 +319,7 @@ def start(base: str, analysis: Path | None, settled: Path, state: Path, tmp: Pat
         # a file, not a pipe: the helper writes its few megabytes and exits, not a pipe's 64 KB at a time
         # as the build reads them
         tmp.mkdir(parents=True, exist_ok=True)
-        out = tempfile.TemporaryFile(dir=tmp)
+        out = _nameless(tmp)
     except OSError:
         return None
     try:
@@ -334,6 +332,18 @@ def start(base: str, analysis: Path | None, settled: Path, state: Path, tmp: Pat
         return None
     os.set_blocking(proc.stdout.fileno(), False)
     return Prefetch(proc, out)
+
+
+def _nameless(tmp: Path):
+    """A new file in the directory `tmp` without a name there: by O_TMPFILE, which
+    `tempfile.TemporaryFile` tries first, taken here where there is one (tempfile imports shutil, bz2,
+    lzma and random, which no other part of such a build does: 3 ms before the helper starts)."""
+    try:
+        return open(os.open(tmp, os.O_TMPFILE | os.O_RDWR, 0o600), "rb", buffering=0)
+    except (AttributeError, OSError):  # not Linux, or a file system without it
+        import tempfile
+
+        return tempfile.TemporaryFile(dir=tmp)
 
 
 def main(out: str, base: str, analysis: str, settled: str, state: str, packages: str) -> None:
@@ -403,30 +413,26 @@ def _package_dirs(packages: str, base: str) -> list[str]:
 
 def _watched(analysis: str, base: str) -> list[str]:
     """The files (not directories: discovery's stats answer those) the analysis memo's records watch,
-    each as the memo checks it (`base + path`), found by a search of its text (a record's watched paths
-    and their sigs: half the time of decoding them as JSON): a record whose paths hold an escape, or
-    whose sigs are not one a path, is left to the build."""
-    import re
+    each as the memo checks it (`base + path`)."""
+    import json
 
+    paths: list[str] = []
+    decode = json.JSONDecoder().raw_decode
     try:
-        with open(analysis, "rb") as f:
-            text = f.read()
-    except OSError:
-        return []
-    # A record's line (`analysiscache`): its package, then [[paths, their sigs as hex, others], ...].
-    found = re.findall(rb'\n"[^"\\\n]*"\t\[\[\[((?:"[^"\\\n]*")(?:,"[^"\\\n]*")*)?\],"([0-9a-f]*)",', text)
-    paths: list[bytes] = []
-    sigs: list[bytes] = []
-    for listed, hexed in found:
-        each = listed[1:-1].split(b'","') if listed else []
-        if len(hexed) == 2 * _SIG.size * len(each):
-            paths += each
-            sigs.append(hexed)
-    try:
-        files = map(not_, map(S_ISDIR, (s[3] for s in _SIG.iter_unpack(bytes.fromhex(b"".join(sigs).decode())))))
-        return list(dict.fromkeys(map(base.__add__, compress(b"\0".join(paths).decode().split("\0"), files))))
-    except (ValueError, struct.error):  # not UTF-8 (or no paths at all): the build's own stats
-        return []
+        with open(analysis, encoding="utf-8") as f:
+            for line in f:
+                at = line.find(_WATCHED)
+                if at != -1:
+                    try:
+                        watched, text, _ = decode(line, at + 2)[0]
+                        modes = [s[3] for s in _SIG.iter_unpack(bytes.fromhex(text))]
+                        if len(modes) == len(watched):
+                            paths += (base + p for p, m in zip(watched, modes) if not S_ISDIR(m))
+                    except (ValueError, TypeError, AttributeError, struct.error):  # not a record as `analysiscache` writes it
+                        continue
+    except (OSError, ValueError):
+        pass
+    return list(dict.fromkeys(paths))
 
 
 def _blobs(settled: str) -> list[str]:
