@@ -68,6 +68,17 @@ def _written(p: prefetch.Prefetch, k: int) -> None:
     raise AssertionError(f"section {k} not written")
 
 
+def _parted(p: prefetch.Prefetch, dirs: list[str]) -> prefetch.Prefetch:
+    """`p` once its helper has written every part of discovery's directories `dirs` (before the build
+    says `go`, which it takes as discovery being done), told to go on and finished."""
+    for _ in range(2000):
+        p._listen()
+        if len(p._parts) == -(-len(dirs) // prefetch.PART):
+            return _done(p)
+        time.sleep(0.005)
+    raise AssertionError("parts not written")
+
+
 def _in_process(base, paths):
     return list(map(stat_sig, map(os.lstat, map(base.__add__, paths))))
 
@@ -294,9 +305,8 @@ def test_the_helpers_stats_of_discovery_s_directories_are_the_in_process_ones(tm
         (root / "models" / f"m{i:04d}").mkdir(parents=True)
     dirs = _discovered(root)
     assert prefetch._package_dirs(str(root / "tpbuild-out/.tpbuild/packages"), f"{root}/") == dirs
-    p = _done(prefetch.start(f"{root}/", None, tmp_path / "no-settled", tmp_path / "no-state", tmp_path / "tmp",
-                             root / "tpbuild-out/.tpbuild/packages"))
-    p._listen()
+    p = _parted(prefetch.start(f"{root}/", None, tmp_path / "no-settled", tmp_path / "no-state", tmp_path / "tmp",
+                               root / "tpbuild-out/.tpbuild/packages"), dirs)
     assert [len(prefetch._unpacked(os.pread(p._out.fileno(), e - s, s))[0]) for s, e in p._parts] == \
         [prefetch.PART, len(dirs) - prefetch.PART]  # the last first
     before = [stat_sig(os.stat(d)) for d in dirs]
@@ -316,9 +326,8 @@ def test_a_part_not_written_and_a_directory_gone_are_stat_ed_here(tmp_path):
         (root / "models" / f"m{i:04d}").mkdir(parents=True)
     dirs = _discovered(root)
     os.rmdir(dirs[-1])  # gone before the helper's stat: not handed over
-    p = _done(prefetch.start(f"{root}/", None, tmp_path / "no-settled", tmp_path / "no-state", tmp_path / "tmp",
-                             root / "tpbuild-out/.tpbuild/packages"))
-    p._listen()
+    p = _parted(prefetch.start(f"{root}/", None, tmp_path / "no-settled", tmp_path / "no-state", tmp_path / "tmp",
+                               root / "tpbuild-out/.tpbuild/packages"), dirs)
     del p._parts[0]  # the last part: not written by the time discovery asks
     o = Observed()
     o.helped(p, [], dirs=True)
@@ -326,7 +335,9 @@ def test_a_part_not_written_and_a_directory_gone_are_stat_ed_here(tmp_path):
     assert p.handed[prefetch.DIRS] == len(dirs) - prefetch.PART
 
 
-def test_a_helper_told_enough_stats_no_more_of_discovery_s_directories(tmp_path):
+@pytest.mark.parametrize("word", ["enough", "go"])
+def test_a_helper_told_enough_stats_no_more_of_discovery_s_directories(tmp_path, word):
+    """Discovery done, or the build at its lock (a build that did not discover: `go`)."""
     root = tmp_path / "ws"
     (root / "models" / "m").mkdir(parents=True)
     dirs = _discovered(root)
@@ -334,7 +345,8 @@ def test_a_helper_told_enough_stats_no_more_of_discovery_s_directories(tmp_path)
                        root / "tpbuild-out/.tpbuild/packages")
     o = Observed()
     o.helped(p, [], dirs=True)
-    o.dirs_done()  # said before the helper began: it writes none
+    if word == "enough":
+        o.dirs_done()  # said before the helper began: it writes none
     _done(p)._listen()
     assert p._parts == [] and o.dir_sigs(dirs) == [stat_sig(os.stat(d)) for d in dirs]
 

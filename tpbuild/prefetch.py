@@ -13,8 +13,9 @@ The helper is a Python of its own (spawned, not forked: a fork of the build cost
 tables and pages written after it), started as soon as the build is known to take the ordinary path
 with nothing handed over by a stamp's check (`Session.run_build`, before analysis). It reads the names
 from the memos (the packages memo's directories and the build state's placed trees' directories,
-found by a search of their text; the analysis memo's watched files; the settle memo's blobs), and stats exactly the strings the build will ask about (`os.stat` of discovery's directories, the
-sources and blobs, as `layout.sig`/`sigs`; `os.lstat` of the placed directories).
+found by a search of their text; the analysis memo's watched files; the settle memo's blobs), and
+stats exactly the strings the build will ask about (`os.stat` of discovery's directories, the sources
+and blobs, as `layout.sig`/`sigs`; `os.lstat` of the placed directories).
 What it names decides nothing: a path the build asks about is answered with the helper's stat of that
 very string, or stat'ed here when the helper did not take it; any failure (no helper, one that died or
 is late) is every path stat'ed here, as without it. Each kind is a section of its own (discovery's
@@ -71,8 +72,8 @@ from stat import S_ISDIR
 from .layout import STATE_DIR, sig, stat_sig
 
 # json and re are imported where used, and pathlib (which imports re) not at all: the helper starts by
-# stat'ing discovery's directories, which needs none of them, and each ms of its start (theirs: 10 ms)
-# is about half a ms more of those stats the build takes itself.
+# stat'ing discovery's directories, which needs none of them, and each ms of its start is about half a
+# ms more of those stats the build takes itself (its imports: 14-20 -> 3.7 ms on a loaded machine).
 TYPE_CHECKING = False  # as `typing` has it
 if TYPE_CHECKING:
     from pathlib import Path
@@ -357,7 +358,7 @@ def main(out: str, base: str, analysis: str, settled: str, state: str, packages:
     if packages:
         paths = _package_dirs(packages, base)
         for end in range(len(paths), 0, -PART):
-            if words.said(_ENOUGH):
+            if words.said(_ENOUGH) or words.said(_GO) or words.ended:  # past discovery (or one that never ran)
                 break
             _section(out, told, paths[max(0, end - PART):end], "", True, DIRS)
     if analysis:
