@@ -51,7 +51,9 @@ def discover(root: Path, ignores: tuple[str, ...], observed: Observed, walked: l
     last = _load(path, str(root), list(ignores))
     walked = walked if walked is not None else []
     start = len(walked)
-    if last is not None and _unchanged(f"{root}/", last, observed, walked):
+    unchanged = last is not None and _unchanged(f"{root}/", last, observed, walked)
+    observed.dirs_done()
+    if unchanged:
         observed.discovery, observed.scanned = "reused", 0
         if misnamed is not None:
             misnamed.extend(f"{rel}/{n}" if rel else n for rel, names in last["misnamed"].items() for n in names)
@@ -62,12 +64,12 @@ def discover(root: Path, ignores: tuple[str, ...], observed: Observed, walked: l
 
 def _unchanged(base: str, last: dict, observed: Observed, walked: list) -> bool:
     """Every recorded directory has its recorded stat (collected into `walked`, in the walk's order).
-    Stat'ed and compared a slice at a time (`Observed.sigs`: in C, without a stamp), so a change near
-    the top stats little more than the walk that follows it does."""
+    Stat'ed and compared a slice at a time (`Observed.dir_sigs`: in C, without a stamp; from the last by
+    a helper), so a change near the top stats little more than the walk that follows it does."""
     dirs, recorded = last["dirs"], last["stats"]
     for i in range(0, len(dirs), _SLICE):
         rels = dirs[i:i + _SLICE]
-        now = observed.sigs([base + rel if rel else base[:-1] for rel in rels])
+        now = observed.dir_sigs([base + rel if rel else base[:-1] for rel in rels])
         if None in now or packed_sigs(now) != recorded[4 * i:4 * (i + len(rels))]:
             return False
         walked += zip(rels, now)

@@ -10,9 +10,9 @@ from array import array
 from binascii import a2b_base64, b2a_base64
 from itertools import chain, repeat, starmap
 from operator import attrgetter, itemgetter
-from pathlib import Path
 
-from .errors import UserError
+# pathlib (and the re it imports) and errors are not imported here: the prefetch helper imports this
+# module for `stat_sig` and `sig` alone, and starts its stats the sooner (prefetch.py).
 
 WORKSPACE_FILE = "tpbuild.toml"
 BUILD_FILE = "BUILD.toml"
@@ -28,6 +28,8 @@ def find_root(start: Path) -> Path:
     for d in (start, *start.parents):
         if (d / WORKSPACE_FILE).is_file():
             return d
+    from .errors import UserError
+
     raise UserError(
         f"no {WORKSPACE_FILE} in {start} or any parent directory: "
         f"run tpbuild inside a workspace, pass -C DIR, or create {WORKSPACE_FILE} at the workspace root"

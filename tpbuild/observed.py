@@ -27,7 +27,8 @@ stats fewer; a build that asks the second time is one that stat'ed a moment earl
 A helper process may take the build's stats of the sources and blobs ahead of it (`prefetch.py`), when
 no check handed any over: each is handed to the first question about its path (`observe`, `sigs`) as
 the stat that question would have taken, under the same rules (one taken here before it is later and
-wins; one of a path absent is not handed over).
+wins; one of a path absent is not handed over). Package discovery's directories, which it stats from
+the other end while discovery asks (`dir_sigs`), answer discovery's one question about each only.
 
 It also carries what package discovery did (`discovery.py`), for `--report`.
 """
@@ -58,6 +59,7 @@ class Observed:
         self._kinds: dict[str, tuple | None] = {}  # full path -> layout.kind
         self._own: dict[str, tuple] = {}  # without a stamp: full path -> the stat `observe` took, until asked again
         self._helper = None  # a `prefetch.Prefetch` whose sections `_wanted` are still to come
+        self._dirs_of = None  # a `prefetch.Prefetch` stat'ing discovery's directories, until it is done
         self._wanted: list[int] = []
         self._pre: dict[str, tuple] = {}  # full path -> the helper's stat of it, until asked
         # While a section is still to come, the paths stat'ed here: the helper's stats of them are older.
@@ -73,14 +75,15 @@ class Observed:
         """Whether this holds a stamp's check's stats (which cover what a helper would take)."""
         return bool(self._groups or self._kinds)
 
-    def helped(self, helper, sections: list[int]) -> None:
-        """Take the `sections` of a helper's stats (`prefetch.Prefetch.stats`) as they come, unless this
-        holds a check's stats."""
+    def helped(self, helper, sections: list[int], dirs: bool = False) -> None:
+        """Take the `sections` of a helper's stats (`prefetch.Prefetch.stats`) as they come, and if `dirs`
+        its stats of discovery's directories (`dir_sigs`), unless this holds a check's stats."""
         if self.checked:
             return
         import threading  # here: a no-op build answered from its stamp has no helper (5M instructions, 2%)
 
         self._helper, self._wanted, self._asked = helper, list(sections), []
+        self._dirs_of = helper if dirs else None
         self._polling = threading.Lock()
         # only now the questions look at the helper's stats: a build without one asks as it did
         self.observe, self.sigs, self.sig = self._observe_helped, self._sigs_helped, self._sig_helped
@@ -131,16 +134,39 @@ class Observed:
         if self._helper is not None:
             self._poll()
         if not self._pre:
-            if self._asked is not None:
-                self._asked += fulls
-            return Observed.sigs(self, fulls)
-        found, missing = _popped(self._pre, fulls)
+            return self._sigs_here(fulls)
+        return self._completed(*_popped(self._pre, fulls), self._sigs_here)
+
+    def _sigs_here(self, fulls: list[str]) -> list[tuple | None]:
+        """`sigs` taken here while a helper's sections are to come (they are older): each path noted
+        before it is stat'ed, so a section read meanwhile does not hand over its older stat."""
+        if self._asked is not None:
+            self._asked += fulls
+        return Observed.sigs(self, fulls)
+
+    def _completed(self, found: list, missing: list[str], sigs) -> list[tuple | None]:
+        """A helper's stats (`found`: None for a path it has none of, `missing`), the rest from `sigs`."""
         self.taken += len(found) - len(missing)
         if not missing:
             return found
-        if self._asked is not None:
-            self._asked += missing  # before they are stat'ed: a section read meanwhile holds older stats of them
-        return _filled(found, Observed.sigs(self, missing))
+        if len(missing) == len(found):
+            return sigs(missing)
+        return _filled(found, sigs(missing))
+
+    def dir_sigs(self, fulls: list[str]) -> list[tuple | None]:
+        """`sigs` of package discovery's directories, a slice at a time in its walk's order
+        (`discovery._unchanged`: its one question about each, before anything else asks about a
+        directory), with a helper's stats of those it took by now (from the last: `prefetch.DIRS`)."""
+        if self._dirs_of is None:
+            return self.sigs(fulls)
+        found = self._dirs_of.dir_sigs(fulls)
+        return self._completed(found, _missing(fulls, found), self.sigs)
+
+    def dirs_done(self) -> None:
+        """Discovery asks about no more directories: the helper stops stat'ing them."""
+        if self._dirs_of is not None:
+            self._dirs_of.enough()
+            self._dirs_of = None
 
     def add(self, base: str, paths: list[str], stats: list[int]) -> None:
         """The stats the check took of `base + path` for each of `paths`, four integers a path
@@ -243,7 +269,7 @@ class Observed:
         self._kinds = {}
         self._own = {}
         self._pre = {}
-        self._helper = self._asked = None
+        self._helper = self._asked = self._dirs_of = None
         self._wanted = []
 
     def counters(self) -> dict:
@@ -255,7 +281,12 @@ def _popped(table: dict, fulls: list[str]) -> tuple[list, list[str]]:
     """The stats `table` holds of `fulls`, taken out of it (None for a path it has none of), and the
     paths it has none of: one pass in C when it has them all."""
     found = list(map(table.pop, fulls, repeat(None)))
-    return found, [] if None not in found else list(compress(fulls, map(is_, found, repeat(None))))
+    return found, _missing(fulls, found)
+
+
+def _missing(fulls: list[str], found: list) -> list[str]:
+    """The paths of `fulls` that `found` (their stats, None where there is none) has no stat of."""
+    return [] if None not in found else list(compress(fulls, map(is_, found, repeat(None))))
 
 
 def _filled(found: list, stats: list) -> list:
