@@ -25,8 +25,8 @@ LAYERS: list[tuple[str, set[str]]] = [
                 "trace", "observed"}),
     ("model", {"workspace", "discovery", "manifest", "action", "targetinfo", "plugin", "genrule"}),
     ("analysis and stores", {"graph", "analysis", "analysiscache", "statcache", "cas", "actioncache", "outputs",
-                             "placement", "prefetch", "shaindex", "remotestore", "remote", "eviction", "critical", "rulesets"}),
-    ("execution", {"executor", "runner", "scheduler", "delta", "explain", "reapi"}),
+                             "placement", "shaindex", "remotestore", "remote", "eviction", "critical", "rulesets"}),
+    ("execution", {"executor", "runner", "scheduler", "delta", "explain", "prefetch", "reapi"}),
     ("commands", {"build", "noop", "incremental", "affected", "summary", "console", "report", "cli", "__main__", "__init__"}),
 ]
 RULE_SETS = ("tpbuild_triton", "rules", "tpbuild_runtime")

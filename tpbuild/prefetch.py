@@ -407,17 +407,21 @@ class _Words:
         return word in self.heard
 
 
+def _text(memo: str, head: str) -> str:
+    """The text of the memo at `memo`, "" when it is not there or its first line is not `head`."""
+    try:
+        with open(memo, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, ValueError):
+        return ""
+    return text if text.startswith(head) else ""
+
+
 def _package_dirs(packages: str, head: str, base: str) -> list[str]:
     """The directories the packages memo lists, each as discovery asks about it (`base + dir`, the root
     without its slash), found by a search of its text (`"dirs":["", ...]`): none when a name holds an
     escape, or when its first line is not `head`."""
-    try:
-        with open(packages, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, ValueError):
-        return []
-    if not text.startswith(head):
-        return []
+    text = _text(packages, head)
     at = text.find('"dirs":[""')
     end = text.find('"]', at + 9)
     if at == -1 or end == -1 or "\\" in text[at:end]:
@@ -481,13 +485,7 @@ def _placed(state: str, head: str) -> list[str]:
     # key, then its digest, files and, last, its directories.
     record = re.compile(r'^"o:([^"\\\n]*)"\t[^\n]*\},(\{[^{}\n]*\})\]$', re.M)
     name = re.compile(r'"([^"]*)":\[')
-    try:
-        with open(state, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, ValueError):
-        return []
-    if not text.startswith(head):
-        return []
+    text = _text(state, head)
     paths: list[str] = []
     for m in record.finditer(text):
         if "\\" not in m.group(2):
