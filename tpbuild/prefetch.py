@@ -121,11 +121,7 @@ class Prefetch:
 
     def go(self) -> None:
         """The build holds the workspace lock: the helper may stat the blobs and the placed directories."""
-        try:
-            self._proc.stdin.write(_GO)
-            self._proc.stdin.close()
-        except (AttributeError, OSError, ValueError):  # a helper gone: nothing more from it
-            pass
+        self._say(_GO, last=True)
 
     def dir_sigs(self, fulls: list[str]) -> list[tuple | None]:
         """The helper's stat of each of discovery's directories `fulls` (DIRS) in the parts it wrote by
@@ -149,9 +145,17 @@ class Prefetch:
         it was not asked about dropped."""
         self._dirs = {}
         self._parts = []
+        self._say(_ENOUGH, last=False)
+
+    def _say(self, word: bytes, last: bool) -> None:
+        """`word` to the helper, now (its stdin is buffered), its stdin closed after the `last` one."""
         try:
-            self._proc.stdin.write(_ENOUGH)
-            self._proc.stdin.flush()
+            stdin = self._proc.stdin
+            stdin.write(word)
+            if last:
+                stdin.close()
+            else:
+                stdin.flush()
         except (AttributeError, OSError, ValueError):  # a helper gone: nothing more from it
             pass
 
@@ -275,9 +279,10 @@ def ahead(root: Path, memo: Path, observed) -> Prefetch | None:
             return None
     except OSError:
         return None
+    from . import discovery
+
     state = root / STATE_DIR
-    p = start(f"{root}/", memo / "analysis", state / "settled", state / "state", memo / "tmp",
-              state / "packages")  # discovery's memo (`discovery.KIND`)
+    p = start(f"{root}/", memo / "analysis", state / "settled", state / "state", memo / "tmp", state / discovery.KIND)
     if p is not None:
         observed.helped(p, [SOURCES, BLOBS], dirs=True)
     return p
