@@ -582,3 +582,23 @@ def test_ctrl_c_reaches_a_running_command_and_its_children(ws, tmp_path):
     while state(child) not in ("gone", "Z") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert state(child) in ("gone", "Z")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+                    reason="glibc's allocator only")
+@pytest.mark.parametrize("large", [True, False])
+def test_a_large_build_has_the_allocator_keep_what_it_frees(tmp_path, large):
+    """`cli._keep_freed_memory`, counted in page faults (not timed): with it, 40 MB freed and asked for again
+    are the same pages (glibc maps a block that large anew each time by default, a fault a page); a build
+    whose analysis memo is small leaves the allocator as it was."""
+    memo = tmp_path / "memo"
+    memo.mkdir()
+    with open(memo / "analysis", "wb") as f:
+        f.truncate(6_000_000 if large else 1_000)
+    code = ("import resource, sys\nfrom pathlib import Path\nfrom tpbuild import cli\n"
+            f"cli._keep_freed_memory(Path({str(memo)!r}))\n"
+            "faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "b = b'x' * (40 << 20)\ndel b\nbefore = faults()\nb = b'x' * (40 << 20)\nprint(faults() - before)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    pages = (40 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert (int(p.stdout) < pages // 10) if large else (int(p.stdout) > pages // 2), p.stdout

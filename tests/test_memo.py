@@ -150,6 +150,19 @@ def test_preloaded_records_are_the_ones_get_reads_and_a_damaged_one_stays_absent
     assert (j.get("a"), j.get("b")) == ([1], {"c": 2})
 
 
+def test_one_two_or_many_records_preloaded_read_back_each(tmp_path):
+    for n in (1, 2, 3, 5):  # the first and last texts carry the array's brackets (`memo._array`)
+        path = tmp_path / f"j{n}"
+        j = _journal(path)
+        for i in range(n):
+            j.put(f"k{i}", [i, {"s": "]["}])
+        j.save()
+        j = _journal(path)
+        j.preload([f"k{i}" for i in range(n)])
+        path.unlink()  # read from what preload decoded
+        assert [j.get(f"k{i}") for i in range(n)] == [[i, {"s": "]["}] for i in range(n)]
+
+
 def test_records_preloaded_are_converted_at_once_and_one_that_does_not_convert_alone_is_absent(tmp_path):
     """`convert_all` converts every record preload parsed in one call; when it raises (one record does not
     convert), each is converted on its own by `convert`, as `get` would: that one absent, the others kept."""

@@ -213,6 +213,33 @@ def _end(code: int) -> None:
     os._exit(code)
 
 
+def _keep_freed_memory(memo: Path) -> None:
+    """Have glibc's allocator keep the memory the build frees for its next blocks, in a process that ends
+    right after the build (`_end`): by default it hands a freed block of over 128 KB, and the free top of
+    its heap, back to the kernel, which hands the next one over again a page at a time, a fault each
+    (1.8 us a fault on a KVM guest). An ordinary no-op build of 10,000 models reads its memos a megabyte
+    at a time and makes and frees texts of them the size of a memo: 71,000 faults, 14,000 fewer so. The
+    peak of memory stays (what is kept is reused); only the pages already used stay the process's until
+    it ends. Only in a large build (`prefetch.large`): `ctypes` is 2.4 ms to import, which an edit at
+    1,000 models does not save (its faults took 1.2 ms fewer so)."""
+    from .prefetch import large
+
+    if not sys.platform.startswith("linux") or not large(memo):
+        return
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt  # glibc's and musl's (a no-op there)
+    except (ImportError, OSError, AttributeError):
+        return
+    mallopt(_M_TRIM_THRESHOLD, _KEPT)
+    mallopt(_M_MMAP_THRESHOLD, _KEPT)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+_KEPT = 1 << 30  # bytes: more than a build frees at once, or holds
+
+
 def _guarded(argv: list[str] | None, kept: list | None) -> int:
     """Runs a command; every error it raises becomes a message and an exit code here, once. `kept`: not
     None when the process ends right after (`_end`), so a collector the build switched off stays off:
@@ -321,6 +348,8 @@ def _main(argv: list[str], kept: list | None) -> int:
     if args.command == "cache":
         return _verify(cache_dir, args.repair)
     if args.command == "build":
+        if kept is not None:
+            _keep_freed_memory(workspace.memo_dir(cache_dir, ws.root))
         return _build(ws, args, cache_dir, stamp, kept)
     if args.command == "affected":
         return _affected(ws, args, cache_dir)

@@ -70,6 +70,15 @@ def values_of(joined: str, n: int) -> list | None:
     return values if len(values) == n else None
 
 
+def _array(texts: list[str]) -> str:
+    """The JSON array of values whose texts are `texts`, made at once: `"[" + ",".join(texts) + "]"`
+    made the text of them all three times, each time in memory the kernel hands over a page at a time,
+    a fault each (the analysis memo's 14 MB of records at 10,000 models: 7,000 faults more, 13 ms)."""
+    if len(texts) < 2:
+        return f"[{''.join(texts)}]"
+    return ",".join(["[" + texts[0], *texts[1:-1], texts[-1] + "]"])
+
+
 def header(kind: str, version: int) -> bytes:
     return f"tpbuild-memo {kind} v{version}\n".encode()
 
@@ -349,7 +358,7 @@ class Journal:
         if eager and not types and convert is None and self._raw:
             raw = self._raw
             try:
-                values = json.loads("[" + ",".join(raw.values()) + "]")
+                values = json.loads(_array(list(raw.values())))
             except ValueError:
                 return  # a damaged record: each is decoded on its own when read
             self._values = dict(zip(raw, values))
@@ -517,7 +526,7 @@ class Journal:
         raw = self._raw  # after the lookups: one may split the file, into a new table (`_index`)
         texts = list(map(raw.__getitem__, todo))
         try:
-            values = json.loads("[" + ",".join(texts) + "]", object_hook=_Decoder(self.types) if self.types else None)
+            values = json.loads(_array(texts), object_hook=_Decoder(self.types) if self.types else None)
         except _UNDECODABLE:
             return  # a damaged record among them: each is decoded on its own when read
         converted = values if self._from_json is None else self._all_converted(todo, values)

@@ -268,16 +268,20 @@ def _or_none(paths: list[str], stats: list, kinds: bytes | None) -> list:
     return [s if k == _TAKEN else None if k == _ABSENT else _NONE for s, k in zip(stats, kinds)]
 
 
+def large(memo: Path) -> bool:
+    """Whether the analysis memo in `memo` (`workspace.memo_dir`) is of a build large enough for a
+    helper (`WORTH_MEMO`)."""
+    try:
+        return os.stat(memo / "analysis").st_size >= WORTH_MEMO
+    except OSError:
+        return False
+
+
 def ahead(root: Path, memo: Path, observed) -> Prefetch | None:
     """A helper started before analysis, its sources' and blobs' stats for `observed` (`Observed.helped`),
     when no check handed any over and the analysis memo in `memo` (`workspace.memo_dir`) is worth it;
     its temp file in that directory's (tpbuild-out may not be there yet)."""
-    if observed.checked:
-        return None
-    try:
-        if os.stat(memo / "analysis").st_size < WORTH_MEMO:
-            return None
-    except OSError:
+    if observed.checked or not large(memo):
         return None
     from . import discovery
 
