@@ -2,11 +2,13 @@
 # The benchmark from one command on a fresh machine: `bash bench/run.sh [bench/run.py options]`.
 # Installs tpbuild and the peers it is compared with (doit and ninja from PyPI via the `bench` extra,
 # make from Debian), then runs bench/run.py. A peer that still cannot be installed is skipped by
-# run.py with the reason printed. Idempotent: a second run reuses .venv and what is installed.
+# run.py with the reason printed. Idempotent: a second run reuses .venv-bench and what is installed.
+# tpbuild is measured as users install it: a regular install of the checkout (reinstalled each run), in
+# a venv of its own, not the editable one the tests use, whose finder is imported at every start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-source tools/venv.sh bench
+VENV=.venv-bench source tools/venv.sh bench release
 
 if ! command -v make >/dev/null; then
     if [ "$(id -u)" = 0 ]; then
@@ -16,4 +18,4 @@ if ! command -v make >/dev/null; then
     fi
 fi
 
-exec .venv/bin/python bench/run.py "$@"
+exec .venv-bench/bin/python bench/run.py "$@"
