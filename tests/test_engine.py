@@ -19,7 +19,7 @@ import time
 import pytest
 
 from conftest import Workspace
-from tpbuild import digest
+from tpbuild import cli, digest
 
 MODEL_CLASS = "class TritonPythonModel:\n    pass\n"  # without it, a model file is refused at analysis
 
@@ -584,8 +584,7 @@ def test_ctrl_c_reaches_a_running_command_and_its_children(ws, tmp_path):
     assert state(child) in ("gone", "Z")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
-                    reason="glibc's allocator only")
+@pytest.mark.skipif(not cli._glibc(), reason="glibc's allocator only")
 @pytest.mark.parametrize("large", [True, False])
 def test_a_large_build_has_the_allocator_keep_what_it_frees(tmp_path, large):
     """`cli._keep_freed_memory`, counted in page faults (not timed): with it, 40 MB freed and asked for again
