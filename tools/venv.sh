@@ -1,14 +1,14 @@
 # Sourced from the repository root by tools/test.sh and bench/run.sh: a venv ($VENV, default `.venv`;
 # made with $PYTHON, default python3, if missing) with tpbuild installed with the extras named in $1:
 # in editable mode, or with $2 = `release` as users install it, a regular install of the checkout as it
-# is now (bench/run.sh: an editable install's finder costs every command 15-20 ms of imports at start).
+# is now (bench/run.sh: an editable install's finder cost every command 13 ms of imports at start).
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 if [ "${2:-}" = release ]; then
-    TARGET=".[$1]"
+    TARGET=(".[$1]")
     REINSTALL=(--reinstall-package tpbuild)  # the checkout's code now, not the last run's copy
 else
     TARGET=(-e ".[$1]")
