@@ -151,7 +151,7 @@ def test_preloaded_records_are_the_ones_get_reads_and_a_damaged_one_stays_absent
 
 
 def test_one_two_or_many_records_preloaded_read_back_each(tmp_path):
-    for n in (1, 2, 3, 5):  # the first and last texts carry the array's brackets (`memo._array`)
+    for n in (1, 2, 3, 5):  # the first and last texts carry the array's brackets (`memo.json_array`)
         path = tmp_path / f"j{n}"
         j = _journal(path)
         for i in range(n):

@@ -62,7 +62,7 @@ import json
 import os
 import time
 from itertools import chain, compress, islice, repeat
-from operator import attrgetter, is_
+from operator import attrgetter, is_, itemgetter
 from pathlib import Path
 
 from . import digest, memo
@@ -193,6 +193,18 @@ def _text_key(package: str, gen: str) -> str:
     """A record's key in the texts journal: its generation is drawn anew each time a package's targets are
     recorded, so a list is found only by the record it was written with (NUL: in no path)."""
     return f"{package}\0{gen}"
+
+
+def _text_keys(packages: list[str], recs: list[PackageRecord]) -> list[str]:
+    """`_text_key` of each package and its record's generation: the key its `_Texts` holds, decoded or put
+    (taken in C: a call each was 10,000 calls, twice, in a no-op build at 10,000 models), else made."""
+    try:
+        return list(map(_TEXTS_KEY, recs))
+    except AttributeError:  # a record made without its texts
+        return list(map(_text_key, packages, map(attrgetter("gen"), recs)))
+
+
+_TEXTS_KEY = attrgetter("texts.key")
 
 
 _KINDS = {k.value: k for k in ActionKind}  # a dict lookup: calling the enum costs 1 us a key (20,000 a no-op)
@@ -383,8 +395,7 @@ class AnalysisCache:
         """`record` of each package, looked up in C while every one is a record whose texts are there (the
         no-op stamp asks of every package a build loaded: 10,000 at 10,000 models)."""
         recs = self._journal.get_all(packages)
-        if all(map(isinstance, recs, repeat(PackageRecord))) and \
-                self._texts.holds_all(list(map(_text_key, packages, map(attrgetter("gen"), recs)))):
+        if all(map(isinstance, recs, repeat(PackageRecord))) and self._texts.holds_all(_text_keys(packages, recs)):
             return recs
         return list(map(self.record, packages))
 
@@ -411,7 +422,9 @@ class AnalysisCache:
         of an unstamped no-op at 2,000 models. A record whose sigs moved (or that watches another state) is
         judged on its own, from the stats taken here. `valid` answers from what this found."""
         self._journal.preload(packages)
-        recs = [(p, r) for p, r in zip(packages, map(self.record, packages)) if r is not None]
+        recs = list(zip(packages, self.records(packages)))  # each looked up in C, while every one is whole
+        if any(map(is_, map(itemgetter(1), recs), repeat(None))):
+            recs = [(p, r) for p, r in recs if r is not None]
         column = [(p, r) for p, r in recs if r.watched is not None]
         paths = list(chain.from_iterable(r.watched[0] for _, r in column))
         seen = self.seen

@@ -103,7 +103,7 @@ def settle(declared: Mapping[str, Declared], state: BuildState, statcache: StatC
         premise.paths = paths
         ids = list(declared)
         texts = records.texts(ids)
-        joined = None if None in texts else ",".join(texts)
+        joined = None if None in texts else memo.json_array(texts)  # parsed as it is if the premise holds
         sources = premise.sourced(paths, sigs, horizon)
         if sources is None:
             named = _named(statcache, paths, base, sigs)
@@ -272,7 +272,7 @@ def _premise(ids: list[str], values: list[Declared], per_action: list[tuple], pa
     C, not by a loop over the actions: `ids` and `values` the declared actions, `per_action` their
     inputs, `pairs` those in one list and `inputs` their inputs, `sourced` which of them are sources,
     `paths` the sources and `sources` the digest of their digests as keys take them (`_sources`),
-    `records` the state's records of the actions, their texts joined.
+    `records` the state's records of the actions, their texts as one JSON array (`memo.json_array`).
 
     What enters a key besides an action's own parts and inputs is taken from the key material itself,
     an action's of each kind made without them (`action.material`), so that a part added to every key

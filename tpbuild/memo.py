@@ -59,18 +59,18 @@ def _loads(text: str, scan=_SCAN):
     return value
 
 
-def values_of(joined: str, n: int) -> list | None:
+def values_of(text: str, n: int) -> list | None:
     """The values of `n` plain records (of a journal without `types`) whose texts (`Journal.texts`) are
-    `joined` by commas, in one parse, as `Journal.preload` reads them; None when they are not `n` JSON
-    values so."""
+    the items of the JSON array `text` (`json_array`), in one parse, as `Journal.preload` reads them;
+    None when they are not `n` JSON values so."""
     try:
-        values = json.loads(f"[{joined}]")
+        values = json.loads(text)
     except _UNDECODABLE:
         return None
-    return values if len(values) == n else None
+    return values if values.__class__ is list and len(values) == n else None
 
 
-def _array(texts: list[str]) -> str:
+def json_array(texts: list[str]) -> str:
     """The JSON array of values whose texts are `texts`, made at once: `"[" + ",".join(texts) + "]"`
     made the text of them all three times (the analysis memo's 14 MB of records at 10,000 models: two
     copies more, 7,000 page faults where the allocator hands freed memory back, `cli._keep_freed_memory`)."""
@@ -358,7 +358,7 @@ class Journal:
         if eager and not types and convert is None and self._raw:
             raw = self._raw
             try:
-                values = json.loads(_array(list(raw.values())))
+                values = json.loads(json_array(list(raw.values())))
             except ValueError:
                 return  # a damaged record: each is decoded on its own when read
             self._values = dict(zip(raw, values))
@@ -526,7 +526,7 @@ class Journal:
         raw = self._raw  # after the lookups: one may split the file, into a new table (`_index`)
         texts = list(map(raw.__getitem__, todo))
         try:
-            values = json.loads(_array(texts), object_hook=_Decoder(self.types) if self.types else None)
+            values = json.loads(json_array(texts), object_hook=_Decoder(self.types) if self.types else None)
         except _UNDECODABLE:
             return  # a damaged record among them: each is decoded on its own when read
         converted = values if self._from_json is None else self._all_converted(todo, values)
@@ -568,8 +568,10 @@ class Journal:
         self._values.update(zip(keys, values))
         if not self._keep_text:
             raw = self._raw
-            for key in keys:
-                raw[key] = _length(raw[key])
+            try:  # each a text, as `texts` gave it (20,000 of the build state's records at 10,000 models): in C
+                raw.update(zip(keys, map(len, map(raw.__getitem__, keys))))
+            except TypeError:  # a length already
+                raw.update(zip(keys, map(_length, map(raw.__getitem__, keys))))
 
     def _decoded(self, key: str, raw: str, value, default):
         """Keep a record's decoded value (converted, see `convert`)."""
