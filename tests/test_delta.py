@@ -51,7 +51,8 @@ def built(ws):
         cmd = "cat $SRCS/other.txt > $OUT"
     """)
     first = ws.build(check=True)
-    assert first.report["execution"] == {"path": "ordinary", "settled": 0, "keyed": ACTIONS, "placed": ACTIONS, "placed_parts": 0}
+    assert first.report["execution"] == {"path": "ordinary", "settled": 0, "keyed": ACTIONS, "placed": ACTIONS, "placed_parts": 0,
+                                       "placed_memo": 0}
     return ws
 
 
@@ -176,20 +177,20 @@ def test_a_placed_link_is_proven_by_its_directory_and_its_blob(built, monkeypatc
     rec = BuildState(root / "tpbuild-out/.tpbuild/state", cache_id(built.cache)).outputs[rel]
     later = time.time_ns() + 3 * 10**9
     monkeypatch.setattr(build.time, "time_ns", lambda: later)  # the tree placed more than 2 s ago
-    proven = build._linked(root, store)
+    proven = build._Linked(root, store)
     assert not proven.intact(rel, rec)  # its blob not verified by this build
     for kind, d, _s in rec[1].values():
         assert store.verify(d, kind == "x")
     assert proven.intact(rel, rec) and not proven.holds(rel, rec[0])
     monkeypatch.undo()
-    assert not build._linked(root, store).intact(rel, rec)  # its directories placed within the racy window
+    assert not build._Linked(root, store).intact(rel, rec)  # its directories placed within the racy window
     monkeypatch.setattr(build.time, "time_ns", lambda: later)
     d = root / rel
     mode = d.stat().st_mode
     os.chmod(d, 0o755)
     (d / "extra.txt").write_text("x")  # an entry added: its directory's mtime moved
     os.chmod(d, mode)
-    assert not build._linked(root, store).intact(rel, rec)
+    assert not build._Linked(root, store).intact(rel, rec)
 
 
 def test_trees_proven_together_leave_out_the_one_damaged(built, monkeypatch):
@@ -212,7 +213,7 @@ def test_trees_proven_together_leave_out_the_one_damaged(built, monkeypatch):
     intact = build._Linked.intact
     monkeypatch.setattr(build._Linked, "intact", lambda self, rel, rec: asked.append(rel) or intact(self, rel, rec))
     every = {rel for rel, _tree in outs}
-    assert outputs.in_place_all(state, root, outs, build._linked(root, store)) == every
+    assert outputs.in_place_all(state, root, outs, build._Linked(root, store)) == every
     assert asked == []  # each compared as text
     fresh = BuildState(root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
     assert {rel: state.outputs[rel] for rel in every} == {rel: fresh.outputs[rel] for rel in every}  # as decoded
@@ -223,7 +224,7 @@ def test_trees_proven_together_leave_out_the_one_damaged(built, monkeypatch):
     (d / "extra.txt").write_text("x")  # an entry added: its directory's mtime moved
     os.chmod(d, mode)
     state = BuildState(root / "tpbuild-out/.tpbuild/state", cache_id(built.cache))
-    assert outputs.in_place_all(state, root, outs, build._linked(root, store)) == every - {"tpbuild-out/down"}
+    assert outputs.in_place_all(state, root, outs, build._Linked(root, store)) == every - {"tpbuild-out/down"}
     assert asked == ["tpbuild-out/down"]  # alone
 
     os.chmod(d, 0o755)
@@ -232,7 +233,7 @@ def test_trees_proven_together_leave_out_the_one_damaged(built, monkeypatch):
     (d / "down.txt").unlink()
     (d / "down.txt").write_bytes(copy)  # the same bytes, not the blob's inode
     os.chmod(d, mode)
-    assert "tpbuild-out/down" not in outputs.in_place_all(state, root, outs, build._linked(root, store))
+    assert "tpbuild-out/down" not in outputs.in_place_all(state, root, outs, build._Linked(root, store))
 
 
 def test_a_recorded_premise_settles_only_while_every_ingredient_of_a_key_is_unchanged(built):

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("model", {"workspace", "discovery", "manifest", "action", "targetinfo", "plugin", "genrule"}),
     ("analysis and stores", {"graph", "analysis", "analysiscache", "statcache", "cas", "actioncache", "outputs",
                              "placement", "shaindex", "remotestore", "remote", "eviction", "critical", "rulesets"}),
-    ("execution", {"executor", "runner", "scheduler", "delta", "explain", "prefetch", "reapi"}),
+    ("execution", {"executor", "runner", "scheduler", "delta", "explain", "prefetch", "placedmemo", "reapi"}),
     ("commands", {"build", "noop", "incremental", "affected", "summary", "console", "report", "cli", "__main__", "__init__"}),
 ]
 RULE_SETS = ("tpbuild_triton", "rules", "tpbuild_runtime")

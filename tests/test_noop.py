@@ -165,6 +165,24 @@ def _replace_output(ws):
     return lambda: (os.path.samefile(p, blob), 0)  # placed again, a link of the blob
 
 
+def _replace_blob_then_edit_output(ws):
+    """The blob a placed file links replaced by a copy (the same bytes, a new inode: the file is no longer its
+    link), then the file written through: neither its directory nor any record moved, only the blob's stat."""
+    blob = next(b for b in (ws.cache / "cas").rglob("*") if b.is_file() and b.read_bytes() == b"a\nb\n")
+    mode = blob.stat().st_mode
+    copy = blob.with_name(".copy")
+    copy.write_bytes(blob.read_bytes())
+    os.chmod(copy, mode)
+    os.replace(copy, blob)
+    time.sleep(2.1)  # the copy past the racy window: found whole at its new stat, which the settle memo records
+    p = ws.out("models/m/m/labels.txt")
+    mode = p.stat().st_mode
+    os.chmod(p, 0o644)
+    p.write_text("z\nz\n")  # the same size
+    os.chmod(p, mode)
+    return lambda: (p.read_text() == "a\nb\n", 0)  # placed again, from the blob
+
+
 def _delete_blob(ws):
     victim = next(p for p in (ws.cache / "cas").rglob("*") if p.is_file() and p.read_bytes() == b"a\nb\n")
     victim.unlink()
@@ -236,17 +254,74 @@ def test_a_stamp_holding_placed_files_linked_answers_the_no_op(linked):
     assert _build(linked)[1]
 
 
-@pytest.mark.parametrize("change", [_delete_output, _edit_output_in_place, _replace_output, _delete_blob])
+@pytest.mark.parametrize("change", [_delete_output, _edit_output_in_place, _replace_output, _delete_blob,
+                                    _replace_blob_then_edit_output])
 def test_no_change_to_a_linked_file_hides_behind_the_stamp(linked, change):
     _not_hidden(linked, change)
 
 
-@pytest.mark.parametrize("change", [_delete_output, _edit_output_in_place, _replace_output, _delete_blob])
+@pytest.mark.parametrize("change", [_delete_output, _edit_output_in_place, _replace_output, _delete_blob,
+                                    _replace_blob_then_edit_output])
 def test_no_change_to_a_linked_file_hides_from_the_ordinary_path(linked, change):
     """Without a stamp, the ordinary path proves a placed link as the stamp does, by its directory's and
     its blob's stats (build._linked), and sees the same changes."""
     (linked.root / "tpbuild-out/.tpbuild/noop").unlink()
     _not_hidden(linked, change)
+
+
+def _ordinary_report(ws) -> dict:
+    """The report of `tpbuild build //...` on the ordinary path (the stamp removed first)."""
+    (ws.root / "tpbuild-out/.tpbuild/noop").unlink(missing_ok=True)
+    report = ws.root.parent / "ordinary.json"
+    p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", str(ws.root), "build", "//...", "--report", str(report)],
+                       capture_output=True, text=True, env=ws.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(report.read_text())
+
+
+def test_the_placed_memo_answers_the_ordinary_paths_check_of_every_tree(linked):
+    """The last stamp's placed groups, kept beside it (`placedmemo.py`): the ordinary path with nothing changed
+    takes every placed tree from them (the report counts them) and places nothing; and its stamp, from the
+    kept groups, answers the next build."""
+    assert (linked.root / "tpbuild-out/.tpbuild/placed").is_file()
+    from tpbuild import outputs
+
+    state = outputs.BuildState(linked.root / "tpbuild-out/.tpbuild/state", outputs.cache_id(linked.cache))
+    trees = len(state.outputs)  # every placed tree's record, a repository's parts each by its own
+    execution = _ordinary_report(linked)["execution"]
+    assert (execution["placed_memo"], execution["placed"], execution["keyed"]) == (trees, 0, 0), execution
+    p, answered = _build(linked)  # writes the stamp (a --report build leaves it as it is), from the kept groups
+    assert not answered and _executed(p) == 0
+    assert _build(linked)[1]
+
+
+@pytest.mark.parametrize("change", [_delete_output, _edit_output_in_place, _replace_output, _delete_blob,
+                                    _replace_blob_then_edit_output])
+def test_no_change_to_a_placed_file_hides_behind_the_placed_memo(linked, change):
+    """Each change the stamp sees in a linked file moves what the placed memo rests on (a directory's stat,
+    a blob's, a record's text): no tree is taken from it, each is checked (and placed again) as ever."""
+    assert (linked.root / "tpbuild-out/.tpbuild/placed").is_file()
+    check = change(linked)
+    report = _ordinary_report(linked)
+    assert report["execution"]["placed_memo"] == 0, report["execution"]
+    assert check()[0]
+    assert _ordinary_report(linked)["execution"]["placed_memo"] == 0  # a --report build writes no stamp, nor memo
+    time.sleep(2.1)  # what was placed again past the racy window: else the stamp holds it unproven, and no memo
+    _build(linked)
+    assert _ordinary_report(linked)["execution"]["placed_memo"] > 0  # the stamp's build recorded it again
+
+
+@pytest.mark.parametrize("damage", [b"not json", b'{"tops": [1], "keys": {}, "groups": []}',
+                                    b'{"tops": [], "keys": [], "digests": [], "texts": "", "blobs": [], '
+                                    b'"device": [], "groups": {"placed": 1, "placed_dirs": 2, "linked": 3}}'])
+def test_a_damaged_placed_memo_is_no_premise(linked, damage):
+    """A placed memo that is not one this code wrote (damaged, or hand-edited) vouches for no tree."""
+    from tpbuild import memo, placedmemo
+
+    path = linked.root / "tpbuild-out/.tpbuild/placed"
+    path.write_bytes(memo.header(placedmemo.KIND, placedmemo.VERSION) + damage)
+    report = _ordinary_report(linked)
+    assert report["execution"]["placed_memo"] == 0 and report["success"], report["execution"]
 
 
 def test_a_directory_that_is_not_there_is_an_error_not_a_stamp(stamped):
@@ -479,13 +554,23 @@ def test_the_stamp_of_the_place_checks_columns_is_the_one_of_the_records(linked)
     taken = ("noop._as_compared(result.placed.records([o for t in result.targets.values() for o in t.outputs])[0], "
              "result.placed.compared()) is not None")
     for unset in ("result.placed.compared().clear()", "result.placed.compared().reverse()"):
-        _same_stamp_without(linked, taken, unset)
+        _same_stamp_without(linked, taken, unset, placed_memo=False)
 
 
-def _same_stamp_without(ws, handed: str, unset: str) -> None:
+def test_the_stamp_of_the_placed_memos_groups_is_the_one_of_the_records(linked):
+    """The placed groups the placed memo kept (`placedmemo.PlacedMemo.kept`: its premise held, nothing placed
+    since) make, byte for byte, the stamp the placed records make, sorted anew."""
+    taken = "result.placed_memo.kept([o for t in result.targets.values() for o in t.outputs]) is not None"
+    _same_stamp_without(linked, taken, "result.placed_memo = None")
+
+
+def _same_stamp_without(ws, handed: str, unset: str, placed_memo: bool = True) -> None:
     """An ordinary no-op of `ws` that writes its stamp twice: from what the build handed it (`handed` holds),
-    then after `unset` (the stamp finds it itself): the same bytes."""
+    then after `unset` (the stamp finds it itself): the same bytes. Without the placed memo unless
+    `placed_memo` (the place check then compares every tree: `outputs.in_place_all`)."""
     ws.root.joinpath("tpbuild-out/.tpbuild/noop").unlink()  # the ordinary path
+    if not placed_memo:
+        ws.root.joinpath("tpbuild-out/.tpbuild/placed").unlink()
     script = ("import sys\nfrom pathlib import Path\nfrom tpbuild import cli, noop\nrecord = noop.Stamp.record\n"
               "def twice(self, result, cache_dir):\n"
               "    record(self, result, cache_dir)\n"

@@ -178,7 +178,7 @@ def test_trees_alike_are_compared_as_text_and_a_damaged_one_is_looked_at_alone(t
 
     def in_place() -> tuple[set[str], outputs.BuildState]:
         fresh = outputs.BuildState(tmp_path / "state", "id")
-        found = outputs.in_place_all(fresh, root, list(trees.items()), build._linked(root, cas))
+        found = outputs.in_place_all(fresh, root, list(trees.items()), build._Linked(root, cas))
         return found, fresh
 
     found, fresh = in_place()

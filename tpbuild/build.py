@@ -22,7 +22,7 @@ from operator import attrgetter, itemgetter
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 
-from . import atomic, critical, delta, explain, outputs, placement, prefetch
+from . import atomic, critical, delta, explain, outputs, placedmemo, placement, prefetch
 from .action import Entry, OutputEntry, Tree
 from .actioncache import ActionCache
 from .analysis import Analysis
@@ -33,7 +33,7 @@ from .runner import LocalExecution, RemoteCacheClient, Runner, stack
 from .label import Label
 from .scheduler import BuildContext, Hooks, Outcome, Scheduler, Settled, Status
 from .statcache import StatCache
-from .layout import RACY_WINDOW_NS, STATE_DIR, shared_device, stat_sig
+from .layout import RACY_WINDOW_NS, STATE_DIR, stat_sig
 from .trace import NULL, Trace
 from .workspace import OUT_DIR, Workspace, memo_dir, temp_dirs
 
@@ -94,7 +94,7 @@ class BuildResult:
     def __init__(self, analysis: Analysis, outcomes: dict[str, Outcome], targets: dict[Label, TargetResult],
                  seconds: float, warnings: list[str], cache: dict, placed: Mapping, execution: dict,
                  statcache: StatCache | None, files: dict, blobs: tuple | None = None,
-                 verified: Mapping | None = None, sources: list[str] | None = None):
+                 verified: Mapping | None = None, sources: list[str] | None = None, placed_memo=None):
         self.analysis = analysis
         self.outcomes = outcomes
         self.targets = targets
@@ -122,6 +122,10 @@ class BuildResult:
         # The sources the actions read, each once in the order they read them, as settling found them
         # (`delta.Premise.paths`), which the no-op stamp records; None: not known (a delta build).
         self.sources = sources
+        # The ordinary path's proof of its placed trees from the memo of the last stamp's (`placedmemo.PlacedMemo`),
+        # which the no-op stamp takes its placed groups from when it held, else records them in; None: not
+        # that path (a delta build), or the store and tpbuild-out on different devices.
+        self.placed_memo = placed_memo
 
     @property
     def success(self) -> bool:
@@ -243,8 +247,10 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             for aid in set(state.actions).difference(analysis.declared):  # in C, unlike a Mapping's keys() - ...
                 del state.actions[aid]
         ws.observed.forget()  # the memos and the actions are done with the stamp's stats (Observed.forget)
+        named = (premise.blobs, premise.names, premise.stats, premise.text) if premise is not None and \
+            premise.now is not None and len(settled) == len(outcomes) else None  # every result settled: the blobs `settle` checked are theirs
         with trace.span("place outputs", "phase"):
-            proven = opts.proven or _linked(ws.root, cas, prefetched)
+            proven = opts.proven or _placed_memo(ws.root, state_dir, cas, state, prefetched, named)
             targets, placed, placed_parts = _materialize(ws, analysis, placed_at, outcomes, state, cas, warn, proven,
                                                          lane)
             if lane is not None:
@@ -263,11 +269,11 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
                  "placed_parts": placed_parts}
     if lane is not None:
         execution["placed_by_lane"] = lane.placed
-    named = (premise.blobs, premise.names, premise.stats, premise.text) if premise is not None and premise.now is not None and \
-        len(settled) == len(outcomes) else None  # every result settled: the blobs `settle` checked are theirs
+    kept = proven if proven.__class__ is placedmemo.PlacedMemo else None
+    execution["placed_memo"] = kept.held if kept is not None else 0
     return BuildResult(analysis, outcomes, targets, time.monotonic() - t0, warnings, cache, outputs.Placed(state),
                        execution, statcache, ws.observed.counters(), named, cas.verified,
-                       premise.paths if premise is not None else None)
+                       premise.paths if premise is not None else None, kept)
 
 
 def _worked(declared, walk, boundary: set[str] | None):
@@ -356,7 +362,7 @@ class _Linked:
     window (an entry renamed within the timestamp granularity of the directory's last change would not
     move it), as is a file's blob; a file that is no such link (a copy across devices, a symlink, a blob
     this build did not verify) is not, and `outputs` lstats its tree file by file. Only where the store and
-    tpbuild-out are on one device: an inode number names one file there. `_linked` gives None when they
+    tpbuild-out are on one device: an inode number names one file there. `_placed_memo` gives None when they
     are not.
 
     Trees are vouched for together (`vouch`), a column at a time: their directories' lstats taken in one
@@ -396,10 +402,15 @@ class _Linked:
         return False
 
 
-def _linked(root: Path, cas: Cas, prefetched: prefetch.Prefetch | None = None) -> _Linked | None:
-    """The ordinary path's proof of placed trees (`_Linked`); None where the store and tpbuild-out are
-    on different devices."""
-    return _Linked(root, cas, prefetched) if shared_device(str(cas.root), str(root / OUT_DIR)) is not None else None
+def _placed_memo(root: Path, state_dir: Path, cas: Cas, state: outputs.BuildState, prefetched: prefetch.Prefetch | None,
+            named: tuple | None) -> placedmemo.PlacedMemo | None:
+    """The ordinary path's proof of placed trees: the memo of those the last stamp recorded (`placedmemo`), each
+    other tree by `_Linked`; None where the store and tpbuild-out are on different devices."""
+    device = placedmemo.device(str(cas.root), str(root / OUT_DIR))
+    if device[1] is None:
+        return None
+    return placedmemo.PlacedMemo(state_dir / placedmemo.FILE, _Linked(root, cas, prefetched), state, prefetched, f"{root}/", named,
+                         device)
 
 
 def _output_entries(info, o: Outcome) -> Sequence[OutputEntry]:
@@ -433,7 +444,7 @@ def _materialize(ws: Workspace, analysis: Analysis, placed_at: tuple[list, list[
             if o.__class__ is Settled:
                 settled.append((rel, o.entries))
     intact = outputs.in_place_all(state, ws.root, settled, proven)
-    if proven.__class__ is _Linked and proven.prefetched is not None:
+    if proven.__class__ is placedmemo.PlacedMemo and proven.prefetched is not None:
         proven.prefetched.close()  # placing writes into the directories it may ask about again: stat'ed now
     # A target's actions are looked at only when some action failed or was skipped (a no-op build at
     # 10,000 models does not ask 10,000 targets of theirs).

@@ -61,6 +61,9 @@ analysis only checked the kind of, and those that must stay absent, `[base, null
 ...]]`; or, for the linked files, `[base, "linked", ...]` (`_Linked`), checked after the blobs and the
 placed directories.
 Another version or key is a miss; so is a stamp that does not decode into these shapes.
+A stamp whose stats are all proven also leaves its three placed groups beside it (`placedmemo.py`), for
+the ordinary path's check of tpbuild-out when this stamp is gone, and takes them from there, unsorted,
+when that check found them all to hold and the build placed nothing.
 """
 
 from __future__ import annotations
@@ -358,7 +361,7 @@ class Stamp:
 
     def record(self, result, cache_dir: Path) -> None:
         """Stamp a finished build, or leave no stamp if it cannot be trusted (see the module docstring)."""
-        from . import incremental
+        from . import incremental, placedmemo
         from .workspace import temp_dirs
 
         self.forget()
@@ -377,11 +380,14 @@ class Stamp:
                 any(map(attrgetter("volatile"), chain.from_iterable(map(attrgetter("targets"), recs)))):
             return
         # Each record placed once, a composed output's parts by their own (merged into their output's
-        # record, the repository's 10,000 parts were copied twice at 10,000 models), and the parts.
-        placed, parts = result.placed.records(list(chain.from_iterable(map(attrgetter("outputs"), result.targets.values()))))
+        # record, the repository's 10,000 parts were copied twice at 10,000 models), and the parts; not
+        # even read when the placed groups are the ones the last stamp recorded (`placedmemo.py`).
+        tops = list(chain.from_iterable(map(attrgetter("outputs"), result.targets.values())))
+        kept = result.placed_memo.kept(tops) if result.placed_memo is not None else None
+        placed, parts = result.placed.records(tops) if kept is None else (None, None)
         walk = incremental.Walk(result, result.sources)  # names the sources its actions read
         groups = self._groups(result, cache_dir, time.time_ns() - RACY_WINDOW_NS, analysed, placed,
-                              walk.sources)
+                              walk.sources, kept)
         if any(g.refused for _role, g in groups):
             return
         # The targets hold the requested ones (and those they depend on), each once: as many means every
@@ -401,6 +407,8 @@ class Stamp:
         gen = incremental.remembered(self.root, digest) if all(g.proven() for _role, g in groups) else None
         if gen is None:
             gen = os.urandom(8).hex()
+            if parts is None:
+                placed, parts = result.placed.records(tops)
             graph = incremental.drawn(result, walk, analysed, parts)
             if incremental.remember(self.root, gen, digest, content["roles"], graph) is not None:
                 return
@@ -411,12 +419,18 @@ class Stamp:
             from . import atomic
 
             atomic.crash_point("stamped")  # test-only: killed before its exit removes its temp directories
+            if kept is None and result.placed_memo is not None and all(g.proven() for _role, g in groups):
+                # The placed groups as stored here (each one form: none holds paths checked by kind alone),
+                # for the next ordinary build's check of tpbuild-out and its stamp (`placedmemo.py`).
+                result.placed_memo.remember(tops, placed, {role: g for role, g in stamped if role in placedmemo.ROLES})
 
-    def _groups(self, result, cache_dir: Path, horizon: int, analysed: list, records: list,
-                sources: list[str]) -> list[tuple[str, _Group]]:
+    def _groups(self, result, cache_dir: Path, horizon: int, analysed: list, records: list | None,
+                sources: list[str], kept: dict | None = None) -> list[tuple[str, _Group]]:
         """The stamp's groups of a successful build: `analysed`, (package, analysis memo record) of each
         package it loaded; `records`, each record of the build state it placed (`outputs.Placed.records`);
-        `sources`, each source its actions read."""
+        `sources`, each source its actions read; `kept`, the placed groups as the last stamp stored them,
+        when they are these records' (`placedmemo.PlacedMemo.kept`: then `records` is None)."""
+        from . import placedmemo
         from .action import blobs_named
         from .cas import Cas
 
@@ -448,14 +462,17 @@ class Stamp:
             # those stats, all older than the racy window before the build, so than this one's).
             stores.packed_as(array("q", whole), text)
         code = _Group("", True, horizon=horizon)
-        placed = _Group(root, False, horizon=horizon)
-        # The directories too: a file added to an output (a killed build) moves its directory's mtime.
-        # They are exempt from the racy window: they are tpbuild's own, fresh after any placement, and
-        # what could change them unseen (a build killed while placing) starts later than the timestamp
-        # granularity.
-        placed_dirs = _Group(root, False)  # filled by the linked files' `sort`, which reads them
-        linked = _Linked(root, blobs, stores, placed_dirs, horizon, str(cas.root), self.root / OUT_DIR)
-        linked.sort(records, placed, result.placed.compared())
+        if kept is None:
+            placed = _Group(root, False, horizon=horizon)
+            # The directories too: a file added to an output (a killed build) moves its directory's mtime.
+            # They are exempt from the racy window: they are tpbuild's own, fresh after any placement, and
+            # what could change them unseen (a build killed while placing) starts later than the timestamp
+            # granularity.
+            placed_dirs = _Group(root, False)  # filled by the linked files' `sort`, which reads them
+            linked = _Linked(root, blobs, stores, placed_dirs, horizon, str(cas.root), self.root / OUT_DIR)
+            linked.sort(records, placed, result.placed.compared())
+        else:
+            placed, placed_dirs, linked = (_Stored(kept[role]) for role in placedmemo.ROLES)
         code_paths = []
         for d in map(str, a.graph.rules.code_dirs):  # its modules as `Path.glob("*.py")` lists them, less its cost
             code_paths += [d, *sorted(f"{d}/{name}" for name in os.listdir(d) if name.endswith(".py"))]
@@ -547,6 +564,21 @@ class _Group:
     def stored(self) -> list[list]:
         kinds = [[self.base, None, self.kinds]] if self.kinds else []
         return [*kinds, [self.base, self.follow, self.paths, self._text or packed_text(self._packed()[0])]]
+
+
+class _Stored:
+    """A group as a stamp stored it, none of its stats unproven (the placed groups `placedmemo.py` kept)."""
+
+    refused = False
+
+    def __init__(self, stored: list):
+        self._stored = stored
+
+    def proven(self) -> bool:
+        return True
+
+    def stored(self) -> list[list]:
+        return [self._stored]
 
 
 class _Linked:

@@ -20,8 +20,10 @@ What it names decides nothing: a path the build asks about is answered with the 
 very string, or stat'ed here when the helper did not take it; any failure (no helper, one that died or
 is late) is every path stat'ed here, as without it. Each kind is a section of its own (discovery's
 directories a section a part), which the build takes when it first needs it if the helper has written
-it whole by then (it is told so through a pipe, after the section is written): the helper is never
-waited for.
+it whole by then (it is told so through a pipe, after the section is written): the helper is waited
+for only by the placed memo's check (`placedmemo.py`) for the placed directories, and only once it has
+written the blobs (`Prefetch._wait`, at most `WAIT`): what it has left then is those directories, which
+the build would otherwise stat itself while the helper stats them too.
 
 Why a stat taken earlier decides as the later one would:
 - Discovery's directories: as sources (below), a stat taken during this build, before discovery would
@@ -90,6 +92,7 @@ DIRS, SOURCES, BLOBS, PLACED = range(4)  # the sections, in the order the helper
 # of them stat'ed again by the helper where the two meet.
 PART = 1024
 _NONE = object()  # a path the helper did not stat
+WAIT = 0.5  # seconds the placed memo's check waits for the helper's placed directories at most (`Prefetch._wait`)
 # A section: how many paths, the length of their text; their text (UTF-8, NUL between them); a byte
 # each (`_TAKEN`, `_ABSENT`, or neither: a stat that is no 64-bit integers, left to the build); four
 # 64-bit integers each (`stat_sig`, zeros when not taken), in this machine's order. Through the pipe,
@@ -184,6 +187,18 @@ class Prefetch:
         except (OSError, ValueError):  # not whole after all: every path stat'ed here
             return {}
 
+    def _wait(self, k: int, after: int) -> None:
+        """Until the helper has written section `k`, if it has written section `after` by now; at most
+        `WAIT` seconds, and not once it ended."""
+        import select
+        import time
+
+        self._listen()
+        until = time.monotonic() + WAIT
+        while after in self._spans and k not in self._spans and self._proc is not None and time.monotonic() < until:
+            select.select([self._proc.stdout], [], [], max(0.0, until - time.monotonic()))
+            self._listen()
+
     def _listen(self) -> None:
         """What the helper said of the sections it wrote since, never waiting for it."""
         try:
@@ -202,11 +217,15 @@ class Prefetch:
         elif told is not None:  # it ended: what it wrote stays readable
             self._stop()
 
-    def lstat_sigs(self, base: str, paths: list[str]) -> list[tuple]:
+    def lstat_sigs(self, base: str, paths: list[str], wait: bool = False) -> list[tuple]:
         """`stat_sig(os.lstat(base + path))` of each path (`base`: the workspace's root, with its
         trailing slash), raising OSError when one is not there, as stat'ing them would; from the helper
-        where it stat'ed the path, each path's stat handed over once."""
+        where it stat'ed the path, each path's stat handed over once. `wait`: for the placed directories
+        when the helper has written the blobs by now (it is stat'ing those directories: what it has left
+        is no more than stat'ing them all here, `placedmemo.PlacedMemo`), up to `WAIT` seconds."""
         if self._placed is None:
+            if wait:
+                self._wait(PLACED, BLOBS)
             got = self._section(PLACED)
             if not got:
                 self.close()  # not done: stat'ing here is no slower than waiting
