@@ -40,6 +40,7 @@ STEPS = [  # (publish step, prep): a step may be reached by more than one kind o
     ("placed", "extra"),
     ("publish-noop", "classes aged"),  # the stamp a build that executed leaves (noop.py)
     ("publish-noop-graph", "classes aged"),  # the graph a delta build reads, written before the stamp
+    ("publish-placed", "restamp"),  # the placed memo (placedmemo.py), after the stamp: an ordinary no-op's
     # A delta build (incremental.py): only a source changed since the stamped build, in its saves and
     # its patch of the stamp.
     ("publish-state", "source"),
@@ -180,7 +181,11 @@ def test_kill_minus_9_anywhere_leaves_nothing_stale(tmp_path):
             state = (not state[0], state[1])
         elif prep == "toml":  # a comment: a new text to parse, the same outputs
             (root / "tpbuild.toml").write_text(f"# {i}\n")
-        if prep not in ("source", "toml"):
+        elif prep == "restamp":  # the ordinary path, every placed tree past the racy window: a stamp all proven
+            time.sleep(2.1)
+            for memo in ("noop", "placed"):
+                (root / "tpbuild-out/.tpbuild" / memo).unlink(missing_ok=True)
+        if prep not in ("source", "toml", "restamp"):
             _sources(w, *state)
         if prep.endswith("aged"):
             old = time.time() - 10
