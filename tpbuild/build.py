@@ -247,8 +247,9 @@ def run(ws: Workspace, analysis: Analysis, opts: Options, hooks: Hooks,
             for aid in set(state.actions).difference(analysis.declared):  # in C, unlike a Mapping's keys() - ...
                 del state.actions[aid]
         ws.observed.forget()  # the memos and the actions are done with the stamp's stats (Observed.forget)
+        # Every result settled: the blobs `settle` checked are theirs.
         named = (premise.blobs, premise.names, premise.stats, premise.text) if premise is not None and \
-            premise.now is not None and len(settled) == len(outcomes) else None  # every result settled: the blobs `settle` checked are theirs
+            premise.now is not None and len(settled) == len(outcomes) else None
         with trace.span("place outputs", "phase"):
             proven = opts.proven or _placed_memo(ws.root, state_dir, cas, state, prefetched, named)
             targets, placed, placed_parts = _materialize(ws, analysis, placed_at, outcomes, state, cas, warn, proven,
@@ -402,15 +403,15 @@ class _Linked:
         return False
 
 
-def _placed_memo(root: Path, state_dir: Path, cas: Cas, state: outputs.BuildState, prefetched: prefetch.Prefetch | None,
-            named: tuple | None) -> placedmemo.PlacedMemo | None:
-    """The ordinary path's proof of placed trees: the memo of those the last stamp recorded (`placedmemo`), each
-    other tree by `_Linked`; None where the store and tpbuild-out are on different devices."""
+def _placed_memo(root: Path, state_dir: Path, cas: Cas, state: outputs.BuildState,
+                 prefetched: prefetch.Prefetch | None, named: tuple | None) -> placedmemo.PlacedMemo | None:
+    """The ordinary path's proof of placed trees: the memo of those the last stamp recorded (`placedmemo`),
+    each other tree by `_Linked`; None where the store and tpbuild-out are on different devices."""
     device = placedmemo.device(str(cas.root), str(root / OUT_DIR))
     if device[1] is None:
         return None
-    return placedmemo.PlacedMemo(state_dir / placedmemo.FILE, _Linked(root, cas, prefetched), state, prefetched, f"{root}/", named,
-                         device)
+    return placedmemo.PlacedMemo(state_dir / placedmemo.FILE, _Linked(root, cas, prefetched), state, prefetched,
+                                 f"{root}/", named, device)
 
 
 def _output_entries(info, o: Outcome) -> Sequence[OutputEntry]:
