@@ -311,6 +311,23 @@ def test_no_change_to_a_placed_file_hides_behind_the_placed_memo(linked, change)
     assert _ordinary_report(linked)["execution"]["placed_memo"] > 0  # the stamp's build recorded it again
 
 
+def test_a_placed_memo_of_other_patterns_vouches_for_nothing_and_is_recorded_again(linked):
+    """The memo of a stamp of some outputs (`//models/...`) rests on that build's blobs, not on those of a
+    build of every output: the next ordinary build of `//...` checks each tree (and places nothing), and its
+    stamp records the memo of them all, which the build after it takes every tree from."""
+    (linked.root / "tpbuild-out/.tpbuild/noop").unlink()
+    p = subprocess.run([sys.executable, "-m", "tpbuild", "-C", str(linked.root), "build", "//models/..."],
+                       capture_output=True, text=True, env=linked.env)
+    assert p.returncode == 0 and _executed(p) == 0, p.stdout + p.stderr
+    tops = json.loads((linked.root / "tpbuild-out/.tpbuild/placed").read_bytes().partition(b"\n")[2])["tops"]
+    assert "tpbuild-out/models/m/m" in tops and "tpbuild-out/repo" not in tops  # that build's outputs (and their deps')
+    other = _ordinary_report(linked)["execution"]
+    assert (other["placed_memo"], other["placed"]) == (0, 0), other
+    _build(linked)  # its stamp, of every output
+    every = _ordinary_report(linked)["execution"]
+    assert every["placed_memo"] > len(tops) and every["placed"] == 0, every
+
+
 @pytest.mark.parametrize("damage", [b"not json", b'{"tops": [1], "keys": {}, "groups": []}',
                                     b'{"tops": [], "keys": [], "digests": [], "texts": "", "blobs": [], '
                                     b'"device": [], "groups": {"placed": 1, "placed_dirs": 2, "linked": 3}}'])
