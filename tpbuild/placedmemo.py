@@ -9,7 +9,7 @@ path checks each placed tree against its record in the build state (`outputs.in_
 stamp then sorts each file into those groups again (`noop._Linked.sort`): at 10,000 models, 20,000 trees,
 40,000 directories and 60,000 files, a quarter of a no-op build without its stamp.
 
-So the stamp also leaves this memo (`record`): those three groups as it stored them, the keys of the
+So the stamp also leaves this memo (`PlacedMemo.remember`): those three groups as it stored them, the keys of the
 records they were made of with their tree digests, a digest of those records' texts in the build
 state, and what the linked files' proof rests on besides their directories: the blobs' group (the
 stats the settle memo found them whole at, and their names) and the store's device. The ordinary path's
@@ -54,23 +54,6 @@ _TOP = ("", "/")  # a tree's top directory as the place check asks about it: its
 def digest_of(texts: list[str]) -> str:
     """The digest of a column of texts (the records' texts, the blobs' names), none of them holding a NUL."""
     return xxh3_128("\0".join(texts).encode(errors="surrogatepass")).hexdigest()
-
-
-def record(path: Path, tops: list[str], placed: list[tuple[str, tuple]], texts: list[str | None], blobs: tuple | None,
-           device: list, groups: dict[str, list]) -> None:
-    """Remember the stamp's placed groups (`groups`, role -> stored form) with what they rest on: the
-    records they were made of (`placed`, `outputs.Placed.records` of the outputs at `tops`, with their
-    `texts` in the build state), the blobs (`build.BuildResult.blobs`) and the store's `device`
-    (`noop._Linked`). Not written (and an older one removed) when a text is not known or the blobs were
-    not all found whole at the settle memo's stats: the next ordinary build then checks each tree."""
-    from . import atomic
-
-    if blobs is None or blobs[3] is None or None in texts:
-        atomic.unlink(str(path))
-        return
-    value = {"tops": tops, "keys": [k for k, _v in placed], "digests": [v[0] for _k, v in placed],
-             "texts": digest_of(texts), "blobs": [blobs[3], digest_of(blobs[1])], "device": device, "groups": groups}
-    memo.save(path, KIND, VERSION, value, path.parent / "tmp", "the placed trees' memo", depth=1)
 
 
 def keys(state, tops: list[str]) -> list[str]:
@@ -127,10 +110,21 @@ class PlacedMemo:
         return None
 
     def remember(self, tops: list[str], placed: list[tuple[str, tuple]], groups: dict[str, list]) -> None:
-        """The memo of this build's stamp (`record`): its `groups` of the outputs at `tops`, whose records
-        are `placed`."""
-        record(self.path, tops, placed, self._state.outputs.texts([k for k, _v in placed]), self._blobs,
-               self._device, groups)
+        """Remember this build's stamp's placed groups (`groups`, role -> stored form) with what they rest
+        on: the records they were made of (`placed`, `outputs.Placed.records` of the outputs at `tops`, and
+        their texts in the build state), the blobs (`build.BuildResult.blobs`) and the store's device
+        (`noop._Linked`). Not written (and an older one removed) when a text is not known or the blobs were
+        not all found whole at the settle memo's stats: the next ordinary build then checks each tree."""
+        from . import atomic
+
+        found = [k for k, _v in placed]
+        texts, blobs = self._state.outputs.texts(found), self._blobs
+        if blobs is None or blobs[3] is None or None in texts:
+            atomic.unlink(str(self.path))
+            return
+        value = {"tops": tops, "keys": found, "digests": [v[0] for _k, v in placed], "texts": digest_of(texts),
+                 "blobs": [blobs[3], digest_of(blobs[1])], "device": self._device, "groups": groups}
+        memo.save(self.path, KIND, VERSION, value, self.path.parent / "tmp", "the placed trees' memo", depth=1)
 
     def _check(self) -> dict[str, str]:
         """Record -> tree digest of every record of the memo, if its premise holds now; else {}."""
